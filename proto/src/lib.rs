@@ -20,3 +20,22 @@ pub mod admin_api {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("sigil.admin.v1");
 }
+
+pub mod attestation;
+/// The encoded `FileDescriptorSet` of every .proto above, so tests can
+/// enumerate the generated services and methods.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
+
+pub mod duration;
+pub mod jwks;
+pub mod selector;
+pub mod spiffe_id;
+pub mod svid_profile;
+pub mod tls;
+
+pub use duration::{DurationError, format_duration, parse_duration};
+pub use jwks::{JwksError, JwtKey, SpiffeBundle};
+pub use selector::{Selector, SelectorError};
+pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+pub use svid_profile::{CaInfo, LeafInfo, ProfileError, check_leaf, check_signing_cert};
+pub use tls::{Authorizer, SpiffeClientVerifier, SpiffeServerVerifier, TrustRoots};

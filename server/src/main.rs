@@ -1,1 +1,60 @@
-fn main() {}
+//! `sigil-server`: the daemon and its admin CLI in one binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sigil_server::cli::{Cli, Command, LogFormat, run_admin};
+use sigil_server::config::ServerConfig;
+
+fn init_logs(level: &str, format: LogFormat) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("--log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { config } => ServerConfig::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                sigil_server::run::load_upstream(&cfg, now)?;
+                println!("{}: configuration is valid", config.display());
+                Ok(())
+            }),
+        Command::Run {
+            config,
+            log_level,
+            log_format,
+        } => match (init_logs(&log_level, log_format), ServerConfig::load(&config)) {
+            (Err(e), _) => Err(anyhow::anyhow!(e)),
+            (_, Err(e)) => Err(e.into()),
+            (Ok(()), Ok(cfg)) => runtime().and_then(|rt| rt.block_on(sigil_server::run::run(cfg))),
+        },
+        admin => runtime().and_then(|rt| rt.block_on(run_admin(admin))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,1 +1,256 @@
-//! Test support for the end-to-end suite.
+//! Test support for the end-to-end suite: builds and starts the real
+//! `sigil-server` binary in a temp dir on loopback, runs its CLI, and tears
+//! everything down. Every wait is bounded.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long a daemon may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn target_dir() -> PathBuf {
+    // Test binaries live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary is in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, built (once per test process) with the same
+/// profile as the tests, so a stale binary is never used.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let dir = target_dir();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "sigil-server", "-p", "sigil-agent", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(())
+    });
+    if let Err(e) = built {
+        panic!("building the binaries failed: {e}");
+    }
+    dir.join(name)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr")
+}
+
+/// Runs `sigil-server` with `args` and returns its output (bounded: the
+/// command is killed after 60 s).
+pub fn sigil_server(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_bounded(Command::new(bin("sigil-server")).args(args).envs(env.iter().copied()))
+}
+
+/// Runs a command, killing it if it takes more than 60 s.
+pub fn run_bounded(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("command {cmd:?} did not finish in 60 s");
+        }
+    }
+}
+
+/// Output as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Options for a test server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub trust_domain: String,
+    /// Extra TOML appended to the generated config.
+    pub extra: String,
+    pub bundle_endpoint: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            trust_domain: "example.org".into(),
+            extra: String::new(),
+            bundle_endpoint: true,
+        }
+    }
+}
+
+/// A running `sigil-server` in a temp dir.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub bundle_addr: Option<SocketAddr>,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    /// Writes a config and starts the server; returns once `healthcheck`
+    /// answers.
+    pub fn start(opts: ServerOptions) -> anyhow::Result<TestServer> {
+        let dir = tempfile::tempdir()?;
+        let data_dir = dir.path().join("data");
+        let socket = data_dir.join("admin.sock");
+        let bundle_addr = opts.bundle_endpoint.then(free_addr);
+        let mut cfg = format!(
+            "trust_domain = \"{}\"\ndata_dir = \"{}\"\nbind_address = \"{}\"\n",
+            opts.trust_domain,
+            data_dir.display(),
+            free_addr()
+        );
+        cfg.push_str(&opts.extra);
+        if let Some(a) = bundle_addr {
+            cfg.push_str(&format!("\n[bundle_endpoint]\naddress = \"{a}\"\nrefresh_hint = \"2m\"\n"));
+        }
+        let config = dir.path().join("server.toml");
+        std::fs::write(&config, cfg)?;
+        let log = dir.path().join("server.log");
+        let mut s = TestServer {
+            dir,
+            config,
+            socket,
+            data_dir,
+            bundle_addr,
+            log,
+            child: None,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Starts (again) the server process and waits until it is healthy.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(bin("sigil-server"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning sigil-server")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("sigil-server exited with {status}: {}", self.log_text());
+            }
+            let out = self.cli(&["healthcheck"]);
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("sigil-server not healthy after {READY_TIMEOUT:?}: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs an admin command against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let sock = self.socket.display().to_string();
+        sigil_server(args, &[("SIGIL_ADMIN_SOCKET", &sock)])
+    }
+
+    /// Runs an admin command that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "sigil-server {args:?} failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Runs an admin command with `--output json` that must succeed.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.cli_ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: bad JSON {e}: {out}"))
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded), then SIGKILL.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// DER certificates from PEM text.
+pub fn pem_certs(text: &str) -> Vec<Vec<u8>> {
+    sigil_proto::jwks::from_pem(text.as_bytes()).expect("PEM certificates")
+}

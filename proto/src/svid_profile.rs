@@ -1,0 +1,953 @@
+//! The X.509-SVID profile: the rules a leaf SVID and a CA signing
+//! certificate must follow (SPIFFE X.509-SVID specification, DESIGN §5).
+//! Every crate checks certificates it issues or receives with these
+//! functions, and tests assert against the named rule that was broken.
+//! Only the profile is checked here: signatures, chains and validity at a
+//! given time belong to the TLS verifiers (`tls`).
+
+use std::collections::HashSet;
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension, X509Extension};
+use x509_parser::oid_registry::{
+    OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_BASIC_CONSTRAINTS,
+    OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_KEY_USAGE, OID_X509_EXT_NAME_CONSTRAINTS,
+    OID_X509_EXT_SUBJECT_ALT_NAME, OID_X509_EXT_SUBJECT_KEY_IDENTIFIER, Oid,
+};
+use x509_parser::prelude::FromDer;
+use x509_parser::x509::X509Version;
+
+use crate::spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+
+/// The `role` of [`ProfileError`]s about leaf certificates.
+pub const ROLE_LEAF: &str = "X.509-SVID leaf";
+/// The `role` of [`ProfileError`]s about CA signing certificates.
+pub const ROLE_SIGNING: &str = "signing certificate";
+
+/// Why a certificate does not follow the X.509-SVID profile. Each message
+/// names the certificate's role, the rule and what was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("not a DER X.509 certificate: {reason}")]
+    NotX509 { reason: String },
+    #[error("{len} unexpected bytes follow the DER certificate")]
+    TrailingData { len: usize },
+    #[error("{role} must be an X.509 version 3 certificate, found version {version}")]
+    NotV3 { role: &'static str, version: u32 },
+    #[error("{role} carries extension {oid} more than once")]
+    DuplicateExtension { role: &'static str, oid: String },
+    #[error("{role} has a malformed {extension} extension: {reason}")]
+    MalformedExtension {
+        role: &'static str,
+        extension: &'static str,
+        reason: String,
+    },
+    #[error("{role} must have exactly one URI SAN, found {found}")]
+    UriSanCount { role: &'static str, found: usize },
+    #[error("{role} URI SAN {uri:?} is not a valid SPIFFE ID: {source}")]
+    BadSpiffeId {
+        role: &'static str,
+        uri: String,
+        source: SpiffeIdError,
+    },
+    #[error(
+        "X.509-SVID leaf SPIFFE ID {id} has no path: a leaf must not carry the trust domain ID"
+    )]
+    LeafWithoutPath { id: String },
+    #[error("{role} URI SAN {uri} must be the trust domain ID {expected} (no path)")]
+    NotTrustDomainId {
+        role: &'static str,
+        uri: String,
+        expected: String,
+    },
+    #[error("{role} must have a basicConstraints extension")]
+    MissingBasicConstraints { role: &'static str },
+    #[error("X.509-SVID leaf must have cA=false in basicConstraints, found cA=true")]
+    LeafIsCa,
+    #[error("signing certificate must have cA=true in basicConstraints, found cA=false")]
+    SigningNotCa,
+    #[error("{role} must have a keyUsage extension")]
+    MissingKeyUsage { role: &'static str },
+    #[error("{role} keyUsage extension must be marked critical")]
+    KeyUsageNotCritical { role: &'static str },
+    #[error("{role} keyUsage must include {usage}")]
+    KeyUsageMissing {
+        role: &'static str,
+        usage: &'static str,
+    },
+    #[error("X.509-SVID leaf keyUsage must not include {usage}")]
+    LeafKeyUsageForbidden { usage: &'static str },
+    #[error("X.509-SVID leaf must have an extKeyUsage extension (serverAuth and clientAuth)")]
+    MissingExtKeyUsage,
+    #[error("X.509-SVID leaf extKeyUsage must include {purpose}")]
+    ExtKeyUsageMissing { purpose: &'static str },
+    #[error("{role} must have a subjectKeyIdentifier extension")]
+    MissingSubjectKeyId { role: &'static str },
+    #[error("X.509-SVID leaf must have an authorityKeyIdentifier extension")]
+    MissingAuthorityKeyId,
+    #[error("signing certificate must not carry a nameConstraints extension")]
+    NameConstraints,
+    #[error("{role} serial number must be positive, found negative serial 0x{serial_hex}")]
+    NegativeSerial {
+        role: &'static str,
+        serial_hex: String,
+    },
+    #[error("{role} serial number must not be zero")]
+    ZeroSerial { role: &'static str },
+}
+
+/// What a valid X.509-SVID leaf says, for callers that go on to use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafInfo {
+    /// The single URI SAN.
+    pub spiffe_id: SpiffeId,
+    /// DNS SANs, in certificate order.
+    pub dns_names: Vec<String>,
+    /// Lowercase hex of the serial, leading zero bytes removed.
+    pub serial_hex: String,
+    /// Start of validity, unix seconds.
+    pub not_before: i64,
+    /// End of validity, unix seconds.
+    pub not_after: i64,
+    /// The DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// The subjectKeyIdentifier.
+    pub ski: Vec<u8>,
+    /// The authorityKeyIdentifier's keyIdentifier, when the extension has one.
+    pub aki: Option<Vec<u8>>,
+}
+
+/// What a valid CA signing certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaInfo {
+    /// Lowercase hex of the serial, leading zero bytes removed.
+    pub serial_hex: String,
+    /// Start of validity, unix seconds.
+    pub not_before: i64,
+    /// End of validity, unix seconds.
+    pub not_after: i64,
+    /// The DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// The subjectKeyIdentifier.
+    pub ski: Vec<u8>,
+}
+
+/// Checks that `der` is a well-formed X.509-SVID leaf: v3, exactly one URI
+/// SAN holding a SPIFFE ID with a path (DNS SANs allowed), basicConstraints
+/// with cA=false, a critical keyUsage with digitalSignature and without
+/// keyCertSign/cRLSign, extKeyUsage with serverAuth and clientAuth, SKI and
+/// AKI, and a positive serial.
+pub fn check_leaf(der: &[u8]) -> Result<LeafInfo, ProfileError> {
+    let cert = parse(der, ROLE_LEAF)?;
+    let exts = Extensions::new(&cert, ROLE_LEAF)?;
+
+    let spiffe_id = leaf_id(&exts)?;
+    let dns_names = match exts.san()? {
+        Some(names) => names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some((*d).to_string()),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+
+    match exts.basic_constraints_ca()? {
+        None => return Err(ProfileError::MissingBasicConstraints { role: ROLE_LEAF }),
+        Some(true) => return Err(ProfileError::LeafIsCa),
+        Some(false) => {}
+    }
+
+    let ku = exts.key_usage()?;
+    if !ku.digital_signature() {
+        return Err(ProfileError::KeyUsageMissing {
+            role: ROLE_LEAF,
+            usage: "digitalSignature",
+        });
+    }
+    if ku.key_cert_sign() {
+        return Err(ProfileError::LeafKeyUsageForbidden {
+            usage: "keyCertSign",
+        });
+    }
+    if ku.crl_sign() {
+        return Err(ProfileError::LeafKeyUsageForbidden { usage: "cRLSign" });
+    }
+
+    let (server_auth, client_auth) = exts.ext_key_usage()?;
+    if !server_auth {
+        return Err(ProfileError::ExtKeyUsageMissing {
+            purpose: "serverAuth",
+        });
+    }
+    if !client_auth {
+        return Err(ProfileError::ExtKeyUsageMissing {
+            purpose: "clientAuth",
+        });
+    }
+
+    let ski = exts.ski()?;
+    let aki = match exts.get(&OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER) {
+        None => return Err(ProfileError::MissingAuthorityKeyId),
+        Some(ext) => match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            other => return Err(malformed(ROLE_LEAF, "authorityKeyIdentifier", other)),
+        },
+    };
+
+    let serial_hex = serial_hex(&cert, ROLE_LEAF)?;
+    Ok(LeafInfo {
+        spiffe_id,
+        dns_names,
+        serial_hex,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        spki_der: cert.public_key().raw.to_vec(),
+        ski,
+        aki,
+    })
+}
+
+/// Checks that `der` is a CA certificate allowed to sign SVIDs for `td`:
+/// v3, cA=true, a critical keyUsage with keyCertSign, exactly one URI SAN
+/// equal to `spiffe://<td>`, no nameConstraints, an SKI and a positive
+/// serial.
+pub fn check_signing_cert(der: &[u8], td: &TrustDomain) -> Result<CaInfo, ProfileError> {
+    let cert = parse(der, ROLE_SIGNING)?;
+    let exts = Extensions::new(&cert, ROLE_SIGNING)?;
+
+    match exts.basic_constraints_ca()? {
+        None => return Err(ProfileError::MissingBasicConstraints { role: ROLE_SIGNING }),
+        Some(false) => return Err(ProfileError::SigningNotCa),
+        Some(true) => {}
+    }
+
+    let ku = exts.key_usage()?;
+    if !ku.key_cert_sign() {
+        return Err(ProfileError::KeyUsageMissing {
+            role: ROLE_SIGNING,
+            usage: "keyCertSign",
+        });
+    }
+
+    let uris = uri_sans(&exts)?;
+    let [uri] = uris.as_slice() else {
+        return Err(ProfileError::UriSanCount {
+            role: ROLE_SIGNING,
+            found: uris.len(),
+        });
+    };
+    let expected = td.id();
+    if *uri != expected.as_str() {
+        return Err(ProfileError::NotTrustDomainId {
+            role: ROLE_SIGNING,
+            uri: (*uri).to_string(),
+            expected: expected.to_string(),
+        });
+    }
+
+    if exts.get(&OID_X509_EXT_NAME_CONSTRAINTS).is_some() {
+        return Err(ProfileError::NameConstraints);
+    }
+
+    let ski = exts.ski()?;
+    let serial_hex = serial_hex(&cert, ROLE_SIGNING)?;
+    Ok(CaInfo {
+        serial_hex,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        spki_der: cert.public_key().raw.to_vec(),
+        ski,
+    })
+}
+
+/// The SPIFFE ID of an X.509-SVID leaf: its single URI SAN, which must be a
+/// valid SPIFFE ID with a path. Nothing else about the certificate is
+/// checked.
+pub fn leaf_spiffe_id(der: &[u8]) -> Result<SpiffeId, ProfileError> {
+    let cert = parse(der, ROLE_LEAF)?;
+    let exts = Extensions::new(&cert, ROLE_LEAF)?;
+    leaf_id(&exts)
+}
+
+fn leaf_id(exts: &Extensions<'_, '_>) -> Result<SpiffeId, ProfileError> {
+    let uris = uri_sans(exts)?;
+    let [uri] = uris.as_slice() else {
+        return Err(ProfileError::UriSanCount {
+            role: ROLE_LEAF,
+            found: uris.len(),
+        });
+    };
+    let id = SpiffeId::parse(uri).map_err(|source| ProfileError::BadSpiffeId {
+        role: ROLE_LEAF,
+        uri: (*uri).to_string(),
+        source,
+    })?;
+    if id.is_trust_domain_id() {
+        return Err(ProfileError::LeafWithoutPath { id: id.to_string() });
+    }
+    Ok(id)
+}
+
+fn parse<'a>(der: &'a [u8], role: &'static str) -> Result<X509Certificate<'a>, ProfileError> {
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| ProfileError::NotX509 {
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(ProfileError::TrailingData { len: rest.len() });
+    }
+    if cert.version() != X509Version::V3 {
+        return Err(ProfileError::NotV3 {
+            role,
+            version: cert.version().0 + 1,
+        });
+    }
+    Ok(cert)
+}
+
+fn uri_sans<'a>(exts: &Extensions<'a, '_>) -> Result<Vec<&'a str>, ProfileError> {
+    Ok(match exts.san()? {
+        Some(names) => names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::URI(u) => Some(*u),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+fn malformed(
+    role: &'static str,
+    extension: &'static str,
+    parsed: &ParsedExtension<'_>,
+) -> ProfileError {
+    let reason = match parsed.error() {
+        Some(e) => e.to_string(),
+        None => "unexpected content".to_string(),
+    };
+    ProfileError::MalformedExtension {
+        role,
+        extension,
+        reason,
+    }
+}
+
+/// Lowercase hex of the serial without leading zero bytes; refuses negative
+/// and zero serials (RFC 5280 §4.1.2.2).
+fn serial_hex(cert: &X509Certificate<'_>, role: &'static str) -> Result<String, ProfileError> {
+    let raw = cert.tbs_certificate.raw_serial();
+    if raw.first().is_some_and(|b| b & 0x80 != 0) {
+        return Err(ProfileError::NegativeSerial {
+            role,
+            serial_hex: hex::encode(raw),
+        });
+    }
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    let significant = &raw[start..];
+    if significant.is_empty() {
+        return Err(ProfileError::ZeroSerial { role });
+    }
+    Ok(hex::encode(significant))
+}
+
+/// A certificate's extensions, checked once for duplicates so that lookups
+/// by OID are unambiguous.
+struct Extensions<'a, 'c> {
+    cert: &'c X509Certificate<'a>,
+    role: &'static str,
+}
+
+impl<'a, 'c> Extensions<'a, 'c> {
+    fn new(cert: &'c X509Certificate<'a>, role: &'static str) -> Result<Self, ProfileError> {
+        let mut seen = HashSet::new();
+        for ext in cert.extensions() {
+            if !seen.insert(ext.oid.as_bytes()) {
+                return Err(ProfileError::DuplicateExtension {
+                    role,
+                    oid: ext.oid.to_id_string(),
+                });
+            }
+        }
+        Ok(Self { cert, role })
+    }
+
+    fn get(&self, oid: &Oid<'_>) -> Option<&'c X509Extension<'a>> {
+        self.cert.extensions().iter().find(|e| e.oid == *oid)
+    }
+
+    fn san(&self) -> Result<Option<&'c [GeneralName<'a>]>, ProfileError> {
+        match self.get(&OID_X509_EXT_SUBJECT_ALT_NAME) {
+            None => Ok(None),
+            Some(ext) => match ext.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(san) => Ok(Some(&san.general_names)),
+                other => Err(malformed(self.role, "subjectAltName", other)),
+            },
+        }
+    }
+
+    /// `None` when basicConstraints is absent, otherwise its cA flag.
+    fn basic_constraints_ca(&self) -> Result<Option<bool>, ProfileError> {
+        match self.get(&OID_X509_EXT_BASIC_CONSTRAINTS) {
+            None => Ok(None),
+            Some(ext) => match ext.parsed_extension() {
+                ParsedExtension::BasicConstraints(bc) => Ok(Some(bc.ca)),
+                other => Err(malformed(self.role, "basicConstraints", other)),
+            },
+        }
+    }
+
+    /// The keyUsage extension, which must be present and critical.
+    fn key_usage(&self) -> Result<&'c x509_parser::extensions::KeyUsage, ProfileError> {
+        let role = self.role;
+        let Some(ext) = self.get(&OID_X509_EXT_KEY_USAGE) else {
+            return Err(ProfileError::MissingKeyUsage { role });
+        };
+        let ParsedExtension::KeyUsage(ku) = ext.parsed_extension() else {
+            return Err(malformed(role, "keyUsage", ext.parsed_extension()));
+        };
+        if !ext.critical {
+            return Err(ProfileError::KeyUsageNotCritical { role });
+        }
+        Ok(ku)
+    }
+
+    /// `(serverAuth, clientAuth)` from extKeyUsage, which must be present.
+    fn ext_key_usage(&self) -> Result<(bool, bool), ProfileError> {
+        let Some(ext) = self.get(&OID_X509_EXT_EXTENDED_KEY_USAGE) else {
+            return Err(ProfileError::MissingExtKeyUsage);
+        };
+        match ext.parsed_extension() {
+            ParsedExtension::ExtendedKeyUsage(eku) => Ok((eku.server_auth, eku.client_auth)),
+            other => Err(malformed(self.role, "extKeyUsage", other)),
+        }
+    }
+
+    fn ski(&self) -> Result<Vec<u8>, ProfileError> {
+        let role = self.role;
+        match self.get(&OID_X509_EXT_SUBJECT_KEY_IDENTIFIER) {
+            None => Err(ProfileError::MissingSubjectKeyId { role }),
+            Some(ext) => match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) if !k.0.is_empty() => Ok(k.0.to_vec()),
+                ParsedExtension::SubjectKeyIdentifier(_) => Err(ProfileError::MalformedExtension {
+                    role,
+                    extension: "subjectKeyIdentifier",
+                    reason: "the key identifier is empty".to_string(),
+                }),
+                other => Err(malformed(role, "subjectKeyIdentifier", other)),
+            },
+        }
+    }
+}
+
+/// Certificate builders for this crate's tests: a CA with the trust domain
+/// ID as URI SAN and leaves that follow the X.509-SVID profile, all made at
+/// test time with rcgen. Tests bend the parameters to break one rule each.
+#[cfg(test)]
+pub(crate) mod test_pki {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rcgen::string::Ia5String;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    };
+    use time::{Duration, OffsetDateTime};
+
+    pub(crate) fn uri(s: &str) -> SanType {
+        SanType::URI(Ia5String::try_from(s).unwrap())
+    }
+
+    pub(crate) fn dns(s: &str) -> SanType {
+        SanType::DnsName(Ia5String::try_from(s).unwrap())
+    }
+
+    /// A CA's parameters: cA=true, keyCertSign + cRLSign, URI SAN
+    /// `spiffe://<td>`, valid from a minute ago for a day. Each call gets
+    /// its own subject name, so two test CAs never share one by accident.
+    pub(crate) fn ca_params(td: &str) -> CertificateParams {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{td} test CA {n}"));
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.subject_alt_names = vec![uri(&format!("spiffe://{td}"))];
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::minutes(1);
+        p.not_after = now + Duration::days(1);
+        p
+    }
+
+    /// An X.509-SVID leaf's parameters for the given URI SANs: cA=false,
+    /// critical digitalSignature, serverAuth + clientAuth, SKI and AKI,
+    /// valid from ten seconds ago for an hour.
+    pub(crate) fn leaf_params(uris: &[&str]) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "SPIFFE");
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.use_authority_key_identifier_extension = true;
+        p.subject_alt_names = uris.iter().map(|u| uri(u)).collect();
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::seconds(10);
+        p.not_after = now + Duration::hours(1);
+        p
+    }
+
+    /// A CA that can sign test leaves.
+    pub(crate) struct TestCa {
+        pub(crate) der: Vec<u8>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl TestCa {
+        pub(crate) fn new(td: &str) -> Self {
+            Self::from_params(ca_params(td))
+        }
+
+        pub(crate) fn from_params(params: CertificateParams) -> Self {
+            let key = KeyPair::generate().unwrap();
+            let der = params.self_signed(&key).unwrap().der().to_vec();
+            TestCa {
+                der,
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// Signs `params` for a fresh P-256 key; returns (cert DER, key).
+        pub(crate) fn sign(&self, params: &CertificateParams) -> (Vec<u8>, KeyPair) {
+            let key = KeyPair::generate().unwrap();
+            let der = params.signed_by(&key, &self.issuer).unwrap().der().to_vec();
+            (der, key)
+        }
+
+        /// An intermediate CA for `td` signed by this CA.
+        pub(crate) fn intermediate(&self, td: &str) -> TestCa {
+            let params = ca_params(td);
+            let (der, key) = self.sign(&params);
+            TestCa {
+                der,
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// A profile-conforming leaf for `id`.
+        pub(crate) fn leaf(&self, id: &str) -> (Vec<u8>, KeyPair) {
+            self.sign(&leaf_params(&[id]))
+        }
+    }
+
+    /// A self-signed certificate for `params` (issuer = subject).
+    pub(crate) fn self_signed(params: &CertificateParams) -> (Vec<u8>, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        (der, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        CustomExtension, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, KeyUsagePurpose,
+        NameConstraints, PublicKeyData, SerialNumber,
+    };
+
+    use super::test_pki::{TestCa, ca_params, dns, leaf_params, self_signed, uri};
+    use super::*;
+
+    const ID: &str = "spiffe://example.org/ns/prod/sa/web";
+
+    fn td() -> TrustDomain {
+        TrustDomain::parse("example.org").unwrap()
+    }
+
+    fn leaf_err(ca: &TestCa, params: &rcgen::CertificateParams) -> ProfileError {
+        let (der, _) = ca.sign(params);
+        check_leaf(&der).expect_err("leaf must be refused")
+    }
+
+    #[test]
+    fn good_leaf_is_accepted_and_described() {
+        let ca = TestCa::new("example.org");
+        let mut p = leaf_params(&[ID]);
+        p.subject_alt_names.push(dns("web.example.org"));
+        p.subject_alt_names.push(dns("web"));
+        p.serial_number = Some(SerialNumber::from_slice(&[0x00, 0x00, 0x8a, 0x01]));
+        let (der, key) = ca.sign(&p);
+        let info = check_leaf(&der).unwrap();
+        assert_eq!(info.spiffe_id.as_str(), ID);
+        assert_eq!(info.dns_names, vec!["web.example.org", "web"]);
+        assert_eq!(info.serial_hex, "8a01");
+        assert_eq!(info.not_before, p.not_before.unix_timestamp());
+        assert_eq!(info.not_after, p.not_after.unix_timestamp());
+        assert_eq!(info.spki_der, key.subject_public_key_info());
+        assert!(!info.ski.is_empty());
+        let ca_info = check_signing_cert(&ca.der, &td()).unwrap();
+        assert_eq!(info.aki.as_deref(), Some(ca_info.ski.as_slice()));
+        assert_eq!(leaf_spiffe_id(&der).unwrap().as_str(), ID);
+    }
+
+    #[test]
+    fn leaf_uri_san_count() {
+        let ca = TestCa::new("example.org");
+        let two = leaf_params(&[ID, "spiffe://example.org/other"]);
+        assert_eq!(
+            leaf_err(&ca, &two),
+            ProfileError::UriSanCount {
+                role: ROLE_LEAF,
+                found: 2
+            }
+        );
+        let mut none = leaf_params(&[]);
+        none.subject_alt_names = vec![dns("web.example.org")];
+        let err = leaf_err(&ca, &none);
+        assert_eq!(
+            err,
+            ProfileError::UriSanCount {
+                role: ROLE_LEAF,
+                found: 0
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "X.509-SVID leaf must have exactly one URI SAN, found 0"
+        );
+        // No SAN extension at all.
+        assert_eq!(
+            leaf_err(&ca, &leaf_params(&[])),
+            ProfileError::UriSanCount {
+                role: ROLE_LEAF,
+                found: 0
+            }
+        );
+    }
+
+    #[test]
+    fn leaf_uri_must_be_spiffe_id_with_path() {
+        let ca = TestCa::new("example.org");
+        match leaf_err(&ca, &leaf_params(&["https://example.org/x"])) {
+            ProfileError::BadSpiffeId { uri, source, .. } => {
+                assert_eq!(uri, "https://example.org/x");
+                assert!(matches!(source, SpiffeIdError::WrongScheme { .. }));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            leaf_err(&ca, &leaf_params(&["spiffe://Example.org/x"])),
+            ProfileError::BadSpiffeId {
+                source: SpiffeIdError::UppercaseTrustDomain { .. },
+                ..
+            }
+        ));
+        assert_eq!(
+            leaf_err(&ca, &leaf_params(&["spiffe://example.org"])),
+            ProfileError::LeafWithoutPath {
+                id: "spiffe://example.org".into()
+            }
+        );
+    }
+
+    #[test]
+    fn leaf_basic_constraints() {
+        let ca = TestCa::new("example.org");
+        let mut is_ca = leaf_params(&[ID]);
+        is_ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        assert_eq!(leaf_err(&ca, &is_ca), ProfileError::LeafIsCa);
+
+        // No basicConstraints (rcgen then also omits the SKI; add one so
+        // the basicConstraints rule is the one that fails).
+        let mut missing = leaf_params(&[ID]);
+        missing.is_ca = IsCa::NoCa;
+        let mut ski = CustomExtension::from_oid_content(&[2, 5, 29, 14], vec![0x04, 0x02, 1, 2]);
+        ski.set_criticality(false);
+        missing.custom_extensions.push(ski);
+        assert_eq!(
+            leaf_err(&ca, &missing),
+            ProfileError::MissingBasicConstraints { role: ROLE_LEAF }
+        );
+    }
+
+    #[test]
+    fn leaf_key_usage() {
+        let ca = TestCa::new("example.org");
+        let mut missing = leaf_params(&[ID]);
+        missing.key_usages.clear();
+        assert_eq!(
+            leaf_err(&ca, &missing),
+            ProfileError::MissingKeyUsage { role: ROLE_LEAF }
+        );
+
+        let mut non_critical = leaf_params(&[ID]);
+        non_critical.key_usages.clear();
+        // keyUsage BIT STRING with only digitalSignature set.
+        let mut ku =
+            CustomExtension::from_oid_content(&[2, 5, 29, 15], vec![0x03, 0x02, 0x07, 0x80]);
+        ku.set_criticality(false);
+        non_critical.custom_extensions.push(ku);
+        assert_eq!(
+            leaf_err(&ca, &non_critical),
+            ProfileError::KeyUsageNotCritical { role: ROLE_LEAF }
+        );
+
+        let mut no_ds = leaf_params(&[ID]);
+        no_ds.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
+        assert_eq!(
+            leaf_err(&ca, &no_ds),
+            ProfileError::KeyUsageMissing {
+                role: ROLE_LEAF,
+                usage: "digitalSignature"
+            }
+        );
+
+        let mut cert_sign = leaf_params(&[ID]);
+        cert_sign.key_usages.push(KeyUsagePurpose::KeyCertSign);
+        assert_eq!(
+            leaf_err(&ca, &cert_sign),
+            ProfileError::LeafKeyUsageForbidden {
+                usage: "keyCertSign"
+            }
+        );
+
+        let mut crl_sign = leaf_params(&[ID]);
+        crl_sign.key_usages.push(KeyUsagePurpose::CrlSign);
+        assert_eq!(
+            leaf_err(&ca, &crl_sign),
+            ProfileError::LeafKeyUsageForbidden { usage: "cRLSign" }
+        );
+    }
+
+    #[test]
+    fn leaf_ext_key_usage() {
+        let ca = TestCa::new("example.org");
+        let mut server_only = leaf_params(&[ID]);
+        server_only.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        assert_eq!(
+            leaf_err(&ca, &server_only),
+            ProfileError::ExtKeyUsageMissing {
+                purpose: "clientAuth"
+            }
+        );
+        let mut client_only = leaf_params(&[ID]);
+        client_only.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        assert_eq!(
+            leaf_err(&ca, &client_only),
+            ProfileError::ExtKeyUsageMissing {
+                purpose: "serverAuth"
+            }
+        );
+        let mut none = leaf_params(&[ID]);
+        none.extended_key_usages.clear();
+        assert_eq!(leaf_err(&ca, &none), ProfileError::MissingExtKeyUsage);
+    }
+
+    #[test]
+    fn leaf_key_identifiers() {
+        let ca = TestCa::new("example.org");
+        let mut no_aki = leaf_params(&[ID]);
+        no_aki.use_authority_key_identifier_extension = false;
+        assert_eq!(leaf_err(&ca, &no_aki), ProfileError::MissingAuthorityKeyId);
+
+        // basicConstraints (cA=false, an empty SEQUENCE) without an SKI.
+        let mut no_ski = leaf_params(&[ID]);
+        no_ski.is_ca = IsCa::NoCa;
+        let mut bc = CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+        bc.set_criticality(true);
+        no_ski.custom_extensions.push(bc);
+        assert_eq!(
+            leaf_err(&ca, &no_ski),
+            ProfileError::MissingSubjectKeyId { role: ROLE_LEAF }
+        );
+
+        // A second SKI next to the one rcgen writes.
+        let mut dup = leaf_params(&[ID]);
+        dup.custom_extensions
+            .push(CustomExtension::from_oid_content(
+                &[2, 5, 29, 14],
+                vec![0x04, 0x02, 1, 2],
+            ));
+        assert_eq!(
+            leaf_err(&ca, &dup),
+            ProfileError::DuplicateExtension {
+                role: ROLE_LEAF,
+                oid: "2.5.29.14".into()
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_extension_is_refused() {
+        let ca = TestCa::new("example.org");
+        let mut p = leaf_params(&[ID]);
+        p.key_usages.clear();
+        // A keyUsage whose value is NULL instead of a BIT STRING.
+        let mut ku = CustomExtension::from_oid_content(&[2, 5, 29, 15], vec![0x05, 0x00]);
+        ku.set_criticality(true);
+        p.custom_extensions.push(ku);
+        let err = leaf_err(&ca, &p);
+        assert!(
+            matches!(
+                err,
+                ProfileError::MalformedExtension {
+                    extension: "keyUsage",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn leaf_serial_must_be_positive() {
+        let ca = TestCa::new("example.org");
+        let mut zero = leaf_params(&[ID]);
+        zero.serial_number = Some(SerialNumber::from_slice(&[0]));
+        assert_eq!(
+            leaf_err(&ca, &zero),
+            ProfileError::ZeroSerial { role: ROLE_LEAF }
+        );
+
+        // rcgen always encodes serials as positive: flip the sign bit of a
+        // recognisable serial in the DER (same length, so still valid DER).
+        let marker = [0x5a, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77];
+        let mut neg = leaf_params(&[ID]);
+        neg.serial_number = Some(SerialNumber::from_slice(&marker));
+        let (mut der, _) = ca.sign(&neg);
+        let at = der.windows(marker.len()).position(|w| w == marker).unwrap();
+        der[at] = 0xda;
+        assert_eq!(
+            check_leaf(&der).unwrap_err(),
+            ProfileError::NegativeSerial {
+                role: ROLE_LEAF,
+                serial_hex: "da11223344556677".into()
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(matches!(
+            check_leaf(b"not a certificate"),
+            Err(ProfileError::NotX509 { .. })
+        ));
+        assert!(matches!(check_leaf(&[]), Err(ProfileError::NotX509 { .. })));
+        assert!(matches!(
+            check_signing_cert(&[0x30, 0x03, 0x02, 0x01, 0x01], &td()),
+            Err(ProfileError::NotX509 { .. })
+        ));
+        let ca = TestCa::new("example.org");
+        let (mut der, _) = ca.leaf(ID);
+        der.push(0);
+        assert_eq!(
+            check_leaf(&der).unwrap_err(),
+            ProfileError::TrailingData { len: 1 }
+        );
+    }
+
+    #[test]
+    fn good_signing_cert() {
+        let ca = TestCa::new("example.org");
+        let info = check_signing_cert(&ca.der, &td()).unwrap();
+        assert!(!info.ski.is_empty());
+        assert!(info.not_after > info.not_before);
+        assert!(!info.serial_hex.is_empty());
+        assert!(!info.serial_hex.starts_with("00"));
+        // An intermediate signed by another CA passes too.
+        let root = TestCa::new("example.org");
+        let (der, _) = root.sign(&ca_params("example.org"));
+        check_signing_cert(&der, &td()).unwrap();
+    }
+
+    #[test]
+    fn signing_cert_rules() {
+        let td = td();
+        let err = |p: rcgen::CertificateParams| check_signing_cert(&self_signed(&p).0, &td);
+
+        let mut path = ca_params("example.org");
+        path.subject_alt_names = vec![uri("spiffe://example.org/ca")];
+        let e = err(path).unwrap_err();
+        assert_eq!(
+            e,
+            ProfileError::NotTrustDomainId {
+                role: ROLE_SIGNING,
+                uri: "spiffe://example.org/ca".into(),
+                expected: "spiffe://example.org".into()
+            }
+        );
+        assert!(e.to_string().contains("must be the trust domain ID"), "{e}");
+
+        let other_td = ca_params("other.org");
+        assert!(matches!(
+            err(other_td),
+            Err(ProfileError::NotTrustDomainId { .. })
+        ));
+
+        let mut two = ca_params("example.org");
+        two.subject_alt_names.push(uri("spiffe://example.org/x"));
+        assert_eq!(
+            err(two),
+            Err(ProfileError::UriSanCount {
+                role: ROLE_SIGNING,
+                found: 2
+            })
+        );
+
+        let mut no_uri = ca_params("example.org");
+        no_uri.subject_alt_names.clear();
+        assert_eq!(
+            err(no_uri),
+            Err(ProfileError::UriSanCount {
+                role: ROLE_SIGNING,
+                found: 0
+            })
+        );
+
+        let mut not_ca = ca_params("example.org");
+        not_ca.is_ca = IsCa::ExplicitNoCa;
+        assert_eq!(err(not_ca), Err(ProfileError::SigningNotCa));
+
+        let mut no_cert_sign = ca_params("example.org");
+        no_cert_sign.key_usages = vec![KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        assert_eq!(
+            err(no_cert_sign),
+            Err(ProfileError::KeyUsageMissing {
+                role: ROLE_SIGNING,
+                usage: "keyCertSign"
+            })
+        );
+
+        let mut no_ku = ca_params("example.org");
+        no_ku.key_usages.clear();
+        assert_eq!(
+            err(no_ku),
+            Err(ProfileError::MissingKeyUsage { role: ROLE_SIGNING })
+        );
+
+        let mut constrained = ca_params("example.org");
+        constrained.name_constraints = Some(NameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::DnsName("example.org".into())],
+            excluded_subtrees: vec![],
+        });
+        assert_eq!(err(constrained), Err(ProfileError::NameConstraints));
+
+        // A leaf is not a signing certificate.
+        let ca = TestCa::new("example.org");
+        let (leaf, _) = ca.leaf(ID);
+        assert_eq!(
+            check_signing_cert(&leaf, &td),
+            Err(ProfileError::SigningNotCa)
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! The admin API service (`sigil.admin.v1.AdminApi`) on the local admin
+//! socket: entries, bundle, join tokens, minted SVIDs, health. Protobuf stops
+//! here; errors become a `Status` in one place ([`to_status`]): a safe
+//! message out, the full chain in the log.
+
+pub mod client;
+pub mod convert;
+pub mod socket;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::digest;
+use sigil_proto::admin_api::{self as pb, admin_api_server::AdminApi};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::{error, info};
+
+use crate::bundle::bundle_jwks;
+use crate::ca::manager::CaManager;
+use crate::ca::{random16, unix};
+use crate::clock::Clock;
+use crate::config::server_id;
+use crate::entry::{EntryFilter, EntrySpec};
+use crate::store::{JoinTokenRecord, Store, StoreError};
+use convert::Limits;
+
+/// Largest admin request accepted, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the admin service reports, before it becomes a `Status`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Maps every admin error to a `Status`: the only place that does.
+pub fn to_status(e: AdminError) -> Status {
+    match e {
+        AdminError::Invalid(m) => Status::invalid_argument(m),
+        AdminError::Store(StoreError::NotFound { what, key }) => {
+            Status::not_found(format!("{what} {key} not found"))
+        }
+        AdminError::Store(StoreError::AlreadyExists { what, key }) => {
+            Status::already_exists(format!("{what} already exists: {key}"))
+        }
+        AdminError::Store(StoreError::Conflict { .. }) => {
+            Status::aborted("changed concurrently; retry")
+        }
+        other => {
+            error!(error = %other, "admin call failed");
+            Status::internal("internal error; see the server log")
+        }
+    }
+}
+
+/// Server facts the admin service needs.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub limits: Limits,
+    pub default_x509_svid_ttl: Duration,
+    pub join_token_ttl: Duration,
+    pub bundle_refresh_hint: Duration,
+}
+
+pub struct AdminService {
+    store: Arc<dyn Store>,
+    ca: Arc<CaManager>,
+    clock: Arc<dyn Clock>,
+    settings: AdminSettings,
+}
+
+impl AdminService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ca: Arc<CaManager>,
+        clock: Arc<dyn Clock>,
+        settings: AdminSettings,
+    ) -> AdminService {
+        AdminService {
+            store,
+            ca,
+            clock,
+            settings,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        unix(self.clock.now())
+    }
+
+    /// Runs a blocking store call off the async threads.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, AdminError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| to_status(AdminError::Internal(e.to_string())))?
+            .map_err(to_status)
+    }
+}
+
+fn invalid(m: String) -> Status {
+    to_status(AdminError::Invalid(m))
+}
+
+fn item_error(s: &Status) -> pb::ItemError {
+    pb::ItemError {
+        code: s.code() as i32,
+        message: s.message().to_string(),
+    }
+}
+
+/// Lowercase hex SHA-256 of a join token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(digest::digest(&digest::SHA256, token.as_bytes()))
+}
+
+type EntryStream = Pin<Box<dyn Stream<Item = Result<pb::Entry, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AdminApi for AdminService {
+    async fn create_entries(
+        &self,
+        req: Request<pb::CreateEntriesRequest>,
+    ) -> Result<Response<pb::CreateEntriesResponse>, Status> {
+        let now = self.now();
+        let items: Vec<Result<EntrySpec, String>> = req
+            .into_inner()
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                convert::entry_spec(e, &self.settings.limits, now).map_err(|m| format!("entry {i}: {m}"))
+            })
+            .collect();
+        let results = self
+            .blocking(move |store| {
+                Ok(items
+                    .into_iter()
+                    .map(|item| {
+                        let result = match item {
+                            Err(m) => pb::entry_result::Result::Error(item_error(&invalid(m))),
+                            Ok(spec) => match store.create_entry(spec, now) {
+                                Ok(e) => {
+                                    info!(entry_id = %e.id, spiffe_id = %e.spec.spiffe_id, revision = e.revision, "entry created");
+                                    pb::entry_result::Result::Entry(convert::entry_to_pb(&e))
+                                }
+                                Err(e) => pb::entry_result::Result::Error(item_error(&to_status(e.into()))),
+                            },
+                        };
+                        pb::EntryResult {
+                            result: Some(result),
+                        }
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(pb::CreateEntriesResponse { results }))
+    }
+
+    async fn get_entry(
+        &self,
+        req: Request<pb::GetEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let id = req.into_inner().id;
+        let e = self
+            .blocking(move |store| {
+                store.get_entry(&id)?.ok_or_else(|| {
+                    StoreError::NotFound {
+                        what: "entry",
+                        key: id.clone(),
+                    }
+                    .into()
+                })
+            })
+            .await?;
+        Ok(Response::new(convert::entry_to_pb(&e)))
+    }
+
+    type ListEntriesStream = EntryStream;
+
+    async fn list_entries(
+        &self,
+        req: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<Self::ListEntriesStream>, Status> {
+        let r = req.into_inner();
+        let parse = |field: &str, v: &str| -> Result<Option<sigil_proto::SpiffeId>, Status> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            sigil_proto::SpiffeId::parse(v)
+                .map(Some)
+                .map_err(|e| invalid(format!("{field}: {e}")))
+        };
+        let filter = EntryFilter {
+            spiffe_id: parse("by_spiffe_id", &r.by_spiffe_id)?,
+            parent_id: parse("by_parent_id", &r.by_parent_id)?,
+            selectors: convert::parse_selectors("by_selectors", &r.by_selectors)
+                .map_err(invalid)?,
+        };
+        let entries = self
+            .blocking(move |store| Ok(store.list_entries(&filter)?))
+            .await?;
+        let items: Vec<Result<pb::Entry, Status>> =
+            entries.iter().map(|e| Ok(convert::entry_to_pb(e))).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn update_entry(
+        &self,
+        req: Request<pb::UpdateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let u = req.into_inner();
+        let limits = self.settings.limits.clone();
+        let now = self.now();
+        let e = self
+            .blocking(move |store| {
+                let cur = store.get_entry(&u.id)?.ok_or_else(|| StoreError::NotFound {
+                    what: "entry",
+                    key: u.id.clone(),
+                })?;
+                let mut spec = cur.spec.clone();
+                convert::apply_update(&mut spec, &u, &limits, now).map_err(AdminError::Invalid)?;
+                Ok(store.update_entry(&u.id, spec)?)
+            })
+            .await?;
+        info!(entry_id = %e.id, revision = e.revision, "entry updated");
+        Ok(Response::new(convert::entry_to_pb(&e)))
+    }
+
+    async fn delete_entry(
+        &self,
+        req: Request<pb::DeleteEntryRequest>,
+    ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
+        let id = req.into_inner().id;
+        let e = self
+            .blocking(move |store| Ok(store.delete_entry(&id)?))
+            .await?;
+        info!(entry_id = %e.id, "entry deleted");
+        Ok(Response::new(pb::DeleteEntryResponse {}))
+    }
+
+    async fn count_entries(
+        &self,
+        _req: Request<pb::CountEntriesRequest>,
+    ) -> Result<Response<pb::CountEntriesResponse>, Status> {
+        let count = self.blocking(|store| Ok(store.count_entries()?)).await?;
+        Ok(Response::new(pb::CountEntriesResponse { count }))
+    }
+
+    async fn get_bundle(
+        &self,
+        _req: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        let b = self.ca.bundle();
+        let hint = self.settings.bundle_refresh_hint;
+        let jwks = bundle_jwks(&b, hint).map_err(|e| to_status(AdminError::Internal(e)))?;
+        Ok(Response::new(pb::Bundle {
+            trust_domain: b.trust_domain.to_string(),
+            x509_authorities: b.x509_authorities.clone(),
+            sequence: b.sequence,
+            refresh_hint_seconds: i64::try_from(hint.as_secs()).unwrap_or(i64::MAX),
+            jwks,
+        }))
+    }
+
+    async fn generate_join_token(
+        &self,
+        req: Request<pb::GenerateJoinTokenRequest>,
+    ) -> Result<Response<pb::GenerateJoinTokenResponse>, Status> {
+        let r = req.into_inner();
+        let ttl = match r.ttl_seconds {
+            0 => self.settings.join_token_ttl,
+            s if s < 0 => return Err(invalid(format!("ttl: {s} is negative"))),
+            s => Duration::from_secs(s.unsigned_abs()),
+        };
+        if ttl > Duration::from_secs(30 * 86_400) {
+            return Err(invalid("ttl: more than the limit of 30d".into()));
+        }
+        let alias = if r.spiffe_id.is_empty() {
+            None
+        } else {
+            Some(
+                convert::parse_workload_id("spiffe_id", &r.spiffe_id, &self.settings.limits)
+                    .map_err(invalid)?,
+            )
+        };
+        let token = hex::encode(random16().map_err(|e| to_status(e.into()))?);
+        let token_hash = hash_token(&token);
+        let now = self.now();
+        let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let td = self.settings.limits.trust_domain.clone();
+        let record = JoinTokenRecord {
+            token_hash: token_hash.clone(),
+            expires_at,
+            created_at: now,
+        };
+        let entry_id = self
+            .blocking(move |store| {
+                store.create_join_token(record)?;
+                let Some(alias) = alias else {
+                    return Ok(String::new());
+                };
+                // A node entry: every agent attested with this token gets
+                // `alias` as an extra ID. The selector carries the token's
+                // hash, never the token.
+                let selector = sigil_proto::Selector::new("join_token", &token_hash)
+                    .map_err(|e| AdminError::Internal(e.to_string()))?;
+                let mut spec = EntrySpec {
+                    spiffe_id: alias,
+                    parent_id: server_id(&td),
+                    selectors: vec![selector],
+                    x509_svid_ttl: 0,
+                    jwt_svid_ttl: 0,
+                    dns_names: vec![],
+                    federates_with: vec![],
+                    hint: String::new(),
+                    admin: false,
+                    downstream: false,
+                    expires_at: None,
+                };
+                spec.normalize();
+                Ok(store.create_entry(spec, now)?.id)
+            })
+            .await?;
+        info!(expires_at, "join token generated");
+        Ok(Response::new(pb::GenerateJoinTokenResponse {
+            token,
+            expires_at,
+            entry_id,
+        }))
+    }
+
+    async fn mint_x509_svid(
+        &self,
+        req: Request<pb::MintX509SvidRequest>,
+    ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
+        let r = req.into_inner();
+        let limits = &self.settings.limits;
+        let id = convert::parse_workload_id("spiffe_id", &r.spiffe_id, limits).map_err(invalid)?;
+        let secs = convert::check_x509_ttl("ttl", r.ttl_seconds, limits).map_err(invalid)?;
+        let ttl = if secs == 0 {
+            self.settings.default_x509_svid_ttl
+        } else {
+            Duration::from_secs(secs)
+        };
+        convert::check_dns_names("dns_names", &r.dns_names).map_err(invalid)?;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| to_status(AdminError::Internal(e.to_string())))?;
+        let ca = self.ca.active();
+        let leaf = ca
+            .sign_leaf(&id, &r.dns_names, ttl, &key, self.clock.now())
+            .map_err(|e| to_status(e.into()))?;
+        info!(spiffe_id = %id, serial = %leaf.serial_hex, "X.509-SVID minted");
+        Ok(Response::new(pb::MintX509SvidResponse {
+            spiffe_id: id.to_string(),
+            cert_chain: leaf.chain,
+            private_key: key.serialize_der(),
+            bundle: self.ca.bundle().x509_authorities.clone(),
+            expires_at: leaf.not_after,
+        }))
+    }
+
+    async fn healthcheck(
+        &self,
+        _req: Request<pb::HealthcheckRequest>,
+    ) -> Result<Response<pb::HealthcheckResponse>, Status> {
+        let now = self.now();
+        self.blocking(|store| {
+            store.get_ca_journal()?;
+            Ok(())
+        })
+        .await?;
+        if self.ca.active().not_after() <= now {
+            return Err(Status::unavailable("the active CA has expired"));
+        }
+        Ok(Response::new(pb::HealthcheckResponse {
+            status: "SERVING".into(),
+        }))
+    }
+}

@@ -1,0 +1,481 @@
+//! `sigil-server entry …`: create (from flags or a JSON file), show, update,
+//! delete, count. Inputs are validated here before anything is sent, and
+//! again by the server.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde::Deserialize;
+use sigil_proto::admin_api as pb;
+use sigil_proto::{Selector, SpiffeId, TrustDomain, parse_duration};
+use time::format_description::well_known::Rfc3339;
+use tokio_stream::StreamExt;
+
+use super::output::{Output, entry_json, entry_text, print_json};
+use super::{Common, secs, status_msg};
+use crate::admin::client::connect;
+use crate::admin::convert::{check_dns_name, selector_to_pb};
+use crate::config::server_id;
+
+fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-12-31T23:59:59Z: {e}"))
+}
+
+fn parse_dns(s: &str) -> Result<String, String> {
+    check_dns_name(s).map(|()| s.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Create an entry from flags, or many from a JSON file (--data).
+    Create {
+        #[arg(long, value_parser = SpiffeId::parse, required_unless_present = "data")]
+        spiffe_id: Option<SpiffeId>,
+        /// The agent (or node alias) this entry is for.
+        #[arg(long, value_parser = SpiffeId::parse, conflicts_with = "node")]
+        parent_id: Option<SpiffeId>,
+        /// A node entry: its parent is the server, its selectors are node
+        /// selectors, and matching agents get this SPIFFE ID as an alias.
+        #[arg(long)]
+        node: bool,
+        /// type:value, repeatable; all must match.
+        #[arg(long = "selector", value_parser = Selector::parse)]
+        selectors: Vec<Selector>,
+        #[arg(long, value_parser = parse_duration)]
+        x509_svid_ttl: Option<Duration>,
+        #[arg(long, value_parser = parse_duration)]
+        jwt_svid_ttl: Option<Duration>,
+        #[arg(long = "dns-name", value_parser = parse_dns)]
+        dns_names: Vec<String>,
+        #[arg(long = "federates-with", value_parser = TrustDomain::parse)]
+        federates_with: Vec<TrustDomain>,
+        #[arg(long)]
+        hint: Option<String>,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        downstream: bool,
+        /// RFC 3339 time after which the entry no longer applies.
+        #[arg(long, value_parser = parse_rfc3339)]
+        expires_at: Option<i64>,
+        /// JSON file of entries ({"entries": [...]}), or - for stdin.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["spiffe_id", "parent_id", "node", "selectors"])]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show entries matching all the given filters (all entries by default).
+    Show {
+        #[arg(long)]
+        entry_id: Option<String>,
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: Option<SpiffeId>,
+        #[arg(long, value_parser = SpiffeId::parse)]
+        parent_id: Option<SpiffeId>,
+        #[arg(long = "selector", value_parser = Selector::parse)]
+        selectors: Vec<Selector>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Change fields of an entry; fields not given keep their value. Given
+    /// selectors or DNS names replace the whole set.
+    Update {
+        #[arg(long)]
+        entry_id: String,
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: Option<SpiffeId>,
+        #[arg(long, value_parser = SpiffeId::parse)]
+        parent_id: Option<SpiffeId>,
+        #[arg(long = "selector", value_parser = Selector::parse)]
+        selectors: Vec<Selector>,
+        #[arg(long, value_parser = parse_duration)]
+        x509_svid_ttl: Option<Duration>,
+        #[arg(long, value_parser = parse_duration)]
+        jwt_svid_ttl: Option<Duration>,
+        #[arg(long = "dns-name", value_parser = parse_dns)]
+        dns_names: Vec<String>,
+        #[arg(long)]
+        hint: Option<String>,
+        #[arg(long)]
+        admin: Option<bool>,
+        #[arg(long)]
+        downstream: Option<bool>,
+        #[arg(long, value_parser = parse_rfc3339)]
+        expires_at: Option<i64>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete an entry.
+    Delete {
+        #[arg(long)]
+        entry_id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Count entries.
+    Count {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// A TTL in an entry file: seconds (as SPIRE writes them) or a duration.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TtlJson {
+    Seconds(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectorJson {
+    r#type: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryJson {
+    spiffe_id: String,
+    parent_id: String,
+    selectors: Vec<SelectorJson>,
+    x509_svid_ttl: Option<TtlJson>,
+    jwt_svid_ttl: Option<TtlJson>,
+    #[serde(default)]
+    dns_names: Vec<String>,
+    #[serde(default)]
+    federates_with: Vec<String>,
+    #[serde(default)]
+    hint: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    downstream: bool,
+    expires_at: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryFile {
+    entries: Vec<EntryJson>,
+}
+
+fn ttl_secs(field: &str, t: Option<&TtlJson>) -> Result<i64, String> {
+    match t {
+        None => Ok(0),
+        Some(TtlJson::Seconds(s)) if *s >= 0 => Ok(*s),
+        Some(TtlJson::Seconds(s)) => Err(format!("{field}: {s} is negative")),
+        Some(TtlJson::Text(s)) => parse_duration(s)
+            .map(|d| secs(Some(d)))
+            .map_err(|e| format!("{field}: {e}")),
+    }
+}
+
+/// Parses and checks an entry file; any bad entry refuses the whole file so
+/// that nothing is half-applied.
+pub fn parse_entry_file(bytes: &[u8]) -> anyhow::Result<Vec<pb::Entry>> {
+    let file: EntryFile = serde_json::from_slice(bytes).context("invalid entry JSON")?;
+    let mut out = Vec::with_capacity(file.entries.len());
+    for (i, e) in file.entries.iter().enumerate() {
+        let ctx = |m: String| anyhow::anyhow!("entry {i}: {m}");
+        SpiffeId::parse(&e.spiffe_id).map_err(|x| ctx(format!("spiffe_id: {x}")))?;
+        SpiffeId::parse(&e.parent_id).map_err(|x| ctx(format!("parent_id: {x}")))?;
+        if e.selectors.is_empty() {
+            return Err(ctx("selectors: at least one selector is required".into()));
+        }
+        for (j, s) in e.selectors.iter().enumerate() {
+            Selector::new(&s.r#type, &s.value).map_err(|x| ctx(format!("selectors[{j}]: {x}")))?;
+        }
+        for d in &e.dns_names {
+            check_dns_name(d).map_err(|m| ctx(format!("dns_names: {m}")))?;
+        }
+        for t in &e.federates_with {
+            TrustDomain::parse(t).map_err(|x| ctx(format!("federates_with: {x}")))?;
+        }
+        out.push(pb::Entry {
+            spiffe_id: e.spiffe_id.clone(),
+            parent_id: e.parent_id.clone(),
+            selectors: e
+                .selectors
+                .iter()
+                .map(|s| pb::Selector {
+                    r#type: s.r#type.clone(),
+                    value: s.value.clone(),
+                })
+                .collect(),
+            x509_svid_ttl_seconds: ttl_secs("x509_svid_ttl", e.x509_svid_ttl.as_ref())
+                .map_err(ctx)?,
+            jwt_svid_ttl_seconds: ttl_secs("jwt_svid_ttl", e.jwt_svid_ttl.as_ref()).map_err(ctx)?,
+            dns_names: e.dns_names.clone(),
+            federates_with: e.federates_with.clone(),
+            hint: e.hint.clone(),
+            admin: e.admin,
+            downstream: e.downstream,
+            expires_at: e.expires_at.unwrap_or(0),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+fn print_entries(output: Output, entries: &[pb::Entry]) -> anyhow::Result<()> {
+    match output {
+        Output::Text => {
+            if entries.is_empty() {
+                println!("Found 0 entries");
+            }
+            for (i, e) in entries.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", entry_text(e));
+            }
+        }
+        Output::Json => print_json(&serde_json::json!({
+            "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+        }))?,
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
+    match cmd {
+        EntryCommand::Create {
+            spiffe_id,
+            parent_id,
+            node,
+            selectors,
+            x509_svid_ttl,
+            jwt_svid_ttl,
+            dns_names,
+            federates_with,
+            hint,
+            admin,
+            downstream,
+            expires_at,
+            data,
+            common,
+        } => {
+            let entries = match (data, spiffe_id) {
+                (Some(path), _) => {
+                    let mut bytes = Vec::new();
+                    if path.as_os_str() == "-" {
+                        std::io::stdin().read_to_end(&mut bytes)?;
+                    } else {
+                        bytes = std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                    }
+                    parse_entry_file(&bytes)?
+                }
+                (None, Some(id)) => {
+                    let parent = match (node, parent_id) {
+                        (true, _) => server_id(&id.trust_domain()),
+                        (false, Some(p)) => p,
+                        (false, None) => anyhow::bail!(
+                            "--parent-id is required (or --node for a node entry)"
+                        ),
+                    };
+                    if selectors.is_empty() {
+                        anyhow::bail!("at least one --selector is required (e.g. unix:uid:1000)");
+                    }
+                    vec![pb::Entry {
+                        spiffe_id: id.to_string(),
+                        parent_id: parent.to_string(),
+                        selectors: selectors.iter().map(selector_to_pb).collect(),
+                        x509_svid_ttl_seconds: secs(x509_svid_ttl),
+                        jwt_svid_ttl_seconds: secs(jwt_svid_ttl),
+                        dns_names,
+                        federates_with: federates_with.iter().map(ToString::to_string).collect(),
+                        hint: hint.unwrap_or_default(),
+                        admin,
+                        downstream,
+                        expires_at: expires_at.unwrap_or(0),
+                        ..Default::default()
+                    }]
+                }
+                (None, None) => anyhow::bail!("give --spiffe-id or --data"),
+            };
+            let mut c = connect(&common.socket).await?;
+            let results = c
+                .create_entries(pb::CreateEntriesRequest { entries })
+                .await
+                .map_err(status_msg)?
+                .into_inner()
+                .results;
+            let mut created = Vec::new();
+            let mut failures = Vec::new();
+            for (i, r) in results.into_iter().enumerate() {
+                match r.result {
+                    Some(pb::entry_result::Result::Entry(e)) => created.push(e),
+                    Some(pb::entry_result::Result::Error(e)) => failures.push((i, e.message)),
+                    None => failures.push((i, "no result".into())),
+                }
+            }
+            match common.output {
+                Output::Text => {
+                    for e in &created {
+                        print!("{}", entry_text(e));
+                        println!();
+                    }
+                }
+                Output::Json => print_json(&serde_json::json!({
+                    "entries": created.iter().map(entry_json).collect::<Vec<_>>(),
+                    "errors": failures.iter().map(|(i, m)| serde_json::json!({"index": i, "message": m})).collect::<Vec<_>>(),
+                }))?,
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                let list: Vec<String> = failures
+                    .iter()
+                    .map(|(i, m)| format!("entry {i}: {m}"))
+                    .collect();
+                anyhow::bail!(
+                    "{} of {} entries not created: {}",
+                    failures.len(),
+                    failures.len() + created.len(),
+                    list.join("; ")
+                )
+            }
+        }
+        EntryCommand::Show {
+            entry_id,
+            spiffe_id,
+            parent_id,
+            selectors,
+            common,
+        } => {
+            let mut c = connect(&common.socket).await?;
+            let entries = if let Some(id) = entry_id {
+                let e = c
+                    .get_entry(pb::GetEntryRequest { id })
+                    .await
+                    .map_err(status_msg)?
+                    .into_inner();
+                let filter = crate::entry::EntryFilter {
+                    spiffe_id: spiffe_id.clone(),
+                    parent_id: parent_id.clone(),
+                    selectors: selectors.clone(),
+                };
+                let keep = filter.spiffe_id.as_ref().is_none_or(|s| s.as_str() == e.spiffe_id)
+                    && filter.parent_id.as_ref().is_none_or(|p| p.as_str() == e.parent_id)
+                    && selectors.iter().all(|s| {
+                        e.selectors
+                            .iter()
+                            .any(|x| x.r#type == s.ty() && x.value == s.value())
+                    });
+                if keep { vec![e] } else { vec![] }
+            } else {
+                let mut stream = c
+                    .list_entries(pb::ListEntriesRequest {
+                        by_spiffe_id: spiffe_id.map(|s| s.to_string()).unwrap_or_default(),
+                        by_parent_id: parent_id.map(|s| s.to_string()).unwrap_or_default(),
+                        by_selectors: selectors.iter().map(selector_to_pb).collect(),
+                    })
+                    .await
+                    .map_err(status_msg)?
+                    .into_inner();
+                let mut v = Vec::new();
+                while let Some(e) = stream.next().await {
+                    v.push(e.map_err(status_msg)?);
+                }
+                v
+            };
+            print_entries(common.output, &entries)
+        }
+        EntryCommand::Update {
+            entry_id,
+            spiffe_id,
+            parent_id,
+            selectors,
+            x509_svid_ttl,
+            jwt_svid_ttl,
+            dns_names,
+            hint,
+            admin,
+            downstream,
+            expires_at,
+            common,
+        } => {
+            let req = pb::UpdateEntryRequest {
+                id: entry_id,
+                spiffe_id: spiffe_id.map(|s| s.to_string()),
+                parent_id: parent_id.map(|s| s.to_string()),
+                selectors: (!selectors.is_empty()).then(|| pb::SelectorList {
+                    selectors: selectors.iter().map(selector_to_pb).collect(),
+                }),
+                x509_svid_ttl_seconds: x509_svid_ttl.map(|d| secs(Some(d))),
+                jwt_svid_ttl_seconds: jwt_svid_ttl.map(|d| secs(Some(d))),
+                dns_names: (!dns_names.is_empty()).then_some(pb::StringList { values: dns_names }),
+                federates_with: None,
+                hint,
+                admin,
+                downstream,
+                expires_at,
+            };
+            let mut c = connect(&common.socket).await?;
+            let e = c.update_entry(req).await.map_err(status_msg)?.into_inner();
+            print_entries(common.output, &[e])
+        }
+        EntryCommand::Delete { entry_id, common } => {
+            let mut c = connect(&common.socket).await?;
+            c.delete_entry(pb::DeleteEntryRequest {
+                id: entry_id.clone(),
+            })
+            .await
+            .map_err(status_msg)?;
+            match common.output {
+                Output::Text => println!("Deleted entry {entry_id}"),
+                Output::Json => print_json(&serde_json::json!({ "deleted": entry_id }))?,
+            }
+            Ok(())
+        }
+        EntryCommand::Count { common } => {
+            let mut c = connect(&common.socket).await?;
+            let n = c
+                .count_entries(pb::CountEntriesRequest {})
+                .await
+                .map_err(status_msg)?
+                .into_inner()
+                .count;
+            match common.output {
+                Output::Text => println!("{n} registration entries"),
+                Output::Json => print_json(&serde_json::json!({ "count": n }))?,
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_file_accepts_spire_style_and_refuses_bad_entries_whole() {
+        let ok = br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p",
+            "selectors":[{"type":"unix","value":"uid:1"}],"x509_svid_ttl":600},
+            {"spiffe_id":"spiffe://td/b","parent_id":"spiffe://td/p",
+            "selectors":[{"type":"unix","value":"uid:2"}],"x509_svid_ttl":"10m"}]}"#;
+        let v = parse_entry_file(ok).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].x509_svid_ttl_seconds, 600);
+        for (bad, needle) in [
+            (&br#"{"entries":[{"spiffe_id":"spiffe://td/a/","parent_id":"spiffe://td/p","selectors":[{"type":"unix","value":"uid:1"}]}]}"#[..], "entry 0: spiffe_id"),
+            (br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":[]}]}"#, "at least one"),
+            (br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":[{"type":"Unix","value":"x"}]}]}"#, "selectors[0]"),
+            (br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":[{"type":"unix","value":"x"}],"x509_svid_ttl":"5y"}]}"#, "x509_svid_ttl"),
+            (br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":[{"type":"unix","value":"x"}],"colour":"red"}]}"#, "colour"),
+            (b"not json", "invalid entry JSON"),
+        ] {
+            let e = format!("{:#}", parse_entry_file(bad).unwrap_err());
+            assert!(e.contains(needle), "expected {needle:?} in {e:?}");
+        }
+    }
+}

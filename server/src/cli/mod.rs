@@ -1,0 +1,287 @@
+//! The `sigil-server` command line: the daemon (`run`, `validate`) and the
+//! admin commands, which talk to a running server over its admin socket.
+//! Exit codes: 0 success, 1 error (one line on stderr), 2 usage error.
+
+pub mod entry;
+pub mod files;
+pub mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sigil_proto::admin_api as pb;
+use sigil_proto::{SpiffeId, parse_duration};
+
+use crate::admin::client::connect;
+use output::{Output, print_json, rfc3339};
+
+/// Where admin commands find the server when `--socket` is not given.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/var/lib/sigil/server/admin.sock";
+
+#[derive(Debug, Parser)]
+#[command(name = "sigil-server", version, about = "Sigil SPIFFE identity server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server daemon.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log filter, e.g. info or sigil_server=debug.
+        #[arg(long, env = "SIGIL_LOG", default_value = "info")]
+        log_level: String,
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Check a configuration file without starting the server.
+    Validate {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Manage registration entries.
+    #[command(subcommand)]
+    Entry(entry::EntryCommand),
+    /// Show the trust bundle.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Mint X.509-SVIDs.
+    #[command(subcommand)]
+    X509(X509Command),
+    /// Check that the server answers and is healthy.
+    Healthcheck(Common),
+}
+
+/// Options every admin command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The server's admin socket.
+    #[arg(long, env = "SIGIL_ADMIN_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
+    pub socket: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BundleFormat {
+    Pem,
+    Jwks,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Print the trust domain's bundle.
+    Show {
+        #[arg(long, value_enum, default_value = "pem")]
+        format: BundleFormat,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Generate a single-use join token for a node agent.
+    Generate {
+        /// Lifetime of the token (default: the server's join_token_ttl, 10m).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Also give agents attested with this token this SPIFFE ID (a node
+        /// entry), so workload entries can use it as their parent.
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: Option<SpiffeId>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum X509Command {
+    /// Mint an X.509-SVID with a new key, for use outside the agent.
+    Mint {
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: SpiffeId,
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
+        /// Write svid.pem, svid_key.pem (0600) and bundle.pem into DIR
+        /// instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+pub(crate) fn secs(d: Option<Duration>) -> i64 {
+    d.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Turns a gRPC error into a one-line message.
+pub(crate) fn status_msg(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", code_name(s.code()), s.message())
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    match c {
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::AlreadyExists => "already exists",
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "server error",
+    }
+}
+
+/// Runs an admin command.
+pub async fn run_admin(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { .. } | Command::Validate { .. } => {
+            anyhow::bail!("not an admin command")
+        }
+        Command::Entry(cmd) => entry::run(cmd).await,
+        Command::Bundle(BundleCommand::Show { format, common }) => {
+            let mut c = connect(&common.socket).await?;
+            let b = c
+                .get_bundle(pb::GetBundleRequest {})
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            let pem = sigil_proto::jwks::to_pem(&b.x509_authorities);
+            match (common.output, format) {
+                (Output::Text, BundleFormat::Pem) => print!("{pem}"),
+                (Output::Text, BundleFormat::Jwks) => println!("{}", b.jwks),
+                (Output::Json, _) => {
+                    let jwks: serde_json::Value =
+                        serde_json::from_str(&b.jwks).context("server sent invalid JWKS")?;
+                    print_json(&serde_json::json!({
+                        "trust_domain": b.trust_domain,
+                        "sequence": b.sequence,
+                        "refresh_hint_seconds": b.refresh_hint_seconds,
+                        "pem": pem,
+                        "jwks": jwks,
+                    }))?;
+                }
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Generate {
+            ttl,
+            spiffe_id,
+            common,
+        }) => {
+            let mut c = connect(&common.socket).await?;
+            let r = c
+                .generate_join_token(pb::GenerateJoinTokenRequest {
+                    ttl_seconds: secs(ttl),
+                    spiffe_id: spiffe_id.map(|s| s.to_string()).unwrap_or_default(),
+                })
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            match common.output {
+                Output::Text => {
+                    println!("Token: {}", r.token);
+                    println!("Expires at: {}", rfc3339(r.expires_at));
+                    if !r.entry_id.is_empty() {
+                        println!("Node entry: {}", r.entry_id);
+                    }
+                }
+                Output::Json => print_json(&serde_json::json!({
+                    "token": r.token,
+                    "expires_at": rfc3339(r.expires_at),
+                    "entry_id": (!r.entry_id.is_empty()).then_some(r.entry_id),
+                }))?,
+            }
+            Ok(())
+        }
+        Command::X509(X509Command::Mint {
+            spiffe_id,
+            ttl,
+            dns_names,
+            write,
+            common,
+        }) => {
+            for n in &dns_names {
+                crate::admin::convert::check_dns_name(n)
+                    .map_err(|m| anyhow::anyhow!("--dns-name {m}"))?;
+            }
+            let mut c = connect(&common.socket).await?;
+            let r = c
+                .mint_x509_svid(pb::MintX509SvidRequest {
+                    spiffe_id: spiffe_id.to_string(),
+                    ttl_seconds: secs(ttl),
+                    dns_names,
+                })
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            let svid_pem = sigil_proto::jwks::to_pem(&r.cert_chain);
+            let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", r.private_key.clone()));
+            let bundle_pem = sigil_proto::jwks::to_pem(&r.bundle);
+            let expires = rfc3339(r.expires_at);
+            match write {
+                Some(dir) => {
+                    let written = files::write_svid_files(&dir, &svid_pem, &key_pem, &bundle_pem)?;
+                    match common.output {
+                        Output::Text => {
+                            println!("SPIFFE ID: {}", r.spiffe_id);
+                            println!("Expires at: {expires}");
+                            for f in &written {
+                                println!("Wrote {}", f.display());
+                            }
+                        }
+                        Output::Json => print_json(&serde_json::json!({
+                            "spiffe_id": r.spiffe_id,
+                            "expires_at": expires,
+                            "files": written,
+                        }))?,
+                    }
+                }
+                None => match common.output {
+                    Output::Text => {
+                        println!("SPIFFE ID: {}", r.spiffe_id);
+                        println!("Expires at: {expires}");
+                        print!("{svid_pem}{key_pem}{bundle_pem}");
+                    }
+                    Output::Json => print_json(&serde_json::json!({
+                        "spiffe_id": r.spiffe_id,
+                        "expires_at": expires,
+                        "svid_pem": svid_pem,
+                        "key_pem": key_pem,
+                        "bundle_pem": bundle_pem,
+                    }))?,
+                },
+            }
+            Ok(())
+        }
+        Command::Healthcheck(common) => {
+            let mut c = connect(&common.socket).await?;
+            let r = c
+                .healthcheck(pb::HealthcheckRequest {})
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            match common.output {
+                Output::Text => println!("Server is healthy ({}).", r.status),
+                Output::Json => print_json(&serde_json::json!({ "status": r.status }))?,
+            }
+            Ok(())
+        }
+    }
+}

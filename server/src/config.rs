@@ -1,0 +1,354 @@
+//! The server's TOML configuration: parsing (unknown keys are an error that
+//! names the key), defaults, and the cross-field rules that keep rotation
+//! possible (no SVID TTL above CA TTL / 6).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sigil_proto::duration::serde_duration;
+use sigil_proto::{SpiffeId, TrustDomain, format_duration};
+
+/// Why a configuration was refused. Each message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// CA key algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeyType {
+    #[serde(rename = "ec-p256")]
+    EcP256,
+    #[serde(rename = "ec-p384")]
+    EcP384,
+}
+
+impl KeyType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcP256 => "ec-p256",
+            KeyType::EcP384 => "ec-p384",
+        }
+    }
+}
+
+/// How the bundle endpoint authenticates itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BundleProfile {
+    /// The server's own SVID (`spiffe://<td>/sigil/server`).
+    HttpsSpiffe,
+    /// An operator-provided certificate and key (e.g. from a web PKI CA).
+    HttpsWeb,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleEndpointConfig {
+    pub address: SocketAddr,
+    #[serde(default = "default_profile")]
+    pub profile: BundleProfile,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    #[serde(default = "default_refresh_hint", with = "serde_duration")]
+    pub refresh_hint: Duration,
+}
+
+/// An upstream CA on disk: Sigil's CA becomes an intermediate under it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskUpstreamConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The upstream trust anchors; required when `cert_file` is itself an
+    /// intermediate (not self-signed).
+    pub bundle_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub disk: Option<DiskUpstreamConfig>,
+}
+
+/// The raw file, before defaults that depend on other keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    trust_domain: String,
+    data_dir: PathBuf,
+    #[serde(default = "default_bind")]
+    bind_address: SocketAddr,
+    admin_socket: Option<PathBuf>,
+    #[serde(default)]
+    admin_allowed_uids: Vec<u32>,
+    #[serde(default = "default_key_type")]
+    ca_key_type: KeyType,
+    #[serde(default = "default_ca_ttl", with = "serde_duration")]
+    ca_ttl: Duration,
+    #[serde(default = "default_svid_ttl", with = "serde_duration")]
+    default_x509_svid_ttl: Duration,
+    #[serde(default = "default_svid_ttl", with = "serde_duration")]
+    agent_svid_ttl: Duration,
+    #[serde(default = "default_join_token_ttl", with = "serde_duration")]
+    join_token_ttl: Duration,
+    bundle_endpoint: Option<BundleEndpointConfig>,
+    #[serde(default)]
+    upstream: UpstreamConfig,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8081))
+}
+fn default_key_type() -> KeyType {
+    KeyType::EcP256
+}
+fn default_ca_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_svid_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_join_token_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_profile() -> BundleProfile {
+    BundleProfile::HttpsSpiffe
+}
+fn default_refresh_hint() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub trust_domain: TrustDomain,
+    pub data_dir: PathBuf,
+    pub bind_address: SocketAddr,
+    pub admin_socket: PathBuf,
+    /// Uids allowed on the admin socket besides the server's own.
+    pub admin_allowed_uids: Vec<u32>,
+    pub ca_key_type: KeyType,
+    pub ca_ttl: Duration,
+    pub default_x509_svid_ttl: Duration,
+    pub agent_svid_ttl: Duration,
+    pub join_token_ttl: Duration,
+    pub bundle_endpoint: Option<BundleEndpointConfig>,
+    pub upstream: UpstreamConfig,
+}
+
+/// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
+/// 1/2 and activated at 5/6 of its life, so an SVID signed just before the
+/// switch must still fit inside the CA's remaining 1/6.
+pub fn max_svid_ttl(ca_ttl: Duration) -> Duration {
+    ca_ttl / 6
+}
+
+/// Checks one SVID TTL against the ÷6 rule; the message gives both numbers.
+pub fn check_svid_ttl(what: &str, ttl: Duration, ca_ttl: Duration) -> Result<(), String> {
+    let max = max_svid_ttl(ca_ttl);
+    if ttl > max {
+        return Err(format!(
+            "{what} {} exceeds ca_ttl / 6 = {} (ca_ttl is {}): the CA rotates at 5/6 of its life, \
+             so an SVID longer than 1/6 of it would outlive its CA; lower the TTL or raise ca_ttl",
+            format_duration(ttl),
+            format_duration(max),
+            format_duration(ca_ttl),
+        ));
+    }
+    Ok(())
+}
+
+impl ServerConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let trust_domain = TrustDomain::parse(&raw.trust_domain)
+            .map_err(|e| invalid("trust_domain", e.to_string()))?;
+        if raw.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if raw.ca_ttl < Duration::from_secs(60) {
+            return Err(invalid(
+                "ca_ttl",
+                format!("{} is too short (minimum 1m)", format_duration(raw.ca_ttl)),
+            ));
+        }
+        for (key, ttl) in [
+            ("default_x509_svid_ttl", raw.default_x509_svid_ttl),
+            ("agent_svid_ttl", raw.agent_svid_ttl),
+        ] {
+            if ttl < Duration::from_secs(1) {
+                return Err(invalid(key, "must be at least 1s"));
+            }
+            check_svid_ttl(key, ttl, raw.ca_ttl).map_err(|m| invalid(key, m))?;
+        }
+        if raw.join_token_ttl < Duration::from_secs(1) {
+            return Err(invalid("join_token_ttl", "must be at least 1s"));
+        }
+        if let Some(be) = &raw.bundle_endpoint {
+            match be.profile {
+                BundleProfile::HttpsWeb => {
+                    if be.cert_file.is_none() || be.key_file.is_none() {
+                        return Err(invalid(
+                            "bundle_endpoint",
+                            "profile \"https_web\" needs cert_file and key_file",
+                        ));
+                    }
+                }
+                BundleProfile::HttpsSpiffe => {
+                    if be.cert_file.is_some() || be.key_file.is_some() {
+                        return Err(invalid(
+                            "bundle_endpoint",
+                            "cert_file and key_file are only used with profile \"https_web\"; \
+                             \"https_spiffe\" serves the server's own SVID",
+                        ));
+                    }
+                }
+            }
+            if be.refresh_hint < Duration::from_secs(1) {
+                return Err(invalid("bundle_endpoint.refresh_hint", "must be at least 1s"));
+            }
+        }
+        let admin_socket = raw
+            .admin_socket
+            .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
+        Ok(ServerConfig {
+            trust_domain,
+            data_dir: raw.data_dir,
+            bind_address: raw.bind_address,
+            admin_socket,
+            admin_allowed_uids: raw.admin_allowed_uids,
+            ca_key_type: raw.ca_key_type,
+            ca_ttl: raw.ca_ttl,
+            default_x509_svid_ttl: raw.default_x509_svid_ttl,
+            agent_svid_ttl: raw.agent_svid_ttl,
+            join_token_ttl: raw.join_token_ttl,
+            bundle_endpoint: raw.bundle_endpoint,
+            upstream: raw.upstream,
+        })
+    }
+
+    /// `spiffe://<td>/sigil/server`.
+    pub fn server_id(&self) -> SpiffeId {
+        server_id(&self.trust_domain)
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+}
+
+/// The server's SPIFFE ID in `td`.
+pub fn server_id(td: &TrustDomain) -> SpiffeId {
+    // The path is a constant valid path, so this cannot fail.
+    #[allow(clippy::expect_used)]
+    td.spiffe_id("/sigil/server").expect("constant path is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "trust_domain = \"example.org\"\ndata_dir = \"/tmp/x\"\n";
+
+    #[test]
+    fn defaults() {
+        let c = ServerConfig::parse(MINIMAL).unwrap();
+        assert_eq!(c.ca_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.default_x509_svid_ttl, Duration::from_secs(3600));
+        assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/admin.sock"));
+        assert_eq!(c.bind_address.port(), 8081);
+        assert_eq!(c.server_id().as_str(), "spiffe://example.org/sigil/server");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = ServerConfig::parse(&format!("{MINIMAL}ca_tll = \"1h\"\n")).unwrap_err();
+        assert!(e.to_string().contains("ca_tll"), "{e}");
+        let e = ServerConfig::parse(&format!(
+            "{MINIMAL}[bundle_endpoint]\naddress = \"127.0.0.1:1\"\nprofil = \"x\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("profil"), "{e}");
+    }
+
+    #[test]
+    fn ttl_rule_names_both_ttls() {
+        let e = ServerConfig::parse(&format!(
+            "{MINIMAL}ca_ttl = \"6h\"\ndefault_x509_svid_ttl = \"2h\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("default_x509_svid_ttl 2h"), "{e}");
+        assert!(e.contains("ca_ttl / 6 = 1h"), "{e}");
+        assert!(e.contains("ca_ttl is 6h"), "{e}");
+        ServerConfig::parse(&format!(
+            "{MINIMAL}ca_ttl = \"6h\"\ndefault_x509_svid_ttl = \"1h\"\nagent_svid_ttl = \"1h\"\n"
+        ))
+        .unwrap();
+        let e = ServerConfig::parse(&format!("{MINIMAL}ca_ttl = \"1h\"\n")).unwrap_err();
+        assert!(e.to_string().contains("agent_svid_ttl") || e.to_string().contains("default_x509"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (extra, needle) in [
+            ("ca_ttl = \"10\"\n", "10"),
+            ("ca_ttl = \"1y\"\n", "1y"),
+            ("ca_key_type = \"rsa\"\n", "rsa"),
+            ("bind_address = \"nowhere\"\n", "bind_address"),
+            (
+                "[bundle_endpoint]\naddress = \"127.0.0.1:1\"\nprofile = \"https_web\"\n",
+                "cert_file",
+            ),
+        ] {
+            let e = ServerConfig::parse(&format!("{MINIMAL}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(needle), "{extra}: {e}");
+        }
+        let e = ServerConfig::parse("trust_domain = \"Example.org\"\ndata_dir = \"/x\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("trust_domain"), "{e}");
+        let e = ServerConfig::parse("data_dir = \"/x\"\n").unwrap_err();
+        assert!(e.to_string().contains("trust_domain"), "{e}");
+    }
+}

@@ -1,0 +1,246 @@
+//! `sigil-server run`: opens the store, brings up the CA, and serves the
+//! admin socket and the bundle endpoint until SIGTERM or SIGINT. Each piece
+//! of state has one owner; shutdown is one `watch` signal.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
+use sigil_proto::admin_api::admin_api_server::AdminApiServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminService, AdminSettings, convert::Limits};
+use crate::ca::manager::{CaManager, CaSettings};
+use crate::ca::unix;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{BundleProfile, ServerConfig};
+use crate::key_manager::disk::DiskKeyManager;
+use crate::server_svid::ServerSvid;
+use crate::store::Store;
+use crate::store::sled::SledStore;
+use crate::upstream::UpstreamAuthority;
+use crate::upstream::disk::DiskUpstream;
+
+/// How often the CA manager checks the key slots.
+const CA_TICK: Duration = Duration::from_secs(10);
+
+/// A fixed certificate (profile `https_web`).
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn load_web_cert(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<CertifiedKey>> {
+    use rustls_pki_types::pem::PemObject;
+    let cert_bytes =
+        std::fs::read(cert).with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
+    let chain = sigil_proto::jwks::certs_from_pem_or_der(&cert_bytes)
+        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?
+        .into_iter()
+        .map(rustls_pki_types::CertificateDer::from)
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        anyhow::anyhow!("bundle_endpoint.key_file {}: {e}", key.display())
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// Loads the upstream CA if one is configured.
+pub fn load_upstream(
+    cfg: &ServerConfig,
+    now: i64,
+) -> anyhow::Result<Option<Arc<dyn UpstreamAuthority>>> {
+    Ok(match &cfg.upstream.disk {
+        Some(d) => Some(Arc::new(DiskUpstream::load(d, now).context("[upstream.disk]")?)),
+        None => None,
+    })
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Check everything that can be checked before writing anything.
+    let upstream = load_upstream(&cfg, unix(clock.now()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing data_dir {}", cfg.data_dir.display()))?;
+
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&cfg.store_dir())
+            .with_context(|| format!("opening the store in {}", cfg.store_dir().display()))?,
+    );
+    let keys = Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);
+    let ca = CaManager::init(
+        store.clone(),
+        keys,
+        upstream,
+        CaSettings {
+            trust_domain: cfg.trust_domain.clone(),
+            key_type: cfg.ca_key_type,
+            ca_ttl: cfg.ca_ttl,
+        },
+        clock.clone(),
+    )
+    .context("starting the CA")?;
+    let svid = ServerSvid::new(
+        cfg.server_id(),
+        cfg.default_x509_svid_ttl,
+        ca.clone(),
+        clock.clone(),
+    )
+    .context("issuing the server SVID")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Admin API on the local socket.
+    let listener = admin::socket::bind(&cfg.admin_socket)
+        .with_context(|| format!("admin_socket {}", cfg.admin_socket.display()))?;
+    let service = AdminService::new(
+        store.clone(),
+        ca.clone(),
+        clock.clone(),
+        AdminSettings {
+            limits: Limits {
+                trust_domain: cfg.trust_domain.clone(),
+                ca_ttl: cfg.ca_ttl,
+            },
+            default_x509_svid_ttl: cfg.default_x509_svid_ttl,
+            join_token_ttl: cfg.join_token_ttl,
+            bundle_refresh_hint: cfg
+                .bundle_endpoint
+                .as_ref()
+                .map_or(Duration::from_secs(300), |b| b.refresh_hint),
+        },
+    );
+    let server_uid = nix::unistd::getuid().as_raw();
+    let admin_server = tonic::service::interceptor::InterceptedService::new(
+        AdminApiServer::new(service)
+            .max_decoding_message_size(admin::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(admin::MAX_MESSAGE_BYTES),
+        admin::socket::uid_check(server_uid, cfg.admin_allowed_uids.clone()),
+    );
+    {
+        let mut rx = shutdown_rx.clone();
+        let socket_path = cfg.admin_socket.clone();
+        tasks.spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(admin_server)
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
+            let _ = std::fs::remove_file(&socket_path);
+            r.map_err(|e| anyhow::anyhow!("admin API: {e}"))
+        });
+    }
+    info!(socket = %cfg.admin_socket.display(), "admin API listening");
+
+    // Bundle endpoint.
+    if let Some(be) = &cfg.bundle_endpoint {
+        let resolver: Arc<dyn ResolvesServerCert> = match be.profile {
+            BundleProfile::HttpsSpiffe => svid.clone(),
+            BundleProfile::HttpsWeb => {
+                let (Some(c), Some(k)) = (&be.cert_file, &be.key_file) else {
+                    anyhow::bail!("bundle_endpoint: https_web needs cert_file and key_file");
+                };
+                Arc::new(FixedCert(load_web_cert(c, k)?))
+            }
+        };
+        let tls = crate::bundle_endpoint::tls_config(resolver)?;
+        let listener = TcpListener::bind(be.address)
+            .await
+            .with_context(|| format!("bundle_endpoint.address {}", be.address))?;
+        let ca = ca.clone();
+        let hint = be.refresh_hint;
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            crate::bundle_endpoint::serve(listener, tls, ca, hint, rx).await;
+            Ok(())
+        });
+    }
+
+    // Server SVID renewal.
+    {
+        let svid = svid.clone();
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            svid.run(rx).await;
+            Ok(())
+        });
+    }
+
+    // CA upkeep.
+    {
+        let ca = ca.clone();
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(CA_TICK) => {}
+                    _ = rx.changed() => return Ok(()),
+                }
+                let ca = ca.clone();
+                match tokio::task::spawn_blocking(move || ca.tick()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "CA upkeep failed; retrying"),
+                    Err(e) => warn!(error = %e, "CA upkeep task failed"),
+                }
+            }
+        });
+    }
+
+    info!(trust_domain = %cfg.trust_domain, "sigil-server ready");
+    tokio::select! {
+        r = shutdown_signal() => { r.context("installing signal handlers")?; info!("shutting down"); }
+        Some(r) = tasks.join_next() => {
+            let _ = shutdown_tx.send(true);
+            return match r {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a server task stopped unexpectedly")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a server task panicked: {e}")),
+            };
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            r = tasks.join_next() => if r.is_none() { break },
+            _ = &mut deadline => { warn!("tasks did not stop in 10s"); break }
+        }
+    }
+    Ok(())
+}

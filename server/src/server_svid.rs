@@ -1,0 +1,138 @@
+//! The server's own X.509-SVID (`spiffe://<td>/sigil/server`), signed by the
+//! active CA, presented by the bundle endpoint (profile `https_spiffe`) and
+//! the agent API. It is renewed at half its life, or at once when the active
+//! CA changes, and swapped into TLS without a restart.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sigil_proto::SpiffeId;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::ca::manager::CaManager;
+use crate::ca::{CaError, unix};
+use crate::clock::Clock;
+
+struct Current {
+    key: Arc<CertifiedKey>,
+    ca_serial: String,
+    not_before: i64,
+    not_after: i64,
+}
+
+/// The current server SVID, as a rustls certificate resolver.
+pub struct ServerSvid {
+    id: SpiffeId,
+    ttl: Duration,
+    ca: Arc<CaManager>,
+    clock: Arc<dyn Clock>,
+    current: RwLock<Current>,
+}
+
+impl std::fmt::Debug for ServerSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSvid").field("id", &self.id).finish()
+    }
+}
+
+fn issue(
+    id: &SpiffeId,
+    ttl: Duration,
+    ca: &CaManager,
+    clock: &dyn Clock,
+) -> Result<Current, CaError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| CaError::Sign(e.to_string()))?;
+    let signer = ca.active();
+    let leaf = signer.sign_leaf(id, &[], ttl, &key, clock.now())?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| CaError::Sign(e.to_string()))?;
+    let chain = leaf.chain.into_iter().map(CertificateDer::from).collect();
+    Ok(Current {
+        key: Arc::new(CertifiedKey::new(chain, signing)),
+        ca_serial: signer.serial_hex().to_string(),
+        not_before: leaf.not_before,
+        not_after: leaf.not_after,
+    })
+}
+
+impl ServerSvid {
+    pub fn new(
+        id: SpiffeId,
+        ttl: Duration,
+        ca: Arc<CaManager>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<ServerSvid>, CaError> {
+        let current = issue(&id, ttl, &ca, clock.as_ref())?;
+        Ok(Arc::new(ServerSvid {
+            id,
+            ttl,
+            ca,
+            clock,
+            current: RwLock::new(current),
+        }))
+    }
+
+    pub fn id(&self) -> &SpiffeId {
+        &self.id
+    }
+
+    /// The certificate chain and key now presented.
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .key
+            .clone()
+    }
+
+    /// Renews if half the SVID's life has passed or the active CA changed.
+    /// Returns how long until the next check is due.
+    pub fn renew_if_due(&self) -> Duration {
+        let now = unix(self.clock.now());
+        let (due_at, ca_changed) = {
+            let c = self.current.read().unwrap_or_else(|p| p.into_inner());
+            let half = c.not_before + (c.not_after - c.not_before) / 2;
+            (half, c.ca_serial != self.ca.active().serial_hex())
+        };
+        if now < due_at && !ca_changed {
+            return Duration::from_secs(u64::try_from(due_at - now).unwrap_or(1).clamp(1, 5));
+        }
+        match issue(&self.id, self.ttl, &self.ca, self.clock.as_ref()) {
+            Ok(c) => {
+                info!(spiffe_id = %self.id, not_after = c.not_after, "server SVID renewed");
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = c;
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                warn!(error = %e, "server SVID renewal failed; retrying");
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    /// Keeps the SVID fresh until `shutdown` fires.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let me = self.clone();
+            let wait = tokio::task::spawn_blocking(move || me.renew_if_due())
+                .await
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ServerSvid {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified_key())
+    }
+}

@@ -1,0 +1,158 @@
+//! An upstream CA whose certificate and PKCS#8 key are files on disk
+//! (`[upstream.disk] cert_file, key_file, bundle_file`).
+
+use std::path::Path;
+
+use rcgen::{CertificateParams, Issuer, KeyPair};
+use rustls_pki_types::CertificateDer;
+use x509_parser::prelude::*;
+
+use super::{UpstreamAuthority, UpstreamError};
+use crate::config::DiskUpstreamConfig;
+
+pub struct DiskUpstream {
+    issuer: Issuer<'static, KeyPair>,
+    /// The upstream signing cert and the rest of `cert_file`, minus anchors.
+    intermediates: Vec<Vec<u8>>,
+    anchors: Vec<Vec<u8>>,
+    not_after: i64,
+}
+
+impl std::fmt::Debug for DiskUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskUpstream")
+            .field("anchors", &self.anchors.len())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, UpstreamError> {
+    std::fs::read(path).map_err(|source| UpstreamError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn invalid(what: &'static str, path: &Path, message: impl Into<String>) -> UpstreamError {
+    UpstreamError::Invalid {
+        what,
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+impl DiskUpstream {
+    /// Loads and checks the files: the certificate must be a CA allowed to
+    /// sign certificates, unexpired, and match the key; the anchors come from
+    /// `bundle_file`, or are the certificate itself when it is self-signed.
+    pub fn load(cfg: &DiskUpstreamConfig, now: i64) -> Result<DiskUpstream, UpstreamError> {
+        let cert_bytes = read("upstream cert_file", &cfg.cert_file)?;
+        let certs = sigil_proto::jwks::certs_from_pem_or_der(&cert_bytes)
+            .map_err(|e| invalid("upstream cert_file", &cfg.cert_file, e.to_string()))?;
+        let key_bytes = read("upstream key_file", &cfg.key_file)?;
+        let key_text = std::str::from_utf8(&key_bytes).map_err(|_| {
+            invalid("upstream key_file", &cfg.key_file, "not a PEM file (not UTF-8)")
+        })?;
+        let key = KeyPair::from_pem(key_text).map_err(|e| {
+            invalid(
+                "upstream key_file",
+                &cfg.key_file,
+                format!(
+                    "not a usable PKCS#8 PEM key ('BEGIN PRIVATE KEY'): {e}; convert with \
+                     `openssl pkcs8 -topk8 -nocrypt`"
+                ),
+            )
+        })?;
+        let signing = &certs[0];
+        let (_, cert) = X509Certificate::from_der(signing)
+            .map_err(|e| invalid("upstream cert_file", &cfg.cert_file, e.to_string()))?;
+        let is_ca = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        let can_sign = cert
+            .key_usage()
+            .ok()
+            .flatten()
+            .is_none_or(|ku| ku.value.key_cert_sign());
+        if !is_ca || !can_sign {
+            return Err(invalid(
+                "upstream cert_file",
+                &cfg.cert_file,
+                "the first certificate is not a CA allowed to sign certificates \
+                 (needs basicConstraints cA=true and keyUsage keyCertSign)",
+            ));
+        }
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(invalid(
+                "upstream key_file",
+                &cfg.key_file,
+                "the key does not match the first certificate of cert_file",
+            ));
+        }
+        let not_after = cert.validity().not_after.timestamp();
+        if not_after <= now {
+            return Err(invalid(
+                "upstream cert_file",
+                &cfg.cert_file,
+                format!("the certificate expired at {not_after} (unix seconds)"),
+            ));
+        }
+        let self_signed = cert.subject() == cert.issuer() && cert.verify_signature(None).is_ok();
+        let anchors = match &cfg.bundle_file {
+            Some(path) => {
+                let b = read("upstream bundle_file", path)?;
+                sigil_proto::jwks::certs_from_pem_or_der(&b)
+                    .map_err(|e| invalid("upstream bundle_file", path, e.to_string()))?
+            }
+            None if self_signed => vec![signing.clone()],
+            None => {
+                return Err(invalid(
+                    "upstream cert_file",
+                    &cfg.cert_file,
+                    "the certificate is not self-signed, so bundle_file must give the \
+                     upstream root(s)",
+                ));
+            }
+        };
+        let intermediates = certs
+            .iter()
+            .filter(|c| !anchors.contains(c))
+            .cloned()
+            .collect();
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(signing.as_slice()), key)
+            .map_err(|e| invalid("upstream cert_file", &cfg.cert_file, e.to_string()))?;
+        Ok(DiskUpstream {
+            issuer,
+            intermediates,
+            anchors,
+            not_after,
+        })
+    }
+}
+
+impl UpstreamAuthority for DiskUpstream {
+    fn mint_ca(
+        &self,
+        params: &CertificateParams,
+        key: &KeyPair,
+    ) -> Result<Vec<Vec<u8>>, UpstreamError> {
+        let cert = params
+            .signed_by(key, &self.issuer)
+            .map_err(|e| UpstreamError::Mint(e.to_string()))?;
+        let mut chain = vec![cert.der().to_vec()];
+        chain.extend(self.intermediates.iter().cloned());
+        Ok(chain)
+    }
+
+    fn trust_anchors(&self) -> Vec<Vec<u8>> {
+        self.anchors.clone()
+    }
+
+    fn not_after(&self) -> i64 {
+        self.not_after
+    }
+}
