@@ -88,6 +88,49 @@ pub struct UpstreamConfig {
     pub disk: Option<DiskUpstreamConfig>,
 }
 
+/// `[node_attestor.x509pop]`: agents prove possession of a key certified by
+/// one of these CAs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509PopConfig {
+    pub ca_bundle_path: PathBuf,
+}
+
+/// `[node_attestor]`: join_token is always on; x509pop when configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAttestorConfig {
+    pub x509pop: Option<X509PopConfig>,
+}
+
+/// `[rate_limit]`: per-caller limits on the agent API.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Node attestations per second per remote IP (burst twice that).
+    #[serde(default = "default_attest_rate")]
+    pub attestations_per_second: u32,
+    /// CSRs signed per second per agent (burst twice that).
+    #[serde(default = "default_csr_rate")]
+    pub csrs_per_second: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            attestations_per_second: default_attest_rate(),
+            csrs_per_second: default_csr_rate(),
+        }
+    }
+}
+
+fn default_attest_rate() -> u32 {
+    10
+}
+fn default_csr_rate() -> u32 {
+    5000
+}
+
 /// The raw file, before defaults that depend on other keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +155,10 @@ struct RawConfig {
     bundle_endpoint: Option<BundleEndpointConfig>,
     #[serde(default)]
     upstream: UpstreamConfig,
+    #[serde(default)]
+    node_attestor: NodeAttestorConfig,
+    #[serde(default)]
+    rate_limit: RateLimitConfig,
 }
 
 fn default_bind() -> SocketAddr {
@@ -152,6 +199,8 @@ pub struct ServerConfig {
     pub join_token_ttl: Duration,
     pub bundle_endpoint: Option<BundleEndpointConfig>,
     pub upstream: UpstreamConfig,
+    pub node_attestor: NodeAttestorConfig,
+    pub rate_limit: RateLimitConfig,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
@@ -245,6 +294,9 @@ impl ServerConfig {
                 return Err(invalid("bundle_endpoint.refresh_hint", "must be at least 1s"));
             }
         }
+        if raw.rate_limit.attestations_per_second == 0 || raw.rate_limit.csrs_per_second == 0 {
+            return Err(invalid("rate_limit", "limits must be at least 1 per second"));
+        }
         let admin_socket = raw
             .admin_socket
             .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
@@ -261,6 +313,8 @@ impl ServerConfig {
             join_token_ttl: raw.join_token_ttl,
             bundle_endpoint: raw.bundle_endpoint,
             upstream: raw.upstream,
+            node_attestor: raw.node_attestor,
+            rate_limit: raw.rate_limit,
         })
     }
 

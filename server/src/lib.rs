@@ -13,3 +13,7 @@ pub mod bundle_endpoint;
 pub mod run;
 pub mod server_svid;
 pub mod cli;
+pub mod node_attestor;
+pub mod authz;
+pub mod registry;
+pub mod agent_api;

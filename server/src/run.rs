@@ -16,10 +16,20 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminService, AdminSettings, convert::Limits};
+use crate::agent_api::access::AccessLayer;
+use crate::agent_api::caller::{Authenticator, is_agent_id};
+use crate::agent_api::listener::AttestationFriendlyVerifier;
+use crate::agent_api::{self, AgentApiHandle, AgentApiService, AgentApiSettings};
+use crate::node_attestor::NodeAttestor;
+use crate::node_attestor::join_token::JoinTokenAttestor;
+use crate::node_attestor::x509pop::X509PopAttestor;
+use sigil_proto::agent_api::agent_api_server::AgentApiServer;
+use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 use crate::ca::manager::{CaManager, CaSettings};
 use crate::ca::unix;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BundleProfile, ServerConfig};
+use crate::registry::Registry;
 use crate::key_manager::disk::DiskKeyManager;
 use crate::server_svid::ServerSvid;
 use crate::store::Store;
@@ -127,8 +137,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     // Admin API on the local socket.
     let listener = admin::socket::bind(&cfg.admin_socket)
         .with_context(|| format!("admin_socket {}", cfg.admin_socket.display()))?;
+    let refresh_hint = cfg
+        .bundle_endpoint
+        .as_ref()
+        .map_or(Duration::from_secs(300), |b| b.refresh_hint);
+    let registry = Registry::load(store.clone(), cfg.server_id()).context("loading entries")?;
     let service = AdminService::new(
         store.clone(),
+        registry.clone(),
         ca.clone(),
         clock.clone(),
         AdminSettings {
@@ -138,10 +154,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             },
             default_x509_svid_ttl: cfg.default_x509_svid_ttl,
             join_token_ttl: cfg.join_token_ttl,
-            bundle_refresh_hint: cfg
-                .bundle_endpoint
-                .as_ref()
-                .map_or(Duration::from_secs(300), |b| b.refresh_hint),
+            bundle_refresh_hint: refresh_hint,
         },
     );
     let server_uid = nix::unistd::getuid().as_raw();
@@ -188,6 +201,97 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         tasks.spawn(async move {
             crate::bundle_endpoint::serve(listener, tls, ca, hint, rx).await;
             Ok(())
+        });
+    }
+
+    // Agent API (mTLS) on bind_address.
+    {
+        let roots = TrustRoots::new(ca.bundle().x509_authorities.clone())
+            .context("trust bundle for the agent API")?;
+        let td = cfg.trust_domain.clone();
+        let agent_only: sigil_proto::tls::Authorizer =
+            Arc::new(move |id: &sigil_proto::SpiffeId| is_agent_id(id, &td));
+        let verifier = Arc::new(SpiffeClientVerifier::new(roots.clone(), agent_only));
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(Arc::new(AttestationFriendlyVerifier(verifier.clone())))
+        .with_cert_resolver(svid.clone());
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        // Every connection is verified against the current bundle.
+        tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        tls.send_tls13_tickets = 0;
+
+        // Keep the verifier's roots in step with the bundle.
+        {
+            let mut bundles = ca.subscribe_bundle();
+            let mut rx = shutdown_rx.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = bundles.changed() => if r.is_err() { return Ok(()) },
+                        _ = rx.changed() => return Ok(()),
+                    }
+                    let certs = bundles.borrow().x509_authorities.clone();
+                    if let Err(e) = roots.set(certs) {
+                        warn!(error = %e, "agent API trust roots not updated");
+                    }
+                }
+            });
+        }
+
+        let mut attestors: Vec<Arc<dyn NodeAttestor>> = vec![Arc::new(JoinTokenAttestor::new(
+            store.clone(),
+            cfg.trust_domain.clone(),
+        ))];
+        if let Some(x) = &cfg.node_attestor.x509pop {
+            let bytes = std::fs::read(&x.ca_bundle_path).with_context(|| {
+                format!("node_attestor.x509pop.ca_bundle_path {}", x.ca_bundle_path.display())
+            })?;
+            attestors.push(Arc::new(
+                X509PopAttestor::new(cfg.trust_domain.clone(), &bytes)
+                    .context("node_attestor.x509pop")?,
+            ));
+        }
+        let service = AgentApiService::new(
+            store.clone(),
+            registry.clone(),
+            ca.clone(),
+            clock.clone(),
+            attestors,
+            AgentApiSettings {
+                agent_svid_ttl: cfg.agent_svid_ttl,
+                default_x509_svid_ttl: cfg.default_x509_svid_ttl,
+                bundle_refresh_hint: refresh_hint,
+                attestations_per_second: cfg.rate_limit.attestations_per_second,
+                csrs_per_second: cfg.rate_limit.csrs_per_second,
+            },
+        );
+        let api = AgentApiServer::new(AgentApiHandle(Arc::new(service)))
+            .max_decoding_message_size(agent_api::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(agent_api::MAX_MESSAGE_BYTES);
+        let auth = Arc::new(Authenticator::new(store.clone(), verifier, cfg.trust_domain.clone()));
+        let listener = TcpListener::bind(cfg.bind_address)
+            .await
+            .with_context(|| format!("bind_address {}", cfg.bind_address))?;
+        info!(address = %cfg.bind_address, "agent API listening");
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(agent_api::listener::incoming(
+            listener,
+            Arc::new(tls),
+            shutdown_rx.clone(),
+        ));
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .layer(AccessLayer::new(auth))
+                .add_service(api)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.changed().await;
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("agent API: {e}"))
         });
     }
 

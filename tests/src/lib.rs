@@ -2,6 +2,8 @@
 //! `sigil-server` binary in a temp dir on loopback, runs its CLI, and tears
 //! everything down. Every wait is bounded.
 
+pub mod agent_client;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -92,6 +94,8 @@ pub struct ServerOptions {
     /// Extra TOML appended to the generated config.
     pub extra: String,
     pub bundle_endpoint: bool,
+    /// Run the daemon as this uid (and gid) through `setpriv`; needs root.
+    pub run_as: Option<u32>,
 }
 
 impl Default for ServerOptions {
@@ -100,6 +104,7 @@ impl Default for ServerOptions {
             trust_domain: "example.org".into(),
             extra: String::new(),
             bundle_endpoint: true,
+            run_as: None,
         }
     }
 }
@@ -111,7 +116,11 @@ pub struct TestServer {
     pub socket: PathBuf,
     pub data_dir: PathBuf,
     pub bundle_addr: Option<SocketAddr>,
+    /// The agent API address.
+    pub agent_addr: SocketAddr,
+    pub trust_domain: String,
     pub log: PathBuf,
+    run_as: Option<u32>,
     child: Option<Child>,
 }
 
@@ -123,11 +132,12 @@ impl TestServer {
         let data_dir = dir.path().join("data");
         let socket = data_dir.join("admin.sock");
         let bundle_addr = opts.bundle_endpoint.then(free_addr);
+        let agent_addr = free_addr();
         let mut cfg = format!(
             "trust_domain = \"{}\"\ndata_dir = \"{}\"\nbind_address = \"{}\"\n",
             opts.trust_domain,
             data_dir.display(),
-            free_addr()
+            agent_addr
         );
         cfg.push_str(&opts.extra);
         if let Some(a) = bundle_addr {
@@ -135,8 +145,19 @@ impl TestServer {
         }
         let config = dir.path().join("server.toml");
         std::fs::write(&config, cfg)?;
+        if let Some(uid) = opts.run_as {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))?;
+            std::fs::create_dir(&data_dir)?;
+            let id = Some(nix::unistd::Uid::from_raw(uid));
+            nix::unistd::chown(&data_dir, id, Some(nix::unistd::Gid::from_raw(uid)))?;
+        }
         let log = dir.path().join("server.log");
         let mut s = TestServer {
+            agent_addr,
+            trust_domain: opts.trust_domain.clone(),
+            run_as: opts.run_as,
             dir,
             config,
             socket,
@@ -155,7 +176,20 @@ impl TestServer {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(bin("sigil-server"))
+        let mut cmd = match self.run_as {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".to_string(),
+                ])
+                .arg(bin("sigil-server"));
+                c
+            }
+            None => Command::new(bin("sigil-server")),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&self.config)
             .args(["--log-level", "debug"])
@@ -173,7 +207,8 @@ impl TestServer {
                 bail!("sigil-server exited with {status}: {}", self.log_text());
             }
             let out = self.cli(&["healthcheck"]);
-            if out.status.success() {
+            // Up: healthy, or answering but refusing this caller's uid.
+            if out.status.success() || text(&out.stderr).contains("may not use the admin socket") {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -237,6 +272,21 @@ impl TestServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The trust bundle (DER) as `bundle show` prints it.
+    pub fn bundle(&self) -> Vec<Vec<u8>> {
+        pem_certs(&self.cli_ok(&["bundle", "show"]))
+    }
+
+    /// A client of the agent API, with or without an agent identity.
+    pub async fn agent_client(
+        &self,
+        ident: Option<&agent_client::AgentIdentity>,
+    ) -> anyhow::Result<
+        sigil_proto::agent_api::agent_api_client::AgentApiClient<tonic::transport::Channel>,
+    > {
+        agent_client::connect(self.agent_addr, self.bundle(), &self.trust_domain, ident).await
     }
 
     pub fn pid(&self) -> Option<u32> {

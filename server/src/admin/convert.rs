@@ -291,7 +291,8 @@ mod tests {
 
     #[test]
     fn refusals_name_field_and_rule() {
-        let cases: Vec<(Box<dyn Fn(&mut pb::Entry)>, &str)> = vec![
+        type Mutate = Box<dyn Fn(&mut pb::Entry)>;
+        let cases: Vec<(Mutate, &str)> = vec![
             (Box::new(|e| e.spiffe_id = "spiffe://example.org/a/".into()), "spiffe_id"),
             (Box::new(|e| e.spiffe_id = "spiffe://other.org/a".into()), "trust domain"),
             (Box::new(|e| e.spiffe_id = "spiffe://example.org".into()), "no path"),

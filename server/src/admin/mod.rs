@@ -23,6 +23,7 @@ use crate::ca::{random16, unix};
 use crate::clock::Clock;
 use crate::config::server_id;
 use crate::entry::{EntryFilter, EntrySpec};
+use crate::registry::Registry;
 use crate::store::{JoinTokenRecord, Store, StoreError};
 use convert::Limits;
 
@@ -73,6 +74,7 @@ pub struct AdminSettings {
 
 pub struct AdminService {
     store: Arc<dyn Store>,
+    registry: Arc<Registry>,
     ca: Arc<CaManager>,
     clock: Arc<dyn Clock>,
     settings: AdminSettings,
@@ -81,12 +83,14 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(
         store: Arc<dyn Store>,
+        registry: Arc<Registry>,
         ca: Arc<CaManager>,
         clock: Arc<dyn Clock>,
         settings: AdminSettings,
     ) -> AdminService {
         AdminService {
             store,
+            registry,
             ca,
             clock,
             settings,
@@ -95,6 +99,19 @@ impl AdminService {
 
     fn now(&self) -> i64 {
         unix(self.clock.now())
+    }
+
+    /// Runs a blocking registry write off the async threads.
+    async fn write<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Registry) -> Result<T, AdminError> + Send + 'static,
+    {
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || f(registry.as_ref()))
+            .await
+            .map_err(|e| to_status(AdminError::Internal(e.to_string())))?
+            .map_err(to_status)
     }
 
     /// Runs a blocking store call off the async threads.
@@ -122,6 +139,64 @@ fn item_error(s: &Status) -> pb::ItemError {
     }
 }
 
+fn agent_to_pb(a: &crate::store::AttestedAgent) -> pb::Agent {
+    pb::Agent {
+        spiffe_id: a.spiffe_id.to_string(),
+        attestor: a.attestor.clone(),
+        selectors: a.selectors.iter().map(convert::selector_to_pb).collect(),
+        serial: a.serial.clone(),
+        expires_at: a.expires_at,
+        banned: a.banned,
+        attested_at: a.attested_at,
+        updated_at: a.updated_at,
+    }
+}
+
+fn load_agent(
+    store: &dyn Store,
+    id: &sigil_proto::SpiffeId,
+) -> Result<crate::store::AttestedAgent, AdminError> {
+    store.get_agent(id)?.ok_or_else(|| {
+        StoreError::NotFound {
+            what: "agent",
+            key: id.to_string(),
+        }
+        .into()
+    })
+}
+
+impl AdminService {
+    fn agent_id(&self, v: &str) -> Result<sigil_proto::SpiffeId, Status> {
+        let id = convert::parse_id_in("spiffe_id", v, &self.settings.limits).map_err(invalid)?;
+        if !crate::agent_api::caller::is_agent_id(&id, &self.settings.limits.trust_domain) {
+            return Err(invalid(format!(
+                "spiffe_id: {id} is not an agent ID (spiffe://<td>/sigil/agent/...)"
+            )));
+        }
+        Ok(id)
+    }
+
+    async fn set_banned(
+        &self,
+        r: pb::AgentIdRequest,
+        banned: bool,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let id = self.agent_id(&r.spiffe_id)?;
+        let now = self.now();
+        let a = self
+            .blocking(move |store| {
+                let mut a = load_agent(store, &id)?;
+                a.banned = banned;
+                a.updated_at = now;
+                store.put_agent(&a)?;
+                Ok(a)
+            })
+            .await?;
+        info!(agent_id = %a.spiffe_id, banned, "agent ban changed");
+        Ok(Response::new(agent_to_pb(&a)))
+    }
+}
+
 /// Lowercase hex SHA-256 of a join token.
 pub fn hash_token(token: &str) -> String {
     hex::encode(digest::digest(&digest::SHA256, token.as_bytes()))
@@ -146,13 +221,13 @@ impl AdminApi for AdminService {
             })
             .collect();
         let results = self
-            .blocking(move |store| {
+            .write(move |registry| {
                 Ok(items
                     .into_iter()
                     .map(|item| {
                         let result = match item {
                             Err(m) => pb::entry_result::Result::Error(item_error(&invalid(m))),
-                            Ok(spec) => match store.create_entry(spec, now) {
+                            Ok(spec) => match registry.create(spec, now) {
                                 Ok(e) => {
                                     info!(entry_id = %e.id, spiffe_id = %e.spec.spiffe_id, revision = e.revision, "entry created");
                                     pb::entry_result::Result::Entry(convert::entry_to_pb(&e))
@@ -175,17 +250,15 @@ impl AdminApi for AdminService {
         req: Request<pb::GetEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let id = req.into_inner().id;
-        let e = self
-            .blocking(move |store| {
-                store.get_entry(&id)?.ok_or_else(|| {
-                    StoreError::NotFound {
-                        what: "entry",
-                        key: id.clone(),
-                    }
-                    .into()
-                })
-            })
-            .await?;
+        let e = self.registry.get(&id).ok_or_else(|| {
+            to_status(
+                StoreError::NotFound {
+                    what: "entry",
+                    key: id.clone(),
+                }
+                .into(),
+            )
+        })?;
         Ok(Response::new(convert::entry_to_pb(&e)))
     }
 
@@ -210,9 +283,7 @@ impl AdminApi for AdminService {
             selectors: convert::parse_selectors("by_selectors", &r.by_selectors)
                 .map_err(invalid)?,
         };
-        let entries = self
-            .blocking(move |store| Ok(store.list_entries(&filter)?))
-            .await?;
+        let entries = self.registry.list(&filter);
         let items: Vec<Result<pb::Entry, Status>> =
             entries.iter().map(|e| Ok(convert::entry_to_pb(e))).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
@@ -226,14 +297,14 @@ impl AdminApi for AdminService {
         let limits = self.settings.limits.clone();
         let now = self.now();
         let e = self
-            .blocking(move |store| {
-                let cur = store.get_entry(&u.id)?.ok_or_else(|| StoreError::NotFound {
+            .write(move |registry| {
+                let cur = registry.get(&u.id).ok_or_else(|| StoreError::NotFound {
                     what: "entry",
                     key: u.id.clone(),
                 })?;
                 let mut spec = cur.spec.clone();
                 convert::apply_update(&mut spec, &u, &limits, now).map_err(AdminError::Invalid)?;
-                Ok(store.update_entry(&u.id, spec)?)
+                Ok(registry.update(&u.id, spec)?)
             })
             .await?;
         info!(entry_id = %e.id, revision = e.revision, "entry updated");
@@ -246,7 +317,7 @@ impl AdminApi for AdminService {
     ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
         let id = req.into_inner().id;
         let e = self
-            .blocking(move |store| Ok(store.delete_entry(&id)?))
+            .write(move |registry| Ok(registry.delete(&id)?))
             .await?;
         info!(entry_id = %e.id, "entry deleted");
         Ok(Response::new(pb::DeleteEntryResponse {}))
@@ -256,7 +327,7 @@ impl AdminApi for AdminService {
         &self,
         _req: Request<pb::CountEntriesRequest>,
     ) -> Result<Response<pb::CountEntriesResponse>, Status> {
-        let count = self.blocking(|store| Ok(store.count_entries()?)).await?;
+        let count = self.registry.count();
         Ok(Response::new(pb::CountEntriesResponse { count }))
     }
 
@@ -307,6 +378,7 @@ impl AdminApi for AdminService {
             expires_at,
             created_at: now,
         };
+        let registry = self.registry.clone();
         let entry_id = self
             .blocking(move |store| {
                 store.create_join_token(record)?;
@@ -332,7 +404,7 @@ impl AdminApi for AdminService {
                     expires_at: None,
                 };
                 spec.normalize();
-                Ok(store.create_entry(spec, now)?.id)
+                Ok(registry.create(spec, now)?.id)
             })
             .await?;
         info!(expires_at, "join token generated");
@@ -371,6 +443,52 @@ impl AdminApi for AdminService {
             bundle: self.ca.bundle().x509_authorities.clone(),
             expires_at: leaf.not_after,
         }))
+    }
+
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self.blocking(|store| Ok(store.list_agents()?)).await?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents.iter().map(agent_to_pb).collect(),
+        }))
+    }
+
+    async fn get_agent(
+        &self,
+        req: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let id = self.agent_id(&req.into_inner().spiffe_id)?;
+        let a = self.blocking(move |store| load_agent(store, &id)).await?;
+        Ok(Response::new(agent_to_pb(&a)))
+    }
+
+    async fn evict_agent(
+        &self,
+        req: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let id = self.agent_id(&req.into_inner().spiffe_id)?;
+        let a = self
+            .blocking(move |store| {
+                let a = load_agent(store, &id)?;
+                store.delete_agent(&id)?;
+                Ok(a)
+            })
+            .await?;
+        info!(agent_id = %a.spiffe_id, "agent evicted");
+        Ok(Response::new(agent_to_pb(&a)))
+    }
+
+    async fn ban_agent(&self, req: Request<pb::AgentIdRequest>) -> Result<Response<pb::Agent>, Status> {
+        self.set_banned(req.into_inner(), true).await
+    }
+
+    async fn unban_agent(
+        &self,
+        req: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        self.set_banned(req.into_inner(), false).await
     }
 
     async fn healthcheck(

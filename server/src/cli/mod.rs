@@ -62,6 +62,9 @@ pub enum Command {
     /// Mint X.509-SVIDs.
     #[command(subcommand)]
     X509(X509Command),
+    /// Manage attested agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Check that the server answers and is healthy.
     Healthcheck(Common),
 }
@@ -74,6 +77,145 @@ pub struct Common {
     pub socket: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List attested agents.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show one agent.
+    Show {
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: SpiffeId,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Forget an agent: its next call is refused; it must attest again.
+    Evict {
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: SpiffeId,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Refuse an agent (also re-attestation) until unbanned.
+    Ban {
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: SpiffeId,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Lift a ban.
+    Unban {
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: SpiffeId,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn agent_json(a: &pb::Agent) -> serde_json::Value {
+    serde_json::json!({
+        "spiffe_id": a.spiffe_id,
+        "attestor": a.attestor,
+        "selectors": a.selectors.iter().map(|s| format!("{}:{}", s.r#type, s.value)).collect::<Vec<_>>(),
+        "serial": a.serial,
+        "expires_at": rfc3339(a.expires_at),
+        "banned": a.banned,
+        "attested_at": rfc3339(a.attested_at),
+        "updated_at": rfc3339(a.updated_at),
+    })
+}
+
+fn print_agents(output: Output, agents: &[pb::Agent]) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&serde_json::json!({
+            "agents": agents.iter().map(agent_json).collect::<Vec<_>>(),
+        })),
+        Output::Text => {
+            if agents.is_empty() {
+                println!("Found 0 agents");
+            }
+            for (i, a) in agents.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                println!("{:<16}: {}", "SPIFFE ID", a.spiffe_id);
+                println!("{:<16}: {}", "Attestor", a.attestor);
+                for s in &a.selectors {
+                    println!("{:<16}: {}:{}", "Selector", s.r#type, s.value);
+                }
+                println!("{:<16}: {}", "SVID serial", a.serial);
+                println!("{:<16}: {}", "SVID expires at", rfc3339(a.expires_at));
+                println!("{:<16}: {}", "Banned", a.banned);
+                println!("{:<16}: {}", "Attested at", rfc3339(a.attested_at));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_agent(cmd: AgentCommand) -> anyhow::Result<()> {
+    let (common, agents) = match cmd {
+        AgentCommand::List { common } => {
+            let mut c = connect(&common.socket).await?;
+            let r = c
+                .list_agents(pb::ListAgentsRequest {})
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            (common, r.agents)
+        }
+        AgentCommand::Show { spiffe_id, common } => {
+            let mut c = connect(&common.socket).await?;
+            let a = c
+                .get_agent(agent_req(&spiffe_id))
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            (common, vec![a])
+        }
+        AgentCommand::Evict { spiffe_id, common } => {
+            let mut c = connect(&common.socket).await?;
+            let a = c
+                .evict_agent(agent_req(&spiffe_id))
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            if common.output == Output::Text {
+                println!("Evicted {}; it must attest again.", a.spiffe_id);
+                return Ok(());
+            }
+            (common, vec![a])
+        }
+        AgentCommand::Ban { spiffe_id, common } => {
+            let mut c = connect(&common.socket).await?;
+            let a = c
+                .ban_agent(agent_req(&spiffe_id))
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            (common, vec![a])
+        }
+        AgentCommand::Unban { spiffe_id, common } => {
+            let mut c = connect(&common.socket).await?;
+            let a = c
+                .unban_agent(agent_req(&spiffe_id))
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            (common, vec![a])
+        }
+    };
+    print_agents(common.output, &agents)
+}
+
+fn agent_req(id: &SpiffeId) -> pb::AgentIdRequest {
+    pb::AgentIdRequest {
+        spiffe_id: id.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -155,6 +297,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
             anyhow::bail!("not an admin command")
         }
         Command::Entry(cmd) => entry::run(cmd).await,
+        Command::Agent(cmd) => run_agent(cmd).await,
         Command::Bundle(BundleCommand::Show { format, common }) => {
             let mut c = connect(&common.socket).await?;
             let b = c

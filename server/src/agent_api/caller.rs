@@ -1,0 +1,124 @@
+//! Who is calling: an agent is authenticated on every call, not once per
+//! connection. Its certificate must chain to the current bundle and be
+//! unexpired now, name an agent ID of this trust domain that the store
+//! knows, not banned, and carry the agent's current (or immediately
+//! previous) SVID serial. Eviction and bans therefore apply to the very next
+//! call, also on a long-lived connection.
+
+use std::sync::Arc;
+
+use rustls::server::danger::ClientCertVerifier;
+use rustls_pki_types::UnixTime;
+use sigil_proto::tls::SpiffeClientVerifier;
+use sigil_proto::{SpiffeId, TrustDomain};
+use tonic::Status;
+use tracing::warn;
+
+use super::listener::PeerInfo;
+use crate::store::{AttestedAgent, Store};
+
+/// An authenticated agent, put into the request's extensions.
+#[derive(Debug, Clone)]
+pub struct AgentCaller {
+    pub id: SpiffeId,
+    /// Lowercase hex serial of the SVID the call was made with.
+    pub serial: String,
+    pub record: AttestedAgent,
+}
+
+/// True for `spiffe://<td>/sigil/agent/...`.
+pub fn is_agent_id(id: &SpiffeId, td: &TrustDomain) -> bool {
+    id.is_member_of(td) && id.path().starts_with("/sigil/agent/")
+}
+
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    verifier: Arc<SpiffeClientVerifier>,
+    trust_domain: TrustDomain,
+}
+
+impl Authenticator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        verifier: Arc<SpiffeClientVerifier>,
+        trust_domain: TrustDomain,
+    ) -> Authenticator {
+        Authenticator {
+            store,
+            verifier,
+            trust_domain,
+        }
+    }
+
+    /// Authenticates the caller of `method` as an attested agent.
+    pub fn authenticate(&self, peer: Option<&PeerInfo>, method: &str) -> Result<AgentCaller, Status> {
+        let remote = peer
+            .and_then(|p| p.remote)
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let deny = |code: tonic::Code, agent: &str, reason: String| {
+            warn!(method, %remote, agent_id = agent, reason = %reason, "agent API call refused");
+            Status::new(code, reason)
+        };
+        let Some(chain) = peer.and_then(|p| p.chain.clone()) else {
+            return Err(deny(
+                tonic::Code::Unauthenticated,
+                "",
+                "a client certificate (agent SVID) is required for this method".into(),
+            ));
+        };
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err(deny(tonic::Code::Unauthenticated, "", "empty certificate chain".into()));
+        };
+        // Again at call time: the bundle may have changed and the
+        // certificate may have expired since the handshake.
+        self.verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|e| deny(tonic::Code::PermissionDenied, "", format!("agent SVID refused: {e}")))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
+            deny(tonic::Code::PermissionDenied, "", format!("agent SVID unreadable: {e}"))
+        })?;
+        let id = sigil_proto::tls::spiffe_id_from_cert(leaf).map_err(|e| {
+            deny(tonic::Code::PermissionDenied, "", format!("agent SVID has no SPIFFE ID: {e}"))
+        })?;
+        let agent = id.to_string();
+        if !is_agent_id(&id, &self.trust_domain) {
+            return Err(deny(
+                tonic::Code::PermissionDenied,
+                &agent,
+                format!("{id} is not an agent ID of trust domain {}", self.trust_domain),
+            ));
+        }
+        let serial = hex::encode(cert.raw_serial())
+            .trim_start_matches("00")
+            .to_string();
+        let record = self
+            .store
+            .get_agent(&id)
+            .map_err(|e| {
+                tracing::error!(error = %e, "agent lookup failed");
+                Status::internal("internal error; see the server log")
+            })?
+            .ok_or_else(|| {
+                deny(
+                    tonic::Code::PermissionDenied,
+                    &agent,
+                    format!("agent {id} is not attested (unknown or evicted); it must attest again"),
+                )
+            })?;
+        if record.banned {
+            return Err(deny(
+                tonic::Code::PermissionDenied,
+                &agent,
+                format!("agent {id} is banned"),
+            ));
+        }
+        if record.serial != serial && record.previous_serial.as_deref() != Some(serial.as_str()) {
+            return Err(deny(
+                tonic::Code::PermissionDenied,
+                &agent,
+                format!("agent SVID serial {serial} is not the current SVID of {id}"),
+            ));
+        }
+        Ok(AgentCaller { id, serial, record })
+    }
+}

@@ -1,0 +1,191 @@
+//! The agent API's TLS listener: accepts TCP, completes the TLS handshake
+//! (bounded in time and number), and hands tonic streams that carry the
+//! peer's verified certificate chain as connection info.
+//!
+//! At the TLS layer a client certificate is optional, because node
+//! attestation must work before an agent has one; a certificate that is
+//! presented must chain to the current bundle and name an agent ID, or the
+//! handshake fails. Whether a method may be called without one is decided
+//! per call by the method table in [`super::access`] (deny by default).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::DistinguishedName;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use sigil_proto::tls::SpiffeClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+use tracing::debug;
+
+/// Time allowed for a TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// What a handler may learn about the connection.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: Option<SocketAddr>,
+    /// The client's certificate chain, verified at the handshake; `None` for
+    /// an anonymous (attesting) client.
+    pub chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// A TLS connection from an agent.
+pub struct AgentConn {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl Connected for AgentConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for AgentConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AgentConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Verifies a client certificate when one is presented (against the current
+/// bundle, SPIFFE ID authorized by the wrapped verifier), and lets clients
+/// without one through to the per-method table.
+#[derive(Debug)]
+pub struct AttestationFriendlyVerifier(pub Arc<SpiffeClientVerifier>);
+
+impl ClientCertVerifier for AttestationFriendlyVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        // Only node attestation runs without a certificate; the method
+        // table enforces that every other method has a verified one.
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Accepts connections until `shutdown`, sending completed TLS connections
+/// to the returned channel (the `incoming` of tonic's server).
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> mpsc::Receiver<Result<AgentConn, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => { debug!(error = %e, "agent API accept failed"); continue; }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                debug!(%remote, "too many TLS handshakes in progress; connection dropped");
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let chain = tls.get_ref().1.peer_certificates().map(|c| {
+                            Arc::new(c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>())
+                        });
+                        let conn = AgentConn {
+                            inner: tls,
+                            info: PeerInfo {
+                                remote: Some(remote),
+                                chain,
+                            },
+                        };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%remote, error = %e, "agent API TLS handshake refused")
+                    }
+                    Err(_) => debug!(%remote, "agent API TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    rx
+}

@@ -1,0 +1,430 @@
+//! The agent API (`sigil.agent.v1.AgentApi`), gRPC over TLS on
+//! `bind_address`: node attestation, agent SVID renewal, entry sync, batched
+//! SVID signing and the bundle. Who may call what is decided before any
+//! handler runs ([`access`]); handlers find the authenticated
+//! [`caller::AgentCaller`] in the request. SPIFFE IDs, DNS names and TTLs of
+//! signed SVIDs come from entries, never from CSRs.
+
+pub mod access;
+pub mod caller;
+pub mod convert;
+pub mod listener;
+pub mod rate_limit;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_proto::agent_api::{self as pb, agent_api_server::AgentApi};
+use sigil_proto::{SpiffeId, attestation};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{error, info, warn};
+
+use crate::ca::manager::CaManager;
+use crate::ca::{SignedLeaf, unix};
+use crate::clock::Clock;
+use crate::node_attestor::{AttestError, AttestedNode, NodeAttestor, Step};
+use crate::registry::Registry;
+use crate::store::{AttestedAgent, Store};
+use caller::AgentCaller;
+use listener::PeerInfo;
+use rate_limit::RateLimiter;
+
+/// Largest agent API message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Most CSRs in one SignSvids call.
+pub const MAX_BATCH: usize = 1000;
+/// Time an attesting agent has for each step of the exchange.
+const ATTEST_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most challenge rounds in one attestation.
+const MAX_CHALLENGES: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct AgentApiSettings {
+    pub agent_svid_ttl: Duration,
+    pub default_x509_svid_ttl: Duration,
+    pub bundle_refresh_hint: Duration,
+    /// Attestations per second per remote IP (burst: twice that).
+    pub attestations_per_second: u32,
+    /// CSRs signed per second per agent (burst: twice that).
+    pub csrs_per_second: u32,
+}
+
+pub struct AgentApiService {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    ca: Arc<CaManager>,
+    clock: Arc<dyn Clock>,
+    attestors: HashMap<&'static str, Arc<dyn NodeAttestor>>,
+    settings: AgentApiSettings,
+    attest_limit: RateLimiter,
+    sign_limit: RateLimiter,
+}
+
+impl AgentApiService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        ca: Arc<CaManager>,
+        clock: Arc<dyn Clock>,
+        attestors: Vec<Arc<dyn NodeAttestor>>,
+        settings: AgentApiSettings,
+    ) -> AgentApiService {
+        let attest_limit = RateLimiter::new(
+            settings.attestations_per_second,
+            settings.attestations_per_second.saturating_mul(2),
+        );
+        let sign_limit = RateLimiter::new(
+            settings.csrs_per_second,
+            settings.csrs_per_second.saturating_mul(2),
+        );
+        AgentApiService {
+            store,
+            registry,
+            ca,
+            clock,
+            attestors: attestors.into_iter().map(|a| (a.name(), a)).collect(),
+            settings,
+            attest_limit,
+            sign_limit,
+        }
+    }
+
+    fn refresh_hint(&self) -> i64 {
+        i64::try_from(self.settings.bundle_refresh_hint.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn bundle_pb(&self) -> pb::Bundle {
+        convert::bundle_to_pb(&self.ca.bundle(), self.refresh_hint())
+    }
+
+    fn sign_agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<SignedLeaf, Status> {
+        let key = convert::csr_public_key(csr).map_err(Status::invalid_argument)?;
+        self.ca
+            .active()
+            .sign_leaf(id, &[], self.settings.agent_svid_ttl, &key, self.clock.now())
+            .map_err(|e| {
+                error!(error = %e, "signing an agent SVID failed");
+                Status::internal("internal error; see the server log")
+            })
+    }
+
+    fn agent_svid_pb(&self, leaf: SignedLeaf) -> pb::AgentSvid {
+        pb::AgentSvid {
+            spiffe_id: leaf.spiffe_id.to_string(),
+            cert_chain: leaf.chain,
+            expires_at: leaf.not_after,
+            bundle: Some(self.bundle_pb()),
+        }
+    }
+}
+
+fn caller(ext: &tonic::Extensions) -> Result<AgentCaller, Status> {
+    // The access layer inserts it for every Agent method; its absence means
+    // the layer was bypassed, which must fail closed.
+    ext.get::<AgentCaller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("caller not authenticated"))
+}
+
+fn attest_status(e: &AttestError) -> Status {
+    match e {
+        AttestError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        AttestError::Refused(_) => Status::permission_denied(e.to_string()),
+        AttestError::Internal(_) => Status::internal("internal error; see the server log"),
+    }
+}
+
+type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+async fn next_message(
+    inbound: &mut Streaming<pb::AttestNodeRequest>,
+) -> Result<pb::attest_node_request::Step, Status> {
+    match tokio::time::timeout(ATTEST_STEP_TIMEOUT, inbound.message()).await {
+        Err(_) => Err(Status::deadline_exceeded("attestation step timed out")),
+        Ok(Err(s)) => Err(s),
+        Ok(Ok(None)) => Err(Status::cancelled("attestation stream closed by the agent")),
+        Ok(Ok(Some(m))) => m
+            .step
+            .ok_or_else(|| Status::invalid_argument("attestation message without a step")),
+    }
+}
+
+impl AgentApiService {
+    async fn attest(
+        self: Arc<Self>,
+        mut inbound: Streaming<pb::AttestNodeRequest>,
+        tx: &mpsc::Sender<Result<pb::AttestNodeResponse, Status>>,
+        remote: &str,
+    ) -> Result<pb::AgentSvid, Status> {
+        let pb::attest_node_request::Step::Params(params) = next_message(&mut inbound).await?
+        else {
+            return Err(Status::invalid_argument(
+                "the first attestation message must carry AttestationParams",
+            ));
+        };
+        let attestor = self.attestors.get(params.attestor.as_str()).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = self.attestors.keys().copied().collect();
+            known.sort_unstable();
+            Status::invalid_argument(format!(
+                "unknown node attestor {:?} (configured: {})",
+                params.attestor,
+                known.join(", ")
+            ))
+        })?;
+        // Check the CSR before the attestor consumes anything (a token).
+        convert::csr_public_key(&params.csr).map_err(Status::invalid_argument)?;
+        let now = unix(self.clock.now());
+        let payload = params.payload;
+        let a = attestor.clone();
+        let mut step = tokio::task::spawn_blocking(move || a.begin(&payload, now))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                warn!(attestor = attestor.name(), %remote, error = %e, "node attestation refused");
+                attest_status(&e)
+            })?;
+        let mut rounds = 0;
+        let node: AttestedNode = loop {
+            match step {
+                Step::Done(node) => break node,
+                Step::Challenge { challenge, state } => {
+                    rounds += 1;
+                    if rounds > MAX_CHALLENGES {
+                        return Err(Status::internal("attestor asked too many challenges"));
+                    }
+                    tx.send(Ok(pb::AttestNodeResponse {
+                        step: Some(pb::attest_node_response::Step::Challenge(challenge)),
+                    }))
+                    .await
+                    .map_err(|_| Status::cancelled("agent went away"))?;
+                    let pb::attest_node_request::Step::ChallengeResponse(answer) =
+                        next_message(&mut inbound).await?
+                    else {
+                        return Err(Status::invalid_argument("expected a challenge response"));
+                    };
+                    step = state.verify(&answer).map_err(|e| {
+                        warn!(attestor = attestor.name(), %remote, error = %e, "node attestation refused");
+                        attest_status(&e)
+                    })?;
+                }
+            }
+        };
+        let id = node.agent_id.clone();
+        let attestor_name = attestor.name();
+        let me = self.clone();
+        let csr = params.csr;
+        let leaf = tokio::task::spawn_blocking(move || -> Result<SignedLeaf, Status> {
+            let existing = me.store.get_agent(&id).map_err(|e| {
+                error!(error = %e, "agent lookup failed");
+                Status::internal("internal error; see the server log")
+            })?;
+            if existing.as_ref().is_some_and(|a| a.banned) {
+                warn!(agent_id = %id, "banned agent tried to attest");
+                return Err(Status::permission_denied(format!("agent {id} is banned")));
+            }
+            let leaf = me.sign_agent_svid(&id, &csr)?;
+            let now = unix(me.clock.now());
+            let record = AttestedAgent {
+                spiffe_id: id.clone(),
+                attestor: attestor_name.to_string(),
+                selectors: node.selectors.clone(),
+                serial: leaf.serial_hex.clone(),
+                previous_serial: None,
+                expires_at: leaf.not_after,
+                banned: false,
+                attested_at: now,
+                updated_at: now,
+            };
+            me.store.put_agent(&record).map_err(|e| {
+                error!(error = %e, "storing the attested agent failed");
+                Status::internal("internal error; see the server log")
+            })?;
+            Ok(leaf)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        info!(agent_id = %leaf.spiffe_id, attestor = attestor_name, %remote, serial = %leaf.serial_hex, "node attested");
+        Ok(self.agent_svid_pb(leaf))
+    }
+}
+
+/// The service as registered with tonic; shares state with spawned tasks.
+#[derive(Clone)]
+pub struct AgentApiHandle(pub Arc<AgentApiService>);
+
+#[tonic::async_trait]
+impl AgentApi for AgentApiHandle {
+    type AttestNodeStream = Outbound<pb::AttestNodeResponse>;
+
+    async fn attest_node(
+        &self,
+        req: Request<Streaming<pb::AttestNodeRequest>>,
+    ) -> Result<Response<Self::AttestNodeStream>, Status> {
+        let remote = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.remote)
+            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        if !self.0.attest_limit.try_take(&remote, 1) {
+            warn!(%remote, "attestation rate limit exceeded");
+            return Err(Status::resource_exhausted(
+                "too many attestations from this address; retry later",
+            ));
+        }
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let svc = self.0.clone();
+        tokio::spawn(async move {
+            let result = svc.attest(inbound, &tx, &remote).await;
+            let msg = result.map(|svid| pb::AttestNodeResponse {
+                step: Some(pb::attest_node_response::Step::Svid(svid)),
+            });
+            let _ = tx.send(msg).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn renew_agent(
+        &self,
+        req: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::RenewAgentResponse>, Status> {
+        let c = caller(req.extensions())?;
+        let csr = req.into_inner().csr;
+        let svc = self.0.clone();
+        let leaf = tokio::task::spawn_blocking(move || -> Result<SignedLeaf, Status> {
+            let leaf = svc.sign_agent_svid(&c.id, &csr)?;
+            let mut rec = c.record.clone();
+            rec.previous_serial = Some(rec.serial.clone());
+            rec.serial = leaf.serial_hex.clone();
+            rec.expires_at = leaf.not_after;
+            rec.updated_at = unix(svc.clock.now());
+            svc.store.put_agent(&rec).map_err(|e| {
+                error!(error = %e, "storing the renewed agent failed");
+                Status::internal("internal error; see the server log")
+            })?;
+            Ok(leaf)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        info!(agent_id = %leaf.spiffe_id, serial = %leaf.serial_hex, "agent SVID renewed");
+        Ok(Response::new(pb::RenewAgentResponse {
+            svid: Some(self.0.agent_svid_pb(leaf)),
+        }))
+    }
+
+    type SyncEntriesStream = Outbound<pb::SyncEntriesResponse>;
+
+    async fn sync_entries(
+        &self,
+        req: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<Self::SyncEntriesStream>, Status> {
+        let c = caller(req.extensions())?;
+        let r = req.into_inner();
+        let rx = sync::start(
+            sync::SyncContext {
+                store: self.0.store.clone(),
+                registry: self.0.registry.clone(),
+                ca: self.0.ca.clone(),
+                clock: self.0.clock.clone(),
+                refresh_hint: self.0.refresh_hint(),
+            },
+            c,
+            r.since_revision,
+            r.page_size,
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn sign_svids(
+        &self,
+        req: Request<pb::SignSvidsRequest>,
+    ) -> Result<Response<pb::SignSvidsResponse>, Status> {
+        let c = caller(req.extensions())?;
+        let items = req.into_inner().requests;
+        if items.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} CSRs in one call, more than the limit of {MAX_BATCH}",
+                items.len()
+            )));
+        }
+        let n = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        if !self.0.sign_limit.try_take(c.id.as_str(), n) {
+            warn!(agent_id = %c.id, csrs = n, "signing rate limit exceeded");
+            return Err(Status::resource_exhausted(
+                "signing rate limit exceeded for this agent; retry later",
+            ));
+        }
+        let svc = self.0.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            let now = unix(svc.clock.now());
+            let (_, parents) = svc.registry.parents_for(&c.id, &c.record.selectors, now);
+            let ca = svc.ca.active();
+            let at = svc.clock.now();
+            items
+                .into_iter()
+                .map(|item| {
+                    let err = |code: tonic::Code, message: String| pb::SvidResult {
+                        entry_id: item.entry_id.clone(),
+                        result: Some(pb::svid_result::Result::Error(pb::ItemError {
+                            code: code as i32,
+                            message,
+                        })),
+                    };
+                    let entry = match svc.registry.get(&item.entry_id) {
+                        Some(e) if crate::authz::is_authorized(&e, &parents, now) => e,
+                        _ => {
+                            warn!(agent_id = %c.id, entry_id = %item.entry_id, "signing refused: entry not authorized for this agent");
+                            return err(
+                                tonic::Code::PermissionDenied,
+                                format!("entry {} is not authorized for this agent", item.entry_id),
+                            );
+                        }
+                    };
+                    let key = match convert::csr_public_key(&item.csr) {
+                        Ok(k) => k,
+                        Err(m) => return err(tonic::Code::InvalidArgument, m),
+                    };
+                    let ttl = entry.spec.x509_ttl_or(svc.settings.default_x509_svid_ttl);
+                    match ca.sign_leaf(&entry.spec.spiffe_id, &entry.spec.dns_names, ttl, &key, at) {
+                        Ok(leaf) => pb::SvidResult {
+                            entry_id: item.entry_id.clone(),
+                            result: Some(pb::svid_result::Result::Svid(pb::X509Svid {
+                                spiffe_id: leaf.spiffe_id.to_string(),
+                                cert_chain: leaf.chain,
+                                expires_at: leaf.not_after,
+                            })),
+                        },
+                        Err(e) => {
+                            error!(error = %e, entry_id = %item.entry_id, "signing failed");
+                            err(tonic::Code::Internal, "signing failed; see the server log".into())
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::SignSvidsResponse { results }))
+    }
+
+    async fn fetch_bundle(
+        &self,
+        req: Request<pb::FetchBundleRequest>,
+    ) -> Result<Response<pb::FetchBundleResponse>, Status> {
+        caller(req.extensions())?;
+        Ok(Response::new(pb::FetchBundleResponse {
+            bundle: Some(self.0.bundle_pb()),
+        }))
+    }
+}
+
+/// The attestor names this server knows, for error messages and config.
+pub fn known_attestors() -> [&'static str; 2] {
+    [attestation::JOIN_TOKEN, attestation::X509POP]
+}

@@ -1,0 +1,302 @@
+//! Entry sync for one agent: the bundle, then the authorized entries (a full
+//! set in pages, or only the changes since a revision the agent already
+//! has), then every relevant change as it happens. One task per stream owns
+//! the agent's view; the registry's broadcast feeds it. Only changes that
+//! touch the agent's entries are sent, so one change costs one message.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_proto::agent_api as pb;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::{debug, info};
+
+use super::caller::AgentCaller;
+use super::convert::{bundle_to_pb, entry_to_pb};
+use crate::authz;
+use crate::ca::manager::CaManager;
+use crate::ca::unix;
+use crate::clock::Clock;
+use crate::entry::{Entry, EntryEvent};
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Entries per page of a full set unless the agent asks for fewer.
+pub const DEFAULT_PAGE: usize = 500;
+/// Largest page.
+pub const MAX_PAGE: usize = 2000;
+/// How often an open stream re-checks that its agent is still admitted.
+const RECHECK: Duration = Duration::from_secs(2);
+
+pub struct SyncContext {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub ca: Arc<CaManager>,
+    pub clock: Arc<dyn Clock>,
+    pub refresh_hint: i64,
+}
+
+type Tx = mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>;
+
+fn msg(kind: pb::sync_entries_response::Kind) -> Result<pb::SyncEntriesResponse, Status> {
+    Ok(pb::SyncEntriesResponse { kind: Some(kind) })
+}
+
+fn upsert(e: &Entry) -> Result<pb::SyncEntriesResponse, Status> {
+    msg(pb::sync_entries_response::Kind::Change(pb::EntryChange {
+        kind: pb::entry_change::Kind::Upserted as i32,
+        entry: Some(entry_to_pb(e)),
+        entry_id: e.id.clone(),
+        revision: e.revision,
+    }))
+}
+
+fn deleted(id: &str, revision: u64) -> Result<pb::SyncEntriesResponse, Status> {
+    msg(pb::sync_entries_response::Kind::Change(pb::EntryChange {
+        kind: pb::entry_change::Kind::Deleted as i32,
+        entry: None,
+        entry_id: id.to_string(),
+        revision,
+    }))
+}
+
+struct Stream {
+    ctx: SyncContext,
+    caller: AgentCaller,
+    tx: Tx,
+    page: usize,
+    /// Entry ids the agent holds.
+    known: HashSet<String>,
+    parents: HashSet<sigil_proto::SpiffeId>,
+    revision: u64,
+}
+
+impl Stream {
+    fn now(&self) -> i64 {
+        unix(self.ctx.clock.now())
+    }
+
+    async fn send(&self, m: Result<pb::SyncEntriesResponse, Status>) -> Result<(), ()> {
+        self.tx.send(m).await.map_err(|_| ())
+    }
+
+    async fn send_bundle(&self) -> Result<(), ()> {
+        let b = self.ctx.ca.bundle();
+        self.send(msg(pb::sync_entries_response::Kind::Bundle(bundle_to_pb(
+            &b,
+            self.ctx.refresh_hint,
+        ))))
+        .await
+    }
+
+    /// Sends the whole authorized set in pages; the last page says so.
+    async fn full(&mut self) -> Result<(), ()> {
+        let view = self
+            .ctx
+            .registry
+            .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
+        self.revision = view.revision;
+        self.parents = view.parents;
+        self.known = view.entries.iter().map(|e| e.id.clone()).collect();
+        let mut chunks = view.entries.chunks(self.page).peekable();
+        if chunks.peek().is_none() {
+            return self.page_msg(vec![], true).await;
+        }
+        while let Some(chunk) = chunks.next() {
+            let entries = chunk.iter().map(|e| entry_to_pb(e)).collect();
+            self.page_msg(entries, chunks.peek().is_none()).await?;
+        }
+        debug!(agent_id = %self.caller.id, entries = self.known.len(), revision = self.revision, "full entry set sent");
+        Ok(())
+    }
+
+    async fn page_msg(&self, entries: Vec<pb::Entry>, last: bool) -> Result<(), ()> {
+        self.send(msg(pb::sync_entries_response::Kind::Page(pb::EntryPage {
+            entries,
+            last,
+            revision: self.revision,
+        })))
+        .await
+    }
+
+    /// Sends the changes since `since` if the store still has them and no
+    /// node entry changed meanwhile; otherwise the full set.
+    async fn resume(&mut self, since: u64) -> Result<(), ()> {
+        let events = match self.ctx.store.entry_events_since(since) {
+            Ok(Some(ev)) if since <= self.ctx.registry.revision() => ev,
+            _ => return self.full().await,
+        };
+        if events.iter().any(|ev| match ev {
+            EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => self.ctx.registry.is_node_entry(e),
+        }) {
+            return self.full().await;
+        }
+        let view = self
+            .ctx
+            .registry
+            .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
+        self.revision = view.revision;
+        self.parents = view.parents;
+        self.known = view.entries.iter().map(|e| e.id.clone()).collect();
+        let mut seen = HashSet::new();
+        for ev in events.iter().rev() {
+            let e = match ev {
+                EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => e,
+            };
+            if e.revision > self.revision || !seen.insert(e.id.clone()) {
+                continue;
+            }
+            match view.entries.iter().find(|x| x.id == e.id) {
+                Some(cur) => self.send(upsert(cur)).await?,
+                // The agent may hold it; tell it to drop it. Unrelated
+                // entries are skipped: the agent never had them.
+                None if self.parents.contains(&e.spec.parent_id) => {
+                    self.send(deleted(&e.id, e.revision)).await?
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ev: &EntryEvent) -> Result<(), ()> {
+        if ev.revision() <= self.revision {
+            return Ok(());
+        }
+        self.revision = ev.revision();
+        let e = match ev {
+            EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => e,
+        };
+        if self.ctx.registry.is_node_entry(e) {
+            // Aliases may have changed: diff the whole view.
+            let view = self
+                .ctx
+                .registry
+                .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
+            let ids: HashSet<String> = view.entries.iter().map(|e| e.id.clone()).collect();
+            for gone in self.known.difference(&ids) {
+                self.send(deleted(gone, self.revision)).await?;
+            }
+            for e in view.entries.iter().filter(|e| !self.known.contains(&e.id)) {
+                self.send(upsert(e)).await?;
+            }
+            self.known = ids;
+            self.parents = view.parents;
+            return Ok(());
+        }
+        match ev {
+            EntryEvent::Upserted(e) if authz::is_authorized(e, &self.parents, self.now()) => {
+                self.known.insert(e.id.clone());
+                self.send(upsert(e)).await
+            }
+            EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => {
+                if self.known.remove(&e.id) {
+                    self.send(deleted(&e.id, e.revision)).await
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// The agent is still admitted with the SVID this stream was opened with.
+    fn still_admitted(&self) -> Result<(), Status> {
+        let rec = self
+            .ctx
+            .store
+            .get_agent(&self.caller.id)
+            .map_err(|_| Status::unavailable("agent lookup failed"))?;
+        match rec {
+            None => Err(Status::permission_denied("agent evicted; it must attest again")),
+            Some(r) if r.banned => Err(Status::permission_denied("agent banned")),
+            Some(r)
+                if r.serial != self.caller.serial
+                    && r.previous_serial.as_deref() != Some(self.caller.serial.as_str()) =>
+            {
+                Err(Status::permission_denied(
+                    "agent SVID superseded; reconnect with the current one",
+                ))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn run(mut self, since: u64) {
+        // Subscribe before the snapshot so no change falls in between.
+        let mut events = self.ctx.registry.subscribe();
+        let mut bundles = self.ctx.ca.subscribe_bundle();
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        let start = async {
+            self.send_bundle().await?;
+            if since == 0 {
+                self.full().await
+            } else {
+                self.resume(since).await
+            }
+        };
+        if start.await.is_err() {
+            return;
+        }
+        info!(agent_id = %self.caller.id, entries = self.known.len(), revision = self.revision, "agent sync stream open");
+        loop {
+            let step = tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(ev) => self.on_event(&ev).await,
+                    Err(RecvError::Lagged(n)) => {
+                        debug!(agent_id = %self.caller.id, missed = n, "sync stream lagged; sending the full set");
+                        self.full().await
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                r = bundles.changed() => match r {
+                    Ok(()) => self.send_bundle().await,
+                    Err(_) => return,
+                },
+                _ = recheck.tick() => {
+                    let ctx_ok = tokio::task::block_in_place(|| self.still_admitted());
+                    match ctx_ok {
+                        Ok(()) => Ok(()),
+                        Err(status) => {
+                            info!(agent_id = %self.caller.id, reason = status.message(), "closing sync stream");
+                            let _ = self.tx.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                }
+                _ = self.tx.closed() => return,
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts a sync stream for `caller`; the receiver feeds the gRPC response.
+pub fn start(
+    ctx: SyncContext,
+    caller: AgentCaller,
+    since: u64,
+    page_size: u32,
+) -> mpsc::Receiver<Result<pb::SyncEntriesResponse, Status>> {
+    let (tx, rx) = mpsc::channel(64);
+    let page = match usize::try_from(page_size).unwrap_or(MAX_PAGE) {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let s = Stream {
+        ctx,
+        caller,
+        tx,
+        page,
+        known: HashSet::new(),
+        parents: HashSet::new(),
+        revision: 0,
+    };
+    tokio::spawn(s.run(since));
+    rx
+}

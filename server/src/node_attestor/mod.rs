@@ -1,0 +1,76 @@
+//! Node attestation, server half: proves which node an agent runs on. Each
+//! attestor turns the agent's payload (and, for challenge/response
+//! attestors, its answers) into an agent SPIFFE ID and node selectors.
+//! One implementation per file; the agent API drives them over its
+//! bidirectional AttestNode stream.
+
+pub mod join_token;
+pub mod x509pop;
+
+use sigil_proto::{Selector, SpiffeId};
+
+/// A node whose identity has been proven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedNode {
+    /// `spiffe://<td>/sigil/agent/<attestor>/<unique>`.
+    pub agent_id: SpiffeId,
+    /// Node selectors, matched against node entries.
+    pub selectors: Vec<Selector>,
+    /// True when the same node may attest again (x509pop); false for
+    /// single-use proofs (join tokens).
+    pub can_reattest: bool,
+}
+
+/// Why attestation failed. Messages are safe to return to the caller: they
+/// never contain the secret that was presented.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    /// The proof is malformed (bad encoding, wrong type).
+    #[error("invalid attestation payload: {0}")]
+    Invalid(String),
+    /// The proof is well-formed but not accepted (unknown or used token,
+    /// untrusted certificate, failed challenge).
+    #[error("attestation refused: {0}")]
+    Refused(String),
+    /// The attestor itself failed (store, randomness).
+    #[error("attestation failed: {0}")]
+    Internal(String),
+}
+
+/// What the attestor wants next.
+pub enum Step {
+    /// Attestation is complete.
+    Done(AttestedNode),
+    /// Send `challenge` to the agent and pass its answer to `state`.
+    Challenge {
+        challenge: Vec<u8>,
+        state: Box<dyn ChallengeState>,
+    },
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Done(n) => f.debug_tuple("Done").field(n).finish(),
+            Step::Challenge { challenge, .. } => f
+                .debug_struct("Challenge")
+                .field("challenge_len", &challenge.len())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The pending half of a challenge/response exchange.
+pub trait ChallengeState: Send {
+    /// Checks the agent's answer to the challenge.
+    fn verify(self: Box<Self>, response: &[u8]) -> Result<Step, AttestError>;
+}
+
+/// A server-side node attestor.
+pub trait NodeAttestor: Send + Sync + 'static {
+    /// The attestor's name on the wire ("join_token", "x509pop").
+    fn name(&self) -> &'static str;
+    /// Starts attestation from the agent's first payload at `now` (unix
+    /// seconds).
+    fn begin(&self, payload: &[u8], now: i64) -> Result<Step, AttestError>;
+}

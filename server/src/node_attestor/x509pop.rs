@@ -1,0 +1,575 @@
+//! The `x509pop` node attestor, server half: the agent presents a
+//! certificate chain (leaf first) issued under a CA the operator configured,
+//! and proves it holds the leaf's private key by signing a fresh random
+//! challenge. Chain rules, payload encoding and the signed bytes are the
+//! shared contract in [`sigil_proto::attestation`]; this file adds the
+//! leaf checks (not a CA, `digitalSignature` allowed by keyUsage if that
+//! extension is present, a supported key), issues the challenge and checks
+//! the answer. The agent ID is `spiffe://<td>/sigil/agent/x509pop/<sha256
+//! of the leaf DER>`, stable across re-attestation of the same certificate;
+//! the selectors are `x509pop:subject:cn:<CN>` and one
+//! `x509pop:ca:fingerprint:<sha256>` per CA certificate on the verified path
+//! (intermediates and the anchoring root).
+
+use std::fmt;
+
+use ring::digest::{SHA256, digest};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::UnparsedPublicKey;
+use sigil_proto::attestation::{
+    X509POP, X509POP_CHALLENGE_LEN, X509PopPublicKey, check_x509pop_roots, decode_chain,
+    verify_x509pop_chain, x509pop_public_key, x509pop_signed_message,
+};
+use sigil_proto::jwks::certs_from_pem_or_der;
+use sigil_proto::{Selector, TrustDomain};
+use tracing::debug;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+use x509_parser::x509::X509Version;
+
+use super::{AttestError, AttestedNode, ChallengeState, NodeAttestor, Step};
+
+/// The refusal for a wrong answer; the same words whatever went wrong.
+const BAD_ANSWER: &str =
+    "x509pop challenge failed: signature does not verify with the certificate's key";
+
+/// Admits an agent holding the key of a certificate issued under `roots`.
+pub struct X509PopAttestor {
+    trust_domain: TrustDomain,
+    /// DER CA certificates the operator trusts for node certificates.
+    roots: Vec<Vec<u8>>,
+    rng: SystemRandom,
+}
+
+impl X509PopAttestor {
+    /// An attestor trusting the CA certificates in `ca_bundle_pem_or_der`
+    /// (PEM CERTIFICATE blocks or concatenated DER). Refuses an empty or
+    /// unparseable bundle and certificates that are not CAs.
+    pub fn new(
+        trust_domain: TrustDomain,
+        ca_bundle_pem_or_der: &[u8],
+    ) -> Result<Self, AttestError> {
+        let bad = |reason: String| AttestError::Internal(format!("x509pop CA bundle: {reason}"));
+        let roots = certs_from_pem_or_der(ca_bundle_pem_or_der).map_err(|e| bad(e.to_string()))?;
+        check_x509pop_roots(&roots).map_err(|e| bad(e.to_string()))?;
+        for (index, der) in roots.iter().enumerate() {
+            let cert =
+                parse(der).map_err(|reason| bad(format!("certificate {index}: {reason}")))?;
+            // Version 1 certificates have no extensions and can only be
+            // (old) roots; a v3 certificate must say it is a CA.
+            if cert.version() != X509Version::V1 && !cert.is_ca() {
+                return Err(bad(format!(
+                    "certificate {index} is not a CA certificate (no basicConstraints with cA=true)"
+                )));
+            }
+        }
+        Ok(X509PopAttestor {
+            trust_domain,
+            roots,
+            rng: SystemRandom::new(),
+        })
+    }
+}
+
+impl fmt::Debug for X509PopAttestor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("X509PopAttestor")
+            .field("trust_domain", &self.trust_domain)
+            .field("roots", &self.roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+    X509Certificate::from_der(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| format!("not a valid DER X.509 certificate: {e}"))
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    hex::encode(digest(&SHA256, der))
+}
+
+impl NodeAttestor for X509PopAttestor {
+    fn name(&self) -> &'static str {
+        X509POP
+    }
+
+    fn begin(&self, payload: &[u8], now: i64) -> Result<Step, AttestError> {
+        let chain = decode_chain(payload).map_err(|e| AttestError::Invalid(e.to_string()))?;
+        let leaf_der = chain.first().ok_or_else(|| {
+            AttestError::Invalid("x509pop certificate chain is empty".to_string())
+        })?;
+        let leaf = parse(leaf_der).map_err(|reason| {
+            AttestError::Invalid(format!("x509pop leaf certificate: {reason}"))
+        })?;
+        if leaf.is_ca() {
+            return Err(AttestError::Refused(
+                "x509pop leaf certificate is a CA certificate: present the node's own \
+                 certificate first"
+                    .to_string(),
+            ));
+        }
+        match leaf.key_usage() {
+            Ok(Some(ku)) if !ku.value.digital_signature() => {
+                return Err(AttestError::Refused(
+                    "x509pop leaf certificate's keyUsage does not allow digitalSignature"
+                        .to_string(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(AttestError::Invalid(format!(
+                    "x509pop leaf certificate has a malformed keyUsage extension: {e}"
+                )));
+            }
+        }
+        let key = x509pop_public_key(leaf_der).map_err(|e| AttestError::Refused(e.to_string()))?;
+        let now = u64::try_from(now)
+            .map_err(|_| AttestError::Internal(format!("attestation time {now} is before 1970")))?;
+        let path = verify_x509pop_chain(&chain, &self.roots, now)
+            .map_err(|e| AttestError::Refused(e.to_string()))?;
+
+        let fingerprint = sha256_hex(leaf_der);
+        let agent_id = self
+            .trust_domain
+            .spiffe_id(&format!("/sigil/agent/{X509POP}/{fingerprint}"))
+            .map_err(|e| AttestError::Internal(format!("x509pop agent SPIFFE ID: {e}")))?;
+        let mut selectors = Vec::with_capacity(path.len() + 1);
+        let mut cns = leaf.subject().iter_common_name();
+        match (cns.next(), cns.next()) {
+            (Some(cn), None) => match cn.as_str() {
+                Ok(cn) => match Selector::new(X509POP, &format!("subject:cn:{cn}")) {
+                    Ok(s) => selectors.push(s),
+                    Err(e) => {
+                        debug!(agent_id = %agent_id, error = %e, "x509pop CN is not a valid selector; no CN selector");
+                    }
+                },
+                Err(e) => {
+                    debug!(agent_id = %agent_id, error = %e, "x509pop CN is not a string; no CN selector");
+                }
+            },
+            (Some(_), Some(_)) => {
+                debug!(agent_id = %agent_id, "x509pop leaf has several CNs; no CN selector");
+            }
+            (None, _) => {}
+        }
+        for ca in &path {
+            let s = Selector::new(X509POP, &format!("ca:fingerprint:{}", sha256_hex(ca)))
+                .map_err(|e| AttestError::Internal(format!("x509pop CA selector: {e}")))?;
+            if !selectors.contains(&s) {
+                selectors.push(s);
+            }
+        }
+
+        let mut challenge = vec![0u8; X509POP_CHALLENGE_LEN];
+        self.rng
+            .fill(&mut challenge)
+            .map_err(|_| AttestError::Internal("the system random generator failed".to_string()))?;
+        Ok(Step::Challenge {
+            challenge: challenge.clone(),
+            state: Box::new(PendingChallenge {
+                challenge,
+                key,
+                node: AttestedNode {
+                    agent_id,
+                    selectors,
+                    can_reattest: true,
+                },
+            }),
+        })
+    }
+}
+
+/// A challenge sent to an agent whose chain already verified.
+struct PendingChallenge {
+    challenge: Vec<u8>,
+    key: X509PopPublicKey,
+    /// What the agent becomes if it answers correctly.
+    node: AttestedNode,
+}
+
+impl ChallengeState for PendingChallenge {
+    fn verify(self: Box<Self>, response: &[u8]) -> Result<Step, AttestError> {
+        let message = x509pop_signed_message(&self.challenge);
+        UnparsedPublicKey::new(self.key.alg.verification_alg(), &self.key.key)
+            .verify(&message, response)
+            .map_err(|_| AttestError::Refused(BAD_ANSWER.to_string()))?;
+        Ok(Step::Done(self.node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, DnValue, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519,
+        SignatureAlgorithm, date_time_ymd,
+    };
+    use ring::signature::{
+        ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
+        Ed25519KeyPair,
+    };
+    use sigil_proto::attestation::encode_chain;
+    use sigil_proto::jwks::to_pem;
+
+    /// 2030-01-01T00:00:00Z.
+    const NOW: i64 = 1_893_456_000;
+
+    fn td() -> TrustDomain {
+        TrustDomain::parse("example.org").unwrap()
+    }
+
+    fn ca_params(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = date_time_ymd(2020, 1, 1);
+        p.not_after = date_time_ymd(2040, 1, 1);
+        p
+    }
+
+    fn node_params(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        // rcgen writes extensions (keyUsage included) only when one of a
+        // few others is present; basicConstraints cA=false is one.
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = date_time_ymd(2020, 1, 1);
+        p.not_after = date_time_ymd(2040, 1, 1);
+        p
+    }
+
+    /// A root and an intermediate under it.
+    struct Pki {
+        root: Vec<u8>,
+        intermediate: Vec<u8>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    fn pki(name: &str) -> Pki {
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params(&format!("{name} root"));
+        let root = root_params.self_signed(&root_key).unwrap().der().to_vec();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let inter_key = KeyPair::generate().unwrap();
+        let inter_params = ca_params(&format!("{name} intermediate"));
+        let intermediate = inter_params
+            .signed_by(&inter_key, &root_issuer)
+            .unwrap()
+            .der()
+            .to_vec();
+        Pki {
+            root,
+            intermediate,
+            issuer: Issuer::new(inter_params, inter_key),
+        }
+    }
+
+    /// A node's certificate chain (leaf, intermediate) and PKCS#8 key.
+    struct Node {
+        chain: Vec<Vec<u8>>,
+        pkcs8: Vec<u8>,
+        alg: &'static SignatureAlgorithm,
+    }
+
+    fn node_with(pki: &Pki, params: CertificateParams, alg: &'static SignatureAlgorithm) -> Node {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let leaf = params.signed_by(&key, &pki.issuer).unwrap().der().to_vec();
+        Node {
+            chain: vec![leaf, pki.intermediate.clone()],
+            pkcs8: key.serialize_der(),
+            alg,
+        }
+    }
+
+    fn node(pki: &Pki, alg: &'static SignatureAlgorithm) -> Node {
+        node_with(pki, node_params("node-1.example.org"), alg)
+    }
+
+    /// What the agent does: sign context || challenge with ring.
+    fn answer(pkcs8: &[u8], alg: &'static SignatureAlgorithm, challenge: &[u8]) -> Vec<u8> {
+        let message = x509pop_signed_message(challenge);
+        let rng = SystemRandom::new();
+        if alg == &PKCS_ECDSA_P256_SHA256 || alg == &PKCS_ECDSA_P384_SHA384 {
+            let signing = if alg == &PKCS_ECDSA_P256_SHA256 {
+                &ECDSA_P256_SHA256_ASN1_SIGNING
+            } else {
+                &ECDSA_P384_SHA384_ASN1_SIGNING
+            };
+            let key = EcdsaKeyPair::from_pkcs8(signing, pkcs8, &rng).unwrap();
+            key.sign(&rng, &message).unwrap().as_ref().to_vec()
+        } else if alg == &PKCS_ED25519 {
+            let key = Ed25519KeyPair::from_pkcs8(pkcs8).unwrap();
+            key.sign(&message).as_ref().to_vec()
+        } else {
+            panic!("no test signer for {alg:?}");
+        }
+    }
+
+    fn begin(att: &X509PopAttestor, payload: &[u8]) -> (Vec<u8>, Box<dyn ChallengeState>) {
+        match att.begin(payload, NOW).unwrap() {
+            Step::Challenge { challenge, state } => (challenge, state),
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    /// The whole exchange, as the agent API drives it.
+    fn attest(att: &X509PopAttestor, node: &Node) -> Result<AttestedNode, AttestError> {
+        let step = att.begin(&encode_chain(&node.chain), NOW)?;
+        let Step::Challenge { challenge, state } = step else {
+            panic!("x509pop must challenge, got {step:?}");
+        };
+        assert_eq!(challenge.len(), 32);
+        match state.verify(&answer(&node.pkcs8, node.alg, &challenge))? {
+            Step::Done(n) => Ok(n),
+            other => panic!("expected Done, got {other:?}"),
+        }
+    }
+
+    fn attestor(pki: &Pki) -> X509PopAttestor {
+        X509PopAttestor::new(td(), to_pem(std::slice::from_ref(&pki.root)).as_bytes()).unwrap()
+    }
+
+    fn sel(s: &str) -> Selector {
+        Selector::parse(s).unwrap()
+    }
+
+    fn refused<T: fmt::Debug>(r: Result<T, AttestError>) -> String {
+        match r {
+            Err(e @ AttestError::Refused(_)) => e.to_string(),
+            other => panic!("expected Refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_p256_node_via_an_intermediate_attests() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        assert_eq!(att.name(), "x509pop");
+        let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
+        let attested = attest(&att, &node).unwrap();
+
+        let leaf_sha = hex::encode(digest(&SHA256, &node.chain[0]));
+        assert_eq!(
+            attested.agent_id.as_str(),
+            format!("spiffe://example.org/sigil/agent/x509pop/{leaf_sha}")
+        );
+        assert_eq!(
+            attested.selectors,
+            vec![
+                sel("x509pop:subject:cn:node-1.example.org"),
+                sel(&format!(
+                    "x509pop:ca:fingerprint:{}",
+                    hex::encode(digest(&SHA256, &pki.intermediate))
+                )),
+                sel(&format!(
+                    "x509pop:ca:fingerprint:{}",
+                    hex::encode(digest(&SHA256, &pki.root))
+                )),
+            ]
+        );
+        assert!(attested.can_reattest);
+
+        // The same node again: a fresh challenge, the same identity.
+        let again = attest(&att, &node).unwrap();
+        assert_eq!(again, attested);
+    }
+
+    #[test]
+    fn challenges_are_fresh_and_answers_do_not_replay() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
+        let payload = encode_chain(&node.chain);
+        let (first, first_state) = begin(&att, &payload);
+        let (second, second_state) = begin(&att, &payload);
+        assert_ne!(first, second);
+        let first_answer = answer(&node.pkcs8, node.alg, &first);
+        let err = second_state.verify(&first_answer).unwrap_err();
+        assert!(matches!(err, AttestError::Refused(_)), "{err:?}");
+        assert!(first_state.verify(&first_answer).is_ok());
+        // A signature over the bare challenge (no context) is not an answer.
+        let (challenge, state) = begin(&att, &payload);
+        let rng = SystemRandom::new();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &node.pkcs8, &rng).unwrap();
+        let bare = key.sign(&rng, &challenge).unwrap();
+        assert!(state.verify(bare.as_ref()).is_err());
+    }
+
+    #[test]
+    fn p384_and_ed25519_nodes_attest() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        for alg in [&PKCS_ECDSA_P384_SHA384, &PKCS_ED25519] {
+            let node = node(&pki, alg);
+            let attested = attest(&att, &node).unwrap();
+            let leaf_sha = hex::encode(digest(&SHA256, &node.chain[0]));
+            assert!(attested.agent_id.as_str().ends_with(&leaf_sha), "{alg:?}");
+            assert_eq!(attested.selectors.len(), 3, "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn a_node_from_an_untrusted_ca_is_refused() {
+        let trusted = pki("corp");
+        let other = pki("rogue");
+        let att = attestor(&trusted);
+        let node = node(&other, &PKCS_ECDSA_P256_SHA256);
+        let message = refused(attest(&att, &node));
+        assert!(message.contains("not trusted"), "{message}");
+        // Nor does presenting the trusted intermediate next to it help.
+        let mut node = node;
+        node.chain.push(trusted.intermediate.clone());
+        refused(attest(&att, &node));
+    }
+
+    #[test]
+    fn an_expired_node_certificate_is_refused() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        let mut params = node_params("old-node");
+        params.not_after = date_time_ymd(2025, 1, 1);
+        let node = node_with(&pki, params, &PKCS_ECDSA_P256_SHA256);
+        let message = refused(attest(&att, &node));
+        assert!(message.contains("expired"), "{message}");
+    }
+
+    #[test]
+    fn the_wrong_key_fails_the_challenge() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
+        let impostor = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let (challenge, state) = begin(&att, &encode_chain(&node.chain));
+        let forged = answer(&impostor.serialize_der(), node.alg, &challenge);
+        let err = state.verify(&forged).unwrap_err();
+        assert!(matches!(err, AttestError::Refused(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "attestation refused: x509pop challenge failed: signature does not verify with the \
+             certificate's key"
+        );
+        let (_, state) = begin(&att, &encode_chain(&node.chain));
+        assert!(matches!(state.verify(b""), Err(AttestError::Refused(_))));
+    }
+
+    #[test]
+    fn garbage_payloads_are_invalid() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
+        let mut truncated = encode_chain(&node.chain);
+        truncated.truncate(truncated.len() - 5);
+        let too_many = encode_chain(&vec![node.chain[0].clone(); 9]);
+        let pem = to_pem(&node.chain);
+        for payload in [
+            &b""[..],
+            b"garbage",
+            b"\x30\x03\x02\x01\x01",
+            &truncated,
+            &too_many,
+            pem.as_bytes(),
+        ] {
+            let err = att.begin(payload, NOW).unwrap_err();
+            assert!(matches!(err, AttestError::Invalid(_)), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_ca_certificate_as_the_leaf_is_refused() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        // The intermediate itself, and a CA issued under it.
+        let message =
+            refused(att.begin(&encode_chain(std::slice::from_ref(&pki.intermediate)), NOW));
+        assert!(message.contains("is a CA certificate"), "{message}");
+        let sub_ca = node_with(&pki, ca_params("sub ca"), &PKCS_ECDSA_P256_SHA256);
+        let message = refused(att.begin(&encode_chain(&sub_ca.chain), NOW));
+        assert!(message.contains("is a CA certificate"), "{message}");
+    }
+
+    #[test]
+    fn a_leaf_not_for_signatures_is_refused() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        let mut params = node_params("node-ke");
+        params.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
+        let node = node_with(&pki, params, &PKCS_ECDSA_P256_SHA256);
+        let message = refused(attest(&att, &node));
+        assert!(message.contains("digitalSignature"), "{message}");
+    }
+
+    #[test]
+    fn cn_selector_only_when_valid() {
+        let pki = pki("corp");
+        let att = attestor(&pki);
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            DnValue::Utf8String("bad\u{7}cn".to_string()),
+        );
+        params.not_before = date_time_ymd(2020, 1, 1);
+        params.not_after = date_time_ymd(2040, 1, 1);
+        let node = node_with(&pki, params, &PKCS_ECDSA_P256_SHA256);
+        let attested = attest(&att, &node).unwrap();
+        assert_eq!(attested.selectors.len(), 2);
+        assert!(
+            attested
+                .selectors
+                .iter()
+                .all(|s| s.value().starts_with("ca:fingerprint:"))
+        );
+
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.not_before = date_time_ymd(2020, 1, 1);
+        params.not_after = date_time_ymd(2040, 1, 1);
+        let node = node_with(&pki, params, &PKCS_ECDSA_P256_SHA256);
+        assert_eq!(attest(&att, &node).unwrap().selectors.len(), 2);
+    }
+
+    #[test]
+    fn the_root_that_anchored_the_chain_is_the_one_fingerprinted() {
+        let a = pki("a");
+        let b = pki("b");
+        let bundle = [
+            to_pem(std::slice::from_ref(&a.root)),
+            to_pem(std::slice::from_ref(&b.root)),
+        ]
+        .concat();
+        let att = X509PopAttestor::new(td(), bundle.as_bytes()).unwrap();
+        let node = node(&b, &PKCS_ED25519);
+        let attested = attest(&att, &node).unwrap();
+        let root_b = sel(&format!(
+            "x509pop:ca:fingerprint:{}",
+            hex::encode(digest(&SHA256, &b.root))
+        ));
+        let root_a = sel(&format!(
+            "x509pop:ca:fingerprint:{}",
+            hex::encode(digest(&SHA256, &a.root))
+        ));
+        assert!(attested.selectors.contains(&root_b));
+        assert!(!attested.selectors.contains(&root_a));
+    }
+
+    #[test]
+    fn bad_bundles_are_refused() {
+        for bundle in [&b""[..], b"   \n", b"not a bundle"] {
+            let err = X509PopAttestor::new(td(), bundle).unwrap_err();
+            assert!(err.to_string().contains("x509pop CA bundle"), "{err}");
+        }
+        let pki = pki("corp");
+        let leaf = node(&pki, &PKCS_ECDSA_P256_SHA256);
+        let err = X509PopAttestor::new(td(), to_pem(&leaf.chain[..1]).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("not a CA certificate"), "{err}");
+        // DER is accepted as well as PEM.
+        assert!(X509PopAttestor::new(td(), &pki.root).is_ok());
+        let debug = format!("{:?}", attestor(&pki));
+        assert!(debug.contains("roots: 1"), "{debug}");
+    }
+}

@@ -1,0 +1,229 @@
+//! The registration entries, held in memory and kept in step with the store:
+//! every change is written to the store first (durably), then applied to the
+//! index and broadcast to subscribers (the agents' sync streams) in revision
+//! order. Reads never touch the store.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use sigil_proto::{Selector, SpiffeId};
+use tokio::sync::broadcast;
+
+use crate::authz;
+use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
+use crate::store::{Store, StoreResult};
+
+/// How many changes a slow subscriber may fall behind before it must
+/// resynchronise from a snapshot.
+pub const EVENT_BUFFER: usize = 8192;
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<String, Arc<Entry>>,
+    by_parent: HashMap<SpiffeId, BTreeSet<String>>,
+    revision: u64,
+}
+
+impl Index {
+    fn insert(&mut self, e: Arc<Entry>) {
+        self.remove(&e.id);
+        self.by_parent
+            .entry(e.spec.parent_id.clone())
+            .or_default()
+            .insert(e.id.clone());
+        self.entries.insert(e.id.clone(), e);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.entries.remove(id)
+            && let Some(set) = self.by_parent.get_mut(&old.spec.parent_id)
+        {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_parent.remove(&old.spec.parent_id);
+            }
+        }
+    }
+
+    fn children(&self, parent: &SpiffeId) -> impl Iterator<Item = &Arc<Entry>> {
+        self.by_parent
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+    }
+}
+
+/// What an agent is authorized for at one revision.
+#[derive(Debug, Clone)]
+pub struct AgentView {
+    pub revision: u64,
+    pub aliases: Vec<SpiffeId>,
+    pub parents: HashSet<SpiffeId>,
+    pub entries: Vec<Arc<Entry>>,
+}
+
+pub struct Registry {
+    store: Arc<dyn Store>,
+    server_id: SpiffeId,
+    index: RwLock<Index>,
+    /// Serialises store writes with their index updates, so events go out
+    /// in revision order.
+    writes: Mutex<()>,
+    events: broadcast::Sender<Arc<EntryEvent>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("server_id", &self.server_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Loads every entry from the store.
+    pub fn load(store: Arc<dyn Store>, server_id: SpiffeId) -> StoreResult<Arc<Registry>> {
+        let mut index = Index {
+            revision: store.entries_revision()?,
+            ..Index::default()
+        };
+        for e in store.list_entries(&EntryFilter::default())? {
+            index.insert(Arc::new(e));
+        }
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Ok(Arc::new(Registry {
+            store,
+            server_id,
+            index: RwLock::new(index),
+            writes: Mutex::new(()),
+            events,
+        }))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, ev: EntryEvent) {
+        {
+            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+            match &ev {
+                EntryEvent::Upserted(e) => ix.insert(Arc::new(e.clone())),
+                EntryEvent::Deleted(e) => ix.remove(&e.id),
+            }
+            ix.revision = ix.revision.max(ev.revision());
+        }
+        // No subscribers is fine.
+        let _ = self.events.send(Arc::new(ev));
+    }
+
+    fn locked<T>(&self, f: impl FnOnce() -> StoreResult<(T, EntryEvent)>) -> StoreResult<T> {
+        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, ev) = f()?;
+        self.apply(ev);
+        Ok(out)
+    }
+
+    pub fn create(&self, spec: EntrySpec, now: i64) -> StoreResult<Entry> {
+        self.locked(|| {
+            let e = self.store.create_entry(spec, now)?;
+            Ok((e.clone(), EntryEvent::Upserted(e)))
+        })
+    }
+
+    pub fn update(&self, id: &str, spec: EntrySpec) -> StoreResult<Entry> {
+        self.locked(|| {
+            let e = self.store.update_entry(id, spec)?;
+            Ok((e.clone(), EntryEvent::Upserted(e)))
+        })
+    }
+
+    pub fn delete(&self, id: &str) -> StoreResult<Entry> {
+        self.locked(|| {
+            let mut e = self.store.delete_entry(id)?;
+            // The deletion's revision is the store's new revision.
+            e.revision = self.store.entries_revision()?;
+            Ok((e.clone(), EntryEvent::Deleted(e)))
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.read().entries.get(id).cloned()
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.read().revision
+    }
+
+    pub fn count(&self) -> u64 {
+        self.read().entries.len() as u64
+    }
+
+    /// Every entry matching `filter`, ordered by id.
+    pub fn list(&self, filter: &EntryFilter) -> Vec<Arc<Entry>> {
+        let ix = self.read();
+        let mut v: Vec<Arc<Entry>> = match &filter.parent_id {
+            Some(p) => ix.children(p).filter(|e| filter.matches(e)).cloned().collect(),
+            None => ix.entries.values().filter(|e| filter.matches(e)).cloned().collect(),
+        };
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EntryEvent>> {
+        self.events.subscribe()
+    }
+
+    pub fn server_id(&self) -> &SpiffeId {
+        &self.server_id
+    }
+
+    /// True for a node entry (parented to the server).
+    pub fn is_node_entry(&self, e: &Entry) -> bool {
+        e.spec.parent_id == self.server_id
+    }
+
+    /// The agent's aliases and parents at the current revision.
+    pub fn parents_for(
+        &self,
+        agent_id: &SpiffeId,
+        node_selectors: &[Selector],
+        now: i64,
+    ) -> (Vec<SpiffeId>, HashSet<SpiffeId>) {
+        let ix = self.read();
+        let aliases = authz::aliases(
+            ix.children(&self.server_id).map(AsRef::as_ref),
+            node_selectors,
+            now,
+        );
+        let parents = authz::parents(agent_id, &aliases);
+        (aliases, parents)
+    }
+
+    /// Everything the agent is authorized for, at one consistent revision.
+    pub fn view_for(&self, agent_id: &SpiffeId, node_selectors: &[Selector], now: i64) -> AgentView {
+        let ix = self.read();
+        let aliases = authz::aliases(
+            ix.children(&self.server_id).map(AsRef::as_ref),
+            node_selectors,
+            now,
+        );
+        let parents = authz::parents(agent_id, &aliases);
+        let mut entries: Vec<Arc<Entry>> = parents
+            .iter()
+            .flat_map(|p| ix.children(p))
+            .filter(|e| !authz::expired(e, now))
+            .cloned()
+            .collect();
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries.dedup_by(|a, b| a.id == b.id);
+        AgentView {
+            revision: ix.revision,
+            aliases,
+            parents,
+            entries,
+        }
+    }
+}

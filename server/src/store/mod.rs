@@ -1,0 +1,223 @@
+//! Persistent state behind one small synchronous trait: registration entries
+//! (with a store-wide revision and an event log for agent sync), join tokens
+//! (hashed), attested agents, trust bundles (with a sequence number) and the
+//! CA journal. Every write is durable (flushed) before it returns `Ok`, so an
+//! API that answers after a store call never acknowledges a lost write.
+//!
+//! Implementations: [`sled::SledStore`] (embedded default). Every backend
+//! must pass [`conformance::run_all`].
+
+pub mod conformance;
+pub mod sled;
+
+use serde::{Deserialize, Serialize};
+use sigil_proto::{Selector, SpiffeId, TrustDomain};
+
+use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
+
+/// Errors every backend reports the same way.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {key} not found")]
+    NotFound { what: &'static str, key: String },
+    #[error("{what} already exists: {key}")]
+    AlreadyExists { what: &'static str, key: String },
+    /// An optimistic concurrency check failed (expected version differs).
+    #[error("{what} changed concurrently (expected version {expected}, found {found})")]
+    Conflict {
+        what: &'static str,
+        expected: u64,
+        found: u64,
+    },
+    #[error("join token expired")]
+    TokenExpired,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store I/O failed: {0}")]
+    Io(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A join token, as stored: only the SHA-256 of the token, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    /// Lowercase hex SHA-256 of the token string.
+    pub token_hash: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An agent the server has attested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestedAgent {
+    pub spiffe_id: SpiffeId,
+    /// Attestor that admitted it ("join_token", "x509pop").
+    pub attestor: String,
+    /// Node selectors from attestation.
+    pub selectors: Vec<Selector>,
+    /// Lowercase hex serial of the agent's current SVID.
+    pub serial: String,
+    /// Serial of the SVID before the current one (accepted during renewal).
+    pub previous_serial: Option<String>,
+    /// Unix seconds: expiry of the current SVID.
+    pub expires_at: i64,
+    pub banned: bool,
+    /// Unix seconds.
+    pub attested_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A trust bundle: the X.509 authorities (DER) and JWT keys of one trust
+/// domain, with a sequence number that increases on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    pub trust_domain: TrustDomain,
+    pub x509_authorities: Vec<Vec<u8>>,
+    pub jwt_authorities: Vec<JwtAuthority>,
+    /// Set by the store: previous + 1 on every change of content.
+    pub sequence: u64,
+}
+
+/// A JWT signing key published in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtAuthority {
+    pub kid: String,
+    /// SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Which of the two CA key slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SlotId {
+    A,
+    B,
+}
+
+impl SlotId {
+    pub fn other(self) -> SlotId {
+        match self {
+            SlotId::A => SlotId::B,
+            SlotId::B => SlotId::A,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            SlotId::A => "a",
+            SlotId::B => "b",
+        }
+    }
+}
+
+/// Lifecycle of a CA key slot: PREPARED → ACTIVE → OLD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotState {
+    Prepared,
+    Active,
+    Old,
+}
+
+/// One CA key slot as recorded in the journal. The private key is not here:
+/// it lives with the key manager under `key_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaSlot {
+    pub slot: SlotId,
+    pub state: SlotState,
+    /// Name of the key in the key manager.
+    pub key_id: String,
+    /// DER: the CA certificate first, then any upstream intermediates.
+    pub cert_chain: Vec<Vec<u8>>,
+    /// Lowercase hex serial of the CA certificate.
+    pub serial: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub tainted: bool,
+}
+
+/// The CA journal: the state of both slots, versioned for compare-and-swap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaJournal {
+    /// Incremented by the store on every successful write.
+    pub version: u64,
+    pub slots: Vec<CaSlot>,
+}
+
+impl CaJournal {
+    pub fn slot(&self, id: SlotId) -> Option<&CaSlot> {
+        self.slots.iter().find(|s| s.slot == id)
+    }
+    pub fn active(&self) -> Option<&CaSlot> {
+        self.slots.iter().find(|s| s.state == SlotState::Active)
+    }
+}
+
+/// The persistence contract. Synchronous on purpose: callers on async tasks
+/// use `spawn_blocking`. Every method that writes flushes before returning.
+pub trait Store: Send + Sync + 'static {
+    // ---- entries ----
+
+    /// Stores a new entry with a fresh id, `revision` = the new store-wide
+    /// entry revision and `created_at` = `now`. Refuses a duplicate (same
+    /// SPIFFE ID, parent and selector set) with `AlreadyExists`.
+    fn create_entry(&self, spec: EntrySpec, now: i64) -> StoreResult<Entry>;
+    fn get_entry(&self, id: &str) -> StoreResult<Option<Entry>>;
+    /// Replaces the spec of entry `id`, bumping its revision. `NotFound` if
+    /// absent; `AlreadyExists` if the new spec duplicates another entry.
+    fn update_entry(&self, id: &str, spec: EntrySpec) -> StoreResult<Entry>;
+    /// Deletes entry `id` and returns it as it was. `NotFound` if absent.
+    fn delete_entry(&self, id: &str) -> StoreResult<Entry>;
+    /// Every entry matching the filter, ordered by id.
+    fn list_entries(&self, filter: &EntryFilter) -> StoreResult<Vec<Entry>>;
+    fn count_entries(&self) -> StoreResult<u64>;
+    /// The store-wide entry revision: the revision of the last change (0 if
+    /// there never was one). Never decreases, also across restarts.
+    fn entries_revision(&self) -> StoreResult<u64>;
+    /// Events with revision > `after`, in order; `None` if some of them were
+    /// pruned (the caller must do a full sync instead).
+    fn entry_events_since(&self, after: u64) -> StoreResult<Option<Vec<EntryEvent>>>;
+    /// Drops events with revision <= `upto`.
+    fn prune_entry_events(&self, upto: u64) -> StoreResult<()>;
+
+    // ---- join tokens ----
+
+    /// `AlreadyExists` if a token with this hash is stored.
+    fn create_join_token(&self, token: JoinTokenRecord) -> StoreResult<()>;
+    /// Atomically removes the token and returns it: a second call for the
+    /// same hash gets `NotFound`. An expired token is removed and reported as
+    /// `TokenExpired`.
+    fn consume_join_token(&self, token_hash: &str, now: i64) -> StoreResult<JoinTokenRecord>;
+    /// Removes tokens expired at `now`; returns how many.
+    fn prune_join_tokens(&self, now: i64) -> StoreResult<usize>;
+
+    // ---- attested agents ----
+
+    fn put_agent(&self, agent: &AttestedAgent) -> StoreResult<()>;
+    fn get_agent(&self, id: &SpiffeId) -> StoreResult<Option<AttestedAgent>>;
+    fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>>;
+    /// `NotFound` if absent.
+    fn delete_agent(&self, id: &SpiffeId) -> StoreResult<()>;
+
+    // ---- bundles ----
+
+    fn get_bundle(&self, td: &TrustDomain) -> StoreResult<Option<BundleRecord>>;
+    /// Stores the bundle's authorities. The stored `sequence` is the previous
+    /// one + 1 if the authorities changed (1 for a new bundle), else it stays;
+    /// the given `sequence` is ignored. Returns the bundle as stored.
+    fn put_bundle(&self, bundle: BundleRecord) -> StoreResult<BundleRecord>;
+    fn list_bundles(&self) -> StoreResult<Vec<BundleRecord>>;
+    /// `NotFound` if absent.
+    fn delete_bundle(&self, td: &TrustDomain) -> StoreResult<()>;
+
+    // ---- CA journal ----
+
+    /// The journal, or a default (version 0, no slots) if none was written.
+    fn get_ca_journal(&self) -> StoreResult<CaJournal>;
+    /// Writes `journal` if the stored version equals `journal.version`
+    /// (`Conflict` otherwise) and returns it with the version incremented.
+    fn put_ca_journal(&self, journal: &CaJournal) -> StoreResult<CaJournal>;
+}
