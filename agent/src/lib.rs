@@ -1,5 +1,20 @@
-//! Sigil node agent as a library: the parts of the agent the `sigil-agent`
-//! binary and the end-to-end tests share. So far: node attestation, the
-//! agent's half of proving which node it runs on.
+//! Sigil node agent as a library: everything the `sigil-agent` binary runs,
+//! shared with the end-to-end tests. Data flow: `sync` (server entry stream)
+//! → `cache` (owns SVIDs, asks `rotation` when to renew, signs in batches)
+//! → `state::Snapshot` (watch) → `workload_api` (per-caller view, after
+//! `workload_attestor` turned peer credentials into selectors).
 
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod identity;
 pub mod node_attestor;
+pub mod persist;
+pub mod rotation;
+pub mod run;
+pub mod server_client;
+pub mod state;
+pub mod sync;
+pub mod workload_api;
+pub mod workload_attestor;
+pub mod workload_client;

@@ -42,7 +42,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             '-' => return Err(err("negative durations are not allowed")),
             _ => return Err(err("unknown unit (use s, m, h or d)")),
         };
-        let n = num.take().ok_or_else(|| err("a unit must follow a number"))?;
+        let n = num
+            .take()
+            .ok_or_else(|| err("a unit must follow a number"))?;
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
@@ -106,7 +108,17 @@ mod tests {
 
     #[test]
     fn refuses() {
-        for bad in ["", "10", "1x", "h", "-5s", "1.5h", "99999999999999999999s", "36600d", "1h 3"] {
+        for bad in [
+            "",
+            "10",
+            "1x",
+            "h",
+            "-5s",
+            "1.5h",
+            "99999999999999999999s",
+            "36600d",
+            "1h 3",
+        ] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }

@@ -24,7 +24,8 @@ pub mod admin_api {
 pub mod attestation;
 /// The encoded `FileDescriptorSet` of every .proto above, so tests can
 /// enumerate the generated services and methods.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
 
 pub mod duration;
 pub mod jwks;

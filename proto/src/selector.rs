@@ -20,9 +20,7 @@ pub enum SelectorError {
     MissingColon { value: String },
     #[error("selector {value:?} has an empty type: the type must match [a-z0-9_-]+")]
     EmptyType { value: String },
-    #[error(
-        "selector {value:?}: type {ty:?} must match [a-z0-9_-]+ (at most 64 bytes), e.g. unix"
-    )]
+    #[error("selector {value:?}: type {ty:?} must match [a-z0-9_-]+ (at most 64 bytes), e.g. unix")]
     BadType { value: String, ty: String },
     #[error("selector {value:?} has an empty value: write type:value, e.g. unix:uid:1000")]
     EmptyValue { value: String },
@@ -160,7 +158,14 @@ mod tests {
     #[test]
     fn refuses_bad_forms() {
         for bad in [
-            "", "unix", ":x", "Unix:uid:1", "un ix:uid", "unix:", "unix:a\nb", "unix:\u{7f}",
+            "",
+            "unix",
+            ":x",
+            "Unix:uid:1",
+            "un ix:uid",
+            "unix:",
+            "unix:a\nb",
+            "unix:\u{7f}",
         ] {
             let err = Selector::parse(bad).unwrap_err();
             assert!(!err.to_string().is_empty(), "{bad:?}");
@@ -177,7 +182,10 @@ mod tests {
         let a = Selector::parse("unix:uid:1").unwrap();
         let b = Selector::parse("unix:gid:1").unwrap();
         assert!(is_subset(std::slice::from_ref(&a), &[a.clone(), b.clone()]));
-        assert!(!is_subset(&[a.clone(), b.clone()], std::slice::from_ref(&a)));
+        assert!(!is_subset(
+            &[a.clone(), b.clone()],
+            std::slice::from_ref(&a)
+        ));
         assert!(is_subset(&[], &[]));
     }
 }

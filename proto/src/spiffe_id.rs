@@ -335,7 +335,10 @@ mod tests {
         assert_eq!(td, id.trust_domain());
         assert_eq!(td.id().as_str(), "spiffe://example.org");
         assert!(td.id().is_trust_domain_id());
-        assert_eq!(td.spiffe_id("/a").unwrap().as_str(), "spiffe://example.org/a");
+        assert_eq!(
+            td.spiffe_id("/a").unwrap().as_str(),
+            "spiffe://example.org/a"
+        );
         assert!(TrustDomain::parse("spiffe://example.org/path").is_err());
     }
 

@@ -81,41 +81,75 @@ mod tests {
     #[test]
     fn aliases_need_all_node_selectors() {
         let nodes = [
-            entry("spiffe://td/rack1", SERVER, &["x509pop:subject:cn:n1"], None),
+            entry(
+                "spiffe://td/rack1",
+                SERVER,
+                &["x509pop:subject:cn:n1"],
+                None,
+            ),
             entry(
                 "spiffe://td/rack1-gpu",
                 SERVER,
                 &["x509pop:subject:cn:n1", "x509pop:ca:fingerprint:ff"],
                 None,
             ),
-            entry("spiffe://td/rack2", SERVER, &["x509pop:subject:cn:n2"], None),
-            entry("spiffe://td/old", SERVER, &["x509pop:subject:cn:n1"], Some(5)),
+            entry(
+                "spiffe://td/rack2",
+                SERVER,
+                &["x509pop:subject:cn:n2"],
+                None,
+            ),
+            entry(
+                "spiffe://td/old",
+                SERVER,
+                &["x509pop:subject:cn:n1"],
+                Some(5),
+            ),
         ];
         let a = aliases(nodes.iter(), &[sel("x509pop:subject:cn:n1")], 10);
         assert_eq!(a, vec![id("spiffe://td/rack1")]);
         let a = aliases(
             nodes.iter(),
-            &[sel("x509pop:subject:cn:n1"), sel("x509pop:ca:fingerprint:ff")],
+            &[
+                sel("x509pop:subject:cn:n1"),
+                sel("x509pop:ca:fingerprint:ff"),
+            ],
             10,
         );
-        assert_eq!(a, vec![id("spiffe://td/rack1"), id("spiffe://td/rack1-gpu")]);
+        assert_eq!(
+            a,
+            vec![id("spiffe://td/rack1"), id("spiffe://td/rack1-gpu")]
+        );
         assert!(aliases(nodes.iter(), &[], 10).is_empty());
     }
 
     #[test]
     fn authorized_by_parent_and_unexpired() {
         let p = parents(&id(AGENT), &[id("spiffe://td/rack1")]);
-        assert!(is_authorized(&entry("spiffe://td/w", AGENT, &["unix:uid:1"], None), &p, 10));
+        assert!(is_authorized(
+            &entry("spiffe://td/w", AGENT, &["unix:uid:1"], None),
+            &p,
+            10
+        ));
         assert!(is_authorized(
             &entry("spiffe://td/w", "spiffe://td/rack1", &["unix:uid:1"], None),
             &p,
             10
         ));
         assert!(!is_authorized(
-            &entry("spiffe://td/w", "spiffe://td/sigil/agent/x509pop/bb", &["unix:uid:1"], None),
+            &entry(
+                "spiffe://td/w",
+                "spiffe://td/sigil/agent/x509pop/bb",
+                &["unix:uid:1"],
+                None
+            ),
             &p,
             10
         ));
-        assert!(!is_authorized(&entry("spiffe://td/w", AGENT, &["unix:uid:1"], Some(10)), &p, 10));
+        assert!(!is_authorized(
+            &entry("spiffe://td/w", AGENT, &["unix:uid:1"], Some(10)),
+            &p,
+            10
+        ));
     }
 }

@@ -291,11 +291,17 @@ impl ServerConfig {
                 }
             }
             if be.refresh_hint < Duration::from_secs(1) {
-                return Err(invalid("bundle_endpoint.refresh_hint", "must be at least 1s"));
+                return Err(invalid(
+                    "bundle_endpoint.refresh_hint",
+                    "must be at least 1s",
+                ));
             }
         }
         if raw.rate_limit.attestations_per_second == 0 || raw.rate_limit.csrs_per_second == 0 {
-            return Err(invalid("rate_limit", "limits must be at least 1 per second"));
+            return Err(invalid(
+                "rate_limit",
+                "limits must be at least 1 per second",
+            ));
         }
         let admin_socket = raw
             .admin_socket
@@ -336,7 +342,8 @@ impl ServerConfig {
 pub fn server_id(td: &TrustDomain) -> SpiffeId {
     // The path is a constant valid path, so this cannot fail.
     #[allow(clippy::expect_used)]
-    td.spiffe_id("/sigil/server").expect("constant path is valid")
+    td.spiffe_id("/sigil/server")
+        .expect("constant path is valid")
 }
 
 #[cfg(test)]
@@ -399,8 +406,8 @@ mod tests {
             let e = ServerConfig::parse(&format!("{MINIMAL}{extra}")).unwrap_err();
             assert!(e.to_string().contains(needle), "{extra}: {e}");
         }
-        let e = ServerConfig::parse("trust_domain = \"Example.org\"\ndata_dir = \"/x\"\n")
-            .unwrap_err();
+        let e =
+            ServerConfig::parse("trust_domain = \"Example.org\"\ndata_dir = \"/x\"\n").unwrap_err();
         assert!(e.to_string().contains("trust_domain"), "{e}");
         let e = ServerConfig::parse("data_dir = \"/x\"\n").unwrap_err();
         assert!(e.to_string().contains("trust_domain"), "{e}");

@@ -83,8 +83,13 @@ pub struct EntryFilter {
 
 impl EntryFilter {
     pub fn matches(&self, e: &Entry) -> bool {
-        self.spiffe_id.as_ref().is_none_or(|id| *id == e.spec.spiffe_id)
-            && self.parent_id.as_ref().is_none_or(|id| *id == e.spec.parent_id)
+        self.spiffe_id
+            .as_ref()
+            .is_none_or(|id| *id == e.spec.spiffe_id)
+            && self
+                .parent_id
+                .as_ref()
+                .is_none_or(|id| *id == e.spec.parent_id)
             && sigil_proto::selector::is_subset(&self.selectors, &e.spec.selectors)
     }
 }

@@ -36,7 +36,10 @@ fn main() -> ExitCode {
             config,
             log_level,
             log_format,
-        } => match (init_logs(&log_level, log_format), ServerConfig::load(&config)) {
+        } => match (
+            init_logs(&log_level, log_format),
+            ServerConfig::load(&config),
+        ) {
             (Err(e), _) => Err(anyhow::anyhow!(e)),
             (_, Err(e)) => Err(e.into()),
             (Ok(()), Ok(cfg)) => runtime().and_then(|rt| rt.block_on(sigil_server::run::run(cfg))),

@@ -164,8 +164,17 @@ impl Registry {
     pub fn list(&self, filter: &EntryFilter) -> Vec<Arc<Entry>> {
         let ix = self.read();
         let mut v: Vec<Arc<Entry>> = match &filter.parent_id {
-            Some(p) => ix.children(p).filter(|e| filter.matches(e)).cloned().collect(),
-            None => ix.entries.values().filter(|e| filter.matches(e)).cloned().collect(),
+            Some(p) => ix
+                .children(p)
+                .filter(|e| filter.matches(e))
+                .cloned()
+                .collect(),
+            None => ix
+                .entries
+                .values()
+                .filter(|e| filter.matches(e))
+                .cloned()
+                .collect(),
         };
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
@@ -203,7 +212,12 @@ impl Registry {
     }
 
     /// Everything the agent is authorized for, at one consistent revision.
-    pub fn view_for(&self, agent_id: &SpiffeId, node_selectors: &[Selector], now: i64) -> AgentView {
+    pub fn view_for(
+        &self,
+        agent_id: &SpiffeId,
+        node_selectors: &[Selector],
+        now: i64,
+    ) -> AgentView {
         let ix = self.read();
         let aliases = authz::aliases(
             ix.children(&self.server_id).map(AsRef::as_ref),

@@ -20,22 +20,22 @@ use crate::agent_api::access::AccessLayer;
 use crate::agent_api::caller::{Authenticator, is_agent_id};
 use crate::agent_api::listener::AttestationFriendlyVerifier;
 use crate::agent_api::{self, AgentApiHandle, AgentApiService, AgentApiSettings};
-use crate::node_attestor::NodeAttestor;
-use crate::node_attestor::join_token::JoinTokenAttestor;
-use crate::node_attestor::x509pop::X509PopAttestor;
-use sigil_proto::agent_api::agent_api_server::AgentApiServer;
-use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 use crate::ca::manager::{CaManager, CaSettings};
 use crate::ca::unix;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BundleProfile, ServerConfig};
-use crate::registry::Registry;
 use crate::key_manager::disk::DiskKeyManager;
+use crate::node_attestor::NodeAttestor;
+use crate::node_attestor::join_token::JoinTokenAttestor;
+use crate::node_attestor::x509pop::X509PopAttestor;
+use crate::registry::Registry;
 use crate::server_svid::ServerSvid;
 use crate::store::Store;
 use crate::store::sled::SledStore;
 use crate::upstream::UpstreamAuthority;
 use crate::upstream::disk::DiskUpstream;
+use sigil_proto::agent_api::agent_api_server::AgentApiServer;
+use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 
 /// How often the CA manager checks the key slots.
 const CA_TICK: Duration = Duration::from_secs(10);
@@ -55,16 +55,15 @@ fn load_web_cert(
     key: &std::path::Path,
 ) -> anyhow::Result<Arc<CertifiedKey>> {
     use rustls_pki_types::pem::PemObject;
-    let cert_bytes =
-        std::fs::read(cert).with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
+    let cert_bytes = std::fs::read(cert)
+        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
     let chain = sigil_proto::jwks::certs_from_pem_or_der(&cert_bytes)
         .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?
         .into_iter()
         .map(rustls_pki_types::CertificateDer::from)
         .collect();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        anyhow::anyhow!("bundle_endpoint.key_file {}: {e}", key.display())
-    })?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file {}: {e}", key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))?;
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
@@ -76,7 +75,9 @@ pub fn load_upstream(
     now: i64,
 ) -> anyhow::Result<Option<Arc<dyn UpstreamAuthority>>> {
     Ok(match &cfg.upstream.disk {
-        Some(d) => Some(Arc::new(DiskUpstream::load(d, now).context("[upstream.disk]")?)),
+        Some(d) => Some(Arc::new(
+            DiskUpstream::load(d, now).context("[upstream.disk]")?,
+        )),
         None => None,
     })
 }
@@ -110,7 +111,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         SledStore::open(&cfg.store_dir())
             .with_context(|| format!("opening the store in {}", cfg.store_dir().display()))?,
     );
-    let keys = Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);
+    let keys =
+        Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);
     let ca = CaManager::init(
         store.clone(),
         keys,
@@ -247,7 +249,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         ))];
         if let Some(x) = &cfg.node_attestor.x509pop {
             let bytes = std::fs::read(&x.ca_bundle_path).with_context(|| {
-                format!("node_attestor.x509pop.ca_bundle_path {}", x.ca_bundle_path.display())
+                format!(
+                    "node_attestor.x509pop.ca_bundle_path {}",
+                    x.ca_bundle_path.display()
+                )
             })?;
             attestors.push(Arc::new(
                 X509PopAttestor::new(cfg.trust_domain.clone(), &bytes)
@@ -271,7 +276,11 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         let api = AgentApiServer::new(AgentApiHandle(Arc::new(service)))
             .max_decoding_message_size(agent_api::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(agent_api::MAX_MESSAGE_BYTES);
-        let auth = Arc::new(Authenticator::new(store.clone(), verifier, cfg.trust_domain.clone()));
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            verifier,
+            cfg.trust_domain.clone(),
+        ));
         let listener = TcpListener::bind(cfg.bind_address)
             .await
             .with_context(|| format!("bind_address {}", cfg.bind_address))?;

@@ -21,7 +21,9 @@ pub struct AgentIdentity {
 
 impl std::fmt::Debug for AgentIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentIdentity").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("AgentIdentity")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,7 +50,11 @@ pub fn key_and_csr() -> (rcgen::KeyPair, Vec<u8>) {
 pub fn identity(key: &rcgen::KeyPair, svid: &pb::AgentSvid) -> AgentIdentity {
     AgentIdentity {
         id: svid.spiffe_id.clone(),
-        chain: svid.cert_chain.iter().map(|c| CertificateDer::from(c.clone())).collect(),
+        chain: svid
+            .cert_chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect(),
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     }
 }
@@ -66,7 +72,10 @@ pub async fn connect(
         TrustRoots::new(bundle)?,
         authorize_exact(server_id),
     ));
-    let mut cfg = client_config(verifier, ident.map(|i| (i.chain.clone(), i.key.clone_key())))?;
+    let mut cfg = client_config(
+        verifier,
+        ident.map(|i| (i.chain.clone(), i.key.clone_key())),
+    )?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let channel = Endpoint::from_static("http://sigil-agent-api.invalid")
@@ -92,11 +101,13 @@ pub async fn attest(
     csr: Vec<u8>,
 ) -> Result<pb::AgentSvid, tonic::Status> {
     let first = pb::AttestNodeRequest {
-        step: Some(pb::attest_node_request::Step::Params(pb::AttestationParams {
-            attestor: attestor.to_string(),
-            payload,
-            csr,
-        })),
+        step: Some(pb::attest_node_request::Step::Params(
+            pb::AttestationParams {
+                attestor: attestor.to_string(),
+                payload,
+                csr,
+            },
+        )),
     };
     let mut resp = client
         .attest_node(tokio_stream::iter(vec![first]))
@@ -106,7 +117,9 @@ pub async fn attest(
         Some(pb::AttestNodeResponse {
             step: Some(pb::attest_node_response::Step::Svid(s)),
         }) => Ok(s),
-        other => Err(tonic::Status::internal(format!("unexpected reply {other:?}"))),
+        other => Err(tonic::Status::internal(format!(
+            "unexpected reply {other:?}"
+        ))),
     }
 }
 
@@ -120,11 +133,13 @@ pub async fn attest_with_challenges(
 ) -> Result<pb::AgentSvid, tonic::Status> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::AttestNodeRequest {
-        step: Some(pb::attest_node_request::Step::Params(pb::AttestationParams {
-            attestor: attestor.to_string(),
-            payload,
-            csr,
-        })),
+        step: Some(pb::attest_node_request::Step::Params(
+            pb::AttestationParams {
+                attestor: attestor.to_string(),
+                payload,
+                csr,
+            },
+        )),
     })
     .await
     .expect("send");
@@ -146,7 +161,11 @@ pub async fn attest_with_challenges(
             Some(pb::AttestNodeResponse {
                 step: Some(pb::attest_node_response::Step::Svid(s)),
             }) => return Ok(s),
-            other => return Err(tonic::Status::internal(format!("unexpected reply {other:?}"))),
+            other => {
+                return Err(tonic::Status::internal(format!(
+                    "unexpected reply {other:?}"
+                )));
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! everything down. Every wait is bounded.
 
 pub mod agent_client;
+pub mod mtls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,15 @@ pub fn bin(name: &str) -> PathBuf {
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "sigil-server", "-p", "sigil-agent", "--bins"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "sigil-server",
+            "-p",
+            "sigil-agent",
+            "--bins",
+        ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -57,7 +66,11 @@ pub fn free_addr() -> SocketAddr {
 /// Runs `sigil-server` with `args` and returns its output (bounded: the
 /// command is killed after 60 s).
 pub fn sigil_server(args: &[&str], env: &[(&str, &str)]) -> Output {
-    run_bounded(Command::new(bin("sigil-server")).args(args).envs(env.iter().copied()))
+    run_bounded(
+        Command::new(bin("sigil-server"))
+            .args(args)
+            .envs(env.iter().copied()),
+    )
 }
 
 /// Runs a command, killing it if it takes more than 60 s.
@@ -141,7 +154,9 @@ impl TestServer {
         );
         cfg.push_str(&opts.extra);
         if let Some(a) = bundle_addr {
-            cfg.push_str(&format!("\n[bundle_endpoint]\naddress = \"{a}\"\nrefresh_hint = \"2m\"\n"));
+            cfg.push_str(&format!(
+                "\n[bundle_endpoint]\naddress = \"{a}\"\nrefresh_hint = \"2m\"\n"
+            ));
         }
         let config = dir.path().join("server.toml");
         std::fs::write(&config, cfg)?;
@@ -212,7 +227,10 @@ impl TestServer {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("sigil-server not healthy after {READY_TIMEOUT:?}: {}", self.log_text());
+                bail!(
+                    "sigil-server not healthy after {READY_TIMEOUT:?}: {}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -303,4 +321,142 @@ impl Drop for TestServer {
 /// DER certificates from PEM text.
 pub fn pem_certs(text: &str) -> Vec<Vec<u8>> {
     sigil_proto::jwks::from_pem(text.as_bytes()).expect("PEM certificates")
+}
+
+/// Runs `sigil-agent` with `args` (bounded like [`sigil_server`]).
+pub fn sigil_agent(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_bounded(
+        Command::new(bin("sigil-agent"))
+            .args(args)
+            .envs(env.iter().copied()),
+    )
+}
+
+/// A running `sigil-agent` attached to a [`TestServer`].
+pub struct TestAgent {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub agent_id: String,
+    child: Option<Child>,
+}
+
+impl TestAgent {
+    /// Generates a join token, writes a config trusting the server's bundle
+    /// and starts the agent; returns once its Workload API answers.
+    pub fn start(server: &TestServer) -> anyhow::Result<TestAgent> {
+        Self::start_with(server, "")
+    }
+
+    pub fn start_with(server: &TestServer, extra: &str) -> anyhow::Result<TestAgent> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        // Workloads of other uids must reach the socket.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, server.cli_ok(&["bundle", "show"]))?;
+        let data_dir = dir.path().join("data");
+        let socket = dir.path().join("run/agent.sock");
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "trust_domain = \"{}\"\ndata_dir = \"{}\"\nserver_address = \"{}\"\n\
+                 trust_bundle_path = \"{}\"\nsocket_path = \"{}\"\n{extra}",
+                server.trust_domain,
+                data_dir.display(),
+                server.agent_addr,
+                bundle.display(),
+                socket.display()
+            ),
+        )?;
+        let token = server.cli_json(&["token", "generate"])["token"]
+            .as_str()
+            .context("token")?
+            .to_string();
+        let agent_id = format!(
+            "spiffe://{}/sigil/agent/join_token/{token}",
+            server.trust_domain
+        );
+        let log = dir.path().join("agent.log");
+        let mut a = TestAgent {
+            dir,
+            config,
+            socket,
+            data_dir,
+            log,
+            agent_id,
+            child: None,
+        };
+        a.spawn(Some(&token))?;
+        Ok(a)
+    }
+
+    /// Starts (again) the agent process; waits for its Workload API.
+    pub fn spawn(&mut self, join_token: Option<&str>) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = Command::new(bin("sigil-agent"));
+        cmd.args(["run", "--config"])
+            .arg(&self.config)
+            .args(["--log-level", "debug"]);
+        if let Some(t) = join_token {
+            cmd.args(["--join-token", t]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning sigil-agent")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let sock = self.socket.display().to_string();
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("sigil-agent exited with {status}: {}", self.log_text());
+            }
+            if sigil_agent(&["healthcheck", "--socket", &sock], &[])
+                .status
+                .success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "sigil-agent not healthy after {READY_TIMEOUT:?}: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `unix:<socket>` for SPIFFE clients.
+    pub fn endpoint(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -38,7 +38,11 @@ fn socket_mode_and_uid_check_refuse_other_users() {
             .arg(&s.socket),
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("ermission denied"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ermission denied"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -61,7 +65,10 @@ fn uid_check_refuses_a_caller_that_bypasses_file_modes() {
         err.contains("permission denied") && err.contains("uid 0 may not use the admin socket"),
         "{err}"
     );
-    assert!(s.log_text().contains("caller uid not allowed"), "refusal not logged");
+    assert!(
+        s.log_text().contains("caller uid not allowed"),
+        "refusal not logged"
+    );
 
     // The allow-list admits root.
     s.stop();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use sigil_proto::agent_api as pb;
 use sigil_proto::attestation;
-use sigil_tests::agent_client::{AgentIdentity, attest, attest_with_challenges, identity, key_and_csr};
+use sigil_tests::agent_client::{
+    AgentIdentity, attest, attest_with_challenges, identity, key_and_csr,
+};
 use sigil_tests::{ServerOptions, TestServer, text};
 use tonic::Code;
 
@@ -21,13 +23,22 @@ async fn join(s: &TestServer) -> (AgentIdentity, pb::AgentSvid) {
     let t = token(s, &[]);
     let mut c = s.agent_client(None).await.unwrap();
     let (key, csr) = key_and_csr();
-    let svid = attest(&mut c, attestation::JOIN_TOKEN, t.into_bytes(), csr).await.unwrap();
+    let svid = attest(&mut c, attestation::JOIN_TOKEN, t.into_bytes(), csr)
+        .await
+        .unwrap();
     (identity(&key, &svid), svid)
 }
 
 fn entry(s: &TestServer, spiffe: &str, parent: &str, sel: &str) -> String {
     let v = s.cli_json(&[
-        "entry", "create", "--spiffe-id", spiffe, "--parent-id", parent, "--selector", sel,
+        "entry",
+        "create",
+        "--spiffe-id",
+        spiffe,
+        "--parent-id",
+        parent,
+        "--selector",
+        sel,
     ]);
     v["entries"][0]["id"].as_str().unwrap().to_string()
 }
@@ -44,8 +55,14 @@ async fn sign(
     who: &AgentIdentity,
     items: Vec<pb::SvidRequest>,
 ) -> Result<Vec<pb::SvidResult>, tonic::Status> {
-    let mut c = s.agent_client(Some(who)).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    Ok(c.sign_svids(pb::SignSvidsRequest { requests: items }).await?.into_inner().results)
+    let mut c = s
+        .agent_client(Some(who))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    Ok(c.sign_svids(pb::SignSvidsRequest { requests: items })
+        .await?
+        .into_inner()
+        .results)
 }
 
 fn item_code(r: &pb::SvidResult) -> Option<i32> {
@@ -61,7 +78,9 @@ async fn join_token_agent_attests_renews_twice_and_keeps_its_id() {
     let t = token(&s, &[]);
     let mut c = s.agent_client(None).await.unwrap();
     let (key, csr) = key_and_csr();
-    let svid = attest(&mut c, attestation::JOIN_TOKEN, t.clone().into_bytes(), csr).await.unwrap();
+    let svid = attest(&mut c, attestation::JOIN_TOKEN, t.clone().into_bytes(), csr)
+        .await
+        .unwrap();
     let agent_id = format!("spiffe://example.org/sigil/agent/join_token/{t}");
     assert_eq!(svid.spiffe_id, agent_id);
     sigil_proto::svid_profile::check_leaf(&svid.cert_chain[0]).unwrap();
@@ -69,7 +88,14 @@ async fn join_token_agent_attests_renews_twice_and_keeps_its_id() {
 
     // A reused token is refused.
     let (_, csr2) = key_and_csr();
-    let e = attest(&mut c, attestation::JOIN_TOKEN, t.clone().into_bytes(), csr2).await.unwrap_err();
+    let e = attest(
+        &mut c,
+        attestation::JOIN_TOKEN,
+        t.clone().into_bytes(),
+        csr2,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     assert!(e.message().contains("unknown or already used"), "{e}");
 
@@ -79,7 +105,11 @@ async fn join_token_agent_attests_renews_twice_and_keeps_its_id() {
     for _ in 0..2 {
         let mut ac = s.agent_client(Some(&ident)).await.unwrap();
         let (k, csr) = key_and_csr();
-        let r = ac.renew_agent(pb::RenewAgentRequest { csr }).await.unwrap().into_inner();
+        let r = ac
+            .renew_agent(pb::RenewAgentRequest { csr })
+            .await
+            .unwrap()
+            .into_inner();
         let new = r.svid.unwrap();
         assert_eq!(new.spiffe_id, agent_id);
         serials.push(new.cert_chain[0].clone());
@@ -99,7 +129,10 @@ async fn join_token_agent_attests_renews_twice_and_keeps_its_id() {
         ..identity(&key, &svid)
     };
     let mut old = s.agent_client(Some(&first)).await.unwrap();
-    let e = old.fetch_bundle(pb::FetchBundleRequest {}).await.unwrap_err();
+    let e = old
+        .fetch_bundle(pb::FetchBundleRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("not the current SVID"), "{e}");
     // The token never appears in the log as a token... but the agent ID
@@ -117,11 +150,22 @@ async fn refusals_have_the_right_codes_and_are_logged() {
 
     // No client certificate on every method but attestation.
     let mut anon = s.agent_client(None).await.unwrap();
-    let e = anon.fetch_bundle(pb::FetchBundleRequest {}).await.unwrap_err();
+    let e = anon
+        .fetch_bundle(pb::FetchBundleRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e}");
-    let e = anon.sign_svids(pb::SignSvidsRequest { requests: vec![] }).await.unwrap_err();
+    let e = anon
+        .sign_svids(pb::SignSvidsRequest { requests: vec![] })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let e = anon.renew_agent(pb::RenewAgentRequest { csr: key_and_csr().1 }).await.unwrap_err();
+    let e = anon
+        .renew_agent(pb::RenewAgentRequest {
+            csr: key_and_csr().1,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     let e = anon
         .sync_entries(pb::SyncEntriesRequest::default())
@@ -131,23 +175,40 @@ async fn refusals_have_the_right_codes_and_are_logged() {
 
     // An unknown attestor and a garbage CSR: InvalidArgument, token kept.
     let t = token(&s, &[]);
-    let e = attest(&mut anon, "magic", t.clone().into_bytes(), key_and_csr().1).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("unknown node attestor"), "{e}");
-    let e = attest(&mut anon, attestation::JOIN_TOKEN, t.clone().into_bytes(), b"junk".to_vec())
+    let e = attest(&mut anon, "magic", t.clone().into_bytes(), key_and_csr().1)
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    attest(&mut anon, attestation::JOIN_TOKEN, t.into_bytes(), key_and_csr().1)
-        .await
-        .expect("token still usable after refused attempts");
+    assert!(e.message().contains("unknown node attestor"), "{e}");
+    let e = attest(
+        &mut anon,
+        attestation::JOIN_TOKEN,
+        t.clone().into_bytes(),
+        b"junk".to_vec(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    attest(
+        &mut anon,
+        attestation::JOIN_TOKEN,
+        t.into_bytes(),
+        key_and_csr().1,
+    )
+    .await
+    .expect("token still usable after refused attempts");
 
     // An expired join token.
     let t = token(&s, &["--ttl", "1s"]);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let e = attest(&mut anon, attestation::JOIN_TOKEN, t.into_bytes(), key_and_csr().1)
-        .await
-        .unwrap_err();
+    let e = attest(
+        &mut anon,
+        attestation::JOIN_TOKEN,
+        t.into_bytes(),
+        key_and_csr().1,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("expired"), "{e}");
 
@@ -159,7 +220,8 @@ async fn refusals_have_the_right_codes_and_are_logged() {
     assert_eq!(item_code(&r[0]), Some(Code::PermissionDenied as i32));
     let log = s.log_text();
     assert!(
-        log.lines().any(|l| l.contains("signing refused") && l.contains(&a.id) && l.contains(&b_entry)),
+        log.lines()
+            .any(|l| l.contains("signing refused") && l.contains(&a.id) && l.contains(&b_entry)),
         "refusal not logged with both IDs"
     );
     // B may.
@@ -178,7 +240,8 @@ async fn refusals_have_the_right_codes_and_are_logged() {
     let selfsigned = {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::default();
-        p.subject_alt_names.push(rcgen::SanType::URI(a.id.clone().try_into().unwrap()));
+        p.subject_alt_names
+            .push(rcgen::SanType::URI(a.id.clone().try_into().unwrap()));
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.self_signed(&key).unwrap();
         AgentIdentity {
@@ -191,19 +254,33 @@ async fn refusals_have_the_right_codes_and_are_logged() {
         Err(_) => true,
         Ok(mut c) => c.fetch_bundle(pb::FetchBundleRequest {}).await.is_err(),
     };
-    assert!(refused, "self-signed certificate with a valid-looking ID accepted");
-    assert!(s.log_text().contains("TLS handshake refused"), "TLS refusal not logged");
+    assert!(
+        refused,
+        "self-signed certificate with a valid-looking ID accepted"
+    );
+    assert!(
+        s.log_text().contains("TLS handshake refused"),
+        "TLS refusal not logged"
+    );
 
     // Evicted: refused on the next call; banned likewise; unban restores.
     s.cli_ok(&["agent", "ban", "--spiffe-id", &b.id]);
     let mut bc = s.agent_client(Some(&b)).await.unwrap();
-    let e = bc.fetch_bundle(pb::FetchBundleRequest {}).await.unwrap_err();
+    let e = bc
+        .fetch_bundle(pb::FetchBundleRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("banned"), "{e}");
     s.cli_ok(&["agent", "unban", "--spiffe-id", &b.id]);
-    bc.fetch_bundle(pb::FetchBundleRequest {}).await.expect("unbanned");
+    bc.fetch_bundle(pb::FetchBundleRequest {})
+        .await
+        .expect("unbanned");
     s.cli_ok(&["agent", "evict", "--spiffe-id", &b.id]);
-    let e = bc.fetch_bundle(pb::FetchBundleRequest {}).await.unwrap_err();
+    let e = bc
+        .fetch_bundle(pb::FetchBundleRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("evicted"), "{e}");
 
@@ -262,20 +339,40 @@ async fn sync_pushes_changes_and_resumes() {
     let (b, _) = join(&s).await;
     let e1 = entry(&s, "spiffe://example.org/one", &a.id, "unix:uid:1");
     let mut c = s.agent_client(Some(&a)).await.unwrap();
-    let mut st = c.sync_entries(pb::SyncEntriesRequest::default()).await.unwrap().into_inner();
+    let mut st = c
+        .sync_entries(pb::SyncEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let mut msgs = vec![];
-    assert!(read_until(&mut st, &mut msgs, Duration::from_secs(10), |m| m.iter().any(is_last_page)).await);
-    assert!(matches!(msgs[0], pb::sync_entries_response::Kind::Bundle(_)), "bundle first");
+    assert!(
+        read_until(&mut st, &mut msgs, Duration::from_secs(10), |m| m
+            .iter()
+            .any(is_last_page))
+        .await
+    );
+    assert!(
+        matches!(msgs[0], pb::sync_entries_response::Kind::Bundle(_)),
+        "bundle first"
+    );
     assert_eq!(page_entries(&msgs), 1);
-    let full_rev = msgs.iter().find_map(|k| match k {
-        pb::sync_entries_response::Kind::Page(p) if p.last => Some(p.revision),
-        _ => None,
-    }).unwrap();
+    let full_rev = msgs
+        .iter()
+        .find_map(|k| match k {
+            pb::sync_entries_response::Kind::Page(p) if p.last => Some(p.revision),
+            _ => None,
+        })
+        .unwrap();
 
     // Created through the CLI → pushed.
     msgs.clear();
     let e2 = entry(&s, "spiffe://example.org/two", &a.id, "unix:uid:2");
-    assert!(read_until(&mut st, &mut msgs, Duration::from_secs(5), |m| !changes(m).is_empty()).await, "change not pushed");
+    assert!(
+        read_until(&mut st, &mut msgs, Duration::from_secs(5), |m| !changes(m)
+            .is_empty())
+        .await,
+        "change not pushed"
+    );
     let ch = changes(&msgs)[0].clone();
     assert_eq!(ch.kind, pb::entry_change::Kind::Upserted as i32);
     assert_eq!(ch.entry_id, e2);
@@ -283,7 +380,11 @@ async fn sync_pushes_changes_and_resumes() {
     msgs.clear();
     entry(&s, "spiffe://example.org/not-mine", &b.id, "unix:uid:3");
     s.cli_ok(&["entry", "delete", "--entry-id", &e1]);
-    assert!(read_until(&mut st, &mut msgs, Duration::from_secs(5), |m| !changes(m).is_empty()).await);
+    assert!(
+        read_until(&mut st, &mut msgs, Duration::from_secs(5), |m| !changes(m)
+            .is_empty())
+        .await
+    );
     let ch = changes(&msgs);
     assert_eq!(ch.len(), 1, "only the agent's own change: {ch:?}");
     assert_eq!(ch[0].kind, pb::entry_change::Kind::Deleted as i32);
@@ -292,15 +393,30 @@ async fn sync_pushes_changes_and_resumes() {
     // Resume from the revision of the first full set: only the changes.
     drop(st);
     let mut st = c
-        .sync_entries(pb::SyncEntriesRequest { since_revision: full_rev, page_size: 0 })
+        .sync_entries(pb::SyncEntriesRequest {
+            since_revision: full_rev,
+            page_size: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     let mut msgs = vec![];
-    assert!(read_until(&mut st, &mut msgs, Duration::from_secs(5), |m| changes(m).len() >= 2).await);
-    assert_eq!(page_entries(&msgs), 0, "resume must not resend the full set");
+    assert!(
+        read_until(&mut st, &mut msgs, Duration::from_secs(5), |m| changes(m)
+            .len()
+            >= 2)
+        .await
+    );
+    assert_eq!(
+        page_entries(&msgs),
+        0,
+        "resume must not resend the full set"
+    );
     let ids: Vec<&str> = changes(&msgs).iter().map(|c| c.entry_id.as_str()).collect();
-    assert!(ids.contains(&e1.as_str()) && ids.contains(&e2.as_str()), "{ids:?}");
+    assert!(
+        ids.contains(&e1.as_str()) && ids.contains(&e2.as_str()),
+        "{ids:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -311,7 +427,8 @@ async fn node_alias_authorizes_exactly_the_matching_agents() {
     let mut cap = rcgen::CertificateParams::default();
     cap.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     cap.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    cap.distinguished_name.push(rcgen::DnType::CommonName, "node CA");
+    cap.distinguished_name
+        .push(rcgen::DnType::CommonName, "node CA");
     let ca_cert = cap.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::from_params(&cap, &ca_key);
     std::fs::write(dir.path().join("nodes-ca.pem"), ca_cert.pem()).unwrap();
@@ -351,7 +468,10 @@ async fn node_alias_authorizes_exactly_the_matching_agents() {
                 csr,
                 |ch| {
                     signer
-                        .sign(&ring::rand::SystemRandom::new(), &attestation::x509pop_signed_message(ch))
+                        .sign(
+                            &ring::rand::SystemRandom::new(),
+                            &attestation::x509pop_signed_message(ch),
+                        )
                         .unwrap()
                         .as_ref()
                         .to_vec()
@@ -365,7 +485,12 @@ async fn node_alias_authorizes_exactly_the_matching_agents() {
     let (k2, c2) = node("n2");
     let n1 = x509pop_join(k1, c1.clone()).await.unwrap();
     let n2 = x509pop_join(k2, c2).await.unwrap();
-    assert!(n1.id.starts_with("spiffe://example.org/sigil/agent/x509pop/"), "{}", n1.id);
+    assert!(
+        n1.id
+            .starts_with("spiffe://example.org/sigil/agent/x509pop/"),
+        "{}",
+        n1.id
+    );
     // A key that fails the challenge.
     let wrong = rcgen::KeyPair::generate().unwrap();
     let e = x509pop_join(wrong, c1).await.unwrap_err();
@@ -374,20 +499,43 @@ async fn node_alias_authorizes_exactly_the_matching_agents() {
 
     // Node entry for CN n1, workload entry parented to the alias.
     s.cli_ok(&[
-        "entry", "create", "--node", "--spiffe-id", "spiffe://example.org/rack/n1",
-        "--selector", "x509pop:subject:cn:n1",
+        "entry",
+        "create",
+        "--node",
+        "--spiffe-id",
+        "spiffe://example.org/rack/n1",
+        "--selector",
+        "x509pop:subject:cn:n1",
     ]);
-    let w = entry(&s, "spiffe://example.org/rack-workload", "spiffe://example.org/rack/n1", "unix:uid:7");
+    let w = entry(
+        &s,
+        "spiffe://example.org/rack-workload",
+        "spiffe://example.org/rack/n1",
+        "unix:uid:7",
+    );
     let r = sign(&s, &n1, vec![csr_item(&w)]).await.unwrap();
     assert_eq!(item_code(&r[0]), None, "matching agent refused");
     let r = sign(&s, &n2, vec![csr_item(&w)]).await.unwrap();
-    assert_eq!(item_code(&r[0]), Some(Code::PermissionDenied as i32), "non-matching agent allowed");
+    assert_eq!(
+        item_code(&r[0]),
+        Some(Code::PermissionDenied as i32),
+        "non-matching agent allowed"
+    );
     // Sync: n1 sees the workload entry, n2 does not.
     for (who, want) in [(&n1, 1usize), (&n2, 0)] {
         let mut c = s.agent_client(Some(who)).await.unwrap();
-        let mut st = c.sync_entries(pb::SyncEntriesRequest::default()).await.unwrap().into_inner();
+        let mut st = c
+            .sync_entries(pb::SyncEntriesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         let mut msgs = vec![];
-        assert!(read_until(&mut st, &mut msgs, Duration::from_secs(10), |m| m.iter().any(is_last_page)).await);
+        assert!(
+            read_until(&mut st, &mut msgs, Duration::from_secs(10), |m| m
+                .iter()
+                .any(is_last_page))
+            .await
+        );
         assert_eq!(page_entries(&msgs), want);
     }
 }
@@ -408,21 +556,44 @@ async fn twenty_thousand_entries_sync_then_one_change_is_one_message() {
             .collect();
         let file = s.dir.path().join(format!("e{chunk}.json"));
         std::fs::write(&file, format!(r#"{{"entries":[{}]}}"#, entries.join(","))).unwrap();
-        let out = s.cli(&["entry", "create", "--data", file.to_str().unwrap(), "--output", "json"]);
+        let out = s.cli(&[
+            "entry",
+            "create",
+            "--data",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     assert_eq!(s.cli_json(&["entry", "count"])["count"], 20_000);
     let mut c = s.agent_client(Some(&a)).await.unwrap();
-    let mut st = c.sync_entries(pb::SyncEntriesRequest::default()).await.unwrap().into_inner();
+    let mut st = c
+        .sync_entries(pb::SyncEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let mut msgs = vec![];
-    assert!(read_until(&mut st, &mut msgs, Duration::from_secs(60), |m| m.iter().any(is_last_page)).await);
+    assert!(
+        read_until(&mut st, &mut msgs, Duration::from_secs(60), |m| m
+            .iter()
+            .any(is_last_page))
+        .await
+    );
     assert_eq!(page_entries(&msgs), 20_000);
-    let pages = msgs.iter().filter(|k| matches!(k, pb::sync_entries_response::Kind::Page(_))).count();
+    let pages = msgs
+        .iter()
+        .filter(|k| matches!(k, pb::sync_entries_response::Kind::Page(_)))
+        .count();
     assert!(pages > 1, "a large set must come in pages");
 
     msgs.clear();
     entry(&s, "spiffe://example.org/w/extra", &a.id, "unix:uid:99999");
-    assert!(read_until(&mut st, &mut msgs, Duration::from_secs(5), |m| !changes(m).is_empty()).await);
+    assert!(
+        read_until(&mut st, &mut msgs, Duration::from_secs(5), |m| !changes(m)
+            .is_empty())
+        .await
+    );
     // Nothing else arrives: one change, not the set.
     let more = tokio::time::timeout(Duration::from_millis(500), st.message()).await;
     assert!(more.is_err(), "unexpected extra message {more:?}");
@@ -449,9 +620,17 @@ async fn batch_of_500_csrs_and_one_bad_item() {
     items[2].csr = b"not a csr".to_vec();
     let r = sign(&s, &a, items).await.unwrap();
     let codes: Vec<Option<i32>> = r.iter().map(item_code).collect();
-    assert_eq!(codes, vec![None, None, Some(Code::InvalidArgument as i32), None, None]);
+    assert_eq!(
+        codes,
+        vec![None, None, Some(Code::InvalidArgument as i32), None, None]
+    );
     // Too many in one call.
-    let items: Vec<pb::SvidRequest> = (0..1001).map(|_| pb::SvidRequest { entry_id: e.clone(), csr: vec![] }).collect();
+    let items: Vec<pb::SvidRequest> = (0..1001)
+        .map(|_| pb::SvidRequest {
+            entry_id: e.clone(),
+            csr: vec![],
+        })
+        .collect();
     let err = sign(&s, &a, items).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }

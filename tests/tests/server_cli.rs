@@ -8,7 +8,14 @@ const PARENT: &str = "spiffe://example.org/sigil/agent/join_token/abc";
 
 fn create(s: &TestServer, id: &str, sel: &str) -> serde_json::Value {
     let v = s.cli_json(&[
-        "entry", "create", "--spiffe-id", id, "--parent-id", PARENT, "--selector", sel,
+        "entry",
+        "create",
+        "--spiffe-id",
+        id,
+        "--parent-id",
+        PARENT,
+        "--selector",
+        sel,
     ]);
     v["entries"][0].clone()
 }
@@ -32,21 +39,40 @@ fn entry_crud_revisions_duplicates_and_restart() {
     let v = s.cli_json(&["entry", "show", "--selector", "unix:uid:1001"]);
     assert_eq!(v["entries"][0]["spiffe_id"], "spiffe://example.org/db");
     let text_out = s.cli_ok(&["entry", "show", "--entry-id", &id_a]);
-    assert!(text_out.contains("Selector        : unix:uid:1000"), "{text_out}");
+    assert!(
+        text_out.contains("Selector        : unix:uid:1000"),
+        "{text_out}"
+    );
 
     // Duplicate (same ID, parent, selectors) refused; nothing added.
     let out = s.cli(&[
-        "entry", "create", "--spiffe-id", "spiffe://example.org/web", "--parent-id", PARENT,
-        "--selector", "unix:uid:1000",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/web",
+        "--parent-id",
+        PARENT,
+        "--selector",
+        "unix:uid:1000",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("already exists"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(s.cli_json(&["entry", "count"])["count"], 2);
 
     // Update bumps the revision and keeps the id.
     let before = a["revision"].as_u64().unwrap();
     let u = s.cli_json(&[
-        "entry", "update", "--entry-id", &id_a, "--x509-svid-ttl", "30m", "--dns-name",
+        "entry",
+        "update",
+        "--entry-id",
+        &id_a,
+        "--x509-svid-ttl",
+        "30m",
+        "--dns-name",
         "web.example.org",
     ]);
     let u = &u["entries"][0];
@@ -108,7 +134,10 @@ fn batch_create_from_json_file() {
     let out = s.cli(&["entry", "create", "--data", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("entry 1") && err.contains("trailing '/'"), "{err}");
+    assert!(
+        err.contains("entry 1") && err.contains("trailing '/'"),
+        "{err}"
+    );
     assert_eq!(s.cli_json(&["entry", "count"])["count"], 2);
 }
 
@@ -131,11 +160,21 @@ fn bad_spiffe_ids_are_refused_by_the_cli_with_the_rule() {
         ("spiffe://example.org/x#f", "fragment"),
         ("spiffe://Example.org/x", "lowercase"),
         ("spiffe://exa mple.org/x", "not allowed in a trust domain"),
-        ("spiffe://example.org/a b", "not allowed in a SPIFFE ID path"),
+        (
+            "spiffe://example.org/a b",
+            "not allowed in a SPIFFE ID path",
+        ),
     ];
     for (id, rule) in cases {
         let out = s.cli(&[
-            "entry", "create", "--spiffe-id", id, "--parent-id", PARENT, "--selector", "unix:uid:1",
+            "entry",
+            "create",
+            "--spiffe-id",
+            id,
+            "--parent-id",
+            PARENT,
+            "--selector",
+            "unix:uid:1",
         ]);
         assert_eq!(out.status.code(), Some(2), "{id:?}: {}", text(&out.stderr));
         let err = text(&out.stderr);
@@ -143,7 +182,14 @@ fn bad_spiffe_ids_are_refused_by_the_cli_with_the_rule() {
     }
     let long = format!("spiffe://example.org/{}", "a".repeat(2048));
     let out = s.cli(&[
-        "entry", "create", "--spiffe-id", &long, "--parent-id", PARENT, "--selector", "unix:uid:1",
+        "entry",
+        "create",
+        "--spiffe-id",
+        &long,
+        "--parent-id",
+        PARENT,
+        "--selector",
+        "unix:uid:1",
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("2048"));
@@ -153,40 +199,86 @@ fn bad_spiffe_ids_are_refused_by_the_cli_with_the_rule() {
 #[test]
 fn bad_ttls_selectors_and_server_rules() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
-    let base = ["entry", "create", "--spiffe-id", "spiffe://example.org/w", "--parent-id", PARENT];
+    let base = [
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/w",
+        "--parent-id",
+        PARENT,
+    ];
     let run = |extra: &[&str]| {
         let mut a = base.to_vec();
         a.extend_from_slice(extra);
         s.cli(&a)
     };
     for (extra, code, needle) in [
-        (&["--selector", "unix:uid:1", "--x509-svid-ttl", "10"][..], 2, "missing unit"),
-        (&["--selector", "unix:uid:1", "--x509-svid-ttl", "1y"], 2, "unknown unit"),
-        (&["--selector", "unix:uid:1", "--x509-svid-ttl=-5s"], 2, "negative"),
+        (
+            &["--selector", "unix:uid:1", "--x509-svid-ttl", "10"][..],
+            2,
+            "missing unit",
+        ),
+        (
+            &["--selector", "unix:uid:1", "--x509-svid-ttl", "1y"],
+            2,
+            "unknown unit",
+        ),
+        (
+            &["--selector", "unix:uid:1", "--x509-svid-ttl=-5s"],
+            2,
+            "negative",
+        ),
         (&["--selector", "unixuid1"], 2, "type:value"),
         (&["--selector", "Unix:uid:1"], 2, "[a-z0-9_-]+"),
         (&["--selector", "unix:"], 2, "empty value"),
-        (&["--selector", "unix:uid:1", "--dns-name", "bad_name"], 2, "DNS name"),
+        (
+            &["--selector", "unix:uid:1", "--dns-name", "bad_name"],
+            2,
+            "DNS name",
+        ),
         // Server-side rules: TTL above ca_ttl / 6 (default ca_ttl 24h → 4h).
-        (&["--selector", "unix:uid:1", "--x509-svid-ttl", "5h"], 1, "ca_ttl / 6 = 4h"),
+        (
+            &["--selector", "unix:uid:1", "--x509-svid-ttl", "5h"],
+            1,
+            "ca_ttl / 6 = 4h",
+        ),
         // Another trust domain.
-        (&["--selector", "unix:uid:1", "--federates-with", "Bad"], 2, "lowercase"),
+        (
+            &["--selector", "unix:uid:1", "--federates-with", "Bad"],
+            2,
+            "lowercase",
+        ),
     ] {
         let out = run(extra);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{extra:?}: {err}");
-        assert!(err.contains(needle), "{extra:?}: expected {needle:?} in {err}");
+        assert!(
+            err.contains(needle),
+            "{extra:?}: expected {needle:?} in {err}"
+        );
         assert!(err.trim_end().lines().count() <= 3, "{err}");
     }
     let out = s.cli(&[
-        "entry", "create", "--spiffe-id", "spiffe://other.org/w", "--parent-id", PARENT,
-        "--selector", "unix:uid:1",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://other.org/w",
+        "--parent-id",
+        PARENT,
+        "--selector",
+        "unix:uid:1",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not in this server's trust domain"));
     let out = s.cli(&[
-        "entry", "create", "--spiffe-id", "spiffe://example.org/sigil/server", "--parent-id",
-        PARENT, "--selector", "unix:uid:1",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/sigil/server",
+        "--parent-id",
+        PARENT,
+        "--selector",
+        "unix:uid:1",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("reserved"));
@@ -197,14 +289,25 @@ fn bad_ttls_selectors_and_server_rules() {
 fn bad_configs_are_refused_naming_the_key_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let good = format!("trust_domain = \"example.org\"\ndata_dir = \"{}\"\n", data.display());
+    let good = format!(
+        "trust_domain = \"example.org\"\ndata_dir = \"{}\"\n",
+        data.display()
+    );
     let cases = [
         (format!("{good}ca_tll = \"1h\"\n"), "ca_tll"),
         (format!("{good}ca_ttl = \"ten\"\n"), "ten"),
-        (format!("{good}ca_ttl = \"6h\"\ndefault_x509_svid_ttl = \"2h\"\n"), "ca_ttl / 6"),
+        (
+            format!("{good}ca_ttl = \"6h\"\ndefault_x509_svid_ttl = \"2h\"\n"),
+            "ca_ttl / 6",
+        ),
         ("data_dir = \"/x\"\n".to_string(), "trust_domain"),
         (format!("{good}trust_domain = \"b\"\n"), "trust_domain"),
-        (format!("{good}[bundle_endpoint]\naddress = \"127.0.0.1:1\"\nprofile = \"https_web\"\n"), "cert_file"),
+        (
+            format!(
+                "{good}[bundle_endpoint]\naddress = \"127.0.0.1:1\"\nprofile = \"https_web\"\n"
+            ),
+            "cert_file",
+        ),
         ("trust_domain = [\n".to_string(), "invalid config"),
     ];
     for (cfg, needle) in &cases {
@@ -234,7 +337,10 @@ fn bad_configs_are_refused_naming_the_key_and_write_nothing() {
         let out = sigil_server(&[cmd, "--config", path.to_str().unwrap()], &[]);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains("cert_file") && err.contains(garbage.to_str().unwrap()), "{err}");
+        assert!(
+            err.contains("cert_file") && err.contains(garbage.to_str().unwrap()),
+            "{err}"
+        );
     }
     assert!(!data.exists());
     std::fs::write(&path, &good).unwrap();
@@ -249,13 +355,24 @@ fn token_generate_is_single_secret_and_usage_errors_exit_2() {
     let v = s.cli_json(&["token", "generate", "--ttl", "5m"]);
     let token = v["token"].as_str().unwrap();
     assert_eq!(token.len(), 32);
-    let v2 = s.cli_json(&["token", "generate", "--spiffe-id", "spiffe://example.org/node/a"]);
+    let v2 = s.cli_json(&[
+        "token",
+        "generate",
+        "--spiffe-id",
+        "spiffe://example.org/node/a",
+    ]);
     assert_ne!(v2["token"], v["token"]);
     let entry_id = v2["entry_id"].as_str().unwrap();
     let e = s.cli_json(&["entry", "show", "--entry-id", entry_id]);
-    assert_eq!(e["entries"][0]["parent_id"], "spiffe://example.org/sigil/server");
+    assert_eq!(
+        e["entries"][0]["parent_id"],
+        "spiffe://example.org/sigil/server"
+    );
     // The node entry's selector carries the token's hash, never the token.
-    let sel = e["entries"][0]["selectors"][0]["value"].as_str().unwrap().to_string();
+    let sel = e["entries"][0]["selectors"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(sel, v2["token"].as_str().unwrap());
     assert_eq!(sel.len(), 64);
     // Tokens never appear in the server log.
@@ -269,7 +386,12 @@ fn token_generate_is_single_secret_and_usage_errors_exit_2() {
     // Errors are one line on stderr and exit 1.
     let out = s.cli(&["entry", "show", "--entry-id", "nope"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim_end().lines().count(), 1, "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim_end().lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -277,5 +399,8 @@ fn no_server_is_a_clear_error() {
     let out = sigil_server(&["healthcheck", "--socket", "/nonexistent/admin.sock"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("/nonexistent/admin.sock") && err.contains("is sigil-server running"), "{err}");
+    assert!(
+        err.contains("/nonexistent/admin.sock") && err.contains("is sigil-server running"),
+        "{err}"
+    );
 }

@@ -24,8 +24,18 @@ struct Svid {
 }
 
 fn mint(s: &TestServer, id: &str, dir: &Path) -> Svid {
-    s.cli_ok(&["x509", "mint", "--spiffe-id", id, "--write", dir.to_str().unwrap()]);
-    let mode = std::fs::metadata(dir.join("svid_key.pem")).unwrap().permissions().mode();
+    s.cli_ok(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        id,
+        "--write",
+        dir.to_str().unwrap(),
+    ]);
+    let mode = std::fs::metadata(dir.join("svid_key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "svid_key.pem must be 0600");
     let chain = pem_certs(&std::fs::read_to_string(dir.join("svid.pem")).unwrap())
         .into_iter()
@@ -49,10 +59,16 @@ async fn handshake(
     allowed_client: &str,
 ) -> (Result<(), String>, Result<(), String>) {
     let roots = TrustRoots::new(server.bundle.clone()).unwrap();
-    let sv = Arc::new(SpiffeClientVerifier::new(roots, authorize_exact(id(allowed_client))));
+    let sv = Arc::new(SpiffeClientVerifier::new(
+        roots,
+        authorize_exact(id(allowed_client)),
+    ));
     let scfg = server_config(server.chain.clone(), server.key.clone_key(), sv).unwrap();
     let croots = TrustRoots::new(client.bundle.clone()).unwrap();
-    let cv = Arc::new(SpiffeServerVerifier::new(croots, authorize_exact(id(server_id))));
+    let cv = Arc::new(SpiffeServerVerifier::new(
+        croots,
+        authorize_exact(id(server_id)),
+    ));
     let ccfg = client_config(cv, Some((client.chain.clone(), client.key.clone_key()))).unwrap();
     let _ = client_id;
 
@@ -72,7 +88,10 @@ async fn handshake(
         let connector = tokio_rustls::TlsConnector::from(Arc::new(ccfg));
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let name = ServerName::try_from("sigil.invalid").unwrap();
-        let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
         tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
         let mut buf = [0u8; 4];
         tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
@@ -156,7 +175,13 @@ async fn minted_svid_passes_profile_and_chains_in_a_real_handshake() {
     // Bad mint inputs: clear errors, nothing written.
     let d4 = s.dir.path().join("nothing");
     let out = s.cli(&[
-        "x509", "mint", "--spiffe-id", "spiffe://example.org/x", "--ttl", "5h", "--write",
+        "x509",
+        "mint",
+        "--spiffe-id",
+        "spiffe://example.org/x",
+        "--ttl",
+        "5h",
+        "--write",
         d4.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
@@ -168,9 +193,13 @@ fn write_upstream_root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, V
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CommonName, "Test Upstream Root");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "Test Upstream Root");
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
     let now = time::OffsetDateTime::now_utc();
     p.not_before = now - time::Duration::hours(1);
     p.not_after = now + time::Duration::days(30);
@@ -241,9 +270,12 @@ async fn https_get(
         .await
         .unwrap();
     let mut resp = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut resp))
-        .await
-        .expect("response in time");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut resp),
+    )
+    .await
+    .expect("response in time");
     let resp = String::from_utf8(resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap();
     (head.to_string(), body.to_string())
@@ -262,7 +294,11 @@ async fn bundle_endpoint_https_spiffe_serves_the_bundle() {
     let cfg = client_config(v, None).unwrap();
     let (head, body) = https_get(s.bundle_addr.unwrap(), cfg, "bundle.invalid").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["spiffe_refresh_hint"], 120);
     assert!(json["spiffe_sequence"].as_u64().unwrap() >= 1);
@@ -273,7 +309,10 @@ async fn bundle_endpoint_https_spiffe_serves_the_bundle() {
     }
     let td = TrustDomain::parse("example.org").unwrap();
     let decoded = jwks::decode(&td, body.as_bytes()).unwrap();
-    assert_eq!(decoded.x509_authorities, pem, "x5c certs differ from `bundle show`");
+    assert_eq!(
+        decoded.x509_authorities, pem,
+        "x5c certs differ from `bundle show`"
+    );
     // Same as the CLI's JWKS view.
     let cli_jwks: serde_json::Value =
         serde_json::from_str(&s.cli_ok(&["bundle", "show", "--format", "jwks"])).unwrap();
@@ -314,5 +353,8 @@ async fn bundle_endpoint_https_web_uses_the_operator_cert() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let td = TrustDomain::parse("example.org").unwrap();
     let decoded = jwks::decode(&td, body.as_bytes()).unwrap();
-    assert_eq!(decoded.x509_authorities, pem_certs(&s.cli_ok(&["bundle", "show"])));
+    assert_eq!(
+        decoded.x509_authorities,
+        pem_certs(&s.cli_ok(&["bundle", "show"]))
+    );
 }

@@ -20,8 +20,8 @@ pub async fn connect(path: &Path) -> anyhow::Result<AdminApiClient<Channel>> {
         }))
         .await
         .map_err(|e| {
-            let cause = std::error::Error::source(&e)
-                .map_or_else(|| e.to_string(), ToString::to_string);
+            let cause =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
             anyhow::anyhow!(
                 "cannot connect to the admin socket {}: {cause} (is sigil-server running? \
                  use --socket or SIGIL_ADMIN_SOCKET)",

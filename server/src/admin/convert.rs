@@ -86,7 +86,10 @@ pub fn check_dns_names(field: &str, names: &[String]) -> Result<(), String> {
     if names.len() > MAX_DNS_NAMES {
         return Err(err(
             field,
-            format!("{} names, more than the limit of {MAX_DNS_NAMES}", names.len()),
+            format!(
+                "{} names, more than the limit of {MAX_DNS_NAMES}",
+                names.len()
+            ),
         ));
     }
     for n in names {
@@ -99,7 +102,10 @@ pub fn parse_selectors(field: &str, sels: &[pb::Selector]) -> Result<Vec<Selecto
     if sels.len() > MAX_SELECTORS {
         return Err(err(
             field,
-            format!("{} selectors, more than the limit of {MAX_SELECTORS}", sels.len()),
+            format!(
+                "{} selectors, more than the limit of {MAX_SELECTORS}",
+                sels.len()
+            ),
         ));
     }
     sels.iter()
@@ -179,7 +185,10 @@ pub fn check_spec(spec: &EntrySpec, now: i64) -> Result<(), String> {
     if let Some(at) = spec.expires_at
         && at <= now
     {
-        return Err(err("expires_at", format!("{at} (unix seconds) is in the past")));
+        return Err(err(
+            "expires_at",
+            format!("{at} (unix seconds) is in the past"),
+        ));
     }
     Ok(())
 }
@@ -293,19 +302,43 @@ mod tests {
     fn refusals_name_field_and_rule() {
         type Mutate = Box<dyn Fn(&mut pb::Entry)>;
         let cases: Vec<(Mutate, &str)> = vec![
-            (Box::new(|e| e.spiffe_id = "spiffe://example.org/a/".into()), "spiffe_id"),
-            (Box::new(|e| e.spiffe_id = "spiffe://other.org/a".into()), "trust domain"),
-            (Box::new(|e| e.spiffe_id = "spiffe://example.org".into()), "no path"),
-            (Box::new(|e| e.spiffe_id = "spiffe://example.org/sigil/x".into()), "reserved"),
-            (Box::new(|e| e.parent_id = "spiffe://EXAMPLE.org/x".into()), "parent_id"),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://example.org/a/".into()),
+                "spiffe_id",
+            ),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://other.org/a".into()),
+                "trust domain",
+            ),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://example.org".into()),
+                "no path",
+            ),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://example.org/sigil/x".into()),
+                "reserved",
+            ),
+            (
+                Box::new(|e| e.parent_id = "spiffe://EXAMPLE.org/x".into()),
+                "parent_id",
+            ),
             (Box::new(|e| e.selectors.clear()), "at least one selector"),
-            (Box::new(|e| e.selectors[0].r#type = "UNIX".into()), "[a-z0-9_-]+"),
+            (
+                Box::new(|e| e.selectors[0].r#type = "UNIX".into()),
+                "[a-z0-9_-]+",
+            ),
             (Box::new(|e| e.x509_svid_ttl_seconds = 7200), "ca_ttl / 6"),
             (Box::new(|e| e.x509_svid_ttl_seconds = -1), "negative"),
-            (Box::new(|e| e.dns_names = vec!["bad_name".into()]), "DNS name"),
+            (
+                Box::new(|e| e.dns_names = vec!["bad_name".into()]),
+                "DNS name",
+            ),
             (Box::new(|e| e.hint = "a\nb".into()), "control"),
             (Box::new(|e| e.expires_at = 5), "in the past"),
-            (Box::new(|e| e.federates_with = vec!["A B".into()]), "federates_with"),
+            (
+                Box::new(|e| e.federates_with = vec!["A B".into()]),
+                "federates_with",
+            ),
         ];
         for (mutate, needle) in cases {
             let mut e = good();

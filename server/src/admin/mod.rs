@@ -217,7 +217,8 @@ impl AdminApi for AdminService {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                convert::entry_spec(e, &self.settings.limits, now).map_err(|m| format!("entry {i}: {m}"))
+                convert::entry_spec(e, &self.settings.limits, now)
+                    .map_err(|m| format!("entry {i}: {m}"))
             })
             .collect();
         let results = self
@@ -284,8 +285,10 @@ impl AdminApi for AdminService {
                 .map_err(invalid)?,
         };
         let entries = self.registry.list(&filter);
-        let items: Vec<Result<pb::Entry, Status>> =
-            entries.iter().map(|e| Ok(convert::entry_to_pb(e))).collect();
+        let items: Vec<Result<pb::Entry, Status>> = entries
+            .iter()
+            .map(|e| Ok(convert::entry_to_pb(e)))
+            .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 
@@ -480,7 +483,10 @@ impl AdminApi for AdminService {
         Ok(Response::new(agent_to_pb(&a)))
     }
 
-    async fn ban_agent(&self, req: Request<pb::AgentIdRequest>) -> Result<Response<pb::Agent>, Status> {
+    async fn ban_agent(
+        &self,
+        req: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
         self.set_banned(req.into_inner(), true).await
     }
 

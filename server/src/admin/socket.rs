@@ -102,7 +102,10 @@ mod tests {
         assert!(uid_allowed(Some(5), 5, &[]));
         assert!(!uid_allowed(Some(6), 5, &[]));
         assert!(uid_allowed(Some(6), 5, &[6]));
-        assert!(!uid_allowed(Some(0), 5, &[6]), "root is not implicitly allowed");
+        assert!(
+            !uid_allowed(Some(0), 5, &[6]),
+            "root is not implicitly allowed"
+        );
         assert!(!uid_allowed(None, 5, &[5]), "no credentials, no access");
     }
 

@@ -169,7 +169,10 @@ mod tests {
             assert_eq!(n, 1, "method {m} must have exactly one rule in RULES");
         }
         for (r, _) in RULES {
-            assert!(methods.contains(&r.to_string()), "rule for unknown method {r}");
+            assert!(
+                methods.contains(&r.to_string()),
+                "rule for unknown method {r}"
+            );
         }
         // Only attestation runs without a client certificate.
         for (m, a) in RULES {
@@ -179,11 +182,26 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_refused() {
-        assert_eq!(access_for("/sigil.agent.v1.AgentApi/AttestNode"), Access::AttestingNode);
-        assert_eq!(access_for("/sigil.agent.v1.AgentApi/SignSvids"), Access::Agent);
-        assert_eq!(access_for("/sigil.agent.v1.AgentApi/NewMethod"), Access::Nobody);
-        assert_eq!(access_for("/sigil.admin.v1.AdminApi/CreateEntries"), Access::Nobody);
-        assert_eq!(access_for("/grpc.reflection.v1.ServerReflection/X"), Access::Nobody);
+        assert_eq!(
+            access_for("/sigil.agent.v1.AgentApi/AttestNode"),
+            Access::AttestingNode
+        );
+        assert_eq!(
+            access_for("/sigil.agent.v1.AgentApi/SignSvids"),
+            Access::Agent
+        );
+        assert_eq!(
+            access_for("/sigil.agent.v1.AgentApi/NewMethod"),
+            Access::Nobody
+        );
+        assert_eq!(
+            access_for("/sigil.admin.v1.AdminApi/CreateEntries"),
+            Access::Nobody
+        );
+        assert_eq!(
+            access_for("/grpc.reflection.v1.ServerReflection/X"),
+            Access::Nobody
+        );
         assert_eq!(access_for(""), Access::Nobody);
         assert_eq!(access_for("/"), Access::Nobody);
     }

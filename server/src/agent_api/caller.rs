@@ -51,7 +51,11 @@ impl Authenticator {
     }
 
     /// Authenticates the caller of `method` as an attested agent.
-    pub fn authenticate(&self, peer: Option<&PeerInfo>, method: &str) -> Result<AgentCaller, Status> {
+    pub fn authenticate(
+        &self,
+        peer: Option<&PeerInfo>,
+        method: &str,
+    ) -> Result<AgentCaller, Status> {
         let remote = peer
             .and_then(|p| p.remote)
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
@@ -67,25 +71,46 @@ impl Authenticator {
             ));
         };
         let Some((leaf, intermediates)) = chain.split_first() else {
-            return Err(deny(tonic::Code::Unauthenticated, "", "empty certificate chain".into()));
+            return Err(deny(
+                tonic::Code::Unauthenticated,
+                "",
+                "empty certificate chain".into(),
+            ));
         };
         // Again at call time: the bundle may have changed and the
         // certificate may have expired since the handshake.
         self.verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .map_err(|e| deny(tonic::Code::PermissionDenied, "", format!("agent SVID refused: {e}")))?;
+            .map_err(|e| {
+                deny(
+                    tonic::Code::PermissionDenied,
+                    "",
+                    format!("agent SVID refused: {e}"),
+                )
+            })?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
-            deny(tonic::Code::PermissionDenied, "", format!("agent SVID unreadable: {e}"))
+            deny(
+                tonic::Code::PermissionDenied,
+                "",
+                format!("agent SVID unreadable: {e}"),
+            )
         })?;
         let id = sigil_proto::tls::spiffe_id_from_cert(leaf).map_err(|e| {
-            deny(tonic::Code::PermissionDenied, "", format!("agent SVID has no SPIFFE ID: {e}"))
+            deny(
+                tonic::Code::PermissionDenied,
+                "",
+                format!("agent SVID has no SPIFFE ID: {e}"),
+            )
         })?;
         let agent = id.to_string();
         if !is_agent_id(&id, &self.trust_domain) {
             return Err(deny(
                 tonic::Code::PermissionDenied,
                 &agent,
-                format!("{id} is not an agent ID of trust domain {}", self.trust_domain),
+                format!(
+                    "{id} is not an agent ID of trust domain {}",
+                    self.trust_domain
+                ),
             ));
         }
         let serial = hex::encode(cert.raw_serial())
@@ -102,7 +127,9 @@ impl Authenticator {
                 deny(
                     tonic::Code::PermissionDenied,
                     &agent,
-                    format!("agent {id} is not attested (unknown or evicted); it must attest again"),
+                    format!(
+                        "agent {id} is not attested (unknown or evicted); it must attest again"
+                    ),
                 )
             })?;
         if record.banned {

@@ -27,7 +27,12 @@ pub fn entry_to_pb(e: &Entry) -> pb::Entry {
         x509_svid_ttl_seconds: i64::try_from(e.spec.x509_svid_ttl).unwrap_or(i64::MAX),
         jwt_svid_ttl_seconds: i64::try_from(e.spec.jwt_svid_ttl).unwrap_or(i64::MAX),
         dns_names: e.spec.dns_names.clone(),
-        federates_with: e.spec.federates_with.iter().map(ToString::to_string).collect(),
+        federates_with: e
+            .spec
+            .federates_with
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         hint: e.spec.hint.clone(),
         admin: e.spec.admin,
         downstream: e.spec.downstream,
@@ -53,10 +58,14 @@ pub fn csr_public_key(der: &[u8]) -> Result<PublicKey, String> {
         return Err("CSR is empty".into());
     }
     if der.len() > MAX_CSR_BYTES {
-        return Err(format!("CSR is {} bytes, more than the limit of {MAX_CSR_BYTES}", der.len()));
+        return Err(format!(
+            "CSR is {} bytes, more than the limit of {MAX_CSR_BYTES}",
+            der.len()
+        ));
     }
-    let params = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
-        .map_err(|e| format!("invalid CSR: {e}"))?;
+    let params =
+        CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
+            .map_err(|e| format!("invalid CSR: {e}"))?;
     let alg = params.public_key.algorithm();
     if alg != &rcgen::PKCS_ECDSA_P256_SHA256
         && alg != &rcgen::PKCS_ECDSA_P384_SHA384
@@ -74,15 +83,25 @@ mod tests {
     #[test]
     fn csr_checks() {
         let key = rcgen::KeyPair::generate().unwrap();
-        let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
         let pk = csr_public_key(csr.der()).unwrap();
         assert_eq!(rcgen::PublicKeyData::der_bytes(&pk), key.public_key_raw());
         assert!(csr_public_key(b"").unwrap_err().contains("empty"));
-        assert!(csr_public_key(b"garbage").unwrap_err().contains("invalid CSR"));
+        assert!(
+            csr_public_key(b"garbage")
+                .unwrap_err()
+                .contains("invalid CSR")
+        );
         let mut bad = csr.der().to_vec();
         let n = bad.len();
         bad[n - 3] ^= 0x55; // corrupt the signature
         assert!(csr_public_key(&bad).is_err());
-        assert!(csr_public_key(&vec![0u8; MAX_CSR_BYTES + 1]).unwrap_err().contains("limit"));
+        assert!(
+            csr_public_key(&vec![0u8; MAX_CSR_BYTES + 1])
+                .unwrap_err()
+                .contains("limit")
+        );
     }
 }

@@ -107,7 +107,13 @@ impl AgentApiService {
         let key = convert::csr_public_key(csr).map_err(Status::invalid_argument)?;
         self.ca
             .active()
-            .sign_leaf(id, &[], self.settings.agent_svid_ttl, &key, self.clock.now())
+            .sign_leaf(
+                id,
+                &[],
+                self.settings.agent_svid_ttl,
+                &key,
+                self.clock.now(),
+            )
             .map_err(|e| {
                 error!(error = %e, "signing an agent SVID failed");
                 Status::internal("internal error; see the server log")
@@ -168,15 +174,19 @@ impl AgentApiService {
                 "the first attestation message must carry AttestationParams",
             ));
         };
-        let attestor = self.attestors.get(params.attestor.as_str()).cloned().ok_or_else(|| {
-            let mut known: Vec<&str> = self.attestors.keys().copied().collect();
-            known.sort_unstable();
-            Status::invalid_argument(format!(
-                "unknown node attestor {:?} (configured: {})",
-                params.attestor,
-                known.join(", ")
-            ))
-        })?;
+        let attestor = self
+            .attestors
+            .get(params.attestor.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                let mut known: Vec<&str> = self.attestors.keys().copied().collect();
+                known.sort_unstable();
+                Status::invalid_argument(format!(
+                    "unknown node attestor {:?} (configured: {})",
+                    params.attestor,
+                    known.join(", ")
+                ))
+            })?;
         // Check the CSR before the attestor consumes anything (a token).
         convert::csr_public_key(&params.csr).map_err(Status::invalid_argument)?;
         let now = unix(self.clock.now());

@@ -36,8 +36,8 @@ impl RateLimiter {
             });
         }
         let (tokens, at) = b.entry(key.to_string()).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
+            .min(self.burst);
         *at = now;
         let need = f64::from(n);
         if *tokens >= need {
@@ -67,6 +67,9 @@ mod tests {
         assert!(r.try_take_at("b", 20, t0), "other callers unaffected");
         assert!(!r.try_take_at("a", 2, t0 + Duration::from_millis(100)));
         assert!(r.try_take_at("a", 2, t0 + Duration::from_millis(300)));
-        assert!(!r.try_take_at("a", 21, t0 + Duration::from_secs(100)), "never above burst");
+        assert!(
+            !r.try_take_at("a", 21, t0 + Duration::from_secs(100)),
+            "never above burst"
+        );
     }
 }

@@ -94,10 +94,10 @@ impl Stream {
 
     /// Sends the whole authorized set in pages; the last page says so.
     async fn full(&mut self) -> Result<(), ()> {
-        let view = self
-            .ctx
-            .registry
-            .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
+        let view =
+            self.ctx
+                .registry
+                .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
         self.revision = view.revision;
         self.parents = view.parents;
         self.known = view.entries.iter().map(|e| e.id.clone()).collect();
@@ -134,10 +134,10 @@ impl Stream {
         }) {
             return self.full().await;
         }
-        let view = self
-            .ctx
-            .registry
-            .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
+        let view =
+            self.ctx
+                .registry
+                .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
         self.revision = view.revision;
         self.parents = view.parents;
         self.known = view.entries.iter().map(|e| e.id.clone()).collect();
@@ -172,10 +172,11 @@ impl Stream {
         };
         if self.ctx.registry.is_node_entry(e) {
             // Aliases may have changed: diff the whole view.
-            let view = self
-                .ctx
-                .registry
-                .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
+            let view = self.ctx.registry.view_for(
+                &self.caller.id,
+                &self.caller.record.selectors,
+                self.now(),
+            );
             let ids: HashSet<String> = view.entries.iter().map(|e| e.id.clone()).collect();
             for gone in self.known.difference(&ids) {
                 self.send(deleted(gone, self.revision)).await?;
@@ -210,7 +211,9 @@ impl Stream {
             .get_agent(&self.caller.id)
             .map_err(|_| Status::unavailable("agent lookup failed"))?;
         match rec {
-            None => Err(Status::permission_denied("agent evicted; it must attest again")),
+            None => Err(Status::permission_denied(
+                "agent evicted; it must attest again",
+            )),
             Some(r) if r.banned => Err(Status::permission_denied("agent banned")),
             Some(r)
                 if r.serial != self.caller.serial

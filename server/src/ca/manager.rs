@@ -88,7 +88,13 @@ impl CaManager {
                 ca
             }
         };
-        let bundle = reconcile_bundle(store.as_ref(), upstream.as_deref(), &settings, &journal, now)?;
+        let bundle = reconcile_bundle(
+            store.as_ref(),
+            upstream.as_deref(),
+            &settings,
+            &journal,
+            now,
+        )?;
         let (tx, _) = watch::channel(Arc::new(bundle));
         info!(
             slot = active.slot().name(),
@@ -253,7 +259,11 @@ fn mint_active(
     // The slot we replaced may have held a key; it is no longer referenced.
     remove_orphan_keys(keys, &written)?;
     let ca = X509Ca::new(slot, key, chain)?;
-    info!(slot = slot.name(), serial = ca.serial_hex(), "minted new CA");
+    info!(
+        slot = slot.name(),
+        serial = ca.serial_hex(),
+        "minted new CA"
+    );
     Ok((ca, written))
 }
 

@@ -134,8 +134,7 @@ mod tests {
 
     #[test]
     fn validity_is_backdated_and_capped() {
-        let (nb, na) =
-            leaf_validity(t(1000), Duration::from_secs(3600), t(0), t(100_000)).unwrap();
+        let (nb, na) = leaf_validity(t(1000), Duration::from_secs(3600), t(0), t(100_000)).unwrap();
         assert_eq!((nb, na), (t(990), t(4600)));
         // Capped at the CA's expiry.
         let (_, na) = leaf_validity(t(1000), Duration::from_secs(3600), t(0), t(2000)).unwrap();

@@ -277,9 +277,9 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                     let parent = match (node, parent_id) {
                         (true, _) => server_id(&id.trust_domain()),
                         (false, Some(p)) => p,
-                        (false, None) => anyhow::bail!(
-                            "--parent-id is required (or --node for a node entry)"
-                        ),
+                        (false, None) => {
+                            anyhow::bail!("--parent-id is required (or --node for a node entry)")
+                        }
                     };
                     if selectors.is_empty() {
                         anyhow::bail!("at least one --selector is required (e.g. unix:uid:1000)");
@@ -363,8 +363,14 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                     parent_id: parent_id.clone(),
                     selectors: selectors.clone(),
                 };
-                let keep = filter.spiffe_id.as_ref().is_none_or(|s| s.as_str() == e.spiffe_id)
-                    && filter.parent_id.as_ref().is_none_or(|p| p.as_str() == e.parent_id)
+                let keep = filter
+                    .spiffe_id
+                    .as_ref()
+                    .is_none_or(|s| s.as_str() == e.spiffe_id)
+                    && filter
+                        .parent_id
+                        .as_ref()
+                        .is_none_or(|p| p.as_str() == e.parent_id)
                     && selectors.iter().all(|s| {
                         e.selectors
                             .iter()

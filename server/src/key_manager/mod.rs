@@ -65,7 +65,10 @@ pub(crate) fn generate(key_type: KeyType) -> Result<KeyPair, KeyError> {
 /// Parses PKCS#8 DER of an EC P-256 or P-384 key.
 pub(crate) fn from_pkcs8(id: &str, der: &[u8]) -> Result<KeyPair, KeyError> {
     let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from(der);
-    for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384] {
+    for alg in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    ] {
         if let Ok(k) = KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, alg) {
             return Ok(k);
         }

@@ -53,7 +53,11 @@ impl DiskUpstream {
             .map_err(|e| invalid("upstream cert_file", &cfg.cert_file, e.to_string()))?;
         let key_bytes = read("upstream key_file", &cfg.key_file)?;
         let key_text = std::str::from_utf8(&key_bytes).map_err(|_| {
-            invalid("upstream key_file", &cfg.key_file, "not a PEM file (not UTF-8)")
+            invalid(
+                "upstream key_file",
+                &cfg.key_file,
+                "not a PEM file (not UTF-8)",
+            )
         })?;
         let key = KeyPair::from_pem(key_text).map_err(|e| {
             invalid(

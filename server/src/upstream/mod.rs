@@ -29,8 +29,11 @@ pub trait UpstreamAuthority: Send + Sync + 'static {
     /// Signs Sigil's CA certificate (`params`, over `key`'s public key).
     /// Returns DER: the new CA certificate first, then the upstream
     /// intermediates a verifier needs to reach an anchor (never the anchors).
-    fn mint_ca(&self, params: &CertificateParams, key: &KeyPair)
-    -> Result<Vec<Vec<u8>>, UpstreamError>;
+    fn mint_ca(
+        &self,
+        params: &CertificateParams,
+        key: &KeyPair,
+    ) -> Result<Vec<Vec<u8>>, UpstreamError>;
     /// The upstream trust anchors (DER), published as the bundle.
     fn trust_anchors(&self) -> Vec<Vec<u8>>;
     /// Unix seconds: the upstream signing certificate's expiry; a minted CA

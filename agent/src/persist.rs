@@ -1,0 +1,132 @@
+//! The agent's durable state under `data_dir`: its SVID chain and key (one
+//! file, so they can never be mismatched) and the last bundle, each written
+//! atomically (temp file, fsync, rename) with mode 0600, so a restart
+//! resumes without re-attesting.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// CERTIFICATE blocks (leaf first), then the PRIVATE KEY block.
+const IDENTITY: &str = "agent_svid.pem";
+const BUNDLE: &str = "bundle.pem";
+
+/// The agent's identity as stored.
+pub struct StoredIdentity {
+    pub key_pkcs8: Vec<u8>,
+    /// DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    pub bundle: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StoredIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredIdentity")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes `contents` to `path` atomically with `mode`.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("file name is not valid UTF-8")?;
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    dir: PathBuf,
+}
+
+impl DataDir {
+    /// Creates `dir` (0700) if needed.
+    pub fn open(dir: &Path) -> anyhow::Result<DataDir> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data_dir {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("securing data_dir {}", dir.display()))?;
+        Ok(DataDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The stored identity, if there is one.
+    pub fn load(&self) -> anyhow::Result<Option<StoredIdentity>> {
+        let path = self.dir.join(IDENTITY);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let blocks =
+            pem::parse_many(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut chain = Vec::new();
+        let mut key = None;
+        for b in blocks {
+            match b.tag() {
+                "CERTIFICATE" => chain.push(b.into_contents()),
+                "PRIVATE KEY" => key = Some(b.into_contents()),
+                other => anyhow::bail!("{}: unexpected PEM block {other:?}", path.display()),
+            }
+        }
+        let key_pkcs8 = key.with_context(|| format!("{}: no PRIVATE KEY block", path.display()))?;
+        if chain.is_empty() {
+            anyhow::bail!("{}: no CERTIFICATE block", path.display());
+        }
+        let bpath = self.dir.join(BUNDLE);
+        let b = fs::read(&bpath).with_context(|| format!("reading {}", bpath.display()))?;
+        let bundle = sigil_proto::jwks::from_pem(&b)
+            .with_context(|| format!("parsing {}", bpath.display()))?;
+        Ok(Some(StoredIdentity {
+            key_pkcs8,
+            chain,
+            bundle,
+        }))
+    }
+
+    /// Stores the SVID and key (one atomic write), then the bundle.
+    pub fn save(&self, id: &StoredIdentity) -> anyhow::Result<()> {
+        let mut text = sigil_proto::jwks::to_pem(&id.chain);
+        text.push_str(&pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            id.key_pkcs8.clone(),
+        )));
+        write_atomic(&self.dir.join(IDENTITY), text.as_bytes(), 0o600)?;
+        self.save_bundle(&id.bundle)
+    }
+
+    pub fn save_bundle(&self, bundle: &[Vec<u8>]) -> anyhow::Result<()> {
+        write_atomic(
+            &self.dir.join(BUNDLE),
+            sigil_proto::jwks::to_pem(bundle).as_bytes(),
+            0o600,
+        )
+    }
+}

@@ -1,0 +1,132 @@
+//! When to (re)issue an SVID: pure functions over a clock reading, so every
+//! rule has a unit test. An SVID is renewed when half its life has passed
+//! (± 10 % jitter, so thousands of SVIDs issued together do not renew in one
+//! burst): the new one is valid long before the old one expires. It is
+//! re-issued at once when its entry changed or its signing CA left the
+//! bundle.
+
+/// Why an SVID must be (re)issued now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// There is none yet.
+    Missing,
+    /// The entry changed since it was issued.
+    EntryChanged,
+    /// Half its life (± jitter) has passed.
+    HalfLife,
+    /// It no longer chains to the bundle (its CA was rotated away).
+    CaChanged,
+    /// It has expired.
+    Expired,
+}
+
+/// What is known about a cached SVID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issued {
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Revision of the entry it was issued for.
+    pub entry_revision: u64,
+    /// Jitter in [-1000, 1000] thousandths of 10 % of half the lifetime.
+    pub jitter_permille: i16,
+}
+
+/// The moment an SVID is due for renewal: half its life, shifted by up to
+/// ± 10 % of that half.
+pub fn renew_at(i: &Issued) -> i64 {
+    let life = (i.not_after - i.not_before).max(0);
+    let half = life / 2;
+    let jitter = i64::from(i.jitter_permille.clamp(-1000, 1000));
+    i.not_before + half + half * jitter / 10_000
+}
+
+/// Decides whether the SVID for an entry at `entry_revision` must be issued
+/// now. `chains_to_bundle` says whether the SVID's signing CA is still in the
+/// bundle.
+pub fn decide(
+    current: Option<&Issued>,
+    entry_revision: u64,
+    chains_to_bundle: bool,
+    now: i64,
+) -> Option<Reason> {
+    let Some(i) = current else {
+        return Some(Reason::Missing);
+    };
+    if now >= i.not_after {
+        Some(Reason::Expired)
+    } else if i.entry_revision != entry_revision {
+        Some(Reason::EntryChanged)
+    } else if !chains_to_bundle {
+        Some(Reason::CaChanged)
+    } else if now >= renew_at(i) {
+        Some(Reason::HalfLife)
+    } else {
+        None
+    }
+}
+
+/// Exponential backoff with full jitter: attempt 0 → up to 1 s, doubling to
+/// at most 30 s. `random` is in [0, 1).
+pub fn backoff_ms(attempt: u32, random: f64) -> u64 {
+    let cap = 30_000u64;
+    let base = 1_000u64.saturating_mul(1u64 << attempt.min(5)).min(cap);
+    // At least a quarter of the window, so retries never spin.
+    let r = random.clamp(0.0, 1.0);
+    base / 4 + ((base - base / 4) as f64 * r) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issued(nb: i64, na: i64, rev: u64, jitter: i16) -> Issued {
+        Issued {
+            not_before: nb,
+            not_after: na,
+            entry_revision: rev,
+            jitter_permille: jitter,
+        }
+    }
+
+    #[test]
+    fn renews_at_half_life_with_bounded_jitter() {
+        let i = issued(1000, 1100, 1, 0);
+        assert_eq!(renew_at(&i), 1050);
+        assert_eq!(renew_at(&issued(1000, 1100, 1, 1000)), 1055);
+        assert_eq!(renew_at(&issued(1000, 1100, 1, -1000)), 1045);
+        // Out-of-range jitter is clamped.
+        assert_eq!(renew_at(&issued(1000, 1100, 1, i16::MAX)), 1055);
+        assert_eq!(decide(Some(&i), 1, true, 1049), None);
+        assert_eq!(decide(Some(&i), 1, true, 1050), Some(Reason::HalfLife));
+    }
+
+    #[test]
+    fn renewal_overlaps_the_old_svid() {
+        // Whatever the jitter, renewal comes well before expiry.
+        for j in [-1000i16, -500, 0, 500, 1000] {
+            let i = issued(0, 3600, 1, j);
+            let at = renew_at(&i);
+            assert!(at < 3600 && 3600 - at >= 1600, "jitter {j}: {at}");
+        }
+    }
+
+    #[test]
+    fn reasons_in_order() {
+        let i = issued(1000, 1100, 3, 0);
+        assert_eq!(decide(None, 3, true, 0), Some(Reason::Missing));
+        assert_eq!(decide(Some(&i), 4, true, 1010), Some(Reason::EntryChanged));
+        assert_eq!(decide(Some(&i), 3, false, 1010), Some(Reason::CaChanged));
+        assert_eq!(decide(Some(&i), 3, true, 1100), Some(Reason::Expired));
+        assert_eq!(decide(Some(&i), 3, true, 1010), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff_ms(0, 0.0) >= 250 && backoff_ms(0, 0.999) <= 1000);
+        assert!(backoff_ms(3, 0.5) > backoff_ms(0, 0.5));
+        assert!(backoff_ms(20, 0.999) <= 30_000);
+        assert!(backoff_ms(20, 0.0) >= 7_500);
+    }
+}

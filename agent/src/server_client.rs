@@ -1,0 +1,233 @@
+//! Talking to the server's agent API over mutual TLS: the server must present
+//! `spiffe://<td>/sigil/server` chaining to the bundle; the agent presents its
+//! current agent SVID (none while attesting). A channel is reused until the
+//! agent's SVID changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use sigil_proto::TrustDomain;
+use sigil_proto::agent_api::{self as pb, agent_api_client::AgentApiClient};
+use sigil_proto::tls::{SpiffeServerVerifier, TrustRoots, authorize_exact, client_config};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, watch};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::identity::AgentIdentity;
+use crate::node_attestor::NodeAttestorClient;
+
+/// Largest message accepted from the server.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Accepts any server certificate (handshake signatures are still checked).
+/// Only for `insecure_bootstrap`: the first attestation of an agent that was
+/// given no bundle. Never used once a bundle is known.
+#[derive(Debug)]
+struct InsecureBootstrapVerifier(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for InsecureBootstrapVerifier {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn client_cert(id: &AgentIdentity) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    (
+        id.chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_pkcs8.clone())),
+    )
+}
+
+/// A TLS client config that checks the server against `roots`.
+pub fn tls_config(
+    roots: &TrustRoots,
+    td: &TrustDomain,
+    ident: Option<&AgentIdentity>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let server_id = td.spiffe_id("/sigil/server")?;
+    let verifier = Arc::new(SpiffeServerVerifier::new(
+        roots.clone(),
+        authorize_exact(server_id),
+    ));
+    let mut cfg = client_config(verifier, ident.map(client_cert))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// A TLS client config that trusts any server: insecure bootstrap only.
+pub fn insecure_bootstrap_config() -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(InsecureBootstrapVerifier(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Opens a channel to `addr` (`host:port`).
+pub async fn connect(
+    addr: &str,
+    cfg: rustls::ClientConfig,
+) -> anyhow::Result<AgentApiClient<Channel>> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let addr = addr.to_string();
+    let target = addr.clone();
+    let channel = Endpoint::from_static("http://sigil-server.invalid")
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            let addr = addr.clone();
+            async move {
+                let tcp = TcpStream::connect(&addr).await?;
+                let _ = tcp.set_nodelay(true);
+                // Names are not checked: the verifier checks the SPIFFE ID.
+                let name =
+                    ServerName::try_from("sigil-server.invalid").map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .with_context(|| format!("connecting to the server at {target}"))?;
+    Ok(AgentApiClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Attests the node; returns the agent's new identity and the bundle.
+pub async fn attest(
+    client: &mut AgentApiClient<Channel>,
+    attestor: &dyn NodeAttestorClient,
+) -> anyhow::Result<(AgentIdentity, pb::Bundle)> {
+    let (key, csr) = crate::identity::key_and_csr()?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::AttestNodeRequest {
+        step: Some(pb::attest_node_request::Step::Params(
+            pb::AttestationParams {
+                attestor: attestor.name().to_string(),
+                payload: attestor.payload()?,
+                csr,
+            },
+        )),
+    })
+    .await
+    .context("attestation stream closed")?;
+    let mut resp = client
+        .attest_node(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| anyhow::anyhow!("node attestation refused: {}", s.message()))?
+        .into_inner();
+    loop {
+        let msg = resp
+            .message()
+            .await
+            .map_err(|s| anyhow::anyhow!("node attestation refused: {}", s.message()))?
+            .context("the server closed the attestation stream")?;
+        match msg.step {
+            Some(pb::attest_node_response::Step::Challenge(c)) => {
+                let answer = attestor.answer(&c)?;
+                tx.send(pb::AttestNodeRequest {
+                    step: Some(pb::attest_node_request::Step::ChallengeResponse(answer)),
+                })
+                .await
+                .context("attestation stream closed")?;
+            }
+            Some(pb::attest_node_response::Step::Svid(svid)) => {
+                let bundle = svid
+                    .bundle
+                    .clone()
+                    .context("attestation reply without a bundle")?;
+                let ident = AgentIdentity::from_parts(svid.cert_chain, key.serialize_der())?;
+                return Ok((ident, bundle));
+            }
+            None => anyhow::bail!("empty attestation reply"),
+        }
+    }
+}
+
+/// A reusable client that follows the agent's identity.
+pub struct ServerClient {
+    addr: String,
+    td: TrustDomain,
+    roots: TrustRoots,
+    identity: watch::Receiver<Arc<AgentIdentity>>,
+    cached: Mutex<Option<(String, AgentApiClient<Channel>)>>,
+}
+
+impl ServerClient {
+    pub fn new(
+        addr: String,
+        td: TrustDomain,
+        roots: TrustRoots,
+        identity: watch::Receiver<Arc<AgentIdentity>>,
+    ) -> ServerClient {
+        ServerClient {
+            addr,
+            td,
+            roots,
+            identity,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The roots the server is checked against (updated from the bundle).
+    pub fn roots(&self) -> &TrustRoots {
+        &self.roots
+    }
+
+    /// A client authenticated with the current agent SVID.
+    pub async fn client(&self) -> anyhow::Result<AgentApiClient<Channel>> {
+        let ident = self.identity.borrow().clone();
+        let mut cached = self.cached.lock().await;
+        if let Some((serial, c)) = cached.as_ref()
+            && *serial == ident.serial
+        {
+            return Ok(c.clone());
+        }
+        let c = connect(&self.addr, tls_config(&self.roots, &self.td, Some(&ident))?).await?;
+        *cached = Some((ident.serial.clone(), c.clone()));
+        Ok(c)
+    }
+
+    /// Forgets the cached channel (after a transport error).
+    pub async fn reset(&self) {
+        *self.cached.lock().await = None;
+    }
+}

@@ -1,0 +1,72 @@
+//! A Workload API client for the agent's own CLI: finds the socket (flag,
+//! then `SPIFFE_ENDPOINT_SOCKET`, then the default) and sends the security
+//! header on every call.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use tokio::net::UnixStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+pub const DEFAULT_SOCKET: &str = "/run/sigil/agent.sock";
+
+/// Resolves the socket path: `--socket`, else `SPIFFE_ENDPOINT_SOCKET`
+/// (`unix:///path` or `unix:/path`), else the default.
+pub fn socket_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    match std::env::var("SPIFFE_ENDPOINT_SOCKET") {
+        Ok(v) if !v.is_empty() => {
+            let path = v
+                .strip_prefix("unix://")
+                .or_else(|| v.strip_prefix("unix:"))
+                .with_context(|| {
+                    format!("SPIFFE_ENDPOINT_SOCKET {v:?} must be unix:///absolute/path")
+                })?;
+            if !path.starts_with('/') {
+                anyhow::bail!("SPIFFE_ENDPOINT_SOCKET {v:?} must be unix:///absolute/path");
+            }
+            Ok(PathBuf::from(path))
+        }
+        _ => Ok(PathBuf::from(DEFAULT_SOCKET)),
+    }
+}
+
+fn add_header(mut req: Request<()>) -> Result<Request<()>, Status> {
+    req.metadata_mut().insert(
+        "workload.spiffe.io",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    Ok(req)
+}
+
+pub type Client = SpiffeWorkloadApiClient<
+    InterceptedService<Channel, fn(Request<()>) -> Result<Request<()>, Status>>,
+>;
+
+/// Connects to the Workload API socket at `path`.
+pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+    let p = path.to_path_buf();
+    let channel = Endpoint::from_static("http://workload-api.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = p.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
+        }))
+        .await
+        .map_err(|e| {
+            let cause =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+            anyhow::anyhow!(
+                "cannot connect to the Workload API at {}: {cause} (is sigil-agent running? use \
+                 --socket or SPIFFE_ENDPOINT_SOCKET)",
+                path.display()
+            )
+        })?;
+    let f: fn(Request<()>) -> Result<Request<()>, Status> = add_header;
+    Ok(SpiffeWorkloadApiClient::with_interceptor(channel, f))
+}
