@@ -634,3 +634,36 @@ async fn batch_of_500_csrs_and_one_bad_item() {
     let err = sign(&s, &a, items).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attestation_is_rate_limited_per_address() {
+    let s = TestServer::start(ServerOptions {
+        extra: "[rate_limit]\nattestations_per_second = 1\n".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut c = s.agent_client(None).await.unwrap();
+    // Burst of 2, then refused until tokens refill.
+    let mut codes = vec![];
+    for _ in 0..4 {
+        let r = attest(&mut c, "magic", vec![], key_and_csr().1).await;
+        codes.push(r.unwrap_err().code());
+    }
+    assert_eq!(
+        codes,
+        vec![
+            Code::InvalidArgument,
+            Code::InvalidArgument,
+            Code::ResourceExhausted,
+            Code::ResourceExhausted
+        ]
+    );
+    assert!(s.log_text().contains("attestation rate limit exceeded"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = attest(&mut c, "magic", vec![], key_and_csr().1).await;
+    assert_eq!(
+        r.unwrap_err().code(),
+        Code::InvalidArgument,
+        "tokens refill"
+    );
+}

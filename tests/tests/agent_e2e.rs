@@ -388,3 +388,43 @@ async fn mtls_example_allows_listed_peers_only() {
         "client without a certificate accepted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_change_reissues_at_once() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let a = TestAgent::start(&s).unwrap();
+    let id = register(
+        &s,
+        &a,
+        "spiffe://example.org/changing",
+        &[&format!("unix:uid:{}", uid())],
+        &[],
+    );
+    let before = fetch_until(&a, Duration::from_secs(20), |v| v.len() == 1).await;
+    let serial = |v: &[std::sync::Arc<spiffe::X509Svid>]| {
+        let (_, c) = x509_parser::parse_x509_certificate(v[0].leaf().as_bytes()).unwrap();
+        (
+            c.raw_serial().to_vec(),
+            c.subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|s| s.value.general_names.len()),
+        )
+    };
+    let (old_serial, _) = serial(&before);
+    s.cli_ok(&[
+        "entry",
+        "update",
+        "--entry-id",
+        &id,
+        "--dns-name",
+        "changing.example.org",
+    ]);
+    // Well under the default 1h TTL's half life: the change itself triggers it.
+    let after = fetch_until(&a, Duration::from_secs(10), |v| {
+        v.len() == 1 && serial(v).0 != old_serial
+    })
+    .await;
+    let (_, sans) = serial(&after);
+    assert_eq!(sans, Some(2), "the new SVID carries the entry's DNS name");
+}

@@ -404,3 +404,76 @@ fn no_server_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_itself_rejects_bad_ids_with_the_rule() {
+    use sigil_proto::admin_api as pb;
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    // Straight to the gRPC API: no CLI validation in front of it.
+    let mut c = sigil_server::admin::client::connect(&s.socket)
+        .await
+        .unwrap();
+    let sel = vec![pb::Selector {
+        r#type: "unix".into(),
+        value: "uid:1".into(),
+    }];
+    let cases = [
+        ("spiffe://example.org/a/", PARENT, "trailing '/'"),
+        ("spiffe://Example.org/a", PARENT, "lowercase"),
+        ("spiffe://example.org/%41", PARENT, "percent-encoding"),
+        ("https://example.org/a", PARENT, "scheme"),
+        (
+            "spiffe://example.org/a",
+            "spiffe://example.org//p",
+            "parent_id",
+        ),
+        ("spiffe://example.org/a", "", "parent_id"),
+    ];
+    let entries: Vec<pb::Entry> = cases
+        .iter()
+        .map(|(id, parent, _)| pb::Entry {
+            spiffe_id: id.to_string(),
+            parent_id: parent.to_string(),
+            selectors: sel.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let results = c
+        .create_entries(pb::CreateEntriesRequest { entries })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    for ((id, _, rule), r) in cases.iter().zip(results) {
+        match r.result {
+            Some(pb::entry_result::Result::Error(e)) => {
+                assert_eq!(e.code, tonic::Code::InvalidArgument as i32, "{id}");
+                assert!(
+                    e.message.contains(rule),
+                    "{id}: expected {rule:?} in {}",
+                    e.message
+                );
+            }
+            other => panic!("{id} accepted: {other:?}"),
+        }
+    }
+    let e = c
+        .mint_x509_svid(pb::MintX509SvidRequest {
+            spiffe_id: "spiffe://example.org/x/..".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("'.' and '..'"), "{e}");
+    let e = c
+        .list_entries(pb::ListEntriesRequest {
+            by_spiffe_id: "spiffe://example.org/x?y".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("query"), "{e}");
+    assert_eq!(s.cli_json(&["entry", "count"])["count"], 0);
+}
