@@ -31,8 +31,12 @@ pub enum SyncEvent {
     Full(Vec<pb::Entry>),
     Upsert(pb::Entry),
     Delete(String),
-    /// The own trust domain's CA certificates.
-    Bundle(Vec<Vec<u8>>),
+    /// The own trust domain's CA certificates, and the key ids of tainted
+    /// CAs.
+    Bundle {
+        authorities: Vec<Vec<u8>>,
+        tainted: Vec<Vec<u8>>,
+    },
 }
 
 /// An entry as the cache needs it.
@@ -72,6 +76,8 @@ struct Cached {
     issued: Issued,
     /// Key identifier of the CA certificate this chain hangs from.
     anchor_key_id: Option<Vec<u8>>,
+    /// Key identifier of the CA that signed the leaf.
+    signer_key_id: Option<Vec<u8>>,
 }
 
 /// The subject key identifiers of the bundle's CA certificates.
@@ -95,8 +101,12 @@ fn bundle_key_ids(bundle: &[Vec<u8>]) -> HashSet<Vec<u8>> {
 /// The authority key identifier of the top certificate of a chain: the key
 /// of the bundle CA it must chain to.
 fn anchor_key_id(chain: &[Vec<u8>]) -> Option<Vec<u8>> {
-    let top = chain.last()?;
-    let (_, c) = x509_parser::parse_x509_certificate(top).ok()?;
+    aki(chain.last()?)
+}
+
+/// The authority key identifier of a certificate.
+fn aki(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
     c.extensions()
         .iter()
         .find_map(|ext| match ext.parsed_extension() {
@@ -131,6 +141,7 @@ pub struct Cache {
     svids: HashMap<String, Cached>,
     bundle: Vec<Vec<u8>>,
     bundle_ids: HashSet<Vec<u8>>,
+    tainted: HashSet<Vec<u8>>,
     synced: bool,
     ready: watch::Sender<bool>,
     retry_at: Option<Instant>,
@@ -154,6 +165,7 @@ impl Cache {
             svids: HashMap::new(),
             bundle,
             bundle_ids,
+            tainted: HashSet::new(),
             synced: false,
             ready,
             retry_at: None,
@@ -181,10 +193,18 @@ impl Cache {
             SyncEvent::Delete(id) => {
                 self.entries.remove(&id);
             }
-            SyncEvent::Bundle(b) => {
-                if !b.is_empty() && b != self.bundle {
-                    self.bundle_ids = bundle_key_ids(&b);
-                    self.bundle = b;
+            SyncEvent::Bundle {
+                authorities,
+                tainted,
+            } => {
+                if !authorities.is_empty() && authorities != self.bundle {
+                    self.bundle_ids = bundle_key_ids(&authorities);
+                    self.bundle = authorities;
+                    self.retry_at = None;
+                }
+                let tainted: HashSet<Vec<u8>> = tainted.into_iter().collect();
+                if tainted != self.tainted {
+                    self.tainted = tainted;
                     self.retry_at = None;
                 }
             }
@@ -205,7 +225,10 @@ impl Cache {
                         .as_ref()
                         .is_none_or(|k| self.bundle_ids.is_empty() || self.bundle_ids.contains(k))
                 });
-                rotation::decide(cached.map(|c| &c.issued), e.revision, chains, now)
+                let tainted = cached
+                    .and_then(|c| c.signer_key_id.as_ref())
+                    .is_some_and(|k| self.tainted.contains(k));
+                rotation::decide(cached.map(|c| &c.issued), e.revision, chains, tainted, now)
                     .map(|r| (id.clone(), r))
             })
             .collect();
@@ -214,6 +237,7 @@ impl Cache {
     }
 
     async fn issue(&mut self, due: Vec<(String, Reason)>) -> Result<(), String> {
+        let reasons: HashMap<String, Reason> = due.iter().cloned().collect();
         for chunk in due.chunks(BATCH) {
             let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
             let n = ids.len();
@@ -261,6 +285,7 @@ impl Cache {
                         let not_after = cert.validity().not_after.timestamp();
                         let cached = Cached {
                             anchor_key_id: anchor_key_id(&s.cert_chain),
+                            signer_key_id: aki(leaf),
                             issued: Issued {
                                 not_before,
                                 not_after,
@@ -279,7 +304,8 @@ impl Cache {
                                 federates_with: entry.federates_with.clone(),
                             }),
                         };
-                        debug!(entry_id = %r.entry_id, spiffe_id = %entry.spiffe_id, not_after, "SVID issued");
+                        let reason = reasons.get(&r.entry_id).map_or("missing", |r| r.name());
+                        debug!(entry_id = %r.entry_id, spiffe_id = %entry.spiffe_id, not_after, reason, "SVID issued");
                         self.svids.insert(r.entry_id, cached);
                     }
                     (Some(pb::svid_result::Result::Error(e)), _) => {

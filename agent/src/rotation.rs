@@ -16,8 +16,24 @@ pub enum Reason {
     HalfLife,
     /// It no longer chains to the bundle (its CA was rotated away).
     CaChanged,
+    /// Its signing CA was tainted by the operator.
+    CaTainted,
     /// It has expired.
     Expired,
+}
+
+impl Reason {
+    /// The name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing",
+            Reason::EntryChanged => "entry_changed",
+            Reason::HalfLife => "half_life",
+            Reason::CaChanged => "ca_changed",
+            Reason::CaTainted => "ca_tainted",
+            Reason::Expired => "expired",
+        }
+    }
 }
 
 /// What is known about a cached SVID.
@@ -44,11 +60,12 @@ pub fn renew_at(i: &Issued) -> i64 {
 
 /// Decides whether the SVID for an entry at `entry_revision` must be issued
 /// now. `chains_to_bundle` says whether the SVID's signing CA is still in the
-/// bundle.
+/// bundle, `signer_tainted` whether that CA was tainted.
 pub fn decide(
     current: Option<&Issued>,
     entry_revision: u64,
     chains_to_bundle: bool,
+    signer_tainted: bool,
     now: i64,
 ) -> Option<Reason> {
     let Some(i) = current else {
@@ -58,6 +75,8 @@ pub fn decide(
         Some(Reason::Expired)
     } else if i.entry_revision != entry_revision {
         Some(Reason::EntryChanged)
+    } else if signer_tainted {
+        Some(Reason::CaTainted)
     } else if !chains_to_bundle {
         Some(Reason::CaChanged)
     } else if now >= renew_at(i) {
@@ -98,8 +117,11 @@ mod tests {
         assert_eq!(renew_at(&issued(1000, 1100, 1, -1000)), 1045);
         // Out-of-range jitter is clamped.
         assert_eq!(renew_at(&issued(1000, 1100, 1, i16::MAX)), 1055);
-        assert_eq!(decide(Some(&i), 1, true, 1049), None);
-        assert_eq!(decide(Some(&i), 1, true, 1050), Some(Reason::HalfLife));
+        assert_eq!(decide(Some(&i), 1, true, false, 1049), None);
+        assert_eq!(
+            decide(Some(&i), 1, true, false, 1050),
+            Some(Reason::HalfLife)
+        );
     }
 
     #[test]
@@ -115,11 +137,28 @@ mod tests {
     #[test]
     fn reasons_in_order() {
         let i = issued(1000, 1100, 3, 0);
-        assert_eq!(decide(None, 3, true, 0), Some(Reason::Missing));
-        assert_eq!(decide(Some(&i), 4, true, 1010), Some(Reason::EntryChanged));
-        assert_eq!(decide(Some(&i), 3, false, 1010), Some(Reason::CaChanged));
-        assert_eq!(decide(Some(&i), 3, true, 1100), Some(Reason::Expired));
-        assert_eq!(decide(Some(&i), 3, true, 1010), None);
+        assert_eq!(decide(None, 3, true, false, 0), Some(Reason::Missing));
+        assert_eq!(
+            decide(Some(&i), 4, true, false, 1010),
+            Some(Reason::EntryChanged)
+        );
+        assert_eq!(
+            decide(Some(&i), 3, false, false, 1010),
+            Some(Reason::CaChanged)
+        );
+        assert_eq!(
+            decide(Some(&i), 3, true, true, 1010),
+            Some(Reason::CaTainted)
+        );
+        assert_eq!(
+            decide(Some(&i), 3, false, true, 1010),
+            Some(Reason::CaTainted)
+        );
+        assert_eq!(
+            decide(Some(&i), 3, true, false, 1100),
+            Some(Reason::Expired)
+        );
+        assert_eq!(decide(Some(&i), 3, true, false, 1010), None);
     }
 
     #[test]

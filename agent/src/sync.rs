@@ -72,7 +72,10 @@ async fn follow(
             }
             Some(pb::sync_entries_response::Kind::Bundle(b)) => {
                 on_bundle(&b);
-                SyncEvent::Bundle(b.x509_authorities)
+                SyncEvent::Bundle {
+                    authorities: b.x509_authorities,
+                    tainted: b.tainted_key_ids,
+                }
             }
             None => continue,
         };

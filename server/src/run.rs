@@ -38,7 +38,7 @@ use sigil_proto::agent_api::agent_api_server::AgentApiServer;
 use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 
 /// How often the CA manager checks the key slots.
-const CA_TICK: Duration = Duration::from_secs(10);
+const CA_TICK: Duration = Duration::from_secs(1);
 
 /// A fixed certificate (profile `https_web`).
 #[derive(Debug)]

@@ -18,13 +18,13 @@ use tonic::{Request, Response, Status};
 use tracing::{error, info};
 
 use crate::bundle::bundle_jwks;
-use crate::ca::manager::CaManager;
+use crate::ca::manager::{CaManager, CaOpError, CaStatus, state_name};
 use crate::ca::{random16, unix};
 use crate::clock::Clock;
 use crate::config::server_id;
 use crate::entry::{EntryFilter, EntrySpec};
 use crate::registry::Registry;
-use crate::store::{JoinTokenRecord, Store, StoreError};
+use crate::store::{JoinTokenRecord, SlotId, Store, StoreError};
 use convert::Limits;
 
 /// Largest admin request accepted, in bytes.
@@ -194,6 +194,52 @@ impl AdminService {
             .await?;
         info!(agent_id = %a.spiffe_id, banned, "agent ban changed");
         Ok(Response::new(agent_to_pb(&a)))
+    }
+}
+
+fn parse_slot(v: &str) -> Result<SlotId, Status> {
+    match v {
+        "a" => Ok(SlotId::A),
+        "b" => Ok(SlotId::B),
+        other => Err(invalid(format!("slot: {other:?} must be \"a\" or \"b\""))),
+    }
+}
+
+fn ca_status_to_pb(st: &CaStatus) -> pb::CaStatus {
+    pb::CaStatus {
+        slots: st
+            .slots
+            .iter()
+            .map(|s| pb::CaSlotStatus {
+                slot: s.slot.name().to_string(),
+                state: state_name(s.state).to_string(),
+                serial: s.serial.clone(),
+                not_before: s.not_before,
+                not_after: s.not_after,
+                tainted: s.tainted,
+                in_bundle: st.in_bundle.contains(&s.serial),
+                key_id: s.key_id.clone(),
+            })
+            .collect(),
+        prepare_at: st.timeline.map_or(0, |t| t.prepare_at),
+        activate_at: st.timeline.map_or(0, |t| t.activate_at),
+        bundle_sequence: st.bundle_sequence,
+    }
+}
+
+impl AdminService {
+    /// Runs a CA operation off the async threads; refusals are
+    /// `FailedPrecondition` with the reason.
+    async fn ca_op<F>(&self, f: F) -> Result<Response<pb::CaStatus>, Status>
+    where
+        F: FnOnce() -> Result<CaStatus, CaOpError> + Send + 'static,
+    {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(st)) => Ok(Response::new(ca_status_to_pb(&st))),
+            Ok(Err(CaOpError::Refused(m))) => Err(Status::failed_precondition(m)),
+            Ok(Err(CaOpError::Ca(e))) => Err(to_status(e.into())),
+            Err(e) => Err(to_status(AdminError::Internal(e.to_string()))),
+        }
     }
 }
 
@@ -495,6 +541,49 @@ impl AdminApi for AdminService {
         req: Request<pb::AgentIdRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
         self.set_banned(req.into_inner(), false).await
+    }
+
+    async fn show_ca(
+        &self,
+        _req: Request<pb::ShowCaRequest>,
+    ) -> Result<Response<pb::CaStatus>, Status> {
+        let ca = self.ca.clone();
+        self.ca_op(move || ca.status().map_err(CaOpError::from))
+            .await
+    }
+
+    async fn prepare_ca(
+        &self,
+        _req: Request<pb::ShowCaRequest>,
+    ) -> Result<Response<pb::CaStatus>, Status> {
+        let ca = self.ca.clone();
+        self.ca_op(move || ca.force_prepare()).await
+    }
+
+    async fn activate_ca(
+        &self,
+        _req: Request<pb::ShowCaRequest>,
+    ) -> Result<Response<pb::CaStatus>, Status> {
+        let ca = self.ca.clone();
+        self.ca_op(move || ca.force_activate()).await
+    }
+
+    async fn taint_ca(
+        &self,
+        req: Request<pb::CaSlotRequest>,
+    ) -> Result<Response<pb::CaStatus>, Status> {
+        let slot = parse_slot(&req.into_inner().slot)?;
+        let ca = self.ca.clone();
+        self.ca_op(move || ca.taint(slot)).await
+    }
+
+    async fn revoke_ca(
+        &self,
+        req: Request<pb::CaSlotRequest>,
+    ) -> Result<Response<pb::CaStatus>, Status> {
+        let slot = parse_slot(&req.into_inner().slot)?;
+        let ca = self.ca.clone();
+        self.ca_op(move || ca.revoke(slot)).await
     }
 
     async fn healthcheck(

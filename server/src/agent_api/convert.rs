@@ -47,6 +47,7 @@ pub fn bundle_to_pb(b: &BundleRecord, refresh_hint_secs: i64) -> pb::Bundle {
         x509_authorities: b.x509_authorities.clone(),
         sequence: b.sequence,
         refresh_hint_seconds: refresh_hint_secs,
+        tainted_key_ids: b.tainted_key_ids.clone(),
     }
 }
 

@@ -1,19 +1,20 @@
-//! Owns the CA key slots: loads the journal from the store at start, mints a
-//! CA (self-signed, or an intermediate under the upstream CA) when there is
-//! no usable active one, removes key files the journal does not reference,
-//! and keeps the trust bundle in the store in line with the journal. The
-//! active signer and the bundle are published as snapshots.
-//!
-//! Scheduled rotation with overlap (prepare at 1/2, activate at 5/6) is the
-//! next step; today a new CA is minted when the active one is missing,
-//! expired, or past 5/6 of its life at start or at a periodic check.
+//! Owns the CA key slots. The journal in the store is the truth: at start
+//! and every second [`CaManager::tick`] asks [`super::rotation::next_step`]
+//! what is due (mint, prepare, activate, drop) and applies it, one journal
+//! write (compare-and-swap) per step, so a crash at any point resumes from
+//! the last step written. Keys are generated before the journal names them;
+//! keys no journal slot names are deleted at start. The trust bundle in the
+//! store is recomputed from the journal after every change, and the active
+//! signer and the bundle are published as snapshots. Operators can force
+//! prepare, activate, taint and revoke.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::rotation::{self, Step, Timeline};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
 use crate::clock::Clock;
 use crate::config::KeyType;
@@ -24,6 +25,8 @@ use sigil_proto::TrustDomain;
 
 /// Prefix of every CA key id, so that cleanup never touches other keys.
 const KEY_PREFIX: &str = "ca-";
+/// Most steps applied in one tick (a tick normally applies zero or one).
+const MAX_STEPS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct CaSettings {
@@ -32,12 +35,39 @@ pub struct CaSettings {
     pub ca_ttl: Duration,
 }
 
-pub struct CaManager {
+/// What an operator asked for that cannot be done now.
+#[derive(Debug, thiserror::Error)]
+pub enum CaOpError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
+/// The journal and the rotation timeline, for `ca show`.
+#[derive(Debug, Clone)]
+pub struct CaStatus {
+    pub slots: Vec<CaSlot>,
+    pub timeline: Option<Timeline>,
+    pub bundle_sequence: u64,
+    /// Serials (hex) of the CAs whose certificate is in the bundle.
+    pub in_bundle: Vec<String>,
+}
+
+/// The journal operations: everything that writes keys, the journal or
+/// the bundle. Steps that change the signing CA return the new signer.
+struct Slots {
     store: Arc<dyn Store>,
     keys: Arc<dyn KeyManager>,
     upstream: Option<Arc<dyn UpstreamAuthority>>,
     settings: CaSettings,
+}
+
+pub struct CaManager {
+    slots: Slots,
     clock: Arc<dyn Clock>,
+    /// Serialises journal changes (ticks and operator commands).
+    ops: Mutex<()>,
     active: RwLock<Arc<X509Ca>>,
     bundle: watch::Sender<Arc<BundleRecord>>,
 }
@@ -45,20 +75,25 @@ pub struct CaManager {
 impl std::fmt::Debug for CaManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaManager")
-            .field("settings", &self.settings)
+            .field("settings", &self.slots.settings)
             .finish_non_exhaustive()
     }
 }
 
-/// True when a slot can no longer serve as the active CA: expired, or past
-/// 5/6 of its life (SVIDs signed now would be cut short).
-fn needs_replacement(slot: &CaSlot, now: i64) -> bool {
-    let life = slot.not_after - slot.not_before;
-    now >= slot.not_before + life * 5 / 6
+fn slot_ski(slot: &CaSlot) -> Option<Vec<u8>> {
+    let der = slot.cert_chain.first()?;
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    c.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
 }
 
 impl CaManager {
-    /// Loads or creates the active CA and reconciles the bundle.
+    /// Loads the journal, applies whatever is due (minting the first CA),
+    /// and reconciles the bundle.
     pub fn init(
         store: Arc<dyn Store>,
         keys: Arc<dyn KeyManager>,
@@ -66,50 +101,42 @@ impl CaManager {
         settings: CaSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<CaManager>, CaError> {
-        let now = unix(clock.now());
-        let mut journal = store.get_ca_journal()?;
-        remove_orphan_keys(keys.as_ref(), &journal)?;
-        let usable = journal
-            .active()
-            .filter(|s| !needs_replacement(s, now))
-            .cloned();
-        let active = match usable.and_then(|slot| load_signer(keys.as_ref(), &slot).ok()) {
-            Some(ca) => ca,
-            None => {
-                let (ca, j) = mint_active(
-                    store.as_ref(),
-                    keys.as_ref(),
-                    upstream.as_deref(),
-                    &settings,
-                    journal,
-                    now,
-                )?;
-                journal = j;
-                ca
-            }
-        };
-        let bundle = reconcile_bundle(
-            store.as_ref(),
-            upstream.as_deref(),
-            &settings,
-            &journal,
-            now,
-        )?;
-        let (tx, _) = watch::channel(Arc::new(bundle));
-        info!(
-            slot = active.slot().name(),
-            serial = active.serial_hex(),
-            not_after = active.not_after(),
-            "CA ready"
-        );
-        Ok(Arc::new(CaManager {
+        let slots = Slots {
             store,
             keys,
             upstream,
             settings,
+        };
+        let now = unix(clock.now());
+        let mut journal = slots.store.get_ca_journal()?;
+        remove_orphan_keys(slots.keys.as_ref(), &journal)?;
+        // An active CA whose key cannot be loaded is unusable: replace it.
+        if let Some(a) = journal.active().cloned()
+            && now < a.not_after
+            && let Err(e) = slots.keys.load(&a.key_id)
+        {
+            warn!(slot = a.slot.name(), error = %e, "active CA key unusable; minting a new CA");
+            journal = slots.apply(journal, Step::MintActive, now)?.0;
+        }
+        journal = slots.run_due(journal, now)?.0;
+        let active = journal
+            .active()
+            .cloned()
+            .ok_or_else(|| CaError::BadCaCert("no active CA after start".into()))?;
+        let signer = load_signer(slots.keys.as_ref(), &active)?;
+        let bundle = slots.reconcile_bundle(&journal, now)?;
+        info!(
+            slot = signer.slot().name(),
+            serial = signer.serial_hex(),
+            not_after = signer.not_after(),
+            "CA ready"
+        );
+        Ok(Arc::new(CaManager {
+            slots,
             clock,
-            active: RwLock::new(Arc::new(active)),
-            bundle: tx,
+            ops: Mutex::new(()),
+            active: RwLock::new(Arc::new(signer)),
+            bundle: watch::channel(Arc::new(bundle)).0,
         }))
     }
 
@@ -132,40 +159,167 @@ impl CaManager {
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
-        &self.settings.trust_domain
+        &self.slots.settings.trust_domain
     }
 
-    /// Replaces the active CA if it is past 5/6 of its life; drops expired
-    /// CAs from the bundle. Called periodically.
-    pub fn tick(&self) -> Result<(), CaError> {
-        let now = unix(self.clock.now());
-        let mut journal = self.store.get_ca_journal()?;
-        if journal.active().is_none_or(|s| needs_replacement(s, now)) {
-            let (ca, j) = mint_active(
-                self.store.as_ref(),
-                self.keys.as_ref(),
-                self.upstream.as_deref(),
-                &self.settings,
-                journal,
-                now,
-            )?;
-            journal = j;
-            warn!(
-                slot = ca.slot().name(),
-                serial = ca.serial_hex(),
-                "active CA replaced"
-            );
-            *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ca);
+    /// Installs a new signer, if a step produced one.
+    fn install(&self, signer: Option<X509Ca>) {
+        if let Some(s) = signer {
+            *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
         }
-        let bundle = reconcile_bundle(
-            self.store.as_ref(),
-            self.upstream.as_deref(),
-            &self.settings,
-            &journal,
-            now,
-        )?;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies every due step, then publishes. Called every second.
+    pub fn tick(&self) -> Result<(), CaError> {
+        let _g = self.lock();
+        let now = unix(self.clock.now());
+        let journal = self.slots.store.get_ca_journal()?;
+        let (journal, signer) = self.slots.run_due(journal, now)?;
+        self.install(signer);
+        self.publish(&journal, now)
+    }
+
+    /// The journal and timeline.
+    pub fn status(&self) -> Result<CaStatus, CaError> {
+        let journal = self.slots.store.get_ca_journal()?;
+        let b = self.bundle();
+        let in_bundle = journal
+            .slots
+            .iter()
+            .filter(|s| {
+                s.cert_chain
+                    .first()
+                    .is_some_and(|c| b.x509_authorities.contains(c))
+            })
+            .map(|s| s.serial.clone())
+            .collect();
+        Ok(CaStatus {
+            timeline: journal.active().map(rotation::timeline),
+            slots: journal.slots,
+            bundle_sequence: b.sequence,
+            in_bundle,
+        })
+    }
+
+    /// Prepares the next CA now (operator command).
+    pub fn force_prepare(&self) -> Result<CaStatus, CaOpError> {
+        let _g = self.lock();
+        let now = unix(self.clock.now());
+        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        if let Some(p) = journal.prepared() {
+            return Err(CaOpError::Refused(format!(
+                "slot {} already holds a prepared CA (serial {}); activate it first",
+                p.slot.name(),
+                p.serial
+            )));
+        }
+        let active = journal
+            .active()
+            .ok_or_else(|| CaOpError::Refused("there is no active CA".into()))?;
+        let other = active.slot.other();
+        if let Some(o) = journal.slot(other) {
+            return Err(CaOpError::Refused(format!(
+                "slot {} holds the previous CA (serial {}) until it expires at {} (unix); \
+                 SVIDs it signed may still be valid. Wait, or `ca taint` and `ca revoke` it",
+                other.name(),
+                o.serial,
+                o.not_after
+            )));
+        }
+        let (journal, _) = self.slots.apply(journal, Step::Prepare(other), now)?;
+        self.publish(&journal, now)?;
+        drop(_g);
+        Ok(self.status()?)
+    }
+
+    /// Activates the prepared CA now (operator command).
+    pub fn force_activate(&self) -> Result<CaStatus, CaOpError> {
+        let _g = self.lock();
+        let now = unix(self.clock.now());
+        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let p = journal
+            .prepared()
+            .ok_or_else(|| {
+                CaOpError::Refused("there is no prepared CA; run `ca prepare` first".into())
+            })?
+            .slot;
+        let (journal, signer) = self.slots.apply(journal, Step::Activate(p), now)?;
+        self.install(signer);
+        self.publish(&journal, now)?;
+        drop(_g);
+        Ok(self.status()?)
+    }
+
+    /// Taints an inactive CA: agents re-issue every SVID it signed at once,
+    /// and it leaves the bundle when none of them can still be valid.
+    pub fn taint(&self, slot: SlotId) -> Result<CaStatus, CaOpError> {
+        let _g = self.lock();
+        let now = unix(self.clock.now());
+        let mut journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let s = journal
+            .slots
+            .iter_mut()
+            .find(|s| s.slot == slot)
+            .ok_or_else(|| CaOpError::Refused(format!("slot {} is empty", slot.name())))?;
+        if s.state == SlotState::Active {
+            return Err(CaOpError::Refused(format!(
+                "slot {} holds the active CA; prepare and activate another one before tainting it",
+                slot.name()
+            )));
+        }
+        if !s.tainted {
+            s.tainted = true;
+            s.tainted_at = Some(now);
+        }
+        let serial = s.serial.clone();
+        let journal = self
+            .slots
+            .store
+            .put_ca_journal(&journal)
+            .map_err(CaError::from)?;
+        warn!(slot = slot.name(), serial = %serial, "CA tainted");
+        self.publish(&journal, now)?;
+        drop(_g);
+        Ok(self.status()?)
+    }
+
+    /// Removes a tainted, inactive CA from the bundle and deletes its key.
+    pub fn revoke(&self, slot: SlotId) -> Result<CaStatus, CaOpError> {
+        let _g = self.lock();
+        let now = unix(self.clock.now());
+        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let s = journal
+            .slot(slot)
+            .ok_or_else(|| CaOpError::Refused(format!("slot {} is empty", slot.name())))?;
+        if s.state == SlotState::Active || !s.tainted {
+            return Err(CaOpError::Refused(format!(
+                "only a tainted, inactive CA can be revoked; slot {} is {}{}",
+                slot.name(),
+                state_name(s.state),
+                if s.tainted {
+                    " (tainted)"
+                } else {
+                    " and not tainted"
+                }
+            )));
+        }
+        let serial = s.serial.clone();
+        let (journal, _) = self.slots.apply(journal, Step::Drop(slot), now)?;
+        warn!(slot = slot.name(), serial = %serial, "CA revoked");
+        self.publish(&journal, now)?;
+        drop(_g);
+        Ok(self.status()?)
+    }
+
+    /// Recomputes the bundle and publishes it (and the signer) if changed.
+    fn publish(&self, journal: &CaJournal, now: i64) -> Result<(), CaError> {
+        let bundle = self.slots.reconcile_bundle(journal, now)?;
         self.bundle.send_if_modified(|cur| {
-            if cur.sequence != bundle.sequence {
+            if cur.sequence != bundle.sequence || cur.trust_domain != bundle.trust_domain {
                 *cur = Arc::new(bundle);
                 true
             } else {
@@ -173,6 +327,204 @@ impl CaManager {
             }
         });
         Ok(())
+    }
+}
+
+impl Slots {
+    fn max_svid_ttl(&self) -> i64 {
+        i64::try_from((self.settings.ca_ttl / 6).as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Applies every due step; returns the journal and the newest signer if
+    /// the signing CA changed.
+    fn run_due(
+        &self,
+        mut journal: CaJournal,
+        now: i64,
+    ) -> Result<(CaJournal, Option<X509Ca>), CaError> {
+        let mut signer = None;
+        for _ in 0..MAX_STEPS {
+            match rotation::next_step(&journal, now, self.max_svid_ttl()) {
+                Some(step) => {
+                    let (j, s) = self.apply(journal, step, now)?;
+                    journal = j;
+                    signer = s.or(signer);
+                }
+                None => break,
+            }
+        }
+        Ok((journal, signer))
+    }
+
+    /// Applies one step: one journal write. Keys are generated before the
+    /// journal names them and deleted after it stops naming them.
+    fn apply(
+        &self,
+        mut journal: CaJournal,
+        step: Step,
+        now: i64,
+    ) -> Result<(CaJournal, Option<X509Ca>), CaError> {
+        match step {
+            Step::MintActive => {
+                let slot = journal.active().map_or(SlotId::A, |s| s.slot.other());
+                for s in &mut journal.slots {
+                    if s.state == SlotState::Active {
+                        s.state = SlotState::Old;
+                    }
+                }
+                let (new, signer) = self.mint(slot, SlotState::Active, now)?;
+                journal.slots.retain(|s| s.slot != slot);
+                journal.slots.push(new);
+                let written = self.write(journal, &[])?;
+                info!(
+                    slot = slot.name(),
+                    serial = signer.serial_hex(),
+                    "CA activated"
+                );
+                Ok((written, Some(signer)))
+            }
+            Step::Prepare(slot) => {
+                let (new, signer) = self.mint(slot, SlotState::Prepared, now)?;
+                journal.slots.retain(|s| s.slot != slot);
+                journal.slots.push(new);
+                let written = self.write(journal, &[])?;
+                info!(
+                    slot = slot.name(),
+                    serial = signer.serial_hex(),
+                    "CA prepared"
+                );
+                Ok((written, None))
+            }
+            Step::Activate(slot) => {
+                let next = journal
+                    .slot(slot)
+                    .cloned()
+                    .ok_or_else(|| CaError::BadCaCert(format!("slot {} is empty", slot.name())))?;
+                let signer = load_signer(self.keys.as_ref(), &next)?;
+                for s in &mut journal.slots {
+                    if s.state == SlotState::Active {
+                        s.state = SlotState::Old;
+                    } else if s.slot == slot {
+                        s.state = SlotState::Active;
+                    }
+                }
+                let written = self.write(journal, &[])?;
+                info!(
+                    slot = slot.name(),
+                    serial = signer.serial_hex(),
+                    "CA activated"
+                );
+                Ok((written, Some(signer)))
+            }
+            Step::Drop(slot) => {
+                let gone: Vec<CaSlot> = journal
+                    .slots
+                    .iter()
+                    .filter(|s| s.slot == slot)
+                    .cloned()
+                    .collect();
+                journal.slots.retain(|s| s.slot != slot);
+                let written = self.write(journal, &gone)?;
+                for g in &gone {
+                    info!(slot = slot.name(), serial = %g.serial, "CA dropped from the bundle");
+                }
+                Ok((written, None))
+            }
+        }
+    }
+
+    /// Writes the journal (CAS), then deletes the keys of `gone` slots.
+    fn write(&self, mut journal: CaJournal, gone: &[CaSlot]) -> Result<CaJournal, CaError> {
+        journal.slots.sort_by_key(|s| s.slot.name());
+        let written = self.store.put_ca_journal(&journal)?;
+        for g in gone {
+            self.keys.delete(&g.key_id)?;
+        }
+        remove_orphan_keys(self.keys.as_ref(), &written)?;
+        Ok(written)
+    }
+
+    /// Mints a CA into `slot`: key first (durable), then the certificate.
+    fn mint(&self, slot: SlotId, state: SlotState, now: i64) -> Result<(CaSlot, X509Ca), CaError> {
+        let serial = profile::serial_from_random(random16()?);
+        let serial_hex = hex::encode(serial.to_bytes());
+        let key_id = format!("{KEY_PREFIX}{}-{}", slot.name(), &serial_hex[..16]);
+        let ttl = i64::try_from(self.settings.ca_ttl.as_secs()).unwrap_or(i64::MAX);
+        let not_before = now - i64::try_from(profile::BACKDATE.as_secs()).unwrap_or(0);
+        let mut not_after = now.saturating_add(ttl);
+        if let Some(up) = &self.upstream {
+            not_after = not_after.min(up.not_after());
+        }
+        let params = profile::ca_params(
+            &self.settings.trust_domain,
+            odt(not_before),
+            odt(not_after),
+            serial,
+            self.upstream.is_some(),
+        )?;
+        let key = self.keys.generate(&key_id, self.settings.key_type)?;
+        let chain = match &self.upstream {
+            Some(up) => up.mint_ca(&params, &key)?,
+            None => vec![
+                params
+                    .self_signed(&key)
+                    .map_err(|e| CaError::Sign(e.to_string()))?
+                    .der()
+                    .to_vec(),
+            ],
+        };
+        let signer = X509Ca::new(slot, key, chain.clone())?;
+        Ok((
+            CaSlot {
+                slot,
+                state,
+                key_id,
+                cert_chain: chain,
+                serial: serial_hex,
+                // The slot's own timeline starts when it was minted.
+                not_before: now,
+                not_after,
+                tainted: false,
+                tainted_at: None,
+            },
+            signer,
+        ))
+    }
+
+    fn reconcile_bundle(&self, journal: &CaJournal, now: i64) -> Result<BundleRecord, CaError> {
+        let x509_authorities = bundle_authorities(self.upstream.as_deref(), journal, now);
+        let tainted_key_ids = journal
+            .slots
+            .iter()
+            .filter(|s| s.tainted)
+            .filter_map(slot_ski)
+            .collect();
+        let current = self.store.get_bundle(&self.settings.trust_domain)?;
+        let jwt_authorities = current
+            .as_ref()
+            .map(|b| b.jwt_authorities.clone())
+            .unwrap_or_default();
+        if let Some(c) = current
+            && c.x509_authorities == x509_authorities
+            && c.tainted_key_ids == tainted_key_ids
+        {
+            return Ok(c);
+        }
+        Ok(self.store.put_bundle(BundleRecord {
+            trust_domain: self.settings.trust_domain.clone(),
+            x509_authorities,
+            jwt_authorities,
+            tainted_key_ids,
+            sequence: 0,
+        })?)
+    }
+}
+
+pub fn state_name(s: SlotState) -> &'static str {
+    match s {
+        SlotState::Prepared => "prepared",
+        SlotState::Active => "active",
+        SlotState::Old => "old",
     }
 }
 
@@ -193,82 +545,9 @@ fn remove_orphan_keys(keys: &dyn KeyManager, journal: &CaJournal) -> Result<(), 
     Ok(())
 }
 
-/// Mints a new CA into the slot that is not active, makes it active, marks
-/// the previous active one OLD, and writes the journal.
-fn mint_active(
-    store: &dyn Store,
-    keys: &dyn KeyManager,
-    upstream: Option<&dyn UpstreamAuthority>,
-    settings: &CaSettings,
-    mut journal: CaJournal,
-    now: i64,
-) -> Result<(X509Ca, CaJournal), CaError> {
-    let slot = journal.active().map_or(SlotId::A, |s| s.slot.other());
-    let serial = profile::serial_from_random(random16()?);
-    let serial_hex = hex::encode(serial.to_bytes());
-    let key_id = format!("{KEY_PREFIX}{}-{}", slot.name(), &serial_hex[..16]);
-    let ttl = i64::try_from(settings.ca_ttl.as_secs()).unwrap_or(i64::MAX);
-    let not_before = now - i64::try_from(profile::BACKDATE.as_secs()).unwrap_or(0);
-    let mut not_after = now.saturating_add(ttl);
-    if let Some(up) = upstream {
-        not_after = not_after.min(up.not_after());
-    }
-    let params = profile::ca_params(
-        &settings.trust_domain,
-        odt(not_before),
-        odt(not_after),
-        serial,
-        upstream.is_some(),
-    )?;
-    let key = keys.generate(&key_id, settings.key_type)?;
-    let chain = match upstream {
-        Some(up) => up.mint_ca(&params, &key)?,
-        None => vec![
-            params
-                .self_signed(&key)
-                .map_err(|e| CaError::Sign(e.to_string()))?
-                .der()
-                .to_vec(),
-        ],
-    };
-    for s in &mut journal.slots {
-        if s.state == SlotState::Active {
-            s.state = SlotState::Old;
-        }
-    }
-    journal.slots.retain(|s| s.slot != slot);
-    journal.slots.push(CaSlot {
-        slot,
-        state: SlotState::Active,
-        key_id: key_id.clone(),
-        cert_chain: chain.clone(),
-        serial: serial_hex,
-        not_before,
-        not_after,
-        tainted: false,
-    });
-    journal.slots.sort_by_key(|s| s.slot.name());
-    let written = match store.put_ca_journal(&journal) {
-        Ok(j) => j,
-        Err(e) => {
-            // Do not leave an unreferenced key behind.
-            let _ = keys.delete(&key_id);
-            return Err(e.into());
-        }
-    };
-    // The slot we replaced may have held a key; it is no longer referenced.
-    remove_orphan_keys(keys, &written)?;
-    let ca = X509Ca::new(slot, key, chain)?;
-    info!(
-        slot = slot.name(),
-        serial = ca.serial_hex(),
-        "minted new CA"
-    );
-    Ok((ca, written))
-}
-
 /// The X.509 authorities the bundle must hold now: the upstream anchors, or
-/// every unexpired self-signed CA of the journal (oldest first).
+/// every unexpired self-signed CA of the journal (oldest first), prepared
+/// ones included.
 pub fn bundle_authorities(
     upstream: Option<&dyn UpstreamAuthority>,
     journal: &CaJournal,
@@ -283,24 +562,4 @@ pub fn bundle_authorities(
         .into_iter()
         .filter_map(|s| s.cert_chain.first().cloned())
         .collect()
-}
-
-fn reconcile_bundle(
-    store: &dyn Store,
-    upstream: Option<&dyn UpstreamAuthority>,
-    settings: &CaSettings,
-    journal: &CaJournal,
-    now: i64,
-) -> Result<BundleRecord, CaError> {
-    let x509_authorities = bundle_authorities(upstream, journal, now);
-    let jwt_authorities = store
-        .get_bundle(&settings.trust_domain)?
-        .map(|b| b.jwt_authorities)
-        .unwrap_or_default();
-    Ok(store.put_bundle(BundleRecord {
-        trust_domain: settings.trust_domain.clone(),
-        x509_authorities,
-        jwt_authorities,
-        sequence: 0,
-    })?)
 }

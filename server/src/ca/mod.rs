@@ -4,6 +4,7 @@
 
 pub mod manager;
 pub mod profile;
+pub mod rotation;
 
 use std::time::{Duration, SystemTime};
 

@@ -65,6 +65,9 @@ pub enum Command {
     /// Manage attested agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Show and steer CA rotation.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Check that the server answers and is healthy.
     Healthcheck(Common),
 }
@@ -77,6 +80,152 @@ pub struct Common {
     pub socket: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SlotArg {
+    A,
+    B,
+}
+
+impl SlotArg {
+    fn name(self) -> &'static str {
+        match self {
+            SlotArg::A => "a",
+            SlotArg::B => "b",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Both key slots and the rotation timeline.
+    Show {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Prepare the next CA now (it is published in the bundle at once).
+    Prepare {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Make the prepared CA the signing one now.
+    Activate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Taint an inactive CA: agents re-issue every SVID it signed at once.
+    Taint {
+        #[arg(long, value_enum)]
+        slot: SlotArg,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove a tainted, inactive CA from the bundle and delete its key.
+    Revoke {
+        #[arg(long, value_enum)]
+        slot: SlotArg,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn print_ca(output: Output, st: &pb::CaStatus) -> anyhow::Result<()> {
+    let ts = |t: i64| (t != 0).then_some(t);
+    match output {
+        Output::Json => print_json(&serde_json::json!({
+            "slots": st.slots.iter().map(|s| serde_json::json!({
+                "slot": s.slot,
+                "state": s.state,
+                "serial": s.serial,
+                "not_before": s.not_before,
+                "not_after": s.not_after,
+                "tainted": s.tainted,
+                "in_bundle": s.in_bundle,
+                "key_id": s.key_id,
+            })).collect::<Vec<_>>(),
+            "prepare_at": ts(st.prepare_at),
+            "activate_at": ts(st.activate_at),
+            "bundle_sequence": st.bundle_sequence,
+        })),
+        Output::Text => {
+            for slot in ["a", "b"] {
+                match st.slots.iter().find(|s| s.slot == slot) {
+                    None => println!("Slot {slot}: empty"),
+                    Some(s) => {
+                        println!(
+                            "Slot {slot}: {}{}{}",
+                            s.state,
+                            if s.tainted { ", TAINTED" } else { "" },
+                            if s.in_bundle { ", in bundle" } else { "" }
+                        );
+                        println!("  serial      : {}", s.serial);
+                        println!("  not before  : {}", rfc3339(s.not_before));
+                        println!("  not after   : {}", rfc3339(s.not_after));
+                    }
+                }
+            }
+            match ts(st.prepare_at) {
+                Some(p) => {
+                    println!("Timeline of the active CA:");
+                    println!("  prepare next: {}", rfc3339(p));
+                    println!("  activate it : {}", rfc3339(st.activate_at));
+                }
+                None => println!("No active CA."),
+            }
+            println!("Bundle sequence: {}", st.bundle_sequence);
+            Ok(())
+        }
+    }
+}
+
+async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
+    let (common, st) = match cmd {
+        CaCommand::Show { common } => {
+            let mut c = connect(&common.socket).await?;
+            let st = c
+                .show_ca(pb::ShowCaRequest {})
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            (common, st)
+        }
+        CaCommand::Prepare { common } => {
+            let mut c = connect(&common.socket).await?;
+            let st = c
+                .prepare_ca(pb::ShowCaRequest {})
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            (common, st)
+        }
+        CaCommand::Activate { common } => {
+            let mut c = connect(&common.socket).await?;
+            let st = c
+                .activate_ca(pb::ShowCaRequest {})
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            (common, st)
+        }
+        CaCommand::Taint { slot, common } => {
+            let mut c = connect(&common.socket).await?;
+            let req = pb::CaSlotRequest {
+                slot: slot.name().to_string(),
+            };
+            let st = c.taint_ca(req).await.map_err(status_msg)?.into_inner();
+            (common, st)
+        }
+        CaCommand::Revoke { slot, common } => {
+            let mut c = connect(&common.socket).await?;
+            let req = pb::CaSlotRequest {
+                slot: slot.name().to_string(),
+            };
+            let st = c.revoke_ca(req).await.map_err(status_msg)?.into_inner();
+            (common, st)
+        }
+    };
+    print_ca(common.output, &st)
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +435,7 @@ fn code_name(c: tonic::Code) -> &'static str {
         tonic::Code::AlreadyExists => "already exists",
         tonic::Code::PermissionDenied => "permission denied",
         tonic::Code::Unavailable => "unavailable",
+        tonic::Code::FailedPrecondition => "refused",
         _ => "server error",
     }
 }
@@ -298,6 +448,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
         }
         Command::Entry(cmd) => entry::run(cmd).await,
         Command::Agent(cmd) => run_agent(cmd).await,
+        Command::Ca(cmd) => run_ca(cmd).await,
         Command::Bundle(BundleCommand::Show { format, common }) => {
             let mut c = connect(&common.socket).await?;
             let b = c

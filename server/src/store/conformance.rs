@@ -214,6 +214,7 @@ fn bundle(td: &str, x509: &[&[u8]], kids: &[&str], sequence: u64) -> BundleRecor
                 expires_at: 9000,
             })
             .collect(),
+        tainted_key_ids: Vec::new(),
         sequence,
     }
 }
@@ -236,6 +237,7 @@ fn ca_slot(slot: SlotId, state: SlotState, serial: &str) -> CaSlot {
         not_before: 1000,
         not_after: 2000,
         tainted: false,
+        tainted_at: None,
     }
 }
 
@@ -1106,6 +1108,16 @@ pub fn bundles(location: &dyn StoreLocation) {
     );
     assert_eq!(same_again, jwt_changed);
     assert_eq!(ok(s.get_bundle(&td), "get"), Some(jwt_changed.clone()));
+    // A taint is a change agents must hear about.
+    let mut tainted = bundle(TRUST_DOMAIN, &[b"ca1", b"ca2"], &["k1", "k2"], 0);
+    tainted.tainted_key_ids = vec![b"ski-ca1".to_vec()];
+    let tainted = ok(s.put_bundle(tainted), "put with a taint");
+    assert_eq!(tainted.sequence, 4, "a taint bumps by one");
+    let jwt_changed = ok(
+        s.put_bundle(bundle(TRUST_DOMAIN, &[b"ca1", b"ca2"], &["k1", "k2"], 0)),
+        "put without the taint",
+    );
+    assert_eq!(jwt_changed.sequence, 5, "lifting a taint bumps by one");
 
     let partner = ok(
         s.put_bundle(bundle("partner.example", &[b"p1"], &[], 0)),

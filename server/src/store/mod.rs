@@ -78,6 +78,10 @@ pub struct BundleRecord {
     pub trust_domain: TrustDomain,
     pub x509_authorities: Vec<Vec<u8>>,
     pub jwt_authorities: Vec<JwtAuthority>,
+    /// Subject key identifiers of tainted X.509 authorities: agents re-issue
+    /// every SVID such a CA signed.
+    #[serde(default)]
+    pub tainted_key_ids: Vec<Vec<u8>>,
     /// Set by the store: previous + 1 on every change of content.
     pub sequence: u64,
 }
@@ -137,6 +141,9 @@ pub struct CaSlot {
     pub not_before: i64,
     pub not_after: i64,
     pub tainted: bool,
+    /// Unix seconds of the taint, if tainted.
+    #[serde(default)]
+    pub tainted_at: Option<i64>,
 }
 
 /// The CA journal: the state of both slots, versioned for compare-and-swap.
@@ -153,6 +160,9 @@ impl CaJournal {
     }
     pub fn active(&self) -> Option<&CaSlot> {
         self.slots.iter().find(|s| s.state == SlotState::Active)
+    }
+    pub fn prepared(&self) -> Option<&CaSlot> {
+        self.slots.iter().find(|s| s.state == SlotState::Prepared)
     }
 }
 
@@ -206,7 +216,7 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_bundle(&self, td: &TrustDomain) -> StoreResult<Option<BundleRecord>>;
     /// Stores the bundle's authorities. The stored `sequence` is the previous
-    /// one + 1 if the authorities changed (1 for a new bundle), else it stays;
+    /// one + 1 if the authorities or taints changed (1 for a new bundle), else it stays;
     /// the given `sequence` is ignored. Returns the bundle as stored.
     fn put_bundle(&self, bundle: BundleRecord) -> StoreResult<BundleRecord>;
     fn list_bundles(&self) -> StoreResult<Vec<BundleRecord>>;

@@ -571,7 +571,8 @@ impl Store for SledStore {
                 let sequence = match &old {
                     Some(old)
                         if old.x509_authorities == bundle.x509_authorities
-                            && old.jwt_authorities == bundle.jwt_authorities =>
+                            && old.jwt_authorities == bundle.jwt_authorities
+                            && old.tainted_key_ids == bundle.tainted_key_ids =>
                     {
                         return Ok(old.clone());
                     }
@@ -876,6 +877,7 @@ mod tests {
             trust_domain: td(),
             x509_authorities: vec![cert.to_vec()],
             jwt_authorities: Vec::new(),
+            tainted_key_ids: Vec::new(),
             sequence: 0,
         }
     }
