@@ -2,15 +2,11 @@
 //! server's SVID checked against the bundle, optional client certificate.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use sigil_proto::SpiffeId;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sigil_proto::agent_api::{self as pb, agent_api_client::AgentApiClient};
-use sigil_proto::tls::{SpiffeServerVerifier, TrustRoots, authorize_exact, client_config};
-use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint};
+use sigil_proto::tls::TrustRoots;
+use tonic::transport::Channel;
 
 /// An agent's key and SVID.
 pub struct AgentIdentity {
@@ -60,37 +56,30 @@ pub fn identity(key: &rcgen::KeyPair, svid: &pb::AgentSvid) -> AgentIdentity {
 }
 
 /// Connects to the agent API at `addr`, trusting `bundle` and expecting the
-/// server ID of `trust_domain`.
+/// server ID of `trust_domain` (the agent's own client code).
 pub async fn connect(
     addr: SocketAddr,
     bundle: Vec<Vec<u8>>,
     trust_domain: &str,
     ident: Option<&AgentIdentity>,
 ) -> anyhow::Result<AgentApiClient<Channel>> {
-    let server_id = SpiffeId::parse(&format!("spiffe://{trust_domain}/sigil/server"))?;
-    let verifier = Arc::new(SpiffeServerVerifier::new(
-        TrustRoots::new(bundle)?,
-        authorize_exact(server_id),
-    ));
-    let mut cfg = client_config(
-        verifier,
-        ident.map(|i| (i.chain.clone(), i.key.clone_key())),
-    )?;
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let channel = Endpoint::from_static("http://sigil-agent-api.invalid")
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            async move {
-                let tcp = TcpStream::connect(addr).await?;
-                let name = ServerName::try_from("sigil-server.invalid").expect("static name");
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await?;
-    Ok(AgentApiClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    let td = sigil_proto::TrustDomain::parse(trust_domain)?;
+    let ident = match ident {
+        Some(i) => {
+            let PrivateKeyDer::Pkcs8(k) = &i.key else {
+                anyhow::bail!("test identities use PKCS#8 keys");
+            };
+            let chain = i.chain.iter().map(|c| c.to_vec()).collect();
+            Some(sigil_agent::identity::AgentIdentity::from_parts(
+                chain,
+                k.secret_pkcs8_der().to_vec(),
+            )?)
+        }
+        None => None,
+    };
+    let cfg =
+        sigil_agent::server_client::tls_config(&TrustRoots::new(bundle)?, &td, ident.as_ref())?;
+    sigil_agent::server_client::connect(&addr.to_string(), cfg).await
 }
 
 /// Runs node attestation with a single payload (no challenges).
