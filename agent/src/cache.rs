@@ -288,6 +288,7 @@ impl Cache {
                             signer_key_id: aki(leaf),
                             issued: Issued {
                                 not_before,
+                                issued_at: now_unix(),
                                 not_after,
                                 entry_revision: entry.revision,
                                 jitter_permille: jitter_permille(),

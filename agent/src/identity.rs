@@ -13,6 +13,9 @@ pub struct AgentIdentity {
     pub serial: String,
     pub not_before: i64,
     pub not_after: i64,
+    /// Unix seconds: when this process got (or loaded) the SVID; renewal
+    /// counts the lifetime from here, not from the backdated notBefore.
+    pub received_at: i64,
 }
 
 impl std::fmt::Debug for AgentIdentity {
@@ -47,6 +50,7 @@ impl AgentIdentity {
                 .to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
+            received_at: time::OffsetDateTime::now_utc().unix_timestamp(),
             chain,
         })
     }

@@ -39,8 +39,12 @@ impl Reason {
 /// What is known about a cached SVID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Issued {
-    /// Unix seconds.
+    /// Unix seconds. Servers backdate it to absorb clock skew, so it is not
+    /// when the SVID was issued.
     pub not_before: i64,
+    /// Unix seconds: when this agent received the SVID. Lifetimes for
+    /// renewal are counted from here (or from notBefore, if later).
+    pub issued_at: i64,
     /// Unix seconds.
     pub not_after: i64,
     /// Revision of the entry it was issued for.
@@ -49,13 +53,16 @@ pub struct Issued {
     pub jitter_permille: i16,
 }
 
-/// The moment an SVID is due for renewal: half its life, shifted by up to
-/// ± 10 % of that half.
+/// The moment an SVID is due for renewal: half of the life it had when it
+/// arrived, shifted by up to ± 10 % of that half, and never sooner than one
+/// second after it arrived (no renewal storms, whatever the TTL or the
+/// backdating).
 pub fn renew_at(i: &Issued) -> i64 {
-    let life = (i.not_after - i.not_before).max(0);
+    let start = i.issued_at.max(i.not_before);
+    let life = (i.not_after - start).max(0);
     let half = life / 2;
     let jitter = i64::from(i.jitter_permille.clamp(-1000, 1000));
-    i.not_before + half + half * jitter / 10_000
+    (start + half + half * jitter / 10_000).max(start + 1)
 }
 
 /// Decides whether the SVID for an entry at `entry_revision` must be issued
@@ -103,6 +110,7 @@ mod tests {
     fn issued(nb: i64, na: i64, rev: u64, jitter: i16) -> Issued {
         Issued {
             not_before: nb,
+            issued_at: nb,
             not_after: na,
             entry_revision: rev,
             jitter_permille: jitter,
@@ -122,6 +130,30 @@ mod tests {
             decide(Some(&i), 1, true, false, 1050),
             Some(Reason::HalfLife)
         );
+    }
+
+    #[test]
+    fn backdating_does_not_make_a_fresh_svid_due() {
+        // Issued at 1000 with notBefore backdated 10 s and a 10 s TTL.
+        let i = Issued {
+            not_before: 990,
+            issued_at: 1000,
+            not_after: 1010,
+            entry_revision: 1,
+            jitter_permille: 0,
+        };
+        assert_eq!(renew_at(&i), 1005, "half of the life left at arrival");
+        assert_eq!(
+            decide(Some(&i), 1, true, false, 1000),
+            None,
+            "not due on arrival"
+        );
+        // A nearly expired SVID still waits at least a second.
+        let late = Issued {
+            issued_at: 1009,
+            ..i
+        };
+        assert_eq!(renew_at(&late), 1010);
     }
 
     #[test]

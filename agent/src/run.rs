@@ -100,6 +100,7 @@ async fn renew_loop(
         let cur = ident_tx.borrow().clone();
         let at = rotation::renew_at(&rotation::Issued {
             not_before: cur.not_before,
+            issued_at: cur.received_at,
             not_after: cur.not_after,
             entry_revision: 0,
             jitter_permille: 0,

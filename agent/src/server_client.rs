@@ -207,6 +207,11 @@ impl ServerClient {
         }
     }
 
+    /// The agent's identity, to notice renewals.
+    pub fn identity(&self) -> watch::Receiver<Arc<AgentIdentity>> {
+        self.identity.clone()
+    }
+
     /// The roots the server is checked against (updated from the bundle).
     pub fn roots(&self) -> &TrustRoots {
         &self.roots

@@ -21,10 +21,12 @@ fn random_unit() -> f64 {
 }
 
 /// Reads one stream until it ends, recording in `revision` the last
-/// revision the cache has been given in full.
+/// revision the cache has been given in full, and in `delivered` whether the
+/// stream produced anything (a healthy connection).
 async fn follow(
     client: &ServerClient,
     revision: &mut u64,
+    delivered: &mut bool,
     tx: &mpsc::Sender<SyncEvent>,
     on_bundle: &(dyn Fn(&pb::Bundle) + Send + Sync),
 ) -> Result<(), String> {
@@ -51,6 +53,7 @@ async fn follow(
             }
             Err(s) => return Err(format!("{}: {}", s.code(), s.message())),
         };
+        *delivered = true;
         let ev = match msg.kind {
             Some(pb::sync_entries_response::Kind::Page(p)) => {
                 pages.extend(p.entries);
@@ -94,10 +97,17 @@ pub async fn run(
 ) {
     let mut since = 0u64;
     let mut attempt = 0u32;
+    let mut identity = client.identity();
     loop {
-        let started = tokio::time::Instant::now();
+        let mut delivered = false;
         let result = tokio::select! {
-            r = follow(&client, &mut since, &tx, on_bundle.as_ref()) => r,
+            r = follow(&client, &mut since, &mut delivered, &tx, on_bundle.as_ref()) => r,
+            // The agent renewed its SVID: move the stream to the new one
+            // at once (resuming from `since`), before the server retires it.
+            _ = identity.changed() => {
+                info!(since, "agent SVID renewed; reopening the entry stream with it");
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         if let Err(e) = result {
@@ -107,8 +117,8 @@ pub async fn run(
             return;
         }
         client.reset().await;
-        // A stream that lived a while resets the backoff.
-        if started.elapsed() > Duration::from_secs(30) {
+        // A stream that worked resets the backoff: reconnect quickly.
+        if delivered {
             attempt = 0;
         }
         let wait = Duration::from_millis(rotation::backoff_ms(attempt, random_unit()));

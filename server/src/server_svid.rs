@@ -20,7 +20,8 @@ use crate::clock::Clock;
 struct Current {
     key: Arc<CertifiedKey>,
     ca_serial: String,
-    not_before: i64,
+    /// When it was issued (notBefore is backdated; lifetimes count from here).
+    issued_at: i64,
     not_after: i64,
 }
 
@@ -56,7 +57,7 @@ fn issue(
     Ok(Current {
         key: Arc::new(CertifiedKey::new(chain, signing)),
         ca_serial: signer.serial_hex().to_string(),
-        not_before: leaf.not_before,
+        issued_at: unix(clock.now()),
         not_after: leaf.not_after,
     })
 }
@@ -97,7 +98,8 @@ impl ServerSvid {
         let now = unix(self.clock.now());
         let (due_at, ca_changed) = {
             let c = self.current.read().unwrap_or_else(|p| p.into_inner());
-            let half = c.not_before + (c.not_after - c.not_before) / 2;
+            // Half the life it had when issued, and never within a second.
+            let half = (c.issued_at + (c.not_after - c.issued_at) / 2).max(c.issued_at + 1);
             (half, c.ca_serial != self.ca.active().serial_hex())
         };
         if now < due_at && !ca_changed {

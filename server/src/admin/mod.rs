@@ -271,7 +271,8 @@ impl AdminApi for AdminService {
             .write(move |registry| {
                 Ok(items
                     .into_iter()
-                    .map(|item| {
+                    .enumerate()
+                    .map(|(i, item)| {
                         let result = match item {
                             Err(m) => pb::entry_result::Result::Error(item_error(&invalid(m))),
                             Ok(spec) => match registry.create(spec, now) {
@@ -279,7 +280,13 @@ impl AdminApi for AdminService {
                                     info!(entry_id = %e.id, spiffe_id = %e.spec.spiffe_id, revision = e.revision, "entry created");
                                     pb::entry_result::Result::Entry(convert::entry_to_pb(&e))
                                 }
-                                Err(e) => pb::entry_result::Result::Error(item_error(&to_status(e.into()))),
+                                Err(e) => {
+                                    let s = to_status(e.into());
+                                    pb::entry_result::Result::Error(item_error(&Status::new(
+                                        s.code(),
+                                        format!("entry {i}: {}", s.message()),
+                                    )))
+                                }
                             },
                         };
                         pb::EntryResult {

@@ -23,6 +23,8 @@ pub struct AgentCaller {
     pub id: SpiffeId,
     /// Lowercase hex serial of the SVID the call was made with.
     pub serial: String,
+    /// Unix seconds: expiry of that SVID.
+    pub cert_not_after: i64,
     pub record: AttestedAgent,
 }
 
@@ -146,6 +148,11 @@ impl Authenticator {
                 format!("agent SVID serial {serial} is not the current SVID of {id}"),
             ));
         }
-        Ok(AgentCaller { id, serial, record })
+        Ok(AgentCaller {
+            id,
+            serial,
+            cert_not_after: cert.validity().not_after.timestamp(),
+            record,
+        })
     }
 }

@@ -203,8 +203,15 @@ impl Stream {
         }
     }
 
-    /// The agent is still admitted with the SVID this stream was opened with.
+    /// The agent is still admitted: known, not banned, and the certificate
+    /// this stream was opened with has not expired. (A stream outlives the
+    /// agent's renewals; agents move their stream to each new SVID.)
     fn still_admitted(&self) -> Result<(), Status> {
+        if self.now() >= self.caller.cert_not_after {
+            return Err(Status::permission_denied(
+                "the agent SVID this stream was opened with expired; reconnect with the current one",
+            ));
+        }
         let rec = self
             .ctx
             .store
@@ -215,14 +222,6 @@ impl Stream {
                 "agent evicted; it must attest again",
             )),
             Some(r) if r.banned => Err(Status::permission_denied("agent banned")),
-            Some(r)
-                if r.serial != self.caller.serial
-                    && r.previous_serial.as_deref() != Some(self.caller.serial.as_str()) =>
-            {
-                Err(Status::permission_denied(
-                    "agent SVID superseded; reconnect with the current one",
-                ))
-            }
             Some(_) => Ok(()),
         }
     }

@@ -332,10 +332,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             if failures.is_empty() {
                 Ok(())
             } else {
-                let list: Vec<String> = failures
-                    .iter()
-                    .map(|(i, m)| format!("entry {i}: {m}"))
-                    .collect();
+                let list: Vec<String> = failures.iter().map(|(_, m)| m.clone()).collect();
                 anyhow::bail!(
                     "{} of {} entries not created: {}",
                     failures.len(),
