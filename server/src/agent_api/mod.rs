@@ -17,8 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sigil_proto::SpiffeId;
 use sigil_proto::agent_api::{self as pb, agent_api_server::AgentApi};
-use sigil_proto::{SpiffeId, attestation};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -432,9 +432,4 @@ impl AgentApi for AgentApiHandle {
             bundle: Some(self.0.bundle_pb()),
         }))
     }
-}
-
-/// The attestor names this server knows, for error messages and config.
-pub fn known_attestors() -> [&'static str; 2] {
-    [attestation::JOIN_TOKEN, attestation::X509POP]
 }
