@@ -272,6 +272,20 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Removes `key` from `tree` and flushes; `NotFound` naming `what` if
+    /// it was not there.
+    fn remove_flushed(&self, tree: &sled::Tree, key: &str, what: &'static str) -> StoreResult<()> {
+        if tree.remove(key).map_err(|e| self.io(e))?.is_none() {
+            return Err(StoreError::NotFound {
+                what,
+                key: key.to_string(),
+            });
+        }
+        self.flush()
+    }
+}
+
 impl Store for SledStore {
     fn create_entry(&self, mut spec: EntrySpec, now: i64) -> StoreResult<Entry> {
         spec.normalize();
@@ -542,18 +556,7 @@ impl Store for SledStore {
     }
 
     fn delete_agent(&self, id: &SpiffeId) -> StoreResult<()> {
-        if self
-            .agents
-            .remove(id.as_str())
-            .map_err(|e| self.io(e))?
-            .is_none()
-        {
-            return Err(StoreError::NotFound {
-                what: "agent",
-                key: id.to_string(),
-            });
-        }
-        self.flush()
+        self.remove_flushed(&self.agents, id.as_str(), "agent")
     }
 
     fn get_bundle(&self, td: &TrustDomain) -> StoreResult<Option<BundleRecord>> {
@@ -596,18 +599,7 @@ impl Store for SledStore {
     }
 
     fn delete_bundle(&self, td: &TrustDomain) -> StoreResult<()> {
-        if self
-            .bundles
-            .remove(td.as_str())
-            .map_err(|e| self.io(e))?
-            .is_none()
-        {
-            return Err(StoreError::NotFound {
-                what: "bundle",
-                key: td.to_string(),
-            });
-        }
-        self.flush()
+        self.remove_flushed(&self.bundles, td.as_str(), "bundle")
     }
 
     fn get_ca_journal(&self) -> StoreResult<CaJournal> {
