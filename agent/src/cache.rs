@@ -306,6 +306,7 @@ impl Cache {
                             }),
                         };
                         let reason = reasons.get(&r.entry_id).map_or("missing", |r| r.name());
+                        crate::metrics::rotation(reason);
                         debug!(entry_id = %r.entry_id, spiffe_id = %entry.spiffe_id, not_after, reason, "SVID issued");
                         self.svids.insert(r.entry_id, cached);
                     }
@@ -317,6 +318,8 @@ impl Cache {
                 }
             }
             info!(requested = n, failed, "SVID batch signed");
+            crate::metrics::svids_issued("ok", (n - failed) as u64);
+            crate::metrics::svids_issued("error", failed as u64);
             if failed > 0 {
                 return Err(format!("{failed} of {n} SVIDs not signed"));
             }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sigil_proto::TrustDomain;
+pub use sigil_proto::health::HealthConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +50,7 @@ struct RawConfig {
     node_attestor: NodeAttestorConfig,
     #[serde(default = "default_hash_limit")]
     max_exe_hash_bytes: u64,
+    health: Option<HealthConfig>,
 }
 
 fn default_socket() -> PathBuf {
@@ -75,6 +77,8 @@ pub struct AgentConfig {
     pub node_attestor: NodeAttestorConfig,
     /// Largest executable hashed for `unix:sha256`.
     pub max_exe_hash_bytes: u64,
+    /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
+    pub health: Option<HealthConfig>,
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -141,6 +145,7 @@ impl AgentConfig {
             insecure_bootstrap: raw.insecure_bootstrap,
             node_attestor: raw.node_attestor,
             max_exe_hash_bytes: raw.max_exe_hash_bytes,
+            health: raw.health,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod metrics;
 pub mod node_attestor;
 pub mod persist;
 pub mod rotation;

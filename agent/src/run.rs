@@ -3,7 +3,7 @@
 //! the SVID cache, its own SVID renewal and the Workload API until SIGTERM
 //! or SIGINT.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -77,7 +77,9 @@ async fn bootstrap(
     };
     let a = attestor(cfg, join_token)?;
     let mut client = server_client::connect(&cfg.server_address, tls).await?;
-    let (ident, bundle) = server_client::attest(&mut client, a.as_ref()).await?;
+    let attested = server_client::attest(&mut client, a.as_ref()).await;
+    crate::metrics::node_attestation(a.name(), if attested.is_ok() { "ok" } else { "error" });
+    let (ident, bundle) = attested?;
     info!(agent_id = %ident.id, attestor = a.name(), "node attested");
     data.save(&StoredIdentity {
         key_pkcs8: ident.key_pkcs8.clone(),
@@ -162,6 +164,44 @@ async fn shutdown_signal() -> std::io::Result<()> {
 
 /// Runs the agent until a shutdown signal.
 pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    // Ready once attested and the first sync has been served: the cache
+    // says so on `ready`. Up first, so probes see "live, not ready" while
+    // the agent attests and syncs.
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let up: Arc<OnceLock<sigil_proto::health::Refresh>> = Arc::new(OnceLock::new());
+    if let Some(h) = &cfg.health {
+        let listener = tokio::net::TcpListener::bind(h.address)
+            .await
+            .with_context(|| format!("health.address {}", h.address))?;
+        sigil_proto::health::recorder();
+        crate::metrics::describe();
+        let up = up.clone();
+        let endpoint = sigil_proto::health::Endpoint {
+            ready: Arc::new(move || {
+                if *ready_rx.borrow() {
+                    Ok(())
+                } else {
+                    Err("attesting or waiting for the first sync".into())
+                }
+            }),
+            refresh: Arc::new(move || {
+                if let Some(r) = up.get() {
+                    r();
+                }
+            }),
+        };
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            sigil_proto::health::serve(listener, endpoint, async move {
+                let _ = rx.changed().await;
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("health endpoint: {e}"))
+        });
+        info!(address = %h.address, "health endpoint listening");
+    }
     let data = DataDir::open(&cfg.data_dir)?;
     let (ident, bundle) = bootstrap(&cfg, &data, join_token).await?;
     let roots = TrustRoots::new(bundle.clone()).context("the trust bundle")?;
@@ -170,9 +210,8 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         cfg.server_address.clone(),
         cfg.trust_domain.clone(),
         roots.clone(),
-        ident_rx,
+        ident_rx.clone(),
     ));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (bundle_tx, bundle_rx) = watch::channel(bundle.clone());
 
     // Snapshot for the Workload API.
@@ -180,7 +219,6 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         cfg.trust_domain.clone(),
         bundle.clone(),
     )));
-    let (ready_tx, _ready_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel(1024);
     let cache = Cache::new(
         cfg.trust_domain.clone(),
@@ -189,7 +227,10 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         state_tx,
         ready_tx,
     );
-    let mut tasks = tokio::task::JoinSet::new();
+    let _ = up.set(crate::metrics::refresher(
+        state_rx.clone(),
+        ident_rx.clone(),
+    ));
     tasks.spawn(async move {
         cache.run(events_rx).await;
         anyhow::Ok(())

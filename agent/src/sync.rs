@@ -112,6 +112,7 @@ pub async fn run(
         };
         if let Err(e) = result {
             warn!(error = %e, "entry sync interrupted; serving cached SVIDs");
+            crate::metrics::sync_error();
         }
         if tx.is_closed() {
             return;

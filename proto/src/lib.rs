@@ -28,6 +28,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
 
 pub mod duration;
+#[cfg(feature = "health")]
+pub mod health;
 pub mod jwks;
 pub mod selector;
 pub mod spiffe_id;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sigil_proto::duration::serde_duration;
+pub use sigil_proto::health::HealthConfig;
 use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 
 /// Why a configuration was refused. Each message names the key.
@@ -159,6 +160,7 @@ struct RawConfig {
     node_attestor: NodeAttestorConfig,
     #[serde(default)]
     rate_limit: RateLimitConfig,
+    health: Option<HealthConfig>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -201,6 +203,8 @@ pub struct ServerConfig {
     pub upstream: UpstreamConfig,
     pub node_attestor: NodeAttestorConfig,
     pub rate_limit: RateLimitConfig,
+    /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
+    pub health: Option<HealthConfig>,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
@@ -321,6 +325,7 @@ impl ServerConfig {
             upstream: raw.upstream,
             node_attestor: raw.node_attestor,
             rate_limit: raw.rate_limit,
+            health: raw.health,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod entry;
 pub mod key_manager;
+pub mod metrics;
 pub mod node_attestor;
 pub mod registry;
 pub mod run;

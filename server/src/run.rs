@@ -3,7 +3,7 @@
 //! of state has one owner; shutdown is one `watch` signal.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -82,6 +82,33 @@ pub fn load_upstream(
     })
 }
 
+/// What the health endpoint looks at once everything is serving.
+struct Up {
+    ca: Arc<CaManager>,
+    refresh: sigil_proto::health::Refresh,
+}
+
+/// Ready once the store is open, every listener is bound and the active CA
+/// has not expired.
+fn health_endpoint(up: Arc<OnceLock<Up>>, clock: Arc<dyn Clock>) -> sigil_proto::health::Endpoint {
+    let ready_up = up.clone();
+    sigil_proto::health::Endpoint {
+        ready: Arc::new(move || {
+            let up = ready_up.get().ok_or("starting")?;
+            let now = unix(clock.now());
+            if up.ca.active().not_after() <= now {
+                return Err("the active CA has expired".into());
+            }
+            Ok(())
+        }),
+        refresh: Arc::new(move || {
+            if let Some(up) = up.get() {
+                (up.refresh)();
+            }
+        }),
+    }
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn shutdown_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -97,6 +124,27 @@ async fn shutdown_signal() -> std::io::Result<()> {
 /// Runs the server until a shutdown signal.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    // Up first, so probes see "live, not ready" while the store and CA load.
+    let up: Arc<OnceLock<Up>> = Arc::new(OnceLock::new());
+    if let Some(h) = &cfg.health {
+        let listener = TcpListener::bind(h.address)
+            .await
+            .with_context(|| format!("health.address {}", h.address))?;
+        sigil_proto::health::recorder();
+        crate::metrics::describe();
+        let endpoint = health_endpoint(up.clone(), clock.clone());
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            sigil_proto::health::serve(listener, endpoint, async move {
+                let _ = rx.changed().await;
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("health endpoint: {e}"))
+        });
+        info!(address = %h.address, "health endpoint listening");
+    }
     // Check everything that can be checked before writing anything.
     let upstream = load_upstream(&cfg, unix(clock.now()))?;
     std::fs::DirBuilder::new()
@@ -132,9 +180,6 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         clock.clone(),
     )
     .context("issuing the server SVID")?;
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
 
     // Admin API on the local socket.
     let listener = admin::socket::bind(&cfg.admin_socket)
@@ -334,6 +379,15 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         });
     }
 
+    let _ = up.set(Up {
+        refresh: crate::metrics::refresher(
+            ca.clone(),
+            registry.clone(),
+            svid.clone(),
+            clock.clone(),
+        ),
+        ca: ca.clone(),
+    });
     info!(trust_domain = %cfg.trust_domain, "sigil-server ready");
     tokio::select! {
         r = shutdown_signal() => { r.context("installing signal handlers")?; info!("shutting down"); }

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::ca::manager::CaManager;
 use crate::ca::{CaError, unix};
 use crate::clock::Clock;
+use crate::metrics::{self, SvidKind};
 
 struct Current {
     key: Arc<CertifiedKey>,
@@ -49,7 +50,11 @@ fn issue(
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| CaError::Sign(e.to_string()))?;
     let signer = ca.active();
-    let leaf = signer.sign_leaf(id, &[], ttl, &key, clock.now())?;
+    let started = std::time::Instant::now();
+    let leaf = signer.sign_leaf(id, &[], ttl, &key, clock.now());
+    let result = if leaf.is_ok() { "ok" } else { "error" };
+    metrics::svid_signed(SvidKind::Server, result, started.elapsed());
+    let leaf = leaf?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| CaError::Sign(e.to_string()))?;
@@ -81,6 +86,14 @@ impl ServerSvid {
 
     pub fn id(&self) -> &SpiffeId {
         &self.id
+    }
+
+    /// When the SVID now presented expires (Unix seconds).
+    pub fn not_after(&self) -> i64 {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .not_after
     }
 
     /// The certificate chain and key now presented.

@@ -4,6 +4,7 @@
 
 pub mod agent_client;
 pub mod mtls;
+pub mod prom;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -39,6 +39,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
+use crate::metrics;
 use crate::state::{Snapshot, StateRx, WorkloadSvid};
 use crate::workload_attestor::{PeerCred, WorkloadAttestError, WorkloadAttestor};
 
@@ -138,7 +139,11 @@ impl WorkloadApiService {
         let selectors = tokio::task::spawn_blocking(move || attestor.attest(&cred))
             .await
             .map_err(|e| refuse(method, Some(&cred), CallError::AttestationTask(e)))?
-            .map_err(|e| refuse(method, Some(&cred), CallError::Attestation(e)))?;
+            .map_err(|e| {
+                metrics::workload_attestation("error");
+                refuse(method, Some(&cred), CallError::Attestation(e))
+            })?;
+        metrics::workload_attestation("ok");
         debug!(
             pid = cred.pid,
             uid = cred.uid,
@@ -170,6 +175,7 @@ impl WorkloadApiService {
         snapshot: Arc<Snapshot>,
         first: Rendered<V::Msg>,
     ) -> ReceiverStream<Result<V::Msg, Status>> {
+        metrics::workload_call(method, tonic::Code::Ok);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         // Cannot fail: the channel is new, open and has room.
         let _ = tx.try_send(Ok(first.msg));
@@ -186,6 +192,7 @@ impl WorkloadApiService {
             clock: self.clock.clone(),
             refresh: self.limits.refresh_interval,
             _permit: caller.permit,
+            _open: metrics::OpenStream::counted(),
         }));
         ReceiverStream::new(rx)
     }
@@ -267,6 +274,12 @@ enum CallError {
 /// The one place errors become statuses: a safe message out, the detail
 /// (with pid and uid) in the log.
 fn refuse(method: &'static str, cred: Option<&PeerCred>, e: CallError) -> Status {
+    let status = refuse_status(method, cred, e);
+    metrics::workload_call(method, status.code());
+    status
+}
+
+fn refuse_status(method: &'static str, cred: Option<&PeerCred>, e: CallError) -> Status {
     let pid = cred.map_or(-1, |c| i64::from(c.pid));
     let uid = cred.map_or(-1, |c| i64::from(c.uid));
     match &e {
@@ -540,6 +553,8 @@ struct StreamTask<V: StreamView> {
     refresh: Duration,
     /// The stream's slot; released when the task ends.
     _permit: OwnedSemaphorePermit,
+    /// Counted in the open-streams gauge while the task lives.
+    _open: metrics::OpenStream,
 }
 
 /// Sends a new full message whenever the caller's view changes (a new

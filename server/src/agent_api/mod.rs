@@ -15,10 +15,11 @@ pub mod sync;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sigil_proto::SpiffeId;
 use sigil_proto::agent_api::{self as pb, agent_api_server::AgentApi};
+use sigil_proto::health::code_label;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::ca::manager::CaManager;
 use crate::ca::{SignedLeaf, unix};
 use crate::clock::Clock;
+use crate::metrics::{self, SvidKind};
 use crate::node_attestor::{AttestError, AttestedNode, NodeAttestor, Step};
 use crate::registry::Registry;
 use crate::store::{AttestedAgent, Store};
@@ -104,8 +106,13 @@ impl AgentApiService {
     }
 
     fn sign_agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<SignedLeaf, Status> {
-        let key = convert::csr_public_key(csr).map_err(Status::invalid_argument)?;
-        self.ca
+        let started = Instant::now();
+        let key = convert::csr_public_key(csr).map_err(|m| {
+            metrics::svid_signed(SvidKind::Agent, "invalid_csr", started.elapsed());
+            Status::invalid_argument(m)
+        })?;
+        let leaf = self
+            .ca
             .active()
             .sign_leaf(
                 id,
@@ -116,8 +123,11 @@ impl AgentApiService {
             )
             .map_err(|e| {
                 error!(error = %e, "signing an agent SVID failed");
+                metrics::svid_signed(SvidKind::Agent, "error", started.elapsed());
                 Status::internal("internal error; see the server log")
-            })
+            })?;
+        metrics::svid_signed(SvidKind::Agent, "ok", started.elapsed());
+        Ok(leaf)
     }
 
     fn agent_svid_pb(&self, leaf: SignedLeaf) -> pb::AgentSvid {
@@ -167,6 +177,7 @@ impl AgentApiService {
         mut inbound: Streaming<pb::AttestNodeRequest>,
         tx: &mpsc::Sender<Result<pb::AttestNodeResponse, Status>>,
         remote: &str,
+        attestor_label: &mut &'static str,
     ) -> Result<pb::AgentSvid, Status> {
         let pb::attest_node_request::Step::Params(params) = next_message(&mut inbound).await?
         else {
@@ -187,6 +198,7 @@ impl AgentApiService {
                     known.join(", ")
                 ))
             })?;
+        *attestor_label = attestor.name();
         // Check the CSR before the attestor consumes anything (a token).
         convert::csr_public_key(&params.csr).map_err(Status::invalid_argument)?;
         let now = unix(self.clock.now());
@@ -291,7 +303,15 @@ impl AgentApi for AgentApiHandle {
         let (tx, rx) = mpsc::channel(4);
         let svc = self.0.clone();
         tokio::spawn(async move {
-            let result = svc.attest(inbound, &tx, &remote).await;
+            let mut attestor = "unknown";
+            let result = svc.attest(inbound, &tx, &remote, &mut attestor).await;
+            metrics::attestation(
+                attestor,
+                match &result {
+                    Ok(_) => "ok",
+                    Err(s) => code_label(s.code()),
+                },
+            );
             let msg = result.map(|svid| pb::AttestNodeResponse {
                 step: Some(pb::attest_node_response::Step::Svid(svid)),
             });
@@ -379,12 +399,16 @@ impl AgentApi for AgentApiHandle {
             items
                 .into_iter()
                 .map(|item| {
-                    let err = |code: tonic::Code, message: String| pb::SvidResult {
-                        entry_id: item.entry_id.clone(),
-                        result: Some(pb::svid_result::Result::Error(pb::ItemError {
-                            code: code as i32,
-                            message,
-                        })),
+                    let started = Instant::now();
+                    let err = |code: tonic::Code, message: String| {
+                        metrics::svid_signed(SvidKind::Workload, code_label(code), started.elapsed());
+                        pb::SvidResult {
+                            entry_id: item.entry_id.clone(),
+                            result: Some(pb::svid_result::Result::Error(pb::ItemError {
+                                code: code as i32,
+                                message,
+                            })),
+                        }
                     };
                     let entry = match svc.registry.get(&item.entry_id) {
                         Some(e) if crate::authz::is_authorized(&e, &parents, now) => e,
@@ -402,14 +426,17 @@ impl AgentApi for AgentApiHandle {
                     };
                     let ttl = entry.spec.x509_ttl_or(svc.settings.default_x509_svid_ttl);
                     match ca.sign_leaf(&entry.spec.spiffe_id, &entry.spec.dns_names, ttl, &key, at) {
-                        Ok(leaf) => pb::SvidResult {
+                        Ok(leaf) => {
+                            metrics::svid_signed(SvidKind::Workload, "ok", started.elapsed());
+                            pb::SvidResult {
                             entry_id: item.entry_id.clone(),
                             result: Some(pb::svid_result::Result::Svid(pb::X509Svid {
                                 spiffe_id: leaf.spiffe_id.to_string(),
                                 cert_chain: leaf.chain,
                                 expires_at: leaf.not_after,
                             })),
-                        },
+                        }
+                        }
                         Err(e) => {
                             error!(error = %e, entry_id = %item.entry_id, "signing failed");
                             err(tonic::Code::Internal, "signing failed; see the server log".into())

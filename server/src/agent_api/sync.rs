@@ -243,6 +243,7 @@ impl Stream {
         if start.await.is_err() {
             return;
         }
+        let _connected = crate::metrics::ConnectedAgent::counted();
         info!(agent_id = %self.caller.id, entries = self.known.len(), revision = self.revision, "agent sync stream open");
         loop {
             let step = tokio::select! {

@@ -282,6 +282,7 @@ impl CaManager {
             .put_ca_journal(&journal)
             .map_err(CaError::from)?;
         warn!(slot = slot.name(), serial = %serial, "CA tainted");
+        crate::metrics::ca_event("taint");
         self.publish(&journal, now)?;
         drop(_g);
         Ok(self.status()?)
@@ -310,6 +311,7 @@ impl CaManager {
         let serial = s.serial.clone();
         let (journal, _) = self.slots.apply(journal, Step::Drop(slot), now)?;
         warn!(slot = slot.name(), serial = %serial, "CA revoked");
+        crate::metrics::ca_event("revoke");
         self.publish(&journal, now)?;
         drop(_g);
         Ok(self.status()?)
@@ -381,6 +383,7 @@ impl Slots {
                     serial = signer.serial_hex(),
                     "CA activated"
                 );
+                crate::metrics::ca_event("activate");
                 Ok((written, Some(signer)))
             }
             Step::Prepare(slot) => {
@@ -393,6 +396,7 @@ impl Slots {
                     serial = signer.serial_hex(),
                     "CA prepared"
                 );
+                crate::metrics::ca_event("prepare");
                 Ok((written, None))
             }
             Step::Activate(slot) => {
@@ -414,6 +418,7 @@ impl Slots {
                     serial = signer.serial_hex(),
                     "CA activated"
                 );
+                crate::metrics::ca_event("activate");
                 Ok((written, Some(signer)))
             }
             Step::Drop(slot) => {
@@ -427,6 +432,7 @@ impl Slots {
                 let written = self.write(journal, &gone)?;
                 for g in &gone {
                     info!(slot = slot.name(), serial = %g.serial, "CA dropped from the bundle");
+                    crate::metrics::ca_event("drop");
                 }
                 Ok((written, None))
             }

@@ -1,0 +1,125 @@
+//! The server's Prometheus metrics: every name and label set lives here, so
+//! the rest of the code records events without spelling metric names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use crate::ca::manager::CaManager;
+use crate::ca::unix;
+use crate::clock::Clock;
+use crate::registry::Registry;
+use crate::server_svid::ServerSvid;
+
+pub const SVIDS_ISSUED: &str = "sigil_server_svids_issued_total";
+pub const SIGNING_SECONDS: &str = "sigil_server_signing_duration_seconds";
+pub const ATTESTATIONS: &str = "sigil_server_node_attestations_total";
+pub const CA_ROTATIONS: &str = "sigil_server_ca_events_total";
+pub const CONNECTED_AGENTS: &str = "sigil_server_connected_agents";
+pub const ENTRIES: &str = "sigil_server_entries";
+pub const CA_EXPIRY: &str = "sigil_server_ca_expiry_seconds";
+pub const SVID_EXPIRY: &str = "sigil_server_svid_expiry_seconds";
+
+/// What an SVID was issued to.
+#[derive(Debug, Clone, Copy)]
+pub enum SvidKind {
+    Workload,
+    Agent,
+    Server,
+}
+
+impl SvidKind {
+    fn label(self) -> &'static str {
+        match self {
+            SvidKind::Workload => "workload",
+            SvidKind::Agent => "agent",
+            SvidKind::Server => "server",
+        }
+    }
+}
+
+/// Registers help texts (once, at start-up).
+pub fn describe() {
+    describe_counter!(
+        SVIDS_ISSUED,
+        "X.509-SVID signing requests by kind (workload, agent, server) and result"
+    );
+    describe_histogram!(
+        SIGNING_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to check one CSR and sign its leaf"
+    );
+    describe_counter!(ATTESTATIONS, "Node attestations by attestor and result");
+    describe_counter!(
+        CA_ROTATIONS,
+        "CA journal events: prepare, activate, drop, taint, revoke"
+    );
+    describe_gauge!(
+        CONNECTED_AGENTS,
+        "Open entry sync streams (connected agents)"
+    );
+    describe_gauge!(ENTRIES, "Registration entries in the store");
+    describe_gauge!(
+        CA_EXPIRY,
+        metrics::Unit::Seconds,
+        "Seconds until the active X.509 CA expires"
+    );
+    describe_gauge!(
+        SVID_EXPIRY,
+        metrics::Unit::Seconds,
+        "Seconds until the server's own SVID expires"
+    );
+    // Present from the start, so dashboards and alerts see zeros, not gaps.
+    gauge!(CONNECTED_AGENTS).set(0.0);
+}
+
+/// One signing request's outcome.
+pub fn svid_signed(kind: SvidKind, result: &'static str, took: Duration) {
+    counter!(SVIDS_ISSUED, "kind" => kind.label(), "result" => result).increment(1);
+    if result == "ok" {
+        histogram!(SIGNING_SECONDS, "kind" => kind.label()).record(took.as_secs_f64());
+    }
+}
+
+/// One node attestation's outcome (`result` is `ok` or a gRPC code name).
+pub fn attestation(attestor: &str, result: &'static str) {
+    counter!(ATTESTATIONS, "attestor" => attestor.to_string(), "result" => result).increment(1);
+}
+
+/// A CA journal event.
+pub fn ca_event(event: &'static str) {
+    counter!(CA_ROTATIONS, "event" => event).increment(1);
+}
+
+/// Counts one connected agent while it lives.
+pub struct ConnectedAgent(());
+
+impl ConnectedAgent {
+    pub fn counted() -> ConnectedAgent {
+        gauge!(CONNECTED_AGENTS).increment(1.0);
+        ConnectedAgent(())
+    }
+}
+
+impl Drop for ConnectedAgent {
+    fn drop(&mut self) {
+        gauge!(CONNECTED_AGENTS).decrement(1.0);
+    }
+}
+
+/// Sets the gauges computed at scrape time.
+pub fn refresher(
+    ca: Arc<CaManager>,
+    registry: Arc<Registry>,
+    svid: Arc<ServerSvid>,
+    clock: Arc<dyn Clock>,
+) -> sigil_proto::health::Refresh {
+    Arc::new(move || {
+        let now = unix(clock.now());
+        // Unix seconds are far inside f64's exact integer range.
+        gauge!(ENTRIES).set(registry.count() as f64);
+        gauge!(CA_EXPIRY).set((ca.active().not_after() - now) as f64);
+        gauge!(SVID_EXPIRY).set((svid.not_after() - now) as f64);
+    })
+}
