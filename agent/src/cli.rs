@@ -43,7 +43,7 @@ pub enum Command {
         join_token: Option<String>,
         #[arg(long, env = "SIGIL_LOG", default_value = "info")]
         log_level: String,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
     },
     /// Check a configuration file without starting the agent.

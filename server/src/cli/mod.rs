@@ -42,7 +42,7 @@ pub enum Command {
         /// Log filter, e.g. info or sigil_server=debug.
         #[arg(long, env = "SIGIL_LOG", default_value = "info")]
         log_level: String,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
     },
     /// Check a configuration file without starting the server.
