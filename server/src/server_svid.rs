@@ -52,7 +52,7 @@ fn issue(
     let signer = ca.active();
     let started = std::time::Instant::now();
     let leaf = signer.sign_leaf(id, &[], ttl, &key, clock.now());
-    let result = if leaf.is_ok() { "ok" } else { "error" };
+    let result = if leaf.is_ok() { "ok" } else { "internal" };
     metrics::svid_signed(SvidKind::Server, result, started.elapsed());
     let leaf = leaf?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

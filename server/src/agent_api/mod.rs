@@ -108,7 +108,7 @@ impl AgentApiService {
     fn sign_agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<SignedLeaf, Status> {
         let started = Instant::now();
         let key = convert::csr_public_key(csr).map_err(|m| {
-            metrics::svid_signed(SvidKind::Agent, "invalid_csr", started.elapsed());
+            metrics::svid_signed(SvidKind::Agent, "invalid_argument", started.elapsed());
             Status::invalid_argument(m)
         })?;
         let leaf = self
@@ -123,7 +123,7 @@ impl AgentApiService {
             )
             .map_err(|e| {
                 error!(error = %e, "signing an agent SVID failed");
-                metrics::svid_signed(SvidKind::Agent, "error", started.elapsed());
+                metrics::svid_signed(SvidKind::Agent, "internal", started.elapsed());
                 Status::internal("internal error; see the server log")
             })?;
         metrics::svid_signed(SvidKind::Agent, "ok", started.elapsed());
