@@ -76,12 +76,15 @@ stop_daemon() {
 
 # Stops a running quick start and removes its directory. Refuses to delete a
 # directory that a quick start did not create.
-stop() {
-  [ -e "$dir" ] || return 0
+check_ours() {
   if [ ! -f "$marker" ]; then
     echo "$dir exists but was not made by the quick start (no $marker); not touching it" >&2
     exit 1
   fi
+}
+stop() {
+  [ -e "$dir" ] || return 0
+  check_ours
   stop_daemon agent
   stop_daemon server
   rm -rf "$dir"
@@ -107,6 +110,7 @@ case "${1:-}" in
 esac
 
 if [ -e "$dir" ]; then
+  check_ours
   echo "==> Stopping the previous quick start and removing $dir"
   stop
 fi
