@@ -180,6 +180,10 @@ fn example_configs_keep_the_documented_defaults() {
     assert_eq!(s.rate_limit.attestations_per_second, 10);
     assert_eq!(s.rate_limit.csrs_per_second, 5000);
     assert!(s.bundle_endpoint.is_some());
+    assert_eq!(
+        s.health.as_ref().map(|h| h.address.to_string()),
+        Some("127.0.0.1:8088".to_string())
+    );
 
     let a = AgentConfig::load(&examples().join("agent.toml")).unwrap();
     assert_eq!(a.trust_domain.as_str(), "example.org");
@@ -188,6 +192,10 @@ fn example_configs_keep_the_documented_defaults() {
     assert_eq!(a.max_exe_hash_bytes, 256 * 1024 * 1024);
     assert!(!a.insecure_bootstrap);
     assert!(a.join_token.is_none());
+    assert_eq!(
+        a.health.as_ref().map(|h| h.address.to_string()),
+        Some("127.0.0.1:8089".to_string())
+    );
 }
 
 // -------------------------------------------------------------- kubernetes
@@ -374,12 +382,6 @@ fn container_port(c: &Value, name: &str) -> u64 {
                 c["name"].as_str().unwrap_or("?")
             )
         })
-}
-
-fn port_of(addr: &str) -> u64 {
-    addr.rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or_else(|| panic!("{addr} is not host:port"))
 }
 
 /// The volume mounted at the longest mount path that contains `path`, and
@@ -575,24 +577,27 @@ fn k8s_agent_daemonset_matches_its_config() {
 
 #[test]
 fn k8s_health_ports_match_the_configs() {
-    // The probes go to the port the [health] section listens on.
+    // The probes go to the port the [health] section listens on, on the pod
+    // IP (where the kubelet probes).
     let docs = manifests();
-    for (kind, configmap, key) in [
-        ("StatefulSet", "sigil-server-config", "server.toml"),
-        ("DaemonSet", "sigil-agent-config", "agent.toml"),
+    let (servers, agents) = configmap_configs(&docs);
+    for (kind, health) in [
+        ("StatefulSet", &servers["sigil-server-config"].health),
+        ("DaemonSet", &agents["sigil-agent-config"].health),
     ] {
-        let text = str_of(&find(&docs, "ConfigMap", configmap)["data"][key]);
-        let table: toml::Table = text.parse().unwrap();
-        let addr = table["health"]["address"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{configmap}: no [health] address"));
+        let addr = health
+            .as_ref()
+            .unwrap_or_else(|| panic!("{kind}: its config has no [health]"))
+            .address;
         assert!(
-            addr.starts_with("0.0.0.0:"),
-            "{configmap}: the kubelet probes the pod IP"
+            addr.ip().is_unspecified(),
+            "{kind}: {addr} is not reachable by the kubelet"
         );
+        let c = container(the_only(&docs, kind));
         assert_eq!(
-            container_port(container(the_only(&docs, kind)), "health"),
-            port_of(addr)
+            container_port(c, "health"),
+            u64::from(addr.port()),
+            "{kind}"
         );
     }
 }

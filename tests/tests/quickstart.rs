@@ -9,13 +9,12 @@
 //! included).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use sigil_tests::{bin, sigil_server, text};
+use sigil_tests::{bin, prom, sigil_server, text};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -159,30 +158,12 @@ fn line_value<'a>(out: &'a str, prefix: &str) -> &'a str {
         .trim()
 }
 
-/// Status code and body of `GET url` (plain HTTP on loopback), bounded.
-fn http_get(url: &str) -> (u16, String) {
+/// `GET url` (plain HTTP on loopback): status and body.
+fn get(url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest.split_once('/').expect("a path");
-    let mut s = TcpStream::connect(host).unwrap_or_else(|e| panic!("{url}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let resp = String::from_utf8_lossy(&buf).into_owned();
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("{url}: not an HTTP response: {resp}"));
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (code, body)
+    let addr: SocketAddr = host.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
+    prom::http_get(addr, &format!("/{path}")).unwrap_or_else(|e| panic!("{url}: {e:#}"))
 }
 
 /// The metrics URLs the script printed (`curl -s http://.../metrics`).
@@ -232,18 +213,24 @@ fn check_running(qs: &QuickStart, r: &Run) -> (i32, i32) {
             .ends_with(&format!("{}/run/agent.sock", qs.dir.display()))
     );
 
-    // And so do the metrics and health URLs, one per daemon.
+    // And so do the metrics and health URLs, one per daemon: both ready,
+    // the server counting the one entry, the agent caching the one SVID.
     let urls = metrics_urls(&r.stdout);
     assert_eq!(urls.len(), 2, "{}", r.stdout);
-    for url in urls {
-        let (code, body) = http_get(&url);
+    for (url, metric) in urls
+        .iter()
+        .zip(["sigil_server_entries", "sigil_agent_cached_svids"])
+    {
+        let (code, body) = get(url);
         assert_eq!(code, 200, "{url}: {body}");
-        assert!(
-            body.contains("# TYPE "),
-            "{url}: not Prometheus text:\n{body}"
-        );
+        let families = prom::parse(&body).unwrap_or_else(|e| panic!("{url}: {e:#}\n{body}"));
+        let value = families
+            .get(metric)
+            .and_then(|f| f.value(metric, &[]))
+            .unwrap_or_else(|| panic!("{url}: no {metric}:\n{body}"));
+        assert_eq!(value, 1.0, "{url}: {metric}");
         let ready = url.replace("/metrics", "/ready");
-        let (code, body) = http_get(&ready);
+        let (code, body) = get(&ready);
         assert_eq!(code, 200, "{ready}: {body}");
     }
     (server, agent)
