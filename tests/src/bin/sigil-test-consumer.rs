@@ -48,8 +48,7 @@ fn load(dir: &Path) -> anyhow::Result<Loaded> {
     let serial = hex(cert.raw_serial());
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pem.contents().to_vec()));
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)?;
-    let certs: Vec<CertificateDer<'static>> =
-        chain.into_iter().map(CertificateDer::from).collect();
+    let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
     Ok(Loaded {
         key: Arc::new(CertifiedKey::new(certs, signing)),
         bundle,
@@ -77,11 +76,12 @@ async fn main() -> anyhow::Result<()> {
         roots.clone(),
         authorize_one_of(vec![allowed]),
     ));
-    let mut cfg =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(current.clone());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_client_cert_verifier(verifier)
+    .with_cert_resolver(current.clone());
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
