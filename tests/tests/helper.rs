@@ -190,21 +190,29 @@ fn chain_verifies(set: &Set) -> bool {
             .any(|r| last.verify_signature(Some(r.public_key())).is_ok())
 }
 
+/// The three files' bytes as read from one version directory.
+struct RawRead {
+    version: String,
+    svid: Vec<u8>,
+    key: Vec<u8>,
+    bundle: Vec<u8>,
+}
+
 /// Reads the set through `..data`, resolved once.
-fn read_via_data(cert_dir: &Path) -> std::io::Result<(String, Vec<u8>, Vec<u8>, Vec<u8>)> {
+fn read_via_data(cert_dir: &Path) -> std::io::Result<RawRead> {
     let version = std::fs::read_link(cert_dir.join("..data"))?;
     let v = cert_dir.join(&version);
-    Ok((
-        version.display().to_string(),
-        std::fs::read(v.join("svid.pem"))?,
-        std::fs::read(v.join("svid_key.pem"))?,
-        std::fs::read(v.join("bundle.pem"))?,
-    ))
+    Ok(RawRead {
+        version: version.display().to_string(),
+        svid: std::fs::read(v.join("svid.pem"))?,
+        key: std::fs::read(v.join("svid_key.pem"))?,
+        bundle: std::fs::read(v.join("bundle.pem"))?,
+    })
 }
 
 fn current_set(cert_dir: &Path) -> Option<Set> {
-    let (_, s, k, b) = read_via_data(cert_dir).ok()?;
-    parse_set(&s, &k, &b)
+    let r = read_via_data(cert_dir).ok()?;
+    parse_set(&r.svid, &r.key, &r.bundle)
 }
 
 #[derive(Default, Debug)]
@@ -228,7 +236,12 @@ fn race_reader(cert_dir: PathBuf, stop: Arc<AtomicBool>) -> RaceReport {
     while !stop.load(Ordering::Relaxed) {
         r.reads += 1;
         match read_via_data(&cert_dir) {
-            Ok((version, s, k, b)) => match parse_set(&s, &k, &b) {
+            Ok(RawRead {
+                version,
+                svid: s,
+                key: k,
+                bundle: b,
+            }) => match parse_set(&s, &k, &b) {
                 Some(set)
                     if matching.contains(&(s.clone(), k.clone())) || {
                         let ok = key_matches(&set);
@@ -556,18 +569,21 @@ async fn nginx_style_consumer_reloads_on_sighup_and_serves_through_a_rotation() 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The server now presents the serial the helper wrote last.
-    let on_disk = serial(&current_set(&cert_dir).unwrap().chain[0]);
-    let now = call(addr, ccfg.clone()).await.unwrap();
-    let written = helper.written_serials();
-    assert!(
-        written.contains(&now),
-        "served {now}, helper wrote {written:?}"
-    );
-    assert!(
-        now == on_disk || written.last() == Some(&on_disk),
-        "served {now}, on disk {on_disk}"
-    );
+    // The server presents the serial the helper wrote last (polled: a
+    // further rotation may land between two reads).
+    let mut now = String::new();
+    let mut on_disk = String::new();
+    for _ in 0..50 {
+        on_disk = serial(&current_set(&cert_dir).unwrap().chain[0]);
+        now = call(addr, ccfg.clone()).await.unwrap();
+        if now == on_disk {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(now, on_disk, "the consumer serves the files on disk");
+    assert_ne!(now, first, "the consumer serves the rotated SVID");
+    assert!(helper.written_serials().contains(&now));
     let clog = std::fs::read_to_string(&consumer_log).unwrap();
     assert!(clog.contains("reloaded serial="), "{clog}");
     assert!(!clog.contains("reload failed"), "{clog}");
