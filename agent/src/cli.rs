@@ -82,7 +82,7 @@ pub enum Command {
         once: bool,
         /// With --once: give up when no SVID arrives in this time
         /// (overrides once_timeout).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_duration, requires = "once")]
         timeout: Option<Duration>,
         #[arg(long, env = "SIGIL_LOG", default_value = "info")]
         log_level: String,

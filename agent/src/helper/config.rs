@@ -13,10 +13,10 @@ use sigil_proto::parse_duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -199,9 +199,9 @@ fn socket_address(value: &str) -> Result<PathBuf, HelperConfigError> {
 
 impl HelperConfig {
     pub fn load(path: &Path) -> Result<HelperConfig, HelperConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| HelperConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| HelperConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|e| match e {
             HelperConfigError::Parse { message, .. } => HelperConfigError::Parse {

@@ -43,19 +43,19 @@ const VERSION_PREFIX: &str = "..v";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FilesError + 'a {
-    move |source| FilesError::Io {
+    move |error| FilesError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -15,10 +15,10 @@ use super::config::ReloadConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("cannot start reload command {cmd:?}: {source}")]
-    Spawn { cmd: String, source: std::io::Error },
-    #[error("waiting for reload command {cmd:?}: {source}")]
-    Wait { cmd: String, source: std::io::Error },
+    #[error("cannot start reload command {cmd:?}: {error}")]
+    Spawn { cmd: String, error: std::io::Error },
+    #[error("waiting for reload command {cmd:?}: {error}")]
+    Wait { cmd: String, error: std::io::Error },
     #[error("reload command {cmd:?} did not finish within {timeout:?} and was killed")]
     Timeout { cmd: String, timeout: Duration },
     #[error("reload command {cmd:?} failed: {status}")]
@@ -26,19 +26,19 @@ pub enum ReloadError {
         cmd: String,
         status: std::process::ExitStatus,
     },
-    #[error("cannot read pid_file_name {path}: {source}")]
+    #[error("cannot read pid_file_name {path}: {error}")]
     PidFile {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("pid_file_name {path}: {content:?} is not a process id (a positive integer)")]
     BadPid { path: PathBuf, content: String },
-    #[error("cannot send {signal} to pid {pid} (from {path}): {source}")]
+    #[error("cannot send {signal} to pid {pid} (from {path}): {error}")]
     Signal {
         signal: Signal,
         pid: i32,
         path: PathBuf,
-        source: nix::Error,
+        error: nix::Error,
     },
 }
 
@@ -52,9 +52,9 @@ pub enum Reloaded {
 
 /// Reads a pid file: one positive integer, surrounding whitespace allowed.
 pub fn read_pid(path: &Path) -> Result<i32, ReloadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReloadError::PidFile {
+    let text = std::fs::read_to_string(path).map_err(|error| ReloadError::PidFile {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     text.trim()
         .parse::<i32>()
@@ -72,12 +72,12 @@ pub async fn reload(cfg: &ReloadConfig) -> Result<Reloaded, ReloadError> {
         ReloadConfig::None => Ok(Reloaded::Nothing),
         ReloadConfig::Signal { signal, pid_file } => {
             let pid = read_pid(pid_file)?;
-            nix::sys::signal::kill(Pid::from_raw(pid), *signal).map_err(|source| {
+            nix::sys::signal::kill(Pid::from_raw(pid), *signal).map_err(|error| {
                 ReloadError::Signal {
                     signal: *signal,
                     pid,
                     path: pid_file.clone(),
-                    source,
+                    error,
                 }
             })?;
             Ok(Reloaded::Signalled {
@@ -91,9 +91,9 @@ pub async fn reload(cfg: &ReloadConfig) -> Result<Reloaded, ReloadError> {
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|source| ReloadError::Spawn {
+                .map_err(|error| ReloadError::Spawn {
                     cmd: cmd.clone(),
-                    source,
+                    error,
                 })?;
             match tokio::time::timeout(*timeout, child.wait()).await {
                 Ok(Ok(status)) if status.success() => Ok(Reloaded::Command {
@@ -103,9 +103,9 @@ pub async fn reload(cfg: &ReloadConfig) -> Result<Reloaded, ReloadError> {
                     cmd: cmd.clone(),
                     status,
                 }),
-                Ok(Err(source)) => Err(ReloadError::Wait {
+                Ok(Err(error)) => Err(ReloadError::Wait {
                     cmd: cmd.clone(),
-                    source,
+                    error,
                 }),
                 Err(_) => {
                     // Kill and reap, so no second command ever overlaps it.
