@@ -86,7 +86,7 @@ pub enum Command {
         timeout: Option<Duration>,
         #[arg(long, env = "SIGIL_LOG", default_value = "info")]
         log_level: String,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
     },
     /// Check that the agent's Workload API answers.

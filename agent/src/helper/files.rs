@@ -110,11 +110,17 @@ pub fn current_version(dir: &Path) -> Option<String> {
 /// Publishes `files` as the new current set in `dir` (created 0755 if
 /// missing) and returns the version directory's path.
 pub fn publish(dir: &Path, files: &[OutFile<'_>]) -> Result<PathBuf, FilesError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(io("creating", dir))?;
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(io("creating", dir))?;
+        // Explicit modes: a umask (systemd's UMask=0077) must not hide the
+        // certificates from the consumer; the key file keeps its own mode.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(io("setting the mode of", dir))?;
+    }
     let previous = current_version(dir);
     let existing = versions(dir)?;
     // Zero-padded so names sort by age; one past the newest on disk.
@@ -130,6 +136,8 @@ pub fn publish(dir: &Path, files: &[OutFile<'_>]) -> Result<PathBuf, FilesError>
         .mode(0o755)
         .create(&vdir)
         .map_err(io("creating", &vdir))?;
+    fs::set_permissions(&vdir, fs::Permissions::from_mode(0o755))
+        .map_err(io("setting the mode of", &vdir))?;
     let written = (|| {
         for f in files {
             let p = vdir.join(f.name);
@@ -202,7 +210,20 @@ mod tests {
     fn publishes_versions_and_keeps_the_previous_one() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("certs");
-        let v1 = publish(&dir, &set(b"c1", b"k1")).unwrap();
+        // As under systemd's UMask=0077 (process-wide; restored at once).
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let v1 = publish(&dir, &set(b"c1", b"k1"));
+        nix::sys::stat::umask(old);
+        let v1 = v1.unwrap();
+        for d in [&dir, &v1] {
+            let m = fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, 0o755, "{}", d.display());
+        }
+        let m = fs::metadata(dir.join("cert.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(m & 0o777, 0o644);
         assert_eq!(fs::read(dir.join("cert.pem")).unwrap(), b"c1");
         let mode = fs::metadata(dir.join("key.pem"))
             .unwrap()
