@@ -11,7 +11,22 @@ use sigil_proto::parse_duration;
 use sigil_proto::workload as wl;
 
 use crate::persist::write_atomic;
-use crate::workload_client;
+use crate::{helper, workload_client};
+
+/// Logs to stderr for the long-running client commands (`helper`).
+fn init_logs(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "sigil-agent", version, about = "Sigil node agent")]
@@ -54,10 +69,39 @@ pub enum Command {
     /// Use the Workload API like a workload would.
     #[command(subcommand)]
     Api(ApiCommand),
+    /// Write SVID, key and bundle files for programs that read files, and
+    /// reload them on every update (`helper validate` checks a config).
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
+    Helper {
+        #[command(subcommand)]
+        action: Option<HelperAction>,
+        #[arg(long, value_name = "FILE", required = true)]
+        config: Option<PathBuf>,
+        /// Write the first update and exit (init containers).
+        #[arg(long)]
+        once: bool,
+        /// With --once: give up when no SVID arrives in this time
+        /// (overrides once_timeout).
+        #[arg(long, value_parser = parse_duration, requires = "once")]
+        timeout: Option<Duration>,
+        #[arg(long, env = "SIGIL_LOG", default_value = "info")]
+        log_level: String,
+        #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Check that the agent's Workload API answers.
     Healthcheck {
         #[arg(long)]
         socket: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HelperAction {
+    /// Check a helper configuration file without starting.
+    Validate {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
@@ -150,6 +194,27 @@ async fn fetch_first(
 pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Run { .. } | Command::Validate { .. } => anyhow::bail!("not a client command"),
+        Command::Helper {
+            action: Some(HelperAction::Validate { config }),
+            ..
+        } => {
+            helper::validate(&config)?;
+            println!("{}: helper configuration is valid", config.display());
+            Ok(())
+        }
+        Command::Helper {
+            action: None,
+            config,
+            once,
+            timeout,
+            log_level,
+            log_format,
+        } => {
+            init_logs(&log_level, log_format)?;
+            let config = config.context("--config FILE is required")?;
+            let cfg = helper::config::HelperConfig::load(&config)?;
+            helper::run(cfg, helper::Options { once, timeout }).await
+        }
         Command::Healthcheck { socket } => {
             let path = workload_client::socket_path(socket)?;
             let mut c = workload_client::connect(&path).await?;

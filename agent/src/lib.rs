@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod helper;
 pub mod identity;
 pub mod metrics;
 pub mod node_attestor;
