@@ -13,8 +13,8 @@ use sigil_proto::workload as wl;
 use crate::persist::write_atomic;
 use crate::{helper, workload_client};
 
-/// Logs to stderr for the long-running client commands (`helper`).
-fn init_logs(level: &str, format: LogFormat) -> anyhow::Result<()> {
+/// Logs to stderr, for the daemon and the long-running `helper`.
+pub fn init_logs(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
