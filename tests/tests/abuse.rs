@@ -795,7 +795,7 @@ async fn workload_api_limits_per_process_and_message_size() {
     let a = TestAgent::start_with(
         &s,
         "[limits]\nworkload_api_max_streams_per_workload = 3\n\
-         workload_api_max_request_bytes = 1024\n",
+         workload_api_max_concurrent_streams = 4\nworkload_api_max_request_bytes = 1024\n",
     )
     .unwrap();
     let me = format!("unix:uid:{}", uid());
@@ -852,7 +852,82 @@ async fn workload_api_limits_per_process_and_message_size() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("spiffe://example.org/streams"));
-    // Closing one stream frees its slot.
+    // The global cap (4): another process holds the fourth stream; then
+    // every caller is refused, also a process with no stream open.
+    let mut watch = std::process::Command::new(bin("sigil-agent"))
+        .args(["api", "watch", "--socket"])
+        .arg(&a.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let watch_out = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(watch_out).lines() {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20));
+    assert!(
+        matches!(&first, Ok(Ok(l)) if l.contains("update: 1 SVID")),
+        "api watch got no SVID: {first:?}"
+    );
+    let from = mark(&a.log);
+    let out = sigil_tests::sigil_agent(
+        &[
+            "api",
+            "fetch",
+            "x509",
+            "--timeout",
+            "1s",
+            "--socket",
+            a.socket.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "served past the global cap");
+    assert!(
+        text(&out.stderr).contains("too many open Workload API streams; retry later"),
+        "{}",
+        text(&out.stderr)
+    );
+    await_log(
+        &a.log,
+        from,
+        &["Workload API call refused: stream limit reached"],
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    // Once the watcher is gone, other processes are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = sigil_tests::sigil_agent(
+            &[
+                "api",
+                "fetch",
+                "x509",
+                "--timeout",
+                "1s",
+                "--socket",
+                a.socket.to_str().unwrap(),
+            ],
+            &[],
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slot never freed: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // Closing one of our streams frees its per-process slot.
     drop(streams.pop());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

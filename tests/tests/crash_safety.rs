@@ -194,16 +194,19 @@ fn assert_ca_consistent(s: &TestServer, want_serial: &str, when: &str) {
     use std::os::unix::fs::PermissionsExt;
     let (active, view) = active_slot(s);
     let serial = norm_serial(active["serial"].as_str().expect("serial"));
-    assert_eq!(serial, want_serial, "{when}: the active CA changed: {view:#}");
+    assert_eq!(
+        serial, want_serial,
+        "{when}: the active CA changed: {view:#}"
+    );
     let bundle = s.bundle();
     let ca = bundle
         .iter()
         .find(|c| cert_serial(c) == serial)
         .unwrap_or_else(|| panic!("{when}: active CA {serial} is not in the bundle"));
-    let key = s
-        .data_dir
-        .join("keys")
-        .join(format!("{}.pk8", active["key_id"].as_str().expect("key_id")));
+    let key = s.data_dir.join("keys").join(format!(
+        "{}.pk8",
+        active["key_id"].as_str().expect("key_id")
+    ));
     let mode = std::fs::metadata(&key)
         .unwrap_or_else(|e| panic!("{when}: active CA key {}: {e}", key.display()))
         .permissions()
@@ -375,10 +378,8 @@ async fn kill_while_writing(kills: usize) {
     }
     let dups: Vec<_> = by_id.iter().filter(|(_, v)| v.len() > 1).collect();
     assert!(dups.is_empty(), "duplicated entries: {dups:#?}");
-    let asked: BTreeMap<&str, &Attempt> = attempts
-        .iter()
-        .map(|a| (a.spiffe_id.as_str(), a))
-        .collect();
+    let asked: BTreeMap<&str, &Attempt> =
+        attempts.iter().map(|a| (a.spiffe_id.as_str(), a)).collect();
     for e in &stored {
         let a = asked
             .get(e.spiffe_id.as_str())
