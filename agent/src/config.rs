@@ -34,6 +34,103 @@ pub struct NodeAttestorConfig {
     pub x509pop: Option<X509PopConfig>,
 }
 
+/// `[limits]`: bounds on what callers of the Workload API can make the
+/// agent do. Every key has a default; each is checked at load.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Workload API streams open at once over all callers.
+    #[serde(default = "default_max_streams")]
+    pub workload_api_max_concurrent_streams: usize,
+    /// Workload API streams open at once from one calling process (pid).
+    #[serde(default = "default_max_streams_per_workload")]
+    pub workload_api_max_streams_per_workload: usize,
+    /// Largest Workload API request, in bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub workload_api_max_request_bytes: usize,
+    /// Largest Workload API response, in bytes.
+    #[serde(default = "default_max_response_bytes")]
+    pub workload_api_max_response_bytes: usize,
+    /// Largest executable hashed for `unix:sha256` (also accepted at the
+    /// top level, where it was first defined; not both).
+    pub max_exe_hash_bytes: Option<u64>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            workload_api_max_concurrent_streams: default_max_streams(),
+            workload_api_max_streams_per_workload: default_max_streams_per_workload(),
+            workload_api_max_request_bytes: default_max_request_bytes(),
+            workload_api_max_response_bytes: default_max_response_bytes(),
+            max_exe_hash_bytes: None,
+        }
+    }
+}
+
+fn default_max_streams() -> usize {
+    10_000
+}
+fn default_max_streams_per_workload() -> usize {
+    100
+}
+fn default_max_request_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_response_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+/// Checks `[limits]`; each message names the key and the rule.
+fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
+    const MIB: usize = 1024 * 1024;
+    let in_range = |key: &'static str, v: usize, min: usize, max: usize| {
+        if v < min || v > max {
+            Err(invalid(
+                key,
+                format!("{v} is out of range (must be between {min} and {max})"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    in_range(
+        "limits.workload_api_max_concurrent_streams",
+        l.workload_api_max_concurrent_streams,
+        1,
+        1_000_000,
+    )?;
+    in_range(
+        "limits.workload_api_max_streams_per_workload",
+        l.workload_api_max_streams_per_workload,
+        1,
+        l.workload_api_max_concurrent_streams,
+    )
+    .map_err(|_| {
+        invalid(
+            "limits.workload_api_max_streams_per_workload",
+            format!(
+                "{} is out of range (must be between 1 and \
+                 limits.workload_api_max_concurrent_streams = {})",
+                l.workload_api_max_streams_per_workload, l.workload_api_max_concurrent_streams
+            ),
+        )
+    })?;
+    in_range(
+        "limits.workload_api_max_request_bytes",
+        l.workload_api_max_request_bytes,
+        1024,
+        256 * MIB,
+    )?;
+    in_range(
+        "limits.workload_api_max_response_bytes",
+        l.workload_api_max_response_bytes,
+        64 * 1024,
+        256 * MIB,
+    )?;
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -48,8 +145,9 @@ struct RawConfig {
     insecure_bootstrap: bool,
     #[serde(default)]
     node_attestor: NodeAttestorConfig,
-    #[serde(default = "default_hash_limit")]
-    max_exe_hash_bytes: u64,
+    max_exe_hash_bytes: Option<u64>,
+    #[serde(default)]
+    limits: LimitsConfig,
     health: Option<HealthConfig>,
 }
 
@@ -79,6 +177,7 @@ pub struct AgentConfig {
     pub max_exe_hash_bytes: u64,
     /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
     pub health: Option<HealthConfig>,
+    pub limits: LimitsConfig,
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -135,6 +234,17 @@ impl AgentConfig {
         {
             return Err(invalid("join_token", "malformed join token"));
         }
+        check_limits(&raw.limits)?;
+        let max_exe_hash_bytes = match (raw.max_exe_hash_bytes, raw.limits.max_exe_hash_bytes) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "limits.max_exe_hash_bytes",
+                    "also set at the top level as max_exe_hash_bytes; set only one",
+                ));
+            }
+            (Some(v), None) | (None, Some(v)) => v,
+            (None, None) => default_hash_limit(),
+        };
         Ok(AgentConfig {
             trust_domain,
             data_dir: raw.data_dir,
@@ -144,7 +254,8 @@ impl AgentConfig {
             join_token: raw.join_token,
             insecure_bootstrap: raw.insecure_bootstrap,
             node_attestor: raw.node_attestor,
-            max_exe_hash_bytes: raw.max_exe_hash_bytes,
+            max_exe_hash_bytes,
+            limits: raw.limits,
             health: raw.health,
         })
     }
@@ -174,6 +285,52 @@ mod tests {
             let e = AgentConfig::parse(&text).unwrap_err().to_string();
             assert!(e.contains(needle), "{needle}: {e}");
         }
+        for (text, needle) in [
+            (
+                "[limits]\nworkload_api_max_streams = 1\n",
+                "workload_api_max_streams",
+            ),
+            (
+                "[limits]\nworkload_api_max_concurrent_streams = 0\n",
+                "limits.workload_api_max_concurrent_streams: 0 is out of range",
+            ),
+            (
+                "[limits]\nworkload_api_max_concurrent_streams = 10\n\
+                 workload_api_max_streams_per_workload = 11\n",
+                "limits.workload_api_max_streams_per_workload: 11",
+            ),
+            (
+                "[limits]\nworkload_api_max_request_bytes = 10\n",
+                "limits.workload_api_max_request_bytes: 10 is out of range",
+            ),
+            (
+                "[limits]\nworkload_api_max_response_bytes = 1000\n",
+                "limits.workload_api_max_response_bytes",
+            ),
+            (
+                "max_exe_hash_bytes = 1\n[limits]\nmax_exe_hash_bytes = 2\n",
+                "set only one",
+            ),
+            ("[limits]\nmax_exe_hash_bytes = -1\n", "max_exe_hash_bytes"),
+        ] {
+            let e = AgentConfig::parse(&format!("{OK}{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let c = AgentConfig::parse(&format!(
+            "{OK}[limits]\nmax_exe_hash_bytes = 7\nworkload_api_max_streams_per_workload = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(c.max_exe_hash_bytes, 7);
+        assert_eq!(c.limits.workload_api_max_streams_per_workload, 3);
+        assert_eq!(c.limits.workload_api_max_concurrent_streams, 10_000);
+        let c = AgentConfig::parse(&format!("{OK}max_exe_hash_bytes = 9\n")).unwrap();
+        assert_eq!(c.max_exe_hash_bytes, 9);
+        assert_eq!(
+            AgentConfig::parse(OK).unwrap().max_exe_hash_bytes,
+            256 * 1024 * 1024
+        );
         AgentConfig::parse(&format!(
             "{}insecure_bootstrap = true\n",
             OK.replace("trust_bundle_path = \"/tmp/b.pem\"\n", "")

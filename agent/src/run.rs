@@ -276,8 +276,17 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
             ..Default::default()
         },
     ));
-    let service =
-        crate::workload_api::WorkloadApiService::new(state_rx, attestor, Default::default());
+    let service = crate::workload_api::WorkloadApiService::new(
+        state_rx,
+        attestor,
+        crate::workload_api::WorkloadApiLimits {
+            max_concurrent_streams: cfg.limits.workload_api_max_concurrent_streams,
+            max_streams_per_workload: cfg.limits.workload_api_max_streams_per_workload,
+            max_decoding_message_bytes: cfg.limits.workload_api_max_request_bytes,
+            max_encoding_message_bytes: cfg.limits.workload_api_max_response_bytes,
+            ..Default::default()
+        },
+    );
     {
         let path = cfg.socket_path.clone();
         let mut rx = shutdown_rx.clone();

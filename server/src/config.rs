@@ -132,6 +132,93 @@ fn default_csr_rate() -> u32 {
     5000
 }
 
+/// `[limits]`: bounds on what one request can make the server do. Every
+/// key has a default; each is checked at load.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest agent API message (request or response), in bytes.
+    #[serde(default = "default_message_bytes")]
+    pub agent_api_max_message_bytes: usize,
+    /// Largest admin API message (request or response), in bytes.
+    #[serde(default = "default_message_bytes")]
+    pub admin_api_max_message_bytes: usize,
+    /// Most CSRs in one SignSvids call.
+    #[serde(default = "default_max_csrs")]
+    pub max_csrs_per_request: usize,
+    /// Most entries in one CreateEntries call.
+    #[serde(default = "default_max_entries")]
+    pub max_entries_per_request: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            agent_api_max_message_bytes: default_message_bytes(),
+            admin_api_max_message_bytes: default_message_bytes(),
+            max_csrs_per_request: default_max_csrs(),
+            max_entries_per_request: default_max_entries(),
+        }
+    }
+}
+
+fn default_message_bytes() -> usize {
+    crate::agent_api::MAX_MESSAGE_BYTES
+}
+fn default_max_csrs() -> usize {
+    crate::agent_api::MAX_BATCH
+}
+fn default_max_entries() -> usize {
+    10_000
+}
+
+/// CSRs an agent sends in one SignSvids call (`sigil_agent::cache::BATCH`):
+/// a lower `max_csrs_per_request` would refuse every full batch.
+pub const AGENT_CSR_BATCH: usize = 500;
+
+/// Checks `[limits]`; each message names the key and the rule.
+fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
+    const MIB: usize = 1024 * 1024;
+    for (key, v, min, max, why) in [
+        (
+            "limits.agent_api_max_message_bytes",
+            l.agent_api_max_message_bytes,
+            MIB,
+            256 * MIB,
+            " (a sync page of entries must fit)",
+        ),
+        (
+            "limits.admin_api_max_message_bytes",
+            l.admin_api_max_message_bytes,
+            64 * 1024,
+            256 * MIB,
+            "",
+        ),
+        (
+            "limits.max_csrs_per_request",
+            l.max_csrs_per_request,
+            AGENT_CSR_BATCH,
+            100_000,
+            " (agents send up to 500 CSRs per call)",
+        ),
+        (
+            "limits.max_entries_per_request",
+            l.max_entries_per_request,
+            1,
+            1_000_000,
+            "",
+        ),
+    ] {
+        if v < min || v > max {
+            return Err(invalid(
+                key,
+                format!("{v} is out of range (must be between {min} and {max}){why}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The raw file, before defaults that depend on other keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,6 +248,8 @@ struct RawConfig {
     #[serde(default)]
     rate_limit: RateLimitConfig,
     health: Option<HealthConfig>,
+    #[serde(default)]
+    limits: LimitsConfig,
 }
 
 fn default_bind() -> SocketAddr {
@@ -205,6 +294,7 @@ pub struct ServerConfig {
     pub rate_limit: RateLimitConfig,
     /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
     pub health: Option<HealthConfig>,
+    pub limits: LimitsConfig,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
@@ -307,6 +397,7 @@ impl ServerConfig {
                 "limits must be at least 1 per second",
             ));
         }
+        check_limits(&raw.limits)?;
         let admin_socket = raw
             .admin_socket
             .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
@@ -326,6 +417,7 @@ impl ServerConfig {
             node_attestor: raw.node_attestor,
             rate_limit: raw.rate_limit,
             health: raw.health,
+            limits: raw.limits,
         })
     }
 
@@ -411,6 +503,40 @@ mod tests {
             let e = ServerConfig::parse(&format!("{MINIMAL}{extra}")).unwrap_err();
             assert!(e.to_string().contains(needle), "{extra}: {e}");
         }
+        for (extra, needle) in [
+            ("[limits]\nmax_csr_per_request = 1\n", "max_csr_per_request"),
+            (
+                "[limits]\nmax_csrs_per_request = 10\n",
+                "limits.max_csrs_per_request: 10 is out of range (must be between 500",
+            ),
+            (
+                "[limits]\nagent_api_max_message_bytes = 1000\n",
+                "limits.agent_api_max_message_bytes: 1000 is out of range",
+            ),
+            (
+                "[limits]\nadmin_api_max_message_bytes = 0\n",
+                "limits.admin_api_max_message_bytes: 0",
+            ),
+            (
+                "[limits]\nmax_entries_per_request = 0\n",
+                "limits.max_entries_per_request: 0",
+            ),
+            (
+                "[limits]\nmax_entries_per_request = -3\n",
+                "max_entries_per_request",
+            ),
+        ] {
+            let e = ServerConfig::parse(&format!("{MINIMAL}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(needle), "{extra}: {e}");
+        }
+        let c = ServerConfig::parse(&format!(
+            "{MINIMAL}[limits]\nmax_entries_per_request = 3\nadmin_api_max_message_bytes = 65536\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_entries_per_request, 3);
+        assert_eq!(c.limits.admin_api_max_message_bytes, 65536);
+        assert_eq!(c.limits.max_csrs_per_request, 1000);
+        assert_eq!(c.limits.agent_api_max_message_bytes, 4 * 1024 * 1024);
         let e =
             ServerConfig::parse("trust_domain = \"Example.org\"\ndata_dir = \"/x\"\n").unwrap_err();
         assert!(e.to_string().contains("trust_domain"), "{e}");

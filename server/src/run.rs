@@ -202,13 +202,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             default_x509_svid_ttl: cfg.default_x509_svid_ttl,
             join_token_ttl: cfg.join_token_ttl,
             bundle_refresh_hint: refresh_hint,
+            max_entries_per_request: cfg.limits.max_entries_per_request,
         },
     );
     let server_uid = nix::unistd::getuid().as_raw();
     let admin_server = tonic::service::interceptor::InterceptedService::new(
         AdminApiServer::new(service)
-            .max_decoding_message_size(admin::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(admin::MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(cfg.limits.admin_api_max_message_bytes)
+            .max_encoding_message_size(cfg.limits.admin_api_max_message_bytes),
         admin::socket::uid_check(server_uid, cfg.admin_allowed_uids.clone()),
     );
     {
@@ -316,11 +317,12 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 bundle_refresh_hint: refresh_hint,
                 attestations_per_second: cfg.rate_limit.attestations_per_second,
                 csrs_per_second: cfg.rate_limit.csrs_per_second,
+                max_csrs_per_request: cfg.limits.max_csrs_per_request,
             },
         );
         let api = AgentApiServer::new(AgentApiHandle(Arc::new(service)))
-            .max_decoding_message_size(agent_api::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(agent_api::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(cfg.limits.agent_api_max_message_bytes)
+            .max_encoding_message_size(cfg.limits.agent_api_max_message_bytes);
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             verifier,

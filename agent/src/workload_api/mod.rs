@@ -63,6 +63,10 @@ pub struct WorkloadApiLimits {
     /// Streams open at once over all connections; more are refused with
     /// `ResourceExhausted` (clients retry).
     pub max_concurrent_streams: usize,
+    /// Streams (and calls) open at once from one calling process (pid), so
+    /// one workload cannot take every slot of `max_concurrent_streams`;
+    /// more are refused with `ResourceExhausted`.
+    pub max_streams_per_workload: usize,
     /// Largest request accepted (requests are tiny; 4 MiB).
     pub max_decoding_message_bytes: usize,
     /// Largest response sent (many SVIDs with long chains; 16 MiB).
@@ -76,6 +80,7 @@ impl Default for WorkloadApiLimits {
     fn default() -> Self {
         WorkloadApiLimits {
             max_concurrent_streams: 10_000,
+            max_streams_per_workload: 100,
             max_decoding_message_bytes: 4 * 1024 * 1024,
             max_encoding_message_bytes: 16 * 1024 * 1024,
             refresh_interval: Duration::from_secs(1),
@@ -96,6 +101,8 @@ pub struct WorkloadApiService {
     attestor: Arc<dyn WorkloadAttestor>,
     limits: WorkloadApiLimits,
     streams: Arc<Semaphore>,
+    /// Open calls per calling pid (see `max_streams_per_workload`).
+    per_workload: Arc<std::sync::Mutex<HashMap<i32, usize>>>,
     clock: Clock,
     /// Set to `true` when the server stops: open streams end, so the
     /// graceful shutdown is not held up by streams that never finish.
@@ -114,6 +121,7 @@ impl WorkloadApiService {
             attestor,
             limits,
             streams: Arc::new(Semaphore::new(permits)),
+            per_workload: Arc::default(),
             clock: system_clock(),
             stop: Arc::new(watch::channel(false).0),
         }
@@ -130,11 +138,27 @@ impl WorkloadApiService {
     async fn admit<T>(&self, req: &Request<T>, method: &'static str) -> Result<Caller, Status> {
         check_header(req).map_err(|e| refuse(method, None, e))?;
         let cred = peer_cred(req).map_err(|e| refuse(method, None, e))?;
-        let permit = self
+        let workload = WorkloadSlot::take(
+            &self.per_workload,
+            cred.pid,
+            self.limits.max_streams_per_workload,
+        )
+        .ok_or_else(|| {
+            refuse(
+                method,
+                Some(&cred),
+                CallError::TooManyWorkloadStreams(self.limits.max_streams_per_workload),
+            )
+        })?;
+        let global = self
             .streams
             .clone()
             .try_acquire_owned()
             .map_err(|_| refuse(method, Some(&cred), CallError::TooManyStreams))?;
+        let permit = StreamPermit {
+            _global: global,
+            _workload: workload,
+        };
         let attestor = self.attestor.clone();
         let selectors = tokio::task::spawn_blocking(move || attestor.attest(&cred))
             .await
@@ -241,7 +265,57 @@ pub async fn serve_listener(
 struct Caller {
     cred: PeerCred,
     selectors: Vec<Selector>,
-    permit: OwnedSemaphorePermit,
+    permit: StreamPermit,
+}
+
+/// A call's share of the global and the per-workload stream limits; both
+/// are given back when it is dropped.
+struct StreamPermit {
+    _global: OwnedSemaphorePermit,
+    _workload: WorkloadSlot,
+}
+
+/// One open call of a calling process, counted in `per_workload`.
+struct WorkloadSlot {
+    counts: Arc<std::sync::Mutex<HashMap<i32, usize>>>,
+    pid: i32,
+}
+
+impl WorkloadSlot {
+    /// Counts one more call for `pid`, or `None` if it has `max` already.
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<i32, usize>>>,
+        pid: i32,
+        max: usize,
+    ) -> Option<WorkloadSlot> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(pid).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(WorkloadSlot {
+            counts: counts.clone(),
+            pid,
+        })
+    }
+}
+
+impl Drop for WorkloadSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.pid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.pid);
+            }
+        }
+    }
 }
 
 /// Why a call is refused or a stream ends. Mapped to `Status` in `refuse`.
@@ -257,6 +331,8 @@ enum CallError {
     NoPeerCred,
     #[error("too many open Workload API streams; retry later")]
     TooManyStreams,
+    #[error("too many open Workload API streams from this process (limit {0}); retry later")]
+    TooManyWorkloadStreams(usize),
     #[error("workload attestation failed")]
     Attestation(#[source] WorkloadAttestError),
     #[error("workload attestation did not complete")]
@@ -302,6 +378,13 @@ fn refuse_status(method: &'static str, cred: Option<&PeerCred>, e: CallError) ->
             warn!(
                 pid,
                 uid, method, "Workload API call refused: stream limit reached"
+            );
+            Status::resource_exhausted(e.to_string())
+        }
+        CallError::TooManyWorkloadStreams(limit) => {
+            warn!(
+                pid,
+                uid, method, limit, "Workload API call refused: per-workload stream limit reached"
             );
             Status::resource_exhausted(e.to_string())
         }
@@ -552,7 +635,7 @@ struct StreamTask<V: StreamView> {
     clock: Clock,
     refresh: Duration,
     /// The stream's slot; released when the task ends.
-    _permit: OwnedSemaphorePermit,
+    _permit: StreamPermit,
     /// Counted in the open-streams gauge while the task lives.
     _open: metrics::OpenStream,
 }

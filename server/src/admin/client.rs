@@ -7,7 +7,10 @@ use sigil_proto::admin_api::admin_api_client::AdminApiClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::MAX_MESSAGE_BYTES;
+/// The client's own bound: the largest `limits.admin_api_max_message_bytes`
+/// the server accepts, so the server's configured limit is the one that
+/// applies (and its refusal names it).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Connects to the admin socket at `path`.
 pub async fn connect(path: &Path) -> anyhow::Result<AdminApiClient<Channel>> {

@@ -56,6 +56,12 @@ pub fn to_status(e: AdminError) -> Status {
         AdminError::Store(StoreError::Conflict { .. }) => {
             Status::aborted("changed concurrently; retry")
         }
+        // Disk full, read-only, I/O errors: the operator must see the cause
+        // (the admin socket is local and admin-only; no secret is in it).
+        AdminError::Store(StoreError::Io(m)) => {
+            error!(error = %m, "admin call failed: store I/O");
+            Status::unavailable(format!("the store could not complete the call: {m}"))
+        }
         other => {
             error!(error = %other, "admin call failed");
             Status::internal("internal error; see the server log")
@@ -70,6 +76,9 @@ pub struct AdminSettings {
     pub default_x509_svid_ttl: Duration,
     pub join_token_ttl: Duration,
     pub bundle_refresh_hint: Duration,
+    /// Most entries in one CreateEntries call (`[limits]
+    /// max_entries_per_request`).
+    pub max_entries_per_request: usize,
 }
 
 pub struct AdminService {
@@ -257,9 +266,21 @@ impl AdminApi for AdminService {
         req: Request<pb::CreateEntriesRequest>,
     ) -> Result<Response<pb::CreateEntriesResponse>, Status> {
         let now = self.now();
-        let items: Vec<Result<EntrySpec, String>> = req
-            .into_inner()
-            .entries
+        let entries = req.into_inner().entries;
+        let max = self.settings.max_entries_per_request;
+        if entries.len() > max {
+            tracing::warn!(
+                entries = entries.len(),
+                limit = max,
+                "CreateEntries refused: too many entries in one request"
+            );
+            return Err(invalid(format!(
+                "{} entries in one request, more than the limit of {max} \
+                 (limits.max_entries_per_request); split the request",
+                entries.len()
+            )));
+        }
+        let items: Vec<Result<EntrySpec, String>> = entries
             .iter()
             .enumerate()
             .map(|(i, e)| {

@@ -37,9 +37,11 @@ use caller::AgentCaller;
 use listener::PeerInfo;
 use rate_limit::RateLimiter;
 
-/// Largest agent API message, in bytes.
+/// Largest agent API message, in bytes, unless `[limits]
+/// agent_api_max_message_bytes` says otherwise.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-/// Most CSRs in one SignSvids call.
+/// Most CSRs in one SignSvids call, unless `[limits] max_csrs_per_request`
+/// says otherwise.
 pub const MAX_BATCH: usize = 1000;
 /// Time an attesting agent has for each step of the exchange.
 const ATTEST_STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +57,8 @@ pub struct AgentApiSettings {
     pub attestations_per_second: u32,
     /// CSRs signed per second per agent (burst: twice that).
     pub csrs_per_second: u32,
+    /// Most CSRs in one SignSvids call (`[limits] max_csrs_per_request`).
+    pub max_csrs_per_request: usize,
 }
 
 pub struct AgentApiService {
@@ -377,9 +381,11 @@ impl AgentApi for AgentApiHandle {
     ) -> Result<Response<pb::SignSvidsResponse>, Status> {
         let c = caller(req.extensions())?;
         let items = req.into_inner().requests;
-        if items.len() > MAX_BATCH {
+        let max = self.0.settings.max_csrs_per_request;
+        if items.len() > max {
+            warn!(agent_id = %c.id, csrs = items.len(), limit = max, "SignSvids refused: too many CSRs in one call");
             return Err(Status::invalid_argument(format!(
-                "{} CSRs in one call, more than the limit of {MAX_BATCH}",
+                "{} CSRs in one call, more than the limit of {max} (limits.max_csrs_per_request)",
                 items.len()
             )));
         }
