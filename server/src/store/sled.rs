@@ -286,19 +286,41 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn create_entry(&self, mut spec: EntrySpec, now: i64) -> StoreResult<Entry> {
+impl SledStore {
+    /// Creates one entry without flushing.
+    fn create_entry_unflushed(&self, mut spec: EntrySpec, now: i64) -> StoreResult<Entry> {
         spec.normalize();
         for _ in 0..ID_ATTEMPTS {
             let id = self.new_entry_id()?;
             if let Some(entry) = self.try_create_entry(&id, &spec, now)? {
-                self.flush()?;
                 return Ok(entry);
             }
         }
         Err(StoreError::Io(format!(
             "no free entry id after {ID_ATTEMPTS} random tries: is the random generator broken?"
         )))
+    }
+}
+
+impl Store for SledStore {
+    fn create_entry(&self, spec: EntrySpec, now: i64) -> StoreResult<Entry> {
+        let entry = self.create_entry_unflushed(spec, now)?;
+        self.flush()?;
+        Ok(entry)
+    }
+
+    fn create_entries(
+        &self,
+        specs: Vec<EntrySpec>,
+        now: i64,
+    ) -> StoreResult<Vec<StoreResult<Entry>>> {
+        let results: Vec<StoreResult<Entry>> = specs
+            .into_iter()
+            .map(|spec| self.create_entry_unflushed(spec, now))
+            .collect();
+        // One flush for the whole batch, before any of it is acknowledged.
+        self.flush()?;
+        Ok(results)
     }
 
     fn get_entry(&self, id: &str) -> StoreResult<Option<Entry>> {
