@@ -53,7 +53,8 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 
 /// A running `sigil-server`.
 pub struct Server {
-    pub dir: tempfile::TempDir,
+    /// Removed on drop.
+    _dir: tempfile::TempDir,
     pub config: PathBuf,
     pub socket: PathBuf,
     pub agent_addr: SocketAddr,
@@ -79,7 +80,7 @@ impl Server {
         )?;
         let log = dir.path().join("server.log");
         let mut s = Server {
-            dir,
+            _dir: dir,
             config,
             socket,
             agent_addr,
@@ -236,7 +237,8 @@ pub fn entry(spiffe_id: &str, parent: &str, selectors: &[(&str, &str)]) -> apb::
 
 /// A running `sigil-agent` attached to a [`Server`].
 pub struct Agent {
-    pub dir: tempfile::TempDir,
+    /// Removed on drop.
+    _dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub agent_id: String,
     pub log: PathBuf,
@@ -282,7 +284,7 @@ impl Agent {
             .spawn()
             .context("spawning sigil-agent")?;
         let mut a = Agent {
-            dir,
+            _dir: dir,
             socket,
             agent_id,
             log,
@@ -322,12 +324,6 @@ impl Agent {
             .as_ref()
             .map(Child::id)
             .context("agent not running")
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            stop_child(&mut c);
-        }
     }
 }
 
