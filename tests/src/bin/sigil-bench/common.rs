@@ -80,10 +80,15 @@ fn round(v: f64) -> f64 {
 impl Report {
     pub fn new(json: bool) -> Report {
         if !json {
-            println!(
-                "{:<13} {:<34} {:>12} {:<8} {:>10} {:>11} {}",
-                "scenario", "metric", "value", "unit", "target", "limit_ratio", "met"
+            let (s, m, v, u, t, r) = (
+                "scenario",
+                "metric",
+                "value",
+                "unit",
+                "target",
+                "limit_ratio",
             );
+            println!("{s:<13} {m:<34} {v:>12} {u:<8} {t:>10} {r:>11} met");
         }
         Report {
             json,
