@@ -132,6 +132,22 @@ impl Registry {
         })
     }
 
+    /// Creates several entries with one durable store write (one flush);
+    /// each item's outcome in order. Events go out in revision order once
+    /// the whole batch is durable.
+    pub fn create_many(
+        &self,
+        specs: Vec<EntrySpec>,
+        now: i64,
+    ) -> StoreResult<Vec<StoreResult<Entry>>> {
+        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let results = self.store.create_entries(specs, now)?;
+        for e in results.iter().flatten() {
+            self.apply(EntryEvent::Upserted(e.clone()));
+        }
+        Ok(results)
+    }
+
     pub fn update(&self, id: &str, spec: EntrySpec) -> StoreResult<Entry> {
         self.locked(|| {
             let e = self.store.update_entry(id, spec)?;

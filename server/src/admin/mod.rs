@@ -290,13 +290,22 @@ impl AdminApi for AdminService {
             .collect();
         let results = self
             .write(move |registry| {
+                // The valid specs go to the store in one batch (one flush);
+                // their outcomes come back in the same order.
+                let specs: Vec<EntrySpec> = items.iter().filter_map(|i| i.as_ref().ok().cloned()).collect();
+                let mut created = registry.create_many(specs, now)?.into_iter();
                 Ok(items
                     .into_iter()
                     .enumerate()
                     .map(|(i, item)| {
-                        let result = match item {
+                        let outcome = item.map(|_| created.next());
+                        let result = match outcome {
                             Err(m) => pb::entry_result::Result::Error(item_error(&invalid(m))),
-                            Ok(spec) => match registry.create(spec, now) {
+                            // Invariant: create_many returns one outcome per spec.
+                            Ok(None) => pb::entry_result::Result::Error(item_error(&Status::internal(
+                                format!("entry {i}: no outcome from the store"),
+                            ))),
+                            Ok(Some(r)) => match r {
                                 Ok(e) => {
                                     info!(entry_id = %e.id, spiffe_id = %e.spec.spiffe_id, revision = e.revision, "entry created");
                                     pb::entry_result::Result::Entry(convert::entry_to_pb(&e))

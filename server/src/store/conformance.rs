@@ -56,6 +56,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("entry_update_keeps_identity", entry_update_keeps_identity),
     ("entry_duplicates_refused", entry_duplicates_refused),
     ("entry_unknown_id", entry_unknown_id),
+    ("entry_batch_create", entry_batch_create),
     ("entry_list_filters", entry_list_filters),
     ("entry_events", entry_events),
     ("entry_event_pruning", entry_event_pruning),
@@ -94,6 +95,7 @@ macro_rules! store_conformance_tests {
             entry_update_keeps_identity,
             entry_duplicates_refused,
             entry_unknown_id,
+            entry_batch_create,
             entry_list_filters,
             entry_events,
             entry_event_pruning,
@@ -1421,4 +1423,96 @@ pub fn concurrent_ca_journal_writes(location: &dyn StoreLocation) {
         winner,
         "the winner is stored"
     );
+}
+
+/// `create_entries` creates each spec as `create_entry` would, in order with
+/// consecutive revisions and one event each; refuses duplicates (of stored
+/// entries and of earlier items of the same batch) item by item without
+/// stopping the batch; an empty batch changes nothing; and everything it
+/// acknowledged is there after a reopen.
+pub fn entry_batch_create(location: &dyn StoreLocation) {
+    let (created, rev) = {
+        let store = location.open();
+        let s = &*store;
+        let before = ok(
+            s.create_entry(entry_spec("/old", "/p", &["t:old"]), 1),
+            "create old",
+        );
+        assert!(
+            ok(s.create_entries(Vec::new(), 2), "empty batch").is_empty(),
+            "an empty batch has no outcomes"
+        );
+        assert_eq!(
+            revision(s),
+            before.revision,
+            "an empty batch changes nothing"
+        );
+        let out = ok(
+            s.create_entries(
+                vec![
+                    entry_spec("/b/0", "/p", &["t:a", "t:b"]),
+                    entry_spec("/old", "/p", &["t:old"]),
+                    entry_spec("/b/1", "/p", &["t:a"]),
+                    raw_spec("/b/0", "/p", &["t:b", "t:a"]),
+                    entry_spec("/b/2", "/p", &["t:c"]),
+                ],
+                7,
+            ),
+            "create_entries",
+        );
+        assert_eq!(out.len(), 5, "one outcome per spec");
+        let mut out = out.into_iter();
+        let b0 = ok(out.next().expect("outcome 0"), "batch item 0");
+        expect_already_exists(
+            out.next().expect("outcome 1"),
+            "batch item duplicating a stored entry",
+        );
+        let b1 = ok(out.next().expect("outcome 2"), "batch item 2");
+        expect_already_exists(
+            out.next().expect("outcome 3"),
+            "batch item duplicating an earlier item of the batch",
+        );
+        let b2 = ok(out.next().expect("outcome 4"), "batch item 4");
+        let created = vec![b0, b1, b2];
+        for (i, e) in created.iter().enumerate() {
+            assert_eq!(
+                e.revision,
+                before.revision + 1 + i as u64,
+                "batch items get consecutive revisions in order"
+            );
+            assert_eq!(e.created_at, 7, "created_at is the batch's now");
+            assert!(is_lower_hex_id(&e.id), "bad entry id {:?}", e.id);
+            assert_eq!(
+                ok(s.get_entry(&e.id), "get batch entry").as_ref(),
+                Some(e),
+                "a batch entry reads back as returned"
+            );
+        }
+        assert_eq!(revision(s), before.revision + 3);
+        assert_eq!(ok(s.count_entries(), "count"), 4);
+        let events = events_since(s, before.revision).expect("events of the batch");
+        let upserted: Vec<&Entry> = events
+            .iter()
+            .map(|ev| match ev {
+                EntryEvent::Upserted(e) => e,
+                other => panic!("unexpected event {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            upserted,
+            created.iter().collect::<Vec<_>>(),
+            "one Upserted event per created item, in order"
+        );
+        (created, revision(s))
+    };
+    let store = location.open();
+    let s = &*store;
+    assert_eq!(revision(s), rev, "the batch's revision survives a reopen");
+    for e in &created {
+        assert_eq!(
+            ok(s.get_entry(&e.id), "get after reopen").as_ref(),
+            Some(e),
+            "an acknowledged batch entry survives a reopen"
+        );
+    }
 }

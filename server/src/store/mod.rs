@@ -175,6 +175,18 @@ pub trait Store: Send + Sync + 'static {
     /// entry revision and `created_at` = `now`. Refuses a duplicate (same
     /// SPIFFE ID, parent and selector set) with `AlreadyExists`.
     fn create_entry(&self, spec: EntrySpec, now: i64) -> StoreResult<Entry>;
+    /// Creates several entries as [`Store::create_entry`] would, one after
+    /// the other (each with its own revision, in order), and makes them all
+    /// durable with one flush before returning. Each item's outcome is
+    /// returned in order; a refused item (e.g. `AlreadyExists`, also against
+    /// an earlier item of the same batch) does not stop the others. An outer
+    /// `Err` means the batch could not be made durable: nothing of it may be
+    /// acknowledged.
+    fn create_entries(
+        &self,
+        specs: Vec<EntrySpec>,
+        now: i64,
+    ) -> StoreResult<Vec<StoreResult<Entry>>>;
     fn get_entry(&self, id: &str) -> StoreResult<Option<Entry>>;
     /// Replaces the spec of entry `id`, bumping its revision. `NotFound` if
     /// absent; `AlreadyExists` if the new spec duplicates another entry.
