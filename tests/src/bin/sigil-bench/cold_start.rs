@@ -1,7 +1,7 @@
 //! P6 `cold-start`: a server whose store holds 100,000 entries, from exec
-//! until it answers the admin healthcheck (store open, entries loaded, CA
-//! active); the best of a few restarts is not taken: the slowest is
-//! reported.
+//! until `/ready` answers 200 (store open, entries loaded, CA active,
+//! listeners bound); the best of a few restarts is not taken: the slowest
+//! is reported.
 
 use crate::common::{Ctx, Report, Target, ms, note, rss_mib};
 use crate::procs::{Server, TRUST_DOMAIN};

@@ -3,7 +3,7 @@
 //! loopback, logging to a file there, killed on drop.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,8 @@ pub struct Server {
     pub config: PathBuf,
     pub socket: PathBuf,
     pub agent_addr: SocketAddr,
+    /// `[health] address`: `/ready` is what start-up time is measured to.
+    pub health_addr: SocketAddr,
     pub log: PathBuf,
     child: Option<Child>,
 }
@@ -69,12 +71,14 @@ impl Server {
         let data_dir = dir.path().join("data");
         let socket = data_dir.join("admin.sock");
         let agent_addr = free_addr()?;
+        let health_addr = free_addr()?;
         let config = dir.path().join("server.toml");
         std::fs::write(
             &config,
             format!(
                 "trust_domain = \"{TRUST_DOMAIN}\"\ndata_dir = \"{}\"\nbind_address = \"{agent_addr}\"\n\
-                 [rate_limit]\nattestations_per_second = 10000\ncsrs_per_second = 10000000\n",
+                 [rate_limit]\nattestations_per_second = 10000\ncsrs_per_second = 10000000\n\
+                 [health]\naddress = \"{health_addr}\"\n",
                 data_dir.display()
             ),
         )?;
@@ -84,6 +88,7 @@ impl Server {
             config,
             socket,
             agent_addr,
+            health_addr,
             log,
             child: None,
         };
@@ -91,8 +96,9 @@ impl Server {
         Ok(s)
     }
 
-    /// Execs the server and waits until the admin healthcheck answers OK;
-    /// returns the time from exec to that answer.
+    /// Execs the server and waits until `/ready` answers 200 (store open,
+    /// entries loaded, CA active, listeners bound); returns the time from
+    /// exec to that answer.
     pub async fn spawn(&mut self) -> anyhow::Result<Duration> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -107,16 +113,15 @@ impl Server {
             .stderr(log);
         let t0 = Instant::now();
         self.child = Some(cmd.spawn().context("spawning sigil-server")?);
-        let socket = self.socket.clone();
+        let health = self.health_addr;
         let child = self.child.as_mut().context("child")?;
         let log = self.log.clone();
         poll(
-            "sigil-server healthcheck",
+            "sigil-server /ready",
             READY_TIMEOUT,
             Duration::from_millis(2),
             || {
                 let exited = child.try_wait();
-                let socket = socket.clone();
                 let log = log.clone();
                 async move {
                     if let Some(st) = exited? {
@@ -125,7 +130,7 @@ impl Server {
                             std::fs::read_to_string(&log).unwrap_or_default()
                         );
                     }
-                    Ok(healthy(&socket).await.then_some(()))
+                    Ok(ready(health).await.then_some(()))
                 }
             },
         )
@@ -209,14 +214,11 @@ impl Drop for Server {
     }
 }
 
-async fn healthy(socket: &Path) -> bool {
-    if !socket.exists() {
-        return false;
-    }
-    let Ok(mut c) = sigil_server::admin::client::connect(socket).await else {
-        return false;
-    };
-    c.healthcheck(apb::HealthcheckRequest {}).await.is_ok()
+/// Whether `/ready` answers 200.
+async fn ready(addr: SocketAddr) -> bool {
+    tokio::task::spawn_blocking(move || sigil_tests::prom::http_get(addr, "/ready"))
+        .await
+        .is_ok_and(|r| r.is_ok_and(|(code, _)| code == 200))
 }
 
 /// A workload entry for `spiffe_id` under `parent` with `selectors`.
