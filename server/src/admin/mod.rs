@@ -7,6 +7,7 @@ pub mod client;
 pub mod convert;
 pub mod socket;
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +127,45 @@ impl AdminService {
             .map_err(|e| to_status(AdminError::Internal(e.to_string())))?
             .map_err(to_status)
     }
+}
+
+/// Why each entry of a create batch is refused before anything is written:
+/// invalid, a duplicate of an earlier entry of the batch, or already stored.
+fn batch_refusals(items: &[Result<EntrySpec, String>], registry: &Registry) -> Vec<Option<Status>> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Err(m) => Some(invalid(m.clone())),
+            Ok(spec) => {
+                let key = spec.identity_key();
+                if let Some(j) = seen.get(&key) {
+                    return Some(Status::already_exists(format!(
+                        "entry {i}: duplicates entry {j} of this batch (same spiffe_id, \
+                         parent_id and selectors)"
+                    )));
+                }
+                seen.insert(key.clone(), i);
+                let filter = EntryFilter {
+                    spiffe_id: Some(spec.spiffe_id.clone()),
+                    parent_id: Some(spec.parent_id.clone()),
+                    selectors: Vec::new(),
+                };
+                registry
+                    .list(&filter)
+                    .iter()
+                    .find(|e| e.spec.identity_key() == key)
+                    .map(|e| {
+                        Status::already_exists(format!(
+                            "entry {i}: entry already exists: {} (same spiffe_id, parent_id \
+                             and selectors)",
+                            e.id
+                        ))
+                    })
+            }
+        })
+        .collect()
 }
 
 fn invalid(m: String) -> Status {
@@ -269,6 +309,28 @@ impl AdminApi for AdminService {
             .collect();
         let results = self
             .write(move |registry| {
+                // All or nothing: an invalid entry, two entries of the batch
+                // with the same identity, or an entry that already exists
+                // refuses the whole batch before anything is written, so a
+                // refused entry file is never half-applied.
+                let refusals = batch_refusals(&items, registry);
+                if refusals.iter().any(Option::is_some) {
+                    let first = refusals.iter().position(Option::is_some).unwrap_or(0);
+                    return Ok(refusals
+                        .into_iter()
+                        .map(|r| {
+                            let status = r.unwrap_or_else(|| {
+                                Status::aborted(format!(
+                                    "not created: entry {first} of this batch was refused, \
+                                     so no entry of the batch was created"
+                                ))
+                            });
+                            pb::EntryResult {
+                                result: Some(pb::entry_result::Result::Error(item_error(&status))),
+                            }
+                        })
+                        .collect());
+                }
                 Ok(items
                     .into_iter()
                     .enumerate()
