@@ -777,7 +777,7 @@ fn server_config_cases(dir: &Path) -> Vec<(Case, String)> {
         ),
         (
             "missing data_dir",
-            format!("trust_domain = \"example.org\"\nbind_address = \"127.0.0.1:0\"\n"),
+            "trust_domain = \"example.org\"\nbind_address = \"127.0.0.1:0\"\n".to_string(),
             vec!["missing field", "data_dir"],
         ),
         (
@@ -1006,7 +1006,13 @@ fn run_config_cases(s: &TestServer, report: &mut Report) {
 // ---------------------------------------------------------------------------
 // 3. Certificates and JWKS (the library every process uses to read them).
 
-fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Box<dyn Fn() -> Result<(), String>>)> {
+/// A library case: runs the real decoder on its input.
+type Check = Box<dyn Fn() -> Result<(), String>>;
+
+/// A CSR row: its name, the CSR (or why it could not be built), the outcome.
+type CsrRow = (&'static str, Result<Vec<u8>, String>, Expect);
+
+fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
     let td = TrustDomain::parse("example.org").expect("td");
     let b64 = |b: &[u8]| b64_encode(b, false);
     let ca = b64(ca_der);
@@ -1037,8 +1043,7 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Box<dyn Fn() -> Result<(), String>>)>
         ),
         (
             "truncated document",
-            doc(&[jwk_x509(&format!("\"{ca}\""), &cert_xy.0, &cert_xy.1)])[..60]
-                .as_bytes()
+            doc(&[jwk_x509(&format!("\"{ca}\""), &cert_xy.0, &cert_xy.1)]).as_bytes()[..60]
                 .to_vec(),
             vec!["not a valid JWK Set"],
         ),
@@ -1131,7 +1136,7 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Box<dyn Fn() -> Result<(), String>>)>
             vec!["limit"],
         ),
     ];
-    let mut out: Vec<(Case, Box<dyn Fn() -> Result<(), String>>)> = Vec::new();
+    let mut out: Vec<(Case, Check)> = Vec::new();
     for (name, bytes, needles) in rows {
         let td = td.clone();
         let c = case(
@@ -1181,7 +1186,7 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Box<dyn Fn() -> Result<(), String>>)>
             "PEM: truncated certificate",
             {
                 let pem = jwks::to_pem(&[ca_der.to_vec()]);
-                pem[..pem.len() / 2].as_bytes().to_vec()
+                pem.as_bytes()[..pem.len() / 2].to_vec()
             },
             vec!["PEM"],
         ),
@@ -1407,7 +1412,7 @@ async fn run_agent_api_cases(s: &TestServer, report: &mut Report) {
             .der()
             .to_vec()
     };
-    let rows: Vec<(&str, Result<Vec<u8>, String>, Expect)> = vec![
+    let rows: Vec<CsrRow> = vec![
         (
             "empty",
             Ok(Vec::new()),
@@ -1593,7 +1598,7 @@ async fn run_agent_api_cases(s: &TestServer, report: &mut Report) {
         Expect::Answers(Duration::ZERO),
     );
     let r = match entry_count(s) {
-        Ok(n) if n == 2 => Ok(()),
+        Ok(2) => Ok(()),
         Ok(n) => Err(format!("{n} entries (want 2)")),
         Err(e) => Err(e),
     };
