@@ -131,8 +131,11 @@ impl AdminService {
 
 /// Why each entry of a create batch is refused before anything is written:
 /// invalid, a duplicate of an earlier entry of the batch, or already stored.
+/// Linear in the batch plus the stored children of the parents it names.
 fn batch_refusals(items: &[Result<EntrySpec, String>], registry: &Registry) -> Vec<Option<Status>> {
     let mut seen: HashMap<String, usize> = HashMap::new();
+    // Per parent: identity key → id of every stored child entry.
+    let mut stored: HashMap<String, HashMap<String, String>> = HashMap::new();
     items
         .iter()
         .enumerate()
@@ -147,22 +150,23 @@ fn batch_refusals(items: &[Result<EntrySpec, String>], registry: &Registry) -> V
                     )));
                 }
                 seen.insert(key.clone(), i);
-                let filter = EntryFilter {
-                    spiffe_id: Some(spec.spiffe_id.clone()),
-                    parent_id: Some(spec.parent_id.clone()),
-                    selectors: Vec::new(),
-                };
-                registry
-                    .list(&filter)
-                    .iter()
-                    .find(|e| e.spec.identity_key() == key)
-                    .map(|e| {
-                        Status::already_exists(format!(
-                            "entry {i}: entry already exists: {} (same spiffe_id, parent_id \
-                             and selectors)",
-                            e.id
-                        ))
-                    })
+                let children = stored.entry(spec.parent_id.to_string()).or_insert_with(|| {
+                    let filter = EntryFilter {
+                        parent_id: Some(spec.parent_id.clone()),
+                        ..Default::default()
+                    };
+                    registry
+                        .list(&filter)
+                        .iter()
+                        .map(|e| (e.spec.identity_key(), e.id.clone()))
+                        .collect()
+                });
+                children.get(&key).map(|id| {
+                    Status::already_exists(format!(
+                        "entry {i}: entry already exists: {id} (same spiffe_id, parent_id \
+                         and selectors)"
+                    ))
+                })
             }
         })
         .collect()
