@@ -1986,6 +1986,13 @@ async fn bad_input_catalogue() {
     );
     let log = s.log_text() + &a.log_text();
     assert!(!log.contains("panicked"), "a daemon panicked:\n{log}");
+    let mut groups = std::collections::BTreeMap::<&str, usize>::new();
+    for name in &report.ran {
+        *groups
+            .entry(name.split('/').next().unwrap_or(""))
+            .or_default() += 1;
+    }
+    eprintln!("cases per group: {groups:?}");
     eprintln!(
         "{} bad-input cases in {:?}",
         report.ran.len(),
