@@ -35,6 +35,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::metadata::MetadataMap;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
@@ -413,7 +414,11 @@ fn refuse_status(method: &'static str, cred: Option<&PeerCred>, e: CallError) ->
 
 /// Exactly one `workload.spiffe.io: true`.
 fn check_header<T>(req: &Request<T>) -> Result<(), CallError> {
-    let mut values = req.metadata().get_all(SECURITY_HEADER).iter();
+    check_metadata(req.metadata())
+}
+
+fn check_metadata(metadata: &MetadataMap) -> Result<(), CallError> {
+    let mut values = metadata.get_all(SECURITY_HEADER).iter();
     let Some(first) = values.next() else {
         return Err(CallError::HeaderMissing);
     };
@@ -424,6 +429,51 @@ fn check_header<T>(req: &Request<T>) -> Result<(), CallError> {
         return Err(CallError::HeaderValue);
     }
     Ok(())
+}
+
+/// The checks of a `FetchJWTSVID` request's own fields.
+fn check_jwt_svid_request(r: &pb::JwtsvidRequest) -> Result<(), CallError> {
+    if r.audience.is_empty() {
+        return Err(CallError::BadRequest("audience must not be empty"));
+    }
+    Ok(())
+}
+
+/// The checks of a `ValidateJWTSVID` request's own fields.
+fn check_validate_request(r: &pb::ValidateJwtsvidRequest) -> Result<(), CallError> {
+    if r.audience.is_empty() {
+        return Err(CallError::BadRequest("audience must not be empty"));
+    }
+    if r.svid.is_empty() {
+        return Err(CallError::BadRequest("svid must not be empty"));
+    }
+    Ok(())
+}
+
+/// A decoded Workload API request, for [`precheck`].
+#[derive(Debug, Clone)]
+pub enum WorkloadRequest {
+    X509Svid(pb::X509svidRequest),
+    X509Bundles(pb::X509BundlesRequest),
+    JwtSvid(pb::JwtsvidRequest),
+    JwtBundles(pb::JwtBundlesRequest),
+    ValidateJwtSvid(pb::ValidateJwtsvidRequest),
+}
+
+/// Every check a call passes before the caller's identity is looked at: the
+/// security header, then the request's own fields, with the status the
+/// handler answers. Pure (no I/O, no state); the handlers run the same
+/// checks. Exposed for fuzzing and tests.
+pub fn precheck(metadata: &MetadataMap, request: &WorkloadRequest) -> Result<(), Status> {
+    let status = |e: CallError| refuse("precheck", None, e);
+    check_metadata(metadata).map_err(status)?;
+    match request {
+        WorkloadRequest::JwtSvid(r) => check_jwt_svid_request(r).map_err(status),
+        WorkloadRequest::ValidateJwtSvid(r) => check_validate_request(r).map_err(status),
+        WorkloadRequest::X509Svid(_)
+        | WorkloadRequest::X509Bundles(_)
+        | WorkloadRequest::JwtBundles(_) => Ok(()),
+    }
 }
 
 /// The kernel's account of the caller; without a pid there is nothing to
@@ -764,13 +814,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
     ) -> Result<Response<pb::JwtsvidResponse>, Status> {
         const METHOD: &str = "FetchJWTSVID";
         check_header(&req).map_err(|e| refuse(METHOD, None, e))?;
-        if req.get_ref().audience.is_empty() {
-            return Err(refuse(
-                METHOD,
-                None,
-                CallError::BadRequest("audience must not be empty"),
-            ));
-        }
+        check_jwt_svid_request(req.get_ref()).map_err(|e| refuse(METHOD, None, e))?;
         Err(refuse(METHOD, None, CallError::JwtUnsupported))
     }
 
@@ -789,20 +833,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
     ) -> Result<Response<pb::ValidateJwtsvidResponse>, Status> {
         const METHOD: &str = "ValidateJWTSVID";
         check_header(&req).map_err(|e| refuse(METHOD, None, e))?;
-        if req.get_ref().audience.is_empty() {
-            return Err(refuse(
-                METHOD,
-                None,
-                CallError::BadRequest("audience must not be empty"),
-            ));
-        }
-        if req.get_ref().svid.is_empty() {
-            return Err(refuse(
-                METHOD,
-                None,
-                CallError::BadRequest("svid must not be empty"),
-            ));
-        }
+        check_validate_request(req.get_ref()).map_err(|e| refuse(METHOD, None, e))?;
         Err(refuse(METHOD, None, CallError::JwtUnsupported))
     }
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod convert;
 pub mod socket;
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +88,9 @@ pub struct AdminService {
     ca: Arc<CaManager>,
     clock: Arc<dyn Clock>,
     settings: AdminSettings,
+    /// Held by every entry write, so a batch's all-or-nothing check and
+    /// its write see no other admin write in between.
+    writes: Arc<std::sync::Mutex<()>>,
 }
 
 impl AdminService {
@@ -103,6 +107,7 @@ impl AdminService {
             ca,
             clock,
             settings,
+            writes: Arc::new(std::sync::Mutex::new(())),
         }
     }
 
@@ -117,10 +122,14 @@ impl AdminService {
         F: FnOnce(&Registry) -> Result<T, AdminError> + Send + 'static,
     {
         let registry = self.registry.clone();
-        tokio::task::spawn_blocking(move || f(registry.as_ref()))
-            .await
-            .map_err(|e| to_status(AdminError::Internal(e.to_string())))?
-            .map_err(to_status)
+        let writes = self.writes.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = writes.lock().unwrap_or_else(|p| p.into_inner());
+            f(registry.as_ref())
+        })
+        .await
+        .map_err(|e| to_status(AdminError::Internal(e.to_string())))?
+        .map_err(to_status)
     }
 
     /// Runs a blocking store call off the async threads.
@@ -135,6 +144,49 @@ impl AdminService {
             .map_err(|e| to_status(AdminError::Internal(e.to_string())))?
             .map_err(to_status)
     }
+}
+
+/// Why each entry of a create batch is refused before anything is written:
+/// invalid, a duplicate of an earlier entry of the batch, or already stored.
+/// Linear in the batch plus the stored children of the parents it names.
+fn batch_refusals(items: &[Result<EntrySpec, String>], registry: &Registry) -> Vec<Option<Status>> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Per parent: identity key → id of every stored child entry.
+    let mut stored: HashMap<String, HashMap<String, String>> = HashMap::new();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Err(m) => Some(invalid(m.clone())),
+            Ok(spec) => {
+                let key = spec.identity_key();
+                if let Some(j) = seen.get(&key) {
+                    return Some(Status::already_exists(format!(
+                        "entry {i}: duplicates entry {j} of this batch (same spiffe_id, \
+                         parent_id and selectors)"
+                    )));
+                }
+                seen.insert(key.clone(), i);
+                let children = stored.entry(spec.parent_id.to_string()).or_insert_with(|| {
+                    let filter = EntryFilter {
+                        parent_id: Some(spec.parent_id.clone()),
+                        ..Default::default()
+                    };
+                    registry
+                        .list(&filter)
+                        .iter()
+                        .map(|e| (e.spec.identity_key(), e.id.clone()))
+                        .collect()
+                });
+                children.get(&key).map(|id| {
+                    Status::already_exists(format!(
+                        "entry {i}: entry already exists: {id} (same spiffe_id, parent_id \
+                         and selectors)"
+                    ))
+                })
+            }
+        })
+        .collect()
 }
 
 fn invalid(m: String) -> Status {
@@ -290,6 +342,28 @@ impl AdminApi for AdminService {
             .collect();
         let results = self
             .write(move |registry| {
+                // All or nothing: an invalid entry, two entries of the batch
+                // with the same identity, or an entry that already exists
+                // refuses the whole batch before anything is written, so a
+                // refused entry file is never half-applied.
+                let refusals = batch_refusals(&items, registry);
+                if refusals.iter().any(Option::is_some) {
+                    let first = refusals.iter().position(Option::is_some).unwrap_or(0);
+                    return Ok(refusals
+                        .into_iter()
+                        .map(|r| {
+                            let status = r.unwrap_or_else(|| {
+                                Status::aborted(format!(
+                                    "not created: entry {first} of this batch was refused, \
+                                     so no entry of the batch was created"
+                                ))
+                            });
+                            pb::EntryResult {
+                                result: Some(pb::entry_result::Result::Error(item_error(&status))),
+                            }
+                        })
+                        .collect());
+                }
                 // The valid specs go to the store in one batch (one flush);
                 // their outcomes come back in the same order.
                 let specs: Vec<EntrySpec> = items.iter().filter_map(|i| i.as_ref().ok().cloned()).collect();

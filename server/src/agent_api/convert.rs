@@ -3,6 +3,11 @@
 use rcgen::{CertificateSigningRequestParams, PublicKey};
 use rustls_pki_types::CertificateSigningRequestDer;
 use sigil_proto::agent_api as pb;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
+};
+use x509_parser::prelude::FromDer;
 
 use crate::entry::Entry;
 use crate::store::BundleRecord;
@@ -63,6 +68,26 @@ pub fn csr_public_key(der: &[u8]) -> Result<PublicKey, String> {
             "CSR is {} bytes, more than the limit of {MAX_CSR_BYTES}",
             der.len()
         ));
+    }
+    // Name an unsupported key type before the signature check, which cannot
+    // verify such keys and would only say "invalid signature".
+    if let Ok((_, req)) = X509CertificationRequest::from_der(der) {
+        let alg = &req.certification_request_info.subject_pki.algorithm;
+        let curve = alg.parameters.as_ref().and_then(|p| p.as_oid().ok());
+        let supported = (alg.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
+            && curve
+                .as_ref()
+                .is_some_and(|c| *c == OID_EC_P256 || *c == OID_NIST_EC_P384))
+            || alg.algorithm == OID_SIG_ED25519;
+        if !supported {
+            let found = match curve {
+                Some(c) => format!("{} with parameters {c}", alg.algorithm),
+                None => alg.algorithm.to_string(),
+            };
+            return Err(format!(
+                "CSR key must be EC P-256, EC P-384 or Ed25519 (found key algorithm {found})"
+            ));
+        }
     }
     let params =
         CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))

@@ -26,6 +26,18 @@ fn parse_rfc3339(s: &str) -> Result<i64, String> {
         .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-12-31T23:59:59Z: {e}"))
 }
 
+/// A TTL flag: a duration of at least 1s (omitting the flag means the
+/// server's default; `0s` is refused rather than silently meaning that).
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err(format!(
+            "{s:?}: a TTL must be at least 1s (omit the flag for the server default)"
+        ));
+    }
+    Ok(d)
+}
+
 fn parse_dns(s: &str) -> Result<String, String> {
     check_dns_name(s).map(|()| s.to_string())
 }
@@ -46,9 +58,9 @@ pub enum EntryCommand {
         /// type:value, repeatable; all must match.
         #[arg(long = "selector", value_parser = Selector::parse)]
         selectors: Vec<Selector>,
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_ttl)]
         x509_svid_ttl: Option<Duration>,
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_ttl)]
         jwt_svid_ttl: Option<Duration>,
         #[arg(long = "dns-name", value_parser = parse_dns)]
         dns_names: Vec<String>,
@@ -93,9 +105,9 @@ pub enum EntryCommand {
         parent_id: Option<SpiffeId>,
         #[arg(long = "selector", value_parser = Selector::parse)]
         selectors: Vec<Selector>,
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_ttl)]
         x509_svid_ttl: Option<Duration>,
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_ttl)]
         jwt_svid_ttl: Option<Duration>,
         #[arg(long = "dns-name", value_parser = parse_dns)]
         dns_names: Vec<String>,

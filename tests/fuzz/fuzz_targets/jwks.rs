@@ -1,0 +1,31 @@
+//! Bundle decoding: the JWK Set decoder and the PEM / DER certificate-list
+//! readers never panic, and what they accept re-encodes to something that
+//! decodes to the same value.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sigil_proto::TrustDomain;
+use sigil_proto::jwks;
+
+fuzz_target!(|data: &[u8]| {
+    let td = TrustDomain::parse("example.org").expect("valid trust domain");
+    if let Ok(bundle) = jwks::decode(&td, data) {
+        let json = jwks::encode(&bundle).expect("a decoded bundle re-encodes");
+        let again = jwks::decode(&td, json.as_bytes()).expect("re-encoded bundle decodes");
+        assert_eq!(again, bundle);
+    }
+    if let Ok(certs) = jwks::from_pem(data) {
+        assert!(!certs.is_empty());
+        let pem = jwks::to_pem(&certs);
+        assert_eq!(
+            jwks::from_pem(pem.as_bytes()).expect("PEM round trip"),
+            certs
+        );
+    }
+    if let Ok(certs) = jwks::certs_from_pem_or_der(data) {
+        let der: Vec<u8> = certs.concat();
+        if data.first() == Some(&0x30) {
+            assert_eq!(der, data, "DER list must split the input exactly");
+        }
+    }
+});
