@@ -124,6 +124,21 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// SIGTERM, then SIGKILL if the process has not exited within 15 s.
+pub fn stop_child(c: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 /// Options for a test server.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -302,18 +317,23 @@ impl TestServer {
     /// SIGTERM and wait (bounded), then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            stop_child(&mut c);
         }
+    }
+
+    /// Registers `spiffe_id` for this test process's uid under `agent`.
+    pub fn register_uid(&self, agent: &TestAgent, spiffe_id: &str) -> String {
+        let uid = nix::unistd::getuid().as_raw();
+        self.cli_ok(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            spiffe_id,
+            "--parent-id",
+            &agent.agent_id,
+            "--selector",
+            &format!("unix:uid:{uid}"),
+        ])
     }
 
     /// The trust bundle (DER) as `bundle show` prints it.

@@ -37,20 +37,6 @@ fn value(m: &BTreeMap<String, Family>, name: &str, kind: &str, labels: &[(&str, 
         .unwrap_or_else(|| panic!("{name}{labels:?} missing: {:?}", m[name].samples))
 }
 
-fn register_me(s: &TestServer, a: &TestAgent) {
-    let uid = nix::unistd::getuid().as_raw().to_string();
-    s.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/me",
-        "--parent-id",
-        &a.agent_id,
-        "--selector",
-        &format!("unix:uid:{uid}"),
-    ]);
-}
-
 fn fetch(a: &TestAgent, timeout: &str) -> std::process::Output {
     let sock = a.socket.display().to_string();
     sigil_agent(
@@ -98,7 +84,7 @@ fn server_serves_probes_and_metrics() {
     assert_eq!(http_get(h, "/nothing").unwrap().0, 404);
 
     let a = TestAgent::start(&s).unwrap();
-    register_me(&s, &a);
+    s.register_uid(&a, "spiffe://example.org/me");
     let out = fetch(&a, "30s");
     assert!(out.status.success(), "{}", text(&out.stderr));
 
@@ -187,7 +173,7 @@ fn agent_is_ready_after_its_first_sync_and_counts_what_it_does() {
     // A caller with no entry is refused; then one with an entry is served.
     let out = fetch(&a, "1s");
     assert!(!out.status.success());
-    register_me(&s, &a);
+    s.register_uid(&a, "spiffe://example.org/me");
     let out = fetch(&a, "30s");
     assert!(out.status.success(), "{}", text(&out.stderr));
 

@@ -38,17 +38,7 @@ fn json_logs_carry_fields_and_no_secrets() {
         .unwrap()
         .to_string();
     let a = TestAgent::start(&s).unwrap();
-    let uid = nix::unistd::getuid().as_raw().to_string();
-    s.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/me",
-        "--parent-id",
-        &a.agent_id,
-        "--selector",
-        &format!("unix:uid:{uid}"),
-    ]);
+    s.register_uid(&a, "spiffe://example.org/me");
     let sock = a.socket.display().to_string();
     let out = sigil_agent(
         &[

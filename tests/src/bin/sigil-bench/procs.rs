@@ -31,20 +31,7 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// SIGTERM, then SIGKILL after 15 s.
-fn stop_child(c: &mut Child) {
-    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = c.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-}
+use sigil_tests::stop_child;
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -265,7 +252,9 @@ impl Agent {
             &config,
             format!(
                 "trust_domain = \"{TRUST_DOMAIN}\"\ndata_dir = \"{}\"\nserver_address = \"{}\"\n\
-                 trust_bundle_path = \"{}\"\nsocket_path = \"{}\"\n",
+                 trust_bundle_path = \"{}\"\nsocket_path = \"{}\"\n\
+                 # One bench process stands in for 1,000 workloads.\n\
+                 [limits]\nworkload_api_max_streams_per_workload = 10000\n",
                 data_dir.display(),
                 server.agent_addr,
                 bundle.display(),
