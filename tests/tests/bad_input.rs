@@ -1932,7 +1932,13 @@ async fn run_workload_cases(a: &TestAgent, report: &mut Report) {
 async fn bad_input_catalogue() {
     let started = Instant::now();
     let s = TestServer::start(ServerOptions::default()).expect("server");
-    let a = TestAgent::start(&s).expect("agent");
+    // This process stands in for the 500 workloads of the open-streams
+    // case; the per-process cap (default 100) is tested in abuse.rs.
+    let a = TestAgent::start_with(
+        &s,
+        "[limits]\nworkload_api_max_streams_per_workload = 1000\n",
+    )
+    .expect("agent");
     // The workload (this test process) has one entry; "existing" makes the
     // already-exists file case meaningful.
     let my_uid = format!("unix:uid:{}", uid());
