@@ -82,7 +82,10 @@ fn frames(bytes: &[u8]) -> Vec<Frame> {
 
 /// Decodes every header block of `out` with one fresh decoder (as h2 does),
 /// returning (stream, end_stream, fields) per block.
-fn header_blocks(out: &[u8]) -> Vec<(u32, bool, Vec<(Vec<u8>, Vec<u8>)>)> {
+/// A decoded header list.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn header_blocks(out: &[u8]) -> Vec<(u32, bool, Fields)> {
     let mut dec = loona_hpack::Decoder::new();
     let mut blocks = Vec::new();
     let mut cur: Option<(u32, bool, Vec<u8>)> = None;
