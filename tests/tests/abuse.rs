@@ -827,7 +827,8 @@ async fn workload_api_limits_per_process_and_message_size() {
     let e = fetch_with(&a.socket, &[("workload.spiffe.io", "true".into())])
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    // Load shedding is `Unavailable` (Workload API §6): clients retry.
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
     assert!(e.message().contains("from this process (limit 3)"), "{e}");
     await_log(
         &a.log,
@@ -933,7 +934,7 @@ async fn workload_api_limits_per_process_and_message_size() {
     loop {
         match fetch_with(&a.socket, &[("workload.spiffe.io", "true".into())]).await {
             Ok(_) => break,
-            Err(e) if e.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("slot not freed: {e}"),

@@ -62,11 +62,12 @@ const STREAM_BUFFER: usize = 2;
 #[derive(Debug, Clone)]
 pub struct WorkloadApiLimits {
     /// Streams open at once over all connections; more are refused with
-    /// `ResourceExhausted` (clients retry).
+    /// `Unavailable`, the load-shedding code after which SPIFFE clients back
+    /// off and retry (Workload API §6).
     pub max_concurrent_streams: usize,
     /// Streams (and calls) open at once from one calling process (pid), so
     /// one workload cannot take every slot of `max_concurrent_streams`;
-    /// more are refused with `ResourceExhausted`.
+    /// more are refused with `Unavailable`.
     pub max_streams_per_workload: usize,
     /// Largest request accepted (requests are tiny; 4 MiB).
     pub max_decoding_message_bytes: usize,
@@ -382,14 +383,15 @@ fn refuse_status(method: &'static str, cred: Option<&PeerCred>, e: CallError) ->
                 pid,
                 uid, method, "Workload API call refused: stream limit reached"
             );
-            Status::resource_exhausted(e.to_string())
+            // Load shedding: standard clients back off and retry.
+            Status::unavailable(e.to_string())
         }
         CallError::TooManyWorkloadStreams(limit) => {
             warn!(
                 pid,
                 uid, method, limit, "Workload API call refused: per-workload stream limit reached"
             );
-            Status::resource_exhausted(e.to_string())
+            Status::unavailable(e.to_string())
         }
         CallError::Attestation(source) => {
             warn!(pid, uid, method, error = %source, "Workload API call refused: attestation failed");
@@ -1538,7 +1540,7 @@ mod tests {
             .fetch_x509_bundles(req(pb::X509BundlesRequest {}, Header::Good))
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert_eq!(e.code(), Code::Unavailable);
         // Closing the stream frees the slot.
         drop(s);
         let deadline = Instant::now() + WAIT;
@@ -1548,7 +1550,7 @@ mod tests {
                 .await
             {
                 Ok(_) => break,
-                Err(e) if e.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+                Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => panic!("slot not freed: {e:?}"),
