@@ -155,13 +155,32 @@ fn agent_leaf<S: rcgen::SigningKey>(
     not_after: time::OffsetDateTime,
     ca_chain: &[Vec<u8>],
 ) -> AgentIdentity {
+    agent_leaf_with_usages(
+        id,
+        issuer,
+        not_before,
+        not_after,
+        ca_chain,
+        &[rcgen::KeyUsagePurpose::DigitalSignature],
+    )
+}
+
+/// [`agent_leaf`] with the given keyUsage bits.
+fn agent_leaf_with_usages<S: rcgen::SigningKey>(
+    id: &str,
+    issuer: &rcgen::Issuer<'_, S>,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+    ca_chain: &[Vec<u8>],
+    usages: &[rcgen::KeyUsagePurpose],
+) -> AgentIdentity {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.subject_alt_names
         .push(rcgen::SanType::URI(id.to_string().try_into().unwrap()));
     p.is_ca = rcgen::IsCa::ExplicitNoCa;
-    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    p.key_usages = usages.to_vec();
     p.extended_key_usages = vec![
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
@@ -318,6 +337,29 @@ async fn bad_client_certificates_are_refused_and_logged() {
         line.to_lowercase().contains("expired"),
         "the reason is expiry: {line}"
     );
+    // 3b. Current, from the real CA, for the real agent ID, but with a
+    // signing key usage (X509-SVID §5.2: a validator refuses keyCertSign
+    // and cRLSign on a leaf).
+    for (usage, name) in [
+        (rcgen::KeyUsagePurpose::KeyCertSign, "keyCertSign"),
+        (rcgen::KeyUsagePurpose::CrlSign, "cRLSign"),
+    ] {
+        let from = mark(&s.log);
+        let signing = agent_leaf_with_usages(
+            &a.id,
+            &real,
+            now() - Duration::from_secs(60),
+            now() + Duration::from_secs(600),
+            &[],
+            &[rcgen::KeyUsagePurpose::DigitalSignature, usage],
+        );
+        assert!(
+            refused(&s, &signing).await,
+            "an agent SVID with {name} was accepted"
+        );
+        let line = await_log(&s.log, from, &["agent API TLS handshake refused"]);
+        assert!(line.contains(name), "the reason names {name}: {line}");
+    }
     // The same leaf with a current validity passes TLS (the CA key and the
     // shape are right) and is then refused for its serial: proof that the
     // expiry alone caused the refusal above.
