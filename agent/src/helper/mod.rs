@@ -191,8 +191,31 @@ impl Helper {
     }
 }
 
+/// A Workload API refusal, with its code kept for [`retryable`].
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+struct Refusal {
+    code: tonic::Code,
+    message: String,
+}
+
 fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", s.code(), s.message())
+    anyhow::Error::new(Refusal {
+        code: s.code(),
+        message: s.message().to_string(),
+    })
+}
+
+/// Whether a Workload API client may retry after `code` (Workload API §6
+/// and Appendix A): `InvalidArgument` (the request itself is wrong) and
+/// `Unimplemented` (the agent does not offer the call) never get better by
+/// retrying; everything else (`Unavailable`, `PermissionDenied` "no identity
+/// issued", a dropped connection) may.
+pub fn retryable(code: tonic::Code) -> bool {
+    !matches!(
+        code,
+        tonic::Code::InvalidArgument | tonic::Code::Unimplemented
+    )
 }
 
 /// Serial (hex) and notAfter (RFC 3339) of a leaf, for the log.
@@ -288,6 +311,13 @@ async fn retry_loop(
         match helper.stream(once, &mut attempt).await {
             Ok(Outcome::Done) => return Ok(()),
             Err(e) => {
+                let refusal = e.chain().find_map(|c| c.downcast_ref::<Refusal>());
+                if let Some(r) = refusal.filter(|r| !retryable(r.code)) {
+                    anyhow::bail!(
+                        "the Workload API refused the request ({r}); retrying cannot help, \
+                         so the helper stops"
+                    );
+                }
                 let wait = backoff(attempt);
                 let msg = format!("{e:#}");
                 if msg.contains("no identity issued") {
@@ -313,6 +343,25 @@ pub fn validate(path: &Path) -> anyhow::Result<HelperConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_retryable_codes_are_retried() {
+        use tonic::Code;
+        for code in [Code::InvalidArgument, Code::Unimplemented] {
+            assert!(!retryable(code), "{code:?}");
+        }
+        for code in [
+            Code::Unavailable,
+            Code::PermissionDenied,
+            Code::Unknown,
+            Code::Internal,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+        ] {
+            assert!(retryable(code), "{code:?}");
+        }
+    }
 
     #[test]
     fn backoff_is_bounded_and_grows() {
