@@ -60,6 +60,10 @@ impl AgentIdentity {
 /// the server; only the key matters.
 pub fn key_and_csr() -> anyhow::Result<(rcgen::KeyPair, Vec<u8>)> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+    // The server takes nothing from a CSR but its key: an empty subject
+    // (rcgen's default is a placeholder CN).
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key)?;
     Ok((key, csr.der().to_vec()))
 }

@@ -69,8 +69,9 @@ const OID_SUBJECT_KEY_IDENTIFIER: &[u64] = &[2, 5, 29, 14];
 const LEAF_BASIC_CONSTRAINTS: [u8; 2] = [0x30, 0x00];
 
 /// The subject key identifier of a key: the first 160 bits of the SHA-256
-/// of its DER SubjectPublicKeyInfo (RFC 7093 §2 method 1 applied to the
-/// whole SPKI; the same value rcgen derives for CA certificates).
+/// of its DER SubjectPublicKeyInfo. (RFC 7093 §2 method 1 hashes only the
+/// key bits; an SKI need only be unique, and this is the value rcgen
+/// derives for CA certificates.)
 pub fn key_identifier(subject_public_key_info: &[u8]) -> Vec<u8> {
     let digest = ring::digest::digest(&ring::digest::SHA256, subject_public_key_info);
     digest.as_ref()[..20].to_vec()
