@@ -4,6 +4,7 @@
 
 pub mod agent_client;
 pub mod der;
+pub mod emitted;
 pub mod mtls;
 pub mod prom;
 
