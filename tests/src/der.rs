@@ -425,10 +425,8 @@ fn check_primitive(t: &Tlv<'_>, path: &str) -> Result<(), DerError> {
     let c = t.contents;
     match t.number {
         0 => return err(t.offset, path, Rule::Structure("end-of-contents octets".into())),
-        BOOLEAN => {
-            if c.len() != 1 || (c[0] != 0 && c[0] != 0xff) {
-                return err(t.offset, path, Rule::BadBoolean);
-            }
+        BOOLEAN if c.len() != 1 || (c[0] != 0 && c[0] != 0xff) => {
+            return err(t.offset, path, Rule::BadBoolean);
         }
         INTEGER | 10 /* ENUMERATED */ => {
             if c.is_empty() {
@@ -454,11 +452,7 @@ fn check_primitive(t: &Tlv<'_>, path: &str) -> Result<(), DerError> {
                 }
             }
         }
-        NULL => {
-            if !c.is_empty() {
-                return err(t.offset, path, Rule::BadNull);
-            }
-        }
+        NULL if !c.is_empty() => return err(t.offset, path, Rule::BadNull),
         OID => {
             if c.is_empty() || c[c.len() - 1] & 0x80 != 0 {
                 return err(t.offset, path, Rule::BadOid);
@@ -474,10 +468,8 @@ fn check_primitive(t: &Tlv<'_>, path: &str) -> Result<(), DerError> {
         UTC_TIME | GENERALIZED_TIME => {
             check_time(t, path)?;
         }
-        UTF8_STRING => {
-            if std::str::from_utf8(c).is_err() {
-                return err(t.offset, path, Rule::BadString);
-            }
+        UTF8_STRING if std::str::from_utf8(c).is_err() => {
+            return err(t.offset, path, Rule::BadString);
         }
         PRINTABLE_STRING => {
             let ok = |b: u8| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b);
@@ -485,11 +477,7 @@ fn check_primitive(t: &Tlv<'_>, path: &str) -> Result<(), DerError> {
                 return err(t.offset, path, Rule::BadString);
             }
         }
-        IA5_STRING => {
-            if !c.is_ascii() {
-                return err(t.offset, path, Rule::BadString);
-            }
-        }
+        IA5_STRING if !c.is_ascii() => return err(t.offset, path, Rule::BadString),
         _ => {}
     }
     Ok(())
@@ -1427,8 +1415,8 @@ mod tests {
         trailing: Vec<u8>,
     }
 
-    impl Default for Cert {
-        fn default() -> Cert {
+    impl Cert {
+        fn good() -> Cert {
             let alg = seq(&[&oid(ECDSA_SHA256)]);
             let mut point = vec![0u8, 0x04];
             point.extend([7u8; 64]);
@@ -1513,7 +1501,7 @@ mod tests {
         let mut long = vec![0x04, 0x81, 0x80];
         long.extend([0u8; 0x80]);
         check_der(&long).unwrap();
-        let fields = check_certificate(&Cert::default().der()).unwrap();
+        let fields = check_certificate(&Cert::good().der()).unwrap();
         assert!(
             fields
                 .iter()
@@ -1551,7 +1539,7 @@ mod tests {
     #[test]
     fn trailing_data() {
         assert_eq!(generic(&[0x05, 0x00, 0x00]), Rule::TrailingData);
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.trailing = vec![0x00];
         assert_eq!(rule_of(check_certificate(&c.der())), Rule::TrailingData);
     }
@@ -1568,14 +1556,14 @@ mod tests {
         assert_eq!(generic(&[0x06, 0x02, 0x80, 0x01]), Rule::BadOid);
         assert_eq!(generic(&[0x06, 0x01, 0x81]), Rule::BadOid);
         // A non-minimal serial inside a certificate.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.serial = tlv(0x02, &[0x00, 0x01]);
         assert_eq!(
             rule_of(check_certificate(&c.der())),
             Rule::NonMinimalInteger
         );
         // A non-minimal r inside the ECDSA signature.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         let sig = seq(&[&tlv(0x02, &[0x00, 0x01]), &tlv(0x02, &[0x01])]);
         c.sig = tlv(0x03, &[&[0u8][..], &sig].concat());
         assert_eq!(
@@ -1594,7 +1582,7 @@ mod tests {
         );
         assert_eq!(generic(&[0x03, 0x02, 0x01, 0x01]), Rule::BitStringPadding);
         // keyUsage digitalSignature with 7 trailing zero bits kept.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.exts[1] = ext(KEY_USAGE, Some(true), &[0x03, 0x02, 0x00, 0x80]);
         assert_eq!(
             rule_of(check_certificate(&c.der())),
@@ -1631,7 +1619,7 @@ mod tests {
         }
         generic_ok(&tlv(0x18, b"20240229000000Z"));
         // GeneralizedTime for a year UTCTime covers.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.validity = seq(&[
             &tlv(0x18, b"20250101000000Z"),
             &tlv(0x18, b"20500101000000Z"),
@@ -1662,7 +1650,7 @@ mod tests {
         );
         // A multi-valued RDN out of order: O=Sigil (30 0c …) sorts after
         // CN=x (30 08 …).
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.subject = name(&[&[(O, "Sigil"), (CN, "x")]]);
         assert_eq!(rule_of(check_certificate(&c.der())), Rule::SetOrder);
         c.subject = name(&[&[(CN, "x"), (O, "Sigil")]]);
@@ -1671,7 +1659,7 @@ mod tests {
 
     #[test]
     fn encoded_defaults() {
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.exts[0] = ext(BASIC_CONSTRAINTS, Some(true), &seq(&[&[0x01, 0x01, 0x00]]));
         let e = check_certificate(&c.der()).unwrap_err();
         assert_eq!(e.rule, Rule::EncodedDefault("BasicConstraints.cA FALSE"));
@@ -1682,7 +1670,7 @@ mod tests {
                 .windows(5)
                 .any(|w| w == [0x30, 0x03, 0x01, 0x01, 0x00])
         );
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.exts[2] = ext(
             SAN,
             Some(false),
@@ -1692,7 +1680,7 @@ mod tests {
             rule_of(check_certificate(&c.der())),
             Rule::EncodedDefault("Extension.critical FALSE")
         );
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.version = tlv(0xa0, &tlv(0x02, &[0]));
         c.exts.clear();
         assert_eq!(
@@ -1700,7 +1688,7 @@ mod tests {
             Rule::EncodedDefault("Certificate version v1")
         );
         // cA TRUE is not a default.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.exts[0] = ext(BASIC_CONSTRAINTS, Some(true), &seq(&[&[0x01, 0x01, 0xff]]));
         check_certificate(&c.der()).unwrap();
     }
@@ -1708,14 +1696,14 @@ mod tests {
     #[test]
     fn profile_rules() {
         // ECDSA with NULL parameters.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.tbs_alg = seq(&[&oid(ECDSA_SHA256), &[0x05, 0x00]]);
         c.alg = c.tbs_alg.clone();
         assert!(
             matches!(rule_of(check_certificate(&c.der())), Rule::Profile(m) if m.contains("ECDSA"))
         );
         // RSA without NULL parameters.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.tbs_alg = seq(&[&oid(RSA_SHA256)]);
         c.alg = c.tbs_alg.clone();
         c.sig = tlv(0x03, &[0, 1, 2, 3]);
@@ -1726,30 +1714,30 @@ mod tests {
         c.alg = c.tbs_alg.clone();
         check_certificate(&c.der()).unwrap();
         // Outer and inner algorithms differ.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.alg = seq(&[&oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03])]);
         assert!(
             matches!(rule_of(check_certificate(&c.der())), Rule::Profile(m) if m.contains("tbs.signature"))
         );
         // Negative serial; an extension twice.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.serial = tlv(0x02, &[0x80]);
         assert!(
             matches!(rule_of(check_certificate(&c.der())), Rule::Profile(m) if m.contains("positive"))
         );
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.exts.push(c.exts[0].clone());
         assert!(
             matches!(rule_of(check_certificate(&c.der())), Rule::Profile(m) if m.contains("twice"))
         );
         // An extnValue with trailing data.
-        let mut c = Cert::default();
+        let mut c = Cert::good();
         c.exts[0] = ext(BASIC_CONSTRAINTS, Some(true), &[0x30, 0x00, 0x00]);
         assert_eq!(rule_of(check_certificate(&c.der())), Rule::TrailingData);
     }
 
     fn csr(attrs: &[&[u8]], version: u8) -> Vec<u8> {
-        let c = Cert::default();
+        let c = Cert::good();
         let info = seq(&[
             &tlv(0x02, &[version]),
             &c.subject,

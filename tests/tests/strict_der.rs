@@ -74,7 +74,13 @@ fn strict_der(items: &[Emitted]) -> Vec<String> {
 /// Every certificate's authority key identifier names its issuer's subject
 /// key identifier (issuer: the next in the chain, or a root).
 fn key_identifiers(items: &[Emitted]) -> Vec<String> {
-    fn ids(der: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>, Vec<u8>, Vec<u8>) {
+    struct Ids {
+        ski: Option<Vec<u8>>,
+        aki: Option<Vec<u8>>,
+        issuer: Vec<u8>,
+        subject: Vec<u8>,
+    }
+    fn ids(der: &[u8]) -> Ids {
         let (_, c) = x509_parser::parse_x509_certificate(der).expect("x509-parser");
         let (mut ski, mut aki) = (None, None);
         for e in c.extensions() {
@@ -86,17 +92,22 @@ fn key_identifiers(items: &[Emitted]) -> Vec<String> {
                 _ => {}
             }
         }
-        (
+        Ids {
             ski,
             aki,
-            c.issuer().as_raw().to_vec(),
-            c.subject().as_raw().to_vec(),
-        )
+            issuer: c.issuer().as_raw().to_vec(),
+            subject: c.subject().as_raw().to_vec(),
+        }
     }
     let mut failures = Vec::new();
     for it in items.iter().filter(|i| i.kind != Kind::Csr) {
         for (i, der) in it.chain.iter().enumerate() {
-            let (ski, aki, issuer, subject) = ids(der);
+            let Ids {
+                ski,
+                aki,
+                issuer,
+                subject,
+            } = ids(der);
             if ski.is_none() {
                 failures.push(format!("{} chain[{i}]: no subjectKeyIdentifier", it.label));
             }
@@ -106,8 +117,8 @@ fn key_identifiers(items: &[Emitted]) -> Vec<String> {
                 .into_iter()
                 .chain(it.roots.iter())
                 .map(|p| ids(p))
-                .find(|p| p.3 == issuer);
-            let Some((pski, ..)) = parent else {
+                .find(|p| p.subject == issuer);
+            let Some(Ids { ski: pski, .. }) = parent else {
                 failures.push(format!("{} chain[{i}]: issuer not found", it.label));
                 continue;
             };
@@ -282,7 +293,24 @@ fn every_emitted_certificate_is_canonical_der_and_loads_in_go() {
 
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     match build_go_checker() {
-        Ok(exe) => failures.extend(go_check(&exe, &items)),
+        Ok(exe) => {
+            failures.extend(go_check(&exe, &items));
+            // The Go checker can fail: a wrong SPIFFE ID, a missing root.
+            let leaf = items.iter().find(|i| i.kind == Kind::Leaf).unwrap();
+            let mut wrong_id = leaf.clone();
+            wrong_id.label = "canary: wrong SPIFFE ID".into();
+            wrong_id.spiffe_id = "spiffe://example.org/not-this".into();
+            let mut no_root = leaf.clone();
+            no_root.label = "canary: no root".into();
+            no_root.roots.clear();
+            let canaries = go_check(&exe, &[wrong_id, no_root]);
+            assert!(
+                canaries.len() == 2
+                    && canaries[0].contains("URI SAN")
+                    && canaries[1].contains("verify"),
+                "the Go checker missed a canary: {canaries:?}"
+            );
+        }
         Err(why) if ci => panic!("CI=true and the Go check cannot run: {why}"),
         Err(why) => eprintln!("SKIPPED the Go crypto/x509 part: {why}"),
     }
