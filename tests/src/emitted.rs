@@ -250,6 +250,44 @@ pub fn collect(mode: CaMode) -> anyhow::Result<Vec<Emitted>> {
     Ok(out)
 }
 
+/// A CA that outlives 2049 (`ca_ttl = "10000d"`): its notAfter must be a
+/// GeneralizedTime (RFC 5280 4.1.2.5), and an SVID it signs must chain.
+pub fn collect_long_lived() -> anyhow::Result<Vec<Emitted>> {
+    let server = TestServer::start(ServerOptions {
+        extra: "ca_ttl = \"10000d\"\n".into(),
+        ..Default::default()
+    })?;
+    let bundle = server.bundle();
+    let ca = bundle.first().context("empty bundle")?.clone();
+    let id = format!("spiffe://{TD}/long-lived-ca");
+    let dir = server.dir.path().join("minted");
+    server.cli_ok(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        &id,
+        "--write",
+        dir.to_str().context("path")?,
+    ]);
+    let chain = read_certs(&dir.join("svid.pem"))?;
+    Ok(vec![
+        Emitted {
+            label: "self-signed CA valid past 2049 [ca_ttl 10000d]".into(),
+            kind: Kind::Ca,
+            chain: vec![ca],
+            roots: bundle.clone(),
+            spiffe_id: format!("spiffe://{TD}"),
+        },
+        Emitted {
+            label: "x509 mint SVID [ca_ttl 10000d]".into(),
+            kind: Kind::Leaf,
+            chain,
+            roots: bundle,
+            spiffe_id: id,
+        },
+    ])
+}
+
 /// The CSRs the agent sends (for its own SVID at attestation and renewal,
 /// and for every workload SVID), from the agent's own function. Sigil emits
 /// no CSR of another key type.

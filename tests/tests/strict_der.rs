@@ -35,6 +35,7 @@ fn collect_all() -> Vec<Emitted> {
         emitted::collect(CaMode::Upstream("ec-p384", &rcgen::PKCS_ECDSA_P256_SHA256))
             .expect("upstream p384"),
     );
+    items.extend(emitted::collect_long_lived().expect("long-lived CA"));
     items.extend(emitted::agent_csrs().expect("agent CSR"));
     items
 }
@@ -287,6 +288,17 @@ fn every_emitted_certificate_is_canonical_der_and_loads_in_go() {
             "{kt}: too few items"
         );
     }
+
+    // The CA valid past 2049 ends in a GeneralizedTime.
+    let long = items
+        .iter()
+        .find(|i| i.label.starts_with("self-signed CA valid past 2049"))
+        .unwrap();
+    let (_, c) = x509_parser::parse_x509_certificate(&long.chain[0]).unwrap();
+    assert!(
+        c.validity().not_after.to_datetime().year() >= 2050,
+        "ca_ttl 10000d should end after 2049"
+    );
 
     let mut failures = strict_der(&items);
     failures.extend(key_identifiers(&items));
