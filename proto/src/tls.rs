@@ -834,6 +834,27 @@ mod tests {
         assert_eq!(seen(&client_seen), vec![SERVER_ID]);
     }
 
+    /// SPIFFE X509-SVID (2026): a leaf whose URI SAN is a bare trust-domain
+    /// ID is no SVID, on either side of the handshake, whatever the
+    /// authorizer would allow.
+    #[test]
+    fn server_with_a_trust_domain_id_is_refused() {
+        let w = world();
+        let root_id = Svid::leaf(&w.ca, "spiffe://example.org");
+        let (client_auth, client_seen) = recording(authorize_any_in(td()));
+        let out = handshake(
+            client_cfg(Some(&w.agent), &w.roots, client_auth),
+            server_cfg(&root_id, &w.roots, authorize_any_in(td())),
+        );
+        assert_eq!(
+            profile_error(out.client_refused()),
+            ProfileError::LeafWithoutPath {
+                id: "spiffe://example.org".into()
+            }
+        );
+        assert!(seen(&client_seen).is_empty(), "the authorizer never ran");
+    }
+
     #[test]
     fn server_cert_from_another_ca_is_refused() {
         let w = world();
