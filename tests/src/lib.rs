@@ -3,6 +3,8 @@
 //! everything down. Every wait is bounded.
 
 pub mod agent_client;
+pub mod der;
+pub mod emitted;
 pub mod mtls;
 pub mod prom;
 

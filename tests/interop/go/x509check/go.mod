@@ -1,0 +1,3 @@
+module sigil.invalid/x509check
+
+go 1.19
