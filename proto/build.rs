@@ -17,6 +17,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("sigil_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // The Workload API alone (with what it imports), for the reflection
+    // service on the agent's socket: it must not describe Sigil's other APIs.
+    let workload = protox::compile(["proto/workload.proto"], ["proto"])?;
+    std::fs::write(
+        out.join("workload_descriptor.bin"),
+        prost::Message::encode_to_vec(&workload),
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

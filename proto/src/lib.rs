@@ -27,6 +27,11 @@ pub mod attestation;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
 
+/// The encoded `FileDescriptorSet` of the Workload API alone (and what it
+/// imports), which gRPC reflection on the agent's socket serves.
+pub const WORKLOAD_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/workload_descriptor.bin"));
+
 pub mod duration;
 pub mod endpoint;
 #[cfg(feature = "health")]

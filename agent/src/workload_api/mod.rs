@@ -248,21 +248,37 @@ pub async fn serve_listener(
     listener: UnixListener,
     service: WorkloadApiService,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let stop = service.stop.clone();
     let limits = service.limits.clone();
     let api = SpiffeWorkloadApiServer::new(service)
         .max_decoding_message_size(limits.max_decoding_message_bytes)
         .max_encoding_message_size(limits.max_encoding_message_bytes);
+    // gRPC server reflection (Workload Endpoint §7), both protocol
+    // versions, describing the Workload API and nothing else of Sigil's.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sigil_proto::WORKLOAD_FILE_DESCRIPTOR_SET)
+            .with_service_name("SpiffeWorkloadAPI")
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .context("the Workload API reflection service")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("the Workload API reflection service")?;
     tonic::transport::Server::builder()
         .add_service(api)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         // Behind the HTTP/2 front: any `:authority` a client sends is
         // accepted (gRPC C-core sends the percent-encoded socket path).
         .serve_with_incoming_shutdown(sigil_proto::unix_h2::incoming(listener), async move {
             shutdown.await;
             stop.send_replace(true);
         })
-        .await
+        .await?;
+    Ok(())
 }
 
 /// An admitted caller: who it is, its selectors, and its stream slot.
@@ -1064,6 +1080,87 @@ mod tests {
             .await
             .unwrap();
         SpiffeWorkloadApiClient::new(channel)
+    }
+
+    /// One reflection request on a fresh v1 stream; the response.
+    async fn reflect(
+        path: &Path,
+        request: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
+    ) -> Result<tonic_reflection::pb::v1::server_reflection_response::MessageResponse, Status> {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        let p = path.to_path_buf();
+        let channel = Endpoint::from_static("http://workload-api.invalid")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let p = p.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+                }
+            }))
+            .await
+            .unwrap();
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        let mut s = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .unwrap()
+            .into_inner();
+        Ok(s.message().await?.unwrap().message_response.unwrap())
+    }
+
+    /// Workload Endpoint §7: reflection lists the Workload API (and itself),
+    /// describes it, and knows nothing of Sigil's other APIs. No security
+    /// header is needed (grpcurl-style tools send none).
+    #[tokio::test]
+    async fn workload_api_reflection_lists_only_the_workload_api() {
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let ca = TestCa::new("example.org");
+        let h = Harness::start(snapshot(&ca, vec![]), &[]).await;
+        let MessageResponse::ListServicesResponse(list) =
+            reflect(&h.path, MessageRequest::ListServices(String::new()))
+                .await
+                .unwrap()
+        else {
+            panic!("not a service list");
+        };
+        let mut names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["SpiffeWorkloadAPI"]);
+
+        let MessageResponse::FileDescriptorResponse(files) = reflect(
+            &h.path,
+            MessageRequest::FileContainingSymbol("SpiffeWorkloadAPI".into()),
+        )
+        .await
+        .unwrap() else {
+            panic!("no descriptor for SpiffeWorkloadAPI");
+        };
+        let workload = files
+            .file_descriptor_proto
+            .iter()
+            .map(|b| {
+                <prost_types::FileDescriptorProto as prost::Message>::decode(b.as_slice()).unwrap()
+            })
+            .find(|f| f.name() == "workload.proto")
+            .expect("workload.proto described");
+        let methods: Vec<_> = workload.service[0]
+            .method
+            .iter()
+            .map(|m| m.name())
+            .collect();
+        assert!(methods.contains(&"FetchX509SVID"), "{methods:?}");
+
+        for hidden in ["sigil.admin.v1.AdminApi", "sigil.agent.v1.AgentApi"] {
+            let r = reflect(&h.path, MessageRequest::FileContainingSymbol(hidden.into())).await;
+            assert!(
+                matches!(&r, Err(e) if e.code() == Code::NotFound),
+                "{hidden} must not be described: {r:?}"
+            );
+        }
     }
 
     #[derive(Clone, Copy, Debug)]
