@@ -125,6 +125,11 @@ impl CaManager {
             .ok_or_else(|| CaError::BadCaCert("no active CA after start".into()))?;
         let signer = load_signer(slots.keys.as_ref(), &active)?;
         let bundle = slots.reconcile_bundle(&journal, now)?;
+        if !is_published(&bundle, slots.upstream.is_some(), &signer) {
+            return Err(CaError::NotPublished {
+                serial: signer.serial_hex().to_string(),
+            });
+        }
         info!(
             slot = signer.slot().name(),
             serial = signer.serial_hex(),
@@ -162,11 +167,21 @@ impl CaManager {
         &self.slots.settings.trust_domain
     }
 
-    /// Installs a new signer, if a step produced one.
-    fn install(&self, signer: Option<X509Ca>) {
-        if let Some(s) = signer {
-            *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+    /// Makes `signer` (if a step produced one) the CA that signs. It must
+    /// already be in the published bundle (Trust Domain and Bundle §4.1: a
+    /// new key is published before it is used), so every path publishes
+    /// first; otherwise the old signer stays and the error says why.
+    fn install(&self, signer: Option<X509Ca>) -> Result<(), CaError> {
+        let Some(s) = signer else {
+            return Ok(());
+        };
+        if !is_published(&self.bundle(), self.slots.upstream.is_some(), &s) {
+            return Err(CaError::NotPublished {
+                serial: s.serial_hex().to_string(),
+            });
         }
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -179,8 +194,9 @@ impl CaManager {
         let now = unix(self.clock.now());
         let journal = self.slots.store.get_ca_journal()?;
         let (journal, signer) = self.slots.run_due(journal, now)?;
-        self.install(signer);
-        self.publish(&journal, now)
+        // Publish, then sign with it: never the other way round.
+        self.publish(&journal, now)?;
+        self.install(signer)
     }
 
     /// The journal and timeline.
@@ -248,8 +264,8 @@ impl CaManager {
             })?
             .slot;
         let (journal, signer) = self.slots.apply(journal, Step::Activate(p), now)?;
-        self.install(signer);
         self.publish(&journal, now)?;
+        self.install(signer)?;
         drop(_g);
         Ok(self.status()?)
     }
@@ -551,6 +567,17 @@ fn remove_orphan_keys(keys: &dyn KeyManager, journal: &CaJournal) -> Result<(), 
     Ok(())
 }
 
+/// Whether `signer` may sign under `bundle`: a self-signed CA must be one of
+/// the bundle's authorities; under an upstream CA the bundle holds the
+/// upstream's anchors, which rotation does not change.
+fn is_published(bundle: &BundleRecord, upstream: bool, signer: &X509Ca) -> bool {
+    upstream
+        || signer
+            .chain()
+            .first()
+            .is_some_and(|c| bundle.x509_authorities.contains(c))
+}
+
 /// The X.509 authorities the bundle must hold now: the upstream anchors, or
 /// every unexpired self-signed CA of the journal (oldest first), prepared
 /// ones included.
@@ -568,4 +595,123 @@ pub fn bundle_authorities(
         .into_iter()
         .filter_map(|s| s.cert_chain.first().cloned())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::KeyType;
+    use crate::key_manager::memory::MemoryKeyManager;
+    use crate::store::sled::SledStore;
+    use std::time::SystemTime;
+
+    const TTL: Duration = Duration::from_secs(6 * 3600);
+
+    fn manager(dir: &std::path::Path) -> (Arc<CaManager>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        (
+            start(dir, Arc::new(MemoryKeyManager::default()), clock.clone()),
+            clock,
+        )
+    }
+
+    /// A manager on the store in `dir` (what a server start does).
+    fn start(
+        dir: &std::path::Path,
+        keys: Arc<MemoryKeyManager>,
+        clock: Arc<ManualClock>,
+    ) -> Arc<CaManager> {
+        let store = Arc::new(SledStore::open(&dir.join("store")).unwrap());
+        CaManager::init(
+            store,
+            keys,
+            None,
+            CaSettings {
+                trust_domain: TrustDomain::parse("example.org").unwrap(),
+                key_type: KeyType::EcP256,
+                ca_ttl: TTL,
+            },
+            clock,
+        )
+        .unwrap()
+    }
+
+    /// The invariant: the CA that signs is in the published bundle.
+    fn assert_signer_published(m: &CaManager) {
+        let active = m.active();
+        assert!(
+            m.bundle().x509_authorities.contains(&active.chain()[0]),
+            "CA {} signs but is not in bundle sequence {}",
+            active.serial_hex(),
+            m.bundle().sequence
+        );
+    }
+
+    #[test]
+    fn a_ca_is_published_before_it_signs_at_start_by_operator_and_by_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, clock) = manager(dir.path());
+        assert_signer_published(&m);
+        let first = m.active().serial_hex().to_string();
+
+        // Operator: prepare (published at once, not signing), then activate.
+        let seq = m.bundle().sequence;
+        m.force_prepare().unwrap();
+        assert!(m.bundle().sequence > seq, "prepare publishes");
+        assert_eq!(m.bundle().x509_authorities.len(), 2);
+        assert_eq!(m.active().serial_hex(), first, "prepared is not signing");
+        m.force_activate().unwrap();
+        assert_ne!(m.active().serial_hex(), first);
+        assert_signer_published(&m);
+
+        // Rotation by the clock, one tick a minute through two CA lives:
+        // whenever the signer changes it is already in the bundle.
+        let mut signers = vec![m.active().serial_hex().to_string()];
+        for _ in 0..(2 * TTL.as_secs() / 60) {
+            clock.advance(Duration::from_secs(60));
+            m.tick().unwrap();
+            assert_signer_published(&m);
+            let s = m.active().serial_hex().to_string();
+            if signers.last() != Some(&s) {
+                signers.push(s);
+            }
+        }
+        assert!(signers.len() >= 3, "rotated: {signers:?}");
+    }
+
+    #[test]
+    fn a_restart_after_expiry_publishes_the_new_ca_before_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(MemoryKeyManager::default());
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let m = start(dir.path(), keys.clone(), clock.clone());
+        let old = m.active().serial_hex().to_string();
+        drop(m);
+        // Down for longer than a CA's life: at start the CA is minted anew.
+        clock.advance(TTL * 3);
+        let m = start(dir.path(), keys, clock);
+        assert_ne!(m.active().serial_hex(), old);
+        assert_signer_published(&m);
+    }
+
+    #[test]
+    fn an_unpublished_ca_is_never_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, clock) = manager(dir.path());
+        let before = m.active().serial_hex().to_string();
+        let now = unix(clock.now());
+        let slot = m.active().slot().other();
+        let (_, unpublished) = m.slots.mint(slot, SlotState::Prepared, now).unwrap();
+        let serial = unpublished.serial_hex().to_string();
+        match m.install(Some(unpublished)) {
+            Err(CaError::NotPublished { serial: s }) => assert_eq!(s, serial),
+            other => panic!("installed an unpublished CA: {other:?}"),
+        }
+        assert_eq!(m.active().serial_hex(), before, "the old signer stays");
+    }
 }

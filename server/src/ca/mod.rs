@@ -33,6 +33,11 @@ pub enum CaError {
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("randomness unavailable")]
     Random,
+    #[error(
+        "CA {serial} is not in the published trust bundle yet and must not sign (SPIFFE Trust \
+         Domain and Bundle §4.1: new keys are published before use)"
+    )]
+    NotPublished { serial: String },
 }
 
 /// A freshly signed leaf.
