@@ -320,6 +320,32 @@ pub fn check_svid_ttl(what: &str, ttl: Duration, ca_ttl: Duration) -> Result<(),
 }
 
 impl ServerConfig {
+    /// What is allowed but unwise, one sentence each (logged at start and
+    /// printed by `validate`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        // A prepared CA is published at 1/2 of the active CA's life and
+        // activated at 5/6: relying parties have ca_ttl/3 to fetch it.
+        // Trust Domain and Bundle §4.1 asks for 3–5 refresh hints.
+        let hint = self
+            .bundle_endpoint
+            .as_ref()
+            .map_or(Duration::from_secs(300), |b| b.refresh_hint);
+        if self.ca_ttl / 3 < hint * 3 {
+            w.push(format!(
+                "ca_ttl {} leaves {} between publishing the next CA and signing with it, less \
+                 than 3 bundle refresh hints ({} each): federated relying parties may not have \
+                 the new CA when it starts signing; raise ca_ttl to at least {} or lower \
+                 bundle_endpoint.refresh_hint",
+                sigil_proto::format_duration(self.ca_ttl),
+                sigil_proto::format_duration(self.ca_ttl / 3),
+                sigil_proto::format_duration(hint),
+                sigil_proto::format_duration(hint * 9),
+            ));
+        }
+        w
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -457,6 +483,21 @@ mod tests {
         assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/admin.sock"));
         assert_eq!(c.bind_address.port(), 8081);
         assert_eq!(c.server_id().as_str(), "spiffe://example.org/sigil/server");
+    }
+
+    #[test]
+    fn a_rotation_window_shorter_than_three_refresh_hints_is_warned_about() {
+        // Defaults: 24h CA, 5m hint: 8h window, no warning.
+        assert!(ServerConfig::parse(MINIMAL).unwrap().warnings().is_empty());
+        // 30m CA: 10m between publishing and signing < 15m.
+        let c = ServerConfig::parse(&format!(
+            "{MINIMAL}ca_ttl = \"30m\"\ndefault_x509_svid_ttl = \"5m\"\nagent_svid_ttl = \"5m\"\n"
+        ))
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("ca_ttl 30m leaves 10m"), "{}", w[0]);
+        assert!(w[0].contains("at least 45m"), "{}", w[0]);
     }
 
     #[test]

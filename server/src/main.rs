@@ -30,6 +30,9 @@ fn main() -> ExitCode {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
                 sigil_server::run::load_upstream(&cfg, now)?;
+                for w in cfg.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: configuration is valid", config.display());
                 Ok(())
             }),

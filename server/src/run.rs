@@ -123,6 +123,9 @@ async fn shutdown_signal() -> std::io::Result<()> {
 /// Runs the server until a shutdown signal.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    for w in cfg.warnings() {
+        warn!(warning = %w, "configuration warning");
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     // Up first, so probes see "live, not ready" while the store and CA load.
