@@ -54,6 +54,8 @@ pub const NO_IDENTITY: &str = "no identity issued";
 pub const HEADER_MISSING: &str = "security header missing from request";
 /// The status message of the JWT methods.
 pub const JWT_UNSUPPORTED: &str = "JWT-SVIDs are not supported yet";
+/// The message of every WIT-SVID method (`Unimplemented`).
+pub const WIT_UNSUPPORTED: &str = "WIT-SVIDs are not issued by Sigil";
 
 /// Messages queued per stream before the stream task waits for the client.
 const STREAM_BUFFER: usize = 2;
@@ -385,6 +387,8 @@ enum CallError {
     BadRequest(&'static str),
     #[error("JWT-SVIDs are not supported yet")]
     JwtUnsupported,
+    #[error("WIT-SVIDs are not issued by Sigil")]
+    WitUnsupported,
     #[error("the agent is shutting down")]
     ShuttingDown,
 }
@@ -446,6 +450,10 @@ fn refuse_status(method: &'static str, cred: Option<&PeerCred>, e: CallError) ->
         CallError::JwtUnsupported => {
             debug!(pid, uid, method, "Workload API JWT method called");
             Status::unimplemented(JWT_UNSUPPORTED)
+        }
+        CallError::WitUnsupported => {
+            debug!(pid, uid, method, "Workload API WIT method called");
+            Status::unimplemented(WIT_UNSUPPORTED)
         }
         CallError::ShuttingDown => {
             debug!(pid, uid, method, "Workload API stream ended: shutting down");
@@ -805,6 +813,8 @@ impl SpiffeWorkloadApi for WorkloadApiService {
     type FetchX509SVIDStream = ReceiverStream<Result<pb::X509svidResponse, Status>>;
     type FetchX509BundlesStream = ReceiverStream<Result<pb::X509BundlesResponse, Status>>;
     type FetchJWTBundlesStream = tokio_stream::Empty<Result<pb::JwtBundlesResponse, Status>>;
+    type FetchWITSVIDStream = tokio_stream::Empty<Result<pb::WitsvidResponse, Status>>;
+    type FetchWITBundlesStream = tokio_stream::Empty<Result<pb::WitBundlesResponse, Status>>;
 
     async fn fetch_x509svid(
         &self,
@@ -878,6 +888,24 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         check_header(&req).map_err(|e| refuse(METHOD, None, e))?;
         check_validate_request(req.get_ref()).map_err(|e| refuse(METHOD, None, e))?;
         Err(refuse(METHOD, None, CallError::JwtUnsupported))
+    }
+
+    async fn fetch_witsvid(
+        &self,
+        req: Request<pb::WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        const METHOD: &str = "FetchWITSVID";
+        check_header(&req).map_err(|e| refuse(METHOD, None, e))?;
+        Err(refuse(METHOD, None, CallError::WitUnsupported))
+    }
+
+    async fn fetch_wit_bundles(
+        &self,
+        req: Request<pb::WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        const METHOD: &str = "FetchWITBundles";
+        check_header(&req).map_err(|e| refuse(METHOD, None, e))?;
+        Err(refuse(METHOD, None, CallError::WitUnsupported))
     }
 }
 
@@ -1616,6 +1644,36 @@ mod tests {
         assert_eq!(m.bundles["spiffe://other.org"], fed.der);
         h.state.send(Arc::new(snap)).unwrap();
         assert_quiet(&mut s).await;
+    }
+
+    /// The WIT-SVID profile's methods exist and answer `Unimplemented`
+    /// (after the security header check, like every method).
+    #[tokio::test]
+    async fn workload_api_wit_methods_are_unimplemented() {
+        let ca = TestCa::new("example.org");
+        let h = Harness::start(snapshot(&ca, vec![]), &[]).await;
+        let mut c = h.client().await;
+        let e = c
+            .fetch_witsvid(req(pb::WitsvidRequest::default(), Header::Good))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (Code::Unimplemented, WIT_UNSUPPORTED)
+        );
+        let e = c
+            .fetch_wit_bundles(req(pb::WitBundlesRequest {}, Header::Good))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (Code::Unimplemented, WIT_UNSUPPORTED)
+        );
+        let e = c
+            .fetch_witsvid(req(pb::WitsvidRequest::default(), Header::Missing))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     }
 
     #[tokio::test]
