@@ -988,7 +988,7 @@ mod tests {
             (rcgen::KeyUsagePurpose::CrlSign, "cRLSign"),
         ] {
             let mut p = leaf_params(&[AGENT_ID]);
-            p.key_usages.push(usage.clone());
+            p.key_usages.push(usage);
             let (der, key) = w.ca.sign(&p);
             let bad = Svid::new(vec![der], &key);
             let want = ProfileError::LeafKeyUsageForbidden { usage: name };

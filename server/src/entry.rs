@@ -49,6 +49,18 @@ impl EntrySpec {
 
     /// The key that makes two entries duplicates of each other: same SPIFFE
     /// ID, same parent, same selector set.
+    /// Whether `self` and `other` carry the same hint and can both match
+    /// one workload: same parent, and one's selectors a subset of the
+    /// other's. The Workload API sends such a hint on the first SVID only
+    /// (hints are unique within a response, §5.2.1).
+    pub fn shares_hint_with(&self, other: &EntrySpec) -> bool {
+        !self.hint.is_empty()
+            && self.hint == other.hint
+            && self.parent_id == other.parent_id
+            && (sigil_proto::selector::is_subset(&self.selectors, &other.selectors)
+                || sigil_proto::selector::is_subset(&other.selectors, &self.selectors))
+    }
+
     pub fn identity_key(&self) -> String {
         let mut k = format!("{}\u{0}{}", self.spiffe_id, self.parent_id);
         for s in &self.selectors {
@@ -109,5 +121,43 @@ impl EntryEvent {
         match self {
             EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => e.revision,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(parent: &str, selectors: &[&str], hint: &str) -> EntrySpec {
+        EntrySpec {
+            spiffe_id: SpiffeId::parse("spiffe://example.org/w").unwrap(),
+            parent_id: SpiffeId::parse(parent).unwrap(),
+            selectors: selectors
+                .iter()
+                .map(|s| Selector::parse(s).unwrap())
+                .collect(),
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec![],
+            federates_with: vec![],
+            hint: hint.to_string(),
+            admin: false,
+            downstream: false,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn entries_share_a_hint_when_they_can_match_one_workload() {
+        let p = "spiffe://example.org/agent";
+        let a = spec(p, &["unix:uid:1"], "db");
+        assert!(a.shares_hint_with(&spec(p, &["unix:uid:1", "unix:gid:2"], "db")));
+        assert!(spec(p, &["unix:uid:1", "unix:gid:2"], "db").shares_hint_with(&a));
+        assert!(a.shares_hint_with(&spec(p, &["unix:uid:1"], "db")));
+        // Different hint, no hint, other parent, disjoint selectors: no.
+        assert!(!a.shares_hint_with(&spec(p, &["unix:uid:1"], "web")));
+        assert!(!spec(p, &["unix:uid:1"], "").shares_hint_with(&spec(p, &["unix:uid:1"], "")));
+        assert!(!a.shares_hint_with(&spec("spiffe://example.org/other", &["unix:uid:1"], "db")));
+        assert!(!a.shares_hint_with(&spec(p, &["unix:uid:2"], "db")));
     }
 }

@@ -477,3 +477,44 @@ async fn the_admin_api_itself_rejects_bad_ids_with_the_rule() {
     assert!(e.message().contains("query"), "{e}");
     assert_eq!(s.cli_json(&["entry", "count"])["count"], 0);
 }
+
+/// Workload API §5.2.1 wants unique hints per response: entries that share a
+/// hint and can match one workload are accepted but warned about, naming
+/// both; an entry with the same hint that cannot overlap is not.
+#[test]
+fn entries_sharing_a_hint_for_one_workload_are_warned_about() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let with_hint = |id: &str, selectors: &[&str], hint: &str| {
+        let mut args = vec!["entry", "create", "--spiffe-id", id, "--parent-id", PARENT];
+        for sel in selectors {
+            args.extend(["--selector", sel]);
+        }
+        args.extend(["--hint", hint]);
+        s.cli_json(&args)["entries"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let a = with_hint("spiffe://example.org/a", &["unix:uid:1000"], "db");
+    // Another uid: never the same workload, no warning.
+    let other = with_hint("spiffe://example.org/c", &["unix:uid:2000"], "db");
+    let warning = "entries with the same hint can match one workload";
+    assert!(!s.log_text().contains(warning), "{}", s.log_text());
+    // A superset of a's selectors: a workload with both matches both.
+    let b = with_hint(
+        "spiffe://example.org/b",
+        &["unix:uid:1000", "unix:gid:1000"],
+        "db",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let log = s.log_text();
+        if let Some(l) = log.lines().find(|l| l.contains(warning)) {
+            break l.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no warning: {log}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(line.contains(&b) && line.contains(&a), "{line}");
+    assert!(!line.contains(&other), "{line}");
+}

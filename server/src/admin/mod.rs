@@ -189,6 +189,36 @@ fn batch_refusals(items: &[Result<EntrySpec, String>], registry: &Registry) -> V
         .collect()
 }
 
+/// Logs, for each of `entries`, the stored entries that share its hint and
+/// can match the same workload (see [`EntrySpec::shares_hint_with`]).
+fn warn_shared_hints(registry: &Registry, entries: &[Arc<crate::entry::Entry>]) {
+    let mut siblings: HashMap<String, Vec<Arc<crate::entry::Entry>>> = HashMap::new();
+    for e in entries.iter().filter(|e| !e.spec.hint.is_empty()) {
+        let family = siblings
+            .entry(e.spec.parent_id.to_string())
+            .or_insert_with(|| {
+                registry.list(&EntryFilter {
+                    parent_id: Some(e.spec.parent_id.clone()),
+                    ..Default::default()
+                })
+            });
+        let others: Vec<&str> = family
+            .iter()
+            .filter(|o| o.id != e.id && e.spec.shares_hint_with(&o.spec))
+            .map(|o| o.id.as_str())
+            .collect();
+        if !others.is_empty() {
+            tracing::warn!(
+                entry_id = %e.id,
+                hint = %e.spec.hint,
+                others = %others.join(","),
+                "entries with the same hint can match one workload; the Workload API sends the \
+                 hint with the first SVID only (hints are unique within a response)"
+            );
+        }
+    }
+}
+
 fn invalid(m: String) -> Status {
     to_status(AdminError::Invalid(m))
 }
@@ -400,6 +430,15 @@ impl AdminApi for AdminService {
                     .collect())
             })
             .await?;
+        let results: Vec<pb::EntryResult> = results;
+        let created: Vec<_> = results
+            .iter()
+            .filter_map(|r| match &r.result {
+                Some(pb::entry_result::Result::Entry(e)) => self.registry.get(&e.id),
+                _ => None,
+            })
+            .collect();
+        warn_shared_hints(&self.registry, &created);
         Ok(Response::new(pb::CreateEntriesResponse { results }))
     }
 
@@ -468,6 +507,7 @@ impl AdminApi for AdminService {
             })
             .await?;
         info!(entry_id = %e.id, revision = e.revision, "entry updated");
+        warn_shared_hints(&self.registry, &[Arc::new(e.clone())]);
         Ok(Response::new(convert::entry_to_pb(&e)))
     }
 
