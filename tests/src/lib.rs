@@ -3,6 +3,7 @@
 //! everything down. Every wait is bounded.
 
 pub mod agent_client;
+pub mod interop;
 pub mod mtls;
 pub mod prom;
 
