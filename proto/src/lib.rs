@@ -35,6 +35,8 @@ pub mod selector;
 pub mod spiffe_id;
 pub mod svid_profile;
 pub mod tls;
+#[cfg(feature = "daemon")]
+pub mod unix_h2;
 
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use jwks::{JwksError, JwtKey, SpiffeBundle};

@@ -264,6 +264,34 @@ pub fn check_signing_cert(der: &[u8], td: &TrustDomain) -> Result<CaInfo, Profil
     })
 }
 
+/// The checks a validator makes on a peer's leaf before trusting its
+/// SPIFFE ID (SPIFFE X509-SVID §5.2, the same as go-spiffe's): not a CA
+/// (basicConstraints cA=false or absent), keyUsage (when present) without
+/// keyCertSign or cRLSign, and exactly one URI SAN holding a SPIFFE ID
+/// with a path. Chain, signature and validity are the TLS verifier's.
+/// Returns the SPIFFE ID.
+pub fn check_peer_leaf(der: &[u8]) -> Result<SpiffeId, ProfileError> {
+    let cert = parse(der, ROLE_LEAF)?;
+    let exts = Extensions::new(&cert, ROLE_LEAF)?;
+    if exts.basic_constraints_ca()? == Some(true) {
+        return Err(ProfileError::LeafIsCa);
+    }
+    if let Some(ext) = exts.get(&OID_X509_EXT_KEY_USAGE) {
+        let ParsedExtension::KeyUsage(ku) = ext.parsed_extension() else {
+            return Err(malformed(ROLE_LEAF, "keyUsage", ext.parsed_extension()));
+        };
+        if ku.key_cert_sign() {
+            return Err(ProfileError::LeafKeyUsageForbidden {
+                usage: "keyCertSign",
+            });
+        }
+        if ku.crl_sign() {
+            return Err(ProfileError::LeafKeyUsageForbidden { usage: "cRLSign" });
+        }
+    }
+    leaf_id(&exts)
+}
+
 /// The SPIFFE ID of an X.509-SVID leaf: its single URI SAN, which must be a
 /// valid SPIFFE ID with a path. Nothing else about the certificate is
 /// checked.

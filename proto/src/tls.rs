@@ -175,7 +175,9 @@ impl SpiffePeerCheck {
             None,
         )
         .map_err(webpki_error)?;
-        let id = spiffe_id_from_cert(end_entity).map_err(|e| {
+        // The validator's leaf rules (X509-SVID §5.2): webpki checks no
+        // key usage bits on an end-entity certificate.
+        let id = svid_profile::check_peer_leaf(end_entity).map_err(|e| {
             Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
         })?;
         if !(self.authorizer)(&id) {
@@ -834,6 +836,27 @@ mod tests {
         assert_eq!(seen(&client_seen), vec![SERVER_ID]);
     }
 
+    /// SPIFFE X509-SVID (2026): a leaf whose URI SAN is a bare trust-domain
+    /// ID is no SVID, on either side of the handshake, whatever the
+    /// authorizer would allow.
+    #[test]
+    fn server_with_a_trust_domain_id_is_refused() {
+        let w = world();
+        let root_id = Svid::leaf(&w.ca, "spiffe://example.org");
+        let (client_auth, client_seen) = recording(authorize_any_in(td()));
+        let out = handshake(
+            client_cfg(Some(&w.agent), &w.roots, client_auth),
+            server_cfg(&root_id, &w.roots, authorize_any_in(td())),
+        );
+        assert_eq!(
+            profile_error(out.client_refused()),
+            ProfileError::LeafWithoutPath {
+                id: "spiffe://example.org".into()
+            }
+        );
+        assert!(seen(&client_seen).is_empty(), "the authorizer never ran");
+    }
+
     #[test]
     fn server_cert_from_another_ca_is_refused() {
         let w = world();
@@ -951,6 +974,43 @@ mod tests {
             "{out:?}"
         );
         assert!(server_saw.is_empty());
+    }
+
+    /// X509-SVID §5.2: a validator refuses a leaf with keyCertSign or
+    /// cRLSign, on both sides, even when cA=false and the chain, the URI SAN
+    /// and the authorizer are all fine (webpki does not look at these bits
+    /// on an end entity). The same CA's correct leaf is accepted.
+    #[test]
+    fn leaf_with_a_signing_key_usage_is_refused_by_both_verifiers() {
+        let w = world();
+        for (usage, name) in [
+            (rcgen::KeyUsagePurpose::KeyCertSign, "keyCertSign"),
+            (rcgen::KeyUsagePurpose::CrlSign, "cRLSign"),
+        ] {
+            let mut p = leaf_params(&[AGENT_ID]);
+            p.key_usages.push(usage.clone());
+            let (der, key) = w.ca.sign(&p);
+            let bad = Svid::new(vec![der], &key);
+            let want = ProfileError::LeafKeyUsageForbidden { usage: name };
+            // As a client certificate (the agent API's server side).
+            let (out, server_saw, _) = agent_to_server(&w, Some(&bad));
+            assert_eq!(profile_error(out.server_refused()), want);
+            assert!(server_saw.is_empty());
+            // As a server certificate (the agent's and helpers' client side).
+            let mut p = leaf_params(&[SERVER_ID]);
+            p.key_usages.push(usage);
+            let (der, key) = w.ca.sign(&p);
+            let bad_server = Svid::new(vec![der], &key);
+            let out = handshake(
+                client_cfg(Some(&w.agent), &w.roots, authorize_exact(id(SERVER_ID))),
+                server_cfg(&bad_server, &w.roots, authorize_any_in(td())),
+            );
+            assert_eq!(profile_error(out.client_refused()), want);
+        }
+        let (out, server_saw, client_saw) = agent_to_server(&w, Some(&w.agent));
+        out.assert_ok();
+        assert_eq!(server_saw, vec![AGENT_ID]);
+        assert_eq!(client_saw, vec![SERVER_ID]);
     }
 
     #[test]

@@ -12,7 +12,6 @@ use rustls::sign::CertifiedKey;
 use sigil_proto::admin_api::admin_api_server::AdminApiServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminService, AdminSettings, convert::Limits};
@@ -218,9 +217,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         tasks.spawn(async move {
             let r = tonic::transport::Server::builder()
                 .add_service(admin_server)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-                    let _ = rx.changed().await;
-                })
+                // Any `:authority` is accepted on the admin socket too.
+                .serve_with_incoming_shutdown(
+                    sigil_proto::unix_h2::incoming(listener),
+                    async move {
+                        let _ = rx.changed().await;
+                    },
+                )
                 .await;
             let _ = std::fs::remove_file(&socket_path);
             r.map_err(|e| anyhow::anyhow!("admin API: {e}"))

@@ -34,7 +34,7 @@ use sigil_proto::{Selector, TrustDomain};
 use tokio::net::UnixListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
@@ -255,7 +255,9 @@ pub async fn serve_listener(
         .max_encoding_message_size(limits.max_encoding_message_bytes);
     tonic::transport::Server::builder()
         .add_service(api)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        // Behind the HTTP/2 front: any `:authority` a client sends is
+        // accepted (gRPC C-core sends the percent-encoded socket path).
+        .serve_with_incoming_shutdown(sigil_proto::unix_h2::incoming(listener), async move {
             shutdown.await;
             stop.send_replace(true);
         })

@@ -152,7 +152,14 @@ impl X509Ca {
         )?;
         let serial = profile::serial_from_random(random16()?);
         let serial_hex = hex::encode(serial.to_bytes());
-        let params = profile::leaf_params(spiffe_id, dns_names, not_before, not_after, serial)?;
+        let params = profile::leaf_params(
+            spiffe_id,
+            dns_names,
+            not_before,
+            not_after,
+            serial,
+            &public_key.subject_public_key_info(),
+        )?;
         let cert = params
             .signed_by(public_key, &self.issuer)
             .map_err(|e| CaError::Sign(e.to_string()))?;

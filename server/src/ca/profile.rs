@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
 };
 use sigil_proto::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
@@ -56,13 +56,46 @@ pub fn leaf_validity(
     Ok((not_before, not_after))
 }
 
-/// Parameters of an X.509-SVID leaf.
+/// OID of the basicConstraints extension (RFC 5280 §4.2.1.9).
+const OID_BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
+/// OID of the subjectKeyIdentifier extension (RFC 5280 §4.2.1.2).
+const OID_SUBJECT_KEY_IDENTIFIER: &[u64] = &[2, 5, 29, 14];
+
+/// The leaf's basicConstraints value: an empty SEQUENCE. `cA` is
+/// `BOOLEAN DEFAULT FALSE`, and DER never encodes a DEFAULT value (X.690
+/// §11.5), so "not a CA" is `30 00`, not `30 03 01 01 00` (which is what
+/// rcgen's `IsCa::ExplicitNoCa` writes, and what Python `cryptography`
+/// refuses).
+const LEAF_BASIC_CONSTRAINTS: [u8; 2] = [0x30, 0x00];
+
+/// The subject key identifier of a key: the first 160 bits of the SHA-256
+/// of its DER SubjectPublicKeyInfo (RFC 7093 §2 method 1 applied to the
+/// whole SPKI; the same value rcgen derives for CA certificates).
+pub fn key_identifier(subject_public_key_info: &[u8]) -> Vec<u8> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, subject_public_key_info);
+    digest.as_ref()[..20].to_vec()
+}
+
+/// DER of an OCTET STRING holding `bytes` (short form: `bytes` is < 128 bytes).
+fn octet_string(bytes: &[u8]) -> Vec<u8> {
+    debug_assert!(bytes.len() < 0x80);
+    let mut der = Vec::with_capacity(2 + bytes.len());
+    der.push(0x04);
+    // Key identifiers are 20 bytes; the short length form always fits.
+    der.push(bytes.len() as u8);
+    der.extend_from_slice(bytes);
+    der
+}
+
+/// Parameters of an X.509-SVID leaf for the key whose DER
+/// SubjectPublicKeyInfo is `subject_public_key_info`.
 pub fn leaf_params(
     spiffe_id: &SpiffeId,
     dns_names: &[String],
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     serial: SerialNumber,
+    subject_public_key_info: &[u8],
 ) -> Result<CertificateParams, CaError> {
     if spiffe_id.is_trust_domain_id() {
         return Err(CaError::Params(format!(
@@ -84,7 +117,18 @@ pub fn leaf_params(
             .map_err(|e: rcgen::Error| CaError::Params(format!("DNS name {name:?}: {e}")))?;
         p.subject_alt_names.push(SanType::DnsName(ia5));
     }
-    p.is_ca = IsCa::ExplicitNoCa;
+    // basicConstraints (critical, cA absent = false) and the subject key
+    // identifier are written by hand: rcgen's `ExplicitNoCa` encodes the
+    // DEFAULT cA=FALSE, which is not DER.
+    p.is_ca = IsCa::NoCa;
+    let mut bc =
+        CustomExtension::from_oid_content(OID_BASIC_CONSTRAINTS, LEAF_BASIC_CONSTRAINTS.to_vec());
+    bc.set_criticality(true);
+    p.custom_extensions.push(bc);
+    p.custom_extensions.push(CustomExtension::from_oid_content(
+        OID_SUBJECT_KEY_IDENTIFIER,
+        octet_string(&key_identifier(subject_public_key_info)),
+    ));
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -147,6 +191,52 @@ mod tests {
             leaf_validity(t(2000), Duration::from_secs(60), t(0), t(2000)),
             Err(CaError::Expired { .. })
         ));
+    }
+
+    /// The DER of the extension `oid` in `cert` and whether it is critical.
+    fn extension(cert: &[u8], oid: &str) -> (bool, Vec<u8>) {
+        let (_, c) = x509_parser::parse_x509_certificate(cert).unwrap();
+        let ext = c
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == oid)
+            .unwrap_or_else(|| panic!("no extension {oid}"));
+        (ext.critical, ext.value.to_vec())
+    }
+
+    #[test]
+    fn leaf_basic_constraints_is_canonical_der_and_the_ski_names_the_key() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let ca = ca_params(&td, t(0), t(100_000), serial_from_random([1; 16]), false)
+            .unwrap()
+            .self_signed(&ca_key)
+            .unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let id: SpiffeId = "spiffe://example.org/w".parse().unwrap();
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&leaf_key);
+        let leaf = leaf_params(&id, &[], t(10), t(1000), serial_from_random([2; 16]), &spki)
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        // cA=FALSE is the DEFAULT: DER encodes an empty SEQUENCE, never
+        // `30 03 01 01 00`.
+        assert_eq!(extension(leaf.der(), "2.5.29.19"), (true, vec![0x30, 0x00]));
+        let (critical, ski) = extension(leaf.der(), "2.5.29.14");
+        assert!(!critical);
+        let mut want = vec![0x04, 20];
+        want.extend(key_identifier(&spki));
+        assert_eq!(ski, want);
+        let (_, c) = x509_parser::parse_x509_certificate(leaf.der()).unwrap();
+        assert!(!c.is_ca());
+        // The profile check every Sigil verifier runs accepts it.
+        sigil_proto::check_leaf(leaf.der()).unwrap();
+        // The CA keeps cA=TRUE (encoded: TRUE is not the DEFAULT).
+        assert_eq!(
+            extension(ca.der(), "2.5.29.19"),
+            (true, vec![0x30, 0x03, 0x01, 0x01, 0xff])
+        );
     }
 
     #[test]
