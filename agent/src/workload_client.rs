@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
+use sigil_proto::endpoint::{EndpointAddress, parse_endpoint};
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tokio::net::UnixStream;
 use tonic::service::interceptor::InterceptedService;
@@ -15,25 +16,28 @@ use tonic::{Request, Status};
 pub const DEFAULT_SOCKET: &str = "/run/sigil/agent.sock";
 
 /// Resolves the socket path: `--socket`, else `SPIFFE_ENDPOINT_SOCKET`
-/// (`unix:///path` or `unix:/path`), else the default.
+/// (a `unix:` URI, SPIFFE Workload Endpoint §4), else the default.
 pub fn socket_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p);
     }
     match std::env::var("SPIFFE_ENDPOINT_SOCKET") {
         Ok(v) if !v.is_empty() => {
-            let path = v
-                .strip_prefix("unix://")
-                .or_else(|| v.strip_prefix("unix:"))
-                .with_context(|| {
-                    format!("SPIFFE_ENDPOINT_SOCKET {v:?} must be unix:///absolute/path")
-                })?;
-            if !path.starts_with('/') {
-                anyhow::bail!("SPIFFE_ENDPOINT_SOCKET {v:?} must be unix:///absolute/path");
-            }
-            Ok(PathBuf::from(path))
+            unix_endpoint(&v).with_context(|| "SPIFFE_ENDPOINT_SOCKET".to_string())
         }
         _ => Ok(PathBuf::from(DEFAULT_SOCKET)),
+    }
+}
+
+/// The socket path of a Workload API address; a `tcp:` address is
+/// recognised and refused with the reason.
+pub fn unix_endpoint(value: &str) -> anyhow::Result<PathBuf> {
+    match parse_endpoint(value)? {
+        EndpointAddress::Unix(path) => Ok(path),
+        EndpointAddress::Tcp(addr) => anyhow::bail!(
+            "{value:?} is a TCP address ({addr}); the Sigil agent serves the Workload API only \
+             on a Unix socket: use unix:///path/to/agent.sock"
+        ),
     }
 }
 

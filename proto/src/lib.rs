@@ -28,6 +28,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
 
 pub mod duration;
+pub mod endpoint;
 #[cfg(feature = "health")]
 pub mod health;
 pub mod jwks;

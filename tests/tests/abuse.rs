@@ -155,13 +155,32 @@ fn agent_leaf<S: rcgen::SigningKey>(
     not_after: time::OffsetDateTime,
     ca_chain: &[Vec<u8>],
 ) -> AgentIdentity {
+    agent_leaf_with_usages(
+        id,
+        issuer,
+        not_before,
+        not_after,
+        ca_chain,
+        &[rcgen::KeyUsagePurpose::DigitalSignature],
+    )
+}
+
+/// [`agent_leaf`] with the given keyUsage bits.
+fn agent_leaf_with_usages<S: rcgen::SigningKey>(
+    id: &str,
+    issuer: &rcgen::Issuer<'_, S>,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+    ca_chain: &[Vec<u8>],
+    usages: &[rcgen::KeyUsagePurpose],
+) -> AgentIdentity {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.subject_alt_names
         .push(rcgen::SanType::URI(id.to_string().try_into().unwrap()));
     p.is_ca = rcgen::IsCa::ExplicitNoCa;
-    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    p.key_usages = usages.to_vec();
     p.extended_key_usages = vec![
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
@@ -318,6 +337,29 @@ async fn bad_client_certificates_are_refused_and_logged() {
         line.to_lowercase().contains("expired"),
         "the reason is expiry: {line}"
     );
+    // 3b. Current, from the real CA, for the real agent ID, but with a
+    // signing key usage (X509-SVID §5.2: a validator refuses keyCertSign
+    // and cRLSign on a leaf).
+    for (usage, name) in [
+        (rcgen::KeyUsagePurpose::KeyCertSign, "keyCertSign"),
+        (rcgen::KeyUsagePurpose::CrlSign, "cRLSign"),
+    ] {
+        let from = mark(&s.log);
+        let signing = agent_leaf_with_usages(
+            &a.id,
+            &real,
+            now() - Duration::from_secs(60),
+            now() + Duration::from_secs(600),
+            &[],
+            &[rcgen::KeyUsagePurpose::DigitalSignature, usage],
+        );
+        assert!(
+            refused(&s, &signing).await,
+            "an agent SVID with {name} was accepted"
+        );
+        let line = await_log(&s.log, from, &["agent API TLS handshake refused"]);
+        assert!(line.contains(name), "the reason names {name}: {line}");
+    }
     // The same leaf with a current validity passes TLS (the CA key and the
     // shape are right) and is then refused for its serial: proof that the
     // expiry alone caused the refusal above.
@@ -827,7 +869,8 @@ async fn workload_api_limits_per_process_and_message_size() {
     let e = fetch_with(&a.socket, &[("workload.spiffe.io", "true".into())])
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    // Load shedding is `Unavailable` (Workload API §6): clients retry.
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
     assert!(e.message().contains("from this process (limit 3)"), "{e}");
     await_log(
         &a.log,
@@ -933,7 +976,7 @@ async fn workload_api_limits_per_process_and_message_size() {
     loop {
         match fetch_with(&a.socket, &[("workload.spiffe.io", "true".into())]).await {
             Ok(_) => break,
-            Err(e) if e.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("slot not freed: {e}"),

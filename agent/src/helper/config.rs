@@ -181,20 +181,18 @@ pub fn parse_signal(name: &str) -> Option<Signal> {
     full.parse::<Signal>().ok()
 }
 
-/// Parses a Workload API address: `unix:///abs/path`, `unix:/abs/path` or
-/// `/abs/path`.
+/// Parses a Workload API address: a `unix:` URI (SPIFFE Workload Endpoint
+/// §4) or an absolute path.
 fn socket_address(value: &str) -> Result<PathBuf, HelperConfigError> {
-    let path = value
-        .strip_prefix("unix://")
-        .or_else(|| value.strip_prefix("unix:"))
-        .unwrap_or(value);
-    if !path.starts_with('/') {
-        return Err(invalid(
-            "agent_address",
-            format!("{value:?} must be unix:///absolute/path or an absolute path"),
-        ));
+    if value.starts_with('/') {
+        return Ok(PathBuf::from(value));
     }
-    Ok(PathBuf::from(path))
+    crate::workload_client::unix_endpoint(value).map_err(|e| {
+        invalid(
+            "agent_address",
+            format!("{e:#} (unix:///absolute/path or an absolute path)"),
+        )
+    })
 }
 
 impl HelperConfig {
@@ -426,6 +424,14 @@ mod tests {
                 "svid_bundle_file_name",
             ),
             (format!("{OK}key_file_mode = \"0644\"\n"), "key_file_mode"),
+            (
+                format!("{OK}agent_address = \"tcp://127.0.0.1:8000\"\n"),
+                "serves the Workload API only on a Unix socket",
+            ),
+            (
+                format!("{OK}agent_address = \"unix://host/run/a.sock\"\n"),
+                "must not name a host",
+            ),
             (format!("{OK}cert_file_mode = 0o1777\n"), "cert_file_mode"),
             (format!("{OK}cert_file_mode = \"rw\"\n"), "cert_file_mode"),
             (format!("{OK}once_timeout = \"10\"\n"), "once_timeout"),

@@ -19,7 +19,7 @@
 
 pub mod socket;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -62,11 +62,12 @@ const STREAM_BUFFER: usize = 2;
 #[derive(Debug, Clone)]
 pub struct WorkloadApiLimits {
     /// Streams open at once over all connections; more are refused with
-    /// `ResourceExhausted` (clients retry).
+    /// `Unavailable`, the load-shedding code after which SPIFFE clients back
+    /// off and retry (Workload API §6).
     pub max_concurrent_streams: usize,
     /// Streams (and calls) open at once from one calling process (pid), so
     /// one workload cannot take every slot of `max_concurrent_streams`;
-    /// more are refused with `ResourceExhausted`.
+    /// more are refused with `Unavailable`.
     pub max_streams_per_workload: usize,
     /// Largest request accepted (requests are tiny; 4 MiB).
     pub max_decoding_message_bytes: usize,
@@ -306,6 +307,28 @@ impl WorkloadSlot {
     }
 }
 
+/// The hints of one response's SVIDs, unique as the Workload API requires
+/// (§5.2.1): the first SVID with a hint keeps it, later SVIDs with the same
+/// hint are sent with none, and that is logged. Empty hints are no hints.
+fn unique_hints(svids: &[Arc<WorkloadSvid>]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    svids
+        .iter()
+        .map(|s| {
+            if s.hint.is_empty() || seen.insert(s.hint.as_str()) {
+                return s.hint.clone();
+            }
+            warn!(
+                entry_id = %s.entry_id,
+                spiffe_id = %s.spiffe_id,
+                hint = %s.hint,
+                "hint already used by an earlier SVID of this response; sent without it"
+            );
+            String::new()
+        })
+        .collect()
+}
+
 impl Drop for WorkloadSlot {
     fn drop(&mut self) {
         let mut map = self
@@ -382,14 +405,15 @@ fn refuse_status(method: &'static str, cred: Option<&PeerCred>, e: CallError) ->
                 pid,
                 uid, method, "Workload API call refused: stream limit reached"
             );
-            Status::resource_exhausted(e.to_string())
+            // Load shedding: standard clients back off and retry.
+            Status::unavailable(e.to_string())
         }
         CallError::TooManyWorkloadStreams(limit) => {
             warn!(
                 pid,
                 uid, method, limit, "Workload API call refused: per-workload stream limit reached"
             );
-            Status::resource_exhausted(e.to_string())
+            Status::unavailable(e.to_string())
         }
         CallError::Attestation(source) => {
             warn!(pid, uid, method, error = %source, "Workload API call refused: attestation failed");
@@ -563,14 +587,15 @@ impl StreamView for SvidView {
 
         let mut d = Digest::new();
         d.count(matched.len());
+        let hints = unique_hints(&matched);
         let mut svids = Vec::with_capacity(matched.len());
-        for s in &matched {
+        for (s, hint) in matched.iter().zip(hints) {
             let svid = pb::X509svid {
                 spiffe_id: s.spiffe_id.as_str().to_string(),
                 x509_svid: s.cert_chain.concat(),
                 x509_svid_key: s.key_pkcs8.clone(),
                 bundle: bundle.clone(),
-                hint: s.hint.clone(),
+                hint,
             };
             d.field(svid.spiffe_id.as_bytes());
             d.field(&svid.x509_svid);
@@ -1211,6 +1236,54 @@ mod tests {
         );
     }
 
+    /// Workload API §5.2.1: hints are unique among one response's SVIDs.
+    /// Three entries share "db", one has none: the first keeps the hint.
+    #[tokio::test]
+    async fn workload_api_hints_are_unique_within_a_response() {
+        let ca = TestCa::new("example.org");
+        let uid = format!("unix:uid:{}", my_uid());
+        let with_hint = |id: &str, hint: &str| {
+            let mut s = ca.svid(id, &[&uid], far());
+            Arc::get_mut(&mut s).unwrap().hint = hint.to_string();
+            s
+        };
+        let snap = snapshot(
+            &ca,
+            vec![
+                with_hint("spiffe://example.org/a", "db"),
+                with_hint("spiffe://example.org/b", ""),
+                with_hint("spiffe://example.org/c", "db"),
+                with_hint("spiffe://example.org/d", "web"),
+                with_hint("spiffe://example.org/e", ""),
+                with_hint("spiffe://example.org/f", "db"),
+            ],
+        );
+        let h = Harness::start(snap, &[&uid]).await;
+        let mut c = h.client().await;
+        let mut s = c
+            .fetch_x509svid(req(pb::X509svidRequest {}, Header::Good))
+            .await
+            .unwrap()
+            .into_inner();
+        let m = next(&mut s).await.unwrap().unwrap();
+        let got: Vec<(&str, &str)> = m
+            .svids
+            .iter()
+            .map(|s| (s.spiffe_id.as_str(), s.hint.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("spiffe://example.org/a", "db"),
+                ("spiffe://example.org/b", ""),
+                ("spiffe://example.org/c", ""),
+                ("spiffe://example.org/d", "web"),
+                ("spiffe://example.org/e", ""),
+                ("spiffe://example.org/f", ""),
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn workload_api_serves_exactly_the_matching_svids_default_first() {
         let ca = TestCa::new("example.org");
@@ -1538,7 +1611,7 @@ mod tests {
             .fetch_x509_bundles(req(pb::X509BundlesRequest {}, Header::Good))
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert_eq!(e.code(), Code::Unavailable);
         // Closing the stream frees the slot.
         drop(s);
         let deadline = Instant::now() + WAIT;
@@ -1548,7 +1621,7 @@ mod tests {
                 .await
             {
                 Ok(_) => break,
-                Err(e) if e.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+                Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => panic!("slot not freed: {e:?}"),
