@@ -5,6 +5,7 @@
 pub mod agent_client;
 pub mod der;
 pub mod emitted;
+pub mod interop;
 pub mod mtls;
 pub mod prom;
 
