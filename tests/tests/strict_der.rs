@@ -6,9 +6,14 @@
 //! issuer by key identifier, and loads in Go's `crypto/x509`
 //! (tests/interop/go/x509check) with its chain and URI SAN verified.
 //!
-//! Go comes from Debian's `golang-go`. With `CI=true` a missing Go fails
-//! the test; elsewhere the Go part is skipped with a message (the Rust
-//! strict part always runs).
+//! It also loads in Python `cryptography` (tests/interop/python/
+//! strict_certs.py: every extension decoded, CSR signatures checked, leaves
+//! through cryptography's RFC 5280 path validation).
+//!
+//! Go comes from Debian's `golang-go`, Python's stack from the interop
+//! harness (tests/src/interop.rs). With `CI=true` a missing Go or Python
+//! stack fails the test; elsewhere that part is skipped with a message (the
+//! Rust strict part always runs).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -204,9 +209,10 @@ fn build_go_checker() -> Result<PathBuf, String> {
     Ok(exe)
 }
 
-fn go_check(exe: &Path, items: &[Emitted]) -> Vec<String> {
+/// The items as the Go and Python checkers read them.
+fn checker_input(items: &[Emitted]) -> Vec<serde_json::Value> {
     let b64 = |d: &Vec<u8>| base64::engine::general_purpose::STANDARD.encode(d);
-    let input: Vec<serde_json::Value> = items
+    items
         .iter()
         .map(|it| {
             serde_json::json!({
@@ -217,7 +223,44 @@ fn go_check(exe: &Path, items: &[Emitted]) -> Vec<String> {
                 "spiffe_id": it.spiffe_id,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Python `cryptography` over every item; failures named by label.
+fn python_check(py: &sigil_tests::interop::Python, items: &[Emitted]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, serde_json::to_vec(&checker_input(items)).unwrap()).unwrap();
+    let v = sigil_tests::interop::run_json(
+        &mut py.script("strict_certs.py", &[file.to_str().unwrap()]),
+    );
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), items.len(), "one result per item: {v}");
+    let mut failures = Vec::new();
+    for r in results {
+        println!(
+            "Python cryptography {}: {} — {}{}",
+            v["versions"]["cryptography"],
+            r["label"].as_str().unwrap_or("?"),
+            r["extensions"],
+            r["error"]
+                .as_str()
+                .map(|e| format!(", error: {e}"))
+                .unwrap_or_default()
+        );
+        if r["ok"] != true {
+            failures.push(format!(
+                "{}: Python cryptography: {}",
+                r["label"].as_str().unwrap_or("?"),
+                r["error"].as_str().unwrap_or("not ok")
+            ));
+        }
+    }
+    failures
+}
+
+fn go_check(exe: &Path, items: &[Emitted]) -> Vec<String> {
+    let input = checker_input(items);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("input.json");
     std::fs::write(&file, serde_json::to_vec(&input).unwrap()).unwrap();
@@ -258,6 +301,32 @@ fn go_check(exe: &Path, items: &[Emitted]) -> Vec<String> {
         failures.push(format!("x509check exited with {}", out.status));
     }
     failures
+}
+
+/// A leaf shaped like Sigil's, but with rcgen's `ExplicitNoCa`
+/// basicConstraints (`30 03 01 01 00`, the DEFAULT encoded).
+fn encoded_default_canary() -> Emitted {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://example.org/canary".try_into().unwrap(),
+    )];
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = p.signed_by(&key, &issuer).unwrap();
+    Emitted {
+        label: "canary: encoded DEFAULT basicConstraints".into(),
+        kind: Kind::Leaf,
+        chain: vec![leaf.der().to_vec()],
+        roots: vec![ca_cert.der().to_vec()],
+        spiffe_id: "spiffe://example.org/canary".into(),
+    }
 }
 
 #[test]
@@ -325,6 +394,28 @@ fn every_emitted_certificate_is_canonical_der_and_loads_in_go() {
         }
         Err(why) if ci => panic!("CI=true and the Go check cannot run: {why}"),
         Err(why) => eprintln!("SKIPPED the Go crypto/x509 part: {why}"),
+    }
+    // `python()` fails the test under CI=true when the stack is missing.
+    if let Some(py) = sigil_tests::interop::python() {
+        failures.extend(python_check(&py, &items));
+        // The Python checker can fail too: the wrong SPIFFE ID, a leaf
+        // whose basicConstraints encodes the DEFAULT cA=FALSE (what Sigil
+        // emitted before the fix), and a leaf without its roots.
+        let leaf = items.iter().find(|i| i.kind == Kind::Leaf).unwrap();
+        let mut wrong_id = leaf.clone();
+        wrong_id.label = "canary: wrong SPIFFE ID".into();
+        wrong_id.spiffe_id = "spiffe://example.org/not-this".into();
+        let mut no_root = leaf.clone();
+        no_root.label = "canary: another CA as the only root".into();
+        no_root.roots = encoded_default_canary().roots;
+        let canaries = python_check(&py, &[wrong_id, no_root, encoded_default_canary()]);
+        assert!(
+            canaries.len() == 3
+                && canaries[0].contains("URI SANs")
+                && canaries[1].contains("VerificationError")
+                && canaries[2].contains("EncodedDefault"),
+            "the Python checker missed a canary: {canaries:?}"
+        );
     }
     assert!(
         failures.is_empty(),
