@@ -31,9 +31,10 @@
 //! - a header block or list over the limits ends the connection (gRPC's own
 //!   default metadata limit is 8 KiB; the limits here are 8 times that).
 //!
-//! One leniency remains, documented rather than hidden: HPACK's rule that a
-//! dynamic table size update comes first in a block is not checked (the
-//! decoder applies a late one; `h2` would refuse it).
+//! HPACK is decoded by [`hpack`] (this module's own decoder, with the
+//! RFC 7541 rules `h2` applies: index bounds, table size updates only at
+//! the start of a block and within the server's table size, Huffman
+//! padding).
 
 use std::io;
 use std::pin::Pin;
@@ -43,6 +44,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::UnixListenerStream;
+
+mod hpack;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -113,7 +116,7 @@ pub struct Rewriter {
     state: State,
     pending: Vec<u8>,
     block: Option<Block>,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: hpack::Decoder,
 }
 
 impl Default for Rewriter {
@@ -124,14 +127,11 @@ impl Default for Rewriter {
 
 impl Rewriter {
     pub fn new() -> Rewriter {
-        let mut decoder = loona_hpack::Decoder::new();
-        decoder.set_max_allowed_table_size(HPACK_TABLE_SIZE);
-        decoder.set_max_table_size(HPACK_TABLE_SIZE);
         Rewriter {
             state: State::Preface,
             pending: Vec::new(),
             block: None,
-            decoder,
+            decoder: hpack::Decoder::new(HPACK_TABLE_SIZE),
         }
     }
 
@@ -306,29 +306,28 @@ impl Rewriter {
         let Some(block) = self.block.take() else {
             return Ok(());
         };
-        let mut fields = Vec::new();
-        let mut list_size = 0usize;
-        let decoded = self.decoder.decode_with_cb(&block.fragment, |name, value| {
-            list_size += name.len() + value.len() + 32;
-            let value = if name.as_ref() == b":authority" {
-                AUTHORITY.to_vec()
-            } else {
-                value.into_owned()
-            };
-            fields.push((name.into_owned(), value));
-        });
-        if decoded.is_err() {
-            // h2 decodes the original and refuses it (COMPRESSION_ERROR).
-            out.extend_from_slice(&block.raw);
-            self.state = State::Passthrough;
-            return Ok(());
-        }
-        if list_size > MAX_HEADER_LIST {
-            return Err(FrontError::ListTooLarge);
-        }
-        let mut encoded = Vec::with_capacity(list_size);
-        for (name, value) in &fields {
-            encode_literal(name, value, &mut encoded);
+        // Decoded and re-encoded in one pass: literal, no Huffman, no
+        // indexing; every `:authority` becomes [`AUTHORITY`].
+        let mut encoded = Vec::with_capacity(block.fragment.len() * 2);
+        let decoded = self
+            .decoder
+            .decode(&block.fragment, MAX_HEADER_LIST, |name, value| {
+                let value = if name == b":authority" {
+                    AUTHORITY
+                } else {
+                    value
+                };
+                encode_literal(name, value, &mut encoded);
+            });
+        match decoded {
+            Ok(()) => {}
+            Err(hpack::HpackError::ListTooLarge) => return Err(FrontError::ListTooLarge),
+            Err(_) => {
+                // h2 decodes the original and refuses it (COMPRESSION_ERROR).
+                out.extend_from_slice(&block.raw);
+                self.state = State::Passthrough;
+                return Ok(());
+            }
         }
         emit_block(&block, &encoded, out);
         Ok(())
