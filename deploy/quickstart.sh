@@ -231,6 +231,7 @@ Sigil server (pid $(cat "$dir/server.pid")) and agent (pid $(cat "$dir/agent.pid
 Metrics (Prometheus text) and health:
   curl -s http://127.0.0.1:$server_health/metrics     # server; /live, /ready
   curl -s http://127.0.0.1:$agent_health/metrics     # agent; /live, /ready
-Any SPIFFE library pointed at SPIFFE_ENDPOINT_SOCKET gets the SVID too.
+Any SPIFFE library pointed at SPIFFE_ENDPOINT_SOCKET gets the SVID too (the tests run
+py-spiffe, Node @grpc/grpc-js and the Rust spiffe crate against this agent; see README, Test).
 Stop and clean up with: deploy/quickstart.sh --stop   (running it again starts afresh)
 NEXT
