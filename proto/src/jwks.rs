@@ -1,10 +1,11 @@
 //! The SPIFFE bundle as a JWK Set (SPIFFE Trust Domain and Bundle spec §4,
 //! DESIGN §3 "Bundle endpoint"): `x509-svid` keys carry exactly one DER CA
 //! certificate in `x5c` and no `kid`, `jwt-svid` keys carry a `kid`, and the
-//! set has `spiffe_sequence` and `spiffe_refresh_hint`. Decoding is strict
-//! and bounded because bundles come from other trust domains; keys with an
-//! unknown `use` or `kty` are ignored as the spec requires. Also here: the
-//! PEM and DER certificate-list codecs used for bundle files.
+//! set has `spiffe_sequence` and `spiffe_refresh_hint`. Decoding is bounded
+//! because bundles come from other trust domains. Only document-level faults
+//! refuse a document; a key the spec says to ignore, or one that fails
+//! validation, is left out of the bundle and reported (see [`decode`]). Also
+//! here: the PEM and DER certificate-list codecs used for bundle files.
 
 use std::collections::HashSet;
 
@@ -36,6 +37,15 @@ const USE_JWT: &str = "jwt-svid";
 
 /// A trust domain's bundle: its X.509 authorities (DER CA certificates) and
 /// JWT authorities, with the publisher's sequence number and refresh hint.
+///
+/// A bundle may be empty (no authority of either kind): the trust domain
+/// published no keys (it revoked them) or none Sigil can use (every key was
+/// skipped, see [`Decoded::skipped`]). An empty bundle is valid, not an
+/// error, and it means that every SVID of that trust domain MUST be treated
+/// as invalid (Trust Domain and Bundle §4.1.3): callers replace the roots
+/// they hold with it rather than keep older ones. An empty
+/// `x509_authorities` alone means the trust domain has no X.509-SVID
+/// authority (X509-SVID §6.2), and likewise for `jwt_authorities`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpiffeBundle {
     pub trust_domain: TrustDomain,
@@ -47,6 +57,14 @@ pub struct SpiffeBundle {
     pub refresh_hint: Option<u64>,
 }
 
+impl SpiffeBundle {
+    /// True when the bundle holds no authority at all: every SVID of its
+    /// trust domain is then invalid (Trust Domain and Bundle §4.1.3).
+    pub fn is_empty(&self) -> bool {
+        self.x509_authorities.is_empty() && self.jwt_authorities.is_empty()
+    }
+}
+
 /// A JWT-SVID signing key as published in a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtKey {
@@ -55,17 +73,27 @@ pub struct JwtKey {
     pub spki_der: Vec<u8>,
 }
 
-/// Why one JWK (or one authority being encoded) was refused.
+/// Why one JWK was skipped by [`decode`] (or one authority refused by
+/// [`encode`]). [`KeyRule::clause`] names the spec clause it falls under.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyRule {
     #[error("a JWK must be a JSON object")]
     NotAnObject,
+    #[error("the JWK has no \"use\" member")]
+    MissingUse,
+    #[error("\"use\" {value} is not a known use (\"x509-svid\" or \"jwt-svid\")")]
+    UnknownUse {
+        /// The member's value as JSON text.
+        value: String,
+    },
     #[error("malformed JWK member: {reason}")]
     MalformedMember { reason: String },
     #[error("required member {member:?} is missing or empty")]
     MissingMember { member: &'static str },
-    #[error("an x509-svid key must carry exactly one certificate in \"x5c\", found {found}")]
-    X5cCount { found: usize },
+    #[error("an x509-svid key has no certificate: \"x5c\" is missing or empty")]
+    X5cMissing,
+    #[error("\"x5c\" holds {ignored} value(s) after the first; only the first is used")]
+    X5cExtra { ignored: usize },
     #[error("member {member:?} is not valid {encoding}: {reason}")]
     BadBase64 {
         member: &'static str,
@@ -80,8 +108,8 @@ pub enum KeyRule {
     DuplicateKid { kid: String },
     #[error("EC curve {crv:?} is not supported (P-256 or P-384)")]
     UnsupportedCurve { crv: String },
-    #[error("key type {kty:?} is not supported (EC or RSA)")]
-    UnsupportedKeyType { kty: String },
+    #[error("key type {kty:?} is not a known key type (EC or RSA)")]
+    UnknownKeyType { kty: String },
     #[error("public key algorithm {oid} is not supported (EC P-256, EC P-384 or RSA)")]
     UnsupportedAlgorithm { oid: String },
     #[error("EC {member:?} must be {expected} bytes for {crv}, found {found}")]
@@ -101,6 +129,71 @@ pub enum KeyRule {
     BadSpki { reason: String },
 }
 
+impl KeyRule {
+    /// The spec clause under which a key breaking this rule is ignored (or,
+    /// for [`KeyRule::X5cExtra`], its extra certificates are).
+    pub fn clause(&self) -> &'static str {
+        match self {
+            KeyRule::X5cMissing | KeyRule::X5cExtra { .. } => "X509-SVID §6.2",
+            KeyRule::MissingUse | KeyRule::UnknownUse { .. } => "Trust Domain and Bundle §4.2.2",
+            KeyRule::UnknownKeyType { .. } | KeyRule::MissingMember { member: "kty" } => {
+                "Trust Domain and Bundle §4.2.1"
+            }
+            // Every other rule is a key failing validation: the bundle is
+            // effectively without it.
+            _ => "Trust Domain and Bundle §4.1.3",
+        }
+    }
+}
+
+/// What [`decode`] made of a bundle document: the usable bundle and a report
+/// of every key (or part of a key) left out of it, in document order. The
+/// decoder does no I/O; callers log `skipped`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// May be empty; see [`SpiffeBundle`] for what an empty bundle means.
+    pub bundle: SpiffeBundle,
+    pub skipped: Vec<Skipped>,
+}
+
+/// One key of a bundle document that [`decode`] left out, by its index in
+/// `keys` and the rule it broke. For [`KeyRule::X5cExtra`] only the `x5c`
+/// values after the first are left out: the key itself is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub index: usize,
+    pub rule: KeyRule,
+}
+
+impl Skipped {
+    /// The spec clause the key is ignored under.
+    pub fn clause(&self) -> &'static str {
+        self.rule.clause()
+    }
+
+    /// True when the whole key was left out of the bundle.
+    pub fn key_dropped(&self) -> bool {
+        !matches!(self.rule, KeyRule::X5cExtra { .. })
+    }
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.key_dropped() {
+            "skipped"
+        } else {
+            "kept with its first certificate"
+        };
+        write!(
+            f,
+            "bundle key {} {what} ({}): {}",
+            self.index,
+            self.clause(),
+            self.rule
+        )
+    }
+}
+
 /// Why a bundle or certificate list could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwksError {
@@ -112,8 +205,6 @@ pub enum JwksError {
     MissingKeys,
     #[error("bundle document has {count} keys, more than the limit of {MAX_BUNDLE_KEYS}")]
     TooManyKeys { count: usize },
-    #[error("bundle key {index}: {rule}")]
-    Key { index: usize, rule: KeyRule },
     #[error("X.509 authority {index} cannot be encoded: {rule}")]
     EncodeX509Authority { index: usize, rule: KeyRule },
     #[error("JWT authority {index} cannot be encoded: {rule}")]
@@ -168,10 +259,20 @@ pub fn encode(bundle: &SpiffeBundle) -> Result<String, JwksError> {
     })
 }
 
-/// Decodes a JWK Set published for `td`. Refuses oversized documents, bad
-/// keys of a known use (naming the key's index and the rule), and a missing
-/// `keys` member; ignores keys whose `use` or `kty` is unknown.
-pub fn decode(td: &TrustDomain, json: &[u8]) -> Result<SpiffeBundle, JwksError> {
+/// Decodes a JWK Set published for `td`.
+///
+/// Refuses the whole document only for document-level faults: larger than
+/// [`MAX_BUNDLE_BYTES`], not a JSON object, no `keys` array, or more than
+/// [`MAX_BUNDLE_KEYS`] keys. Every key the spec says to ignore (missing or
+/// unknown `use`, unknown `kty`, an `x509-svid` key with a missing or empty
+/// `x5c`) and every key failing validation (bad encoding, a certificate that
+/// does not parse or does not match the key parameters, unsupported
+/// parameters, a `jwt-svid` key without `kid`, a `kid` already used, where
+/// the first key keeps it) is left out and reported in [`Decoded::skipped`];
+/// of an `x5c` with several values only the first is used (X509-SVID §6.2),
+/// also reported. The remaining keys keep their document order. A document
+/// whose keys are all skipped yields an empty bundle, which is valid.
+pub fn decode(td: &TrustDomain, json: &[u8]) -> Result<Decoded, JwksError> {
     if json.len() > MAX_BUNDLE_BYTES {
         return Err(JwksError::TooLarge { len: json.len() });
     }
@@ -190,55 +291,104 @@ pub fn decode(td: &TrustDomain, json: &[u8]) -> Result<SpiffeBundle, JwksError> 
         sequence: doc.spiffe_sequence,
         refresh_hint: doc.spiffe_refresh_hint,
     };
+    let mut skipped = Vec::new();
     let mut kids = HashSet::new();
     for (index, value) in keys.into_iter().enumerate() {
-        let err = |rule| JwksError::Key { index, rule };
-        let Some(obj) = value.as_object() else {
-            return Err(err(KeyRule::NotAnObject));
-        };
-        // The spec: unknown (or absent) `use` values are ignored.
-        let is_x509 = match obj.get("use").and_then(|u| u.as_str()) {
-            Some(USE_X509) => true,
-            Some(USE_JWT) => false,
-            _ => continue,
-        };
-        let jwk: InJwk = serde_json::from_value(value).map_err(|e| {
-            err(KeyRule::MalformedMember {
-                reason: e.to_string(),
-            })
-        })?;
-        let Some(params) = KeyParams::from_jwk(&jwk).map_err(err)? else {
-            // Unknown key type: ignored, as the spec requires.
-            continue;
-        };
-        if is_x509 {
-            bundle
-                .x509_authorities
-                .push(x509_authority(&jwk, &params).map_err(err)?);
-        } else {
-            let kid = jwk.kid.unwrap_or_default();
-            if kid.is_empty() {
-                return Err(err(KeyRule::MissingMember { member: "kid" }));
+        let mut skip = |rule| skipped.push(Skipped { index, rule });
+        match decode_key(value) {
+            Ok(Key::X509 { der, ignored }) => {
+                if ignored > 0 {
+                    skip(KeyRule::X5cExtra { ignored });
+                }
+                bundle.x509_authorities.push(der);
             }
-            if !kids.insert(kid.clone()) {
-                return Err(err(KeyRule::DuplicateKid { kid }));
+            Ok(Key::Jwt(key)) => {
+                if kids.contains(&key.kid) {
+                    skip(KeyRule::DuplicateKid { kid: key.kid });
+                } else {
+                    kids.insert(key.kid.clone());
+                    bundle.jwt_authorities.push(key);
+                }
             }
-            bundle.jwt_authorities.push(JwtKey {
-                kid,
-                spki_der: params.to_spki(),
+            Err(rule) => skip(rule),
+        }
+    }
+    Ok(Decoded { bundle, skipped })
+}
+
+/// One usable key of a bundle document.
+enum Key {
+    /// An X.509 authority and how many `x5c` values after its first were
+    /// ignored.
+    X509 {
+        der: Vec<u8>,
+        ignored: usize,
+    },
+    Jwt(JwtKey),
+}
+
+/// Decodes one element of `keys`, or names the rule it breaks. The checks
+/// run in the order the spec reads: `use`, then `kty`, then the `x5c` an
+/// `x509-svid` key must carry, then the key itself.
+fn decode_key(value: serde_json::Value) -> Result<Key, KeyRule> {
+    let Some(obj) = value.as_object() else {
+        return Err(KeyRule::NotAnObject);
+    };
+    let is_x509 = match obj.get("use") {
+        None | Some(serde_json::Value::Null) => return Err(KeyRule::MissingUse),
+        Some(serde_json::Value::String(u)) if u == USE_X509 => true,
+        Some(serde_json::Value::String(u)) if u == USE_JWT => false,
+        Some(other) => {
+            return Err(KeyRule::UnknownUse {
+                value: other.to_string(),
+            });
+        }
+    };
+    let jwk: InJwk = serde_json::from_value(value).map_err(|e| KeyRule::MalformedMember {
+        reason: e.to_string(),
+    })?;
+    match jwk.kty.as_deref().unwrap_or_default() {
+        "" => return Err(KeyRule::MissingMember { member: "kty" }),
+        "EC" | "RSA" => {}
+        other => {
+            return Err(KeyRule::UnknownKeyType {
+                kty: other.to_string(),
             });
         }
     }
-    Ok(bundle)
+    if is_x509 {
+        let x5c = jwk.x5c.as_deref().unwrap_or_default();
+        let Some((first, rest)) = x5c.split_first() else {
+            return Err(KeyRule::X5cMissing);
+        };
+        // Values after the first are ignored unread, whatever their type.
+        let Some(first) = first.as_str() else {
+            return Err(KeyRule::MalformedMember {
+                reason: "the first \"x5c\" value is not a string".to_string(),
+            });
+        };
+        let params = KeyParams::from_jwk(&jwk)?;
+        let der = x509_authority(first, &params)?;
+        Ok(Key::X509 {
+            der,
+            ignored: rest.len(),
+        })
+    } else {
+        let kid = jwk.kid.as_deref().unwrap_or_default();
+        if kid.is_empty() {
+            return Err(KeyRule::MissingMember { member: "kid" });
+        }
+        let params = KeyParams::from_jwk(&jwk)?;
+        Ok(Key::Jwt(JwtKey {
+            kid: kid.to_string(),
+            spki_der: params.to_spki(),
+        }))
+    }
 }
 
-/// The one certificate of an `x509-svid` JWK, checked against its key
-/// parameters.
-fn x509_authority(jwk: &InJwk, params: &KeyParams) -> Result<Vec<u8>, KeyRule> {
-    let x5c = jwk.x5c.as_deref().unwrap_or_default();
-    let [b64] = x5c else {
-        return Err(KeyRule::X5cCount { found: x5c.len() });
-    };
+/// The certificate an `x509-svid` JWK carries first in `x5c`, checked
+/// against its key parameters.
+fn x509_authority(b64: &str, params: &KeyParams) -> Result<Vec<u8>, KeyRule> {
     let der = STANDARD.decode(b64).map_err(|e| KeyRule::BadBase64 {
         member: "x5c",
         encoding: "base64",
@@ -451,12 +601,10 @@ impl KeyParams {
         }
     }
 
-    /// Key parameters of a JWK; `None` for a key type the spec says to
-    /// ignore.
-    fn from_jwk(jwk: &InJwk) -> Result<Option<Self>, KeyRule> {
+    /// Key parameters of a JWK whose `kty` is EC or RSA.
+    fn from_jwk(jwk: &InJwk) -> Result<Self, KeyRule> {
         let kty = jwk.kty.as_deref().unwrap_or_default();
         match kty {
-            "" => Err(KeyRule::MissingMember { member: "kty" }),
             "EC" => {
                 let crv = required(&jwk.crv, "crv")?;
                 let curve = match crv {
@@ -480,18 +628,21 @@ impl KeyParams {
                     }
                     Ok(bytes)
                 };
-                Ok(Some(KeyParams::Ec {
+                Ok(KeyParams::Ec {
                     curve,
                     x: coordinate("x", &jwk.x)?,
                     y: coordinate("y", &jwk.y)?,
-                }))
+                })
             }
             "RSA" => {
                 let n = b64url("n", required(&jwk.n, "n")?)?;
                 let e = b64url("e", required(&jwk.e, "e")?)?;
-                Self::rsa(&n, &e).map(Some)
+                Self::rsa(&n, &e)
             }
-            _ => Ok(None),
+            "" => Err(KeyRule::MissingMember { member: "kty" }),
+            other => Err(KeyRule::UnknownKeyType {
+                kty: other.to_string(),
+            }),
         }
     }
 
@@ -605,7 +756,8 @@ struct InJwk {
     y: Option<String>,
     n: Option<String>,
     e: Option<String>,
-    x5c: Option<Vec<String>>,
+    /// Only the first value is read (X509-SVID §6.2).
+    x5c: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Serialize)]
@@ -726,7 +878,7 @@ mod tests {
         }
     }
 
-    fn decode_value(v: &Value) -> Result<SpiffeBundle, JwksError> {
+    fn decode_value(v: &Value) -> Result<Decoded, JwksError> {
         decode(&td(), v.to_string().as_bytes())
     }
 
@@ -735,12 +887,48 @@ mod tests {
         v["keys"].as_array().unwrap().clone()
     }
 
+    /// Decodes `keys` in a document with the sample's sequence and refresh
+    /// hint; the document itself must be accepted.
+    fn decode_keys(keys: &[Value]) -> Decoded {
+        decode_value(&json!({
+            "keys": keys,
+            "spiffe_sequence": 7,
+            "spiffe_refresh_hint": 300
+        }))
+        .unwrap()
+    }
+
+    /// `b` without the authority its encoding puts at key `index`.
+    fn without(b: &SpiffeBundle, index: usize) -> SpiffeBundle {
+        let mut b = b.clone();
+        let n = b.x509_authorities.len();
+        if index < n {
+            b.x509_authorities.remove(index);
+        } else {
+            b.jwt_authorities.remove(index - n);
+        }
+        b
+    }
+
+    /// Decodes `keys` (the encoding of `bundle`, with key `index` spoiled)
+    /// and checks that exactly that key was skipped and every other key
+    /// kept; returns the rule it was skipped for.
+    fn skipped_rule(bundle: &SpiffeBundle, keys: &[Value], index: usize) -> KeyRule {
+        let d = decode_keys(keys);
+        assert_eq!(d.bundle, without(bundle, index), "{:?}", d.skipped);
+        assert_eq!(d.skipped.len(), 1, "{:?}", d.skipped);
+        assert_eq!(d.skipped[0].index, index);
+        assert!(d.skipped[0].key_dropped());
+        d.skipped[0].rule.clone()
+    }
+
     #[test]
     fn round_trip() {
         let bundle = sample();
         let text = encode(&bundle).unwrap();
         let back = decode(&td(), text.as_bytes()).unwrap();
-        assert_eq!(back, bundle);
+        assert_eq!(back.bundle, bundle);
+        assert_eq!(back.skipped, vec![]);
     }
 
     #[test]
@@ -802,7 +990,9 @@ mod tests {
         let v: Value = serde_json::from_str(&encode(&bundle).unwrap()).unwrap();
         let obj = v.as_object().unwrap();
         assert_eq!(obj.keys().collect::<Vec<_>>(), vec!["keys"]);
-        assert_eq!(decode_value(&v).unwrap(), bundle);
+        let back = decode_value(&v).unwrap();
+        assert_eq!(back.bundle, bundle);
+        assert_eq!(back.skipped, vec![]);
     }
 
     #[test]
@@ -823,34 +1013,311 @@ mod tests {
         assert_eq!(der_uint(&[0x00, 0x80]), vec![0x02, 0x02, 0x00, 0x80]);
     }
 
-    #[test]
-    fn x5c_must_hold_exactly_one_certificate() {
-        let bundle = sample();
-        let mut keys = encoded_keys(&bundle);
-        let other = STANDARD.encode(&bundle.x509_authorities[1]);
-        keys[0]["x5c"].as_array_mut().unwrap().push(json!(other));
-        let err = decode_value(&json!({ "keys": keys })).unwrap_err();
-        assert_eq!(
-            err,
-            JwksError::Key {
-                index: 0,
-                rule: KeyRule::X5cCount { found: 2 }
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "bundle key 0: an x509-svid key must carry exactly one certificate in \"x5c\", found 2"
-        );
+    /// One bundle decoding vector: a document built from the sample's
+    /// encoded keys, the sample authorities it must keep (by index, in
+    /// order) and the keys it must report.
+    struct Vector {
+        /// Starts with the clause every reported key falls under.
+        name: &'static str,
+        keys: Vec<Value>,
+        x509: Vec<usize>,
+        jwt: Vec<usize>,
+        skipped: Vec<Skipped>,
+    }
 
-        let mut keys = encoded_keys(&bundle);
-        keys[1].as_object_mut().unwrap().remove("x5c");
-        assert_eq!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 1,
-                rule: KeyRule::X5cCount { found: 0 }
+    fn skip(index: usize, rule: KeyRule) -> Skipped {
+        Skipped { index, rule }
+    }
+
+    #[test]
+    fn bundle_decoding_vectors() {
+        let bundle = sample();
+        let keys = encoded_keys(&bundle);
+        let ca = |i: usize| json!(STANDARD.encode(&bundle.x509_authorities[i]));
+        let with = |i: usize, member: &str, value: Value| {
+            let mut k = keys[i].clone();
+            k[member] = value;
+            k
+        };
+        let without_member = |i: usize, member: &str| {
+            let mut k = keys[i].clone();
+            k.as_object_mut().unwrap().remove(member);
+            k
+        };
+        // A well-formed EC key of an unknown use.
+        let sig_use = with(2, "use", json!("sig"));
+        let okp = json!({
+            "kty": "OKP", "crv": "Ed25519", "use": "jwt-svid", "kid": "okp", "x": "AA"
+        });
+        // The first CA's certificate with another P-256 key's parameters.
+        let other = encoded_keys(&SpiffeBundle {
+            x509_authorities: vec![TestCa::new("example.org").der],
+            jwt_authorities: vec![],
+            ..bundle.clone()
+        });
+        let mut mismatched = keys[0].clone();
+        mismatched["x"] = other[0]["x"].clone();
+        mismatched["y"] = other[0]["y"].clone();
+
+        let vectors = vec![
+            Vector {
+                name: "X509-SVID §6.2: an x509-svid key without x5c is ignored",
+                keys: vec![
+                    without_member(0, "x5c"),
+                    keys[1].clone(),
+                    keys[2].clone(),
+                    keys[3].clone(),
+                ],
+                x509: vec![1],
+                jwt: vec![0, 1],
+                skipped: vec![skip(0, KeyRule::X5cMissing)],
+            },
+            Vector {
+                name: "X509-SVID §6.2: an x509-svid key with an empty x5c is ignored",
+                keys: vec![
+                    keys[0].clone(),
+                    with(1, "x5c", json!([])),
+                    keys[2].clone(),
+                    keys[3].clone(),
+                ],
+                x509: vec![0],
+                jwt: vec![0, 1],
+                skipped: vec![skip(1, KeyRule::X5cMissing)],
+            },
+            Vector {
+                name: "X509-SVID §6.2: x5c values after the first are ignored, the first is used",
+                keys: vec![
+                    with(0, "x5c", json!([ca(0), ca(1)])),
+                    // Ignored values are not even read.
+                    with(1, "x5c", json!([ca(1), "%%%", 42])),
+                    keys[2].clone(),
+                    keys[3].clone(),
+                ],
+                x509: vec![0, 1],
+                jwt: vec![0, 1],
+                skipped: vec![
+                    skip(0, KeyRule::X5cExtra { ignored: 1 }),
+                    skip(1, KeyRule::X5cExtra { ignored: 2 }),
+                ],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.2.2: a key of unknown use is ignored",
+                keys: vec![
+                    keys[0].clone(),
+                    sig_use.clone(),
+                    // Use values are case sensitive.
+                    with(1, "use", json!("X509-SVID")),
+                    with(3, "use", json!(7)),
+                    keys[1].clone(),
+                    keys[2].clone(),
+                    keys[3].clone(),
+                ],
+                x509: vec![0, 1],
+                jwt: vec![0, 1],
+                skipped: vec![
+                    skip(
+                        1,
+                        KeyRule::UnknownUse {
+                            value: "\"sig\"".into(),
+                        },
+                    ),
+                    skip(
+                        2,
+                        KeyRule::UnknownUse {
+                            value: "\"X509-SVID\"".into(),
+                        },
+                    ),
+                    skip(3, KeyRule::UnknownUse { value: "7".into() }),
+                ],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.2.2: a key without use is ignored",
+                keys: vec![
+                    keys[0].clone(),
+                    keys[1].clone(),
+                    without_member(2, "use"),
+                    with(3, "use", Value::Null),
+                ],
+                x509: vec![0, 1],
+                jwt: vec![],
+                skipped: vec![skip(2, KeyRule::MissingUse), skip(3, KeyRule::MissingUse)],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.2.1: a key of unknown kty is ignored",
+                keys: vec![
+                    keys[0].clone(),
+                    okp,
+                    with(1, "kty", json!("oct")),
+                    without_member(3, "kty"),
+                    keys[1].clone(),
+                    keys[2].clone(),
+                    keys[3].clone(),
+                ],
+                x509: vec![0, 1],
+                jwt: vec![0, 1],
+                skipped: vec![
+                    skip(1, KeyRule::UnknownKeyType { kty: "OKP".into() }),
+                    skip(2, KeyRule::UnknownKeyType { kty: "oct".into() }),
+                    skip(3, KeyRule::MissingMember { member: "kty" }),
+                ],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.1.3: a bad key between two good ones is \
+                       skipped, both good ones kept in order",
+                keys: vec![keys[1].clone(), mismatched.clone(), keys[0].clone()],
+                x509: vec![1, 0],
+                jwt: vec![],
+                skipped: vec![skip(1, KeyRule::KeyMismatch)],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.1.3: a jwt-svid key without kid is skipped",
+                keys: vec![
+                    without_member(2, "kid"),
+                    with(3, "kid", json!("")),
+                    keys[2].clone(),
+                ],
+                x509: vec![],
+                jwt: vec![0],
+                skipped: vec![
+                    skip(0, KeyRule::MissingMember { member: "kid" }),
+                    skip(1, KeyRule::MissingMember { member: "kid" }),
+                ],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.1.3: a duplicate kid is skipped, the first \
+                       key keeps it",
+                keys: vec![
+                    keys[2].clone(),
+                    with(3, "kid", json!("ec-key")),
+                    keys[3].clone(),
+                ],
+                x509: vec![],
+                jwt: vec![0, 1],
+                skipped: vec![skip(
+                    1,
+                    KeyRule::DuplicateKid {
+                        kid: "ec-key".into(),
+                    },
+                )],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.1.3: a document whose keys all fail \
+                       validation is an empty bundle",
+                keys: vec![
+                    mismatched,
+                    json!("a string"),
+                    with(3, "e", json!("AA")),
+                    with(2, "crv", json!("P-521")),
+                ],
+                x509: vec![],
+                jwt: vec![],
+                skipped: vec![
+                    skip(0, KeyRule::KeyMismatch),
+                    skip(1, KeyRule::NotAnObject),
+                    skip(2, KeyRule::RsaExponent),
+                    skip(
+                        3,
+                        KeyRule::UnsupportedCurve {
+                            crv: "P-521".into(),
+                        },
+                    ),
+                ],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.1.3: an empty keys array is an empty bundle",
+                keys: vec![],
+                x509: vec![],
+                jwt: vec![],
+                skipped: vec![],
+            },
+            Vector {
+                name: "Trust Domain and Bundle §4.2.2: a document whose only key has an \
+                       unknown use is an empty bundle (§4.1.3)",
+                keys: vec![sig_use],
+                x509: vec![],
+                jwt: vec![],
+                skipped: vec![skip(
+                    0,
+                    KeyRule::UnknownUse {
+                        value: "\"sig\"".into(),
+                    },
+                )],
+            },
+        ];
+        for v in vectors {
+            let d = decode_keys(&v.keys);
+            let want = SpiffeBundle {
+                x509_authorities: v
+                    .x509
+                    .iter()
+                    .map(|&i| bundle.x509_authorities[i].clone())
+                    .collect(),
+                jwt_authorities: v
+                    .jwt
+                    .iter()
+                    .map(|&i| bundle.jwt_authorities[i].clone())
+                    .collect(),
+                ..bundle.clone()
+            };
+            assert_eq!(d.bundle, want, "{}", v.name);
+            assert_eq!(d.bundle.is_empty(), v.x509.is_empty() && v.jwt.is_empty());
+            assert_eq!(d.skipped, v.skipped, "{}", v.name);
+            for s in &d.skipped {
+                assert!(
+                    v.name.starts_with(s.clause()),
+                    "{}: key {} falls under {}",
+                    v.name,
+                    s.index,
+                    s.clause()
+                );
             }
-        );
+        }
+    }
+
+    #[test]
+    fn skip_reports_name_the_key_the_clause_and_the_rule() {
+        let cases = [
+            (
+                skip(0, KeyRule::X5cMissing),
+                "bundle key 0 skipped (X509-SVID §6.2): an x509-svid key has no certificate: \
+                 \"x5c\" is missing or empty",
+            ),
+            (
+                skip(3, KeyRule::X5cExtra { ignored: 2 }),
+                "bundle key 3 kept with its first certificate (X509-SVID §6.2): \"x5c\" holds \
+                 2 value(s) after the first; only the first is used",
+            ),
+            (
+                skip(1, KeyRule::MissingUse),
+                "bundle key 1 skipped (Trust Domain and Bundle §4.2.2): the JWK has no \"use\" \
+                 member",
+            ),
+            (
+                skip(
+                    2,
+                    KeyRule::UnknownUse {
+                        value: "\"sig\"".into(),
+                    },
+                ),
+                "bundle key 2 skipped (Trust Domain and Bundle §4.2.2): \"use\" \"sig\" is not \
+                 a known use (\"x509-svid\" or \"jwt-svid\")",
+            ),
+            (
+                skip(4, KeyRule::UnknownKeyType { kty: "OKP".into() }),
+                "bundle key 4 skipped (Trust Domain and Bundle §4.2.1): key type \"OKP\" is not \
+                 a known key type (EC or RSA)",
+            ),
+            (
+                skip(5, KeyRule::DuplicateKid { kid: "k".into() }),
+                "bundle key 5 skipped (Trust Domain and Bundle §4.1.3): jwt-svid key has a \
+                 \"kid\" already used by another jwt-svid key: \"k\"",
+            ),
+        ];
+        for (s, text) in cases {
+            assert_eq!(s.to_string(), text);
+        }
+        assert!(!skip(0, KeyRule::X5cExtra { ignored: 1 }).key_dropped());
+        assert!(skip(0, KeyRule::KeyMismatch).key_dropped());
     }
 
     #[test]
@@ -865,22 +1332,20 @@ mod tests {
         });
         keys[0]["x"] = other[0]["x"].clone();
         keys[0]["y"] = other[0]["y"].clone();
-        assert_eq!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 0,
-                rule: KeyRule::KeyMismatch
-            }
-        );
+        assert_eq!(skipped_rule(&bundle, &keys, 0), KeyRule::KeyMismatch);
         // Claiming the P-384 CA is P-256.
         let mut keys = encoded_keys(&bundle);
         keys[1]["crv"] = json!("P-256");
         assert!(matches!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 1,
-                rule: KeyRule::CoordinateLength { member: "x", .. }
-            }
+            skipped_rule(&bundle, &keys, 1),
+            KeyRule::CoordinateLength { member: "x", .. }
+        ));
+        // The certificate of the other x509-svid key.
+        let mut keys = encoded_keys(&bundle);
+        keys[0]["x5c"] = keys[1]["x5c"].clone();
+        assert!(matches!(
+            skipped_rule(&bundle, &keys, 0),
+            KeyRule::KeyMismatch
         ));
     }
 
@@ -890,31 +1355,44 @@ mod tests {
         let mut keys = encoded_keys(&bundle);
         keys[2].as_object_mut().unwrap().remove("kid");
         assert_eq!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 2,
-                rule: KeyRule::MissingMember { member: "kid" }
-            }
+            skipped_rule(&bundle, &keys, 2),
+            KeyRule::MissingMember { member: "kid" }
         );
         let mut keys = encoded_keys(&bundle);
         keys[3]["kid"] = json!("");
         assert_eq!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 3,
-                rule: KeyRule::MissingMember { member: "kid" }
-            }
+            skipped_rule(&bundle, &keys, 3),
+            KeyRule::MissingMember { member: "kid" }
         );
         let mut keys = encoded_keys(&bundle);
         keys[3]["kid"] = json!("ec-key");
         assert_eq!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 3,
-                rule: KeyRule::DuplicateKid {
-                    kid: "ec-key".into()
-                }
+            skipped_rule(&bundle, &keys, 3),
+            KeyRule::DuplicateKid {
+                kid: "ec-key".into()
             }
+        );
+        // Only a kept key holds its kid: when the first key with a kid is
+        // skipped, the next one with it is kept.
+        let mut keys = encoded_keys(&bundle);
+        keys[2]["crv"] = json!("P-521");
+        keys[3]["kid"] = json!("ec-key");
+        let d = decode_keys(&keys);
+        assert_eq!(
+            d.bundle.jwt_authorities,
+            vec![JwtKey {
+                kid: "ec-key".into(),
+                spki_der: bundle.jwt_authorities[1].spki_der.clone(),
+            }]
+        );
+        assert_eq!(
+            d.skipped,
+            vec![skip(
+                2,
+                KeyRule::UnsupportedCurve {
+                    crv: "P-521".into()
+                }
+            )]
         );
         let mut dup = bundle.clone();
         dup.jwt_authorities[1].kid = "ec-key".into();
@@ -928,49 +1406,44 @@ mod tests {
     }
 
     #[test]
-    fn bad_base64_is_refused() {
+    fn bad_base64_is_skipped() {
         let bundle = sample();
         let mut keys = encoded_keys(&bundle);
         keys[2]["x"] = json!("not*base64");
         assert!(matches!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 2,
-                rule: KeyRule::BadBase64 { member: "x", .. }
-            }
+            skipped_rule(&bundle, &keys, 2),
+            KeyRule::BadBase64 { member: "x", .. }
         ));
         // Padded base64url is not the JWK encoding.
         let mut keys = encoded_keys(&bundle);
         keys[3]["e"] = json!("AQAB==");
         assert!(matches!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 3,
-                rule: KeyRule::BadBase64 { member: "e", .. }
-            }
+            skipped_rule(&bundle, &keys, 3),
+            KeyRule::BadBase64 { member: "e", .. }
         ));
         let mut keys = encoded_keys(&bundle);
         keys[0]["x5c"] = json!(["%%%"]);
         assert!(matches!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 0,
-                rule: KeyRule::BadBase64 { member: "x5c", .. }
-            }
+            skipped_rule(&bundle, &keys, 0),
+            KeyRule::BadBase64 { member: "x5c", .. }
         ));
         let mut keys = encoded_keys(&bundle);
         keys[0]["x5c"] = json!([STANDARD.encode(b"not a certificate")]);
         assert!(matches!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 0,
-                rule: KeyRule::BadCertificate { .. }
-            }
+            skipped_rule(&bundle, &keys, 0),
+            KeyRule::BadCertificate { .. }
+        ));
+        // An empty first value is a value: not a certificate.
+        let mut keys = encoded_keys(&bundle);
+        keys[1]["x5c"] = json!([""]);
+        assert!(matches!(
+            skipped_rule(&bundle, &keys, 1),
+            KeyRule::BadCertificate { .. }
         ));
     }
 
     #[test]
-    fn bad_key_params_are_refused() {
+    fn bad_key_params_are_skipped() {
         let bundle = sample();
         let cases: Vec<(usize, &str, Value, KeyRule)> = vec![
             (
@@ -1006,44 +1479,47 @@ mod tests {
                 KeyRule::MissingMember { member: "kty" },
             ),
             (2, "x", Value::Null, KeyRule::MissingMember { member: "x" }),
+            (
+                1,
+                "crv",
+                Value::Null,
+                KeyRule::MissingMember { member: "crv" },
+            ),
         ];
         for (index, member, value, rule) in cases {
             let mut keys = encoded_keys(&bundle);
             keys[index][member] = value;
-            assert_eq!(
-                decode_value(&json!({ "keys": keys })).unwrap_err(),
-                JwksError::Key { index, rule },
+            assert_eq!(skipped_rule(&bundle, &keys, index), rule, "{member}");
+        }
+        for (index, member, value) in [
+            (0, "x5c", json!("not an array")),
+            (1, "x5c", json!([42, "ignored"])),
+            (2, "kid", json!(42)),
+            (3, "n", json!(["AQAB"])),
+        ] {
+            let mut keys = encoded_keys(&bundle);
+            keys[index][member] = value;
+            assert!(
+                matches!(
+                    skipped_rule(&bundle, &keys, index),
+                    KeyRule::MalformedMember { .. }
+                ),
                 "{member}"
             );
         }
         let mut keys = encoded_keys(&bundle);
-        keys[2]["x5c"] = json!("not an array");
-        assert!(matches!(
-            decode_value(&json!({ "keys": keys })).unwrap_err(),
-            JwksError::Key {
-                index: 2,
-                rule: KeyRule::MalformedMember { .. }
-            }
-        ));
-        assert_eq!(
-            decode_value(&json!({ "keys": [ "a string" ] })).unwrap_err(),
-            JwksError::Key {
-                index: 0,
-                rule: KeyRule::NotAnObject
-            }
-        );
+        keys.insert(1, json!("a string"));
+        let d = decode_keys(&keys);
+        assert_eq!(d.bundle, bundle);
+        assert_eq!(d.skipped, vec![skip(1, KeyRule::NotAnObject)]);
     }
 
     #[test]
-    fn unknown_use_and_key_type_are_ignored() {
+    fn unknown_members_are_ignored() {
         let bundle = sample();
         let mut keys = encoded_keys(&bundle);
-        keys.push(json!({ "kty": "EC", "use": "sig", "x": "garbage" }));
-        keys.push(json!({ "kty": "EC", "x": "no use at all" }));
-        keys.push(
-            json!({ "kty": "OKP", "crv": "Ed25519", "use": "jwt-svid", "kid": "k", "x": "AA" }),
-        );
-        keys.push(json!({ "kty": "EC", "use": "X509-SVID" }));
+        keys[0]["alg"] = json!("ES256");
+        keys[2]["x5c"] = json!(["whatever"]);
         let doc = json!({
             "keys": keys,
             "spiffe_sequence": 7,
@@ -1051,7 +1527,8 @@ mod tests {
             "other": true
         });
         let back = decode_value(&doc).unwrap();
-        assert_eq!(back, bundle);
+        assert_eq!(back.bundle, bundle);
+        assert_eq!(back.skipped, vec![]);
     }
 
     #[test]
@@ -1066,6 +1543,10 @@ mod tests {
             Err(JwksError::Json { .. })
         ));
         assert!(matches!(
+            decode(&td(), br#"{"keys":{}}"#),
+            Err(JwksError::Json { .. })
+        ));
+        assert!(matches!(
             decode(&td(), br#"{"keys":[],"spiffe_sequence":-1}"#),
             Err(JwksError::Json { .. })
         ));
@@ -1073,9 +1554,14 @@ mod tests {
             decode(&td(), br#"{"spiffe_sequence":1}"#),
             Err(JwksError::MissingKeys)
         );
+        assert_eq!(
+            decode(&td(), br#"{"keys":null}"#),
+            Err(JwksError::MissingKeys)
+        );
         let empty = decode(&td(), br#"{"keys":[]}"#).unwrap();
-        assert!(empty.x509_authorities.is_empty() && empty.jwt_authorities.is_empty());
-        assert_eq!(empty.trust_domain, td());
+        assert!(empty.bundle.is_empty());
+        assert_eq!(empty.bundle.trust_domain, td());
+        assert_eq!(empty.skipped, vec![]);
 
         let mut big = br#"{"keys":[],"pad":""#.to_vec();
         big.resize(MAX_BUNDLE_BYTES + 1, b'a');
@@ -1085,6 +1571,7 @@ mod tests {
                 len: MAX_BUNDLE_BYTES + 1
             })
         );
+        // Over the key limit even when every key would be skipped.
         let many = json!({ "keys": vec![json!({}); MAX_BUNDLE_KEYS + 1] });
         assert_eq!(
             decode_value(&many),
@@ -1092,12 +1579,24 @@ mod tests {
                 count: MAX_BUNDLE_KEYS + 1
             })
         );
+        let at_limit = json!({ "keys": vec![json!({}); MAX_BUNDLE_KEYS] });
+        let d = decode_value(&at_limit).unwrap();
+        assert!(d.bundle.is_empty());
+        assert_eq!(d.skipped.len(), MAX_BUNDLE_KEYS);
+        assert_eq!(
+            d.skipped[MAX_BUNDLE_KEYS - 1],
+            skip(MAX_BUNDLE_KEYS - 1, KeyRule::MissingUse)
+        );
         // Deep nesting hits the JSON parser's recursion limit, not the stack.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(matches!(
             decode(&td(), deep.as_bytes()),
             Err(JwksError::Json { .. })
         ));
+        assert_eq!(
+            JwksError::MissingKeys.to_string(),
+            "bundle document has no \"keys\" member (required by the SPIFFE bundle format)"
+        );
     }
 
     #[test]

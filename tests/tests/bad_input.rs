@@ -48,6 +48,9 @@ enum Expect {
     SignedForEntryOnly,
     /// A library call returns an error whose text has every needle.
     Error(Vec<&'static str>),
+    /// A bundle document decodes to a bundle of this many authorities, and
+    /// the report of the keys it left out has every needle.
+    Decoded(usize, Vec<&'static str>),
     /// The call succeeds within the time bound (liveness under load).
     Answers(Duration),
 }
@@ -1035,6 +1038,7 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
         )
     };
     let doc = |keys: &[String]| format!(r#"{{"keys":[{}],"spiffe_sequence":1}}"#, keys.join(","));
+    // Document-level faults refuse the whole document.
     let rows: Vec<(&str, Vec<u8>, Vec<&'static str>)> = vec![
         (
             "garbage bytes",
@@ -1053,24 +1057,84 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
             vec!["no \"keys\" member"],
         ),
         (
-            "key is not an object",
-            br#"{"keys":[42]}"#.to_vec(),
-            vec!["bundle key 0", "JSON object"],
+            "keys is not an array",
+            br#"{"keys":{"use":"x509-svid"}}"#.to_vec(),
+            vec!["not a valid JWK Set"],
         ),
         (
-            "x509-svid key with two certificates",
+            "document over 1 MiB",
+            format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(1024 * 1024)).into_bytes(),
+            vec!["limit"],
+        ),
+    ];
+    // A bad key is left out of the bundle and reported, naming the key, the
+    // spec clause and the rule; the document still decodes. Rows: name,
+    // document, authorities kept, needles of the report.
+    let skip_rows: Vec<(&str, String, usize, Vec<&'static str>)> = vec![
+        (
+            "key is not an object",
+            r#"{"keys":[42]}"#.to_string(),
+            0,
+            vec!["bundle key 0 skipped", "§4.1.3", "JSON object"],
+        ),
+        (
+            "x509-svid key without x5c",
+            doc(&[format!(
+                r#"{{"use":"x509-svid","kty":"EC","crv":"P-256","x":"{}","y":"{}"}}"#,
+                cert_xy.0, cert_xy.1
+            )]),
+            0,
+            vec!["bundle key 0 skipped", "X509-SVID §6.2", "missing or empty"],
+        ),
+        (
+            "x509-svid key with empty x5c",
+            doc(&[jwk_x509("", &cert_xy.0, &cert_xy.1)]),
+            0,
+            vec!["bundle key 0 skipped", "X509-SVID §6.2", "missing or empty"],
+        ),
+        (
+            "x509-svid key with two certificates (the first is used)",
             doc(&[jwk_x509(
-                &format!("\"{ca}\",\"{ca}\""),
+                &format!("\"{ca}\",\"%%%\""),
                 &cert_xy.0,
                 &cert_xy.1,
-            )])
-            .into_bytes(),
-            vec!["bundle key 0", "exactly one certificate", "found 2"],
+            )]),
+            1,
+            vec![
+                "bundle key 0 kept with its first certificate",
+                "X509-SVID §6.2",
+                "1 value(s) after the first",
+            ],
+        ),
+        (
+            "unknown use",
+            doc(&[format!(
+                r#"{{"use":"sig","kid":"k","kty":"EC","crv":"P-256","x":"{x}","y":"{y}"}}"#
+            )]),
+            0,
+            vec!["bundle key 0 skipped", "§4.2.2", "\"sig\""],
+        ),
+        (
+            "no use",
+            doc(&[format!(
+                r#"{{"kid":"k","kty":"EC","crv":"P-256","x":"{x}","y":"{y}"}}"#
+            )]),
+            0,
+            vec!["bundle key 0 skipped", "§4.2.2", "no \"use\""],
+        ),
+        (
+            "unknown kty",
+            doc(&[
+                r#"{"use":"jwt-svid","kid":"k","kty":"OKP","crv":"Ed25519","x":"AA"}"#.to_string(),
+            ]),
+            0,
+            vec!["bundle key 0 skipped", "§4.2.1", "\"OKP\""],
         ),
         (
             "x5c not base64",
-            doc(&[jwk_x509("\"%%%\"", &cert_xy.0, &cert_xy.1)]).into_bytes(),
-            vec!["bundle key 0", "x5c", "base64"],
+            doc(&[jwk_x509("\"%%%\"", &cert_xy.0, &cert_xy.1)]),
+            0,
+            vec!["bundle key 0 skipped", "§4.1.3", "x5c", "base64"],
         ),
         (
             "x5c truncated certificate",
@@ -1078,41 +1142,42 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
                 &format!("\"{}\"", b64(&ca_der[..ca_der.len() / 2])),
                 &cert_xy.0,
                 &cert_xy.1,
-            )])
-            .into_bytes(),
-            vec!["bundle key 0", "not a DER X.509 certificate"],
+            )]),
+            0,
+            vec!["bundle key 0 skipped", "not a DER X.509 certificate"],
         ),
         (
             "x5c key does not match the JWK",
-            doc(&[jwk_x509(&format!("\"{ca}\""), &x, &y)]).into_bytes(),
-            vec!["bundle key 0", "do not match"],
+            doc(&[jwk_x509(&format!("\"{ca}\""), &x, &y)]),
+            0,
+            vec!["bundle key 0 skipped", "do not match"],
         ),
         (
             "unsupported curve",
             doc(&[format!(
                 r#"{{"use":"jwt-svid","kid":"k","kty":"EC","crv":"P-521","x":"{x}","y":"{y}"}}"#
-            )])
-            .into_bytes(),
-            vec!["bundle key 0", "P-521"],
+            )]),
+            0,
+            vec!["bundle key 0 skipped", "P-521"],
         ),
         (
             "EC coordinate of wrong length",
             doc(&[format!(
                 r#"{{"use":"jwt-svid","kid":"k","kty":"EC","crv":"P-256","x":"AAAA","y":"{y}"}}"#
-            )])
-            .into_bytes(),
-            vec!["bundle key 0", "32 bytes"],
+            )]),
+            0,
+            vec!["bundle key 0 skipped", "32 bytes"],
         ),
         (
             "jwt-svid key without kid",
             doc(&[format!(
                 r#"{{"use":"jwt-svid","kty":"EC","crv":"P-256","x":"{x}","y":"{y}"}}"#
-            )])
-            .into_bytes(),
-            vec!["bundle key 0", "kid"],
+            )]),
+            0,
+            vec!["bundle key 0 skipped", "kid"],
         ),
         (
-            "duplicate kid",
+            "duplicate kid (the first is kept)",
             doc(&[
                 format!(
                     r#"{{"use":"jwt-svid","kid":"k","kty":"EC","crv":"P-256","x":"{x}","y":"{y}"}}"#
@@ -1120,20 +1185,27 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
                 format!(
                     r#"{{"use":"jwt-svid","kid":"k","kty":"EC","crv":"P-256","x":"{x}","y":"{y}"}}"#
                 ),
-            ])
-            .into_bytes(),
-            vec!["bundle key 1", "\"k\""],
+            ]),
+            1,
+            vec!["bundle key 1 skipped", "\"k\""],
         ),
         (
             "RSA key too small",
-            doc(&[r#"{"use":"jwt-svid","kid":"r","kty":"RSA","n":"AQAB","e":"AQAB"}"#.to_string()])
-                .into_bytes(),
-            vec!["bundle key 0", "RSA modulus", "2048"],
+            doc(&[r#"{"use":"jwt-svid","kid":"r","kty":"RSA","n":"AQAB","e":"AQAB"}"#.to_string()]),
+            0,
+            vec!["bundle key 0 skipped", "RSA modulus", "2048"],
         ),
         (
-            "document over 1 MiB",
-            format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(1024 * 1024)).into_bytes(),
-            vec!["limit"],
+            "a bad key between two good ones",
+            doc(&[
+                jwk_x509(&format!("\"{ca}\""), &cert_xy.0, &cert_xy.1),
+                jwk_x509(&format!("\"{ca}\""), &x, &y),
+                format!(
+                    r#"{{"use":"jwt-svid","kid":"k","kty":"EC","crv":"P-256","x":"{x}","y":"{y}"}}"#
+                ),
+            ]),
+            2,
+            vec!["bundle key 1 skipped", "do not match"],
         ),
     ];
     let mut out: Vec<(Case, Check)> = Vec::new();
@@ -1147,8 +1219,28 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
         out.push((
             c,
             Box::new(move || match jwks::decode(&td, &bytes) {
-                Ok(b) => Err(format!("accepted: {b:?}")),
+                Ok(d) => Err(format!("accepted: {d:?}")),
                 Err(e) => contains_all(&e.to_string(), &needles),
+            }),
+        ));
+    }
+    for (name, text, kept, needles) in skip_rows {
+        let td = td.clone();
+        let c = case(
+            format!("jwks/{name}"),
+            text.clone(),
+            Expect::Decoded(kept, needles.clone()),
+        );
+        out.push((
+            c,
+            Box::new(move || {
+                let d = jwks::decode(&td, text.as_bytes()).map_err(|e| e.to_string())?;
+                let n = d.bundle.x509_authorities.len() + d.bundle.jwt_authorities.len();
+                if n != kept {
+                    return Err(format!("kept {n} authorities, want {kept}: {d:?}"));
+                }
+                let report: Vec<String> = d.skipped.iter().map(ToString::to_string).collect();
+                contains_all(&report.join("; "), &needles)
             }),
         ));
     }
@@ -1161,9 +1253,11 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
             Expect::Answers(Duration::ZERO),
         ),
         Box::new(move || {
-            jwks::decode(&td, good.as_bytes())
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let d = jwks::decode(&td, good.as_bytes()).map_err(|e| e.to_string())?;
+            if d.bundle.x509_authorities.len() != 1 || !d.skipped.is_empty() {
+                return Err(format!("want one authority and nothing skipped: {d:?}"));
+            }
+            Ok(())
         }),
     ));
     let pem_rows: Vec<(&str, Vec<u8>, Vec<&'static str>)> = vec![

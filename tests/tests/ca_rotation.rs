@@ -447,7 +447,11 @@ async fn endpoint_bundle(s: &TestServer, roots: &[Vec<u8>]) -> Result<jwks::Spif
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("bundle endpoint answered {head}"));
     }
-    jwks::decode(&td(), body.as_bytes()).map_err(|e| e.to_string())
+    let decoded = jwks::decode(&td(), body.as_bytes()).map_err(|e| e.to_string())?;
+    // Sigil's own endpoint publishes only keys a consumer can use: a skipped
+    // key is a bug, not a state to poll through.
+    assert_eq!(decoded.skipped, vec![], "bundle endpoint published {body}");
+    Ok(decoded.bundle)
 }
 
 /// Polls `probe` every 200 ms until it returns `Some`, or panics after

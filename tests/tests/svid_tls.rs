@@ -309,6 +309,8 @@ async fn bundle_endpoint_https_spiffe_serves_the_bundle() {
     }
     let td = TrustDomain::parse("example.org").unwrap();
     let decoded = jwks::decode(&td, body.as_bytes()).unwrap();
+    assert_eq!(decoded.skipped, vec![], "every published key is usable");
+    let decoded = decoded.bundle;
     assert_eq!(
         decoded.x509_authorities, pem,
         "x5c certs differ from `bundle show`"
@@ -353,6 +355,8 @@ async fn bundle_endpoint_https_web_uses_the_operator_cert() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let td = TrustDomain::parse("example.org").unwrap();
     let decoded = jwks::decode(&td, body.as_bytes()).unwrap();
+    assert_eq!(decoded.skipped, vec![], "every published key is usable");
+    let decoded = decoded.bundle;
     assert_eq!(
         decoded.x509_authorities,
         pem_certs(&s.cli_ok(&["bundle", "show"]))

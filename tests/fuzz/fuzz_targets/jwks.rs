@@ -1,6 +1,6 @@
 //! Bundle decoding: the JWK Set decoder and the PEM / DER certificate-list
-//! readers never panic, and what they accept re-encodes to something that
-//! decodes to the same value.
+//! readers never panic, and what they accept (for a JWK Set: the keys not
+//! skipped) re-encodes to something that decodes to the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,10 +9,19 @@ use sigil_proto::jwks;
 
 fuzz_target!(|data: &[u8]| {
     let td = TrustDomain::parse("example.org").expect("valid trust domain");
-    if let Ok(bundle) = jwks::decode(&td, data) {
-        let json = jwks::encode(&bundle).expect("a decoded bundle re-encodes");
+    if let Ok(decoded) = jwks::decode(&td, data) {
+        // Every skip report names a key of the document.
+        let mut last = None;
+        for s in &decoded.skipped {
+            assert!(last.is_none_or(|l| l <= s.index), "reports in key order");
+            last = Some(s.index);
+        }
+        // What was kept is usable: it re-encodes, and the encoding decodes
+        // to the same bundle with nothing skipped.
+        let json = jwks::encode(&decoded.bundle).expect("a decoded bundle re-encodes");
         let again = jwks::decode(&td, json.as_bytes()).expect("re-encoded bundle decodes");
-        assert_eq!(again, bundle);
+        assert_eq!(again.bundle, decoded.bundle);
+        assert!(again.skipped.is_empty(), "{:?}", again.skipped);
     }
     if let Ok(certs) = jwks::from_pem(data) {
         assert!(!certs.is_empty());
