@@ -112,15 +112,14 @@ impl Drop for QuickStart {
     fn drop(&mut self) {
         // Never leave daemons behind, even when an assertion failed.
         for name in ["agent", "server"] {
-            if let Ok(pid) = fs::read_to_string(self.dir.join(format!("{name}.pid"))) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    if is_ours(pid, name) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
+            if let Ok(pid) = fs::read_to_string(self.dir.join(format!("{name}.pid")))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+                && is_ours(pid, name)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
