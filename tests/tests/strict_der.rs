@@ -17,8 +17,8 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use sigil_tests::der::{check_certificate, check_csr};
@@ -142,34 +142,9 @@ fn key_identifiers(items: &[Emitted]) -> Vec<String> {
     failures
 }
 
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf()
-}
-
-/// Runs `cmd` and kills it after `limit`.
+/// Runs `cmd`, killed after `limit` (the interop harness's runner).
 fn run_with_limit(cmd: &mut Command, limit: Duration) -> Result<std::process::Output, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().map_err(|e| e.to_string()),
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{cmd:?} did not finish in {limit:?}"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    sigil_tests::interop::run_for(cmd, limit).map_err(|e| format!("{e:#}"))
 }
 
 /// Builds tests/interop/go/x509check into target/interop/go, or says why
@@ -183,7 +158,7 @@ fn build_go_checker() -> Result<PathBuf, String> {
         return Err("`go version` failed; install Debian's golang-go".into());
     }
     println!("Go: {}", String::from_utf8_lossy(&version.stdout).trim());
-    let out_dir = target_dir().join("interop/go");
+    let out_dir = sigil_tests::interop::cache_dir().join("go");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let exe = out_dir.join("x509check");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/go/x509check");
@@ -329,6 +304,21 @@ fn encoded_default_canary() -> Emitted {
     }
 }
 
+/// Items every checker must refuse: a real leaf with the wrong expected
+/// SPIFFE ID, the same leaf with another CA as its only root, and a leaf
+/// with the encoded DEFAULT basicConstraints Sigil emitted before.
+fn canaries(items: &[Emitted]) -> Vec<Emitted> {
+    let leaf = items.iter().find(|i| i.kind == Kind::Leaf).unwrap();
+    let mut wrong_id = leaf.clone();
+    wrong_id.label = "canary: wrong SPIFFE ID".into();
+    wrong_id.spiffe_id = "spiffe://example.org/not-this".into();
+    let encoded_default = encoded_default_canary();
+    let mut foreign_root = leaf.clone();
+    foreign_root.label = "canary: another CA as the only root".into();
+    foreign_root.roots = encoded_default.roots.clone();
+    vec![wrong_id, foreign_root, encoded_default]
+}
+
 #[test]
 fn every_emitted_certificate_is_canonical_der_and_loads_in_go() {
     let items = collect_all();
@@ -372,25 +362,21 @@ fn every_emitted_certificate_is_canonical_der_and_loads_in_go() {
     let mut failures = strict_der(&items);
     failures.extend(key_identifiers(&items));
 
+    // What each checker must refuse, so that neither passes vacuously.
+    let canaries = canaries(&items);
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     match build_go_checker() {
         Ok(exe) => {
             failures.extend(go_check(&exe, &items));
-            // The Go checker can fail: a wrong SPIFFE ID, a missing root.
-            let leaf = items.iter().find(|i| i.kind == Kind::Leaf).unwrap();
-            let mut wrong_id = leaf.clone();
-            wrong_id.label = "canary: wrong SPIFFE ID".into();
-            wrong_id.spiffe_id = "spiffe://example.org/not-this".into();
-            let mut no_root = leaf.clone();
-            no_root.label = "canary: no root".into();
-            no_root.roots.clear();
-            let canaries = go_check(&exe, &[wrong_id, no_root]);
+            let refused = go_check(&exe, &canaries[..2]);
             assert!(
-                canaries.len() == 2
-                    && canaries[0].contains("URI SAN")
-                    && canaries[1].contains("verify"),
-                "the Go checker missed a canary: {canaries:?}"
+                refused.len() == 2
+                    && refused[0].contains("URI SAN")
+                    && refused[1].contains("verify"),
+                "the Go checker missed a canary: {refused:?}"
             );
+            // Go is lenient about the encoded DEFAULT (which is why nothing
+            // noticed it): only the strict decoder and Python refuse it.
         }
         Err(why) if ci => panic!("CI=true and the Go check cannot run: {why}"),
         Err(why) => eprintln!("SKIPPED the Go crypto/x509 part: {why}"),
@@ -398,25 +384,20 @@ fn every_emitted_certificate_is_canonical_der_and_loads_in_go() {
     // `python()` fails the test under CI=true when the stack is missing.
     if let Some(py) = sigil_tests::interop::python() {
         failures.extend(python_check(&py, &items));
-        // The Python checker can fail too: the wrong SPIFFE ID, a leaf
-        // whose basicConstraints encodes the DEFAULT cA=FALSE (what Sigil
-        // emitted before the fix), and a leaf without its roots.
-        let leaf = items.iter().find(|i| i.kind == Kind::Leaf).unwrap();
-        let mut wrong_id = leaf.clone();
-        wrong_id.label = "canary: wrong SPIFFE ID".into();
-        wrong_id.spiffe_id = "spiffe://example.org/not-this".into();
-        let mut no_root = leaf.clone();
-        no_root.label = "canary: another CA as the only root".into();
-        no_root.roots = encoded_default_canary().roots;
-        let canaries = python_check(&py, &[wrong_id, no_root, encoded_default_canary()]);
+        let refused = python_check(&py, &canaries);
         assert!(
-            canaries.len() == 3
-                && canaries[0].contains("URI SANs")
-                && canaries[1].contains("VerificationError")
-                && canaries[2].contains("EncodedDefault"),
-            "the Python checker missed a canary: {canaries:?}"
+            refused.len() == 3
+                && refused[0].contains("URI SANs")
+                && refused[1].contains("VerificationError")
+                && refused[2].contains("EncodedDefault"),
+            "the Python checker missed a canary: {refused:?}"
         );
     }
+    // The strict decoder refuses the encoded DEFAULT too.
+    assert!(
+        check_certificate(&canaries[2].chain[0]).is_err(),
+        "the strict DER decoder accepted an encoded DEFAULT"
+    );
     assert!(
         failures.is_empty(),
         "{} problem(s):\n{}",
