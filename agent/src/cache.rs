@@ -197,7 +197,20 @@ impl Cache {
                 authorities,
                 tainted,
             } => {
-                if !authorities.is_empty() && authorities != self.bundle {
+                // An empty bundle is a real state (SPIFFE Trust Domain and
+                // Bundle §4.1.3): every SVID of the trust domain is then
+                // invalid, so workloads are served the empty bundle and
+                // validate nothing against it. (The agent's own link to the
+                // server keeps the last usable roots: see `run.rs`.)
+                if authorities != self.bundle {
+                    if authorities.is_empty() {
+                        tracing::error!(
+                            trust_domain = %self.td,
+                            "the server published an empty trust bundle: every SVID of the trust \
+                             domain is invalid until it publishes CAs again; workloads get the \
+                             empty bundle"
+                        );
+                    }
                     self.bundle_ids = bundle_key_ids(&authorities);
                     self.bundle = authorities;
                     self.retry_at = None;
@@ -401,5 +414,67 @@ impl Cache {
                 let _ = self.ready.send(true);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::AgentIdentity;
+
+    /// A cache whose server is never called (the client connects lazily).
+    fn cache(bundle: Vec<Vec<u8>>) -> (Cache, watch::Receiver<Arc<Snapshot>>) {
+        let td = TrustDomain::parse("example.org").unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::default();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            "spiffe://example.org/sigil/agent/test/1"
+                .try_into()
+                .unwrap(),
+        )];
+        let leaf = p.signed_by(&key, &issuer).unwrap().der().to_vec();
+        let ident = AgentIdentity::from_parts(vec![leaf], key.serialize_der()).unwrap();
+        let roots = sigil_proto::TrustRoots::new(bundle.clone()).unwrap();
+        let client = Arc::new(ServerClient::new(
+            "127.0.0.1:1".into(),
+            td.clone(),
+            roots,
+            watch::channel(Arc::new(ident)).1,
+        ));
+        let (out, rx) = watch::channel(Arc::new(Snapshot::empty(td.clone(), bundle.clone())));
+        let (ready, _) = watch::channel(false);
+        (Cache::new(td, client, bundle, out, ready), rx)
+    }
+
+    fn ca_der() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn an_empty_bundle_from_the_server_is_served_to_workloads() {
+        let first = ca_der();
+        let (mut c, rx) = cache(vec![first.clone()]);
+        // A new bundle replaces the old one.
+        let second = ca_der();
+        c.apply(SyncEvent::Bundle {
+            authorities: vec![first.clone(), second.clone()],
+            tainted: vec![],
+        });
+        c.publish();
+        assert_eq!(rx.borrow().bundle, vec![first, second]);
+        // An empty one is not ignored: the trust domain has no valid SVID.
+        c.apply(SyncEvent::Bundle {
+            authorities: vec![],
+            tainted: vec![],
+        });
+        c.publish();
+        assert!(rx.borrow().bundle.is_empty());
     }
 }

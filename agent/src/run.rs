@@ -241,6 +241,11 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         let roots = roots.clone();
         let data = data.clone();
         Arc::new(move |b: &pb::Bundle| {
+            // An empty bundle reaches workloads through the cache (every
+            // SVID of the trust domain is invalid). The agent's own roots
+            // for the server and the stored bundle keep the last usable
+            // set: with none, it could never hear of the server's next
+            // CAs, nor restart (issue 20: no agent is stranded).
             if b.x509_authorities.is_empty() || *bundle_tx.borrow() == b.x509_authorities {
                 return;
             }
