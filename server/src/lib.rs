@@ -18,3 +18,4 @@ pub mod run;
 pub mod server_svid;
 pub mod store;
 pub mod upstream;
+pub mod web_cert;

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use sigil_server::cli::{Cli, Command, LogFormat, run_admin};
 use sigil_server::config::ServerConfig;
@@ -30,7 +31,17 @@ fn main() -> ExitCode {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
                 sigil_server::run::load_upstream(&cfg, now)?;
-                for w in cfg.warnings() {
+                let mut warnings = cfg.warnings();
+                if let Some(be) = &cfg.bundle_endpoint
+                    && let Some(cert) = &be.cert_file
+                {
+                    let bytes = std::fs::read(cert)
+                        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
+                    let chain = sigil_proto::jwks::certs_from_pem_or_der(&bytes)
+                        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
+                    warnings.extend(sigil_server::web_cert::warnings(&chain, be.address, now));
+                }
+                for w in warnings {
                     eprintln!("warning: {w}");
                 }
                 println!("{}: configuration is valid", config.display());

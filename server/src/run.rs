@@ -242,7 +242,12 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 let (Some(c), Some(k)) = (&be.cert_file, &be.key_file) else {
                     anyhow::bail!("bundle_endpoint: https_web needs cert_file and key_file");
                 };
-                Arc::new(FixedCert(load_web_cert(c, k)?))
+                let cert = load_web_cert(c, k)?;
+                let chain: Vec<Vec<u8>> = cert.cert.iter().map(|c| c.to_vec()).collect();
+                for w in crate::web_cert::warnings(&chain, be.address, unix(clock.now())) {
+                    warn!(warning = %w, "bundle endpoint certificate");
+                }
+                Arc::new(FixedCert(cert))
             }
         };
         let tls = crate::bundle_endpoint::tls_config(resolver)?;
