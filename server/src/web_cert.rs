@@ -65,19 +65,10 @@ pub fn warnings(chain: &[Vec<u8>], address: SocketAddr, now: i64) -> Vec<String>
     }
     // webpki (Sigil's verifiers, and rustls-based relying parties) fails
     // closed on URI name constraints when the leaf has a URI SAN.
-    let constrained = chain.iter().skip(1).any(|der| {
-        x509_parser::certificate::X509Certificate::from_der(der).is_ok_and(|(_, c)| {
-            c.extensions().iter().any(|e| match e.parsed_extension() {
-                ParsedExtension::NameConstraints(nc) => nc
-                    .permitted_subtrees
-                    .iter()
-                    .chain(nc.excluded_subtrees.iter())
-                    .flatten()
-                    .any(|s| matches!(s.base, GeneralName::URI(_))),
-                _ => false,
-            })
-        })
-    });
+    let constrained = chain
+        .iter()
+        .skip(1)
+        .any(|der| has_uri_name_constraints(der));
     if constrained && uris > 0 {
         w.push(
             "bundle_endpoint.cert_file has a URI subjectAltName under a CA with URI name \
@@ -89,8 +80,25 @@ pub fn warnings(chain: &[Vec<u8>], address: SocketAddr, now: i64) -> Vec<String>
     w
 }
 
+/// Whether the certificate `der` carries nameConstraints with a URI
+/// subtree, on which webpki fails closed for every leaf with a URI SAN
+/// (every SVID). `false` when it does not parse.
+pub fn has_uri_name_constraints(der: &[u8]) -> bool {
+    x509_parser::certificate::X509Certificate::from_der(der).is_ok_and(|(_, c)| {
+        c.extensions().iter().any(|e| match e.parsed_extension() {
+            ParsedExtension::NameConstraints(nc) => nc
+                .permitted_subtrees
+                .iter()
+                .chain(nc.excluded_subtrees.iter())
+                .flatten()
+                .any(|s| matches!(s.base, GeneralName::URI(_))),
+            _ => false,
+        })
+    })
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair, SanType};
 
@@ -157,13 +165,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn uri_sans_under_uri_name_constraints_are_flagged() {
+    /// A CA whose nameConstraints permit only `spiffe://example.org` (a
+    /// URI subtree, written by hand: rcgen has none); its DER, params, key.
+    pub(crate) fn uri_constrained_ca() -> (Vec<u8>, CertificateParams, KeyPair) {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::default();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        // rcgen has no URI subtree: the extension is written by hand.
-        // NameConstraints { permittedSubtrees [0] { GeneralSubtree { [6] "spiffe://example.org" } } }
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        // NameConstraints { permittedSubtrees [0] { GeneralSubtree { [6] uri } } }
         let uri = b"spiffe://example.org";
         let mut subtree = vec![0x86, uri.len() as u8];
         subtree.extend_from_slice(uri);
@@ -177,6 +186,13 @@ mod tests {
         ext.set_criticality(true);
         ca.custom_extensions.push(ext);
         let ca_der = ca.self_signed(&ca_key).unwrap().der().to_vec();
+        (ca_der, ca, ca_key)
+    }
+
+    #[test]
+    fn uri_sans_under_uri_name_constraints_are_flagged() {
+        let (ca_der, ca, ca_key) = uri_constrained_ca();
+        assert!(has_uri_name_constraints(&ca_der));
         let issuer = rcgen::Issuer::new(ca, ca_key);
         let mut p = CertificateParams::default();
         p.subject_alt_names = vec![

@@ -122,6 +122,20 @@ impl DiskUpstream {
                 ));
             }
         };
+        // webpki fails closed on URI name constraints: every SVID under
+        // such a CA would be refused by Sigil's own verifiers.
+        if certs
+            .iter()
+            .chain(anchors.iter())
+            .any(|c| crate::web_cert::has_uri_name_constraints(c))
+        {
+            return Err(invalid(
+                "upstream cert_file",
+                &cfg.cert_file,
+                "a certificate of the upstream chain or bundle carries URI name constraints; \
+                 webpki-based verifiers (Sigil's included) refuse every SVID under such a CA",
+            ));
+        }
         let intermediates = certs
             .iter()
             .filter(|c| !anchors.contains(c))
@@ -158,5 +172,31 @@ impl UpstreamAuthority for DiskUpstream {
 
     fn not_after(&self) -> i64 {
         self.not_after
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_ca_with_uri_name_constraints_is_refused() {
+        let (der, _, key) = crate::web_cert::tests::uri_constrained_ca();
+        let dir = tempfile::tempdir().unwrap();
+        let cert_file = dir.path().join("up.pem");
+        let key_file = dir.path().join("up.key");
+        std::fs::write(&cert_file, sigil_proto::jwks::to_pem(&[der])).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let cfg = DiskUpstreamConfig {
+            cert_file,
+            key_file,
+            bundle_file: None,
+        };
+        let e = DiskUpstream::load(&cfg, 0)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("URI name constraints"), "{e}");
+        assert!(e.contains("up.pem"), "names the file: {e}");
     }
 }
