@@ -129,7 +129,7 @@ pub(crate) mod tests {
             vec![SanType::DnsName("bundle.example.org".try_into().unwrap())],
             NOW + 86_400,
         );
-        assert!(warnings(&[c.clone()], addr("0.0.0.0:8443"), NOW).is_empty());
+        assert!(warnings(std::slice::from_ref(&c), addr("0.0.0.0:8443"), NOW).is_empty());
         assert!(warnings(&[c], addr("10.0.0.5:8443"), NOW).is_empty());
         let ip = cert(
             vec![SanType::IpAddress("10.0.0.5".parse().unwrap())],
