@@ -211,24 +211,28 @@ fn python_check(py: &sigil_tests::interop::Python, items: &[Emitted]) -> Vec<Str
     );
     let results = v["results"].as_array().expect("results");
     assert_eq!(results.len(), items.len(), "one result per item: {v}");
+    let version = format!("Python cryptography {}", v["versions"]["cryptography"]);
+    report(&version, results, |r| r["extensions"].to_string())
+}
+
+/// Prints one line per checker result and returns the failures, each named
+/// by its item's label and the checker.
+fn report(
+    checker: &str,
+    results: &[serde_json::Value],
+    facts: impl Fn(&serde_json::Value) -> String,
+) -> Vec<String> {
     let mut failures = Vec::new();
     for r in results {
+        let label = r["label"].as_str().unwrap_or("?");
+        let error = r["error"].as_str();
         println!(
-            "Python cryptography {}: {} — {}{}",
-            v["versions"]["cryptography"],
-            r["label"].as_str().unwrap_or("?"),
-            r["extensions"],
-            r["error"]
-                .as_str()
-                .map(|e| format!(", error: {e}"))
-                .unwrap_or_default()
+            "{checker}: {label} — {}{}",
+            facts(r),
+            error.map(|e| format!(", error: {e}")).unwrap_or_default()
         );
         if r["ok"] != true {
-            failures.push(format!(
-                "{}: Python cryptography: {}",
-                r["label"].as_str().unwrap_or("?"),
-                r["error"].as_str().unwrap_or("not ok")
-            ));
+            failures.push(format!("{label}: {checker}: {}", error.unwrap_or("not ok")));
         }
     }
     failures
@@ -249,29 +253,17 @@ fn go_check(exe: &Path, items: &[Emitted]) -> Vec<String> {
         )
     });
     assert_eq!(results.len(), items.len(), "one result per item: {stdout}");
-    let mut failures = Vec::new();
-    for r in &results {
-        println!(
-            "Go crypto/x509 ({}): {} — parsed {}, verified {} (chain of {}), URI SANs {}{}",
-            r["go_version"].as_str().unwrap_or("?"),
-            r["label"].as_str().unwrap_or("?"),
-            r["parsed"],
-            r["verified"],
-            r["verified_chain_len"],
-            r["uri_sans"],
-            r["error"]
-                .as_str()
-                .map(|e| format!(", error: {e}"))
-                .unwrap_or_default()
-        );
-        if r["ok"] != true {
-            failures.push(format!(
-                "{}: Go crypto/x509: {}",
-                r["label"].as_str().unwrap_or("?"),
-                r["error"].as_str().unwrap_or("not ok")
-            ));
-        }
-    }
+    let version = results
+        .first()
+        .and_then(|r| r["go_version"].as_str())
+        .unwrap_or("?")
+        .to_string();
+    let mut failures = report(&format!("Go crypto/x509 ({version})"), &results, |r| {
+        format!(
+            "parsed {}, verified {} (chain of {}), URI SANs {}",
+            r["parsed"], r["verified"], r["verified_chain_len"], r["uri_sans"]
+        )
+    });
     if !out.status.success() && failures.is_empty() {
         failures.push(format!("x509check exited with {}", out.status));
     }
