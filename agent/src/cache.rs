@@ -19,8 +19,8 @@ use crate::rotation::{self, Issued, Reason};
 use crate::server_client::ServerClient;
 use crate::state::{Snapshot, WorkloadSvid};
 
-/// Most CSRs per SignSvids call.
-pub const BATCH: usize = 500;
+/// Most CSRs per SignSvids call (the server accepts at least this many).
+pub const BATCH: usize = sigil_proto::CSR_BATCH;
 /// How often due renewals are looked for without any event.
 const TICK: Duration = Duration::from_secs(1);
 

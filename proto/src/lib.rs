@@ -22,6 +22,13 @@ pub mod admin_api {
 }
 
 pub mod attestation;
+#[cfg(feature = "clock")]
+pub mod clock;
+
+/// CSRs an agent sends in one `SignSvids` call, and so the least a server's
+/// `limits.max_csrs_per_request` may be (a lower one would refuse every full
+/// batch). One constant for both sides of the wire.
+pub const CSR_BATCH: usize = 500;
 /// The encoded `FileDescriptorSet` of every .proto above, so tests can
 /// enumerate the generated services and methods.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

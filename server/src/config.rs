@@ -172,9 +172,9 @@ fn default_max_entries() -> usize {
     10_000
 }
 
-/// CSRs an agent sends in one SignSvids call (`sigil_agent::cache::BATCH`):
-/// a lower `max_csrs_per_request` would refuse every full batch.
-pub const AGENT_CSR_BATCH: usize = 500;
+/// CSRs an agent sends in one SignSvids call: a lower
+/// `max_csrs_per_request` would refuse every full batch.
+pub const AGENT_CSR_BATCH: usize = sigil_proto::CSR_BATCH;
 
 /// Checks `[limits]`; each message names the key and the rule.
 fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {

@@ -7,7 +7,6 @@ pub mod bundle;
 pub mod bundle_endpoint;
 pub mod ca;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod entry;
 pub mod key_manager;

@@ -8,9 +8,9 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 
 use crate::ca::manager::CaManager;
 use crate::ca::unix;
-use crate::clock::Clock;
 use crate::registry::Registry;
 use crate::server_svid::ServerSvid;
+use sigil_proto::clock::Clock;
 
 pub const SVIDS_ISSUED: &str = "sigil_server_svids_issued_total";
 pub const SIGNING_SECONDS: &str = "sigil_server_signing_duration_seconds";

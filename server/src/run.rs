@@ -21,7 +21,6 @@ use crate::agent_api::listener::AttestationFriendlyVerifier;
 use crate::agent_api::{self, AgentApiHandle, AgentApiService, AgentApiSettings};
 use crate::ca::manager::{CaManager, CaSettings};
 use crate::ca::unix;
-use crate::clock::{Clock, SystemClock};
 use crate::config::{BundleProfile, ServerConfig};
 use crate::key_manager::disk::DiskKeyManager;
 use crate::node_attestor::NodeAttestor;
@@ -34,6 +33,7 @@ use crate::store::sled::SledStore;
 use crate::upstream::UpstreamAuthority;
 use crate::upstream::disk::DiskUpstream;
 use sigil_proto::agent_api::agent_api_server::AgentApiServer;
+use sigil_proto::clock::{Clock, SystemClock};
 use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 
 /// How often the CA manager checks the key slots.

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 
 use crate::ca::manager::CaManager;
 use crate::ca::{CaError, unix};
-use crate::clock::Clock;
 use crate::metrics::{self, SvidKind};
+use sigil_proto::clock::Clock;
 
 struct Current {
     key: Arc<CertifiedKey>,

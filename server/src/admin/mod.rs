@@ -21,12 +21,12 @@ use tracing::{error, info};
 use crate::bundle::bundle_jwks;
 use crate::ca::manager::{CaManager, CaOpError, CaStatus, state_name};
 use crate::ca::{random16, unix};
-use crate::clock::Clock;
 use crate::config::server_id;
 use crate::entry::{EntryFilter, EntrySpec};
 use crate::registry::Registry;
 use crate::store::{JoinTokenRecord, SlotId, Store, StoreError};
 use convert::Limits;
+use sigil_proto::clock::Clock;
 
 /// Largest admin request accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

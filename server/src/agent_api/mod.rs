@@ -28,7 +28,6 @@ use tracing::{error, info, warn};
 
 use crate::ca::manager::CaManager;
 use crate::ca::{SignedLeaf, unix};
-use crate::clock::Clock;
 use crate::metrics::{self, SvidKind};
 use crate::node_attestor::{AttestError, AttestedNode, NodeAttestor, Step};
 use crate::registry::Registry;
@@ -36,6 +35,7 @@ use crate::store::{AttestedAgent, Store};
 use caller::AgentCaller;
 use listener::PeerInfo;
 use rate_limit::RateLimiter;
+use sigil_proto::clock::Clock;
 
 /// Largest agent API message, in bytes, unless `[limits]
 /// agent_api_max_message_bytes` says otherwise.

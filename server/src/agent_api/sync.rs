@@ -19,10 +19,10 @@ use super::convert::{bundle_to_pb, entry_to_pb};
 use crate::authz;
 use crate::ca::manager::CaManager;
 use crate::ca::unix;
-use crate::clock::Clock;
 use crate::entry::{Entry, EntryEvent};
 use crate::registry::Registry;
 use crate::store::Store;
+use sigil_proto::clock::Clock;
 
 /// Entries per page of a full set unless the agent asks for fewer.
 pub const DEFAULT_PAGE: usize = 500;

@@ -16,12 +16,12 @@ use tracing::{info, warn};
 
 use super::rotation::{self, Step, Timeline};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
-use crate::clock::Clock;
 use crate::config::KeyType;
 use crate::key_manager::KeyManager;
 use crate::store::{BundleRecord, CaJournal, CaSlot, SlotId, SlotState, Store};
 use crate::upstream::UpstreamAuthority;
 use sigil_proto::TrustDomain;
+use sigil_proto::clock::Clock;
 
 /// Prefix of every CA key id, so that cleanup never touches other keys.
 const KEY_PREFIX: &str = "ca-";
@@ -600,10 +600,10 @@ pub fn bundle_authorities(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
     use crate::config::KeyType;
     use crate::key_manager::memory::MemoryKeyManager;
     use crate::store::sled::SledStore;
+    use sigil_proto::clock::ManualClock;
     use std::time::SystemTime;
 
     const TTL: Duration = Duration::from_secs(6 * 3600);
