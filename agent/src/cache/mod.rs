@@ -7,6 +7,8 @@
 
 mod input;
 mod signer;
+#[cfg(test)]
+mod tests;
 
 pub use input::{AuthorizedEntry, SyncEvent, TrustBundle};
 pub use signer::{CsrRequest, SignOutcome, SignResult, SvidSigner};
