@@ -276,10 +276,9 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
     );
 
     // The Workload API.
-    let attestor = Arc::new(crate::workload_attestor::unix::UnixAttestor::new(
+    let attestor = Arc::new(crate::workload_attestor::Attestors::standard(
         crate::workload_attestor::unix::UnixAttestorConfig {
             max_exe_hash_bytes: cfg.max_exe_hash_bytes,
-            ..Default::default()
         },
     ));
     let service = crate::workload_api::WorkloadApiService::new(
