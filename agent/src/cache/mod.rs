@@ -1,9 +1,15 @@
 //! The SVID cache: the one task that owns the agent's view of its entries and
 //! their SVIDs. It applies sync events, decides with [`crate::rotation`] which
 //! SVIDs to (re)issue, generates a fresh key for each (never sent anywhere),
-//! sends the CSRs in batches, and publishes a [`Snapshot`] for the Workload
-//! API whenever what workloads can see changes. While the server is
-//! unreachable it keeps serving what it has and retries with backoff.
+//! sends the CSRs in batches to its [`SvidSigner`], and publishes a
+//! [`Snapshot`] for the Workload API whenever what workloads can see changes.
+//! While the server is unreachable it keeps serving what it has and retries
+//! with backoff.
+//!
+//! It sees only domain values ([`AuthorizedEntry`], [`TrustBundle`]): the
+//! wire types stop at `sync.rs` and `server_client.rs`. Time and the jitter
+//! draws come from a [`Clock`], so its decisions are unit-tested with a
+//! `ManualClock` (`tests.rs`).
 
 mod input;
 mod signer;
