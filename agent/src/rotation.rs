@@ -5,6 +5,13 @@
 //! re-issued at once when its entry changed or its signing CA left the
 //! bundle.
 
+use std::time::Duration;
+
+use sigil_proto::clock::jitter;
+
+/// Renewal comes at half the lifetime ± this fraction of that half.
+const RENEWAL_JITTER: f64 = 0.1;
+
 /// Why an SVID must be (re)issued now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -37,7 +44,7 @@ impl Reason {
 }
 
 /// What is known about a cached SVID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Issued {
     /// Unix seconds. Servers backdate it to absorb clock skew, so it is not
     /// when the SVID was issued.
@@ -49,8 +56,9 @@ pub struct Issued {
     pub not_after: i64,
     /// Revision of the entry it was issued for.
     pub entry_revision: u64,
-    /// Jitter in [-1000, 1000] thousandths of 10 % of half the lifetime.
-    pub jitter_permille: i16,
+    /// The jitter draw, in [0, 1] (0.5 = none): renewal comes at half the
+    /// lifetime scaled by a factor in [0.9, 1.1].
+    pub jitter_unit: f64,
 }
 
 /// The moment an SVID is due for renewal: half of the life it had when it
@@ -60,9 +68,11 @@ pub struct Issued {
 pub fn renew_at(i: &Issued) -> i64 {
     let start = i.issued_at.max(i.not_before);
     let life = (i.not_after - start).max(0);
-    let half = life / 2;
-    let jitter = i64::from(i.jitter_permille.clamp(-1000, 1000));
-    (start + half + half * jitter / 10_000).max(start + 1)
+    let half = Duration::from_secs((life / 2).unsigned_abs());
+    let jittered = jitter(half, RENEWAL_JITTER, i.jitter_unit).as_secs();
+    start
+        .saturating_add(i64::try_from(jittered).unwrap_or(i64::MAX))
+        .max(start.saturating_add(1))
 }
 
 /// Decides whether the SVID for an entry at `entry_revision` must be issued
@@ -107,24 +117,24 @@ pub fn backoff_ms(attempt: u32, random: f64) -> u64 {
 mod tests {
     use super::*;
 
-    fn issued(nb: i64, na: i64, rev: u64, jitter: i16) -> Issued {
+    fn issued(nb: i64, na: i64, rev: u64, jitter: f64) -> Issued {
         Issued {
             not_before: nb,
             issued_at: nb,
             not_after: na,
             entry_revision: rev,
-            jitter_permille: jitter,
+            jitter_unit: jitter,
         }
     }
 
     #[test]
     fn renews_at_half_life_with_bounded_jitter() {
-        let i = issued(1000, 1100, 1, 0);
+        let i = issued(1000, 1100, 1, 0.5);
         assert_eq!(renew_at(&i), 1050);
-        assert_eq!(renew_at(&issued(1000, 1100, 1, 1000)), 1055);
-        assert_eq!(renew_at(&issued(1000, 1100, 1, -1000)), 1045);
+        assert_eq!(renew_at(&issued(1000, 1100, 1, 1.0)), 1055);
+        assert_eq!(renew_at(&issued(1000, 1100, 1, 0.0)), 1045);
         // Out-of-range jitter is clamped.
-        assert_eq!(renew_at(&issued(1000, 1100, 1, i16::MAX)), 1055);
+        assert_eq!(renew_at(&issued(1000, 1100, 1, 7.0)), 1055);
         assert_eq!(decide(Some(&i), 1, true, false, 1049), None);
         assert_eq!(
             decide(Some(&i), 1, true, false, 1050),
@@ -140,7 +150,7 @@ mod tests {
             issued_at: 1000,
             not_after: 1010,
             entry_revision: 1,
-            jitter_permille: 0,
+            jitter_unit: 0.5,
         };
         assert_eq!(renew_at(&i), 1005, "half of the life left at arrival");
         assert_eq!(
@@ -159,7 +169,7 @@ mod tests {
     #[test]
     fn renewal_overlaps_the_old_svid() {
         // Whatever the jitter, renewal comes well before expiry.
-        for j in [-1000i16, -500, 0, 500, 1000] {
+        for j in [0.0, 0.25, 0.5, 0.75, 1.0] {
             let i = issued(0, 3600, 1, j);
             let at = renew_at(&i);
             assert!(at < 3600 && 3600 - at >= 1600, "jitter {j}: {at}");
@@ -168,7 +178,7 @@ mod tests {
 
     #[test]
     fn reasons_in_order() {
-        let i = issued(1000, 1100, 3, 0);
+        let i = issued(1000, 1100, 3, 0.5);
         assert_eq!(decide(None, 3, true, false, 0), Some(Reason::Missing));
         assert_eq!(
             decide(Some(&i), 4, true, false, 1010),

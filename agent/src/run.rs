@@ -7,12 +7,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use sigil_proto::agent_api as pb;
+use sigil_proto::clock::{Clock, SystemClock};
 use sigil_proto::tls::TrustRoots;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, TrustBundle};
 use crate::config::AgentConfig;
 use crate::identity::{AgentIdentity, key_and_csr};
 use crate::node_attestor::NodeAttestorClient;
@@ -22,10 +22,6 @@ use crate::persist::{DataDir, StoredIdentity};
 use crate::rotation;
 use crate::server_client::{self, ServerClient};
 use crate::state::Snapshot;
-
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 /// The attestor to use for a first (or renewed-after-expiry) attestation.
 fn attestor(
@@ -51,11 +47,12 @@ async fn bootstrap(
     cfg: &AgentConfig,
     data: &DataDir,
     join_token: Option<String>,
+    clock: &dyn Clock,
 ) -> anyhow::Result<(AgentIdentity, Vec<Vec<u8>>)> {
     let stored = data.load().context("reading the stored agent identity")?;
     if let Some(s) = stored {
         let ident = AgentIdentity::from_parts(s.chain, s.key_pkcs8)?;
-        if ident.not_after > now_unix() + 5 {
+        if ident.not_after > clock.now_unix() + 5 {
             info!(agent_id = %ident.id, not_after = ident.not_after, "restored agent identity; not attesting again");
             return Ok((ident, s.bundle));
         }
@@ -95,6 +92,7 @@ async fn renew_loop(
     data: DataDir,
     ident_tx: watch::Sender<Arc<AgentIdentity>>,
     bundle_rx: watch::Receiver<Vec<Vec<u8>>>,
+    clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut attempt = 0u32;
@@ -105,24 +103,17 @@ async fn renew_loop(
             issued_at: cur.received_at,
             not_after: cur.not_after,
             entry_revision: 0,
-            jitter_permille: 0,
+            jitter_unit: 0.5,
         });
-        let wait = Duration::from_secs(u64::try_from(at - now_unix()).unwrap_or(0));
+        let wait = Duration::from_secs(u64::try_from(at - clock.now_unix()).unwrap_or(0));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
         let result = async {
             let (key, csr) = key_and_csr()?;
-            let mut c = client.client().await?;
-            let svid = c
-                .renew_agent(pb::RenewAgentRequest { csr })
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-                .into_inner()
-                .svid
-                .context("renewal reply without an SVID")?;
-            let ident = AgentIdentity::from_parts(svid.cert_chain, key.serialize_der())?;
+            let chain = client.renew_agent(csr).await?;
+            let ident = AgentIdentity::from_parts(chain, key.serialize_der())?;
             data.save(&StoredIdentity {
                 key_pkcs8: ident.key_pkcs8.clone(),
                 chain: ident.chain.clone(),
@@ -203,7 +194,8 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         info!(address = %h.address, "health endpoint listening");
     }
     let data = DataDir::open(&cfg.data_dir)?;
-    let (ident, bundle) = bootstrap(&cfg, &data, join_token).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (ident, bundle) = bootstrap(&cfg, &data, join_token, clock.as_ref()).await?;
     let roots = TrustRoots::new(bundle.clone()).context("the trust bundle")?;
     let (ident_tx, ident_rx) = watch::channel(Arc::new(ident));
     let client = Arc::new(ServerClient::new(
@@ -223,6 +215,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
     let cache = Cache::new(
         cfg.trust_domain.clone(),
         client.clone(),
+        clock.clone(),
         bundle,
         state_tx,
         ready_tx,
@@ -237,10 +230,10 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
     });
 
     // Bundle updates: server verification roots and the stored bundle.
-    let on_bundle: Arc<dyn Fn(&pb::Bundle) + Send + Sync> = {
+    let on_bundle: Arc<crate::sync::OnBundle> = {
         let roots = roots.clone();
         let data = data.clone();
-        Arc::new(move |b: &pb::Bundle| {
+        Arc::new(move |b: &TrustBundle| {
             // An empty bundle reaches workloads through the cache (every
             // SVID of the trust domain is invalid). The agent's own roots
             // for the server and the stored bundle keep the last usable
@@ -261,7 +254,14 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         })
     };
     tasks.spawn(
-        crate::sync::run(client.clone(), events_tx, on_bundle, shutdown_rx.clone()).then_ok(),
+        crate::sync::run(
+            client.clone(),
+            events_tx,
+            on_bundle,
+            clock.clone(),
+            shutdown_rx.clone(),
+        )
+        .then_ok(),
     );
     tasks.spawn(
         renew_loop(
@@ -269,16 +269,16 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
             data.clone(),
             ident_tx,
             bundle_rx,
+            clock.clone(),
             shutdown_rx.clone(),
         )
         .then_ok(),
     );
 
     // The Workload API.
-    let attestor = Arc::new(crate::workload_attestor::unix::UnixAttestor::new(
+    let attestor = Arc::new(crate::workload_attestor::Attestors::standard(
         crate::workload_attestor::unix::UnixAttestorConfig {
             max_exe_hash_bytes: cfg.max_exe_hash_bytes,
-            ..Default::default()
         },
     ));
     let service = crate::workload_api::WorkloadApiService::new(

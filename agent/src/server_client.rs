@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::cache::{CsrRequest, SignOutcome, SignResult, SvidSigner, TrustBundle};
 use crate::identity::AgentIdentity;
 use crate::node_attestor::NodeAttestorClient;
 
@@ -131,11 +132,20 @@ pub async fn connect(
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
+/// The domain form of the server's bundle message.
+pub fn trust_bundle(b: pb::Bundle) -> TrustBundle {
+    TrustBundle {
+        x509_authorities: b.x509_authorities,
+        tainted_key_ids: b.tainted_key_ids,
+        sequence: b.sequence,
+    }
+}
+
 /// Attests the node; returns the agent's new identity and the bundle.
 pub async fn attest(
     client: &mut AgentApiClient<Channel>,
     attestor: &dyn NodeAttestorClient,
-) -> anyhow::Result<(AgentIdentity, pb::Bundle)> {
+) -> anyhow::Result<(AgentIdentity, TrustBundle)> {
     let (key, csr) = crate::identity::key_and_csr()?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::AttestNodeRequest {
@@ -175,7 +185,7 @@ pub async fn attest(
                     .clone()
                     .context("attestation reply without a bundle")?;
                 let ident = AgentIdentity::from_parts(svid.cert_chain, key.serialize_der())?;
-                return Ok((ident, bundle));
+                return Ok((ident, trust_bundle(bundle)));
             }
             None => anyhow::bail!("empty attestation reply"),
         }
@@ -234,5 +244,59 @@ impl ServerClient {
     /// Forgets the cached channel (after a transport error).
     pub async fn reset(&self) {
         *self.cached.lock().await = None;
+    }
+}
+
+impl ServerClient {
+    /// Renews the agent's own SVID for the key of `csr`; returns the new
+    /// chain (DER, leaf first).
+    pub async fn renew_agent(&self, csr: Vec<u8>) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut c = self.client().await?;
+        let svid = c
+            .renew_agent(pb::RenewAgentRequest { csr })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+            .into_inner()
+            .svid
+            .context("renewal reply without an SVID")?;
+        Ok(svid.cert_chain)
+    }
+}
+
+/// Workload SVIDs are signed by the server's `SignSvids`.
+impl SvidSigner for ServerClient {
+    async fn sign_svids(&self, batch: Vec<CsrRequest>) -> Result<Vec<SignResult>, String> {
+        let mut client = self.client().await.map_err(|e| format!("{e:#}"))?;
+        let req = pb::SignSvidsRequest {
+            requests: batch
+                .into_iter()
+                .map(|r| pb::SvidRequest {
+                    entry_id: r.entry_id,
+                    csr: r.csr,
+                })
+                .collect(),
+        };
+        let resp = match client.sign_svids(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                self.reset().await;
+                return Err(format!("{}: {}", s.code(), s.message()));
+            }
+        };
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| SignResult {
+                entry_id: r.entry_id,
+                outcome: match r.result {
+                    Some(pb::svid_result::Result::Svid(s)) => SignOutcome::Signed(s.cert_chain),
+                    Some(pb::svid_result::Result::Error(e)) => SignOutcome::Refused {
+                        code: e.code,
+                        message: e.message,
+                    },
+                    None => SignOutcome::Empty,
+                },
+            })
+            .collect())
     }
 }

@@ -7,17 +7,44 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_proto::agent_api as pb;
+use sigil_proto::clock::Clock;
+use sigil_proto::{Selector, SpiffeId, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::cache::SyncEvent;
+use crate::cache::{AuthorizedEntry, SyncEvent, TrustBundle};
 use crate::rotation;
-use crate::server_client::ServerClient;
+use crate::server_client::{ServerClient, trust_bundle};
 
-fn random_unit() -> f64 {
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+/// Called with every bundle the server sends, before the cache sees it.
+pub type OnBundle = dyn Fn(&TrustBundle) + Send + Sync;
+
+/// The domain form of an entry; `None` (the entry is not served) when its
+/// SPIFFE ID or a selector does not parse. Unparsable federated trust
+/// domains are skipped.
+fn authorized_entry(e: pb::Entry) -> Option<AuthorizedEntry> {
+    let spiffe_id = SpiffeId::parse(&e.spiffe_id).ok()?;
+    let selectors = e
+        .selectors
+        .iter()
+        .map(|s| Selector::new(&s.r#type, &s.value))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let federates_with = e
+        .federates_with
+        .iter()
+        .filter_map(|t| TrustDomain::parse(t).ok())
+        .collect();
+    Some(AuthorizedEntry {
+        id: e.id,
+        spiffe_id,
+        selectors,
+        x509_svid_ttl_seconds: e.x509_svid_ttl_seconds,
+        dns_names: e.dns_names,
+        federates_with,
+        hint: e.hint,
+        revision: e.revision,
+    })
 }
 
 /// Reads one stream until it ends, recording in `revision` the last
@@ -28,7 +55,7 @@ async fn follow(
     revision: &mut u64,
     delivered: &mut bool,
     tx: &mpsc::Sender<SyncEvent>,
-    on_bundle: &(dyn Fn(&pb::Bundle) + Send + Sync),
+    on_bundle: &OnBundle,
 ) -> Result<(), String> {
     let since = *revision;
     let mut c = client.client().await.map_err(|e| format!("{e:#}"))?;
@@ -61,24 +88,27 @@ async fn follow(
                     continue;
                 }
                 *revision = p.revision;
-                SyncEvent::Full(std::mem::take(&mut pages))
+                SyncEvent::Full(
+                    std::mem::take(&mut pages)
+                        .into_iter()
+                        .filter_map(authorized_entry)
+                        .collect(),
+                )
             }
             Some(pb::sync_entries_response::Kind::Change(ch)) => {
                 *revision = (*revision).max(ch.revision);
                 if ch.kind == pb::entry_change::Kind::Deleted as i32 {
                     SyncEvent::Delete(ch.entry_id)
-                } else if let Some(e) = ch.entry {
+                } else if let Some(e) = ch.entry.and_then(authorized_entry) {
                     SyncEvent::Upsert(e)
                 } else {
                     continue;
                 }
             }
             Some(pb::sync_entries_response::Kind::Bundle(b)) => {
+                let b = trust_bundle(b);
                 on_bundle(&b);
-                SyncEvent::Bundle {
-                    authorities: b.x509_authorities,
-                    tainted: b.tainted_key_ids,
-                }
+                SyncEvent::Bundle(b)
             }
             None => continue,
         };
@@ -92,7 +122,8 @@ async fn follow(
 pub async fn run(
     client: Arc<ServerClient>,
     tx: mpsc::Sender<SyncEvent>,
-    on_bundle: Arc<dyn Fn(&pb::Bundle) + Send + Sync>,
+    on_bundle: Arc<OnBundle>,
+    clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut since = 0u64;
@@ -122,7 +153,7 @@ pub async fn run(
         if delivered {
             attempt = 0;
         }
-        let wait = Duration::from_millis(rotation::backoff_ms(attempt, random_unit()));
+        let wait = Duration::from_millis(rotation::backoff_ms(attempt, clock.random_unit()));
         attempt = attempt.saturating_add(1);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

@@ -108,12 +108,8 @@ impl Default for WorkloadApiLimits {
     }
 }
 
-/// The current time in Unix seconds (an input, so tests can move it).
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-fn system_clock() -> Clock {
-    Arc::new(|| time::OffsetDateTime::now_utc().unix_timestamp())
-}
+/// What time it is (an input, so tests can move it).
+pub type Clock = Arc<dyn sigil_proto::clock::Clock>;
 
 /// The Workload API service.
 pub struct WorkloadApiService {
@@ -142,7 +138,7 @@ impl WorkloadApiService {
             limits,
             streams: Arc::new(Semaphore::new(permits)),
             per_workload: Arc::default(),
-            clock: system_clock(),
+            clock: Arc::new(sigil_proto::clock::SystemClock),
             stop: Arc::new(watch::channel(false).0),
         }
     }
@@ -179,6 +175,9 @@ impl WorkloadApiService {
             _global: global,
             _workload: workload,
         };
+        // The one attestation of the call: every configured attestor inside
+        // one PID-reuse bracket (`workload_attestor::Attestors`). Attesting
+        // once per accepted connection instead (issue 14) replaces this call.
         let attestor = self.attestor.clone();
         let selectors = tokio::task::spawn_blocking(move || attestor.attest(&cred))
             .await
@@ -319,7 +318,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         let (state, snapshot) = self.current();
         let mut view = SvidView::default();
         let first = view
-            .render(&snapshot, &caller.selectors, (self.clock)())
+            .render(&snapshot, &caller.selectors, self.clock.now_unix())
             .map_err(|e| refuse(METHOD, Some(&caller.cred), e))?;
         info!(
             pid = caller.cred.pid,
@@ -342,7 +341,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         let (state, snapshot) = self.current();
         let mut view = BundleView;
         let first = view
-            .render(&snapshot, &caller.selectors, (self.clock)())
+            .render(&snapshot, &caller.selectors, self.clock.now_unix())
             .map_err(|e| refuse(METHOD, Some(&caller.cred), e))?;
         info!(
             pid = caller.cred.pid,

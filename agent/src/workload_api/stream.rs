@@ -110,12 +110,12 @@ pub(super) async fn run_stream<V: StreamView>(mut t: StreamTask<V>) {
                 t.snapshot = t.state.borrow_and_update().clone();
                 true
             }
-            _ = tick.tick() => t.view.stale((t.clock)()),
+            _ = tick.tick() => t.view.stale(t.clock.now_unix()),
         };
         if !changed {
             continue;
         }
-        let rendered = match t.view.render(&t.snapshot, &t.selectors, (t.clock)()) {
+        let rendered = match t.view.render(&t.snapshot, &t.selectors, t.clock.now_unix()) {
             Ok(r) => r,
             Err(e) => {
                 let status = refuse(t.method, Some(&t.cred), e);

@@ -2,11 +2,12 @@
 //! fake attestors and snapshots.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::UNIX_EPOCH;
 
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use sigil_proto::SpiffeId;
+use sigil_proto::clock::ManualClock;
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -660,11 +661,8 @@ async fn workload_api_stream_sends_on_change_only() {
 async fn workload_api_expired_svids_are_dropped_on_the_timer() {
     let ca = TestCa::new("example.org");
     let uid = format!("unix:uid:{}", my_uid());
-    let now = Arc::new(AtomicI64::new(500));
-    let clock: Clock = {
-        let now = now.clone();
-        Arc::new(move || now.load(Ordering::SeqCst))
-    };
+    let now = Arc::new(ManualClock::at_unix(500));
+    let clock: Clock = now.clone();
     let a = ca.svid("spiffe://example.org/a", &[&uid], 1000);
     let b = ca.svid("spiffe://example.org/b", &[&uid], 2000);
     let limits = WorkloadApiLimits {
@@ -681,13 +679,13 @@ async fn workload_api_expired_svids_are_dropped_on_the_timer() {
     assert_eq!(next(&mut s).await.unwrap().unwrap().svids.len(), 2);
     assert_quiet(&mut s).await;
 
-    now.store(1000, Ordering::SeqCst);
+    now.set(UNIX_EPOCH + Duration::from_secs(1000));
     let m = next(&mut s).await.unwrap().unwrap();
     let ids: Vec<_> = m.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
     assert_eq!(ids, ["spiffe://example.org/b"]);
     assert_quiet(&mut s).await;
 
-    now.store(2000, Ordering::SeqCst);
+    now.set(UNIX_EPOCH + Duration::from_secs(2000));
     let e = next(&mut s).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(e.message(), NO_IDENTITY);

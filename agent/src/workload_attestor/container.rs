@@ -27,8 +27,31 @@
 //!
 //! The paths are relative to the reader's cgroup namespace: the agent must run
 //! in the host cgroup namespace to see them.
+//!
+//! [`ContainerAttestor`] is the `container` attestor: `container:id:<id>`
+//! from the attested process's cgroup file.
 
 use sigil_proto::Selector;
+
+use super::{Attestor, Process, WorkloadAttestError};
+
+/// The `container` attestor.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ContainerAttestor;
+
+impl Attestor for ContainerAttestor {
+    fn attest(&self, process: &Process<'_>) -> Result<Vec<Selector>, WorkloadAttestError> {
+        // Optional: a process may have no cgroup file readable (or none at
+        // all on a kernel without cgroups); it then just has no container id.
+        match std::fs::read(process.dir.join("cgroup")) {
+            Ok(text) => Ok(container_selectors(&String::from_utf8_lossy(&text))),
+            Err(error) => {
+                tracing::debug!(pid = process.cred.pid, %error, "cannot read the cgroup file; container selectors omitted");
+                Ok(Vec::new())
+            }
+        }
+    }
+}
 
 /// Length of a container id in hex digits.
 const CONTAINER_ID_LEN: usize = 64;

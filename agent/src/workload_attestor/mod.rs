@@ -1,12 +1,28 @@
 //! Workload attestation: turns the peer credentials of a Workload API caller
-//! (from `SO_PEERCRED` on the accepted Unix connection) into selectors. One
-//! implementation per file; identity comes only from the kernel, never from
-//! anything the caller sends.
+//! (from `SO_PEERCRED` on the accepted Unix connection) into selectors.
+//! Identity comes only from the kernel, never from anything the caller sends.
+//!
+//! [`Attestors`] is what the Workload API calls, once per call: it composes
+//! every configured [`Attestor`] (`unix` and `container` today, one per file;
+//! a Kubernetes one later) and merges their selectors, all inside one
+//! PID-reuse bracket ([`process`]): the process's start time and executable
+//! are read before any attestor runs and again after the last one, so no
+//! attestor can describe a process other than the caller.
 
 pub mod container;
+mod process;
+#[cfg(test)]
+mod tests;
 pub mod unix;
 
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use sigil_proto::Selector;
+
+use process::ProcessMark;
 
 /// The kernel's account of who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +42,105 @@ pub enum WorkloadAttestError {
     PidReused { pid: i32 },
 }
 
-/// A workload attestor.
+/// What attests a Workload API caller: [`Attestors`] in the agent, fakes in
+/// the Workload API's tests.
 pub trait WorkloadAttestor: Send + Sync + 'static {
     /// The selectors of the process behind `cred`. Fails closed: any doubt
     /// about which process it is gives an error, not fewer selectors.
+    /// Blocks (file reads, user look-ups, hashing): call it from a blocking
+    /// thread.
     fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError>;
+}
+
+/// The process being attested, as the bracket saw it before any attestor
+/// ran.
+#[derive(Debug, Clone, Copy)]
+pub struct Process<'a> {
+    /// The kernel's credentials of the connection (authoritative for ids).
+    pub cred: &'a PeerCred,
+    /// `/proc/<pid>` (under the configured procfs root).
+    pub dir: &'a Path,
+    /// The executable as the kernel names it (`/proc/<pid>/exe`).
+    pub exe: &'a OsStr,
+}
+
+/// One source of selectors. It runs inside the PID-reuse bracket, so it
+/// needs no check of its own that the pid still names the caller.
+pub trait Attestor: Send + Sync + 'static {
+    /// Fails closed, like [`WorkloadAttestor::attest`]; data that is only
+    /// optional is left out instead.
+    fn attest(&self, process: &Process<'_>) -> Result<Vec<Selector>, WorkloadAttestError>;
+}
+
+/// Every configured attestor, run in order inside one PID-reuse bracket;
+/// the selectors are their concatenation.
+pub struct Attestors {
+    proc_root: PathBuf,
+    attestors: Vec<Arc<dyn Attestor>>,
+}
+
+impl Attestors {
+    /// `attestors` over the procfs mounted at `proc_root` (`/proc`; a fake
+    /// tree in tests).
+    pub fn new(proc_root: impl Into<PathBuf>, attestors: Vec<Arc<dyn Attestor>>) -> Self {
+        Attestors {
+            proc_root: proc_root.into(),
+            attestors,
+        }
+    }
+
+    /// The agent's attestors: `unix` then `container`, on `/proc`.
+    pub fn standard(unix: unix::UnixAttestorConfig) -> Self {
+        Attestors::new(
+            "/proc",
+            vec![
+                Arc::new(unix::UnixAttestor::new(unix)),
+                Arc::new(container::ContainerAttestor),
+            ],
+        )
+    }
+
+    /// Runs every attestor, then checks that the process is still the one
+    /// `before` describes.
+    fn attest_marked(
+        &self,
+        cred: &PeerCred,
+        dir: &Path,
+        before: &ProcessMark,
+    ) -> Result<Vec<Selector>, WorkloadAttestError> {
+        let process = Process {
+            cred,
+            dir,
+            exe: &before.exe,
+        };
+        let mut selectors = Vec::new();
+        for attestor in &self.attestors {
+            selectors.extend(attestor.attest(&process)?);
+        }
+        before.check_unchanged(dir, cred.pid)?;
+        Ok(selectors)
+    }
+}
+
+impl WorkloadAttestor for Attestors {
+    fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
+        // SO_PEERCRED gives pid 0 for a peer outside our pid namespace.
+        if cred.pid <= 0 {
+            return Err(unavailable(cred.pid, "no process id for the peer"));
+        }
+        let dir = self.proc_root.join(cred.pid.to_string());
+        let before = ProcessMark::read(&dir, cred.pid)?;
+        self.attest_marked(cred, &dir, &before)
+    }
+}
+
+pub(crate) fn unavailable(pid: i32, reason: impl Into<String>) -> WorkloadAttestError {
+    WorkloadAttestError::Unavailable {
+        pid,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn read_error(pid: i32, path: &Path, error: &io::Error) -> WorkloadAttestError {
+    unavailable(pid, format!("{}: {error}", path.display()))
 }

@@ -1,75 +1,40 @@
 //! The SVID cache: the one task that owns the agent's view of its entries and
 //! their SVIDs. It applies sync events, decides with [`crate::rotation`] which
 //! SVIDs to (re)issue, generates a fresh key for each (never sent anywhere),
-//! sends the CSRs in batches, and publishes a [`Snapshot`] for the Workload
-//! API whenever what workloads can see changes. While the server is
-//! unreachable it keeps serving what it has and retries with backoff.
+//! sends the CSRs in batches to its [`SvidSigner`], and publishes a
+//! [`Snapshot`] for the Workload API whenever what workloads can see changes.
+//! While the server is unreachable it keeps serving what it has and retries
+//! with backoff.
+//!
+//! It sees only domain values ([`AuthorizedEntry`], [`TrustBundle`]): the
+//! wire types stop at `sync.rs` and `server_client.rs`. Time and the jitter
+//! draws come from a [`Clock`], so its decisions are unit-tested with a
+//! `ManualClock` (`tests.rs`).
+
+mod input;
+mod signer;
+#[cfg(test)]
+mod tests;
+
+pub use input::{AuthorizedEntry, SyncEvent, TrustBundle};
+pub use signer::{CsrRequest, SignOutcome, SignResult, SvidSigner};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use sigil_proto::agent_api as pb;
-use sigil_proto::{Selector, SpiffeId, TrustDomain};
+use sigil_proto::TrustDomain;
+use sigil_proto::clock::Clock;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::rotation::{self, Issued, Reason};
-use crate::server_client::ServerClient;
 use crate::state::{Snapshot, WorkloadSvid};
 
 /// Most CSRs per SignSvids call (the server accepts at least this many).
 pub const BATCH: usize = sigil_proto::CSR_BATCH;
 /// How often due renewals are looked for without any event.
 const TICK: Duration = Duration::from_secs(1);
-
-/// What the sync stream reports.
-#[derive(Debug)]
-pub enum SyncEvent {
-    /// The complete authorized set; entries not in it are gone.
-    Full(Vec<pb::Entry>),
-    Upsert(pb::Entry),
-    Delete(String),
-    /// The own trust domain's CA certificates, and the key ids of tainted
-    /// CAs.
-    Bundle {
-        authorities: Vec<Vec<u8>>,
-        tainted: Vec<Vec<u8>>,
-    },
-}
-
-/// An entry as the cache needs it.
-#[derive(Debug, Clone)]
-struct EntryInfo {
-    spiffe_id: SpiffeId,
-    selectors: Vec<Selector>,
-    hint: String,
-    revision: u64,
-    federates_with: Vec<TrustDomain>,
-}
-
-fn entry_info(e: &pb::Entry) -> Option<EntryInfo> {
-    let spiffe_id = SpiffeId::parse(&e.spiffe_id).ok()?;
-    let selectors = e
-        .selectors
-        .iter()
-        .map(|s| Selector::new(&s.r#type, &s.value))
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    let federates_with = e
-        .federates_with
-        .iter()
-        .filter_map(|t| TrustDomain::parse(t).ok())
-        .collect();
-    Some(EntryInfo {
-        spiffe_id,
-        selectors,
-        hint: e.hint.clone(),
-        revision: e.revision,
-        federates_with,
-    })
-}
 
 struct Cached {
     svid: Arc<WorkloadSvid>,
@@ -117,49 +82,39 @@ fn aki(der: &[u8]) -> Option<Vec<u8>> {
         })
 }
 
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn jitter_permille() -> i16 {
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    (i32::from(u16::from_le_bytes(b)) % 2001 - 1000) as i16
-}
-
-fn random_unit() -> f64 {
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
-}
-
-pub struct Cache {
+/// The SVID cache. `S` signs CSRs (the server, or a test CA); the clock
+/// says what time it is and draws the jitter.
+pub struct Cache<S> {
     td: TrustDomain,
-    client: Arc<ServerClient>,
+    signer: Arc<S>,
+    clock: Arc<dyn Clock>,
     out: watch::Sender<Arc<Snapshot>>,
-    entries: HashMap<String, EntryInfo>,
+    entries: HashMap<String, AuthorizedEntry>,
     svids: HashMap<String, Cached>,
     bundle: Vec<Vec<u8>>,
     bundle_ids: HashSet<Vec<u8>>,
     tainted: HashSet<Vec<u8>>,
     synced: bool,
     ready: watch::Sender<bool>,
-    retry_at: Option<Instant>,
+    /// No signing before this moment (backing off after a failure).
+    retry_at: Option<SystemTime>,
     attempt: u32,
 }
 
-impl Cache {
+impl<S: SvidSigner> Cache<S> {
     pub fn new(
         td: TrustDomain,
-        client: Arc<ServerClient>,
+        signer: Arc<S>,
+        clock: Arc<dyn Clock>,
         bundle: Vec<Vec<u8>>,
         out: watch::Sender<Arc<Snapshot>>,
         ready: watch::Sender<bool>,
-    ) -> Cache {
+    ) -> Cache<S> {
         let bundle_ids = bundle_key_ids(&bundle);
         Cache {
             td,
-            client,
+            signer,
+            clock,
             out,
             entries: HashMap::new(),
             svids: HashMap::new(),
@@ -176,27 +131,23 @@ impl Cache {
     fn apply(&mut self, ev: SyncEvent) {
         match ev {
             SyncEvent::Full(list) => {
-                self.entries = list
-                    .iter()
-                    .filter_map(|e| entry_info(e).map(|i| (e.id.clone(), i)))
-                    .collect();
+                self.entries = list.into_iter().map(|e| (e.id.clone(), e)).collect();
                 self.synced = true;
                 // A fresh view: retry failed signings now.
                 self.retry_at = None;
             }
             SyncEvent::Upsert(e) => {
-                if let Some(i) = entry_info(&e) {
-                    self.entries.insert(e.id.clone(), i);
-                }
+                self.entries.insert(e.id.clone(), e);
                 self.retry_at = None;
             }
             SyncEvent::Delete(id) => {
                 self.entries.remove(&id);
             }
-            SyncEvent::Bundle {
-                authorities,
-                tainted,
-            } => {
+            SyncEvent::Bundle(TrustBundle {
+                x509_authorities: authorities,
+                tainted_key_ids: tainted,
+                ..
+            }) => {
                 // An empty bundle is a real state (SPIFFE Trust Domain and
                 // Bundle §4.1.3): every SVID of the trust domain is then
                 // invalid, so workloads are served the empty bundle and
@@ -262,33 +213,24 @@ impl Cache {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-            let mut client = self.client.client().await.map_err(|e| format!("{e:#}"))?;
-            let req = pb::SignSvidsRequest {
-                requests: keyed
-                    .iter()
-                    .map(|(id, _, csr)| pb::SvidRequest {
-                        entry_id: id.clone(),
-                        csr: csr.clone(),
-                    })
-                    .collect(),
-            };
-            let resp = match client.sign_svids(req).await {
-                Ok(r) => r.into_inner(),
-                Err(s) => {
-                    self.client.reset().await;
-                    return Err(format!("{}: {}", s.code(), s.message()));
-                }
-            };
+            let batch = keyed
+                .iter()
+                .map(|(id, _, csr)| CsrRequest {
+                    entry_id: id.clone(),
+                    csr: csr.clone(),
+                })
+                .collect();
+            let results = self.signer.sign_svids(batch).await?;
             let mut keys: HashMap<String, rcgen::KeyPair> =
                 keyed.into_iter().map(|(id, k, _)| (id, k)).collect();
             let mut failed = 0;
-            for r in resp.results {
+            for r in results {
                 let Some(entry) = self.entries.get(&r.entry_id).cloned() else {
                     continue;
                 };
-                match (r.result, keys.remove(&r.entry_id)) {
-                    (Some(pb::svid_result::Result::Svid(s)), Some(key)) => {
-                        let Some(leaf) = s.cert_chain.first() else {
+                match (r.outcome, keys.remove(&r.entry_id)) {
+                    (SignOutcome::Signed(cert_chain), Some(key)) => {
+                        let Some(leaf) = cert_chain.first() else {
                             continue;
                         };
                         let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
@@ -297,21 +239,21 @@ impl Cache {
                         let not_before = cert.validity().not_before.timestamp();
                         let not_after = cert.validity().not_after.timestamp();
                         let cached = Cached {
-                            anchor_key_id: anchor_key_id(&s.cert_chain),
+                            anchor_key_id: anchor_key_id(&cert_chain),
                             signer_key_id: aki(leaf),
                             issued: Issued {
                                 not_before,
-                                issued_at: now_unix(),
+                                issued_at: self.clock.now_unix(),
                                 not_after,
                                 entry_revision: entry.revision,
-                                jitter_permille: jitter_permille(),
+                                jitter_unit: self.clock.random_unit(),
                             },
                             svid: Arc::new(WorkloadSvid {
                                 entry_id: r.entry_id.clone(),
                                 spiffe_id: entry.spiffe_id.clone(),
                                 selectors: entry.selectors.clone(),
                                 hint: entry.hint.clone(),
-                                cert_chain: s.cert_chain,
+                                cert_chain,
                                 key_pkcs8: key.serialize_der(),
                                 not_before,
                                 not_after,
@@ -323,9 +265,9 @@ impl Cache {
                         debug!(entry_id = %r.entry_id, spiffe_id = %entry.spiffe_id, not_after, reason, "SVID issued");
                         self.svids.insert(r.entry_id, cached);
                     }
-                    (Some(pb::svid_result::Result::Error(e)), _) => {
+                    (SignOutcome::Refused { code, message }, _) => {
                         failed += 1;
-                        warn!(entry_id = %r.entry_id, code = e.code, message = %e.message, "SVID signing refused");
+                        warn!(entry_id = %r.entry_id, code, message = %message, "SVID signing refused");
                     }
                     _ => failed += 1,
                 }
@@ -369,6 +311,38 @@ impl Cache {
         });
     }
 
+    /// One pass after events were applied: signs what is due (unless
+    /// backing off), publishes the snapshot, and reports readiness.
+    async fn step(&mut self) {
+        if !self.synced {
+            return;
+        }
+        let now = self.clock.now();
+        let backing_off = self.retry_at.is_some_and(|t| now < t);
+        let due = self.due(self.clock.now_unix());
+        if !due.is_empty() && !backing_off {
+            match self.issue(due).await {
+                Ok(()) => {
+                    self.attempt = 0;
+                    self.retry_at = None;
+                }
+                Err(e) => {
+                    let wait = Duration::from_millis(rotation::backoff_ms(
+                        self.attempt,
+                        self.clock.random_unit(),
+                    ));
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "SVID issuance failed; serving cached SVIDs and retrying");
+                    self.attempt = self.attempt.saturating_add(1);
+                    self.retry_at = Some(self.clock.now() + wait);
+                }
+            }
+        }
+        self.publish();
+        if !*self.ready.borrow() && self.due(self.clock.now_unix()).is_empty() {
+            let _ = self.ready.send(true);
+        }
+    }
+
     /// Runs until the event channel closes.
     pub async fn run(mut self, mut events: mpsc::Receiver<SyncEvent>) {
         let mut tick = tokio::time::interval(TICK);
@@ -387,94 +361,7 @@ impl Cache {
                 },
                 _ = tick.tick() => {}
             }
-            if !self.synced {
-                continue;
-            }
-            let backing_off = self.retry_at.is_some_and(|t| Instant::now() < t);
-            let due = self.due(now_unix());
-            if !due.is_empty() && !backing_off {
-                match self.issue(due).await {
-                    Ok(()) => {
-                        self.attempt = 0;
-                        self.retry_at = None;
-                    }
-                    Err(e) => {
-                        let wait = Duration::from_millis(rotation::backoff_ms(
-                            self.attempt,
-                            random_unit(),
-                        ));
-                        warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "SVID issuance failed; serving cached SVIDs and retrying");
-                        self.attempt = self.attempt.saturating_add(1);
-                        self.retry_at = Some(Instant::now() + wait);
-                    }
-                }
-            }
-            self.publish();
-            if !*self.ready.borrow() && self.due(now_unix()).is_empty() {
-                let _ = self.ready.send(true);
-            }
+            self.step().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::identity::AgentIdentity;
-
-    /// A cache whose server is never called (the client connects lazily).
-    fn cache(bundle: Vec<Vec<u8>>) -> (Cache, watch::Receiver<Arc<Snapshot>>) {
-        let td = TrustDomain::parse("example.org").unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::default();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.subject_alt_names = vec![rcgen::SanType::URI(
-            "spiffe://example.org/sigil/agent/test/1"
-                .try_into()
-                .unwrap(),
-        )];
-        let leaf = p.signed_by(&key, &issuer).unwrap().der().to_vec();
-        let ident = AgentIdentity::from_parts(vec![leaf], key.serialize_der()).unwrap();
-        let roots = sigil_proto::TrustRoots::new(bundle.clone()).unwrap();
-        let client = Arc::new(ServerClient::new(
-            "127.0.0.1:1".into(),
-            td.clone(),
-            roots,
-            watch::channel(Arc::new(ident)).1,
-        ));
-        let (out, rx) = watch::channel(Arc::new(Snapshot::empty(td.clone(), bundle.clone())));
-        let (ready, _) = watch::channel(false);
-        (Cache::new(td, client, bundle, out, ready), rx)
-    }
-
-    fn ca_der() -> Vec<u8> {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.self_signed(&key).unwrap().der().to_vec()
-    }
-
-    #[test]
-    fn an_empty_bundle_from_the_server_is_served_to_workloads() {
-        let first = ca_der();
-        let (mut c, rx) = cache(vec![first.clone()]);
-        // A new bundle replaces the old one.
-        let second = ca_der();
-        c.apply(SyncEvent::Bundle {
-            authorities: vec![first.clone(), second.clone()],
-            tainted: vec![],
-        });
-        c.publish();
-        assert_eq!(rx.borrow().bundle, vec![first, second]);
-        // An empty one is not ignored: the trust domain has no valid SVID.
-        c.apply(SyncEvent::Bundle {
-            authorities: vec![],
-            tainted: vec![],
-        });
-        c.publish();
-        assert!(rx.borrow().bundle.is_empty());
     }
 }

@@ -1,0 +1,44 @@
+//! What the cache is told, as domain values: the entries this agent is
+//! authorized to serve (parsed, never protobuf), the trust bundle, and the
+//! sync events that carry them. `sync.rs` converts the server's messages into
+//! these; nothing past it sees the wire types.
+
+use sigil_proto::{Selector, SpiffeId, TrustDomain};
+
+/// One registration entry this agent may issue SVIDs for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizedEntry {
+    /// The server's entry id; the key SVIDs are cached and signed under.
+    pub id: String,
+    pub spiffe_id: SpiffeId,
+    /// A workload gets the entry's SVID only if it has all of them.
+    pub selectors: Vec<Selector>,
+    /// Seconds; 0 = the server's default.
+    pub x509_svid_ttl_seconds: i64,
+    pub dns_names: Vec<String>,
+    pub federates_with: Vec<TrustDomain>,
+    pub hint: String,
+    /// Bumped by the server on every change: a new revision re-issues.
+    pub revision: u64,
+}
+
+/// The own trust domain's bundle as the server publishes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustBundle {
+    /// DER CA certificates (may be empty: every SVID is then invalid).
+    pub x509_authorities: Vec<Vec<u8>>,
+    /// Subject key identifiers of tainted CAs: re-issue what they signed.
+    pub tainted_key_ids: Vec<Vec<u8>>,
+    pub sequence: u64,
+}
+
+/// What the sync stream reports.
+#[derive(Debug)]
+pub enum SyncEvent {
+    /// The complete authorized set; entries not in it are gone.
+    Full(Vec<AuthorizedEntry>),
+    Upsert(AuthorizedEntry),
+    /// An entry id that is no longer authorized.
+    Delete(String),
+    Bundle(TrustBundle),
+}

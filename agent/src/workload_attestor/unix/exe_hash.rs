@@ -1,0 +1,156 @@
+//! SHA-256 of the executable a process runs, cached per file version: the
+//! file behind `/proc/<pid>/exe` is opened once and its identity, size and
+//! content all come from that open file, so a binary replaced meanwhile is
+//! never given another's hash.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+#[cfg(test)]
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ring::digest;
+
+use super::super::{WorkloadAttestError, read_error, unavailable};
+
+/// How many executable hashes are remembered.
+pub(super) const HASH_CACHE_CAPACITY: usize = 1024;
+
+/// Identifies one version of one file: a change of content changes the
+/// size, the mtime or (which no one can set back) the ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct FileVersion {
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) size: u64,
+    pub(super) mtime: i64,
+    pub(super) mtime_nsec: i64,
+    pub(super) ctime: i64,
+    pub(super) ctime_nsec: i64,
+}
+
+impl FileVersion {
+    fn of(meta: &fs::Metadata) -> Self {
+        FileVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
+}
+
+/// The hash cache, and the size limit above which nothing is hashed.
+#[derive(Debug)]
+pub(super) struct ExeHashes {
+    max_bytes: u64,
+    hashes: Mutex<HashMap<FileVersion, String>>,
+    #[cfg(test)]
+    computed: AtomicU64,
+}
+
+impl ExeHashes {
+    pub(super) fn new(max_bytes: u64) -> Self {
+        ExeHashes {
+            max_bytes,
+            hashes: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            computed: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// How many hashes were computed (not found in the cache).
+    #[cfg(test)]
+    pub(super) fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileVersion, String>> {
+        // A panic while the lock was held cannot leave the map half-updated
+        // in a way that matters: every entry is a complete (key, hash) pair.
+        self.hashes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// SHA-256 (lowercase hex) of the executable behind `exe_link`, or `None`
+    /// when it is over the size limit or changed while it was read.
+    pub(super) fn sha256(
+        &self,
+        pid: i32,
+        exe_link: &Path,
+    ) -> Result<Option<String>, WorkloadAttestError> {
+        // Open once and take everything from the open file, so that the key,
+        // the size check and the content are of the same file.
+        let mut file = File::open(exe_link).map_err(|e| read_error(pid, exe_link, &e))?;
+        let meta = file.metadata().map_err(|e| read_error(pid, exe_link, &e))?;
+        if !meta.is_file() {
+            return Err(unavailable(pid, "the executable is not a regular file"));
+        }
+        let version = FileVersion::of(&meta);
+        if version.size > self.max_bytes {
+            tracing::debug!(
+                pid,
+                size = version.size,
+                limit = self.max_bytes,
+                "executable larger than the hash limit; unix:sha256 omitted"
+            );
+            return Ok(None);
+        }
+        if let Some(hash) = self.lock().get(&version) {
+            return Ok(Some(hash.clone()));
+        }
+
+        #[cfg(test)]
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        let (hash, len) =
+            sha256_hex(&mut file, self.max_bytes).map_err(|e| read_error(pid, exe_link, &e))?;
+        let after = file.metadata().map_err(|e| read_error(pid, exe_link, &e))?;
+        if len != version.size || FileVersion::of(&after) != version {
+            tracing::debug!(
+                pid,
+                "executable changed while it was hashed; unix:sha256 omitted"
+            );
+            return Ok(None);
+        }
+
+        let mut hashes = self.lock();
+        if hashes.len() >= HASH_CACHE_CAPACITY && !hashes.contains_key(&version) {
+            // Evict an arbitrary entry: cheap, and a cache miss only costs a
+            // re-hash.
+            if let Some(evict) = hashes.keys().next().copied() {
+                hashes.remove(&evict);
+            }
+        }
+        hashes.insert(version, hash.clone());
+        Ok(Some(hash))
+    }
+}
+
+/// SHA-256 of at most `limit` bytes of `reader`, and how many bytes it read
+/// (`limit + 1` at most, so a file that grew shows up).
+pub(super) fn sha256_hex(reader: &mut impl Read, limit: u64) -> io::Result<(String, u64)> {
+    let mut reader = reader.take(limit.saturating_add(1));
+    let mut context = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        context.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hex::encode(context.finish()), len))
+}
