@@ -393,7 +393,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
 
     let _ = up.set(Up {
-        refresh: crate::metrics::refresher(
+        refresh: crate::scrape::refresher(
             ca.clone(),
             registry.clone(),
             svid.clone(),

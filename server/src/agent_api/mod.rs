@@ -37,12 +37,6 @@ use listener::PeerInfo;
 use rate_limit::RateLimiter;
 use sigil_proto::clock::Clock;
 
-/// Largest agent API message, in bytes, unless `[limits]
-/// agent_api_max_message_bytes` says otherwise.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-/// Most CSRs in one SignSvids call, unless `[limits] max_csrs_per_request`
-/// says otherwise.
-pub const MAX_BATCH: usize = 1000;
 /// Time an attesting agent has for each step of the exchange.
 const ATTEST_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most challenge rounds in one attestation.

@@ -16,8 +16,7 @@ use tracing::{info, warn};
 
 use super::rotation::{self, Step, Timeline};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
-use crate::config::KeyType;
-use crate::key_manager::KeyManager;
+use crate::key_manager::{KeyManager, KeyType};
 use crate::store::{BundleRecord, CaJournal, CaSlot, SlotId, SlotState, Store};
 use crate::upstream::UpstreamAuthority;
 use sigil_proto::TrustDomain;
@@ -600,7 +599,6 @@ pub fn bundle_authorities(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KeyType;
     use crate::key_manager::memory::MemoryKeyManager;
     use crate::store::sled::SledStore;
     use sigil_proto::clock::ManualClock;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rcgen::KeyPair;
 
 use super::{KeyError, KeyManager, check_id, from_pkcs8, generate};
-use crate::config::KeyType;
+use super::KeyType;
 
 const SUFFIX: &str = ".pk8";
 

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use rcgen::KeyPair;
 
 use super::{KeyError, KeyManager, check_id, from_pkcs8, generate};
-use crate::config::KeyType;
+use super::KeyType;
 
 #[derive(Default)]
 pub struct MemoryKeyManager {
