@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
-
 pub const SVIDS_ISSUED: &str = "sigil_server_svids_issued_total";
 pub const SIGNING_SECONDS: &str = "sigil_server_signing_duration_seconds";
 pub const ATTESTATIONS: &str = "sigil_server_node_attestations_total";

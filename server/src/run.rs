@@ -185,7 +185,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
     ));
     let svid = ServerSvid::new(cfg.server_id(), cfg.default_x509_svid_ttl, issuer.clone())
-    .context("issuing the server SVID")?;
+        .context("issuing the server SVID")?;
 
     // Admin API on the local socket.
     let listener = admin::socket::bind(&cfg.admin_socket)

@@ -234,7 +234,10 @@ impl AdminService {
         Ok(Box::pin(tokio_stream::iter(items)))
     }
 
-    pub(super) async fn update_entry(&self, u: pb::UpdateEntryRequest) -> Result<pb::Entry, Status> {
+    pub(super) async fn update_entry(
+        &self,
+        u: pb::UpdateEntryRequest,
+    ) -> Result<pb::Entry, Status> {
         let limits = self.settings.limits.clone();
         let now = self.now();
         let e = self

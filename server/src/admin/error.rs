@@ -64,8 +64,9 @@ impl AdminError {
             AdminError::Invalid(_) | AdminError::Issue(IssueError::BadCsr(_)) => {
                 Code::InvalidArgument
             }
-            AdminError::AlreadyExists(_)
-            | AdminError::Store(StoreError::AlreadyExists { .. }) => Code::AlreadyExists,
+            AdminError::AlreadyExists(_) | AdminError::Store(StoreError::AlreadyExists { .. }) => {
+                Code::AlreadyExists
+            }
             AdminError::Aborted(_) | AdminError::Store(StoreError::Conflict { .. }) => {
                 Code::Aborted
             }
@@ -83,7 +84,9 @@ impl AdminError {
     /// The text the caller gets.
     fn safe_message(&self) -> String {
         match self {
-            AdminError::Store(StoreError::NotFound { what, key }) => format!("{what} {key} not found"),
+            AdminError::Store(StoreError::NotFound { what, key }) => {
+                format!("{what} {key} not found")
+            }
             AdminError::Store(StoreError::AlreadyExists { what, key }) => {
                 format!("{what} already exists: {key}")
             }
@@ -164,7 +167,10 @@ mod tests {
             what: "entry",
             key: "e1".into(),
         }));
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "entry e1 not found"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "entry e1 not found")
+        );
         let s = Status::from(AdminError::Ca(CaError::Sign("secret detail".into())));
         assert_eq!((s.code(), s.message()), (Code::Internal, INTERNAL));
         let s = Status::from(AdminError::from(CaOpError::Refused("no".into())));

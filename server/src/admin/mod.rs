@@ -131,7 +131,9 @@ impl AdminApi for AdminService {
         &self,
         req: Request<pb::CreateEntriesRequest>,
     ) -> Result<Response<pb::CreateEntriesResponse>, Status> {
-        self.create_entries(req.into_inner()).await.map(Response::new)
+        self.create_entries(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_entry(

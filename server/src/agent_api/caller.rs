@@ -83,20 +83,9 @@ impl Authenticator {
         // certificate may have expired since the handshake.
         self.verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .map_err(|e| {
-                deny(
-                    ApiError::Refused,
-                    "",
-                    format!("agent SVID refused: {e}"),
-                )
-            })?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
-            deny(
-                ApiError::Refused,
-                "",
-                format!("agent SVID unreadable: {e}"),
-            )
-        })?;
+            .map_err(|e| deny(ApiError::Refused, "", format!("agent SVID refused: {e}")))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| deny(ApiError::Refused, "", format!("agent SVID unreadable: {e}")))?;
         let id = sigil_proto::tls::spiffe_id_from_cert(leaf).map_err(|e| {
             deny(
                 ApiError::Refused,

@@ -132,7 +132,9 @@ async fn next_message(
     match tokio::time::timeout(ATTEST_STEP_TIMEOUT, inbound.message()).await {
         Err(_) => Err(ApiError::Timeout("attestation step timed out")),
         Ok(Err(s)) => Err(ApiError::Inbound(s)),
-        Ok(Ok(None)) => Err(ApiError::Cancelled("attestation stream closed by the agent")),
+        Ok(Ok(None)) => Err(ApiError::Cancelled(
+            "attestation stream closed by the agent",
+        )),
         Ok(Ok(Some(m))) => m
             .step
             .ok_or_else(|| ApiError::Invalid("attestation message without a step".into())),
@@ -185,7 +187,9 @@ impl AgentApiService {
                 Step::Challenge { challenge, state } => {
                     rounds += 1;
                     if rounds > MAX_CHALLENGES {
-                        return Err(ApiError::Internal("attestor asked too many challenges".into()));
+                        return Err(ApiError::Internal(
+                            "attestor asked too many challenges".into(),
+                        ));
                     }
                     tx.send(Ok(pb::AttestNodeResponse {
                         step: Some(pb::attest_node_response::Step::Challenge(challenge)),

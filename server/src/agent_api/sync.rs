@@ -15,8 +15,8 @@ use tonic::Status;
 use tracing::{debug, info};
 
 use super::caller::AgentCaller;
-use super::error::ApiError;
 use super::convert::{bundle_to_pb, entry_to_pb};
+use super::error::ApiError;
 use crate::authz;
 use crate::ca::manager::CaManager;
 use crate::ca::unix;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::KeyPair;
 
-use super::{KeyError, KeyManager, check_id, from_pkcs8, generate};
 use super::KeyType;
+use super::{KeyError, KeyManager, check_id, from_pkcs8, generate};
 
 const SUFFIX: &str = ".pk8";
 

@@ -123,13 +123,23 @@ fn the_ttl_is_the_entrys_or_the_default_and_capped_at_the_ca_expiry() {
     let f = fixture();
     let short = entry(&f, "spiffe://example.org/short", AGENT, 120, &[]);
     let default = entry(&f, "spiffe://example.org/default", AGENT, 0, &[]);
-    let long = entry(&f, "spiffe://example.org/long", AGENT, 10 * TTL.as_secs(), &[]);
+    let long = entry(
+        &f,
+        "spiffe://example.org/long",
+        AGENT,
+        10 * TTL.as_secs(),
+        &[],
+    );
     let leaf = sign_one(&f, &short, csr()).unwrap();
     let issued_at = leaf.not_after - 120;
     let leaf = sign_one(&f, &default, csr()).unwrap();
     assert_eq!(leaf.not_after, issued_at + 600, "the default TTL");
     let leaf = sign_one(&f, &long, csr()).unwrap();
-    assert_eq!(leaf.not_after, f.ca.active().not_after(), "capped at the CA");
+    assert_eq!(
+        leaf.not_after,
+        f.ca.active().not_after(),
+        "capped at the CA"
+    );
     let minted = f
         .issuer
         .mint(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use sigil_proto::SpiffeId;
-use sigil_server::ca::csr;
 use sigil_server::ca::X509Ca;
+use sigil_server::ca::csr;
 use sigil_server::store::SlotId;
 
 use crate::common::{Ctx, Figure, Report, Target, note};
