@@ -3,7 +3,8 @@
 //! for one item of a batch) chooses the code and the message. Refusals and
 //! store problems the operator can act on keep their text (the admin socket
 //! is local and admin-only); internal failures send a fixed text and put the
-//! full error chain in the log.
+//! full error chain in the log (each variant's text includes its
+//! source's, so its `Display` is the chain).
 
 use sigil_proto::admin_api as pb;
 use tonic::{Code, Status};
@@ -109,26 +110,11 @@ impl AdminError {
                 error!(error = %m, "admin call failed: store I/O");
             }
             _ if self.code() == Code::Internal => {
-                error!(error = %chain(self), "admin call failed");
+                error!(error = %self, "admin call failed");
             }
             _ => {}
         }
     }
-}
-
-/// `e` and each of its sources, joined.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
 }
 
 impl From<AdminError> for Status {

@@ -2,7 +2,8 @@
 //! what went wrong; `From<ApiError> for Status` (and [`item_error`] for one
 //! item of a SignSvids batch) chooses the code and a message that is safe to
 //! send. Refusals carry their own caller-facing text; internal failures
-//! send a fixed text and put the full error chain in the log.
+//! send a fixed text and put the full error chain in the log (each
+//! variant's text includes its source's, so its `Display` is the chain).
 
 use sigil_proto::agent_api as pb;
 use tonic::{Code, Status};
@@ -105,24 +106,9 @@ impl ApiError {
     /// Logs what the caller will not see: the full chain of a failure.
     fn log(&self) {
         if matches!(self.code(), Code::Internal | Code::Unavailable) {
-            error!(code = ?self.code(), error = %chain(self), "agent API call failed");
+            error!(code = ?self.code(), error = %self, "agent API call failed");
         }
     }
-}
-
-/// `e` and each of its sources, joined.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
 }
 
 impl From<ApiError> for Status {

@@ -166,15 +166,19 @@ fn prepare_at_half_life_published_at_once_activate_at_five_sixths_drop_after_exp
     assert_signer_published(&m);
 }
 
+/// The reason an operator command was refused.
+fn refused(r: Result<CaStatus, CaOpError>) -> String {
+    match r {
+        Err(CaOpError::Refused(m)) => m,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
 #[test]
 fn forced_prepare_and_activate_and_their_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let (m, _clock) = manager(dir.path());
     let first = m.active().serial_hex().to_string();
-    let refused = |r: Result<CaStatus, CaOpError>| match r {
-        Err(CaOpError::Refused(m)) => m,
-        other => panic!("not refused: {other:?}"),
-    };
     assert!(refused(m.force_activate()).contains("no prepared CA"));
     let st = m.force_prepare().unwrap();
     let next = slot_in(&st, SlotState::Prepared).unwrap();
@@ -204,10 +208,6 @@ fn taint_marks_the_old_cas_svids_due_and_revoke_removes_it() {
         .sign_leaf(&id, &[], Duration::from_secs(600), &key, clock.now())
         .unwrap();
     let old_slot = m.active().slot();
-    let refused = |r: Result<CaStatus, CaOpError>| match r {
-        Err(CaOpError::Refused(m)) => m,
-        other => panic!("not refused: {other:?}"),
-    };
     assert!(refused(m.taint(old_slot)).contains("holds the active CA"));
     m.force_prepare().unwrap();
     m.force_activate().unwrap();
