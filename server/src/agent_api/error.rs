@@ -124,10 +124,13 @@ impl From<ApiError> for Status {
 /// One refused or failed item of a SignSvids batch. A failed signing says
 /// so without detail (the detail is logged).
 pub fn item_error(e: &ApiError) -> pb::ItemError {
-    e.log();
     let message = match e {
+        // The Issuer logged it, with the entry it was for.
         ApiError::Issue(IssueError::Ca(_)) => "signing failed; see the server log".to_string(),
-        other => other.safe_message(),
+        other => {
+            other.log();
+            other.safe_message()
+        }
     };
     pb::ItemError {
         code: e.code() as i32,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rcgen::PublicKeyData;
 use sigil_proto::SpiffeId;
 use sigil_proto::clock::{Clock, unix_seconds};
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::csr::csr_public_key;
 use super::manager::CaManager;
@@ -188,6 +188,9 @@ impl Issuer {
                         ttl,
                         &key,
                     )
+                    .inspect_err(|e| {
+                        error!(agent_id = %agent.spiffe_id, entry_id = %r.entry_id, error = %e, "signing failed");
+                    })
                 })
             })
             .collect()

@@ -1,3 +1,6 @@
+//! The Issuer's unit tests: TTL choice and cap, authorization of entries
+//! for the agent, CSR refusals, and names taken from the entry.
+
 use std::sync::Arc;
 use std::time::Duration;
 

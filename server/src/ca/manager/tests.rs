@@ -1,3 +1,7 @@
+//! The CA manager's unit tests: publication before signing, and each
+//! rotation step (prepare, activate, drop, taint, revoke, restart) driven
+//! by a manual clock.
+
 use super::*;
 use crate::ca::testing::{TTL, manager, start};
 use crate::key_manager::memory::MemoryKeyManager;
@@ -174,6 +178,12 @@ fn refused(r: Result<CaStatus, CaOpError>) -> String {
     }
 }
 
+/// Taints `slot`; returns it as the journal now holds it.
+fn taint(m: &CaManager, slot: SlotId) -> CaSlot {
+    let st = m.taint(slot).unwrap();
+    st.slots.into_iter().find(|s| s.slot == slot).unwrap()
+}
+
 #[test]
 fn forced_prepare_and_activate_and_their_refusals() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,13 +225,7 @@ fn taint_marks_the_old_cas_svids_due_and_revoke_removes_it() {
     assert!(m.bundle().tainted_key_ids.is_empty());
 
     let seq = m.bundle().sequence;
-    let st = m.taint(old_slot).unwrap();
-    let old = st
-        .slots
-        .iter()
-        .find(|s| s.slot == old_slot)
-        .unwrap()
-        .clone();
+    let old = taint(&m, old_slot);
     assert!(old.tainted);
     assert!(m.bundle().sequence > seq, "a taint is published");
     assert_eq!(
@@ -246,13 +250,7 @@ fn a_tainted_ca_leaves_the_bundle_once_no_svid_it_signed_can_be_valid() {
     let old_slot = m.active().slot();
     m.force_prepare().unwrap();
     m.force_activate().unwrap();
-    let st = m.taint(old_slot).unwrap();
-    let old = st
-        .slots
-        .iter()
-        .find(|s| s.slot == old_slot)
-        .unwrap()
-        .clone();
+    let old = taint(&m, old_slot);
     // Longest SVID TTL is CA TTL / 6: after that, nothing depends on it.
     clock.advance(TTL / 6 - Duration::from_secs(1));
     m.tick().unwrap();
