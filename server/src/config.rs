@@ -11,6 +11,8 @@ use sigil_proto::duration::serde_duration;
 pub use sigil_proto::health::HealthConfig;
 use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 
+use crate::key_manager::KeyType;
+
 /// Why a configuration was refused. Each message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,24 +31,6 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         message: message.into(),
-    }
-}
-
-/// CA key algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum KeyType {
-    #[serde(rename = "ec-p256")]
-    EcP256,
-    #[serde(rename = "ec-p384")]
-    EcP384,
-}
-
-impl KeyType {
-    pub fn name(self) -> &'static str {
-        match self {
-            KeyType::EcP256 => "ec-p256",
-            KeyType::EcP384 => "ec-p384",
-        }
     }
 }
 
@@ -162,11 +146,18 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Largest agent API message, in bytes, unless `[limits]
+/// agent_api_max_message_bytes` says otherwise.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Most CSRs in one SignSvids call, unless `[limits] max_csrs_per_request`
+/// says otherwise.
+pub const MAX_BATCH: usize = 1000;
+
 fn default_message_bytes() -> usize {
-    crate::agent_api::MAX_MESSAGE_BYTES
+    MAX_MESSAGE_BYTES
 }
 fn default_max_csrs() -> usize {
-    crate::agent_api::MAX_BATCH
+    MAX_BATCH
 }
 fn default_max_entries() -> usize {
     10_000

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod node_attestor;
 pub mod registry;
 pub mod run;
+pub mod scrape;
 pub mod server_svid;
 pub mod store;
 pub mod upstream;

@@ -1,16 +1,11 @@
 //! The server's Prometheus metrics: every name and label set lives here, so
-//! the rest of the code records events without spelling metric names.
+//! the rest of the code records events without spelling metric names. A
+//! leaf: it knows no server type (the scrape-time refresher, which reads the
+//! CA and the registry, is [`crate::scrape`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-
-use crate::ca::manager::CaManager;
-use crate::ca::unix;
-use crate::registry::Registry;
-use crate::server_svid::ServerSvid;
-use sigil_proto::clock::Clock;
 
 pub const SVIDS_ISSUED: &str = "sigil_server_svids_issued_total";
 pub const SIGNING_SECONDS: &str = "sigil_server_signing_duration_seconds";
@@ -108,18 +103,11 @@ impl Drop for ConnectedAgent {
     }
 }
 
-/// Sets the gauges computed at scrape time.
-pub fn refresher(
-    ca: Arc<CaManager>,
-    registry: Arc<Registry>,
-    svid: Arc<ServerSvid>,
-    clock: Arc<dyn Clock>,
-) -> sigil_proto::health::Refresh {
-    Arc::new(move || {
-        let now = unix(clock.now());
-        // Unix seconds are far inside f64's exact integer range.
-        gauge!(ENTRIES).set(registry.count() as f64);
-        gauge!(CA_EXPIRY).set((ca.active().not_after() - now) as f64);
-        gauge!(SVID_EXPIRY).set((svid.not_after() - now) as f64);
-    })
+/// Sets the gauges computed at scrape time: entries in the store, and
+/// seconds until the active CA and the server's own SVID expire.
+pub fn scrape_gauges(entries: u64, ca_expires_in: i64, svid_expires_in: i64) {
+    // Counts and second offsets are far inside f64's exact integer range.
+    gauge!(ENTRIES).set(entries as f64);
+    gauge!(CA_EXPIRY).set(ca_expires_in as f64);
+    gauge!(SVID_EXPIRY).set(svid_expires_in as f64);
 }

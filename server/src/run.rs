@@ -19,6 +19,7 @@ use crate::agent_api::access::AccessLayer;
 use crate::agent_api::caller::{Authenticator, is_agent_id};
 use crate::agent_api::listener::AttestationFriendlyVerifier;
 use crate::agent_api::{self, AgentApiHandle, AgentApiService, AgentApiSettings};
+use crate::ca::issuer::{Issuer, IssuerSettings};
 use crate::ca::manager::{CaManager, CaSettings};
 use crate::ca::unix;
 use crate::config::{BundleProfile, ServerConfig};
@@ -175,13 +176,16 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         clock.clone(),
     )
     .context("starting the CA")?;
-    let svid = ServerSvid::new(
-        cfg.server_id(),
-        cfg.default_x509_svid_ttl,
+    let issuer = Arc::new(Issuer::new(
         ca.clone(),
         clock.clone(),
-    )
-    .context("issuing the server SVID")?;
+        IssuerSettings {
+            agent_svid_ttl: cfg.agent_svid_ttl,
+            default_x509_svid_ttl: cfg.default_x509_svid_ttl,
+        },
+    ));
+    let svid = ServerSvid::new(cfg.server_id(), cfg.default_x509_svid_ttl, issuer.clone())
+        .context("issuing the server SVID")?;
 
     // Admin API on the local socket.
     let listener = admin::socket::bind(&cfg.admin_socket)
@@ -195,13 +199,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         store.clone(),
         registry.clone(),
         ca.clone(),
+        issuer.clone(),
         clock.clone(),
         AdminSettings {
             limits: Limits {
                 trust_domain: cfg.trust_domain.clone(),
                 ca_ttl: cfg.ca_ttl,
             },
-            default_x509_svid_ttl: cfg.default_x509_svid_ttl,
             join_token_ttl: cfg.join_token_ttl,
             bundle_refresh_hint: refresh_hint,
             max_entries_per_request: cfg.limits.max_entries_per_request,
@@ -320,11 +324,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             store.clone(),
             registry.clone(),
             ca.clone(),
+            issuer.clone(),
             clock.clone(),
             attestors,
             AgentApiSettings {
-                agent_svid_ttl: cfg.agent_svid_ttl,
-                default_x509_svid_ttl: cfg.default_x509_svid_ttl,
                 bundle_refresh_hint: refresh_hint,
                 attestations_per_second: cfg.rate_limit.attestations_per_second,
                 csrs_per_second: cfg.rate_limit.csrs_per_second,
@@ -393,7 +396,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
 
     let _ = up.set(Up {
-        refresh: crate::metrics::refresher(
+        refresh: crate::scrape::refresher(
             ca.clone(),
             registry.clone(),
             svid.clone(),

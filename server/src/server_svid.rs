@@ -13,10 +13,8 @@ use sigil_proto::SpiffeId;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::ca::manager::CaManager;
+use crate::ca::issuer::{IssueError, Issuer};
 use crate::ca::{CaError, unix};
-use crate::metrics::{self, SvidKind};
-use sigil_proto::clock::Clock;
 
 struct Current {
     key: Arc<CertifiedKey>,
@@ -30,8 +28,7 @@ struct Current {
 pub struct ServerSvid {
     id: SpiffeId,
     ttl: Duration,
-    ca: Arc<CaManager>,
-    clock: Arc<dyn Clock>,
+    issuer: Arc<Issuer>,
     current: RwLock<Current>,
 }
 
@@ -41,28 +38,18 @@ impl std::fmt::Debug for ServerSvid {
     }
 }
 
-fn issue(
-    id: &SpiffeId,
-    ttl: Duration,
-    ca: &CaManager,
-    clock: &dyn Clock,
-) -> Result<Current, CaError> {
+fn issue(id: &SpiffeId, ttl: Duration, issuer: &Issuer) -> Result<Current, IssueError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| CaError::Sign(e.to_string()))?;
-    let signer = ca.active();
-    let started = std::time::Instant::now();
-    let leaf = signer.sign_leaf(id, &[], ttl, &key, clock.now());
-    let result = if leaf.is_ok() { "ok" } else { "internal" };
-    metrics::svid_signed(SvidKind::Server, result, started.elapsed());
-    let leaf = leaf?;
+    let leaf = issuer.sign_server(id, ttl, &key)?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| CaError::Sign(e.to_string()))?;
     let chain = leaf.chain.into_iter().map(CertificateDer::from).collect();
     Ok(Current {
         key: Arc::new(CertifiedKey::new(chain, signing)),
-        ca_serial: signer.serial_hex().to_string(),
-        issued_at: unix(clock.now()),
+        ca_serial: leaf.ca_serial,
+        issued_at: unix(issuer.clock().now()),
         not_after: leaf.not_after,
     })
 }
@@ -71,15 +58,13 @@ impl ServerSvid {
     pub fn new(
         id: SpiffeId,
         ttl: Duration,
-        ca: Arc<CaManager>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Arc<ServerSvid>, CaError> {
-        let current = issue(&id, ttl, &ca, clock.as_ref())?;
+        issuer: Arc<Issuer>,
+    ) -> Result<Arc<ServerSvid>, IssueError> {
+        let current = issue(&id, ttl, &issuer)?;
         Ok(Arc::new(ServerSvid {
             id,
             ttl,
-            ca,
-            clock,
+            issuer,
             current: RwLock::new(current),
         }))
     }
@@ -108,17 +93,17 @@ impl ServerSvid {
     /// Renews if half the SVID's life has passed or the active CA changed.
     /// Returns how long until the next check is due.
     pub fn renew_if_due(&self) -> Duration {
-        let now = unix(self.clock.now());
+        let now = unix(self.issuer.clock().now());
         let (due_at, ca_changed) = {
             let c = self.current.read().unwrap_or_else(|p| p.into_inner());
             // Half the life it had when issued, and never within a second.
             let half = (c.issued_at + (c.not_after - c.issued_at) / 2).max(c.issued_at + 1);
-            (half, c.ca_serial != self.ca.active().serial_hex())
+            (half, c.ca_serial != self.issuer.active_ca_serial())
         };
         if now < due_at && !ca_changed {
             return Duration::from_secs(u64::try_from(due_at - now).unwrap_or(1).clamp(1, 5));
         }
-        match issue(&self.id, self.ttl, &self.ca, self.clock.as_ref()) {
+        match issue(&self.id, self.ttl, &self.issuer) {
             Ok(c) => {
                 info!(spiffe_id = %self.id, not_after = c.not_after, "server SVID renewed");
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = c;

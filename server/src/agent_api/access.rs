@@ -12,6 +12,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::caller::Authenticator;
+use super::error::ApiError;
 use super::listener::PeerInfo;
 
 /// The gRPC service name of the agent API.
@@ -119,12 +120,12 @@ where
                         .await
                     {
                         Ok(r) => r.map(Some),
-                        Err(e) => Err(Status::internal(format!("authentication task: {e}"))),
+                        Err(e) => Err(ApiError::task(e)),
                     }
                 }
                 Access::Nobody | Access::Admin => {
                     tracing::warn!(method = %path, "agent API call refused: method not allowed");
-                    Err(Status::permission_denied(format!(
+                    Err(ApiError::Refused(format!(
                         "{path} may not be called on the agent API"
                     )))
                 }
@@ -136,7 +137,7 @@ where
                     }
                     inner.call(req).await
                 }
-                Err(status) => Ok(status.into_http()),
+                Err(e) => Ok(Status::from(e).into_http()),
             }
         })
     }

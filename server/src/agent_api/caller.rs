@@ -11,9 +11,9 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::UnixTime;
 use sigil_proto::tls::SpiffeClientVerifier;
 use sigil_proto::{SpiffeId, TrustDomain};
-use tonic::Status;
 use tracing::warn;
 
+use super::error::ApiError;
 use super::listener::PeerInfo;
 use crate::store::{AttestedAgent, Store};
 
@@ -57,24 +57,24 @@ impl Authenticator {
         &self,
         peer: Option<&PeerInfo>,
         method: &str,
-    ) -> Result<AgentCaller, Status> {
+    ) -> Result<AgentCaller, ApiError> {
         let remote = peer
             .and_then(|p| p.remote)
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        let deny = |code: tonic::Code, agent: &str, reason: String| {
+        let deny = |refusal: fn(String) -> ApiError, agent: &str, reason: String| {
             warn!(method, %remote, agent_id = agent, reason = %reason, "agent API call refused");
-            Status::new(code, reason)
+            refusal(reason)
         };
         let Some(chain) = peer.and_then(|p| p.chain.clone()) else {
             return Err(deny(
-                tonic::Code::Unauthenticated,
+                ApiError::Unauthenticated,
                 "",
                 "a client certificate (agent SVID) is required for this method".into(),
             ));
         };
         let Some((leaf, intermediates)) = chain.split_first() else {
             return Err(deny(
-                tonic::Code::Unauthenticated,
+                ApiError::Unauthenticated,
                 "",
                 "empty certificate chain".into(),
             ));
@@ -83,23 +83,12 @@ impl Authenticator {
         // certificate may have expired since the handshake.
         self.verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .map_err(|e| {
-                deny(
-                    tonic::Code::PermissionDenied,
-                    "",
-                    format!("agent SVID refused: {e}"),
-                )
-            })?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
-            deny(
-                tonic::Code::PermissionDenied,
-                "",
-                format!("agent SVID unreadable: {e}"),
-            )
-        })?;
+            .map_err(|e| deny(ApiError::Refused, "", format!("agent SVID refused: {e}")))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| deny(ApiError::Refused, "", format!("agent SVID unreadable: {e}")))?;
         let id = sigil_proto::tls::spiffe_id_from_cert(leaf).map_err(|e| {
             deny(
-                tonic::Code::PermissionDenied,
+                ApiError::Refused,
                 "",
                 format!("agent SVID has no SPIFFE ID: {e}"),
             )
@@ -107,7 +96,7 @@ impl Authenticator {
         let agent = id.to_string();
         if !is_agent_id(&id, &self.trust_domain) {
             return Err(deny(
-                tonic::Code::PermissionDenied,
+                ApiError::Refused,
                 &agent,
                 format!(
                     "{id} is not an agent ID of trust domain {}",
@@ -121,13 +110,10 @@ impl Authenticator {
         let record = self
             .store
             .get_agent(&id)
-            .map_err(|e| {
-                tracing::error!(error = %e, "agent lookup failed");
-                Status::internal("internal error; see the server log")
-            })?
+            .map_err(ApiError::store("agent lookup"))?
             .ok_or_else(|| {
                 deny(
-                    tonic::Code::PermissionDenied,
+                    ApiError::Refused,
                     &agent,
                     format!(
                         "agent {id} is not attested (unknown or evicted); it must attest again"
@@ -136,14 +122,14 @@ impl Authenticator {
             })?;
         if record.banned {
             return Err(deny(
-                tonic::Code::PermissionDenied,
+                ApiError::Refused,
                 &agent,
                 format!("agent {id} is banned"),
             ));
         }
         if record.serial != serial && record.previous_serial.as_deref() != Some(serial.as_str()) {
             return Err(deny(
-                tonic::Code::PermissionDenied,
+                ApiError::Refused,
                 &agent,
                 format!("agent SVID serial {serial} is not the current SVID of {id}"),
             ));

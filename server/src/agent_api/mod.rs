@@ -8,6 +8,7 @@
 pub mod access;
 pub mod caller;
 pub mod convert;
+pub mod error;
 pub mod listener;
 pub mod rate_limit;
 pub mod sync;
@@ -15,34 +16,29 @@ pub mod sync;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sigil_proto::SpiffeId;
 use sigil_proto::agent_api::{self as pb, agent_api_server::AgentApi};
 use sigil_proto::health::code_label;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+use crate::ca::issuer::{Issuer, WorkloadCsr};
 use crate::ca::manager::CaManager;
 use crate::ca::{SignedLeaf, unix};
-use crate::metrics::{self, SvidKind};
-use crate::node_attestor::{AttestError, AttestedNode, NodeAttestor, Step};
+use crate::metrics;
+use crate::node_attestor::{AttestedNode, NodeAttestor, Step};
 use crate::registry::Registry;
 use crate::store::{AttestedAgent, Store};
 use caller::AgentCaller;
+use error::{ApiError, item_error};
 use listener::PeerInfo;
 use rate_limit::RateLimiter;
 use sigil_proto::clock::Clock;
 
-/// Largest agent API message, in bytes, unless `[limits]
-/// agent_api_max_message_bytes` says otherwise.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-/// Most CSRs in one SignSvids call, unless `[limits] max_csrs_per_request`
-/// says otherwise.
-pub const MAX_BATCH: usize = 1000;
 /// Time an attesting agent has for each step of the exchange.
 const ATTEST_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most challenge rounds in one attestation.
@@ -50,8 +46,6 @@ const MAX_CHALLENGES: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct AgentApiSettings {
-    pub agent_svid_ttl: Duration,
-    pub default_x509_svid_ttl: Duration,
     pub bundle_refresh_hint: Duration,
     /// Attestations per second per remote IP (burst: twice that).
     pub attestations_per_second: u32,
@@ -65,6 +59,7 @@ pub struct AgentApiService {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     ca: Arc<CaManager>,
+    issuer: Arc<Issuer>,
     clock: Arc<dyn Clock>,
     attestors: HashMap<&'static str, Arc<dyn NodeAttestor>>,
     settings: AgentApiSettings,
@@ -77,6 +72,7 @@ impl AgentApiService {
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         ca: Arc<CaManager>,
+        issuer: Arc<Issuer>,
         clock: Arc<dyn Clock>,
         attestors: Vec<Arc<dyn NodeAttestor>>,
         settings: AgentApiSettings,
@@ -93,6 +89,7 @@ impl AgentApiService {
             store,
             registry,
             ca,
+            issuer,
             clock,
             attestors: attestors.into_iter().map(|a| (a.name(), a)).collect(),
             settings,
@@ -109,31 +106,6 @@ impl AgentApiService {
         convert::bundle_to_pb(&self.ca.bundle(), self.refresh_hint())
     }
 
-    fn sign_agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<SignedLeaf, Status> {
-        let started = Instant::now();
-        let key = convert::csr_public_key(csr).map_err(|m| {
-            metrics::svid_signed(SvidKind::Agent, "invalid_argument", started.elapsed());
-            Status::invalid_argument(m)
-        })?;
-        let leaf = self
-            .ca
-            .active()
-            .sign_leaf(
-                id,
-                &[],
-                self.settings.agent_svid_ttl,
-                &key,
-                self.clock.now(),
-            )
-            .map_err(|e| {
-                error!(error = %e, "signing an agent SVID failed");
-                metrics::svid_signed(SvidKind::Agent, "internal", started.elapsed());
-                Status::internal("internal error; see the server log")
-            })?;
-        metrics::svid_signed(SvidKind::Agent, "ok", started.elapsed());
-        Ok(leaf)
-    }
-
     fn agent_svid_pb(&self, leaf: SignedLeaf) -> pb::AgentSvid {
         pb::AgentSvid {
             spiffe_id: leaf.spiffe_id.to_string(),
@@ -144,34 +116,28 @@ impl AgentApiService {
     }
 }
 
-fn caller(ext: &tonic::Extensions) -> Result<AgentCaller, Status> {
+fn caller(ext: &tonic::Extensions) -> Result<AgentCaller, ApiError> {
     // The access layer inserts it for every Agent method; its absence means
     // the layer was bypassed, which must fail closed.
     ext.get::<AgentCaller>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("caller not authenticated"))
-}
-
-fn attest_status(e: &AttestError) -> Status {
-    match e {
-        AttestError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        AttestError::Refused(_) => Status::permission_denied(e.to_string()),
-        AttestError::Internal(_) => Status::internal("internal error; see the server log"),
-    }
+        .ok_or_else(|| ApiError::Unauthenticated("caller not authenticated".into()))
 }
 
 type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 async fn next_message(
     inbound: &mut Streaming<pb::AttestNodeRequest>,
-) -> Result<pb::attest_node_request::Step, Status> {
+) -> Result<pb::attest_node_request::Step, ApiError> {
     match tokio::time::timeout(ATTEST_STEP_TIMEOUT, inbound.message()).await {
-        Err(_) => Err(Status::deadline_exceeded("attestation step timed out")),
-        Ok(Err(s)) => Err(s),
-        Ok(Ok(None)) => Err(Status::cancelled("attestation stream closed by the agent")),
+        Err(_) => Err(ApiError::Timeout("attestation step timed out")),
+        Ok(Err(s)) => Err(ApiError::Inbound(s)),
+        Ok(Ok(None)) => Err(ApiError::Cancelled(
+            "attestation stream closed by the agent",
+        )),
         Ok(Ok(Some(m))) => m
             .step
-            .ok_or_else(|| Status::invalid_argument("attestation message without a step")),
+            .ok_or_else(|| ApiError::Invalid("attestation message without a step".into())),
     }
 }
 
@@ -182,11 +148,11 @@ impl AgentApiService {
         tx: &mpsc::Sender<Result<pb::AttestNodeResponse, Status>>,
         remote: &str,
         attestor_label: &mut &'static str,
-    ) -> Result<pb::AgentSvid, Status> {
+    ) -> Result<pb::AgentSvid, ApiError> {
         let pb::attest_node_request::Step::Params(params) = next_message(&mut inbound).await?
         else {
-            return Err(Status::invalid_argument(
-                "the first attestation message must carry AttestationParams",
+            return Err(ApiError::Invalid(
+                "the first attestation message must carry AttestationParams".into(),
             ));
         };
         let attestor = self
@@ -196,7 +162,7 @@ impl AgentApiService {
             .ok_or_else(|| {
                 let mut known: Vec<&str> = self.attestors.keys().copied().collect();
                 known.sort_unstable();
-                Status::invalid_argument(format!(
+                ApiError::Invalid(format!(
                     "unknown node attestor {:?} (configured: {})",
                     params.attestor,
                     known.join(", ")
@@ -204,16 +170,15 @@ impl AgentApiService {
             })?;
         *attestor_label = attestor.name();
         // Check the CSR before the attestor consumes anything (a token).
-        convert::csr_public_key(&params.csr).map_err(Status::invalid_argument)?;
+        Issuer::check_csr(&params.csr)?;
         let now = unix(self.clock.now());
         let payload = params.payload;
         let a = attestor.clone();
         let mut step = tokio::task::spawn_blocking(move || a.begin(&payload, now))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| {
+            .map_err(ApiError::task)?
+            .inspect_err(|e| {
                 warn!(attestor = attestor.name(), %remote, error = %e, "node attestation refused");
-                attest_status(&e)
             })?;
         let mut rounds = 0;
         let node: AttestedNode = loop {
@@ -222,21 +187,22 @@ impl AgentApiService {
                 Step::Challenge { challenge, state } => {
                     rounds += 1;
                     if rounds > MAX_CHALLENGES {
-                        return Err(Status::internal("attestor asked too many challenges"));
+                        return Err(ApiError::Internal(
+                            "attestor asked too many challenges".into(),
+                        ));
                     }
                     tx.send(Ok(pb::AttestNodeResponse {
                         step: Some(pb::attest_node_response::Step::Challenge(challenge)),
                     }))
                     .await
-                    .map_err(|_| Status::cancelled("agent went away"))?;
+                    .map_err(|_| ApiError::Cancelled("agent went away"))?;
                     let pb::attest_node_request::Step::ChallengeResponse(answer) =
                         next_message(&mut inbound).await?
                     else {
-                        return Err(Status::invalid_argument("expected a challenge response"));
+                        return Err(ApiError::Invalid("expected a challenge response".into()));
                     };
-                    step = state.verify(&answer).map_err(|e| {
+                    step = state.verify(&answer).inspect_err(|e| {
                         warn!(attestor = attestor.name(), %remote, error = %e, "node attestation refused");
-                        attest_status(&e)
                     })?;
                 }
             }
@@ -245,16 +211,16 @@ impl AgentApiService {
         let attestor_name = attestor.name();
         let me = self.clone();
         let csr = params.csr;
-        let leaf = tokio::task::spawn_blocking(move || -> Result<SignedLeaf, Status> {
-            let existing = me.store.get_agent(&id).map_err(|e| {
-                error!(error = %e, "agent lookup failed");
-                Status::internal("internal error; see the server log")
-            })?;
+        let leaf = tokio::task::spawn_blocking(move || -> Result<SignedLeaf, ApiError> {
+            let existing = me
+                .store
+                .get_agent(&id)
+                .map_err(ApiError::store("agent lookup"))?;
             if existing.as_ref().is_some_and(|a| a.banned) {
                 warn!(agent_id = %id, "banned agent tried to attest");
-                return Err(Status::permission_denied(format!("agent {id} is banned")));
+                return Err(ApiError::Refused(format!("agent {id} is banned")));
             }
-            let leaf = me.sign_agent_svid(&id, &csr)?;
+            let leaf = me.issuer.sign_agent(&id, &csr)?;
             let now = unix(me.clock.now());
             let record = AttestedAgent {
                 spiffe_id: id.clone(),
@@ -267,14 +233,13 @@ impl AgentApiService {
                 attested_at: now,
                 updated_at: now,
             };
-            me.store.put_agent(&record).map_err(|e| {
-                error!(error = %e, "storing the attested agent failed");
-                Status::internal("internal error; see the server log")
-            })?;
+            me.store
+                .put_agent(&record)
+                .map_err(ApiError::store("storing the attested agent"))?;
             Ok(leaf)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        .map_err(ApiError::task)??;
         info!(agent_id = %leaf.spiffe_id, attestor = attestor_name, %remote, serial = %leaf.serial_hex, "node attested");
         Ok(self.agent_svid_pb(leaf))
     }
@@ -299,16 +264,20 @@ impl AgentApi for AgentApiHandle {
             .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
         if !self.0.attest_limit.try_take(&remote, 1) {
             warn!(%remote, "attestation rate limit exceeded");
-            return Err(Status::resource_exhausted(
+            return Err(ApiError::Exhausted(
                 "too many attestations from this address; retry later",
-            ));
+            )
+            .into());
         }
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let svc = self.0.clone();
         tokio::spawn(async move {
             let mut attestor = "unknown";
-            let result = svc.attest(inbound, &tx, &remote, &mut attestor).await;
+            let result = svc
+                .attest(inbound, &tx, &remote, &mut attestor)
+                .await
+                .map_err(Status::from);
             metrics::attestation(
                 attestor,
                 match &result {
@@ -331,21 +300,20 @@ impl AgentApi for AgentApiHandle {
         let c = caller(req.extensions())?;
         let csr = req.into_inner().csr;
         let svc = self.0.clone();
-        let leaf = tokio::task::spawn_blocking(move || -> Result<SignedLeaf, Status> {
-            let leaf = svc.sign_agent_svid(&c.id, &csr)?;
+        let leaf = tokio::task::spawn_blocking(move || -> Result<SignedLeaf, ApiError> {
+            let leaf = svc.issuer.sign_agent(&c.id, &csr)?;
             let mut rec = c.record.clone();
             rec.previous_serial = Some(rec.serial.clone());
             rec.serial = leaf.serial_hex.clone();
             rec.expires_at = leaf.not_after;
             rec.updated_at = unix(svc.clock.now());
-            svc.store.put_agent(&rec).map_err(|e| {
-                error!(error = %e, "storing the renewed agent failed");
-                Status::internal("internal error; see the server log")
-            })?;
+            svc.store
+                .put_agent(&rec)
+                .map_err(ApiError::store("storing the renewed agent"))?;
             Ok(leaf)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        .map_err(ApiError::task)??;
         info!(agent_id = %leaf.spiffe_id, serial = %leaf.serial_hex, "agent SVID renewed");
         Ok(Response::new(pb::RenewAgentResponse {
             svid: Some(self.0.agent_svid_pb(leaf)),
@@ -384,75 +352,50 @@ impl AgentApi for AgentApiHandle {
         let max = self.0.settings.max_csrs_per_request;
         if items.len() > max {
             warn!(agent_id = %c.id, csrs = items.len(), limit = max, "SignSvids refused: too many CSRs in one call");
-            return Err(Status::invalid_argument(format!(
+            return Err(ApiError::Invalid(format!(
                 "{} CSRs in one call, more than the limit of {max} (limits.max_csrs_per_request)",
                 items.len()
-            )));
+            ))
+            .into());
         }
         let n = u32::try_from(items.len()).unwrap_or(u32::MAX);
         if !self.0.sign_limit.try_take(c.id.as_str(), n) {
             warn!(agent_id = %c.id, csrs = n, "signing rate limit exceeded");
-            return Err(Status::resource_exhausted(
+            return Err(ApiError::Exhausted(
                 "signing rate limit exceeded for this agent; retry later",
-            ));
+            )
+            .into());
         }
+        let requests: Vec<WorkloadCsr> = items
+            .into_iter()
+            .map(|i| WorkloadCsr {
+                entry_id: i.entry_id,
+                csr: i.csr,
+            })
+            .collect();
         let svc = self.0.clone();
         let results = tokio::task::spawn_blocking(move || {
-            let now = unix(svc.clock.now());
-            let (_, parents) = svc.registry.parents_for(&c.id, &c.record.selectors, now);
-            let ca = svc.ca.active();
-            let at = svc.clock.now();
-            items
-                .into_iter()
-                .map(|item| {
-                    let started = Instant::now();
-                    let err = |code: tonic::Code, message: String| {
-                        metrics::svid_signed(SvidKind::Workload, code_label(code), started.elapsed());
-                        pb::SvidResult {
-                            entry_id: item.entry_id.clone(),
-                            result: Some(pb::svid_result::Result::Error(pb::ItemError {
-                                code: code as i32,
-                                message,
-                            })),
-                        }
-                    };
-                    let entry = match svc.registry.get(&item.entry_id) {
-                        Some(e) if crate::authz::is_authorized(&e, &parents, now) => e,
-                        _ => {
-                            warn!(agent_id = %c.id, entry_id = %item.entry_id, "signing refused: entry not authorized for this agent");
-                            return err(
-                                tonic::Code::PermissionDenied,
-                                format!("entry {} is not authorized for this agent", item.entry_id),
-                            );
-                        }
-                    };
-                    let key = match convert::csr_public_key(&item.csr) {
-                        Ok(k) => k,
-                        Err(m) => return err(tonic::Code::InvalidArgument, m),
-                    };
-                    let ttl = entry.spec.x509_ttl_or(svc.settings.default_x509_svid_ttl);
-                    match ca.sign_leaf(&entry.spec.spiffe_id, &entry.spec.dns_names, ttl, &key, at) {
-                        Ok(leaf) => {
-                            metrics::svid_signed(SvidKind::Workload, "ok", started.elapsed());
-                            pb::SvidResult {
-                            entry_id: item.entry_id.clone(),
-                            result: Some(pb::svid_result::Result::Svid(pb::X509Svid {
-                                spiffe_id: leaf.spiffe_id.to_string(),
-                                cert_chain: leaf.chain,
-                                expires_at: leaf.not_after,
-                            })),
-                        }
-                        }
-                        Err(e) => {
-                            error!(error = %e, entry_id = %item.entry_id, "signing failed");
-                            err(tonic::Code::Internal, "signing failed; see the server log".into())
-                        }
-                    }
+            let signed = svc
+                .issuer
+                .sign_workloads(&svc.registry, &c.record, &requests);
+            requests
+                .iter()
+                .zip(signed)
+                .map(|(r, leaf)| pb::SvidResult {
+                    entry_id: r.entry_id.clone(),
+                    result: Some(match leaf {
+                        Ok(leaf) => pb::svid_result::Result::Svid(pb::X509Svid {
+                            spiffe_id: leaf.spiffe_id.to_string(),
+                            cert_chain: leaf.chain,
+                            expires_at: leaf.not_after,
+                        }),
+                        Err(e) => pb::svid_result::Result::Error(item_error(&e.into())),
+                    }),
                 })
                 .collect::<Vec<_>>()
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(ApiError::task)?;
         Ok(Response::new(pb::SignSvidsResponse { results }))
     }
 

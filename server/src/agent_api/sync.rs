@@ -16,6 +16,7 @@ use tracing::{debug, info};
 
 use super::caller::AgentCaller;
 use super::convert::{bundle_to_pb, entry_to_pb};
+use super::error::ApiError;
 use crate::authz;
 use crate::ca::manager::CaManager;
 use crate::ca::unix;
@@ -206,22 +207,26 @@ impl Stream {
     /// The agent is still admitted: known, not banned, and the certificate
     /// this stream was opened with has not expired. (A stream outlives the
     /// agent's renewals; agents move their stream to each new SVID.)
-    fn still_admitted(&self) -> Result<(), Status> {
+    fn still_admitted(&self) -> Result<(), ApiError> {
         if self.now() >= self.caller.cert_not_after {
-            return Err(Status::permission_denied(
-                "the agent SVID this stream was opened with expired; reconnect with the current one",
+            return Err(ApiError::Refused(
+                "the agent SVID this stream was opened with expired; reconnect with the current one"
+                    .into(),
             ));
         }
         let rec = self
             .ctx
             .store
             .get_agent(&self.caller.id)
-            .map_err(|_| Status::unavailable("agent lookup failed"))?;
+            .map_err(|source| ApiError::Unavailable {
+                message: "agent lookup failed",
+                source,
+            })?;
         match rec {
-            None => Err(Status::permission_denied(
-                "agent evicted; it must attest again",
+            None => Err(ApiError::Refused(
+                "agent evicted; it must attest again".into(),
             )),
-            Some(r) if r.banned => Err(Status::permission_denied("agent banned")),
+            Some(r) if r.banned => Err(ApiError::Refused("agent banned".into())),
             Some(_) => Ok(()),
         }
     }
@@ -260,7 +265,7 @@ impl Stream {
                     Err(_) => return,
                 },
                 _ = recheck.tick() => {
-                    let ctx_ok = tokio::task::block_in_place(|| self.still_admitted());
+                    let ctx_ok = tokio::task::block_in_place(|| self.still_admitted()).map_err(Status::from);
                     match ctx_ok {
                         Ok(()) => Ok(()),
                         Err(status) => {

@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::published::{bundle_authorities, is_published, slot_ski};
 use super::rotation::{self, Step, Timeline};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
-use crate::config::KeyType;
-use crate::key_manager::KeyManager;
+use crate::key_manager::{KeyManager, KeyType};
 use crate::store::{BundleRecord, CaJournal, CaSlot, SlotId, SlotState, Store};
 use crate::upstream::UpstreamAuthority;
 use sigil_proto::TrustDomain;
@@ -78,17 +78,6 @@ impl std::fmt::Debug for CaManager {
             .field("settings", &self.slots.settings)
             .finish_non_exhaustive()
     }
-}
-
-fn slot_ski(slot: &CaSlot) -> Option<Vec<u8>> {
-    let der = slot.cert_chain.first()?;
-    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
-    c.extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        })
 }
 
 impl CaManager {
@@ -567,151 +556,5 @@ fn remove_orphan_keys(keys: &dyn KeyManager, journal: &CaJournal) -> Result<(), 
     Ok(())
 }
 
-/// Whether `signer` may sign under `bundle`: a self-signed CA must be one of
-/// the bundle's authorities; under an upstream CA the bundle holds the
-/// upstream's anchors, which rotation does not change.
-fn is_published(bundle: &BundleRecord, upstream: bool, signer: &X509Ca) -> bool {
-    upstream
-        || signer
-            .chain()
-            .first()
-            .is_some_and(|c| bundle.x509_authorities.contains(c))
-}
-
-/// The X.509 authorities the bundle must hold now: the upstream anchors, or
-/// every unexpired self-signed CA of the journal (oldest first), prepared
-/// ones included.
-pub fn bundle_authorities(
-    upstream: Option<&dyn UpstreamAuthority>,
-    journal: &CaJournal,
-    now: i64,
-) -> Vec<Vec<u8>> {
-    if let Some(up) = upstream {
-        return up.trust_anchors();
-    }
-    let mut slots: Vec<&CaSlot> = journal.slots.iter().filter(|s| s.not_after > now).collect();
-    slots.sort_by_key(|s| s.not_before);
-    slots
-        .into_iter()
-        .filter_map(|s| s.cert_chain.first().cloned())
-        .collect()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::KeyType;
-    use crate::key_manager::memory::MemoryKeyManager;
-    use crate::store::sled::SledStore;
-    use sigil_proto::clock::ManualClock;
-    use std::time::SystemTime;
-
-    const TTL: Duration = Duration::from_secs(6 * 3600);
-
-    fn manager(dir: &std::path::Path) -> (Arc<CaManager>, Arc<ManualClock>) {
-        let clock = Arc::new(ManualClock::new(
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-        ));
-        (
-            start(dir, Arc::new(MemoryKeyManager::default()), clock.clone()),
-            clock,
-        )
-    }
-
-    /// A manager on the store in `dir` (what a server start does).
-    fn start(
-        dir: &std::path::Path,
-        keys: Arc<MemoryKeyManager>,
-        clock: Arc<ManualClock>,
-    ) -> Arc<CaManager> {
-        let store = Arc::new(SledStore::open(&dir.join("store")).unwrap());
-        CaManager::init(
-            store,
-            keys,
-            None,
-            CaSettings {
-                trust_domain: TrustDomain::parse("example.org").unwrap(),
-                key_type: KeyType::EcP256,
-                ca_ttl: TTL,
-            },
-            clock,
-        )
-        .unwrap()
-    }
-
-    /// The invariant: the CA that signs is in the published bundle.
-    fn assert_signer_published(m: &CaManager) {
-        let active = m.active();
-        assert!(
-            m.bundle().x509_authorities.contains(&active.chain()[0]),
-            "CA {} signs but is not in bundle sequence {}",
-            active.serial_hex(),
-            m.bundle().sequence
-        );
-    }
-
-    #[test]
-    fn a_ca_is_published_before_it_signs_at_start_by_operator_and_by_rotation() {
-        let dir = tempfile::tempdir().unwrap();
-        let (m, clock) = manager(dir.path());
-        assert_signer_published(&m);
-        let first = m.active().serial_hex().to_string();
-
-        // Operator: prepare (published at once, not signing), then activate.
-        let seq = m.bundle().sequence;
-        m.force_prepare().unwrap();
-        assert!(m.bundle().sequence > seq, "prepare publishes");
-        assert_eq!(m.bundle().x509_authorities.len(), 2);
-        assert_eq!(m.active().serial_hex(), first, "prepared is not signing");
-        m.force_activate().unwrap();
-        assert_ne!(m.active().serial_hex(), first);
-        assert_signer_published(&m);
-
-        // Rotation by the clock, one tick a minute through two CA lives:
-        // whenever the signer changes it is already in the bundle.
-        let mut signers = vec![m.active().serial_hex().to_string()];
-        for _ in 0..(2 * TTL.as_secs() / 60) {
-            clock.advance(Duration::from_secs(60));
-            m.tick().unwrap();
-            assert_signer_published(&m);
-            let s = m.active().serial_hex().to_string();
-            if signers.last() != Some(&s) {
-                signers.push(s);
-            }
-        }
-        assert!(signers.len() >= 3, "rotated: {signers:?}");
-    }
-
-    #[test]
-    fn a_restart_after_expiry_publishes_the_new_ca_before_it_signs() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(MemoryKeyManager::default());
-        let clock = Arc::new(ManualClock::new(
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-        ));
-        let m = start(dir.path(), keys.clone(), clock.clone());
-        let old = m.active().serial_hex().to_string();
-        drop(m);
-        // Down for longer than a CA's life: at start the CA is minted anew.
-        clock.advance(TTL * 3);
-        let m = start(dir.path(), keys, clock);
-        assert_ne!(m.active().serial_hex(), old);
-        assert_signer_published(&m);
-    }
-
-    #[test]
-    fn an_unpublished_ca_is_never_installed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (m, clock) = manager(dir.path());
-        let before = m.active().serial_hex().to_string();
-        let now = unix(clock.now());
-        let slot = m.active().slot().other();
-        let (_, unpublished) = m.slots.mint(slot, SlotState::Prepared, now).unwrap();
-        let serial = unpublished.serial_hex().to_string();
-        match m.install(Some(unpublished)) {
-            Err(CaError::NotPublished { serial: s }) => assert_eq!(s, serial),
-            other => panic!("installed an unpublished CA: {other:?}"),
-        }
-        assert_eq!(m.active().serial_hex(), before, "the old signer stays");
-    }
-}
+mod tests;

@@ -1,10 +1,16 @@
 //! The X.509 certificate authority: [`X509Ca`] signs SVID leaves with one CA
 //! key (parsed once, reused for every signature), [`manager::CaManager`]
-//! owns the key slots, the journal in the store and the trust bundle.
+//! owns the key slots, the journal in the store and the trust bundle, and
+//! [`issuer::Issuer`] decides what is signed (the one signing path).
 
+pub mod csr;
+pub mod issuer;
 pub mod manager;
 pub mod profile;
+pub mod published;
 pub mod rotation;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::time::{Duration, SystemTime};
 
@@ -47,6 +53,8 @@ pub struct SignedLeaf {
     pub chain: Vec<Vec<u8>>,
     pub spiffe_id: SpiffeId,
     pub serial_hex: String,
+    /// Serial (hex) of the CA that signed it.
+    pub ca_serial: String,
     pub not_before: i64,
     pub not_after: i64,
 }
@@ -175,6 +183,7 @@ impl X509Ca {
             chain,
             spiffe_id: spiffe_id.clone(),
             serial_hex,
+            ca_serial: self.serial_hex.clone(),
             not_before: not_before.unix_timestamp(),
             not_after: not_after.unix_timestamp(),
         })

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::KeyPair;
 
+use super::KeyType;
 use super::{KeyError, KeyManager, check_id, from_pkcs8, generate};
-use crate::config::KeyType;
 
 const SUFFIX: &str = ".pk8";
 

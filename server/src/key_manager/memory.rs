@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use rcgen::KeyPair;
 
+use super::KeyType;
 use super::{KeyError, KeyManager, check_id, from_pkcs8, generate};
-use crate::config::KeyType;
 
 #[derive(Default)]
 pub struct MemoryKeyManager {

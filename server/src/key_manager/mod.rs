@@ -6,8 +6,25 @@ pub mod disk;
 pub mod memory;
 
 use rcgen::KeyPair;
+use serde::Deserialize;
 
-use crate::config::KeyType;
+/// CA key algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeyType {
+    #[serde(rename = "ec-p256")]
+    EcP256,
+    #[serde(rename = "ec-p384")]
+    EcP384,
+}
+
+impl KeyType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcP256 => "ec-p256",
+            KeyType::EcP384 => "ec-p384",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

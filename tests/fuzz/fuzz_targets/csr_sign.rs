@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use libfuzzer_sys::fuzz_target;
 use rcgen::KeyPair;
 use sigil_proto::{SpiffeId, TrustDomain, check_leaf};
-use sigil_server::agent_api::convert::csr_public_key;
+use sigil_server::ca::csr::csr_public_key;
 use sigil_server::ca::{X509Ca, profile};
 use sigil_server::store::SlotId;
 

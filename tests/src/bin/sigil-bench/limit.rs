@@ -1,6 +1,6 @@
 //! `limit`: what the cryptography allows on these cores, with the libraries
 //! Sigil uses. The server's share of one issuance is parsing and verifying
-//! a P-256 CSR and signing a leaf ([`convert::csr_public_key`] +
+//! a P-256 CSR and signing a leaf ([`csr::csr_public_key`] +
 //! [`X509Ca::sign_leaf`], the code the agent API runs); the agent's share is
 //! a fresh P-256 key and its CSR (what the agent's cache does). Both run on
 //! every core at once for a fixed time.
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use sigil_proto::SpiffeId;
-use sigil_server::agent_api::convert;
 use sigil_server::ca::X509Ca;
+use sigil_server::ca::csr;
 use sigil_server::store::SlotId;
 
 use crate::common::{Ctx, Figure, Report, Target, note};
@@ -104,7 +104,7 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<Limit> {
         .collect::<anyhow::Result<_>>()?;
     let ttl = Duration::from_secs(3600);
     let server = on_all_cores(ctx.cores, window, |i| {
-        let key = convert::csr_public_key(&csrs[i % csrs.len()]).map_err(anyhow::Error::msg)?;
+        let key = csr::csr_public_key(&csrs[i % csrs.len()]).map_err(anyhow::Error::msg)?;
         ca.sign_leaf(&id, &[], ttl, &key, SystemTime::now())
             .context("sign_leaf")?;
         Ok(())

@@ -1,0 +1,93 @@
+//! Admin API: attested agents — list, get, evict, ban and unban.
+
+use sigil_proto::SpiffeId;
+use sigil_proto::admin_api as pb;
+use tonic::Status;
+use tracing::info;
+
+use super::AdminService;
+use super::convert;
+use super::error::{AdminError, invalid};
+use crate::agent_api::caller::is_agent_id;
+use crate::store::{AttestedAgent, Store, StoreError};
+
+fn agent_to_pb(a: &AttestedAgent) -> pb::Agent {
+    pb::Agent {
+        spiffe_id: a.spiffe_id.to_string(),
+        attestor: a.attestor.clone(),
+        selectors: a.selectors.iter().map(convert::selector_to_pb).collect(),
+        serial: a.serial.clone(),
+        expires_at: a.expires_at,
+        banned: a.banned,
+        attested_at: a.attested_at,
+        updated_at: a.updated_at,
+    }
+}
+
+fn load_agent(store: &dyn Store, id: &SpiffeId) -> Result<AttestedAgent, AdminError> {
+    store.get_agent(id)?.ok_or_else(|| {
+        StoreError::NotFound {
+            what: "agent",
+            key: id.to_string(),
+        }
+        .into()
+    })
+}
+
+impl AdminService {
+    fn agent_id(&self, v: &str) -> Result<SpiffeId, Status> {
+        let id = convert::parse_id_in("spiffe_id", v, &self.settings.limits).map_err(invalid)?;
+        if !is_agent_id(&id, &self.settings.limits.trust_domain) {
+            return Err(invalid(format!(
+                "spiffe_id: {id} is not an agent ID (spiffe://<td>/sigil/agent/...)"
+            )));
+        }
+        Ok(id)
+    }
+
+    pub(super) async fn list_agents(&self) -> Result<pb::ListAgentsResponse, Status> {
+        let agents = self.blocking(|store| Ok(store.list_agents()?)).await?;
+        Ok(pb::ListAgentsResponse {
+            agents: agents.iter().map(agent_to_pb).collect(),
+        })
+    }
+
+    pub(super) async fn get_agent(&self, r: pb::AgentIdRequest) -> Result<pb::Agent, Status> {
+        let id = self.agent_id(&r.spiffe_id)?;
+        let a = self.blocking(move |store| load_agent(store, &id)).await?;
+        Ok(agent_to_pb(&a))
+    }
+
+    pub(super) async fn evict_agent(&self, r: pb::AgentIdRequest) -> Result<pb::Agent, Status> {
+        let id = self.agent_id(&r.spiffe_id)?;
+        let a = self
+            .blocking(move |store| {
+                let a = load_agent(store, &id)?;
+                store.delete_agent(&id)?;
+                Ok(a)
+            })
+            .await?;
+        info!(agent_id = %a.spiffe_id, "agent evicted");
+        Ok(agent_to_pb(&a))
+    }
+
+    pub(super) async fn set_banned(
+        &self,
+        r: pb::AgentIdRequest,
+        banned: bool,
+    ) -> Result<pb::Agent, Status> {
+        let id = self.agent_id(&r.spiffe_id)?;
+        let now = self.now();
+        let a = self
+            .blocking(move |store| {
+                let mut a = load_agent(store, &id)?;
+                a.banned = banned;
+                a.updated_at = now;
+                store.put_agent(&a)?;
+                Ok(a)
+            })
+            .await?;
+        info!(agent_id = %a.spiffe_id, banned, "agent ban changed");
+        Ok(agent_to_pb(&a))
+    }
+}

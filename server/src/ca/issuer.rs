@@ -1,0 +1,214 @@
+//! The one signing path (SPIRE's `ServerCA`): every X.509-SVID the server
+//! issues — agent, server, workload, admin-minted — goes through
+//! [`Issuer`]. It parses the CSR's public key, checks that a workload entry
+//! is authorized for the agent asking, chooses the TTL (the entry's or the
+//! default; the signing CA's expiry caps it) and records the signing metric.
+//! Names come from the entry or the caller, never from a CSR. Domain types
+//! in and out; no protobuf.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::PublicKeyData;
+use sigil_proto::SpiffeId;
+use sigil_proto::clock::{Clock, unix_seconds};
+use tracing::{error, warn};
+
+use super::csr::csr_public_key;
+use super::manager::CaManager;
+use super::{CaError, SignedLeaf, X509Ca};
+use crate::authz;
+use crate::metrics::{self, SvidKind};
+use crate::registry::Registry;
+use crate::store::AttestedAgent;
+
+/// Why a signing request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The CSR is unusable; the message says why and is safe to return.
+    #[error("{0}")]
+    BadCsr(String),
+    /// The entry does not exist, has expired, or is not the agent's.
+    #[error("entry {entry_id} is not authorized for this agent")]
+    NotAuthorized { entry_id: String },
+    /// Signing itself failed (internal: the caller sees no detail).
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
+impl IssueError {
+    /// The metric's `result` label (a gRPC code name).
+    fn label(&self) -> &'static str {
+        match self {
+            IssueError::BadCsr(_) => "invalid_argument",
+            IssueError::NotAuthorized { .. } => "permission_denied",
+            IssueError::Ca(_) => "internal",
+        }
+    }
+}
+
+/// The TTLs the server is configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuerSettings {
+    pub agent_svid_ttl: Duration,
+    /// For entries without their own TTL, and minted SVIDs without one.
+    pub default_x509_svid_ttl: Duration,
+}
+
+/// One workload signing request of a batch.
+#[derive(Debug, Clone)]
+pub struct WorkloadCsr {
+    pub entry_id: String,
+    pub csr: Vec<u8>,
+}
+
+/// Signs with the CA manager's active CA.
+pub struct Issuer {
+    ca: Arc<CaManager>,
+    clock: Arc<dyn Clock>,
+    settings: IssuerSettings,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs one signing, recording its outcome under `kind`.
+fn measured(
+    kind: SvidKind,
+    sign: impl FnOnce() -> Result<SignedLeaf, IssueError>,
+) -> Result<SignedLeaf, IssueError> {
+    let started = Instant::now();
+    let result = sign();
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    metrics::svid_signed(kind, label, started.elapsed());
+    result
+}
+
+impl Issuer {
+    pub fn new(ca: Arc<CaManager>, clock: Arc<dyn Clock>, settings: IssuerSettings) -> Issuer {
+        Issuer {
+            ca,
+            clock,
+            settings,
+        }
+    }
+
+    /// The clock signing reads.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// Serial (hex) of the CA that signs now.
+    pub fn active_ca_serial(&self) -> String {
+        self.ca.active().serial_hex().to_string()
+    }
+
+    /// Checks a CSR without signing (proof of possession and key type).
+    pub fn check_csr(csr: &[u8]) -> Result<(), IssueError> {
+        csr_public_key(csr).map(|_| ()).map_err(IssueError::BadCsr)
+    }
+
+    fn sign(
+        &self,
+        ca: &X509Ca,
+        id: &SpiffeId,
+        dns_names: &[String],
+        ttl: Duration,
+        key: &impl PublicKeyData,
+    ) -> Result<SignedLeaf, IssueError> {
+        Ok(ca.sign_leaf(id, dns_names, ttl, key, self.clock.now())?)
+    }
+
+    /// An agent SVID for `id` (attestation or renewal).
+    pub fn sign_agent(&self, id: &SpiffeId, csr: &[u8]) -> Result<SignedLeaf, IssueError> {
+        measured(SvidKind::Agent, || {
+            let key = csr_public_key(csr).map_err(IssueError::BadCsr)?;
+            self.sign(
+                &self.ca.active(),
+                id,
+                &[],
+                self.settings.agent_svid_ttl,
+                &key,
+            )
+        })
+    }
+
+    /// The server's own SVID over `key`.
+    pub fn sign_server(
+        &self,
+        id: &SpiffeId,
+        ttl: Duration,
+        key: &impl PublicKeyData,
+    ) -> Result<SignedLeaf, IssueError> {
+        measured(SvidKind::Server, || {
+            self.sign(&self.ca.active(), id, &[], ttl, key)
+        })
+    }
+
+    /// Workload SVIDs for `agent`, one result per request, in order. Each
+    /// entry must be authorized for the agent (its parent is the agent or
+    /// one of its node aliases, and it has not expired); the SPIFFE ID, DNS
+    /// names and TTL are the entry's.
+    pub fn sign_workloads(
+        &self,
+        registry: &Registry,
+        agent: &AttestedAgent,
+        requests: &[WorkloadCsr],
+    ) -> Vec<Result<SignedLeaf, IssueError>> {
+        let now = unix_seconds(self.clock.now());
+        let (_, parents) = registry.parents_for(&agent.spiffe_id, &agent.selectors, now);
+        let ca = self.ca.active();
+        requests
+            .iter()
+            .map(|r| {
+                measured(SvidKind::Workload, || {
+                    let entry = match registry.get(&r.entry_id) {
+                        Some(e) if authz::is_authorized(&e, &parents, now) => e,
+                        _ => {
+                            warn!(agent_id = %agent.spiffe_id, entry_id = %r.entry_id, "signing refused: entry not authorized for this agent");
+                            return Err(IssueError::NotAuthorized {
+                                entry_id: r.entry_id.clone(),
+                            });
+                        }
+                    };
+                    let key = csr_public_key(&r.csr).map_err(IssueError::BadCsr)?;
+                    let ttl = entry.spec.x509_ttl_or(self.settings.default_x509_svid_ttl);
+                    self.sign(
+                        &ca,
+                        &entry.spec.spiffe_id,
+                        &entry.spec.dns_names,
+                        ttl,
+                        &key,
+                    )
+                    .inspect_err(|e| {
+                        error!(agent_id = %agent.spiffe_id, entry_id = %r.entry_id, error = %e, "signing failed");
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// An SVID minted by an operator (`x509 mint`): the ID and DNS names
+    /// were checked by the caller; `ttl` of `None` is the default.
+    pub fn mint(
+        &self,
+        id: &SpiffeId,
+        dns_names: &[String],
+        ttl: Option<Duration>,
+        key: &impl PublicKeyData,
+    ) -> Result<SignedLeaf, IssueError> {
+        let ttl = ttl.unwrap_or(self.settings.default_x509_svid_ttl);
+        self.sign(&self.ca.active(), id, dns_names, ttl, key)
+    }
+}
+
+#[cfg(test)]
+mod tests;
