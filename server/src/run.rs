@@ -250,7 +250,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 Arc::new(FixedCert(cert))
             }
         };
-        let tls = crate::bundle_endpoint::tls_config(resolver)?;
+        let tls = crate::bundle::endpoint::tls_config(resolver)?;
         let listener = TcpListener::bind(be.address)
             .await
             .with_context(|| format!("bundle_endpoint.address {}", be.address))?;
@@ -258,7 +258,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         let hint = be.refresh_hint;
         let rx = shutdown_rx.clone();
         tasks.spawn(async move {
-            crate::bundle_endpoint::serve(listener, tls, ca, hint, rx).await;
+            crate::bundle::endpoint::serve(listener, tls, ca, hint, rx).await;
             Ok(())
         });
     }

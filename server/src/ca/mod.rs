@@ -2,6 +2,7 @@
 //! key (parsed once, reused for every signature), [`manager::CaManager`]
 //! owns the key slots, the journal in the store and the trust bundle.
 
+pub mod journal;
 pub mod manager;
 pub mod profile;
 pub mod rotation;

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use crate::bundle::bundle_jwks;
+use super::bundle_jwks;
 use crate::ca::manager::CaManager;
 
 /// Most connections served at once.
