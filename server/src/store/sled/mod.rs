@@ -1,0 +1,560 @@
+//! The embedded default store: [`SledStore`], the [`Store`] trait on sled 0.34.
+//!
+//! Layout: one sled tree per kind of record, values as JSON.
+//!
+//! | tree           | key                                   | value                    |
+//! |----------------|---------------------------------------|--------------------------|
+//! | `entries`      | entry id (32 hex chars)               | [`Entry`]                |
+//! | `entry_index`  | [`EntrySpec::identity_key`]           | entry id                 |
+//! | `entry_events` | revision, big-endian u64              | [`EntryEvent`]           |
+//! | `meta`         | `entries_revision`, `events_pruned_upto`, `format_version` | big-endian u64 |
+//! | `join_tokens`  | token hash                            | [`JoinTokenRecord`]      |
+//! | `agents`       | agent SPIFFE ID                       | [`AttestedAgent`]        |
+//! | `bundles`      | trust domain name                     | [`BundleRecord`]         |
+//! | `ca_journal`   | `journal`                             | [`CaJournal`]            |
+//!
+//! Changes that touch several trees run in one sled transaction, and every
+//! write method flushes the database before it returns `Ok` (sled on its own
+//! only flushes about every 500 ms), so an acknowledged write survives a crash.
+
+//!
+//! Opening (lock wait, layout version) is in `open`, entry creation in
+//! `create`, the record encoding in `codec`.
+
+mod codec;
+mod create;
+mod open;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use ring::rand::SystemRandom;
+use serde::de::DeserializeOwned;
+use sigil_proto::{SpiffeId, TrustDomain};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use codec::{
+    EntryRow, abort, decode, decode_all, decode_u64, encode, tx_decode, tx_encode, tx_meta_u64,
+    tx_next_revision,
+};
+
+use super::{
+    AttestedAgent, BundleRecord, CaJournal, JoinTokenRecord, Store, StoreError, StoreResult,
+};
+use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
+
+const T_ENTRIES: &str = "entries";
+const T_ENTRY_INDEX: &str = "entry_index";
+const T_ENTRY_EVENTS: &str = "entry_events";
+const T_META: &str = "meta";
+const T_JOIN_TOKENS: &str = "join_tokens";
+const T_AGENTS: &str = "agents";
+const T_BUNDLES: &str = "bundles";
+const T_CA_JOURNAL: &str = "ca_journal";
+
+/// `meta`: the store-wide entry revision (revision of the last change).
+const K_REVISION: &str = "entries_revision";
+/// `meta`: events with revision <= this value may have been pruned.
+const K_PRUNED_UPTO: &str = "events_pruned_upto";
+/// `meta`: the on-disk layout version, checked on open.
+const K_FORMAT_VERSION: &str = "format_version";
+/// `ca_journal`: the one key.
+const K_JOURNAL: &str = "journal";
+
+/// The layout described at the top of this file.
+const FORMAT_VERSION: u64 = 1;
+
+/// How many fresh ids to try if a random entry id is already taken (with
+/// 128 random bits, the first one always fits in practice).
+const ID_ATTEMPTS: usize = 4;
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    entries: sled::Tree,
+    entry_index: sled::Tree,
+    entry_events: sled::Tree,
+    meta: sled::Tree,
+    join_tokens: sled::Tree,
+    agents: sled::Tree,
+    bundles: sled::Tree,
+    ca_journal: sled::Tree,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Makes every write so far durable.
+    fn flush(&self) -> StoreResult<()> {
+        self.db.flush().map_err(|e| {
+            StoreError::Io(format!(
+                "flushing store at {} failed: {e}",
+                self.path.display()
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn io(&self, e: sled::Error) -> StoreError {
+        StoreError::Io(format!("store at {}: {e}", self.path.display()))
+    }
+
+    fn tx_error(&self, e: TransactionError<StoreError>) -> StoreError {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => self.io(e),
+        }
+    }
+
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        key: &str,
+    ) -> StoreResult<Option<T>> {
+        tree.get(key)
+            .map_err(|e| self.io(e))?
+            .map(|v| decode(name, key, &v))
+            .transpose()
+    }
+
+    fn scan_json<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+    ) -> StoreResult<Vec<T>> {
+        tree.iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.io(e))?;
+                decode(name, &String::from_utf8_lossy(&k), &v)
+            })
+            .collect()
+    }
+
+    fn meta_u64(&self, key: &'static str) -> StoreResult<u64> {
+        match self.meta.get(key).map_err(|e| self.io(e))? {
+            Some(v) => decode_u64(T_META, key, &v),
+            None => Ok(0),
+        }
+    }
+
+    /// Removes `key` from `tree` and flushes; `NotFound` naming `what` if
+    /// it was not there.
+    fn remove_flushed(&self, tree: &sled::Tree, key: &str, what: &'static str) -> StoreResult<()> {
+        if tree.remove(key).map_err(|e| self.io(e))?.is_none() {
+            return Err(StoreError::NotFound {
+                what,
+                key: key.to_string(),
+            });
+        }
+        self.flush()
+    }
+}
+
+impl Store for SledStore {
+    fn create_entry(&self, spec: EntrySpec, now: i64) -> StoreResult<Entry> {
+        let entry = self.create_entry_unflushed(spec, now)?;
+        self.flush()?;
+        Ok(entry)
+    }
+
+    fn create_entries(
+        &self,
+        specs: Vec<EntrySpec>,
+        now: i64,
+    ) -> StoreResult<Vec<StoreResult<Entry>>> {
+        let results: Vec<StoreResult<Entry>> = specs
+            .into_iter()
+            .map(|spec| self.create_entry_unflushed(spec, now))
+            .collect();
+        // One flush for the whole batch, before any of it is acknowledged.
+        self.flush()?;
+        Ok(results)
+    }
+
+    fn get_entry(&self, id: &str) -> StoreResult<Option<Entry>> {
+        self.get_json(&self.entries, T_ENTRIES, id)
+    }
+
+    fn update_entry(&self, id: &str, mut spec: EntrySpec) -> StoreResult<Entry> {
+        spec.normalize();
+        let new_key = spec.identity_key();
+        let entry = (
+            &self.entries,
+            &self.entry_index,
+            &self.entry_events,
+            &self.meta,
+        )
+            .transaction(|(entries, index, events, meta)| {
+                let Some(old) = entries.get(id.as_bytes())? else {
+                    return Err(abort(entry_not_found(id)));
+                };
+                let old: Entry = tx_decode(T_ENTRIES, id, &old)?;
+                let old_key = old.spec.identity_key();
+                if old_key != new_key {
+                    let taken = index.get(new_key.as_bytes())?;
+                    if let Some(other) = taken.filter(|other| other != id.as_bytes()) {
+                        return Err(abort(duplicate(&spec, &other)));
+                    }
+                    if index.get(old_key.as_bytes())?.as_deref() == Some(id.as_bytes()) {
+                        index.remove(old_key.as_bytes())?;
+                    }
+                    index.insert(new_key.as_bytes(), id.as_bytes())?;
+                }
+                let revision = tx_next_revision(meta)?;
+                let entry = Entry {
+                    id: old.id,
+                    spec: spec.clone(),
+                    revision,
+                    created_at: old.created_at,
+                };
+                entries.insert(id.as_bytes(), tx_encode(T_ENTRIES, id, &entry)?)?;
+                let event = EntryEvent::Upserted(entry.clone());
+                events.insert(
+                    &revision.to_be_bytes(),
+                    tx_encode(T_ENTRY_EVENTS, &revision.to_string(), &event)?,
+                )?;
+                Ok(entry)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush()?;
+        Ok(entry)
+    }
+
+    fn delete_entry(&self, id: &str) -> StoreResult<Entry> {
+        let entry = (
+            &self.entries,
+            &self.entry_index,
+            &self.entry_events,
+            &self.meta,
+        )
+            .transaction(|(entries, index, events, meta)| {
+                let Some(old) = entries.remove(id.as_bytes())? else {
+                    return Err(abort(entry_not_found(id)));
+                };
+                let old: Entry = tx_decode(T_ENTRIES, id, &old)?;
+                let key = old.spec.identity_key();
+                if index.get(key.as_bytes())?.as_deref() == Some(id.as_bytes()) {
+                    index.remove(key.as_bytes())?;
+                }
+                let revision = tx_next_revision(meta)?;
+                let event = EntryEvent::Deleted(Entry {
+                    revision,
+                    ..old.clone()
+                });
+                events.insert(
+                    &revision.to_be_bytes(),
+                    tx_encode(T_ENTRY_EVENTS, &revision.to_string(), &event)?,
+                )?;
+                Ok(old)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush()?;
+        Ok(entry)
+    }
+
+    fn list_entries(&self, filter: &EntryFilter) -> StoreResult<Vec<Entry>> {
+        let Some(spiffe_id) = &filter.spiffe_id else {
+            // The whole table (the server's start): decoding dominates, so
+            // it is spread over the cores.
+            let raw = self
+                .entries
+                .iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.io(e))?;
+            let mut all: Vec<Entry> = decode_all::<EntryRow>(T_ENTRIES, &raw)?
+                .into_iter()
+                .map(Entry::from)
+                .collect();
+            all.retain(|e| filter.matches(e));
+            return Ok(all);
+        };
+        // The identity key starts with the SPIFFE ID and a NUL (which no
+        // SPIFFE ID contains), so a prefix scan of the index finds exactly
+        // the entries with this SPIFFE ID.
+        let prefix = format!("{spiffe_id}\u{0}");
+        let mut found = Vec::new();
+        for kv in self.entry_index.scan_prefix(prefix.as_bytes()) {
+            let (k, id) = kv.map_err(|e| self.io(e))?;
+            let id = String::from_utf8(id.to_vec()).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "tree {T_ENTRY_INDEX} key {:?}: entry id is not UTF-8",
+                    String::from_utf8_lossy(&k)
+                ))
+            })?;
+            // A concurrent delete may have removed the entry since the scan
+            // saw the index key: skip it, as if the scan had come later.
+            if let Some(entry) = self.get_entry(&id)?.filter(|e| filter.matches(e)) {
+                found.push(entry);
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.dedup_by(|a, b| a.id == b.id);
+        Ok(found)
+    }
+
+    fn count_entries(&self) -> StoreResult<u64> {
+        Ok(self.entries.len() as u64)
+    }
+
+    fn entries_revision(&self) -> StoreResult<u64> {
+        self.meta_u64(K_REVISION)
+    }
+
+    fn entry_events_since(&self, after: u64) -> StoreResult<Option<Vec<EntryEvent>>> {
+        // Read the revision first: its event and every earlier one were
+        // committed with it, so the scan below sees them unless pruned.
+        let current = self.entries_revision()?;
+        if after > current {
+            // The caller's revision comes from another history (a restored
+            // backup, a different store): only a full sync is safe.
+            return Ok(None);
+        }
+        let start = after.saturating_add(1).to_be_bytes();
+        let end = current.to_be_bytes();
+        let mut events = Vec::new();
+        for kv in self.entry_events.range(start..=end) {
+            let (k, v) = kv.map_err(|e| self.io(e))?;
+            let revision = decode_u64(T_ENTRY_EVENTS, &format!("{k:?}"), &k)?;
+            let event: EntryEvent = decode(T_ENTRY_EVENTS, &revision.to_string(), &v)?;
+            if event.revision() != revision {
+                return Err(StoreError::Corrupt(format!(
+                    "tree {T_ENTRY_EVENTS} key {revision}: event carries revision {}",
+                    event.revision()
+                )));
+            }
+            events.push(event);
+        }
+        // Read the low-water mark after the scan: pruning raises it before
+        // removing events, so an event the scan missed shows up here.
+        if after < self.meta_u64(K_PRUNED_UPTO)? {
+            return Ok(None);
+        }
+        if events.len() as u64 != current - after {
+            return Err(StoreError::Corrupt(format!(
+                "tree {T_ENTRY_EVENTS}: {} events between revisions {after} and {current}, expected {}",
+                events.len(),
+                current - after
+            )));
+        }
+        Ok(Some(events))
+    }
+
+    fn prune_entry_events(&self, upto: u64) -> StoreResult<()> {
+        // Raise the low-water mark first (never past the current revision:
+        // events that do not exist yet are not pruned), then drop the events.
+        let mark = (&self.meta,)
+            .transaction(|(meta,)| {
+                let current = tx_meta_u64(meta, K_REVISION)?;
+                let old = tx_meta_u64(meta, K_PRUNED_UPTO)?;
+                let mark = old.max(upto.min(current));
+                if mark != old {
+                    meta.insert(K_PRUNED_UPTO, &mark.to_be_bytes())?;
+                }
+                Ok(mark)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        let end = mark.to_be_bytes();
+        for kv in self.entry_events.range(..=end) {
+            let (k, _) = kv.map_err(|e| self.io(e))?;
+            self.entry_events.remove(k).map_err(|e| self.io(e))?;
+        }
+        self.flush()
+    }
+
+    fn create_join_token(&self, token: JoinTokenRecord) -> StoreResult<()> {
+        let key = token.token_hash.clone();
+        let value = encode(T_JOIN_TOKENS, &token_label(&key), &token)?;
+        (&self.join_tokens,)
+            .transaction(|(tokens,)| {
+                if tokens.get(key.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        what: "join token",
+                        key: token_label(&key),
+                    }));
+                }
+                tokens.insert(key.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush()
+    }
+
+    fn consume_join_token(&self, token_hash: &str, now: i64) -> StoreResult<JoinTokenRecord> {
+        let token: JoinTokenRecord = (&self.join_tokens,)
+            .transaction(|(tokens,)| {
+                let Some(v) = tokens.remove(token_hash.as_bytes())? else {
+                    return Err(abort(StoreError::NotFound {
+                        what: "join token",
+                        key: token_label(token_hash),
+                    }));
+                };
+                tx_decode(T_JOIN_TOKENS, &token_label(token_hash), &v)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        // The removal is committed either way: an expired token is gone too.
+        self.flush()?;
+        if token_expired(&token, now) {
+            return Err(StoreError::TokenExpired);
+        }
+        Ok(token)
+    }
+
+    fn prune_join_tokens(&self, now: i64) -> StoreResult<usize> {
+        let mut removed = 0;
+        for kv in self.join_tokens.iter() {
+            let (k, v) = kv.map_err(|e| self.io(e))?;
+            let label = token_label(&String::from_utf8_lossy(&k));
+            let token: JoinTokenRecord = decode(T_JOIN_TOKENS, &label, &v)?;
+            if token_expired(&token, now) {
+                // Only if nobody consumed (or replaced) it meanwhile.
+                let swapped = self
+                    .join_tokens
+                    .compare_and_swap(&k, Some(&v), None::<&[u8]>)
+                    .map_err(|e| self.io(e))?;
+                if swapped.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        self.flush()?;
+        Ok(removed)
+    }
+
+    fn put_agent(&self, agent: &AttestedAgent) -> StoreResult<()> {
+        let key = agent.spiffe_id.as_str();
+        let value = encode(T_AGENTS, key, agent)?;
+        self.agents.insert(key, value).map_err(|e| self.io(e))?;
+        self.flush()
+    }
+
+    fn get_agent(&self, id: &SpiffeId) -> StoreResult<Option<AttestedAgent>> {
+        self.get_json(&self.agents, T_AGENTS, id.as_str())
+    }
+
+    fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>> {
+        self.scan_json(&self.agents, T_AGENTS)
+    }
+
+    fn delete_agent(&self, id: &SpiffeId) -> StoreResult<()> {
+        self.remove_flushed(&self.agents, id.as_str(), "agent")
+    }
+
+    fn get_bundle(&self, td: &TrustDomain) -> StoreResult<Option<BundleRecord>> {
+        self.get_json(&self.bundles, T_BUNDLES, td.as_str())
+    }
+
+    fn put_bundle(&self, bundle: BundleRecord) -> StoreResult<BundleRecord> {
+        let key = bundle.trust_domain.as_str().to_string();
+        let stored = (&self.bundles,)
+            .transaction(|(bundles,)| {
+                let old: Option<BundleRecord> = bundles
+                    .get(key.as_bytes())?
+                    .map(|v| tx_decode(T_BUNDLES, &key, &v))
+                    .transpose()?;
+                let sequence = match &old {
+                    Some(old)
+                        if old.x509_authorities == bundle.x509_authorities
+                            && old.jwt_authorities == bundle.jwt_authorities
+                            && old.tainted_key_ids == bundle.tainted_key_ids =>
+                    {
+                        return Ok(old.clone());
+                    }
+                    Some(old) => old.sequence + 1,
+                    None => 1,
+                };
+                let new = BundleRecord {
+                    sequence,
+                    ..bundle.clone()
+                };
+                bundles.insert(key.as_bytes(), tx_encode(T_BUNDLES, &key, &new)?)?;
+                Ok(new)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush()?;
+        Ok(stored)
+    }
+
+    fn list_bundles(&self) -> StoreResult<Vec<BundleRecord>> {
+        self.scan_json(&self.bundles, T_BUNDLES)
+    }
+
+    fn delete_bundle(&self, td: &TrustDomain) -> StoreResult<()> {
+        self.remove_flushed(&self.bundles, td.as_str(), "bundle")
+    }
+
+    fn get_ca_journal(&self) -> StoreResult<CaJournal> {
+        Ok(self
+            .get_json(&self.ca_journal, T_CA_JOURNAL, K_JOURNAL)?
+            .unwrap_or_default())
+    }
+
+    fn put_ca_journal(&self, journal: &CaJournal) -> StoreResult<CaJournal> {
+        let stored = (&self.ca_journal,)
+            .transaction(|(tree,)| {
+                let found = match tree.get(K_JOURNAL)? {
+                    Some(v) => tx_decode::<CaJournal>(T_CA_JOURNAL, K_JOURNAL, &v)?.version,
+                    None => 0,
+                };
+                if found != journal.version {
+                    return Err(abort(StoreError::Conflict {
+                        what: "CA journal",
+                        expected: journal.version,
+                        found,
+                    }));
+                }
+                let new = CaJournal {
+                    version: found + 1,
+                    slots: journal.slots.clone(),
+                };
+                tree.insert(K_JOURNAL, tx_encode(T_CA_JOURNAL, K_JOURNAL, &new)?)?;
+                Ok(new)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush()?;
+        Ok(stored)
+    }
+}
+
+/// An expired token is one whose expiry time has come.
+fn token_expired(token: &JoinTokenRecord, now: i64) -> bool {
+    token.expires_at <= now
+}
+
+/// How a token hash appears in errors: a prefix, enough to tell tokens apart.
+fn token_label(hash: &str) -> String {
+    let prefix: String = hash.chars().take(12).collect();
+    format!("sha256:{prefix}…")
+}
+
+fn entry_not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "entry",
+        key: id.to_string(),
+    }
+}
+
+fn duplicate(spec: &EntrySpec, existing_id: &[u8]) -> StoreError {
+    StoreError::AlreadyExists {
+        what: "entry",
+        key: format!(
+            "{} with parent {} and the same selectors (entry {})",
+            spec.spiffe_id,
+            spec.parent_id,
+            String::from_utf8_lossy(existing_id)
+        ),
+    }
+}
