@@ -5,16 +5,30 @@
 //! API that answers after a store call never acknowledges a lost write.
 //!
 //! Implementations: [`sled::SledStore`] (embedded default). Every backend
-//! must pass [`conformance::run_all`].
+//! must pass [`conformance::run_all`]. [`open`] opens the one the
+//! configuration names.
 
 pub mod conformance;
 pub mod sled;
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sigil_proto::{Selector, SpiffeId, TrustDomain};
 
 pub use crate::ca::journal::{CaJournal, CaSlot, SlotId, SlotState};
+use crate::config::ServerConfig;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
+
+/// Opens the store the configuration names: today always the embedded sled
+/// store in `<data_dir>/store`.
+pub fn open(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let dir = cfg.store_dir();
+    let store = self::sled::SledStore::open(&dir)
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
 
 /// Errors every backend reports the same way.
 #[derive(Debug, thiserror::Error)]

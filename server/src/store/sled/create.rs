@@ -10,7 +10,11 @@ use super::*;
 
 impl SledStore {
     /// Creates one entry without flushing.
-    pub(super) fn create_entry_unflushed(&self, mut spec: EntrySpec, now: i64) -> StoreResult<Entry> {
+    pub(super) fn create_entry_unflushed(
+        &self,
+        mut spec: EntrySpec,
+        now: i64,
+    ) -> StoreResult<Entry> {
         spec.normalize();
         for _ in 0..ID_ATTEMPTS {
             let id = self.new_entry_id()?;
