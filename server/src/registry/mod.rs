@@ -257,3 +257,6 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
