@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use sigil_proto::{SpiffeId, TrustDomain};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
-use super::{K_REVISION, T_META, TxResult};
-use crate::entry::{Entry, EntrySpec};
+use super::{K_REVISION, T_ENTRY_EVENTS, T_META, TxResult};
+use crate::entry::{Entry, EntryEvent, EntrySpec};
 use crate::store::{StoreError, StoreResult};
 
 pub(super) fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
@@ -146,4 +146,18 @@ pub(super) fn tx_next_revision(meta: &TransactionalTree) -> TxResult<u64> {
     let revision = tx_meta_u64(meta, K_REVISION)? + 1;
     meta.insert(K_REVISION, &revision.to_be_bytes())?;
     Ok(revision)
+}
+
+/// Appends `event` to the entry event log at `revision`, inside a
+/// transaction.
+pub(super) fn tx_log_event(
+    events: &TransactionalTree,
+    revision: u64,
+    event: &EntryEvent,
+) -> TxResult<()> {
+    events.insert(
+        &revision.to_be_bytes(),
+        tx_encode(T_ENTRY_EVENTS, &revision.to_string(), event)?,
+    )?;
+    Ok(())
 }

@@ -5,7 +5,7 @@
 use ring::rand::SecureRandom;
 use sled::Transactional;
 
-use super::codec::{abort, tx_encode, tx_next_revision};
+use super::codec::{abort, tx_encode, tx_log_event, tx_next_revision};
 use super::*;
 
 impl SledStore {
@@ -62,10 +62,7 @@ impl SledStore {
                 entries.insert(id.as_bytes(), tx_encode(T_ENTRIES, id, &entry)?)?;
                 index.insert(key.as_bytes(), id.as_bytes())?;
                 let event = EntryEvent::Upserted(entry.clone());
-                events.insert(
-                    &revision.to_be_bytes(),
-                    tx_encode(T_ENTRY_EVENTS, &revision.to_string(), &event)?,
-                )?;
+                tx_log_event(events, revision, &event)?;
                 Ok(Some(entry))
             })
             .map_err(|e| self.tx_error(e))

@@ -37,8 +37,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use codec::{
-    EntryRow, abort, decode, decode_all, decode_u64, encode, tx_decode, tx_encode, tx_meta_u64,
-    tx_next_revision,
+    EntryRow, abort, decode, decode_all, decode_u64, encode, tx_decode, tx_encode, tx_log_event,
+    tx_meta_u64, tx_next_revision,
 };
 
 use super::{
@@ -223,10 +223,7 @@ impl Store for SledStore {
                 };
                 entries.insert(id.as_bytes(), tx_encode(T_ENTRIES, id, &entry)?)?;
                 let event = EntryEvent::Upserted(entry.clone());
-                events.insert(
-                    &revision.to_be_bytes(),
-                    tx_encode(T_ENTRY_EVENTS, &revision.to_string(), &event)?,
-                )?;
+                tx_log_event(events, revision, &event)?;
                 Ok(entry)
             })
             .map_err(|e| self.tx_error(e))?;
@@ -255,10 +252,7 @@ impl Store for SledStore {
                     revision,
                     ..old.clone()
                 });
-                events.insert(
-                    &revision.to_be_bytes(),
-                    tx_encode(T_ENTRY_EVENTS, &revision.to_string(), &event)?,
-                )?;
+                tx_log_event(events, revision, &event)?;
                 Ok(old)
             })
             .map_err(|e| self.tx_error(e))?;
