@@ -15,7 +15,7 @@ use super::Registry;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 use crate::store::conformance::{entry_spec, spiffe_id};
 use crate::store::sled::SledStore;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreResult};
 
 const SERVER: &str = "/sigil/server";
 const AGENT_A: &str = "/sigil/agent/x509pop/a";
@@ -47,6 +47,15 @@ impl Fixture {
 
     fn create(&self, spec: EntrySpec) -> Entry {
         self.registry.create(spec, self.now()).unwrap()
+    }
+
+    /// One batch of `(spiffe path, selector)` entries under agent A.
+    fn create_many(&self, items: &[(&str, &str)]) -> Vec<StoreResult<Entry>> {
+        let specs = items
+            .iter()
+            .map(|(path, sel)| entry_spec(path, AGENT_A, &[sel]))
+            .collect();
+        self.registry.create_many(specs, self.now()).unwrap()
     }
 
     /// What `agent` with `node_selectors` is authorized for now: entry ids.
@@ -141,15 +150,7 @@ fn broadcast_follows_the_store_change_log() {
     r.update(&a.id, entry_spec("/a", AGENT_B, &["unix:uid:2"]))
         .unwrap();
     r.delete(&before.id).unwrap();
-    let batch = r
-        .create_many(
-            vec![
-                entry_spec("/b1", AGENT_A, &["unix:uid:3"]),
-                entry_spec("/b2", AGENT_A, &["unix:uid:4"]),
-            ],
-            f.now(),
-        )
-        .unwrap();
+    let batch = f.create_many(&[("/b1", "unix:uid:3"), ("/b2", "unix:uid:4")]);
     assert!(batch.iter().all(Result::is_ok));
 
     let seen = drain(&mut rx);
@@ -195,15 +196,7 @@ fn refused_changes_change_nothing() {
     ));
 
     // A batch refuses its duplicate item and keeps the others.
-    let batch = r
-        .create_many(
-            vec![
-                entry_spec("/w", AGENT_A, &["unix:uid:1"]),
-                entry_spec("/new", AGENT_A, &["unix:uid:5"]),
-            ],
-            f.now(),
-        )
-        .unwrap();
+    let batch = f.create_many(&[("/w", "unix:uid:1"), ("/new", "unix:uid:5")]);
     assert!(matches!(batch[0], Err(StoreError::AlreadyExists { .. })));
     let created = batch[1].as_ref().unwrap().clone();
 
