@@ -4,7 +4,6 @@ pub mod admin;
 pub mod agent_api;
 pub mod authz;
 pub mod bundle;
-pub mod bundle_endpoint;
 pub mod ca;
 pub mod cli;
 pub mod config;

@@ -217,7 +217,17 @@ impl Registry {
         node_selectors: &[Selector],
         now: i64,
     ) -> (Vec<SpiffeId>, HashSet<SpiffeId>) {
-        let ix = self.read();
+        self.parents_in(&self.read(), agent_id, node_selectors, now)
+    }
+
+    /// The agent's aliases (from the node entries in `ix`) and parents.
+    fn parents_in(
+        &self,
+        ix: &Index,
+        agent_id: &SpiffeId,
+        node_selectors: &[Selector],
+        now: i64,
+    ) -> (Vec<SpiffeId>, HashSet<SpiffeId>) {
         let aliases = authz::aliases(
             ix.children(&self.server_id).map(AsRef::as_ref),
             node_selectors,
@@ -235,12 +245,7 @@ impl Registry {
         now: i64,
     ) -> AgentView {
         let ix = self.read();
-        let aliases = authz::aliases(
-            ix.children(&self.server_id).map(AsRef::as_ref),
-            node_selectors,
-            now,
-        );
-        let parents = authz::parents(agent_id, &aliases);
+        let (aliases, parents) = self.parents_in(&ix, agent_id, node_selectors, now);
         let mut entries: Vec<Arc<Entry>> = parents
             .iter()
             .flat_map(|p| ix.children(p))
@@ -257,3 +262,6 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

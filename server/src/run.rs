@@ -7,8 +7,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use rustls::server::ResolvesServerCert;
-use rustls::sign::CertifiedKey;
 use sigil_proto::admin_api::admin_api_server::AdminApiServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,58 +14,24 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminService, AdminSettings, convert::Limits};
 use crate::agent_api::access::AccessLayer;
-use crate::agent_api::caller::{Authenticator, is_agent_id};
-use crate::agent_api::listener::AttestationFriendlyVerifier;
+use crate::agent_api::caller::Authenticator;
 use crate::agent_api::{self, AgentApiHandle, AgentApiService, AgentApiSettings};
 use crate::ca::issuer::{Issuer, IssuerSettings};
 use crate::ca::manager::{CaManager, CaSettings};
 use crate::ca::unix;
-use crate::config::{BundleProfile, ServerConfig};
+use crate::config::ServerConfig;
 use crate::key_manager::disk::DiskKeyManager;
-use crate::node_attestor::NodeAttestor;
-use crate::node_attestor::join_token::JoinTokenAttestor;
-use crate::node_attestor::x509pop::X509PopAttestor;
 use crate::registry::Registry;
 use crate::server_svid::ServerSvid;
-use crate::store::Store;
-use crate::store::sled::SledStore;
 use crate::upstream::UpstreamAuthority;
 use crate::upstream::disk::DiskUpstream;
+use crate::{bundle, node_attestor, store};
 use sigil_proto::agent_api::agent_api_server::AgentApiServer;
 use sigil_proto::clock::{Clock, SystemClock};
-use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
+use sigil_proto::tls::TrustRoots;
 
 /// How often the CA manager checks the key slots.
 const CA_TICK: Duration = Duration::from_secs(1);
-
-/// A fixed certificate (profile `https_web`).
-#[derive(Debug)]
-struct FixedCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for FixedCert {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
-
-fn load_web_cert(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<Arc<CertifiedKey>> {
-    use rustls_pki_types::pem::PemObject;
-    let cert_bytes = std::fs::read(cert)
-        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
-    let chain = sigil_proto::jwks::certs_from_pem_or_der(&cert_bytes)
-        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?
-        .into_iter()
-        .map(rustls_pki_types::CertificateDer::from)
-        .collect();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file {}: {e}", key.display()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing)))
-}
 
 /// Loads the upstream CA if one is configured.
 pub fn load_upstream(
@@ -107,6 +71,19 @@ fn health_endpoint(up: Arc<OnceLock<Up>>, clock: Arc<dyn Clock>) -> sigil_proto:
             }
         }),
     }
+}
+
+/// Creates `data_dir` (mode 0700) if needed and makes sure only the server
+/// can enter it.
+fn create_data_dir(cfg: &ServerConfig) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing data_dir {}", cfg.data_dir.display()))?;
+    Ok(())
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -150,18 +127,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
     // Check everything that can be checked before writing anything.
     let upstream = load_upstream(&cfg, unix(clock.now()))?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.data_dir)
-        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("securing data_dir {}", cfg.data_dir.display()))?;
+    create_data_dir(&cfg)?;
 
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&cfg.store_dir())
-            .with_context(|| format!("opening the store in {}", cfg.store_dir().display()))?,
-    );
+    let store = store::open(&cfg)?;
     let keys =
         Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);
     let ca = CaManager::init(
@@ -240,21 +208,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 
     // Bundle endpoint.
     if let Some(be) = &cfg.bundle_endpoint {
-        let resolver: Arc<dyn ResolvesServerCert> = match be.profile {
-            BundleProfile::HttpsSpiffe => svid.clone(),
-            BundleProfile::HttpsWeb => {
-                let (Some(c), Some(k)) = (&be.cert_file, &be.key_file) else {
-                    anyhow::bail!("bundle_endpoint: https_web needs cert_file and key_file");
-                };
-                let cert = load_web_cert(c, k)?;
-                let chain: Vec<Vec<u8>> = cert.cert.iter().map(|c| c.to_vec()).collect();
-                for w in crate::web_cert::warnings(&chain, be.address, unix(clock.now())) {
-                    warn!(warning = %w, "bundle endpoint certificate");
-                }
-                Arc::new(FixedCert(cert))
-            }
-        };
-        let tls = crate::bundle_endpoint::tls_config(resolver)?;
+        let resolver = bundle::endpoint::cert_resolver(be, svid.clone(), unix(clock.now()))?;
+        let tls = bundle::endpoint::tls_config(resolver)?;
         let listener = TcpListener::bind(be.address)
             .await
             .with_context(|| format!("bundle_endpoint.address {}", be.address))?;
@@ -262,7 +217,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         let hint = be.refresh_hint;
         let rx = shutdown_rx.clone();
         tasks.spawn(async move {
-            crate::bundle_endpoint::serve(listener, tls, ca, hint, rx).await;
+            bundle::endpoint::serve(listener, tls, ca, hint, rx).await;
             Ok(())
         });
     }
@@ -271,55 +226,21 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     {
         let roots = TrustRoots::new(ca.bundle().x509_authorities.clone())
             .context("trust bundle for the agent API")?;
-        let td = cfg.trust_domain.clone();
-        let agent_only: sigil_proto::tls::Authorizer =
-            Arc::new(move |id: &sigil_proto::SpiffeId| is_agent_id(id, &td));
-        let verifier = Arc::new(SpiffeClientVerifier::new(roots.clone(), agent_only));
-        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(Arc::new(AttestationFriendlyVerifier(verifier.clone())))
-        .with_cert_resolver(svid.clone());
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-        // Every connection is verified against the current bundle.
-        tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        tls.send_tls13_tickets = 0;
+        let verifier =
+            agent_api::listener::client_verifier(roots.clone(), cfg.trust_domain.clone());
+        let tls = agent_api::listener::tls_config(verifier.clone(), svid.clone())?;
 
         // Keep the verifier's roots in step with the bundle.
         {
-            let mut bundles = ca.subscribe_bundle();
-            let mut rx = shutdown_rx.clone();
+            let bundles = ca.subscribe_bundle();
+            let rx = shutdown_rx.clone();
             tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        r = bundles.changed() => if r.is_err() { return Ok(()) },
-                        _ = rx.changed() => return Ok(()),
-                    }
-                    let certs = bundles.borrow().x509_authorities.clone();
-                    if let Err(e) = roots.set(certs) {
-                        warn!(error = %e, "agent API trust roots not updated");
-                    }
-                }
+                agent_api::listener::follow_bundle(roots, bundles, rx).await;
+                Ok(())
             });
         }
 
-        let mut attestors: Vec<Arc<dyn NodeAttestor>> = vec![Arc::new(JoinTokenAttestor::new(
-            store.clone(),
-            cfg.trust_domain.clone(),
-        ))];
-        if let Some(x) = &cfg.node_attestor.x509pop {
-            let bytes = std::fs::read(&x.ca_bundle_path).with_context(|| {
-                format!(
-                    "node_attestor.x509pop.ca_bundle_path {}",
-                    x.ca_bundle_path.display()
-                )
-            })?;
-            attestors.push(Arc::new(
-                X509PopAttestor::new(cfg.trust_domain.clone(), &bytes)
-                    .context("node_attestor.x509pop")?,
-            ));
-        }
+        let attestors = node_attestor::from_config(&cfg, store.clone())?;
         let service = AgentApiService::new(
             store.clone(),
             registry.clone(),
@@ -348,7 +269,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         info!(address = %cfg.bind_address, "agent API listening");
         let incoming = tokio_stream::wrappers::ReceiverStream::new(agent_api::listener::incoming(
             listener,
-            Arc::new(tls),
+            tls,
             shutdown_rx.clone(),
         ));
         let mut rx = shutdown_rx.clone();

@@ -7,6 +7,9 @@
 //! presented must chain to the current bundle and name an agent ID, or the
 //! handshake fails. Whether a method may be called without one is decided
 //! per call by the method table in [`super::access`] (deny by default).
+//!
+//! [`client_verifier`] and [`tls_config`] build the TLS settings;
+//! [`follow_bundle`] keeps the verifier's roots in step with the bundle.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,16 +19,21 @@ use std::time::Duration;
 
 use rustls::DistinguishedName;
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::ResolvesServerCert;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use sigil_proto::tls::SpiffeClientVerifier;
+use sigil_proto::TrustDomain;
+use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
-use tracing::debug;
+use tracing::{debug, warn};
+
+use super::caller::is_agent_id;
+use crate::store::BundleRecord;
 
 /// Time allowed for a TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,6 +142,53 @@ impl ClientCertVerifier for AttestationFriendlyVerifier {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+/// Verifies client certificates against `roots`, admitting only agent IDs
+/// of `td`.
+pub fn client_verifier(roots: TrustRoots, td: TrustDomain) -> Arc<SpiffeClientVerifier> {
+    let agent_only: sigil_proto::tls::Authorizer =
+        Arc::new(move |id: &sigil_proto::SpiffeId| is_agent_id(id, &td));
+    Arc::new(SpiffeClientVerifier::new(roots, agent_only))
+}
+
+/// The agent API's TLS settings: TLS 1.3 and 1.2, ALPN h2, the server's
+/// certificate from `cert`, a client certificate checked by `verifier` when
+/// one is presented, and no session resumption (every connection is
+/// verified against the current bundle).
+pub fn tls_config(
+    verifier: Arc<SpiffeClientVerifier>,
+    cert: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+    .with_client_cert_verifier(Arc::new(AttestationFriendlyVerifier(verifier)))
+    .with_cert_resolver(cert);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
+    Ok(Arc::new(tls))
+}
+
+/// Sets `roots` to every new bundle until `shutdown` (or the bundle's
+/// sender goes away).
+pub async fn follow_bundle(
+    roots: TrustRoots,
+    mut bundles: watch::Receiver<Arc<BundleRecord>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = bundles.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let certs = bundles.borrow().x509_authorities.clone();
+        if let Err(e) = roots.set(certs) {
+            warn!(error = %e, "agent API trust roots not updated");
+        }
     }
 }
 

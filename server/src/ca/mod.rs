@@ -5,6 +5,7 @@
 
 pub mod csr;
 pub mod issuer;
+pub mod journal;
 pub mod manager;
 pub mod profile;
 pub mod published;

@@ -2,12 +2,21 @@
 //! attestor turns the agent's payload (and, for challenge/response
 //! attestors, its answers) into an agent SPIFFE ID and node selectors.
 //! One implementation per file; the agent API drives them over its
-//! bidirectional AttestNode stream.
+//! bidirectional AttestNode stream. [`from_config`] builds the ones the
+//! configuration enables.
 
 pub mod join_token;
 pub mod x509pop;
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use sigil_proto::{Selector, SpiffeId};
+
+use crate::config::ServerConfig;
+use crate::store::Store;
+use join_token::JoinTokenAttestor;
+use x509pop::X509PopAttestor;
 
 /// A node whose identity has been proven.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,4 +82,29 @@ pub trait NodeAttestor: Send + Sync + 'static {
     /// Starts attestation from the agent's first payload at `now` (unix
     /// seconds).
     fn begin(&self, payload: &[u8], now: i64) -> Result<Step, AttestError>;
+}
+
+/// The attestors the configuration enables: join tokens always (redeemed
+/// against `store`), x509pop when `[node_attestor.x509pop]` is set.
+pub fn from_config(
+    cfg: &ServerConfig,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Vec<Arc<dyn NodeAttestor>>> {
+    let mut attestors: Vec<Arc<dyn NodeAttestor>> = vec![Arc::new(JoinTokenAttestor::new(
+        store,
+        cfg.trust_domain.clone(),
+    ))];
+    if let Some(x) = &cfg.node_attestor.x509pop {
+        let bytes = std::fs::read(&x.ca_bundle_path).with_context(|| {
+            format!(
+                "node_attestor.x509pop.ca_bundle_path {}",
+                x.ca_bundle_path.display()
+            )
+        })?;
+        attestors.push(Arc::new(
+            X509PopAttestor::new(cfg.trust_domain.clone(), &bytes)
+                .context("node_attestor.x509pop")?,
+        ));
+    }
+    Ok(attestors)
 }

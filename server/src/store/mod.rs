@@ -5,15 +5,30 @@
 //! API that answers after a store call never acknowledges a lost write.
 //!
 //! Implementations: [`sled::SledStore`] (embedded default). Every backend
-//! must pass [`conformance::run_all`].
+//! must pass [`conformance::run_all`]. [`open`] opens the one the
+//! configuration names.
 
 pub mod conformance;
 pub mod sled;
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sigil_proto::{Selector, SpiffeId, TrustDomain};
 
+pub use crate::ca::journal::{CaJournal, CaSlot, SlotId, SlotState};
+use crate::config::ServerConfig;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
+
+/// Opens the store the configuration names: today always the embedded sled
+/// store in `<data_dir>/store`.
+pub fn open(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let dir = cfg.store_dir();
+    let store = self::sled::SledStore::open(&dir)
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
 
 /// Errors every backend reports the same way.
 #[derive(Debug, thiserror::Error)]
@@ -94,76 +109,6 @@ pub struct JwtAuthority {
     pub public_key: Vec<u8>,
     /// Unix seconds.
     pub expires_at: i64,
-}
-
-/// Which of the two CA key slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SlotId {
-    A,
-    B,
-}
-
-impl SlotId {
-    pub fn other(self) -> SlotId {
-        match self {
-            SlotId::A => SlotId::B,
-            SlotId::B => SlotId::A,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            SlotId::A => "a",
-            SlotId::B => "b",
-        }
-    }
-}
-
-/// Lifecycle of a CA key slot: PREPARED → ACTIVE → OLD.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SlotState {
-    Prepared,
-    Active,
-    Old,
-}
-
-/// One CA key slot as recorded in the journal. The private key is not here:
-/// it lives with the key manager under `key_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaSlot {
-    pub slot: SlotId,
-    pub state: SlotState,
-    /// Name of the key in the key manager.
-    pub key_id: String,
-    /// DER: the CA certificate first, then any upstream intermediates.
-    pub cert_chain: Vec<Vec<u8>>,
-    /// Lowercase hex serial of the CA certificate.
-    pub serial: String,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub tainted: bool,
-    /// Unix seconds of the taint, if tainted.
-    #[serde(default)]
-    pub tainted_at: Option<i64>,
-}
-
-/// The CA journal: the state of both slots, versioned for compare-and-swap.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaJournal {
-    /// Incremented by the store on every successful write.
-    pub version: u64,
-    pub slots: Vec<CaSlot>,
-}
-
-impl CaJournal {
-    pub fn slot(&self, id: SlotId) -> Option<&CaSlot> {
-        self.slots.iter().find(|s| s.slot == id)
-    }
-    pub fn active(&self) -> Option<&CaSlot> {
-        self.slots.iter().find(|s| s.state == SlotState::Active)
-    }
-    pub fn prepared(&self) -> Option<&CaSlot> {
-        self.slots.iter().find(|s| s.state == SlotState::Prepared)
-    }
 }
 
 /// The persistence contract. Synchronous on purpose: callers on async tasks

@@ -1,5 +1,8 @@
 //! The trust bundle as the outside world sees it: the SPIFFE bundle JWK Set
-//! served by the bundle endpoint and `bundle show --format jwks`.
+//! served by the bundle endpoint ([`endpoint`]) and `bundle show --format
+//! jwks`. Federation (fetching other trust domains' bundles) lands here too.
+
+pub mod endpoint;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -15,13 +16,16 @@ use axum::routing::get;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::bundle::bundle_jwks;
+use super::bundle_jwks;
 use crate::ca::manager::CaManager;
+use crate::config::{BundleEndpointConfig, BundleProfile};
+use crate::server_svid::ServerSvid;
 
 /// Most connections served at once.
 const MAX_CONNECTIONS: usize = 1024;
@@ -42,6 +46,59 @@ async fn serve_bundle(State(st): State<AppState>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// A fixed certificate (profile `https_web`).
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn load_web_cert(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<CertifiedKey>> {
+    use rustls_pki_types::pem::PemObject;
+    let cert_bytes = std::fs::read(cert)
+        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
+    let chain = sigil_proto::jwks::certs_from_pem_or_der(&cert_bytes)
+        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?
+        .into_iter()
+        .map(rustls_pki_types::CertificateDer::from)
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file {}: {e}", key.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// The certificate the endpoint presents: the server's SVID (`https_spiffe`)
+/// or the operator's certificate and key (`https_web`, loaded once; its
+/// problems at `now` are logged as warnings).
+pub fn cert_resolver(
+    be: &BundleEndpointConfig,
+    svid: Arc<ServerSvid>,
+    now: i64,
+) -> anyhow::Result<Arc<dyn ResolvesServerCert>> {
+    Ok(match be.profile {
+        BundleProfile::HttpsSpiffe => svid,
+        BundleProfile::HttpsWeb => {
+            let (Some(c), Some(k)) = (&be.cert_file, &be.key_file) else {
+                anyhow::bail!("bundle_endpoint: https_web needs cert_file and key_file");
+            };
+            let cert = load_web_cert(c, k)?;
+            let chain: Vec<Vec<u8>> = cert.cert.iter().map(|c| c.to_vec()).collect();
+            for w in crate::web_cert::warnings(&chain, be.address, now) {
+                warn!(warning = %w, "bundle endpoint certificate");
+            }
+            Arc::new(FixedCert(cert))
+        }
+    })
 }
 
 /// TLS settings for the endpoint: TLS 1.3 and 1.2, no client certificates.

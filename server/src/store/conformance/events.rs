@@ -1,0 +1,132 @@
+//! Conformance checks for the entry event log that agent sync follows:
+//! events after a revision, in order, and pruning.
+
+use super::fixtures::*;
+use super::*;
+
+/// The event log holds exactly the changes after a revision, in order;
+/// a Deleted event carries the deleted content at the deletion's revision.
+pub fn entry_events(location: &dyn StoreLocation) {
+    let store = location.open();
+    let s = &*store;
+    assert_eq!(
+        events_since(s, 0),
+        Some(Vec::new()),
+        "a new store has no events"
+    );
+    let a1 = ok(
+        s.create_entry(entry_spec("/a", "/p", &["t:a"]), 1),
+        "create a",
+    );
+    let b2 = ok(
+        s.create_entry(entry_spec("/b", "/p", &["t:b"]), 1),
+        "create b",
+    );
+    let a3 = ok(
+        s.update_entry(&a1.id, entry_spec("/a", "/p", &["t:a", "t:z"])),
+        "update a",
+    );
+    let deleted = ok(s.delete_entry(&b2.id), "delete b");
+    assert_eq!(deleted, b2);
+    let c5 = ok(
+        s.create_entry(entry_spec("/c", "/p", &["t:c"]), 1),
+        "create c",
+    );
+
+    let b_deleted = Entry {
+        revision: 4,
+        ..b2.clone()
+    };
+    let all = vec![
+        EntryEvent::Upserted(a1),
+        EntryEvent::Upserted(b2),
+        EntryEvent::Upserted(a3),
+        EntryEvent::Deleted(b_deleted),
+        EntryEvent::Upserted(c5),
+    ];
+    assert_eq!(events_since(s, 0), Some(all.clone()), "events since 0");
+    for after in 1..=5u64 {
+        assert_eq!(
+            events_since(s, after),
+            Some(all[after as usize..].to_vec()),
+            "events since {after}"
+        );
+    }
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.revision(), i as u64 + 1, "event {i} revision");
+    }
+    assert_eq!(
+        events_since(s, 6),
+        None,
+        "events since a revision the store never reached: None (full sync)"
+    );
+}
+
+/// After pruning, asking for events from before the low-water mark gives
+/// None; from at or after it, the events.
+pub fn entry_event_pruning(location: &dyn StoreLocation) {
+    let store = location.open();
+    let s = &*store;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let e = ok(
+            s.create_entry(entry_spec(&format!("/w/{i}"), "/p", &["t:1"]), 1),
+            "create",
+        );
+        ids.push(e.id);
+    }
+    let before = events_since(s, 0).expect("no pruning yet");
+    assert_eq!(before.len(), 6);
+
+    ok(s.prune_entry_events(3), "prune upto 3");
+    assert_eq!(events_since(s, 0), None, "events since 0 after prune 3");
+    assert_eq!(events_since(s, 2), None, "events since 2 after prune 3");
+    assert_eq!(
+        events_since(s, 3),
+        Some(before[3..].to_vec()),
+        "events since 3 after prune 3"
+    );
+    assert_eq!(
+        events_since(s, 4),
+        Some(before[4..].to_vec()),
+        "events since 4 after prune 3"
+    );
+    assert_eq!(events_since(s, 6), Some(Vec::new()), "events since 6");
+    assert_eq!(ok(s.count_entries(), "count"), 6, "pruning keeps entries");
+
+    ok(s.prune_entry_events(1), "prune upto 1 (below the mark)");
+    assert_eq!(
+        events_since(s, 2),
+        None,
+        "a lower prune must not lower the mark"
+    );
+    assert_eq!(events_since(s, 3).map(|v| v.len()), Some(3));
+
+    let u = ok(
+        s.update_entry(&ids[0], entry_spec("/w/0", "/p", &["t:2"])),
+        "update after prune",
+    );
+    assert_eq!(u.revision, 7);
+    assert_eq!(
+        events_since(s, 3).map(|v| v.len()),
+        Some(4),
+        "new events are recorded after a prune"
+    );
+
+    ok(
+        s.prune_entry_events(100),
+        "prune beyond the current revision",
+    );
+    assert_eq!(events_since(s, 6), None, "events since 6 after prune all");
+    assert_eq!(
+        events_since(s, 7),
+        Some(Vec::new()),
+        "events since the current revision after prune all"
+    );
+    let d = ok(s.delete_entry(&ids[1]), "delete after prune all");
+    assert_eq!(
+        events_since(s, 7),
+        Some(vec![EntryEvent::Deleted(Entry { revision: 8, ..d })]),
+        "a prune beyond the current revision must not hide later events"
+    );
+}

@@ -1,0 +1,163 @@
+//! The conformance suite every [`Store`] backend must pass. It is ordinary
+//! (not `cfg(test)`) code so that any backend, in this crate or another, can
+//! run it; like a test, it panics with a message naming what went wrong.
+//!
+//! A backend provides a [`StoreFactory`]: each call to
+//! [`StoreFactory::fresh`] returns a new, empty [`StoreLocation`] (a temp
+//! directory, a fresh database schema), and [`StoreLocation::open`] opens
+//! the store kept there. Opening the same location again, after the
+//! previous store was dropped, must give back the same persistent data; the
+//! reopen checks rely on that.
+//!
+//! Every check is a `pub fn(&dyn StoreLocation)` run on a fresh location
+//! and listed in [`CHECKS`]. Run them all with [`run_all`], or get one
+//! `#[test]` per check (so failures are named) with
+//! [`store_conformance_tests!`](crate::store_conformance_tests):
+//!
+//! ```ignore
+//! sigil_server::store_conformance_tests!(MyFactory);
+//! ```
+//!
+//! This file holds the runner and the macro; the checks live one file per
+//! kind of record (entries, events, reopen, tokens, agents, bundles,
+//! journal, concurrency), their fixtures in `fixtures`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Debug;
+use std::sync::Barrier;
+
+use sigil_proto::{Selector, SpiffeId, TrustDomain};
+
+use super::{
+    AttestedAgent, BundleRecord, CaJournal, CaSlot, JoinTokenRecord, JwtAuthority, SlotId,
+    SlotState, Store, StoreError, StoreResult,
+};
+use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
+
+/// One place where a store keeps its data. Dropping it may delete the data.
+pub trait StoreLocation {
+    /// Opens the store kept here. Called again after the previous store
+    /// was dropped, it must return a store with the same persistent data.
+    /// Panics if the store cannot be opened.
+    fn open(&self) -> Box<dyn Store>;
+}
+
+/// Makes fresh, empty locations for a backend under test.
+pub trait StoreFactory {
+    /// A new location holding an empty store.
+    fn fresh(&self) -> Box<dyn StoreLocation>;
+}
+
+/// A conformance check, run on a fresh location.
+pub type Check = fn(&dyn StoreLocation);
+
+/// Every check, by name. [`store_conformance_tests!`](crate::store_conformance_tests)
+/// makes one test per entry and a test that it covers this whole list.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("entry_crud", entry_crud),
+    ("entry_ids_unique", entry_ids_unique),
+    ("entry_revisions", entry_revisions),
+    ("entry_update_keeps_identity", entry_update_keeps_identity),
+    ("entry_duplicates_refused", entry_duplicates_refused),
+    ("entry_unknown_id", entry_unknown_id),
+    ("entry_batch_create", entry_batch_create),
+    ("entry_list_filters", entry_list_filters),
+    ("entry_events", entry_events),
+    ("entry_event_pruning", entry_event_pruning),
+    ("survives_reopen", survives_reopen),
+    ("join_tokens", join_tokens),
+    ("agents", agents),
+    ("bundles", bundles),
+    ("ca_journal", ca_journal),
+    ("concurrent_entry_changes", concurrent_entry_changes),
+    ("concurrent_duplicate_creates", concurrent_duplicate_creates),
+    ("concurrent_token_consume", concurrent_token_consume),
+    ("concurrent_ca_journal_writes", concurrent_ca_journal_writes),
+];
+
+/// Runs every check in [`CHECKS`], each on a fresh location from `factory`.
+pub fn run_all(factory: &dyn StoreFactory) {
+    for (name, check) in CHECKS {
+        eprintln!("store conformance: {name}");
+        let location = factory.fresh();
+        check(&*location);
+    }
+}
+
+/// Expands to one `#[test]` per conformance check, each on a fresh location
+/// from the factory expression, plus a test that every entry of
+/// [`CHECKS`](crate::store::conformance::CHECKS) has its test. Use it inside
+/// a `#[cfg(test)] mod`.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(
+            @each $factory;
+            entry_crud,
+            entry_ids_unique,
+            entry_revisions,
+            entry_update_keeps_identity,
+            entry_duplicates_refused,
+            entry_unknown_id,
+            entry_batch_create,
+            entry_list_filters,
+            entry_events,
+            entry_event_pruning,
+            survives_reopen,
+            join_tokens,
+            agents,
+            bundles,
+            ca_journal,
+            concurrent_entry_changes,
+            concurrent_duplicate_creates,
+            concurrent_token_consume,
+            concurrent_ca_journal_writes,
+        );
+    };
+    (@each $factory:expr; $($check:ident),+ $(,)?) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(
+                #[test]
+                fn $check() {
+                    let factory = $factory;
+                    let location =
+                        $crate::store::conformance::StoreFactory::fresh(&factory);
+                    $crate::store::conformance::$check(&*location);
+                }
+            )+
+
+            #[test]
+            fn covers_every_check() {
+                let tested = [$(stringify!($check)),+];
+                let listed: ::std::vec::Vec<&str> = $crate::store::conformance::CHECKS
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect();
+                assert_eq!(tested.as_slice(), listed.as_slice());
+            }
+        }
+    };
+}
+
+mod agents;
+mod bundles;
+mod concurrency;
+mod entries;
+mod events;
+mod fixtures;
+mod journal;
+mod reopen;
+mod tokens;
+
+pub use agents::*;
+pub use bundles::*;
+pub use concurrency::*;
+pub use entries::*;
+pub use events::*;
+pub use fixtures::{TRUST_DOMAIN, entry_spec, spiffe_id};
+pub use journal::*;
+pub use reopen::*;
+pub use tokens::*;
