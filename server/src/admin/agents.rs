@@ -8,7 +8,7 @@ use tracing::info;
 use super::AdminService;
 use super::convert;
 use super::error::{AdminError, invalid};
-use crate::agent_api::caller::is_agent_id;
+use crate::node_attestor::is_agent_id;
 use crate::store::{AttestedAgent, Store, StoreError};
 
 fn agent_to_pb(a: &AttestedAgent) -> pb::Agent {

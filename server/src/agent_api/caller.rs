@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::error::ApiError;
 use super::listener::PeerInfo;
+use crate::node_attestor::is_agent_id;
 use crate::store::{AttestedAgent, Store};
 
 /// An authenticated agent, put into the request's extensions.
@@ -26,11 +27,6 @@ pub struct AgentCaller {
     /// Unix seconds: expiry of that SVID.
     pub cert_not_after: i64,
     pub record: AttestedAgent,
-}
-
-/// True for `spiffe://<td>/sigil/agent/...`.
-pub fn is_agent_id(id: &SpiffeId, td: &TrustDomain) -> bool {
-    id.is_member_of(td) && id.path().starts_with("/sigil/agent/")
 }
 
 pub struct Authenticator {

@@ -32,7 +32,7 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
-use super::caller::is_agent_id;
+use crate::node_attestor::is_agent_id;
 use crate::store::BundleRecord;
 
 /// Time allowed for a TLS handshake.

@@ -11,12 +11,18 @@ pub mod x509pop;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sigil_proto::{Selector, SpiffeId};
+use sigil_proto::{Selector, SpiffeId, TrustDomain};
 
 use crate::config::ServerConfig;
 use crate::store::Store;
 use join_token::JoinTokenAttestor;
 use x509pop::X509PopAttestor;
+
+/// True for an agent ID, `spiffe://<td>/sigil/agent/...` (what every node
+/// attestor issues).
+pub fn is_agent_id(id: &SpiffeId, td: &TrustDomain) -> bool {
+    id.is_member_of(td) && id.path().starts_with("/sigil/agent/")
+}
 
 /// A node whose identity has been proven.
 #[derive(Debug, Clone, PartialEq, Eq)]
