@@ -24,6 +24,8 @@ pub mod admin_api {
 pub mod attestation;
 #[cfg(feature = "clock")]
 pub mod clock;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 
 /// CSRs an agent sends in one `SignSvids` call, and so the least a server's
 /// `limits.max_csrs_per_request` may be (a lower one would refuse every full
