@@ -14,31 +14,13 @@ use crate::persist::write_atomic;
 use crate::{helper, workload_client};
 
 /// Logs to stderr, for the daemon and the long-running `helper`.
-pub fn init_logs(level: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("{e}"))
-}
+pub use sigil_proto::daemon::logs::{LogFormat, init_logs};
 
 #[derive(Debug, Parser)]
 #[command(name = "sigil-agent", version, about = "Sigil node agent")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -27,11 +27,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use sigil_proto::daemon::logs::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
