@@ -16,15 +16,13 @@ impl From<Stopped> for TestError {
 }
 
 /// A task that runs until told to stop, then records that it was told.
-fn until_stopped(
+async fn until_stopped(
     mut rx: watch::Receiver<bool>,
     stopped: Arc<AtomicBool>,
-) -> impl Future<Output = Result<(), TestError>> + Send + 'static {
-    async move {
-        let _ = rx.changed().await;
-        stopped.store(true, Ordering::SeqCst);
-        Ok(())
-    }
+) -> Result<(), TestError> {
+    let _ = rx.changed().await;
+    stopped.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 fn never() -> impl Future<Output = std::io::Result<()>> {
