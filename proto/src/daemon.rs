@@ -11,3 +11,5 @@ pub mod logs;
 pub mod signals;
 pub mod socket;
 pub mod supervise;
+#[doc(hidden)]
+pub mod umask_child;

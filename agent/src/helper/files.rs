@@ -183,6 +183,8 @@ pub fn publish(dir: &Path, files: &[OutFile<'_>]) -> Result<PathBuf, FilesError>
 
 #[cfg(test)]
 mod tests {
+    use sigil_proto::daemon::umask_child::{child_umask, run_under_umask};
+
     use super::*;
 
     fn set<'a>(a: &'a [u8], b: &'a [u8]) -> [OutFile<'a>; 2] {
@@ -200,32 +202,19 @@ mod tests {
         ]
     }
 
-    /// Set in the child process [`modes_hold_under_systemd_umask`] starts:
-    /// the umask is process-wide, so it is changed only there.
-    const CHILD_UMASK: &str = "SIGIL_TEST_HELPER_FILES_UMASK";
-
     #[test]
     fn modes_hold_under_systemd_umask() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "helper::files::tests::publishes_versions_and_keeps_the_previous_one",
-                "--nocapture",
-            ])
-            .env(CHILD_UMASK, "1")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
-        assert!(text.contains("1 passed"), "the child ran the test: {text}");
+        run_under_umask(
+            "helper::files::tests::publishes_versions_and_keeps_the_previous_one",
+            0o077, // systemd's UMask=0077
+        )
+        .unwrap();
     }
 
     #[test]
     fn publishes_versions_and_keeps_the_previous_one() {
-        if std::env::var_os(CHILD_UMASK).is_some() {
-            // As under systemd's UMask=0077.
-            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-        }
+        // Under umask 0077 when run by the test above; as it is otherwise.
+        let _ = child_umask();
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("certs");
         let v1 = publish(&dir, &set(b"c1", b"k1")).unwrap();

@@ -1,6 +1,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use super::*;
+use crate::daemon::umask_child::{child_umask, run_under_umask};
 
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mode() & 0o7777
@@ -29,18 +30,13 @@ fn replaces_the_file_with_the_exact_mode() {
     assert!(temps(dir.path()).is_empty(), "{:?}", temps(dir.path()));
 }
 
-/// The environment variable that makes [`mode_under_umask_child`] run (in
-/// a child process of this test binary, so the process-wide umask of the
-/// other tests is never touched).
-const CHILD_UMASK: &str = "SIGIL_TEST_WRITE_ATOMIC_UMASK";
-
+/// Run by [`exact_modes_under_narrow_and_usual_umasks`] in a child process
+/// under each umask (a no-op in the test process itself).
 #[test]
 fn mode_under_umask_child() {
-    let Ok(umask) = std::env::var(CHILD_UMASK) else {
-        return; // Only meaningful in the child started below.
+    let Some(umask) = child_umask() else {
+        return;
     };
-    let umask = u32::from_str_radix(&umask, 8).unwrap();
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     let dir = tempfile::tempdir().unwrap();
     for want in [0o600, 0o644, 0o666] {
         let p = dir.path().join(format!("f{want:o}"));
@@ -54,20 +50,8 @@ fn mode_under_umask_child() {
 
 #[test]
 fn exact_modes_under_narrow_and_usual_umasks() {
-    for umask in ["077", "022", "027"] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "daemon::files::tests::mode_under_umask_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_UMASK, umask)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "umask {umask}: {text}");
-        assert!(text.contains("1 passed"), "the child ran the test: {text}");
+    for umask in [0o077, 0o022, 0o027] {
+        run_under_umask("daemon::files::tests::mode_under_umask_child", umask).unwrap();
     }
 }
 

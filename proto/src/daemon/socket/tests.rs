@@ -1,4 +1,5 @@
 use super::*;
+use crate::daemon::umask_child::{child_umask, run_under_umask};
 
 const SPEC: SocketSpec = SocketSpec {
     mode: 0o600,
@@ -134,16 +135,13 @@ async fn a_world_writable_directory_needs_the_sticky_bit() {
     assert_eq!(mode(&d), 0o1777);
 }
 
-/// The environment variable that makes [`mode_under_a_loose_umask_child`]
-/// run, in a child process of this test binary (the umask is process-wide).
-const CHILD_UMASK: &str = "SIGIL_TEST_SOCKET_UMASK";
-
+/// Run by [`bind_neither_uses_nor_needs_the_umask`] in a child process
+/// under umask 0 (a no-op in the test process itself).
 #[tokio::test]
 async fn mode_under_a_loose_umask_child() {
-    if std::env::var_os(CHILD_UMASK).is_none() {
-        return; // Only meaningful in the child started below.
+    if child_umask().is_none() {
+        return;
     }
-    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let dir = tempfile::tempdir().unwrap();
     // Made 0777 under this umask; bind would rightly refuse it.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -157,16 +155,5 @@ async fn mode_under_a_loose_umask_child() {
 
 #[test]
 fn bind_neither_uses_nor_needs_the_umask() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "daemon::socket::tests::mode_under_a_loose_umask_child",
-            "--nocapture",
-        ])
-        .env(CHILD_UMASK, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "the child ran the test: {text}");
+    run_under_umask("daemon::socket::tests::mode_under_a_loose_umask_child", 0).unwrap();
 }
