@@ -1,3 +1,6 @@
+//! write_atomic, write_new and the SVID files: exact modes under any umask
+//! (in a child process), planted symlinks, failed renames.
+
 use std::os::unix::fs::MetadataExt;
 
 use super::*;

@@ -1,3 +1,6 @@
+//! Socket binding: modes, directories, stale/live/non-socket paths, and no
+//! dependence on the umask (in a child process).
+
 use super::*;
 use crate::daemon::umask_child::{child_umask, run_under_umask};
 

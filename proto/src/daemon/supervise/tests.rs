@@ -1,3 +1,6 @@
+//! Supervision: the first failure, a task ending or panicking (by name),
+//! the signal and the grace period.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
