@@ -4,6 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/workload.proto",
+        "proto/sigil/types/v1/types.proto",
         "proto/sigil/agent/v1/agent.proto",
         "proto/sigil/admin/v1/admin.proto",
     ];
@@ -24,9 +25,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("workload_descriptor.bin"),
         prost::Message::encode_to_vec(&workload),
     )?;
+    // The APIs' modules are flat (`crate::admin_api`, not
+    // `crate::sigil::admin::v1`), so their references to the shared types
+    // are pointed at `crate::types` instead of relative `super::` paths.
     tonic_prost_build::configure()
+        .extern_path(".sigil.types.v1", "crate::types")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
+    // ... and the shared types themselves, which `extern_path` left out.
+    let types = protox::compile(["proto/sigil/types/v1/types.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(false)
+        .compile_fds(types)?;
     Ok(())
 }

@@ -10,35 +10,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sigil_proto::parse_duration;
 use sigil_proto::workload as wl;
 
-use crate::persist::write_atomic;
 use crate::{helper, workload_client};
 
 /// Logs to stderr, for the daemon and the long-running `helper`.
-pub fn init_logs(level: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("{e}"))
-}
+pub use sigil_proto::daemon::logs::{LogFormat, init_logs};
 
 #[derive(Debug, Parser)]
 #[command(name = "sigil-agent", version, about = "Sigil node agent")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -242,20 +223,15 @@ pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
             let first = r.svids.first().context("no SVIDs in the response")?;
             let mut files = Vec::new();
             if let Some(dir) = &write {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
                 let chain = split_der_chain(&first.x509_svid)?;
                 let bundle = split_der_chain(&first.bundle)?;
                 let key = pem::encode(&pem::Pem::new("PRIVATE KEY", first.x509_svid_key.clone()));
-                for (name, contents, mode) in [
-                    ("svid.pem", sigil_proto::jwks::to_pem(&chain), 0o644),
-                    ("svid_key.pem", key, 0o600),
-                    ("bundle.pem", sigil_proto::jwks::to_pem(&bundle), 0o644),
-                ] {
-                    let p = dir.join(name);
-                    write_atomic(&p, contents.as_bytes(), mode)?;
-                    files.push(p);
-                }
+                files = sigil_proto::daemon::files::write_svid_files(
+                    dir,
+                    sigil_proto::jwks::to_pem(&chain).as_bytes(),
+                    key.as_bytes(),
+                    sigil_proto::jwks::to_pem(&bundle).as_bytes(),
+                )?;
             }
             let svids: Vec<serde_json::Value> = r
                 .svids

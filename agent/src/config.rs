@@ -4,17 +4,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sigil_proto::TrustDomain;
+use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
 pub use sigil_proto::health::HealthConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file cannot be read, or is not TOML of the expected shape
+    /// (unknown keys are refused by name).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("invalid config: {key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -189,24 +187,15 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_path_buf(),
-                message,
-            },
-            other => other,
-        })
+        Self::from_raw(read_toml(path)?)
     }
 
     pub fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<text>"),
-            message: e.to_string().trim_end().replace('\n', " "),
-        })?;
+        Self::from_raw(parse_toml(text)?)
+    }
+
+    /// Validates a parsed file.
+    fn from_raw(raw: RawConfig) -> Result<AgentConfig, ConfigError> {
         let trust_domain = TrustDomain::parse(&raw.trust_domain)
             .map_err(|e| invalid("trust_domain", e.to_string()))?;
         if raw

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             init_logs(&log_level, log_format),
             AgentConfig::load(&config),
         ) {
-            (Err(e), _) => Err(e),
+            (Err(e), _) => Err(e.into()),
             (_, Err(e)) => Err(e.into()),
             (Ok(()), Ok(cfg)) => {
                 runtime().and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, join_token)))

@@ -3,12 +3,12 @@
 //! atomically (temp file, fsync, rename) with mode 0600, so a restart
 //! resumes without re-attesting.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use sigil_proto::daemon::files::write_atomic;
 
 /// CERTIFICATE blocks (leaf first), then the PRIVATE KEY block.
 const IDENTITY: &str = "agent_svid.pem";
@@ -28,33 +28,6 @@ impl std::fmt::Debug for StoredIdentity {
             .field("chain_len", &self.chain.len())
             .finish_non_exhaustive()
     }
-}
-
-/// Writes `contents` to `path` atomically with `mode`.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("file name is not valid UTF-8")?;
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +100,7 @@ impl DataDir {
             &self.dir.join(BUNDLE),
             sigil_proto::jwks::to_pem(bundle).as_bytes(),
             0o600,
-        )
+        )?;
+        Ok(())
     }
 }

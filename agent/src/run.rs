@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sigil_proto::clock::{Clock, SystemClock};
+use sigil_proto::daemon::signals::shutdown_signal;
+use sigil_proto::daemon::supervise::{self, Supervisor};
 use sigil_proto::tls::TrustRoots;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -141,22 +143,10 @@ async fn renew_loop(
     }
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 /// Runs the agent until a shutdown signal.
 pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Supervisor::new("agent", shutdown_tx);
     // Ready once attested and the first sync has been served: the cache
     // says so on `ready`. Up first, so probes see "live, not ready" while
     // the agent attests and syncs.
@@ -184,7 +174,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
             }),
         };
         let mut rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("health endpoint", async move {
             sigil_proto::health::serve(listener, endpoint, async move {
                 let _ = rx.changed().await;
             })
@@ -224,7 +214,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         state_rx.clone(),
         ident_rx.clone(),
     ));
-    tasks.spawn(async move {
+    tasks.spawn("cache", async move {
         cache.run(events_rx).await;
         anyhow::Ok(())
     });
@@ -254,6 +244,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         })
     };
     tasks.spawn(
+        "entry sync",
         crate::sync::run(
             client.clone(),
             events_tx,
@@ -264,6 +255,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         .then_ok(),
     );
     tasks.spawn(
+        "agent SVID renewal",
         renew_loop(
             client.clone(),
             data.clone(),
@@ -295,7 +287,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
     {
         let path = cfg.socket_path.clone();
         let mut rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("Workload API", async move {
             crate::workload_api::serve(&path, service, async move {
                 let _ = rx.changed().await;
             })
@@ -304,23 +296,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
     }
     info!(socket = %cfg.socket_path.display(), "sigil-agent ready");
 
-    tokio::select! {
-        r = shutdown_signal() => { r.context("installing signal handlers")?; info!("shutting down"); }
-        Some(r) = tasks.join_next() => {
-            let _ = shutdown_tx.send(true);
-            return match r {
-                Ok(Ok(())) => Err(anyhow::anyhow!("an agent task stopped unexpectedly")),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("an agent task panicked: {e}")),
-            };
-        }
-    }
-    let _ = shutdown_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    Ok(())
+    tasks.run(shutdown_signal(), supervise::GRACE).await
 }
 
 trait ThenOk: std::future::Future<Output = ()> + Send + Sized + 'static {

@@ -5,12 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
+use sigil_proto::daemon::connect::unix_channel;
 use sigil_proto::endpoint::{EndpointAddress, parse_endpoint};
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use tokio::net::UnixStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 pub const DEFAULT_SOCKET: &str = "/run/sigil/agent.sock";
@@ -55,18 +54,11 @@ pub type Client = SpiffeWorkloadApiClient<
 
 /// Connects to the Workload API socket at `path`.
 pub async fn connect(path: &Path) -> anyhow::Result<Client> {
-    let p = path.to_path_buf();
-    let channel = Endpoint::from_static("http://workload-api.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
-        }))
+    let channel = unix_channel(path, "http://workload-api.invalid")
         .await
         .map_err(|e| {
-            let cause =
-                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
             anyhow::anyhow!(
-                "cannot connect to the Workload API at {}: {cause} (is sigil-agent running? use \
+                "cannot connect to the Workload API at {}: {e} (is sigil-agent running? use \
                  --socket or SPIFFE_ENDPOINT_SOCKET)",
                 path.display()
             )

@@ -9,21 +9,32 @@ pub mod workload {
     tonic::include_proto!("_");
 }
 
+/// The messages both of Sigil's own APIs speak (`sigil.types.v1`): one
+/// `Entry`, `Selector` and `ItemError`, re-exported by each API's module.
+pub mod types {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("sigil.types.v1");
+}
+
 /// Sigil's agent ↔ server API.
 pub mod agent_api {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("sigil.agent.v1");
+    pub use crate::types::{Entry, ItemError, Selector};
 }
 
 /// Sigil's admin API (local socket only).
 pub mod admin_api {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("sigil.admin.v1");
+    pub use crate::types::{Entry, ItemError, Selector};
 }
 
 pub mod attestation;
 #[cfg(feature = "clock")]
 pub mod clock;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 
 /// CSRs an agent sends in one `SignSvids` call, and so the least a server's
 /// `limits.max_csrs_per_request` may be (a lower one would refuse every full

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
 use sigil_proto::duration::serde_duration;
 pub use sigil_proto::health::HealthConfig;
 use sigil_proto::{SpiffeId, TrustDomain, format_duration};
@@ -16,13 +17,10 @@ use crate::key_manager::KeyType;
 /// Why a configuration was refused. Each message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file cannot be read, or is not TOML of the expected shape
+    /// (unknown keys are refused by name).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("invalid config: {key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -339,25 +337,16 @@ impl ServerConfig {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_path_buf(),
-                message,
-            },
-            other => other,
-        })
+        Self::from_raw(read_toml(path)?)
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<text>"),
-            message: e.to_string().trim_end().replace('\n', " "),
-        })?;
+        Self::from_raw(parse_toml(text)?)
+    }
+
+    /// Validates a parsed file.
+    fn from_raw(raw: RawConfig) -> Result<ServerConfig, ConfigError> {
         let trust_domain = TrustDomain::parse(&raw.trust_domain)
             .map_err(|e| invalid("trust_domain", e.to_string()))?;
         if raw.data_dir.as_os_str().is_empty() {

@@ -4,22 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sigil_server::cli::{Cli, Command, LogFormat, run_admin};
+use sigil_proto::daemon::logs::init_logs;
+use sigil_server::cli::{Cli, Command, run_admin};
 use sigil_server::config::ServerConfig;
-
-fn init_logs(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| format!("--log-level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    }
-    .map_err(|e| e.to_string())
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,7 +42,7 @@ fn main() -> ExitCode {
             init_logs(&log_level, log_format),
             ServerConfig::load(&config),
         ) {
-            (Err(e), _) => Err(anyhow::anyhow!(e)),
+            (Err(e), _) => Err(e.into()),
             (_, Err(e)) => Err(e.into()),
             (Ok(()), Ok(cfg)) => runtime().and_then(|rt| rt.block_on(sigil_server::run::run(cfg))),
         },

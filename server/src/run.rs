@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sigil_proto::admin_api::admin_api_server::AdminApiServer;
+use sigil_proto::daemon::signals::shutdown_signal;
+use sigil_proto::daemon::supervise::{self, Supervisor};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -86,18 +88,6 @@ fn create_data_dir(cfg: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 /// Runs the server until a shutdown signal.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -105,7 +95,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         warn!(warning = %w, "configuration warning");
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Supervisor::new("server", shutdown_tx);
     // Up first, so probes see "live, not ready" while the store and CA load.
     let up: Arc<OnceLock<Up>> = Arc::new(OnceLock::new());
     if let Some(h) = &cfg.health {
@@ -116,7 +106,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         crate::metrics::describe();
         let endpoint = health_endpoint(up.clone(), clock.clone());
         let mut rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("health endpoint", async move {
             sigil_proto::health::serve(listener, endpoint, async move {
                 let _ = rx.changed().await;
             })
@@ -189,7 +179,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     {
         let mut rx = shutdown_rx.clone();
         let socket_path = cfg.admin_socket.clone();
-        tasks.spawn(async move {
+        tasks.spawn("admin API", async move {
             let r = tonic::transport::Server::builder()
                 .add_service(admin_server)
                 // Any `:authority` is accepted on the admin socket too.
@@ -216,7 +206,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         let ca = ca.clone();
         let hint = be.refresh_hint;
         let rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("bundle endpoint", async move {
             bundle::endpoint::serve(listener, tls, ca, hint, rx).await;
             Ok(())
         });
@@ -234,7 +224,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         {
             let bundles = ca.subscribe_bundle();
             let rx = shutdown_rx.clone();
-            tasks.spawn(async move {
+            tasks.spawn("agent API trust roots", async move {
                 agent_api::listener::follow_bundle(roots, bundles, rx).await;
                 Ok(())
             });
@@ -273,7 +263,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ));
         let mut rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("agent API", async move {
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .layer(AccessLayer::new(auth))
@@ -290,7 +280,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     {
         let svid = svid.clone();
         let rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("server SVID renewal", async move {
             svid.run(rx).await;
             Ok(())
         });
@@ -300,7 +290,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     {
         let ca = ca.clone();
         let mut rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("CA upkeep", async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(CA_TICK) => {}
@@ -326,25 +316,5 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         ca: ca.clone(),
     });
     info!(trust_domain = %cfg.trust_domain, "sigil-server ready");
-    tokio::select! {
-        r = shutdown_signal() => { r.context("installing signal handlers")?; info!("shutting down"); }
-        Some(r) = tasks.join_next() => {
-            let _ = shutdown_tx.send(true);
-            return match r {
-                Ok(Ok(())) => Err(anyhow::anyhow!("a server task stopped unexpectedly")),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("a server task panicked: {e}")),
-            };
-        }
-    }
-    let _ = shutdown_tx.send(true);
-    let deadline = tokio::time::sleep(Duration::from_secs(10));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            r = tasks.join_next() => if r.is_none() { break },
-            _ = &mut deadline => { warn!("tasks did not stop in 10s"); break }
-        }
-    }
-    Ok(())
+    tasks.run(shutdown_signal(), supervise::GRACE).await
 }

@@ -9,17 +9,15 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::Deserialize;
+use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
 use sigil_proto::parse_duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperConfigError {
-    #[error("cannot read config file {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file cannot be read, or is not TOML of the expected shape
+    /// (unknown keys are refused by name).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("invalid config: {key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -197,24 +195,15 @@ fn socket_address(value: &str) -> Result<PathBuf, HelperConfigError> {
 
 impl HelperConfig {
     pub fn load(path: &Path) -> Result<HelperConfig, HelperConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| HelperConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            HelperConfigError::Parse { message, .. } => HelperConfigError::Parse {
-                path: path.to_path_buf(),
-                message,
-            },
-            other => other,
-        })
+        Self::from_raw(read_toml(path)?)
     }
 
     pub fn parse(text: &str) -> Result<HelperConfig, HelperConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| HelperConfigError::Parse {
-            path: PathBuf::from("<text>"),
-            message: e.to_string().trim_end().replace('\n', " "),
-        })?;
+        Self::from_raw(parse_toml(text)?)
+    }
+
+    /// Validates a parsed file.
+    fn from_raw(raw: RawConfig) -> Result<HelperConfig, HelperConfigError> {
         let agent_address = raw
             .agent_address
             .as_deref()

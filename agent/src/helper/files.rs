@@ -31,10 +31,11 @@
 //!   such readers (nginx, …) reload on the signal sent after the swap, or
 //!   should read through `..data` as above.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use sigil_proto::daemon::files::write_new;
 
 /// The symlink naming the current version directory.
 pub const DATA_LINK: &str = "..data";
@@ -49,6 +50,9 @@ pub enum FilesError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// Writing one file of the set (the error names it).
+    #[error("{0}")]
+    Write(std::io::Error),
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FilesError + 'a {
@@ -140,18 +144,8 @@ pub fn publish(dir: &Path, files: &[OutFile<'_>]) -> Result<PathBuf, FilesError>
         .map_err(io("setting the mode of", &vdir))?;
     let written = (|| {
         for f in files {
-            let p = vdir.join(f.name);
-            let mut out = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(f.mode)
-                .open(&p)
-                .map_err(io("creating", &p))?;
-            // The umask may have narrowed the mode given to open.
-            out.set_permissions(fs::Permissions::from_mode(f.mode))
-                .map_err(io("setting the mode of", &p))?;
-            out.write_all(f.contents).map_err(io("writing", &p))?;
-            out.sync_all().map_err(io("syncing", &p))?;
+            // New file, exact mode whatever the umask, fsynced.
+            write_new(&vdir.join(f.name), f.contents, f.mode).map_err(FilesError::Write)?;
         }
         fsync_dir(&vdir)
     })();
@@ -189,6 +183,8 @@ pub fn publish(dir: &Path, files: &[OutFile<'_>]) -> Result<PathBuf, FilesError>
 
 #[cfg(test)]
 mod tests {
+    use sigil_proto::daemon::umask_child::{child_umask, run_under_umask};
+
     use super::*;
 
     fn set<'a>(a: &'a [u8], b: &'a [u8]) -> [OutFile<'a>; 2] {
@@ -207,14 +203,21 @@ mod tests {
     }
 
     #[test]
+    fn modes_hold_under_systemd_umask() {
+        run_under_umask(
+            "helper::files::tests::publishes_versions_and_keeps_the_previous_one",
+            0o077, // systemd's UMask=0077
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn publishes_versions_and_keeps_the_previous_one() {
+        // Under umask 0077 when run by the test above; as it is otherwise.
+        let _ = child_umask();
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("certs");
-        // As under systemd's UMask=0077 (process-wide; restored at once).
-        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-        let v1 = publish(&dir, &set(b"c1", b"k1"));
-        nix::sys::stat::umask(old);
-        let v1 = v1.unwrap();
+        let v1 = publish(&dir, &set(b"c1", b"k1")).unwrap();
         for d in [&dir, &v1] {
             let m = fs::metadata(d).unwrap().permissions().mode() & 0o777;
             assert_eq!(m, 0o755, "{}", d.display());

@@ -233,18 +233,6 @@ fn leaf_facts(der: &[u8]) -> (String, String) {
     }
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 /// The Workload API socket: `agent_address`, else `SPIFFE_ENDPOINT_SOCKET`,
 /// else the agent's default.
 pub fn socket(cfg: &HelperConfig) -> anyhow::Result<PathBuf> {
@@ -282,8 +270,8 @@ pub async fn run(cfg: HelperConfig, opts: Options) -> anyhow::Result<()> {
     };
     tokio::select! {
         r = work => r,
-        r = shutdown_signal() => {
-            r.context("installing signal handlers")?;
+        r = sigil_proto::daemon::signals::shutdown_signal() => {
+            r?;
             info!("helper shutting down");
             Ok(())
         }

@@ -4,57 +4,27 @@
 //! configured allow-list. No credentials, no access.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 
+use sigil_proto::daemon::socket::{self, SocketSpec};
 use tokio::net::UnixListener;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 use tracing::warn;
 
-/// Binds the admin socket at `path` with mode 0600.
+/// How the admin socket is bound: owner-only, in owner-only directories.
+const ADMIN_SOCKET: SocketSpec = SocketSpec {
+    mode: 0o600,
+    dir_mode: 0o700,
+    what: "the admin socket",
+    daemon: "server",
+};
+
+/// Binds the admin socket at `path` with mode 0600 (see
+/// [`sigil_proto::daemon::socket`]: never a live server's socket nor a
+/// non-socket file, and no umask change).
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-        && !parent.exists()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "{} is in use by a running server; stop it first",
-                        path.display()
-                    ),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket; refusing to replace it",
-                    path.display()
-                ),
-            ));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    // Nobody else may connect even for the instant before chmod.
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
-    nix::sys::stat::umask(old);
-    let listener = bound?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    socket::bind(path, &ADMIN_SOCKET)
 }
 
 /// Who may call: the server's own uid, and the allow-list.
@@ -111,6 +81,7 @@ mod tests {
 
     #[tokio::test]
     async fn bind_refuses_non_socket_and_sets_mode() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, "keep me").unwrap();

@@ -33,6 +33,9 @@ pub fn entry_to_pb(e: &Entry) -> pb::Entry {
         downstream: e.spec.downstream,
         expires_at: e.spec.expires_at.unwrap_or(0),
         revision: e.revision,
+        // Admin API only: 0 is not encoded, so the agent API's wire is
+        // what it was before the shared `sigil.types.v1.Entry`.
+        created_at: 0,
     }
 }
 

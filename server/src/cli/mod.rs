@@ -3,7 +3,6 @@
 //! Exit codes: 0 success, 1 error (one line on stderr), 2 usage error.
 
 pub mod entry;
-pub mod files;
 pub mod output;
 
 use std::path::PathBuf;
@@ -27,11 +26,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use sigil_proto::daemon::logs::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -531,7 +526,12 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
             let expires = rfc3339(r.expires_at);
             match write {
                 Some(dir) => {
-                    let written = files::write_svid_files(&dir, &svid_pem, &key_pem, &bundle_pem)?;
+                    let written = sigil_proto::daemon::files::write_svid_files(
+                        &dir,
+                        svid_pem.as_bytes(),
+                        key_pem.as_bytes(),
+                        bundle_pem.as_bytes(),
+                    )?;
                     match common.output {
                         Output::Text => {
                             println!("SPIFFE ID: {}", r.spiffe_id);
