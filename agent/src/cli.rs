@@ -136,7 +136,7 @@ pub enum FetchCommand {
 }
 
 fn split_der_chain(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    sigil_proto::jwks::certs_from_pem_or_der(bytes)
+    sigil_proto::pem::certs_from_pem_or_der(bytes)
         .context("the agent sent an invalid certificate chain")
 }
 
@@ -248,9 +248,9 @@ pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
                 let bundle = split_der_chain(&first.bundle)?;
                 let key = pem::encode(&pem::Pem::new("PRIVATE KEY", first.x509_svid_key.clone()));
                 for (name, contents, mode) in [
-                    ("svid.pem", sigil_proto::jwks::to_pem(&chain), 0o644),
+                    ("svid.pem", sigil_proto::pem::to_pem(&chain), 0o644),
                     ("svid_key.pem", key, 0o600),
-                    ("bundle.pem", sigil_proto::jwks::to_pem(&bundle), 0o644),
+                    ("bundle.pem", sigil_proto::pem::to_pem(&bundle), 0o644),
                 ] {
                     let p = dir.join(name);
                     write_atomic(&p, contents.as_bytes(), mode)?;

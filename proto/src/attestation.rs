@@ -38,7 +38,7 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
-use crate::jwks::certs_from_pem_or_der;
+use crate::pem::certs_from_pem_or_der;
 
 /// Name of the join token attestor on the wire.
 pub const JOIN_TOKEN: &str = "join_token";
@@ -479,7 +479,7 @@ mod tests {
             decode_chain(b"garbage"),
             Err(X509PopError::MalformedChain { .. })
         ));
-        let pem = crate::jwks::to_pem(&chain);
+        let pem = crate::pem::to_pem(&chain);
         assert!(matches!(
             decode_chain(pem.as_bytes()),
             Err(X509PopError::MalformedChain { .. })

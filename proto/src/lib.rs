@@ -22,6 +22,7 @@ pub mod admin_api {
 }
 
 pub mod attestation;
+pub mod bundle;
 #[cfg(feature = "clock")]
 pub mod clock;
 
@@ -43,16 +44,18 @@ pub mod duration;
 pub mod endpoint;
 #[cfg(feature = "health")]
 pub mod health;
-pub mod jwks;
+pub mod pem;
 pub mod selector;
 pub mod spiffe_id;
 pub mod svid_profile;
+#[cfg(any(test, feature = "test-pki"))]
+pub mod test_pki;
 pub mod tls;
 #[cfg(feature = "daemon")]
 pub mod unix_h2;
 
+pub use bundle::{JwksError, JwtKey, SpiffeBundle};
 pub use duration::{DurationError, format_duration, parse_duration};
-pub use jwks::{JwksError, JwtKey, SpiffeBundle};
 pub use selector::{Selector, SelectorError};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use svid_profile::{CaInfo, LeafInfo, ProfileError, check_leaf, check_signing_cert};

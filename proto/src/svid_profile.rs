@@ -472,120 +472,6 @@ impl<'a, 'c> Extensions<'a, 'c> {
     }
 }
 
-/// Certificate builders for this crate's tests: a CA with the trust domain
-/// ID as URI SAN and leaves that follow the X.509-SVID profile, all made at
-/// test time with rcgen. Tests bend the parameters to break one rule each.
-#[cfg(test)]
-pub(crate) mod test_pki {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use rcgen::string::Ia5String;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    };
-    use time::{Duration, OffsetDateTime};
-
-    pub(crate) fn uri(s: &str) -> SanType {
-        SanType::URI(Ia5String::try_from(s).unwrap())
-    }
-
-    pub(crate) fn dns(s: &str) -> SanType {
-        SanType::DnsName(Ia5String::try_from(s).unwrap())
-    }
-
-    /// A CA's parameters: cA=true, keyCertSign + cRLSign, URI SAN
-    /// `spiffe://<td>`, valid from a minute ago for a day. Each call gets
-    /// its own subject name, so two test CAs never share one by accident.
-    pub(crate) fn ca_params(td: &str) -> CertificateParams {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("{td} test CA {n}"));
-        p.distinguished_name = dn;
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.subject_alt_names = vec![uri(&format!("spiffe://{td}"))];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now - Duration::minutes(1);
-        p.not_after = now + Duration::days(1);
-        p
-    }
-
-    /// An X.509-SVID leaf's parameters for the given URI SANs: cA=false,
-    /// critical digitalSignature, serverAuth + clientAuth, SKI and AKI,
-    /// valid from ten seconds ago for an hour.
-    pub(crate) fn leaf_params(uris: &[&str]) -> CertificateParams {
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "SPIFFE");
-        p.distinguished_name = dn;
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.use_authority_key_identifier_extension = true;
-        p.subject_alt_names = uris.iter().map(|u| uri(u)).collect();
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now - Duration::seconds(10);
-        p.not_after = now + Duration::hours(1);
-        p
-    }
-
-    /// A CA that can sign test leaves.
-    pub(crate) struct TestCa {
-        pub(crate) der: Vec<u8>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    impl TestCa {
-        pub(crate) fn new(td: &str) -> Self {
-            Self::from_params(ca_params(td))
-        }
-
-        pub(crate) fn from_params(params: CertificateParams) -> Self {
-            let key = KeyPair::generate().unwrap();
-            let der = params.self_signed(&key).unwrap().der().to_vec();
-            TestCa {
-                der,
-                issuer: Issuer::new(params, key),
-            }
-        }
-
-        /// Signs `params` for a fresh P-256 key; returns (cert DER, key).
-        pub(crate) fn sign(&self, params: &CertificateParams) -> (Vec<u8>, KeyPair) {
-            let key = KeyPair::generate().unwrap();
-            let der = params.signed_by(&key, &self.issuer).unwrap().der().to_vec();
-            (der, key)
-        }
-
-        /// An intermediate CA for `td` signed by this CA.
-        pub(crate) fn intermediate(&self, td: &str) -> TestCa {
-            let params = ca_params(td);
-            let (der, key) = self.sign(&params);
-            TestCa {
-                der,
-                issuer: Issuer::new(params, key),
-            }
-        }
-
-        /// A profile-conforming leaf for `id`.
-        pub(crate) fn leaf(&self, id: &str) -> (Vec<u8>, KeyPair) {
-            self.sign(&leaf_params(&[id]))
-        }
-    }
-
-    /// A self-signed certificate for `params` (issuer = subject).
-    pub(crate) fn self_signed(params: &CertificateParams) -> (Vec<u8>, KeyPair) {
-        let key = KeyPair::generate().unwrap();
-        let der = params.self_signed(&key).unwrap().der().to_vec();
-        (der, key)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use rcgen::{
@@ -593,8 +479,8 @@ mod tests {
         NameConstraints, PublicKeyData, SerialNumber,
     };
 
-    use super::test_pki::{TestCa, ca_params, dns, leaf_params, self_signed, uri};
     use super::*;
+    use crate::test_pki::{TestCa, ca_params, dns, leaf_params, self_signed, uri};
 
     const ID: &str = "spiffe://example.org/ns/prod/sa/web";
 

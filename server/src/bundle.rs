@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sigil_proto::jwks::{self, JwtKey, SpiffeBundle};
+use sigil_proto::bundle::{self as jwks, JwtKey, SpiffeBundle};
 
 use crate::store::BundleRecord;
 

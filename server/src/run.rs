@@ -56,7 +56,7 @@ fn load_web_cert(
     use rustls_pki_types::pem::PemObject;
     let cert_bytes = std::fs::read(cert)
         .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
-    let chain = sigil_proto::jwks::certs_from_pem_or_der(&cert_bytes)
+    let chain = sigil_proto::pem::certs_from_pem_or_der(&cert_bytes)
         .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?
         .into_iter()
         .map(rustls_pki_types::CertificateDer::from)

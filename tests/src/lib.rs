@@ -367,7 +367,7 @@ impl Drop for TestServer {
 
 /// DER certificates from PEM text.
 pub fn pem_certs(text: &str) -> Vec<Vec<u8>> {
-    sigil_proto::jwks::from_pem(text.as_bytes()).expect("PEM certificates")
+    sigil_proto::pem::from_pem(text.as_bytes()).expect("PEM certificates")
 }
 
 /// Runs `sigil-agent` with `args` (bounded like [`sigil_server`]).

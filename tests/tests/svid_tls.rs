@@ -12,7 +12,7 @@ use sigil_proto::tls::{
     SpiffeClientVerifier, SpiffeServerVerifier, TrustRoots, authorize_exact, client_config,
     server_config,
 };
-use sigil_proto::{SpiffeId, TrustDomain, jwks, svid_profile};
+use sigil_proto::{SpiffeId, TrustDomain, bundle, svid_profile};
 use sigil_tests::{ServerOptions, TestServer, pem_certs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -308,7 +308,7 @@ async fn bundle_endpoint_https_spiffe_serves_the_bundle() {
         assert_eq!(k["x5c"].as_array().unwrap().len(), 1);
     }
     let td = TrustDomain::parse("example.org").unwrap();
-    let decoded = jwks::decode(&td, body.as_bytes()).unwrap();
+    let decoded = bundle::decode(&td, body.as_bytes()).unwrap();
     assert_eq!(decoded.skipped, vec![], "every published key is usable");
     let decoded = decoded.bundle;
     assert_eq!(
@@ -354,7 +354,7 @@ async fn bundle_endpoint_https_web_uses_the_operator_cert() {
     let (head, body) = https_get(addr, cfg, "localhost").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let td = TrustDomain::parse("example.org").unwrap();
-    let decoded = jwks::decode(&td, body.as_bytes()).unwrap();
+    let decoded = bundle::decode(&td, body.as_bytes()).unwrap();
     assert_eq!(decoded.skipped, vec![], "every published key is usable");
     let decoded = decoded.bundle;
     assert_eq!(

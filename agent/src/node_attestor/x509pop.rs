@@ -24,7 +24,7 @@ use sigil_proto::attestation::{
     X509POP, X509POP_CHALLENGE_LEN, X509PopKeyAlg, decode_chain, encode_chain, x509pop_public_key,
     x509pop_signed_message,
 };
-use sigil_proto::jwks::certs_from_pem_or_der;
+use sigil_proto::pem::certs_from_pem_or_der;
 
 use super::{AttestorError, NodeAttestorClient};
 
@@ -246,7 +246,7 @@ mod tests {
         ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, ED25519, UnparsedPublicKey,
         VerificationAlgorithm,
     };
-    use sigil_proto::jwks::to_pem;
+    use sigil_proto::pem::to_pem;
 
     /// A node's files in a temporary directory.
     struct Files {

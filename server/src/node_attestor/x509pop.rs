@@ -20,7 +20,7 @@ use sigil_proto::attestation::{
     X509POP, X509POP_CHALLENGE_LEN, X509PopPublicKey, check_x509pop_roots, decode_chain,
     verify_x509pop_chain, x509pop_public_key, x509pop_signed_message,
 };
-use sigil_proto::jwks::certs_from_pem_or_der;
+use sigil_proto::pem::certs_from_pem_or_der;
 use sigil_proto::{Selector, TrustDomain};
 use tracing::debug;
 use x509_parser::certificate::X509Certificate;
@@ -212,7 +212,7 @@ mod tests {
         Ed25519KeyPair,
     };
     use sigil_proto::attestation::encode_chain;
-    use sigil_proto::jwks::to_pem;
+    use sigil_proto::pem::to_pem;
 
     /// 2030-01-01T00:00:00Z.
     const NOW: i64 = 1_893_456_000;
