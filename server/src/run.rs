@@ -39,16 +39,6 @@ use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 /// How often the CA manager checks the key slots.
 const CA_TICK: Duration = Duration::from_secs(1);
 
-/// A fixed certificate (profile `https_web`).
-#[derive(Debug)]
-struct FixedCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for FixedCert {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
-
 fn load_web_cert(
     cert: &std::path::Path,
     key: &std::path::Path,
@@ -63,9 +53,8 @@ fn load_web_cert(
         .collect();
     let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file {}: {e}", key.display()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+    sigil_proto::tls::certified_key(chain, &key)
+        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))
 }
 
 /// Loads the upstream CA if one is configured.
@@ -237,7 +226,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     // Bundle endpoint.
     if let Some(be) = &cfg.bundle_endpoint {
         let resolver: Arc<dyn ResolvesServerCert> = match be.profile {
-            BundleProfile::HttpsSpiffe => svid.clone(),
+            BundleProfile::HttpsSpiffe => Arc::new(svid.resolver()),
             BundleProfile::HttpsWeb => {
                 let (Some(c), Some(k)) = (&be.cert_file, &be.key_file) else {
                     anyhow::bail!("bundle_endpoint: https_web needs cert_file and key_file");
@@ -247,7 +236,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 for w in crate::web_cert::warnings(&chain, be.address, unix(clock.now())) {
                     warn!(warning = %w, "bundle endpoint certificate");
                 }
-                Arc::new(FixedCert(cert))
+                Arc::new(sigil_proto::tls::SvidResolver::fixed(cert))
             }
         };
         let tls = crate::bundle_endpoint::tls_config(resolver)?;
@@ -276,7 +265,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         ))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(Arc::new(AttestationFriendlyVerifier(verifier.clone())))
-        .with_cert_resolver(svid.clone());
+        .with_cert_resolver(Arc::new(svid.resolver()));
         tls.alpn_protocols = vec![b"h2".to_vec()];
         // Every connection is verified against the current bundle.
         tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
