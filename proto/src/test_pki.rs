@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rcgen::string::Ia5String;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SignatureAlgorithm, date_time_ymd,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -115,4 +115,72 @@ pub fn self_signed(params: &CertificateParams) -> (Vec<u8>, KeyPair) {
     let key = KeyPair::generate().unwrap();
     let der = params.self_signed(&key).unwrap().der().to_vec();
     (der, key)
+}
+
+/// A node CA's parameters for x509pop (an operator's PKI, no SPIFFE ID):
+/// cA=true, keyCertSign + cRLSign, CN `cn`, valid 2020-01-01 to 2040-01-01
+/// so that tests attest at a fixed time.
+pub fn node_ca_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = date_time_ymd(2020, 1, 1);
+    p.not_after = date_time_ymd(2040, 1, 1);
+    p
+}
+
+/// A node certificate's parameters for x509pop: cA=false, digitalSignature,
+/// CN `cn`, the validity of [`node_ca_params`].
+pub fn node_leaf_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    // rcgen writes extensions (keyUsage included) only when one of a few
+    // others is present; basicConstraints cA=false is one.
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.not_before = date_time_ymd(2020, 1, 1);
+    p.not_after = date_time_ymd(2040, 1, 1);
+    p
+}
+
+/// An operator's node PKI for x509pop: a root (CN `<name> root`) and an
+/// intermediate under it (CN `<name> intermediate`) that signs nodes.
+pub struct NodePki {
+    pub root: Vec<u8>,
+    pub intermediate: Vec<u8>,
+    pub issuer: Issuer<'static, KeyPair>,
+}
+
+impl NodePki {
+    pub fn new(name: &str) -> Self {
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = node_ca_params(&format!("{name} root"));
+        let root = root_params.self_signed(&root_key).unwrap().der().to_vec();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let inter_key = KeyPair::generate().unwrap();
+        let inter_params = node_ca_params(&format!("{name} intermediate"));
+        let intermediate = inter_params
+            .signed_by(&inter_key, &root_issuer)
+            .unwrap()
+            .der()
+            .to_vec();
+        NodePki {
+            root,
+            intermediate,
+            issuer: Issuer::new(inter_params, inter_key),
+        }
+    }
+
+    /// Signs `params` with the intermediate for a fresh `alg` key; returns
+    /// (cert DER, key).
+    pub fn sign(
+        &self,
+        params: &CertificateParams,
+        alg: &'static SignatureAlgorithm,
+    ) -> (Vec<u8>, KeyPair) {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let der = params.signed_by(&key, &self.issuer).unwrap().der().to_vec();
+        (der, key)
+    }
 }

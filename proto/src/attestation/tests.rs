@@ -2,68 +2,27 @@
 //! proofs of possession they carry.
 
 use super::*;
+use crate::test_pki::{NodePki, node_leaf_params};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, date_time_ymd,
+    CertificateParams, ExtendedKeyUsagePurpose, KeyPair, PKCS_ECDSA_P256_SHA256,
+    PKCS_ECDSA_P384_SHA384, PKCS_ED25519,
 };
 
 /// 2030-01-01T00:00:00Z, inside every test certificate's validity.
 const NOW: u64 = 1_893_456_000;
 
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.not_before = date_time_ymd(2020, 1, 1);
-    p.not_after = date_time_ymd(2040, 1, 1);
-    p
+fn new_pki() -> NodePki {
+    NodePki::new("test")
 }
 
 fn leaf_params(eku: Vec<ExtendedKeyUsagePurpose>) -> CertificateParams {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "node-1");
-    p.not_before = date_time_ymd(2020, 1, 1);
-    p.not_after = date_time_ymd(2040, 1, 1);
+    let mut p = node_leaf_params("node-1");
     p.extended_key_usages = eku;
     p
 }
 
-struct Pki {
-    root: Vec<u8>,
-    inter: Vec<u8>,
-    inter_issuer: Issuer<'static, KeyPair>,
-}
-
-fn new_pki() -> Pki {
-    named_pki("root")
-}
-
-fn named_pki(root_cn: &str) -> Pki {
-    let root_key = KeyPair::generate().unwrap();
-    let root_params = ca_params(root_cn);
-    let root = root_params.self_signed(&root_key).unwrap().der().to_vec();
-    let root_issuer = Issuer::new(root_params, root_key);
-    let inter_key = KeyPair::generate().unwrap();
-    let inter_params = ca_params("intermediate");
-    let inter = inter_params
-        .signed_by(&inter_key, &root_issuer)
-        .unwrap()
-        .der()
-        .to_vec();
-    Pki {
-        root,
-        inter,
-        inter_issuer: Issuer::new(inter_params, inter_key),
-    }
-}
-
-fn leaf(pki: &Pki, eku: Vec<ExtendedKeyUsagePurpose>) -> Vec<u8> {
-    let key = KeyPair::generate().unwrap();
-    leaf_params(eku)
-        .signed_by(&key, &pki.inter_issuer)
-        .unwrap()
-        .der()
-        .to_vec()
+fn leaf(pki: &NodePki, eku: Vec<ExtendedKeyUsagePurpose>) -> Vec<u8> {
+    pki.sign(&leaf_params(eku), &PKCS_ECDSA_P256_SHA256).0
 }
 
 #[test]
@@ -87,7 +46,7 @@ fn signed_message_is_context_then_challenge() {
 #[test]
 fn chain_round_trip_and_limits() {
     let pki = new_pki();
-    let chain = vec![leaf(&pki, vec![]), pki.inter.clone()];
+    let chain = vec![leaf(&pki, vec![]), pki.intermediate.clone()];
     assert_eq!(decode_chain(&encode_chain(&chain)).unwrap(), chain);
 
     assert_eq!(decode_chain(b""), Err(X509PopError::EmptyChain));
@@ -106,7 +65,7 @@ fn chain_round_trip_and_limits() {
         decode_chain(&trailing),
         Err(X509PopError::MalformedChain { .. })
     ));
-    let nine = vec![pki.inter.clone(); 9];
+    let nine = vec![pki.intermediate.clone(); 9];
     assert_eq!(
         decode_chain(&encode_chain(&nine)),
         Err(X509PopError::TooManyCerts { count: 9 })
@@ -125,14 +84,18 @@ fn chain_round_trip_and_limits() {
 fn verified_path_lists_intermediate_then_root() {
     let pki = new_pki();
     let other = new_pki();
-    let chain = vec![leaf(&pki, vec![]), pki.inter.clone()];
+    let chain = vec![leaf(&pki, vec![]), pki.intermediate.clone()];
     let roots = vec![other.root.clone(), pki.root.clone()];
     let cas = verify_x509pop_chain(&chain, &roots, NOW).unwrap();
-    assert_eq!(cas, vec![pki.inter.clone(), pki.root.clone()]);
+    assert_eq!(cas, vec![pki.intermediate.clone(), pki.root.clone()]);
     // Unused extra certificates are not on the path.
-    let chain = vec![leaf(&pki, vec![]), other.inter.clone(), pki.inter.clone()];
+    let chain = vec![
+        leaf(&pki, vec![]),
+        other.intermediate.clone(),
+        pki.intermediate.clone(),
+    ];
     let cas = verify_x509pop_chain(&chain, &roots, NOW).unwrap();
-    assert_eq!(cas, vec![pki.inter.clone(), pki.root.clone()]);
+    assert_eq!(cas, vec![pki.intermediate.clone(), pki.root.clone()]);
 }
 
 #[test]
@@ -148,14 +111,14 @@ fn extended_key_usage_rule() {
         ],
         vec![ExtendedKeyUsagePurpose::Any],
     ] {
-        let chain = vec![leaf(&pki, eku.clone()), pki.inter.clone()];
+        let chain = vec![leaf(&pki, eku.clone()), pki.intermediate.clone()];
         assert!(verify_x509pop_chain(&chain, &roots, NOW).is_ok(), "{eku:?}");
     }
     for eku in [
         vec![ExtendedKeyUsagePurpose::ServerAuth],
         vec![ExtendedKeyUsagePurpose::CodeSigning],
     ] {
-        let chain = vec![leaf(&pki, eku.clone()), pki.inter.clone()];
+        let chain = vec![leaf(&pki, eku.clone()), pki.intermediate.clone()];
         let err = verify_x509pop_chain(&chain, &roots, NOW).unwrap_err();
         assert!(
             err.to_string().contains("without clientAuth"),
@@ -167,8 +130,8 @@ fn extended_key_usage_rule() {
 #[test]
 fn untrusted_expired_and_bad_roots() {
     let pki = new_pki();
-    let chain = vec![leaf(&pki, vec![]), pki.inter.clone()];
-    let other = named_pki("another root");
+    let chain = vec![leaf(&pki, vec![]), pki.intermediate.clone()];
+    let other = NodePki::new("another");
     let err = verify_x509pop_chain(&chain, std::slice::from_ref(&other.root), NOW).unwrap_err();
     assert!(
         err.to_string().contains("does not lead to a configured"),
@@ -203,7 +166,7 @@ fn key_algorithms() {
     ] {
         let key = KeyPair::generate_for(alg).unwrap();
         let der = leaf_params(vec![])
-            .signed_by(&key, &pki.inter_issuer)
+            .signed_by(&key, &pki.issuer)
             .unwrap()
             .der()
             .to_vec();

@@ -59,7 +59,8 @@ pub struct JwtKey {
     pub spki_der: Vec<u8>,
 }
 
-/// Why a bundle or certificate list could not be encoded or decoded.
+/// Why a bundle document could not be encoded or decoded (certificate
+/// lists fail with [`crate::pem::PemError`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwksError {
     #[error("bundle document is {len} bytes, more than the limit of {MAX_BUNDLE_BYTES}")]
@@ -74,16 +75,6 @@ pub enum JwksError {
     EncodeX509Authority { index: usize, rule: KeyRule },
     #[error("JWT authority {index} cannot be encoded: {rule}")]
     EncodeJwtAuthority { index: usize, rule: KeyRule },
-    #[error("no certificate found: expected \"-----BEGIN CERTIFICATE-----\" PEM blocks")]
-    NoCertificate,
-    #[error("PEM block {label:?} is not a certificate: only CERTIFICATE blocks are accepted")]
-    NotCertificateBlock { label: String },
-    #[error("malformed PEM: {reason}")]
-    Pem { reason: String },
-    #[error("certificate {index} is not a valid DER X.509 certificate: {reason}")]
-    BadCertificate { index: usize, reason: String },
-    #[error("not a PEM or DER certificate: {reason}")]
-    NotPemOrDer { reason: String },
 }
 
 #[cfg(test)]
