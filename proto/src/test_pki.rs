@@ -184,3 +184,27 @@ impl NodePki {
         (der, key)
     }
 }
+
+/// A self-signed upstream root CA (an operator's PKI, no SPIFFE ID) for a
+/// fresh `alg` key: CN `Test Upstream Root`, keyCertSign + cRLSign, valid
+/// from an hour ago for 30 days, with the SHA-1 key identifier OpenSSL
+/// writes by default (RFC 5280 §4.2.1.2 method 1).
+pub fn upstream_root(alg: &'static SignatureAlgorithm) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate_for(alg).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::CommonName, "Test Upstream Root");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ski = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        rcgen::PublicKeyData::der_bytes(&key),
+    );
+    p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(ski.as_ref().to_vec());
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(30);
+    let cert = p.self_signed(&key).unwrap();
+    (cert, key)
+}

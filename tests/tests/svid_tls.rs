@@ -189,32 +189,11 @@ async fn minted_svid_passes_profile_and_chains_in_a_real_handshake() {
     assert!(!d4.exists());
 }
 
-fn write_upstream_root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "Test Upstream Root");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(30);
-    let cert = p.self_signed(&key).unwrap();
-    let cert_path = dir.join("upstream.pem");
-    let key_path = dir.join("upstream_key.pem");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path, cert.der().to_vec())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_mode_chains_leaf_intermediate_root() {
     let up = tempfile::tempdir().unwrap();
-    let (cert, key, root_der) = write_upstream_root(up.path());
+    let (cert, key, root_der) =
+        sigil_tests::write_upstream_root(up.path(), &rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let s = TestServer::start(ServerOptions {
         extra: format!(
             "[upstream.disk]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
