@@ -1,6 +1,10 @@
 //! The contract every Sigil process shares: the SPIFFE Workload API and
 //! Sigil's agent and admin APIs (generated at build time), and the SPIFFE
-//! types those APIs speak. No I/O and no daemons live here.
+//! types those APIs speak (IDs, selectors, the X.509-SVID profile, the
+//! bundle and its JWKS and PEM codecs, the TLS verifiers). No I/O and no
+//! daemons live here by default; features add what both daemons share
+//! (`health`, `daemon`, `clock`, `tls-resolver`) and test certificates
+//! (`test-pki`).
 
 /// The SPIFFE Workload API. Its .proto has no package, so the service path is
 /// `/SpiffeWorkloadAPI/<Method>`.
