@@ -98,6 +98,11 @@ impl TestCa {
         }
     }
 
+    /// The CA as an rcgen issuer, for leaves a test shapes itself.
+    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// A profile-conforming leaf for `id`.
     pub fn leaf(&self, id: &str) -> (Vec<u8>, KeyPair) {
         self.sign(&leaf_params(&[id]))
