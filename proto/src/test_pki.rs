@@ -1,7 +1,8 @@
 //! Test certificates (feature `test-pki`, and this crate's own tests): a CA
 //! with the trust domain ID as URI SAN, intermediates, and leaves that follow
 //! the X.509-SVID profile, all made at test time with rcgen. Tests bend the
-//! parameters to break one rule each. Never part of a daemon build.
+//! parameters to break one rule each. Never part of a daemon build: every
+//! builder panics (`unwrap`) when rcgen fails, as a test would.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
