@@ -10,11 +10,33 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
-use super::key_params::{KeyParams, cert_spki};
-use super::{
-    Decoded, JwksError, JwtKey, KeyRule, MAX_BUNDLE_BYTES, MAX_BUNDLE_KEYS, Skipped, SpiffeBundle,
-};
+use super::key_params::{InJwk, KeyParams, cert_spki};
+use super::skipped::{Decoded, KeyRule, Skipped};
+use super::spiffe_bundle::{JwtKey, SpiffeBundle};
 use crate::spiffe_id::TrustDomain;
+
+/// Largest bundle document [`decode`] reads, in bytes.
+pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
+/// Most keys a bundle document may hold.
+pub const MAX_BUNDLE_KEYS: usize = 1024;
+
+/// Why a bundle document could not be encoded or decoded (certificate
+/// lists fail with [`crate::pem::PemError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("bundle document is {len} bytes, more than the limit of {MAX_BUNDLE_BYTES}")]
+    TooLarge { len: usize },
+    #[error("bundle document is not a valid JWK Set: {reason}")]
+    Json { reason: String },
+    #[error("bundle document has no \"keys\" member (required by the SPIFFE bundle format)")]
+    MissingKeys,
+    #[error("bundle document has {count} keys, more than the limit of {MAX_BUNDLE_KEYS}")]
+    TooManyKeys { count: usize },
+    #[error("X.509 authority {index} cannot be encoded: {rule}")]
+    EncodeX509Authority { index: usize, rule: KeyRule },
+    #[error("JWT authority {index} cannot be encoded: {rule}")]
+    EncodeJwtAuthority { index: usize, rule: KeyRule },
+}
 
 const USE_X509: &str = "x509-svid";
 const USE_JWT: &str = "jwt-svid";
@@ -204,19 +226,6 @@ struct InJwks {
     keys: Option<Vec<serde_json::Value>>,
     spiffe_sequence: Option<u64>,
     spiffe_refresh_hint: Option<u64>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct InJwk {
-    pub(super) kty: Option<String>,
-    pub(super) kid: Option<String>,
-    pub(super) crv: Option<String>,
-    pub(super) x: Option<String>,
-    pub(super) y: Option<String>,
-    pub(super) n: Option<String>,
-    pub(super) e: Option<String>,
-    /// Only the first value is read (X509-SVID §6.2).
-    pub(super) x5c: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Serialize)]

@@ -11,8 +11,9 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::KeyRule;
-use super::jwks::InJwk;
+use serde::Deserialize;
+
+use super::skipped::KeyRule;
 use crate::pem::parse_cert;
 
 /// Smallest and largest RSA modulus accepted, in bits (what ring verifies).
@@ -265,4 +266,18 @@ pub(super) fn der_uint(magnitude: &[u8]) -> Vec<u8> {
     }
     content.extend_from_slice(m);
     der_tlv(0x02, &content)
+}
+
+/// The members of one JWK a key is read from.
+#[derive(Deserialize)]
+pub(super) struct InJwk {
+    pub(super) kty: Option<String>,
+    pub(super) kid: Option<String>,
+    pub(super) crv: Option<String>,
+    pub(super) x: Option<String>,
+    pub(super) y: Option<String>,
+    pub(super) n: Option<String>,
+    pub(super) e: Option<String>,
+    /// Only the first value is read (X509-SVID §6.2).
+    pub(super) x5c: Option<Vec<serde_json::Value>>,
 }

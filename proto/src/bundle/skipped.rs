@@ -3,7 +3,7 @@
 //! that rule falls under, and the decoded bundle with that report
 //! ([`Decoded`]).
 
-use super::SpiffeBundle;
+use super::spiffe_bundle::SpiffeBundle;
 
 /// Why one JWK was skipped by [`decode`] (or one authority refused by
 /// [`encode`]). [`KeyRule::clause`] names the spec clause it falls under.

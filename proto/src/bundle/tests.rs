@@ -13,6 +13,7 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 use super::key_params::{KeyParams, der_tlv, der_uint};
 use super::*;
 use crate::pem::parse_cert;
+use crate::spiffe_id::TrustDomain;
 use crate::test_pki::TestCa;
 
 fn td() -> TrustDomain {

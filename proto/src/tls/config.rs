@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{ClientConfig, Error, ServerConfig, SupportedProtocolVersion};
 
-use super::{SpiffeClientVerifier, SpiffeServerVerifier};
+use super::verify::{SpiffeClientVerifier, SpiffeServerVerifier};
 
 /// TLS 1.3 and 1.2, in order of preference.
 const VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];

@@ -14,7 +14,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
 };
 
-use super::TrustRoots;
+use super::roots::TrustRoots;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use crate::svid_profile::{self, ProfileError};
 
