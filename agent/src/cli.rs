@@ -117,7 +117,7 @@ pub enum FetchCommand {
 }
 
 fn split_der_chain(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    sigil_proto::jwks::certs_from_pem_or_der(bytes)
+    sigil_proto::pem::certs_from_pem_or_der(bytes)
         .context("the agent sent an invalid certificate chain")
 }
 
@@ -228,9 +228,9 @@ pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
                 let key = pem::encode(&pem::Pem::new("PRIVATE KEY", first.x509_svid_key.clone()));
                 files = sigil_proto::daemon::files::write_svid_files(
                     dir,
-                    sigil_proto::jwks::to_pem(&chain).as_bytes(),
+                    sigil_proto::pem::to_pem(&chain).as_bytes(),
                     key.as_bytes(),
-                    sigil_proto::jwks::to_pem(&bundle).as_bytes(),
+                    sigil_proto::pem::to_pem(&bundle).as_bytes(),
                 )?;
             }
             let svids: Vec<serde_json::Value> = r

@@ -75,7 +75,7 @@ impl DataDir {
         }
         let bpath = self.dir.join(BUNDLE);
         let b = fs::read(&bpath).with_context(|| format!("reading {}", bpath.display()))?;
-        let bundle = sigil_proto::jwks::from_pem(&b)
+        let bundle = sigil_proto::pem::from_pem(&b)
             .with_context(|| format!("parsing {}", bpath.display()))?;
         Ok(Some(StoredIdentity {
             key_pkcs8,
@@ -86,7 +86,7 @@ impl DataDir {
 
     /// Stores the SVID and key (one atomic write), then the bundle.
     pub fn save(&self, id: &StoredIdentity) -> anyhow::Result<()> {
-        let mut text = sigil_proto::jwks::to_pem(&id.chain);
+        let mut text = sigil_proto::pem::to_pem(&id.chain);
         text.push_str(&pem::encode(&pem::Pem::new(
             "PRIVATE KEY",
             id.key_pkcs8.clone(),
@@ -98,7 +98,7 @@ impl DataDir {
     pub fn save_bundle(&self, bundle: &[Vec<u8>]) -> anyhow::Result<()> {
         write_atomic(
             &self.dir.join(BUNDLE),
-            sigil_proto::jwks::to_pem(bundle).as_bytes(),
+            sigil_proto::pem::to_pem(bundle).as_bytes(),
             0o600,
         )?;
         Ok(())

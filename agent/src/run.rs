@@ -64,7 +64,7 @@ async fn bootstrap(
         Some(p) => {
             let bytes =
                 std::fs::read(p).with_context(|| format!("trust_bundle_path {}", p.display()))?;
-            let certs = sigil_proto::jwks::certs_from_pem_or_der(&bytes)
+            let certs = sigil_proto::pem::certs_from_pem_or_der(&bytes)
                 .with_context(|| format!("trust_bundle_path {}", p.display()))?;
             server_client::tls_config(&TrustRoots::new(certs)?, &cfg.trust_domain, None)?
         }

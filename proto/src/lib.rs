@@ -1,6 +1,10 @@
 //! The contract every Sigil process shares: the SPIFFE Workload API and
 //! Sigil's agent and admin APIs (generated at build time), and the SPIFFE
-//! types those APIs speak. No I/O and no daemons live here.
+//! types those APIs speak (IDs, selectors, the X.509-SVID profile, the
+//! bundle and its JWKS and PEM codecs, the TLS verifiers). No I/O and no
+//! daemons live here by default; features add what both daemons share
+//! (`health`, `daemon`, `clock`, `tls-resolver`) and test certificates
+//! (`test-pki`).
 
 /// The SPIFFE Workload API. Its .proto has no package, so the service path is
 /// `/SpiffeWorkloadAPI/<Method>`.
@@ -31,6 +35,7 @@ pub mod admin_api {
 }
 
 pub mod attestation;
+pub mod bundle;
 #[cfg(feature = "clock")]
 pub mod clock;
 #[cfg(feature = "daemon")]
@@ -54,16 +59,18 @@ pub mod duration;
 pub mod endpoint;
 #[cfg(feature = "health")]
 pub mod health;
-pub mod jwks;
+pub mod pem;
 pub mod selector;
 pub mod spiffe_id;
 pub mod svid_profile;
+#[cfg(any(test, feature = "test-pki"))]
+pub mod test_pki;
 pub mod tls;
 #[cfg(feature = "daemon")]
 pub mod unix_h2;
 
+pub use bundle::{JwksError, JwtKey, SpiffeBundle};
 pub use duration::{DurationError, format_duration, parse_duration};
-pub use jwks::{JwksError, JwtKey, SpiffeBundle};
 pub use selector::{Selector, SelectorError};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use svid_profile::{CaInfo, LeafInfo, ProfileError, check_leaf, check_signing_cert};

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::sample::{Index, subsequence};
-use sigil_proto::jwks::{self, JwtKey, SpiffeBundle};
+use sigil_proto::bundle::{self, JwtKey, SpiffeBundle};
+use sigil_proto::pem;
 use sigil_proto::selector::is_subset;
 use sigil_proto::{
     Selector, SelectorError, SpiffeId, SpiffeIdError, TrustDomain, format_duration, parse_duration,
@@ -370,20 +371,20 @@ proptest! {
             sequence,
             refresh_hint,
         };
-        let json = jwks::encode(&bundle).unwrap();
-        let decoded = jwks::decode(&bundle.trust_domain, json.as_bytes()).unwrap();
+        let json = bundle::encode(&bundle).unwrap();
+        let decoded = bundle::decode(&bundle.trust_domain, json.as_bytes()).unwrap();
         prop_assert_eq!(&decoded.skipped, &vec![]);
         let back = decoded.bundle;
         prop_assert_eq!(&back, &bundle);
         // Encoding is deterministic.
-        prop_assert_eq!(jwks::encode(&back).unwrap(), json);
+        prop_assert_eq!(bundle::encode(&back).unwrap(), json);
         // The PEM codec round-trips the X.509 authorities too.
         if !bundle.x509_authorities.is_empty() {
-            let pem = jwks::to_pem(&bundle.x509_authorities);
-            prop_assert_eq!(jwks::from_pem(pem.as_bytes()).unwrap(), bundle.x509_authorities.clone());
-            prop_assert_eq!(jwks::certs_from_pem_or_der(pem.as_bytes()).unwrap(), bundle.x509_authorities.clone());
+            let pem = pem::to_pem(&bundle.x509_authorities);
+            prop_assert_eq!(pem::from_pem(pem.as_bytes()).unwrap(), bundle.x509_authorities.clone());
+            prop_assert_eq!(pem::certs_from_pem_or_der(pem.as_bytes()).unwrap(), bundle.x509_authorities.clone());
             let der: Vec<u8> = bundle.x509_authorities.concat();
-            prop_assert_eq!(jwks::certs_from_pem_or_der(&der).unwrap(), bundle.x509_authorities.clone());
+            prop_assert_eq!(pem::certs_from_pem_or_der(&der).unwrap(), bundle.x509_authorities.clone());
         }
     }
 
@@ -403,14 +404,14 @@ proptest! {
             sequence: Some(1),
             refresh_hint: Some(300),
         };
-        let mut json = jwks::encode(&bundle).unwrap().into_bytes();
+        let mut json = bundle::encode(&bundle).unwrap().into_bytes();
         let n = json.len();
         json[at.index(n)] = byte;
         // Whatever a mutated document keeps re-encodes to a document that
         // decodes to the same bundle with nothing skipped.
         for doc in [&json[..], &json[..cut.index(n)]] {
-            if let Ok(d) = jwks::decode(&td, doc) {
-                let again = jwks::decode(&td, jwks::encode(&d.bundle).unwrap().as_bytes()).unwrap();
+            if let Ok(d) = bundle::decode(&td, doc) {
+                let again = bundle::decode(&td, bundle::encode(&d.bundle).unwrap().as_bytes()).unwrap();
                 prop_assert_eq!(&again.bundle, &d.bundle);
                 prop_assert_eq!(&again.skipped, &vec![]);
             }
@@ -418,7 +419,7 @@ proptest! {
         let mut der = pool.certs[i].clone();
         let m = der.len();
         der[at.index(m)] = byte;
-        let _ = jwks::certs_from_pem_or_der(&der);
-        prop_assert!(jwks::certs_from_pem_or_der(&pool.certs[i][..cut.index(m)]).is_err());
+        let _ = pem::certs_from_pem_or_der(&der);
+        prop_assert!(pem::certs_from_pem_or_der(&pool.certs[i][..cut.index(m)]).is_err());
     }
 }

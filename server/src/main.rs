@@ -24,7 +24,7 @@ fn main() -> ExitCode {
                 {
                     let bytes = std::fs::read(cert)
                         .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
-                    let chain = sigil_proto::jwks::certs_from_pem_or_der(&bytes)
+                    let chain = sigil_proto::pem::certs_from_pem_or_der(&bytes)
                         .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
                     warnings.extend(sigil_server::web_cert::warnings(&chain, be.address, now));
                 }

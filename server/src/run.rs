@@ -218,7 +218,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             .context("trust bundle for the agent API")?;
         let verifier =
             agent_api::listener::client_verifier(roots.clone(), cfg.trust_domain.clone());
-        let tls = agent_api::listener::tls_config(verifier.clone(), svid.clone())?;
+        let tls = agent_api::listener::tls_config(verifier.clone(), Arc::new(svid.resolver()))?;
 
         // Keep the verifier's roots in step with the bundle.
         {

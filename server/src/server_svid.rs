@@ -1,15 +1,16 @@
 //! The server's own X.509-SVID (`spiffe://<td>/sigil/server`), signed by the
 //! active CA, presented by the bundle endpoint (profile `https_spiffe`) and
 //! the agent API. It is renewed at half its life, or at once when the active
-//! CA changes, and swapped into TLS without a restart.
+//! CA changes, and swapped into TLS without a restart: every renewal is
+//! sent on a `watch` channel that [`ServerSvid::resolver`]s present.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sigil_proto::SpiffeId;
+use sigil_proto::tls::{SvidResolver, certified_key};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -24,12 +25,14 @@ struct Current {
     not_after: i64,
 }
 
-/// The current server SVID, as a rustls certificate resolver.
+/// The current server SVID; [`ServerSvid::resolver`] presents it in TLS.
 pub struct ServerSvid {
     id: SpiffeId,
     ttl: Duration,
     issuer: Arc<Issuer>,
     current: RwLock<Current>,
+    /// The chain and key of `current`, for the resolvers.
+    presented: watch::Sender<Arc<CertifiedKey>>,
 }
 
 impl std::fmt::Debug for ServerSvid {
@@ -43,11 +46,9 @@ fn issue(id: &SpiffeId, ttl: Duration, issuer: &Issuer) -> Result<Current, Issue
         .map_err(|e| CaError::Sign(e.to_string()))?;
     let leaf = issuer.sign_server(id, ttl, &key)?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
-        .map_err(|e| CaError::Sign(e.to_string()))?;
     let chain = leaf.chain.into_iter().map(CertificateDer::from).collect();
     Ok(Current {
-        key: Arc::new(CertifiedKey::new(chain, signing)),
+        key: certified_key(chain, &der).map_err(|e| CaError::Sign(e.to_string()))?,
         ca_serial: leaf.ca_serial,
         issued_at: unix(issuer.clock().now()),
         not_after: leaf.not_after,
@@ -61,11 +62,13 @@ impl ServerSvid {
         issuer: Arc<Issuer>,
     ) -> Result<Arc<ServerSvid>, IssueError> {
         let current = issue(&id, ttl, &issuer)?;
+        let presented = watch::channel(current.key.clone()).0;
         Ok(Arc::new(ServerSvid {
             id,
             ttl,
             issuer,
             current: RwLock::new(current),
+            presented,
         }))
     }
 
@@ -79,15 +82,6 @@ impl ServerSvid {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .not_after
-    }
-
-    /// The certificate chain and key now presented.
-    pub fn certified_key(&self) -> Arc<CertifiedKey> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .key
-            .clone()
     }
 
     /// Renews if half the SVID's life has passed or the active CA changed.
@@ -106,6 +100,7 @@ impl ServerSvid {
         match issue(&self.id, self.ttl, &self.issuer) {
             Ok(c) => {
                 info!(spiffe_id = %self.id, not_after = c.not_after, "server SVID renewed");
+                self.presented.send_replace(c.key.clone());
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = c;
                 Duration::from_secs(1)
             }
@@ -129,10 +124,10 @@ impl ServerSvid {
             }
         }
     }
-}
 
-impl ResolvesServerCert for ServerSvid {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.certified_key())
+    /// A TLS certificate resolver that presents the current SVID at each
+    /// handshake, renewals included.
+    pub fn resolver(&self) -> SvidResolver {
+        SvidResolver::new(self.presented.subscribe())
     }
 }

@@ -80,7 +80,7 @@ pub fn collect(mode: CaMode) -> anyhow::Result<Vec<Emitted>> {
             None,
         ),
         CaMode::Upstream(kt, alg) => {
-            let (cert, key, root) = write_upstream_root(up.path(), alg)?;
+            let (cert, key, root) = crate::write_upstream_root(up.path(), alg)?;
             (
                 format!("{kt} under upstream {}", alg_name(alg)),
                 format!(
@@ -310,40 +310,6 @@ fn alg_name(alg: &rcgen::SignatureAlgorithm) -> &'static str {
     } else {
         "other"
     }
-}
-
-/// An upstream root as an operator's OpenSSL would make it: its subject key
-/// identifier is not the one rcgen would compute, so an intermediate whose
-/// authority key identifier does not copy it is caught.
-fn write_upstream_root(
-    dir: &Path,
-    alg: &'static rcgen::SignatureAlgorithm,
-) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, Vec<u8>)> {
-    let key = rcgen::KeyPair::generate_for(alg)?;
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "Test Upstream Root");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    // SHA-1 of the key, like OpenSSL's default (RFC 5280 4.2.1.2 method 1).
-    let ski = ring::digest::digest(
-        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        rcgen::PublicKeyData::der_bytes(&key),
-    );
-    p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(ski.as_ref().to_vec());
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(30);
-    let cert = p.self_signed(&key)?;
-    let cert_path = dir.join("upstream.pem");
-    let key_path = dir.join("upstream_key.pem");
-    std::fs::write(&cert_path, cert.pem())?;
-    std::fs::write(&key_path, key.serialize_pem())?;
-    Ok((cert_path, key_path, cert.der().to_vec()))
 }
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {

@@ -367,7 +367,7 @@ impl Drop for TestServer {
 
 /// DER certificates from PEM text.
 pub fn pem_certs(text: &str) -> Vec<Vec<u8>> {
-    sigil_proto::jwks::from_pem(text.as_bytes()).expect("PEM certificates")
+    sigil_proto::pem::from_pem(text.as_bytes()).expect("PEM certificates")
 }
 
 /// Runs `sigil-agent` with `args` (bounded like [`sigil_server`]).
@@ -506,4 +506,21 @@ impl Drop for TestAgent {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An upstream root as an operator's OpenSSL would make it: its subject key
+/// identifier is not the one rcgen would compute, so an intermediate whose
+/// authority key identifier does not copy it is caught.
+/// Written to `dir` as `upstream.pem` and `upstream_key.pem`; returns
+/// (certificate path, key path, certificate DER).
+pub fn write_upstream_root(
+    dir: &Path,
+    alg: &'static rcgen::SignatureAlgorithm,
+) -> anyhow::Result<(PathBuf, PathBuf, Vec<u8>)> {
+    let (cert, key) = sigil_proto::test_pki::upstream_root(alg);
+    let cert_path = dir.join("upstream.pem");
+    let key_path = dir.join("upstream_key.pem");
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    Ok((cert_path, key_path, cert.der().to_vec()))
 }

@@ -286,24 +286,13 @@ async fn bad_client_certificates_are_refused_and_logged() {
     // 2. Another CA (self-made, with the trust domain's URI) issuing an
     // agent-shaped SVID with a real agent's SPIFFE ID.
     let from = mark(&s.log);
-    let rogue_key = rcgen::KeyPair::generate().unwrap();
-    let mut rp = rcgen::CertificateParams::default();
-    rp.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    rp.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    rp.subject_alt_names.push(rcgen::SanType::URI(
-        "spiffe://example.org".try_into().unwrap(),
-    ));
-    let rogue_cert = rp.self_signed(&rogue_key).unwrap();
-    let rogue = rcgen::Issuer::from_params(&rp, &rogue_key);
+    let rogue = sigil_proto::test_pki::TestCa::new("example.org");
     let forged = agent_leaf(
         &a.id,
-        &rogue,
+        rogue.issuer(),
         now() - Duration::from_secs(60),
         now() + Duration::from_secs(3600),
-        &[rogue_cert.der().to_vec()],
+        std::slice::from_ref(&rogue.der),
     );
     assert!(
         refused(&s, &forged).await,

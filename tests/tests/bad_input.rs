@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use rcgen::{CertificateParams, KeyPair};
 use sigil_proto::agent_api as pb;
-use sigil_proto::jwks;
 use sigil_proto::workload as wl;
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use sigil_proto::{TrustDomain, attestation};
+use sigil_proto::{bundle, pem};
 use sigil_tests::agent_client::{AgentIdentity, attest, identity, key_and_csr};
 use sigil_tests::{ServerOptions, TestAgent, TestServer, bin, text};
 use tonic::Code;
@@ -1218,7 +1218,7 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
         );
         out.push((
             c,
-            Box::new(move || match jwks::decode(&td, &bytes) {
+            Box::new(move || match bundle::decode(&td, &bytes) {
                 Ok(d) => Err(format!("accepted: {d:?}")),
                 Err(e) => contains_all(&e.to_string(), &needles),
             }),
@@ -1234,7 +1234,7 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
         out.push((
             c,
             Box::new(move || {
-                let d = jwks::decode(&td, text.as_bytes()).map_err(|e| e.to_string())?;
+                let d = bundle::decode(&td, text.as_bytes()).map_err(|e| e.to_string())?;
                 let n = d.bundle.x509_authorities.len() + d.bundle.jwt_authorities.len();
                 if n != kept {
                     return Err(format!("kept {n} authorities, want {kept}: {d:?}"));
@@ -1253,7 +1253,7 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
             Expect::Answers(Duration::ZERO),
         ),
         Box::new(move || {
-            let d = jwks::decode(&td, good.as_bytes()).map_err(|e| e.to_string())?;
+            let d = bundle::decode(&td, good.as_bytes()).map_err(|e| e.to_string())?;
             if d.bundle.x509_authorities.len() != 1 || !d.skipped.is_empty() {
                 return Err(format!("want one authority and nothing skipped: {d:?}"));
             }
@@ -1279,14 +1279,14 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
         (
             "PEM: truncated certificate",
             {
-                let pem = jwks::to_pem(&[ca_der.to_vec()]);
+                let pem = pem::to_pem(&[ca_der.to_vec()]);
                 pem.as_bytes()[..pem.len() / 2].to_vec()
             },
             vec!["PEM"],
         ),
         (
             "PEM: block holding a non-certificate",
-            jwks::to_pem(&[b"\x30\x03\x02\x01\x01".to_vec()]).into_bytes(),
+            pem::to_pem(&[b"\x30\x03\x02\x01\x01".to_vec()]).into_bytes(),
             vec!["certificate 0", "not a valid DER X.509 certificate"],
         ),
         (
@@ -1307,7 +1307,7 @@ fn jwks_cases(ca_der: &[u8]) -> Vec<(Case, Check)> {
         );
         out.push((
             c,
-            Box::new(move || match jwks::certs_from_pem_or_der(&bytes) {
+            Box::new(move || match pem::certs_from_pem_or_der(&bytes) {
                 Ok(v) => Err(format!("accepted {} certificates", v.len())),
                 Err(e) => contains_all(&e.to_string(), &needles),
             }),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sigil_proto::tls::{SpiffeServerVerifier, TrustRoots, authorize_exact, client_config};
-use sigil_proto::{SpiffeId, TrustDomain, jwks, svid_profile};
+use sigil_proto::{SpiffeId, TrustDomain, bundle, svid_profile};
 use sigil_tests::{ServerOptions, TestAgent, TestServer, mtls, sigil_server, text};
 use spiffe::WorkloadApiClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -409,7 +409,10 @@ async fn workload_bundle(a: &TestAgent) -> Result<Vec<Vec<u8>>, String> {
 
 /// The bundle endpoint's JWK Set, decoded. The endpoint presents the
 /// server's SVID; `roots` are the trust anchors to check it with.
-async fn endpoint_bundle(s: &TestServer, roots: &[Vec<u8>]) -> Result<jwks::SpiffeBundle, String> {
+async fn endpoint_bundle(
+    s: &TestServer,
+    roots: &[Vec<u8>],
+) -> Result<bundle::SpiffeBundle, String> {
     let roots = TrustRoots::new(roots.to_vec()).map_err(|e| e.to_string())?;
     let v = Arc::new(SpiffeServerVerifier::new(
         roots,
@@ -447,7 +450,7 @@ async fn endpoint_bundle(s: &TestServer, roots: &[Vec<u8>]) -> Result<jwks::Spif
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("bundle endpoint answered {head}"));
     }
-    let decoded = jwks::decode(&td(), body.as_bytes()).map_err(|e| e.to_string())?;
+    let decoded = bundle::decode(&td(), body.as_bytes()).map_err(|e| e.to_string())?;
     // Sigil's own endpoint publishes only keys a consumer can use: a skipped
     // key is a bug, not a state to poll through.
     assert_eq!(decoded.skipped, vec![], "bundle endpoint published {body}");

@@ -136,8 +136,8 @@ struct Set {
 
 /// Parses the three files; `None` if any is partial or malformed.
 fn parse_set(svid: &[u8], key: &[u8], bundle: &[u8]) -> Option<Set> {
-    let chain = sigil_proto::jwks::from_pem(svid).ok()?;
-    let bundle = sigil_proto::jwks::from_pem(bundle).ok()?;
+    let chain = sigil_proto::pem::from_pem(svid).ok()?;
+    let bundle = sigil_proto::pem::from_pem(bundle).ok()?;
     let key = pem::parse_many(key).ok()?;
     if chain.is_empty() || bundle.is_empty() || key.len() != 1 || key[0].tag() != "PRIVATE KEY" {
         return None;
@@ -275,7 +275,7 @@ fn race_reader(cert_dir: PathBuf, stop: Arc<AtomicBool>) -> RaceReport {
                 Ok(b) => {
                     let ok = match name {
                         "svid_key.pem" => pem::parse_many(&b).is_ok_and(|v| v.len() == 1),
-                        _ => sigil_proto::jwks::from_pem(&b).is_ok_and(|v| !v.is_empty()),
+                        _ => sigil_proto::pem::from_pem(&b).is_ok_and(|v| !v.is_empty()),
                     };
                     if ok {
                         good_files.insert(b);

@@ -12,7 +12,7 @@ use sigil_proto::tls::{
     SpiffeClientVerifier, SpiffeServerVerifier, TrustRoots, authorize_exact, client_config,
     server_config,
 };
-use sigil_proto::{SpiffeId, TrustDomain, jwks, svid_profile};
+use sigil_proto::{SpiffeId, TrustDomain, bundle, svid_profile};
 use sigil_tests::{ServerOptions, TestServer, pem_certs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -189,32 +189,11 @@ async fn minted_svid_passes_profile_and_chains_in_a_real_handshake() {
     assert!(!d4.exists());
 }
 
-fn write_upstream_root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "Test Upstream Root");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(30);
-    let cert = p.self_signed(&key).unwrap();
-    let cert_path = dir.join("upstream.pem");
-    let key_path = dir.join("upstream_key.pem");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path, cert.der().to_vec())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_mode_chains_leaf_intermediate_root() {
     let up = tempfile::tempdir().unwrap();
-    let (cert, key, root_der) = write_upstream_root(up.path());
+    let (cert, key, root_der) =
+        sigil_tests::write_upstream_root(up.path(), &rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let s = TestServer::start(ServerOptions {
         extra: format!(
             "[upstream.disk]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
@@ -308,7 +287,7 @@ async fn bundle_endpoint_https_spiffe_serves_the_bundle() {
         assert_eq!(k["x5c"].as_array().unwrap().len(), 1);
     }
     let td = TrustDomain::parse("example.org").unwrap();
-    let decoded = jwks::decode(&td, body.as_bytes()).unwrap();
+    let decoded = bundle::decode(&td, body.as_bytes()).unwrap();
     assert_eq!(decoded.skipped, vec![], "every published key is usable");
     let decoded = decoded.bundle;
     assert_eq!(
@@ -354,7 +333,7 @@ async fn bundle_endpoint_https_web_uses_the_operator_cert() {
     let (head, body) = https_get(addr, cfg, "localhost").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let td = TrustDomain::parse("example.org").unwrap();
-    let decoded = jwks::decode(&td, body.as_bytes()).unwrap();
+    let decoded = bundle::decode(&td, body.as_bytes()).unwrap();
     assert_eq!(decoded.skipped, vec![], "every published key is usable");
     let decoded = decoded.bundle;
     assert_eq!(

@@ -74,9 +74,9 @@ fn select(resp: wl::X509svidResponse, hint: Option<&str>) -> anyhow::Result<Mate
         None => "the Workload API sent an update without SVIDs".to_string(),
         Some(h) => format!("no SVID has hint {h:?} (SVIDs: {ids:?})"),
     })?;
-    let chain = sigil_proto::jwks::certs_from_pem_or_der(&svid.x509_svid)
+    let chain = sigil_proto::pem::certs_from_pem_or_der(&svid.x509_svid)
         .context("the agent sent an invalid certificate chain")?;
-    let bundle = sigil_proto::jwks::certs_from_pem_or_der(&svid.bundle)
+    let bundle = sigil_proto::pem::certs_from_pem_or_der(&svid.bundle)
         .context("the agent sent an invalid bundle")?;
     if chain.is_empty() || bundle.is_empty() || svid.x509_svid_key.is_empty() {
         anyhow::bail!("the agent sent an SVID without a certificate, key or bundle");
@@ -108,8 +108,8 @@ impl Helper {
         if self.last.as_ref() == Some(&state) {
             return Ok(false);
         }
-        let svid_pem = sigil_proto::jwks::to_pem(&m.chain);
-        let bundle_pem = sigil_proto::jwks::to_pem(&m.bundle);
+        let svid_pem = sigil_proto::pem::to_pem(&m.chain);
+        let bundle_pem = sigil_proto::pem::to_pem(&m.bundle);
         let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", m.key_pkcs8.clone()));
         let c = &self.cfg;
         let set = [

@@ -24,7 +24,7 @@ use sigil_proto::attestation::{
     X509POP, X509POP_CHALLENGE_LEN, X509PopKeyAlg, decode_chain, encode_chain, x509pop_public_key,
     x509pop_signed_message,
 };
-use sigil_proto::jwks::certs_from_pem_or_der;
+use sigil_proto::pem::certs_from_pem_or_der;
 
 use super::{AttestorError, NodeAttestorClient};
 
@@ -238,15 +238,14 @@ impl NodeAttestorClient for X509PopClient {
 mod tests {
     use super::*;
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, SignatureAlgorithm,
-        date_time_ymd,
+        KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, SignatureAlgorithm,
     };
     use ring::signature::{
         ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, ED25519, UnparsedPublicKey,
         VerificationAlgorithm,
     };
-    use sigil_proto::jwks::to_pem;
+    use sigil_proto::pem::to_pem;
+    use sigil_proto::test_pki::{NodePki, node_leaf_params};
 
     /// A node's files in a temporary directory.
     struct Files {
@@ -259,30 +258,10 @@ mod tests {
         key_pem: String,
     }
 
-    fn issuer() -> (Issuer<'static, KeyPair>, Vec<u8>) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "node CA");
-        params.not_before = date_time_ymd(2020, 1, 1);
-        params.not_after = date_time_ymd(2040, 1, 1);
-        let der = params.self_signed(&key).unwrap().der().to_vec();
-        (Issuer::new(params, key), der)
-    }
-
     fn files(alg: &'static SignatureAlgorithm) -> Files {
-        let (issuer, ca) = issuer();
-        let key = KeyPair::generate_for(alg).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "node-1");
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.not_before = date_time_ymd(2020, 1, 1);
-        params.not_after = date_time_ymd(2040, 1, 1);
-        let leaf = params.signed_by(&key, &issuer).unwrap().der().to_vec();
-        let chain = vec![leaf, ca];
+        let pki = NodePki::new("node");
+        let (leaf, key) = pki.sign(&node_leaf_params("node-1"), alg);
+        let chain = vec![leaf, pki.intermediate.clone()];
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("node.crt");
         let key_path = dir.path().join("node.key");

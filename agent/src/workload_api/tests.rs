@@ -5,9 +5,9 @@ use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use sigil_proto::SpiffeId;
 use sigil_proto::clock::ManualClock;
+use sigil_proto::test_pki::TestCa;
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -58,36 +58,12 @@ fn td() -> TrustDomain {
     TrustDomain::parse("example.org").unwrap()
 }
 
-/// A test CA of `trust_domain`, issuing leaves with URI SANs.
-struct TestCa {
-    der: Vec<u8>,
-    issuer: Issuer<'static, KeyPair>,
+/// A workload SVID of a test CA, as the cache holds it.
+trait SvidOf {
+    fn svid(&self, id: &str, selectors: &[&str], not_after: i64) -> Arc<WorkloadSvid>;
 }
 
-impl TestCa {
-    fn new(trust_domain: &str) -> TestCa {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{trust_domain}").try_into().unwrap(),
-        )];
-        let der = p.self_signed(&key).unwrap().der().to_vec();
-        TestCa {
-            der,
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    /// (leaf DER, PKCS#8 key DER)
-    fn leaf(&self, id: &str) -> (Vec<u8>, Vec<u8>) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        (cert.der().to_vec(), key.serialize_der())
-    }
-
+impl SvidOf for TestCa {
     fn svid(&self, id: &str, selectors: &[&str], not_after: i64) -> Arc<WorkloadSvid> {
         let (leaf, key) = self.leaf(id);
         Arc::new(WorkloadSvid {
@@ -96,7 +72,7 @@ impl TestCa {
             selectors: selectors.iter().map(|s| sel(s)).collect(),
             hint: format!("hint {id}"),
             cert_chain: vec![leaf, self.der.clone()],
-            key_pkcs8: key,
+            key_pkcs8: key.serialize_der(),
             not_before: 0,
             not_after,
             federates_with: Vec::new(),

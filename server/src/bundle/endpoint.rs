@@ -48,16 +48,6 @@ async fn serve_bundle(State(st): State<AppState>) -> Response {
     }
 }
 
-/// A fixed certificate (profile `https_web`).
-#[derive(Debug)]
-struct FixedCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for FixedCert {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
-
 fn load_web_cert(
     cert: &std::path::Path,
     key: &std::path::Path,
@@ -65,16 +55,15 @@ fn load_web_cert(
     use rustls_pki_types::pem::PemObject;
     let cert_bytes = std::fs::read(cert)
         .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
-    let chain = sigil_proto::jwks::certs_from_pem_or_der(&cert_bytes)
+    let chain = sigil_proto::pem::certs_from_pem_or_der(&cert_bytes)
         .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?
         .into_iter()
         .map(rustls_pki_types::CertificateDer::from)
         .collect();
     let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file {}: {e}", key.display()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+    sigil_proto::tls::certified_key(chain, &key)
+        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))
 }
 
 /// The certificate the endpoint presents: the server's SVID (`https_spiffe`)
@@ -86,7 +75,7 @@ pub fn cert_resolver(
     now: i64,
 ) -> anyhow::Result<Arc<dyn ResolvesServerCert>> {
     Ok(match be.profile {
-        BundleProfile::HttpsSpiffe => svid,
+        BundleProfile::HttpsSpiffe => Arc::new(svid.resolver()),
         BundleProfile::HttpsWeb => {
             let (Some(c), Some(k)) = (&be.cert_file, &be.key_file) else {
                 anyhow::bail!("bundle_endpoint: https_web needs cert_file and key_file");
@@ -96,7 +85,7 @@ pub fn cert_resolver(
             for w in crate::web_cert::warnings(&chain, be.address, now) {
                 warn!(warning = %w, "bundle endpoint certificate");
             }
-            Arc::new(FixedCert(cert))
+            Arc::new(sigil_proto::tls::SvidResolver::fixed(cert))
         }
     })
 }

@@ -6,7 +6,7 @@ pub mod endpoint;
 
 use std::time::Duration;
 
-use sigil_proto::jwks::{self, JwtKey, SpiffeBundle};
+use sigil_proto::bundle::{self as jwks, JwtKey, SpiffeBundle};
 
 use crate::store::BundleRecord;
 

@@ -451,7 +451,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(status_msg)?
                 .into_inner();
-            let pem = sigil_proto::jwks::to_pem(&b.x509_authorities);
+            let pem = sigil_proto::pem::to_pem(&b.x509_authorities);
             match (common.output, format) {
                 (Output::Text, BundleFormat::Pem) => print!("{pem}"),
                 (Output::Text, BundleFormat::Jwks) => println!("{}", b.jwks),
@@ -520,9 +520,9 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(status_msg)?
                 .into_inner();
-            let svid_pem = sigil_proto::jwks::to_pem(&r.cert_chain);
+            let svid_pem = sigil_proto::pem::to_pem(&r.cert_chain);
             let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", r.private_key.clone()));
-            let bundle_pem = sigil_proto::jwks::to_pem(&r.bundle);
+            let bundle_pem = sigil_proto::pem::to_pem(&r.bundle);
             let expires = rfc3339(r.expires_at);
             match write {
                 Some(dir) => {

@@ -20,7 +20,7 @@ use sigil_proto::attestation::{
     X509POP, X509POP_CHALLENGE_LEN, X509PopPublicKey, check_x509pop_roots, decode_chain,
     verify_x509pop_chain, x509pop_public_key, x509pop_signed_message,
 };
-use sigil_proto::jwks::certs_from_pem_or_der;
+use sigil_proto::pem::certs_from_pem_or_der;
 use sigil_proto::{Selector, TrustDomain};
 use tracing::debug;
 use x509_parser::certificate::X509Certificate;
@@ -203,70 +203,22 @@ impl ChallengeState for PendingChallenge {
 mod tests {
     use super::*;
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, DnValue, IsCa, Issuer, KeyPair,
-        KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519,
-        SignatureAlgorithm, date_time_ymd,
+        CertificateParams, DnType, DnValue, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+        PKCS_ECDSA_P384_SHA384, PKCS_ED25519, SignatureAlgorithm, date_time_ymd,
     };
     use ring::signature::{
         ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
         Ed25519KeyPair,
     };
     use sigil_proto::attestation::encode_chain;
-    use sigil_proto::jwks::to_pem;
+    use sigil_proto::pem::to_pem;
+    use sigil_proto::test_pki::{NodePki, node_ca_params, node_leaf_params};
 
     /// 2030-01-01T00:00:00Z.
     const NOW: i64 = 1_893_456_000;
 
     fn td() -> TrustDomain {
         TrustDomain::parse("example.org").unwrap()
-    }
-
-    fn ca_params(cn: &str) -> CertificateParams {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.not_before = date_time_ymd(2020, 1, 1);
-        p.not_after = date_time_ymd(2040, 1, 1);
-        p
-    }
-
-    fn node_params(cn: &str) -> CertificateParams {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        // rcgen writes extensions (keyUsage included) only when one of a
-        // few others is present; basicConstraints cA=false is one.
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.not_before = date_time_ymd(2020, 1, 1);
-        p.not_after = date_time_ymd(2040, 1, 1);
-        p
-    }
-
-    /// A root and an intermediate under it.
-    struct Pki {
-        root: Vec<u8>,
-        intermediate: Vec<u8>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    fn pki(name: &str) -> Pki {
-        let root_key = KeyPair::generate().unwrap();
-        let root_params = ca_params(&format!("{name} root"));
-        let root = root_params.self_signed(&root_key).unwrap().der().to_vec();
-        let root_issuer = Issuer::new(root_params, root_key);
-        let inter_key = KeyPair::generate().unwrap();
-        let inter_params = ca_params(&format!("{name} intermediate"));
-        let intermediate = inter_params
-            .signed_by(&inter_key, &root_issuer)
-            .unwrap()
-            .der()
-            .to_vec();
-        Pki {
-            root,
-            intermediate,
-            issuer: Issuer::new(inter_params, inter_key),
-        }
     }
 
     /// A node's certificate chain (leaf, intermediate) and PKCS#8 key.
@@ -276,9 +228,12 @@ mod tests {
         alg: &'static SignatureAlgorithm,
     }
 
-    fn node_with(pki: &Pki, params: CertificateParams, alg: &'static SignatureAlgorithm) -> Node {
-        let key = KeyPair::generate_for(alg).unwrap();
-        let leaf = params.signed_by(&key, &pki.issuer).unwrap().der().to_vec();
+    fn node_with(
+        pki: &NodePki,
+        params: CertificateParams,
+        alg: &'static SignatureAlgorithm,
+    ) -> Node {
+        let (leaf, key) = pki.sign(&params, alg);
         Node {
             chain: vec![leaf, pki.intermediate.clone()],
             pkcs8: key.serialize_der(),
@@ -286,8 +241,8 @@ mod tests {
         }
     }
 
-    fn node(pki: &Pki, alg: &'static SignatureAlgorithm) -> Node {
-        node_with(pki, node_params("node-1.example.org"), alg)
+    fn node(pki: &NodePki, alg: &'static SignatureAlgorithm) -> Node {
+        node_with(pki, node_leaf_params("node-1.example.org"), alg)
     }
 
     /// What the agent does: sign context || challenge with ring.
@@ -330,7 +285,7 @@ mod tests {
         }
     }
 
-    fn attestor(pki: &Pki) -> X509PopAttestor {
+    fn attestor(pki: &NodePki) -> X509PopAttestor {
         X509PopAttestor::new(td(), to_pem(std::slice::from_ref(&pki.root)).as_bytes()).unwrap()
     }
 
@@ -347,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_p256_node_via_an_intermediate_attests() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
         assert_eq!(att.name(), "x509pop");
         let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
@@ -381,7 +336,7 @@ mod tests {
 
     #[test]
     fn challenges_are_fresh_and_answers_do_not_replay() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
         let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
         let payload = encode_chain(&node.chain);
@@ -403,7 +358,7 @@ mod tests {
 
     #[test]
     fn p384_and_ed25519_nodes_attest() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
         for alg in [&PKCS_ECDSA_P384_SHA384, &PKCS_ED25519] {
             let node = node(&pki, alg);
@@ -416,8 +371,8 @@ mod tests {
 
     #[test]
     fn a_node_from_an_untrusted_ca_is_refused() {
-        let trusted = pki("corp");
-        let other = pki("rogue");
+        let trusted = NodePki::new("corp");
+        let other = NodePki::new("rogue");
         let att = attestor(&trusted);
         let node = node(&other, &PKCS_ECDSA_P256_SHA256);
         let message = refused(attest(&att, &node));
@@ -430,9 +385,9 @@ mod tests {
 
     #[test]
     fn an_expired_node_certificate_is_refused() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
-        let mut params = node_params("old-node");
+        let mut params = node_leaf_params("old-node");
         params.not_after = date_time_ymd(2025, 1, 1);
         let node = node_with(&pki, params, &PKCS_ECDSA_P256_SHA256);
         let message = refused(attest(&att, &node));
@@ -441,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_wrong_key_fails_the_challenge() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
         let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
         let impostor = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
@@ -460,7 +415,7 @@ mod tests {
 
     #[test]
     fn garbage_payloads_are_invalid() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
         let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
         let mut truncated = encode_chain(&node.chain);
@@ -482,22 +437,22 @@ mod tests {
 
     #[test]
     fn a_ca_certificate_as_the_leaf_is_refused() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
         // The intermediate itself, and a CA issued under it.
         let message =
             refused(att.begin(&encode_chain(std::slice::from_ref(&pki.intermediate)), NOW));
         assert!(message.contains("is a CA certificate"), "{message}");
-        let sub_ca = node_with(&pki, ca_params("sub ca"), &PKCS_ECDSA_P256_SHA256);
+        let sub_ca = node_with(&pki, node_ca_params("sub ca"), &PKCS_ECDSA_P256_SHA256);
         let message = refused(att.begin(&encode_chain(&sub_ca.chain), NOW));
         assert!(message.contains("is a CA certificate"), "{message}");
     }
 
     #[test]
     fn a_leaf_not_for_signatures_is_refused() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
-        let mut params = node_params("node-ke");
+        let mut params = node_leaf_params("node-ke");
         params.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
         let node = node_with(&pki, params, &PKCS_ECDSA_P256_SHA256);
         let message = refused(attest(&att, &node));
@@ -506,7 +461,7 @@ mod tests {
 
     #[test]
     fn cn_selector_only_when_valid() {
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let att = attestor(&pki);
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(
@@ -535,8 +490,8 @@ mod tests {
 
     #[test]
     fn the_root_that_anchored_the_chain_is_the_one_fingerprinted() {
-        let a = pki("a");
-        let b = pki("b");
+        let a = NodePki::new("a");
+        let b = NodePki::new("b");
         let bundle = [
             to_pem(std::slice::from_ref(&a.root)),
             to_pem(std::slice::from_ref(&b.root)),
@@ -563,7 +518,7 @@ mod tests {
             let err = X509PopAttestor::new(td(), bundle).unwrap_err();
             assert!(err.to_string().contains("x509pop CA bundle"), "{err}");
         }
-        let pki = pki("corp");
+        let pki = NodePki::new("corp");
         let leaf = node(&pki, &PKCS_ECDSA_P256_SHA256);
         let err = X509PopAttestor::new(td(), to_pem(&leaf.chain[..1]).as_bytes()).unwrap_err();
         assert!(err.to_string().contains("not a CA certificate"), "{err}");

@@ -49,7 +49,7 @@ impl DiskUpstream {
     /// `bundle_file`, or are the certificate itself when it is self-signed.
     pub fn load(cfg: &DiskUpstreamConfig, now: i64) -> Result<DiskUpstream, UpstreamError> {
         let cert_bytes = read("upstream cert_file", &cfg.cert_file)?;
-        let certs = sigil_proto::jwks::certs_from_pem_or_der(&cert_bytes)
+        let certs = sigil_proto::pem::certs_from_pem_or_der(&cert_bytes)
             .map_err(|e| invalid("upstream cert_file", &cfg.cert_file, e.to_string()))?;
         let key_bytes = read("upstream key_file", &cfg.key_file)?;
         let key_text = std::str::from_utf8(&key_bytes).map_err(|_| {
@@ -109,7 +109,7 @@ impl DiskUpstream {
         let anchors = match &cfg.bundle_file {
             Some(path) => {
                 let b = read("upstream bundle_file", path)?;
-                sigil_proto::jwks::certs_from_pem_or_der(&b)
+                sigil_proto::pem::certs_from_pem_or_der(&b)
                     .map_err(|e| invalid("upstream bundle_file", path, e.to_string()))?
             }
             None if self_signed => vec![signing.clone()],
@@ -185,7 +185,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cert_file = dir.path().join("up.pem");
         let key_file = dir.path().join("up.key");
-        std::fs::write(&cert_file, sigil_proto::jwks::to_pem(&[der])).unwrap();
+        std::fs::write(&cert_file, sigil_proto::pem::to_pem(&[der])).unwrap();
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
         let cfg = DiskUpstreamConfig {
             cert_file,

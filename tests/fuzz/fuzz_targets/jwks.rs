@@ -5,11 +5,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use sigil_proto::TrustDomain;
-use sigil_proto::jwks;
+use sigil_proto::{bundle, pem};
 
 fuzz_target!(|data: &[u8]| {
     let td = TrustDomain::parse("example.org").expect("valid trust domain");
-    if let Ok(decoded) = jwks::decode(&td, data) {
+    if let Ok(decoded) = bundle::decode(&td, data) {
         // Every skip report names a key of the document.
         let mut last = None;
         for s in &decoded.skipped {
@@ -18,20 +18,20 @@ fuzz_target!(|data: &[u8]| {
         }
         // What was kept is usable: it re-encodes, and the encoding decodes
         // to the same bundle with nothing skipped.
-        let json = jwks::encode(&decoded.bundle).expect("a decoded bundle re-encodes");
-        let again = jwks::decode(&td, json.as_bytes()).expect("re-encoded bundle decodes");
+        let json = bundle::encode(&decoded.bundle).expect("a decoded bundle re-encodes");
+        let again = bundle::decode(&td, json.as_bytes()).expect("re-encoded bundle decodes");
         assert_eq!(again.bundle, decoded.bundle);
         assert!(again.skipped.is_empty(), "{:?}", again.skipped);
     }
-    if let Ok(certs) = jwks::from_pem(data) {
+    if let Ok(certs) = pem::from_pem(data) {
         assert!(!certs.is_empty());
-        let pem = jwks::to_pem(&certs);
+        let text = pem::to_pem(&certs);
         assert_eq!(
-            jwks::from_pem(pem.as_bytes()).expect("PEM round trip"),
+            pem::from_pem(text.as_bytes()).expect("PEM round trip"),
             certs
         );
     }
-    if let Ok(certs) = jwks::certs_from_pem_or_der(data) {
+    if let Ok(certs) = pem::certs_from_pem_or_der(data) {
         let der: Vec<u8> = certs.concat();
         if data.first() == Some(&0x30) {
             assert_eq!(der, data, "DER list must split the input exactly");

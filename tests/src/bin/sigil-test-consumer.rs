@@ -36,9 +36,9 @@ struct Loaded {
 }
 
 fn load(dir: &Path) -> anyhow::Result<Loaded> {
-    let chain = sigil_proto::jwks::from_pem(&std::fs::read(dir.join("svid.pem"))?)?;
+    let chain = sigil_proto::pem::from_pem(&std::fs::read(dir.join("svid.pem"))?)?;
     let key_pem = pem::parse(std::fs::read(dir.join("svid_key.pem"))?)?;
-    let bundle = sigil_proto::jwks::from_pem(&std::fs::read(dir.join("bundle.pem"))?)?;
+    let bundle = sigil_proto::pem::from_pem(&std::fs::read(dir.join("bundle.pem"))?)?;
     let leaf = chain.first().context("svid.pem has no certificate")?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)?;
     let pair = rcgen::KeyPair::try_from(key_pem.contents())?;

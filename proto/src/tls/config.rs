@@ -1,0 +1,87 @@
+//! The rustls `ServerConfig`/`ClientConfig` builders every Sigil process
+//! uses: ring as the provider, TLS 1.3 and 1.2, the SPIFFE verifiers of
+//! [`super::verify`], and no session resumption, so that every connection
+//! is verified against the current roots and authorizer.
+
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::NoServerSessionStorage;
+use rustls::{ClientConfig, Error, ServerConfig, SupportedProtocolVersion};
+
+use super::verify::{SpiffeClientVerifier, SpiffeServerVerifier};
+
+/// TLS 1.3 and 1.2, in order of preference.
+const VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn ring_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server that requires a client X.509-SVID accepted by
+/// `client_verifier`. Session resumption is off, so every connection is
+/// verified against the current roots and authorizer.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_verifier: Arc<SpiffeClientVerifier>,
+) -> Result<ServerConfig, Error> {
+    server_config_with_versions(chain, key, client_verifier, VERSIONS)
+}
+
+fn server_config_with_versions(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_verifier: Arc<SpiffeClientVerifier>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Result<ServerConfig, Error> {
+    let mut config = ServerConfig::builder_with_provider(ring_provider())
+        .with_protocol_versions(versions)?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(chain, key)?;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// A server that lets ANY client connect without a certificate. Only for
+/// endpoints that are meant to be anonymous (the bundle endpoint, node
+/// attestation); everything else uses [`server_config`].
+pub fn server_config_allowing_anonymous_clients(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, Error> {
+    ServerConfig::builder_with_provider(ring_provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+}
+
+/// A client that accepts servers `verifier` accepts and presents
+/// `client_cert` (chain, key) when given. Session resumption is off, so
+/// every connection verifies the server against the current roots.
+pub fn client_config(
+    verifier: Arc<SpiffeServerVerifier>,
+    client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<ClientConfig, Error> {
+    client_config_with_versions(verifier, client_cert, VERSIONS)
+}
+
+pub(super) fn client_config_with_versions(
+    verifier: Arc<SpiffeServerVerifier>,
+    client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Result<ClientConfig, Error> {
+    let builder = ClientConfig::builder_with_provider(ring_provider())
+        .with_protocol_versions(versions)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match client_cert {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.resumption = Resumption::disabled();
+    Ok(config)
+}

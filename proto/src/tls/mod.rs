@@ -1,0 +1,25 @@
+//! SPIFFE authentication for rustls: the trust bundle peers must chain to
+//! ([`roots`]), certificate verifiers that take the leaf's single URI SAN as
+//! its SPIFFE ID and let an [`Authorizer`] decide ([`verify`]), the
+//! `ServerConfig`/`ClientConfig` builders every Sigil process uses
+//! ([`config`]) and, behind feature `tls-resolver`, a certificate resolver
+//! that presents the current SVID of a `watch` channel (`resolver`). Roots
+//! and SVID can both change at run time without rebuilding any config.
+
+pub mod config;
+#[cfg(feature = "tls-resolver")]
+pub mod resolver;
+pub mod roots;
+pub mod verify;
+
+pub use config::{client_config, server_config, server_config_allowing_anonymous_clients};
+#[cfg(feature = "tls-resolver")]
+pub use resolver::{SvidResolver, certified_key};
+pub use roots::{TlsError, TrustRoots};
+pub use verify::{
+    Authorizer, SpiffeClientVerifier, SpiffeServerVerifier, authorize_any_in, authorize_exact,
+    authorize_one_of, spiffe_id_from_cert,
+};
+
+#[cfg(test)]
+mod tests;
