@@ -5,37 +5,13 @@ use sigil_proto::agent_api as pb;
 use crate::entry::Entry;
 use crate::store::BundleRecord;
 
+/// The entry as the agent API sends it: the shared `sigil.types.v1.Entry`,
+/// without `created_at` (admin API only; 0 is not encoded, so the agent
+/// API's wire is what it was before the type was shared).
 pub fn entry_to_pb(e: &Entry) -> pb::Entry {
     pb::Entry {
-        id: e.id.clone(),
-        spiffe_id: e.spec.spiffe_id.to_string(),
-        parent_id: e.spec.parent_id.to_string(),
-        selectors: e
-            .spec
-            .selectors
-            .iter()
-            .map(|s| pb::Selector {
-                r#type: s.ty().to_string(),
-                value: s.value().to_string(),
-            })
-            .collect(),
-        x509_svid_ttl_seconds: i64::try_from(e.spec.x509_svid_ttl).unwrap_or(i64::MAX),
-        jwt_svid_ttl_seconds: i64::try_from(e.spec.jwt_svid_ttl).unwrap_or(i64::MAX),
-        dns_names: e.spec.dns_names.clone(),
-        federates_with: e
-            .spec
-            .federates_with
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        hint: e.spec.hint.clone(),
-        admin: e.spec.admin,
-        downstream: e.spec.downstream,
-        expires_at: e.spec.expires_at.unwrap_or(0),
-        revision: e.revision,
-        // Admin API only: 0 is not encoded, so the agent API's wire is
-        // what it was before the shared `sigil.types.v1.Entry`.
         created_at: 0,
+        ..crate::admin::convert::entry_to_pb(e)
     }
 }
 

@@ -1,9 +1,8 @@
 //! CA keys as PKCS#8 DER files under `data_dir/keys` (directory 0700, files
 //! 0600), written atomically: temp file, fsync, rename, fsync directory.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::KeyPair;
@@ -56,22 +55,8 @@ impl KeyManager for DiskKeyManager {
             });
         }
         let key = generate(key_type)?;
-        let tmp = self.dir.join(format!(".{id}{SUFFIX}.tmp"));
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            f.write_all(key.serialized_der()).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+        sigil_proto::daemon::files::write_atomic(&path, key.serialized_der(), 0o600)
+            .map_err(io(&path))?;
         Ok(key)
     }
 
