@@ -80,11 +80,19 @@ impl AdminService {
         let now = self.now();
         let a = self
             .blocking(move |store| {
-                let mut a = load_agent(store, &id)?;
-                a.banned = banned;
-                a.updated_at = now;
-                store.put_agent(&a)?;
-                Ok(a)
+                // Compare-and-swap, again over a fresh read if a renewal
+                // changed the record meanwhile: the ban never reverts it.
+                loop {
+                    let old = load_agent(store, &id)?;
+                    let mut a = old.clone();
+                    a.banned = banned;
+                    a.updated_at = now;
+                    match store.swap_agent(Some(&old), &a) {
+                        Ok(()) => return Ok(a),
+                        Err(StoreError::Changed { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             })
             .await?;
         info!(agent_id = %a.spiffe_id, banned, "agent ban changed");
