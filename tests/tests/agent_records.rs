@@ -142,7 +142,11 @@ async fn item1_ban_holds_against_renewals_in_flight() {
 /// twice, the SVID two generations back is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn item5_agent_that_lost_renewal_answers_renews_again() {
-    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let s = TestServer::start(ServerOptions {
+        extra: "[rate_limit]\nrenewals_per_second = 100\n".into(),
+        ..Default::default()
+    })
+    .unwrap();
     let bundle = s.bundle();
     let held = join(&s, &bundle).await;
     renew(&s, &bundle, &held).await.expect("first renewal");
