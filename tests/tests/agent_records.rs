@@ -89,13 +89,19 @@ async fn item1_ban_holds_against_renewals_in_flight() {
         let mut renewers = tokio::task::JoinSet::new();
         for _ in 0..4 {
             let (s_addr, bundle, td) = (s.agent_addr, bundle.clone(), s.trust_domain.clone());
-            let (latest, stop, renewed, started) =
-                (latest.clone(), stop.clone(), renewed.clone(), started.clone());
+            let (latest, stop, renewed, started) = (
+                latest.clone(),
+                stop.clone(),
+                renewed.clone(),
+                started.clone(),
+            );
             renewers.spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
                     let who = latest.lock().await.clone();
                     let call = async {
-                        let mut c = connect(s_addr, bundle.clone(), &td, Some(&who)).await.ok()?;
+                        let mut c = connect(s_addr, bundle.clone(), &td, Some(&who))
+                            .await
+                            .ok()?;
                         let (key, csr) = key_and_csr();
                         let r = c.renew_agent(pb::RenewAgentRequest { csr }).await;
                         Some(r.map(|r| identity(&key, &r.into_inner().svid.unwrap())))
@@ -162,8 +168,12 @@ async fn item5_agent_that_lost_renewal_answers_renews_again() {
     let e = renew(&s, &bundle, &held).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     assert!(e.message().contains("not the current SVID"), "{e}");
-    fetch_bundle(&s, &bundle, &newest).await.expect("newest works");
-    fetch_bundle(&s, &bundle, &next).await.expect("previous works");
+    fetch_bundle(&s, &bundle, &newest)
+        .await
+        .expect("newest works");
+    fetch_bundle(&s, &bundle, &next)
+        .await
+        .expect("previous works");
 }
 
 /// Reads one stream until it ends (or `limit` passes): the messages and the

@@ -812,6 +812,21 @@ fn server_config_cases(dir: &Path) -> Vec<(Case, String)> {
             vec!["agent_svid_ttl", "at least 1s"],
         ),
         (
+            "renewals_per_second zero",
+            format!("{}[rate_limit]\nrenewals_per_second = 0\n", base(&d)),
+            vec!["rate_limit.renewals_per_second", "at least 1"],
+        ),
+        (
+            "sync_streams_per_second zero",
+            format!("{}[rate_limit]\nsync_streams_per_second = 0\n", base(&d)),
+            vec!["rate_limit.sync_streams_per_second", "at least 1"],
+        ),
+        (
+            "bundle_fetches_per_second zero",
+            format!("{}[rate_limit]\nbundle_fetches_per_second = 0\n", base(&d)),
+            vec!["rate_limit.bundle_fetches_per_second", "at least 1"],
+        ),
+        (
             "ca_key_type rsa",
             format!("{}ca_key_type = \"rsa-2048\"\n", base(&d)),
             vec!["ca_key_type", "rsa-2048"],

@@ -380,7 +380,8 @@ impl AgentApi for AgentApiHandle {
         req: Request<pb::RenewAgentRequest>,
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let c = caller(req.extensions())?;
-        self.0.per_agent_limit(&self.0.renew_limit, &c, "RenewAgent")?;
+        self.0
+            .per_agent_limit(&self.0.renew_limit, &c, "RenewAgent")?;
         let csr = req.into_inner().csr;
         let svc = self.0.clone();
         let leaf = tokio::task::spawn_blocking(move || svc.renew(&c, &csr))

@@ -172,8 +172,7 @@ pub trait Store: Send + Sync + 'static {
     /// with that check; `Changed` (nothing written) otherwise. Every change
     /// made from a record read earlier goes through this, so a ban or an
     /// eviction that lands in between is never undone.
-    fn swap_agent(&self, expected: Option<&AttestedAgent>, new: &AttestedAgent)
-    -> StoreResult<()>;
+    fn swap_agent(&self, expected: Option<&AttestedAgent>, new: &AttestedAgent) -> StoreResult<()>;
     fn get_agent(&self, id: &SpiffeId) -> StoreResult<Option<AttestedAgent>>;
     fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>>;
     /// `NotFound` if absent.

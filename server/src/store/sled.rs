@@ -435,11 +435,7 @@ impl Store for SledStore {
         self.flush()
     }
 
-    fn swap_agent(
-        &self,
-        expected: Option<&AttestedAgent>,
-        new: &AttestedAgent,
-    ) -> StoreResult<()> {
+    fn swap_agent(&self, expected: Option<&AttestedAgent>, new: &AttestedAgent) -> StoreResult<()> {
         let key = new.spiffe_id.as_str();
         let value = encode(T_AGENTS, key, new)?;
         (&self.agents,)

@@ -54,7 +54,12 @@ pub fn item1_agent_swap_never_undoes_a_ban(location: &dyn StoreLocation) {
     let a = agent("/sigil/agent/join_token/a", "01");
     let changed = |e: &StoreError| matches!(e, StoreError::Changed { .. });
     ok(s.swap_agent(None, &a), "swap into an absent record");
-    expect_err(s.swap_agent(None, &a), "swap expecting absence", "Changed", changed);
+    expect_err(
+        s.swap_agent(None, &a),
+        "swap expecting absence",
+        "Changed",
+        changed,
+    );
     assert_eq!(ok(s.get_agent(&a.spiffe_id), "get a"), Some(a.clone()));
 
     // A renewal read `a`; a ban lands; the renewal's swap must fail.
@@ -64,13 +69,31 @@ pub fn item1_agent_swap_never_undoes_a_ban(location: &dyn StoreLocation) {
     let mut banned = a.clone();
     banned.banned = true;
     ok(s.swap_agent(Some(&a), &banned), "ban");
-    expect_err(s.swap_agent(Some(&a), &renewed), "stale renewal", "Changed", changed);
-    assert_eq!(ok(s.get_agent(&a.spiffe_id), "get"), Some(banned.clone()), "ban held");
+    expect_err(
+        s.swap_agent(Some(&a), &renewed),
+        "stale renewal",
+        "Changed",
+        changed,
+    );
+    assert_eq!(
+        ok(s.get_agent(&a.spiffe_id), "get"),
+        Some(banned.clone()),
+        "ban held"
+    );
 
     // An eviction lands; a stale swap must not bring the agent back.
     ok(s.delete_agent(&a.spiffe_id), "evict");
-    expect_err(s.swap_agent(Some(&banned), &renewed), "stale swap after evict", "Changed", changed);
-    assert_eq!(ok(s.get_agent(&a.spiffe_id), "get evicted"), None, "eviction held");
+    expect_err(
+        s.swap_agent(Some(&banned), &renewed),
+        "stale swap after evict",
+        "Changed",
+        changed,
+    );
+    assert_eq!(
+        ok(s.get_agent(&a.spiffe_id), "get evicted"),
+        None,
+        "eviction held"
+    );
 
     // Renewers on 4 threads (read, then swap) race one ban, 50 rounds.
     for round in 0..50 {
@@ -112,6 +135,9 @@ pub fn item1_agent_swap_never_undoes_a_ban(location: &dyn StoreLocation) {
             }
         });
         let after = ok(s.get_agent(&b.spiffe_id), "read after race").expect("agent");
-        assert!(after.banned, "round {round}: a renewal undid the ban: {after:?}");
+        assert!(
+            after.banned,
+            "round {round}: a renewal undid the ban: {after:?}"
+        );
     }
 }
