@@ -11,6 +11,10 @@ use super::error::{AdminError, invalid};
 use crate::node_attestor::is_agent_id;
 use crate::store::{AttestedAgent, Store, StoreError};
 
+/// Most compare-and-swap attempts of one ban or unban while renewals of
+/// the same agent keep changing its record.
+const SWAP_ATTEMPTS: usize = 16;
+
 fn agent_to_pb(a: &AttestedAgent) -> pb::Agent {
     pb::Agent {
         spiffe_id: a.spiffe_id.to_string(),
@@ -82,7 +86,8 @@ impl AdminService {
             .blocking(move |store| {
                 // Compare-and-swap, again over a fresh read if a renewal
                 // changed the record meanwhile: the ban never reverts it.
-                loop {
+                // Renewals are rate-limited per agent, so this converges.
+                for _ in 0..SWAP_ATTEMPTS {
                     let old = load_agent(store, &id)?;
                     let mut a = old.clone();
                     a.banned = banned;
@@ -93,6 +98,11 @@ impl AdminService {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                Err(StoreError::Changed {
+                    what: "agent",
+                    key: id.to_string(),
+                }
+                .into())
             })
             .await?;
         info!(agent_id = %a.spiffe_id, banned, "agent ban changed");
