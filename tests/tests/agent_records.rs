@@ -18,6 +18,16 @@ use tonic::Code;
 /// Bound on each call of these tests.
 const CALL: Duration = Duration::from_secs(20);
 
+/// A server whose `[rate_limit]` section is `rates`.
+fn server_with_rates(rates: &str) -> TestServer {
+    let extra = format!("[rate_limit]\n{rates}");
+    TestServer::start(ServerOptions {
+        extra,
+        ..Default::default()
+    })
+    .expect("server starts")
+}
+
 async fn join(s: &TestServer, bundle: &[Vec<u8>]) -> AgentIdentity {
     let t = s.cli_json(&["token", "generate"])["token"]
         .as_str()
@@ -72,12 +82,7 @@ async fn fetch_bundle(
 /// every renewal. 50 rounds, each with a fresh agent.
 #[tokio::test(flavor = "multi_thread")]
 async fn item1_ban_holds_against_renewals_in_flight() {
-    let s = TestServer::start(ServerOptions {
-        extra: "[rate_limit]\nattestations_per_second = 1000\nrenewals_per_second = 100000\n"
-            .into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let s = server_with_rates("attestations_per_second = 1000\nrenewals_per_second = 100000\n");
     let bundle = s.bundle();
     for round in 0..50 {
         let first = join(&s, &bundle).await;
@@ -148,11 +153,7 @@ async fn item1_ban_holds_against_renewals_in_flight() {
 /// twice, the SVID two generations back is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn item5_agent_that_lost_renewal_answers_renews_again() {
-    let s = TestServer::start(ServerOptions {
-        extra: "[rate_limit]\nrenewals_per_second = 100\n".into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let s = server_with_rates("renewals_per_second = 100\n");
     let bundle = s.bundle();
     let held = join(&s, &bundle).await;
     renew(&s, &bundle, &held).await.expect("first renewal");
@@ -221,16 +222,8 @@ async fn open_sync(
 }
 
 fn create_entry(s: &TestServer, spiffe: &str, parent: &str) {
-    s.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        spiffe,
-        "--parent-id",
-        parent,
-        "--selector",
-        "unix:uid:1",
-    ]);
+    let args = ["--selector", "unix:uid:1", "--parent-id", parent];
+    s.cli_ok(&[&["entry", "create", "--spiffe-id", spiffe][..], &args[..]].concat());
 }
 
 /// Item 14: a sync stream is open; its agent is evicted (or banned); an

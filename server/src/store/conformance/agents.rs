@@ -52,14 +52,13 @@ pub fn item1_agent_swap_never_undoes_a_ban(location: &dyn StoreLocation) {
     let store = location.open();
     let s = &*store;
     let a = agent("/sigil/agent/join_token/a", "01");
-    let changed = |e: &StoreError| matches!(e, StoreError::Changed { .. });
+    let changed = |r: StoreResult<()>, what: &str| {
+        expect_err(r, what, "Changed", |e| {
+            matches!(e, StoreError::Changed { .. })
+        });
+    };
     ok(s.swap_agent(None, &a), "swap into an absent record");
-    expect_err(
-        s.swap_agent(None, &a),
-        "swap expecting absence",
-        "Changed",
-        changed,
-    );
+    changed(s.swap_agent(None, &a), "swap expecting absence");
     assert_eq!(ok(s.get_agent(&a.spiffe_id), "get a"), Some(a.clone()));
 
     // A renewal read `a`; a ban lands; the renewal's swap must fail.
@@ -69,12 +68,7 @@ pub fn item1_agent_swap_never_undoes_a_ban(location: &dyn StoreLocation) {
     let mut banned = a.clone();
     banned.banned = true;
     ok(s.swap_agent(Some(&a), &banned), "ban");
-    expect_err(
-        s.swap_agent(Some(&a), &renewed),
-        "stale renewal",
-        "Changed",
-        changed,
-    );
+    changed(s.swap_agent(Some(&a), &renewed), "stale renewal");
     assert_eq!(
         ok(s.get_agent(&a.spiffe_id), "get"),
         Some(banned.clone()),
@@ -83,11 +77,9 @@ pub fn item1_agent_swap_never_undoes_a_ban(location: &dyn StoreLocation) {
 
     // An eviction lands; a stale swap must not bring the agent back.
     ok(s.delete_agent(&a.spiffe_id), "evict");
-    expect_err(
+    changed(
         s.swap_agent(Some(&banned), &renewed),
         "stale swap after evict",
-        "Changed",
-        changed,
     );
     assert_eq!(
         ok(s.get_agent(&a.spiffe_id), "get evicted"),
