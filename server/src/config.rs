@@ -96,6 +96,15 @@ pub struct RateLimitConfig {
     /// CSRs signed per second per agent (burst twice that).
     #[serde(default = "default_csr_rate")]
     pub csrs_per_second: u32,
+    /// Agent SVID renewals per second per agent (burst twice that).
+    #[serde(default = "default_renewal_rate")]
+    pub renewals_per_second: u32,
+    /// Entry sync streams opened per second per agent (burst twice that).
+    #[serde(default = "default_sync_rate")]
+    pub sync_streams_per_second: u32,
+    /// Bundle fetches per second per agent (burst twice that).
+    #[serde(default = "default_bundle_fetch_rate")]
+    pub bundle_fetches_per_second: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -103,6 +112,9 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             attestations_per_second: default_attest_rate(),
             csrs_per_second: default_csr_rate(),
+            renewals_per_second: default_renewal_rate(),
+            sync_streams_per_second: default_sync_rate(),
+            bundle_fetches_per_second: default_bundle_fetch_rate(),
         }
     }
 }
@@ -112,6 +124,15 @@ fn default_attest_rate() -> u32 {
 }
 fn default_csr_rate() -> u32 {
     5000
+}
+fn default_renewal_rate() -> u32 {
+    1
+}
+fn default_sync_rate() -> u32 {
+    2
+}
+fn default_bundle_fetch_rate() -> u32 {
+    5
 }
 
 /// `[limits]`: bounds on what one request can make the server do. Every
@@ -402,6 +423,24 @@ impl ServerConfig {
                 "rate_limit",
                 "limits must be at least 1 per second",
             ));
+        }
+        for (key, value) in [
+            (
+                "rate_limit.renewals_per_second",
+                raw.rate_limit.renewals_per_second,
+            ),
+            (
+                "rate_limit.sync_streams_per_second",
+                raw.rate_limit.sync_streams_per_second,
+            ),
+            (
+                "rate_limit.bundle_fetches_per_second",
+                raw.rate_limit.bundle_fetches_per_second,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1 per second, got 0"));
+            }
         }
         check_limits(&raw.limits)?;
         let admin_socket = raw

@@ -231,8 +231,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         }
 
         let attestors = node_attestor::from_config(&cfg, store.clone())?;
-        let service = AgentApiService::new(
+        let auth = Arc::new(Authenticator::new(
             store.clone(),
+            verifier,
+            cfg.trust_domain.clone(),
+        ));
+        let service = AgentApiService::new(
+            auth.clone(),
             registry.clone(),
             ca.clone(),
             issuer.clone(),
@@ -242,17 +247,15 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 bundle_refresh_hint: refresh_hint,
                 attestations_per_second: cfg.rate_limit.attestations_per_second,
                 csrs_per_second: cfg.rate_limit.csrs_per_second,
+                renewals_per_second: cfg.rate_limit.renewals_per_second,
+                sync_streams_per_second: cfg.rate_limit.sync_streams_per_second,
+                bundle_fetches_per_second: cfg.rate_limit.bundle_fetches_per_second,
                 max_csrs_per_request: cfg.limits.max_csrs_per_request,
             },
         );
         let api = AgentApiServer::new(AgentApiHandle(Arc::new(service)))
             .max_decoding_message_size(cfg.limits.agent_api_max_message_bytes)
             .max_encoding_message_size(cfg.limits.agent_api_max_message_bytes);
-        let auth = Arc::new(Authenticator::new(
-            store.clone(),
-            verifier,
-            cfg.trust_domain.clone(),
-        ));
         let listener = TcpListener::bind(cfg.bind_address)
             .await
             .with_context(|| format!("bind_address {}", cfg.bind_address))?;

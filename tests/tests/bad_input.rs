@@ -741,7 +741,7 @@ fn server_config_cases(dir: &Path) -> Vec<(Case, String)> {
         )
     };
     let d = dir.join("data");
-    let rows: Vec<(&str, String, Vec<&'static str>)> = vec![
+    let mut rows: Vec<(&str, String, Vec<&'static str>)> = vec![
         (
             "unknown top-level key",
             format!("{}trust_domian = \"x\"\n", base(&d)),
@@ -840,6 +840,22 @@ fn server_config_cases(dir: &Path) -> Vec<(Case, String)> {
             vec!["bundle_endpoint", "cert_file"],
         ),
     ];
+    // The per-agent rates of issue 14 item 1: 0 is refused, naming the key.
+    for (name, key) in [
+        ("renewal rate zero", "rate_limit.renewals_per_second"),
+        (
+            "sync stream rate zero",
+            "rate_limit.sync_streams_per_second",
+        ),
+        (
+            "bundle fetch rate zero",
+            "rate_limit.bundle_fetches_per_second",
+        ),
+    ] {
+        let field = key.trim_start_matches("rate_limit.");
+        let body = format!("{}[rate_limit]\n{field} = 0\n", base(&d));
+        rows.push((name, body, vec![key, "at least 1"]));
+    }
     rows.into_iter()
         .map(|(name, body, needles)| {
             (

@@ -11,6 +11,10 @@ use super::error::{AdminError, invalid};
 use crate::node_attestor::is_agent_id;
 use crate::store::{AttestedAgent, Store, StoreError};
 
+/// Most compare-and-swap attempts of one ban or unban while renewals of
+/// the same agent keep changing its record.
+const SWAP_ATTEMPTS: usize = 16;
+
 fn agent_to_pb(a: &AttestedAgent) -> pb::Agent {
     pb::Agent {
         spiffe_id: a.spiffe_id.to_string(),
@@ -80,11 +84,25 @@ impl AdminService {
         let now = self.now();
         let a = self
             .blocking(move |store| {
-                let mut a = load_agent(store, &id)?;
-                a.banned = banned;
-                a.updated_at = now;
-                store.put_agent(&a)?;
-                Ok(a)
+                // Compare-and-swap, again over a fresh read if a renewal
+                // changed the record meanwhile: the ban never reverts it.
+                // Renewals are rate-limited per agent, so this converges.
+                for _ in 0..SWAP_ATTEMPTS {
+                    let old = load_agent(store, &id)?;
+                    let mut a = old.clone();
+                    a.banned = banned;
+                    a.updated_at = now;
+                    match store.swap_agent(Some(&old), &a) {
+                        Ok(()) => return Ok(a),
+                        Err(StoreError::Changed { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(StoreError::Changed {
+                    what: "agent",
+                    key: id.to_string(),
+                }
+                .into())
             })
             .await?;
         info!(agent_id = %a.spiffe_id, banned, "agent ban changed");

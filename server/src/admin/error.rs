@@ -68,7 +68,8 @@ impl AdminError {
             AdminError::AlreadyExists(_) | AdminError::Store(StoreError::AlreadyExists { .. }) => {
                 Code::AlreadyExists
             }
-            AdminError::Aborted(_) | AdminError::Store(StoreError::Conflict { .. }) => {
+            AdminError::Aborted(_)
+            | AdminError::Store(StoreError::Conflict { .. } | StoreError::Changed { .. }) => {
                 Code::Aborted
             }
             AdminError::Precondition(_) => Code::FailedPrecondition,
@@ -91,7 +92,9 @@ impl AdminError {
             AdminError::Store(StoreError::AlreadyExists { what, key }) => {
                 format!("{what} already exists: {key}")
             }
-            AdminError::Store(StoreError::Conflict { .. }) => "changed concurrently; retry".into(),
+            AdminError::Store(StoreError::Conflict { .. } | StoreError::Changed { .. }) => {
+                "changed concurrently; retry".into()
+            }
             // Disk full, read-only, I/O errors: the operator must see the
             // cause (the admin socket is local and admin-only; no secret is
             // in it).

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use rustls::server::danger::ClientCertVerifier;
-use rustls_pki_types::UnixTime;
+use rustls_pki_types::{CertificateDer, UnixTime};
 use sigil_proto::tls::SpiffeClientVerifier;
 use sigil_proto::{SpiffeId, TrustDomain};
 use tracing::warn;
@@ -26,6 +26,8 @@ pub struct AgentCaller {
     pub serial: String,
     /// Unix seconds: expiry of that SVID.
     pub cert_not_after: i64,
+    /// The certificate chain the call was made with (leaf first).
+    pub chain: Arc<Vec<CertificateDer<'static>>>,
     pub record: AttestedAgent,
 }
 
@@ -46,6 +48,11 @@ impl Authenticator {
             verifier,
             trust_domain,
         }
+    }
+
+    /// The store agent records are read from.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Authenticates the caller of `method` as an attested agent.
@@ -106,35 +113,53 @@ impl Authenticator {
         let record = self
             .store
             .get_agent(&id)
-            .map_err(ApiError::store("agent lookup"))?
-            .ok_or_else(|| {
-                deny(
-                    ApiError::Refused,
-                    &agent,
-                    format!(
-                        "agent {id} is not attested (unknown or evicted); it must attest again"
-                    ),
-                )
-            })?;
-        if record.banned {
-            return Err(deny(
-                ApiError::Refused,
-                &agent,
-                format!("agent {id} is banned"),
-            ));
-        }
-        if record.serial != serial && record.previous_serial.as_deref() != Some(serial.as_str()) {
-            return Err(deny(
-                ApiError::Refused,
-                &agent,
-                format!("agent SVID serial {serial} is not the current SVID of {id}"),
-            ));
-        }
+            .map_err(ApiError::store("agent lookup"))?;
+        let record = admitted(&id, &serial, record)
+            .map_err(|reason| deny(ApiError::Refused, &agent, reason))?;
+        let cert_not_after = cert.validity().not_after.timestamp();
         Ok(AgentCaller {
             id,
             serial,
-            cert_not_after: cert.validity().not_after.timestamp(),
+            chain,
+            cert_not_after,
             record,
         })
     }
+
+    /// Authenticates an earlier caller again, now: its certificate still
+    /// chains to the current bundle and is unexpired, and the stored record
+    /// still admits its serial. An open stream calls this before each batch
+    /// it sends, so it ends with the refusal a new call would get.
+    pub fn recheck(&self, caller: &AgentCaller, method: &str) -> Result<AgentCaller, ApiError> {
+        let peer = PeerInfo {
+            remote: None,
+            chain: Some(caller.chain.clone()),
+        };
+        self.authenticate(Some(&peer), method)
+    }
+}
+
+/// Whether the stored `record` of agent `id` admits a caller holding the SVID
+/// with `serial`: the agent is known (not evicted), not banned, and `serial`
+/// is its current or immediately previous SVID. The refusal reason is the
+/// same for every agent API call and for an open sync stream.
+pub fn admitted(
+    id: &SpiffeId,
+    serial: &str,
+    record: Option<AttestedAgent>,
+) -> Result<AttestedAgent, String> {
+    let Some(record) = record else {
+        return Err(format!(
+            "agent {id} is not attested (unknown or evicted); it must attest again"
+        ));
+    };
+    if record.banned {
+        return Err(format!("agent {id} is banned"));
+    }
+    if record.serial != serial && record.previous_serial.as_deref() != Some(serial) {
+        return Err(format!(
+            "agent SVID serial {serial} is not the current SVID of {id}"
+        ));
+    }
+    Ok(record)
 }

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// The caller was too slow (`DeadlineExceeded`).
     #[error("{0}")]
     Timeout(&'static str),
+    /// A concurrent change won; the caller may retry (`Aborted`).
+    #[error("{0}")]
+    Aborted(String),
     /// The caller went away (`Cancelled`).
     #[error("{0}")]
     Cancelled(&'static str),
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::Exhausted(_) => Code::ResourceExhausted,
             ApiError::Timeout(_) => Code::DeadlineExceeded,
             ApiError::Cancelled(_) => Code::Cancelled,
+            ApiError::Aborted(_) => Code::Aborted,
             ApiError::Unavailable { .. } => Code::Unavailable,
             ApiError::Attest(AttestError::Invalid(_)) => Code::InvalidArgument,
             ApiError::Attest(AttestError::Refused(_)) => Code::PermissionDenied,

@@ -32,8 +32,8 @@ use crate::ca::{SignedLeaf, unix};
 use crate::metrics;
 use crate::node_attestor::{AttestedNode, NodeAttestor, Step};
 use crate::registry::Registry;
-use crate::store::{AttestedAgent, Store};
-use caller::AgentCaller;
+use crate::store::{AttestedAgent, Store, StoreError};
+use caller::{AgentCaller, Authenticator, admitted};
 use error::{ApiError, item_error};
 use listener::PeerInfo;
 use rate_limit::RateLimiter;
@@ -53,9 +53,16 @@ pub struct AgentApiSettings {
     pub csrs_per_second: u32,
     /// Most CSRs in one SignSvids call (`[limits] max_csrs_per_request`).
     pub max_csrs_per_request: usize,
+    /// RenewAgent calls per second per agent (burst: twice that).
+    pub renewals_per_second: u32,
+    /// SyncEntries streams opened per second per agent (burst: twice that).
+    pub sync_streams_per_second: u32,
+    /// FetchBundle calls per second per agent (burst: twice that).
+    pub bundle_fetches_per_second: u32,
 }
 
 pub struct AgentApiService {
+    auth: Arc<Authenticator>,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     ca: Arc<CaManager>,
@@ -65,11 +72,14 @@ pub struct AgentApiService {
     settings: AgentApiSettings,
     attest_limit: RateLimiter,
     sign_limit: RateLimiter,
+    renew_limit: RateLimiter,
+    sync_limit: RateLimiter,
+    fetch_limit: RateLimiter,
 }
 
 impl AgentApiService {
     pub fn new(
-        store: Arc<dyn Store>,
+        auth: Arc<Authenticator>,
         registry: Arc<Registry>,
         ca: Arc<CaManager>,
         issuer: Arc<Issuer>,
@@ -77,25 +87,38 @@ impl AgentApiService {
         attestors: Vec<Arc<dyn NodeAttestor>>,
         settings: AgentApiSettings,
     ) -> AgentApiService {
-        let attest_limit = RateLimiter::new(
-            settings.attestations_per_second,
-            settings.attestations_per_second.saturating_mul(2),
-        );
-        let sign_limit = RateLimiter::new(
-            settings.csrs_per_second,
-            settings.csrs_per_second.saturating_mul(2),
-        );
+        let limit = |per_second: u32| RateLimiter::new(per_second, per_second.saturating_mul(2));
         AgentApiService {
-            store,
+            store: auth.store().clone(),
+            auth,
+            attest_limit: limit(settings.attestations_per_second),
+            sign_limit: limit(settings.csrs_per_second),
+            renew_limit: limit(settings.renewals_per_second),
+            sync_limit: limit(settings.sync_streams_per_second),
+            fetch_limit: limit(settings.bundle_fetches_per_second),
             registry,
             ca,
             issuer,
             clock,
             attestors: attestors.into_iter().map(|a| (a.name(), a)).collect(),
             settings,
-            attest_limit,
-            sign_limit,
         }
+    }
+
+    /// Takes one token of `limiter` for agent `c`, or refuses the call.
+    fn per_agent_limit(
+        &self,
+        limiter: &RateLimiter,
+        c: &AgentCaller,
+        method: &'static str,
+    ) -> Result<(), ApiError> {
+        if limiter.try_take(c.id.as_str(), 1) {
+            return Ok(());
+        }
+        warn!(agent_id = %c.id, method, "agent API rate limit exceeded");
+        Err(ApiError::Exhausted(
+            "rate limit exceeded for this agent; retry later",
+        ))
     }
 
     fn refresh_hint(&self) -> i64 {
@@ -216,9 +239,12 @@ impl AgentApiService {
                 .store
                 .get_agent(&id)
                 .map_err(ApiError::store("agent lookup"))?;
-            if existing.as_ref().is_some_and(|a| a.banned) {
+            let refuse_banned = || {
                 warn!(agent_id = %id, "banned agent tried to attest");
-                return Err(ApiError::Refused(format!("agent {id} is banned")));
+                ApiError::Refused(format!("agent {id} is banned"))
+            };
+            if existing.as_ref().is_some_and(|a| a.banned) {
+                return Err(refuse_banned());
             }
             let leaf = me.issuer.sign_agent(&id, &csr)?;
             let now = unix(me.clock.now());
@@ -233,15 +259,71 @@ impl AgentApiService {
                 attested_at: now,
                 updated_at: now,
             };
-            me.store
-                .put_agent(&record)
-                .map_err(ApiError::store("storing the attested agent"))?;
-            Ok(leaf)
+            // Only over the record checked above: a ban that landed since
+            // wins, and the new SVID is never handed out.
+            match me.store.swap_agent(existing.as_ref(), &record) {
+                Ok(()) => Ok(leaf),
+                Err(StoreError::Changed { .. }) => {
+                    let now = me
+                        .store
+                        .get_agent(&id)
+                        .map_err(ApiError::store("agent lookup"))?;
+                    if now.is_some_and(|a| a.banned) {
+                        return Err(refuse_banned());
+                    }
+                    Err(ApiError::Aborted(format!(
+                        "agent {id} changed while it attested; attest again"
+                    )))
+                }
+                Err(e) => Err(ApiError::store("storing the attested agent")(e)),
+            }
         })
         .await
         .map_err(ApiError::task)??;
         info!(agent_id = %leaf.spiffe_id, attestor = attestor_name, %remote, serial = %leaf.serial_hex, "node attested");
         Ok(self.agent_svid_pb(leaf))
+    }
+}
+
+/// Most attempts of one renewal when other renewals of the same agent
+/// change its record in between.
+const RENEW_ATTEMPTS: usize = 3;
+
+impl AgentApiService {
+    /// Signs a new agent SVID for `c` and records it with a compare-and-swap
+    /// over the record the decision was made on: a ban or an eviction that
+    /// lands meanwhile always wins, and the caller then gets the refusal a
+    /// new call would get. `previous_serial` is the serial the caller
+    /// authenticated with, so an agent that lost the answer can renew again
+    /// with the SVID it still holds.
+    fn renew(&self, c: &AgentCaller, csr: &[u8]) -> Result<SignedLeaf, ApiError> {
+        let mut current = Some(c.record.clone());
+        for _ in 0..RENEW_ATTEMPTS {
+            let rec = admitted(&c.id, &c.serial, current).map_err(|reason| {
+                warn!(agent_id = %c.id, reason = %reason, "agent SVID renewal refused");
+                ApiError::Refused(reason)
+            })?;
+            let leaf = self.issuer.sign_agent(&c.id, csr)?;
+            let mut new = rec.clone();
+            new.previous_serial = Some(c.serial.clone());
+            new.serial = leaf.serial_hex.clone();
+            new.expires_at = leaf.not_after;
+            new.updated_at = unix(self.clock.now());
+            match self.store.swap_agent(Some(&rec), &new) {
+                Ok(()) => return Ok(leaf),
+                Err(StoreError::Changed { .. }) => {
+                    current = self
+                        .store
+                        .get_agent(&c.id)
+                        .map_err(ApiError::store("agent lookup"))?;
+                }
+                Err(e) => return Err(ApiError::store("storing the renewed agent")(e)),
+            }
+        }
+        Err(ApiError::Aborted(format!(
+            "agent {} changed concurrently {RENEW_ATTEMPTS} times during renewal; retry",
+            c.id
+        )))
     }
 }
 
@@ -298,22 +380,13 @@ impl AgentApi for AgentApiHandle {
         req: Request<pb::RenewAgentRequest>,
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let c = caller(req.extensions())?;
+        self.0
+            .per_agent_limit(&self.0.renew_limit, &c, "RenewAgent")?;
         let csr = req.into_inner().csr;
         let svc = self.0.clone();
-        let leaf = tokio::task::spawn_blocking(move || -> Result<SignedLeaf, ApiError> {
-            let leaf = svc.issuer.sign_agent(&c.id, &csr)?;
-            let mut rec = c.record.clone();
-            rec.previous_serial = Some(rec.serial.clone());
-            rec.serial = leaf.serial_hex.clone();
-            rec.expires_at = leaf.not_after;
-            rec.updated_at = unix(svc.clock.now());
-            svc.store
-                .put_agent(&rec)
-                .map_err(ApiError::store("storing the renewed agent"))?;
-            Ok(leaf)
-        })
-        .await
-        .map_err(ApiError::task)??;
+        let leaf = tokio::task::spawn_blocking(move || svc.renew(&c, &csr))
+            .await
+            .map_err(ApiError::task)??;
         info!(agent_id = %leaf.spiffe_id, serial = %leaf.serial_hex, "agent SVID renewed");
         Ok(Response::new(pb::RenewAgentResponse {
             svid: Some(self.0.agent_svid_pb(leaf)),
@@ -327,9 +400,12 @@ impl AgentApi for AgentApiHandle {
         req: Request<pb::SyncEntriesRequest>,
     ) -> Result<Response<Self::SyncEntriesStream>, Status> {
         let c = caller(req.extensions())?;
+        self.0
+            .per_agent_limit(&self.0.sync_limit, &c, "SyncEntries")?;
         let r = req.into_inner();
         let rx = sync::start(
             sync::SyncContext {
+                auth: self.0.auth.clone(),
                 store: self.0.store.clone(),
                 registry: self.0.registry.clone(),
                 ca: self.0.ca.clone(),
@@ -403,7 +479,9 @@ impl AgentApi for AgentApiHandle {
         &self,
         req: Request<pb::FetchBundleRequest>,
     ) -> Result<Response<pb::FetchBundleResponse>, Status> {
-        caller(req.extensions())?;
+        let c = caller(req.extensions())?;
+        self.0
+            .per_agent_limit(&self.0.fetch_limit, &c, "FetchBundle")?;
         Ok(Response::new(pb::FetchBundleResponse {
             bundle: Some(self.0.bundle_pb()),
         }))

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{debug, info};
 
-use super::caller::AgentCaller;
+use super::caller::{AgentCaller, Authenticator};
 use super::convert::{bundle_to_pb, entry_to_pb};
 use super::error::ApiError;
 use crate::authz;
@@ -33,6 +33,8 @@ pub const MAX_PAGE: usize = 2000;
 const RECHECK: Duration = Duration::from_secs(2);
 
 pub struct SyncContext {
+    /// Re-authenticates the caller before each batch the stream sends.
+    pub auth: Arc<Authenticator>,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub ca: Arc<CaManager>,
@@ -73,18 +75,50 @@ struct Stream {
     known: HashSet<String>,
     parents: HashSet<sigil_proto::SpiffeId>,
     revision: u64,
+    /// Whether the caller was re-checked for the batch being sent now.
+    checked: bool,
 }
+
+/// The method name an open stream's re-checks log under.
+const RECHECK_METHOD: &str = "SyncEntries (open stream)";
 
 impl Stream {
     fn now(&self) -> i64 {
         unix(self.ctx.clock.now())
     }
 
-    async fn send(&self, m: Result<pb::SyncEntriesResponse, Status>) -> Result<(), ()> {
+    /// Sends one message; the first message of each batch is preceded by a
+    /// re-check of the caller, and a refused caller gets the refusal as the
+    /// stream's last message instead.
+    async fn send(&mut self, m: Result<pb::SyncEntriesResponse, Status>) -> Result<(), ()> {
+        if !self.checked {
+            self.checked = true;
+            if let Err(status) = self.recheck() {
+                info!(agent_id = %self.caller.id, reason = status.message(), "closing sync stream");
+                let _ = self.tx.send(Err(status)).await;
+                return Err(());
+            }
+        }
         self.tx.send(m).await.map_err(|_| ())
     }
 
-    async fn send_bundle(&self) -> Result<(), ()> {
+    /// The caller as a new call would find it now: its certificate chains
+    /// to the current bundle and is unexpired, and its record (not evicted,
+    /// not banned) still names the stream's serial as current or previous.
+    fn recheck(&self) -> Result<(), Status> {
+        if self.now() >= self.caller.cert_not_after {
+            return Err(ApiError::Refused(
+                "the agent SVID this stream was opened with expired; reconnect with the current one"
+                    .into(),
+            )
+            .into());
+        }
+        tokio::task::block_in_place(|| self.ctx.auth.recheck(&self.caller, RECHECK_METHOD))
+            .map(|_| ())
+            .map_err(Status::from)
+    }
+
+    async fn send_bundle(&mut self) -> Result<(), ()> {
         let b = self.ctx.ca.bundle();
         self.send(msg(pb::sync_entries_response::Kind::Bundle(bundle_to_pb(
             &b,
@@ -114,7 +148,7 @@ impl Stream {
         Ok(())
     }
 
-    async fn page_msg(&self, entries: Vec<pb::Entry>, last: bool) -> Result<(), ()> {
+    async fn page_msg(&mut self, entries: Vec<pb::Entry>, last: bool) -> Result<(), ()> {
         self.send(msg(pb::sync_entries_response::Kind::Page(pb::EntryPage {
             entries,
             last,
@@ -179,10 +213,16 @@ impl Stream {
                 self.now(),
             );
             let ids: HashSet<String> = view.entries.iter().map(|e| e.id.clone()).collect();
-            for gone in self.known.difference(&ids) {
-                self.send(deleted(gone, self.revision)).await?;
+            let gone: Vec<String> = self.known.difference(&ids).cloned().collect();
+            for id in gone {
+                self.send(deleted(&id, self.revision)).await?;
             }
-            for e in view.entries.iter().filter(|e| !self.known.contains(&e.id)) {
+            let new: Vec<_> = view
+                .entries
+                .iter()
+                .filter(|e| !self.known.contains(&e.id))
+                .collect();
+            for e in new {
                 self.send(upsert(e)).await?;
             }
             self.known = ids;
@@ -201,33 +241,6 @@ impl Stream {
                     Ok(())
                 }
             }
-        }
-    }
-
-    /// The agent is still admitted: known, not banned, and the certificate
-    /// this stream was opened with has not expired. (A stream outlives the
-    /// agent's renewals; agents move their stream to each new SVID.)
-    fn still_admitted(&self) -> Result<(), ApiError> {
-        if self.now() >= self.caller.cert_not_after {
-            return Err(ApiError::Refused(
-                "the agent SVID this stream was opened with expired; reconnect with the current one"
-                    .into(),
-            ));
-        }
-        let rec = self
-            .ctx
-            .store
-            .get_agent(&self.caller.id)
-            .map_err(|source| ApiError::Unavailable {
-                message: "agent lookup failed",
-                source,
-            })?;
-        match rec {
-            None => Err(ApiError::Refused(
-                "agent evicted; it must attest again".into(),
-            )),
-            Some(r) if r.banned => Err(ApiError::Refused("agent banned".into())),
-            Some(_) => Ok(()),
         }
     }
 
@@ -251,6 +264,8 @@ impl Stream {
         let _connected = crate::metrics::ConnectedAgent::counted();
         info!(agent_id = %self.caller.id, entries = self.known.len(), revision = self.revision, "agent sync stream open");
         loop {
+            // Each wake-up is one batch: re-check before its first message.
+            self.checked = false;
             let step = tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(ev) => self.on_event(&ev).await,
@@ -264,17 +279,14 @@ impl Stream {
                     Ok(()) => self.send_bundle().await,
                     Err(_) => return,
                 },
-                _ = recheck.tick() => {
-                    let ctx_ok = tokio::task::block_in_place(|| self.still_admitted()).map_err(Status::from);
-                    match ctx_ok {
-                        Ok(()) => Ok(()),
-                        Err(status) => {
-                            info!(agent_id = %self.caller.id, reason = status.message(), "closing sync stream");
-                            let _ = self.tx.send(Err(status)).await;
-                            return;
-                        }
+                _ = recheck.tick() => match self.recheck() {
+                    Ok(()) => Ok(()),
+                    Err(status) => {
+                        info!(agent_id = %self.caller.id, reason = status.message(), "closing sync stream");
+                        let _ = self.tx.send(Err(status)).await;
+                        return;
                     }
-                }
+                },
                 _ = self.tx.closed() => return,
             };
             if step.is_err() {
@@ -304,6 +316,7 @@ pub fn start(
         known: HashSet::new(),
         parents: HashSet::new(),
         revision: 0,
+        checked: false,
     };
     tokio::spawn(s.run(since));
     rx

@@ -44,6 +44,9 @@ pub enum StoreError {
         expected: u64,
         found: u64,
     },
+    /// A compare-and-swap found a record other than the expected one.
+    #[error("{what} {key} changed since it was read")]
+    Changed { what: &'static str, key: String },
     #[error("join token expired")]
     TokenExpired,
     #[error("stored data is corrupt: {0}")]
@@ -164,6 +167,12 @@ pub trait Store: Send + Sync + 'static {
     // ---- attested agents ----
 
     fn put_agent(&self, agent: &AttestedAgent) -> StoreResult<()>;
+    /// Compare-and-swap: stores `new` only if the stored record for
+    /// `new.spiffe_id` equals `expected` (`None`: no record), atomically
+    /// with that check; `Changed` (nothing written) otherwise. Every change
+    /// made from a record read earlier goes through this, so a ban or an
+    /// eviction that lands in between is never undone.
+    fn swap_agent(&self, expected: Option<&AttestedAgent>, new: &AttestedAgent) -> StoreResult<()>;
     fn get_agent(&self, id: &SpiffeId) -> StoreResult<Option<AttestedAgent>>;
     fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>>;
     /// `NotFound` if absent.

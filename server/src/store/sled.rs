@@ -435,6 +435,28 @@ impl Store for SledStore {
         self.flush()
     }
 
+    fn swap_agent(&self, expected: Option<&AttestedAgent>, new: &AttestedAgent) -> StoreResult<()> {
+        let key = new.spiffe_id.as_str();
+        let value = encode(T_AGENTS, key, new)?;
+        (&self.agents,)
+            .transaction(|(agents,)| {
+                let found: Option<AttestedAgent> = agents
+                    .get(key.as_bytes())?
+                    .map(|v| tx_decode(T_AGENTS, key, &v))
+                    .transpose()?;
+                if found.as_ref() != expected {
+                    return Err(abort(StoreError::Changed {
+                        what: "agent",
+                        key: key.to_string(),
+                    }));
+                }
+                agents.insert(key.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush()
+    }
+
     fn get_agent(&self, id: &SpiffeId) -> StoreResult<Option<AttestedAgent>> {
         self.get_json(&self.agents, T_AGENTS, id.as_str())
     }

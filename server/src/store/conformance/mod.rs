@@ -67,6 +67,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("survives_reopen", survives_reopen),
     ("join_tokens", join_tokens),
     ("agents", agents),
+    (
+        "item1_agent_swap_never_undoes_a_ban",
+        item1_agent_swap_never_undoes_a_ban,
+    ),
     ("bundles", bundles),
     ("ca_journal", ca_journal),
     ("concurrent_entry_changes", concurrent_entry_changes),
@@ -106,6 +110,7 @@ macro_rules! store_conformance_tests {
             survives_reopen,
             join_tokens,
             agents,
+            item1_agent_swap_never_undoes_a_ban,
             bundles,
             ca_journal,
             concurrent_entry_changes,
