@@ -13,6 +13,7 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 use super::*;
+use crate::workload_attestor::ProcessMark;
 
 const WAIT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(300);
@@ -24,8 +25,26 @@ struct FakeAttestor {
     seen: Mutex<Vec<PeerCred>>,
 }
 
+/// A mark that says nothing: the fakes do not look at processes.
+fn no_mark() -> ProcessMark {
+    ProcessMark {
+        start_time: 0,
+        exe: "/fake".into(),
+        exe_dev: 0,
+        exe_ino: 0,
+    }
+}
+
 impl WorkloadAttestor for FakeAttestor {
-    fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
+    fn mark(&self, _: &PeerCred) -> Result<ProcessMark, WorkloadAttestError> {
+        Ok(no_mark())
+    }
+
+    fn attest(
+        &self,
+        cred: &PeerCred,
+        _: &ProcessMark,
+    ) -> Result<Vec<Selector>, WorkloadAttestError> {
         self.seen.lock().unwrap().push(*cred);
         if cred.uid == self.uid {
             Ok(self.selectors.clone())
@@ -41,7 +60,15 @@ impl WorkloadAttestor for FakeAttestor {
 struct FailingAttestor;
 
 impl WorkloadAttestor for FailingAttestor {
-    fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
+    fn mark(&self, _: &PeerCred) -> Result<ProcessMark, WorkloadAttestError> {
+        Ok(no_mark())
+    }
+
+    fn attest(
+        &self,
+        cred: &PeerCred,
+        _: &ProcessMark,
+    ) -> Result<Vec<Selector>, WorkloadAttestError> {
         Err(WorkloadAttestError::PidReused { pid: cred.pid })
     }
 }
