@@ -2027,10 +2027,13 @@ async fn bad_input_catalogue() {
     let started = Instant::now();
     let s = TestServer::start(ServerOptions::default()).expect("server");
     // This process stands in for the 500 workloads of the open-streams
-    // case; the per-process cap (default 100) is tested in abuse.rs.
+    // case and the 2,000 idle connections; the per-process cap (default
+    // 100) is tested in abuse.rs, the per-uid cap (default 1,000) in
+    // workload_attack.rs.
     let a = TestAgent::start_with(
         &s,
-        "[limits]\nworkload_api_max_streams_per_workload = 1000\n",
+        "[limits]\nworkload_api_max_streams_per_workload = 1000\n\
+         workload_api_max_streams_per_uid = 5000\n",
     )
     .expect("agent");
     // The workload (this test process) has one entry; "existing" makes the
