@@ -1704,16 +1704,7 @@ async fn run_agent_api_cases(s: &TestServer, report: &mut Report) {
 // messages and metadata, and very many connections and streams.
 
 async fn raw_channel(path: &Path) -> Result<Channel, String> {
-    let p = path.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://workload.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
+    sigil_tests::workload_channel(path)
         .await
         .map_err(|e| e.to_string())
 }

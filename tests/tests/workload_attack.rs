@@ -155,18 +155,7 @@ fn item2_pid_exit_gets_nothing() {
 }
 
 async fn workload_channel(path: &Path) -> tonic::transport::Channel {
-    let p = path.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://workload.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
+    sigil_tests::workload_channel(path).await.unwrap()
 }
 
 /// Opens `FetchX509SVID` on `ch`: the open stream once its first message

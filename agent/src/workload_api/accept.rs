@@ -16,13 +16,10 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use sigil_proto::unix_h2::AuthorityFront;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use sigil_proto::unix_h2::{AuthorityFront, Tag};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -31,7 +28,7 @@ use super::admission::{CountSlot, Counts};
 use crate::workload_attestor::{PeerCred, ProcessMark, WorkloadAttestError, WorkloadAttestor};
 
 /// Who connected, as recorded when the connection was accepted. Put in
-/// every request's extensions by tonic (the connection's `ConnectInfo`).
+/// every request's extensions by tonic (the connection's [`Tag`]).
 #[derive(Clone)]
 pub struct AcceptedPeer {
     /// The kernel's credentials (`SO_PEERCRED`); `None` without a pid.
@@ -41,6 +38,9 @@ pub struct AcceptedPeer {
     /// A pidfd of the connecting process (`SO_PEERPIDFD`), when the kernel
     /// gives one.
     pidfd: Option<Arc<OwnedFd>>,
+    /// The connection's slot under its uid's cap: given back once the
+    /// connection and every request that saw this record are gone.
+    _slot: Option<Arc<CountSlot<u32>>>,
 }
 
 impl AcceptedPeer {
@@ -59,21 +59,6 @@ impl AcceptedPeer {
             // Fail closed: a pidfd that cannot be polled proves nothing.
             Err(_) => true,
         }
-    }
-}
-
-/// An accepted Workload API connection with its [`AcceptedPeer`]; holds
-/// the uid's connection slot until it is dropped.
-pub struct MarkedStream {
-    inner: UnixStream,
-    peer: AcceptedPeer,
-    _slot: Option<CountSlot<u32>>,
-}
-
-impl tonic::transport::server::Connected for MarkedStream {
-    type ConnectInfo = AcceptedPeer;
-    fn connect_info(&self) -> AcceptedPeer {
-        self.peer.clone()
     }
 }
 
@@ -103,6 +88,7 @@ fn record(stream: &UnixStream, attestor: &dyn WorkloadAttestor) -> AcceptedPeer 
         cred,
         mark: Arc::new(mark),
         pidfd,
+        _slot: None,
     }
 }
 
@@ -114,7 +100,7 @@ pub(super) fn incoming(
     attestor: Arc<dyn WorkloadAttestor>,
     per_uid: Counts<u32>,
     max_per_uid: usize,
-) -> impl Stream<Item = io::Result<AuthorityFront<MarkedStream>>> {
+) -> impl Stream<Item = io::Result<AuthorityFront<UnixStream, Tag<AcceptedPeer>>>> {
     use tokio_stream::StreamExt;
     UnixListenerStream::new(listener)
         .then(move |accepted| {
@@ -122,15 +108,15 @@ pub(super) fn incoming(
             let per_uid = per_uid.clone();
             async move {
                 let stream = accepted?;
-                let (stream, peer) = tokio::task::spawn_blocking(move || {
+                let (stream, mut peer) = tokio::task::spawn_blocking(move || {
                     let peer = record(&stream, attestor.as_ref());
                     (stream, peer)
                 })
                 .await
                 .map_err(io::Error::other)?;
-                let slot = match peer.cred {
+                peer._slot = match peer.cred {
                     Some(cred) => match CountSlot::take(&per_uid, cred.uid, max_per_uid) {
-                        Some(slot) => Some(slot),
+                        Some(slot) => Some(Arc::new(slot)),
                         None => {
                             tracing::warn!(
                                 pid = cred.pid,
@@ -143,48 +129,8 @@ pub(super) fn incoming(
                     },
                     None => None,
                 };
-                Ok(Some(AuthorityFront::new(MarkedStream {
-                    inner: stream,
-                    peer,
-                    _slot: slot,
-                })))
+                Ok(Some(AuthorityFront::tagged(stream, Tag(peer))))
             }
         })
         .filter_map(|r: io::Result<Option<_>>| r.transpose())
-}
-
-impl AsyncRead for MarkedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for MarkedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
 }

@@ -57,19 +57,12 @@ impl WorkloadAttestor for FakeAttestor {
     }
 }
 
-struct FailingAttestor;
-
-impl WorkloadAttestor for FailingAttestor {
-    fn mark(&self, _: &PeerCred) -> Result<ProcessMark, WorkloadAttestError> {
-        Ok(no_mark())
-    }
-
-    fn attest(
-        &self,
-        cred: &PeerCred,
-        _: &ProcessMark,
-    ) -> Result<Vec<Selector>, WorkloadAttestError> {
-        Err(WorkloadAttestError::PidReused { pid: cred.pid })
+/// An attestor that refuses every caller.
+fn failing_attestor() -> FakeAttestor {
+    FakeAttestor {
+        uid: u32::MAX,
+        selectors: Vec::new(),
+        seen: Mutex::new(Vec::new()),
     }
 }
 
@@ -581,8 +574,11 @@ async fn workload_api_caller_missing_a_selector_gets_no_identity() {
 async fn workload_api_attestation_failure_is_permission_denied() {
     let ca = TestCa::new("example.org");
     let (_tx, rx) = watch::channel(Arc::new(snapshot(&ca, vec![])));
-    let service =
-        WorkloadApiService::new(rx, Arc::new(FailingAttestor), WorkloadApiLimits::default());
+    let service = WorkloadApiService::new(
+        rx,
+        Arc::new(failing_attestor()),
+        WorkloadApiLimits::default(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.sock");
     let listener = bind_workload_socket(&path).unwrap();
