@@ -43,6 +43,12 @@ pub struct LimitsConfig {
     /// Workload API streams open at once from one calling process (pid).
     #[serde(default = "default_max_streams_per_workload")]
     pub workload_api_max_streams_per_workload: usize,
+    /// Workload API streams open at once from one uid over all its
+    /// processes, and connections open at once from one uid (default
+    /// 1,000; 1 to 1,000,000). Streams over it get `Unavailable`,
+    /// connections over it are closed.
+    #[serde(default = "default_max_streams_per_uid")]
+    pub workload_api_max_streams_per_uid: usize,
     /// Largest Workload API request, in bytes.
     #[serde(default = "default_max_request_bytes")]
     pub workload_api_max_request_bytes: usize,
@@ -59,6 +65,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             workload_api_max_concurrent_streams: default_max_streams(),
             workload_api_max_streams_per_workload: default_max_streams_per_workload(),
+            workload_api_max_streams_per_uid: default_max_streams_per_uid(),
             workload_api_max_request_bytes: default_max_request_bytes(),
             workload_api_max_response_bytes: default_max_response_bytes(),
             max_exe_hash_bytes: None,
@@ -71,6 +78,9 @@ fn default_max_streams() -> usize {
 }
 fn default_max_streams_per_workload() -> usize {
     100
+}
+fn default_max_streams_per_uid() -> usize {
+    crate::workload_api::DEFAULT_MAX_STREAMS_PER_UID
 }
 fn default_max_request_bytes() -> usize {
     4 * 1024 * 1024
@@ -114,6 +124,12 @@ fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
             ),
         )
     })?;
+    in_range(
+        "limits.workload_api_max_streams_per_uid",
+        l.workload_api_max_streams_per_uid,
+        1,
+        1_000_000,
+    )?;
     in_range(
         "limits.workload_api_max_request_bytes",
         l.workload_api_max_request_bytes,
@@ -280,6 +296,10 @@ mod tests {
                 "workload_api_max_streams",
             ),
             (
+                "[limits]\nworkload_api_max_streams_per_uid = 0\n",
+                "limits.workload_api_max_streams_per_uid: 0 is out of range",
+            ),
+            (
                 "[limits]\nworkload_api_max_concurrent_streams = 0\n",
                 "limits.workload_api_max_concurrent_streams: 0 is out of range",
             ),
@@ -313,6 +333,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_exe_hash_bytes, 7);
         assert_eq!(c.limits.workload_api_max_streams_per_workload, 3);
+        assert_eq!(
+            c.limits.workload_api_max_streams_per_uid,
+            crate::workload_api::DEFAULT_MAX_STREAMS_PER_UID
+        );
         assert_eq!(c.limits.workload_api_max_concurrent_streams, 10_000);
         let c = AgentConfig::parse(&format!("{OK}max_exe_hash_bytes = 9\n")).unwrap();
         assert_eq!(c.max_exe_hash_bytes, 9);

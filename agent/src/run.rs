@@ -279,6 +279,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         crate::workload_api::WorkloadApiLimits {
             max_concurrent_streams: cfg.limits.workload_api_max_concurrent_streams,
             max_streams_per_workload: cfg.limits.workload_api_max_streams_per_workload,
+            max_streams_per_uid: cfg.limits.workload_api_max_streams_per_uid,
             max_decoding_message_bytes: cfg.limits.workload_api_max_request_bytes,
             max_encoding_message_bytes: cfg.limits.workload_api_max_response_bytes,
             ..Default::default()

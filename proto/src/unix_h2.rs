@@ -432,9 +432,12 @@ fn frame_header(len: usize, kind: u8, flags: u8, stream: [u8; 4], out: &mut Vec<
 }
 
 /// An accepted connection with the front on its read side. Writes pass
-/// straight through.
-pub struct AuthorityFront<S> {
+/// straight through. `T` is what the server knows of the connection:
+/// nothing (`()`: the inner stream's own `ConnectInfo` reaches the handlers)
+/// or a [`Tag`] (its value reaches them instead).
+pub struct AuthorityFront<S, T = ()> {
     inner: S,
+    tag: T,
     rewriter: Rewriter,
     /// Bytes ready for `h2`, from `out_pos` on.
     out: Vec<u8>,
@@ -442,10 +445,23 @@ pub struct AuthorityFront<S> {
     eof: bool,
 }
 
+/// A value the server attached to a connection when it accepted it (who
+/// is at the other end); handlers find it in each request's extensions.
+#[derive(Debug, Clone)]
+pub struct Tag<T>(pub T);
+
 impl<S> AuthorityFront<S> {
     pub fn new(inner: S) -> Self {
+        AuthorityFront::tagged(inner, ())
+    }
+}
+
+impl<S, T> AuthorityFront<S, T> {
+    /// The front on `inner`, carrying `tag`.
+    pub fn tagged(inner: S, tag: T) -> Self {
         AuthorityFront {
             inner,
+            tag,
             rewriter: Rewriter::new(),
             out: Vec::new(),
             out_pos: 0,
@@ -461,7 +477,7 @@ impl<S> AuthorityFront<S> {
 /// The read buffer size of the front.
 const READ_CHUNK: usize = 16 * 1024;
 
-impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFront<S> {
+impl<S: AsyncRead + Unpin, T: Unpin> AsyncRead for AuthorityFront<S, T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -506,7 +522,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFront<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFront<S> {
+impl<S: AsyncWrite + Unpin, T: Unpin> AsyncWrite for AuthorityFront<S, T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -538,6 +554,15 @@ impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
     type ConnectInfo = S::ConnectInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
+    }
+}
+
+impl<S, T: Clone + Send + Sync + 'static> tonic::transport::server::Connected
+    for AuthorityFront<S, Tag<T>>
+{
+    type ConnectInfo = T;
+    fn connect_info(&self) -> T {
+        self.tag.0.clone()
     }
 }
 

@@ -365,6 +365,24 @@ impl Drop for TestServer {
     }
 }
 
+/// A gRPC channel to the Workload API socket at `path` (each new
+/// connection of the channel dials the socket).
+pub async fn workload_channel(
+    path: &Path,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let p = path.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://workload.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = p.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(p).await?,
+                ))
+            }
+        }))
+        .await
+}
+
 /// DER certificates from PEM text.
 pub fn pem_certs(text: &str) -> Vec<Vec<u8>> {
     sigil_proto::pem::from_pem(text.as_bytes()).expect("PEM certificates")

@@ -181,18 +181,7 @@ async fn registered_uid_gets_exactly_its_svids_and_others_do_not() {
 async fn a_call_without_the_security_header_is_invalid_argument() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let a = TestAgent::start(&s).unwrap();
-    let path = a.socket.clone();
-    let channel = tonic::transport::Endpoint::from_static("http://x.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = sigil_tests::workload_channel(&a.socket).await.unwrap();
     let mut c =
         sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
     let e = c

@@ -1720,16 +1720,7 @@ async fn run_agent_api_cases(s: &TestServer, report: &mut Report) {
 // messages and metadata, and very many connections and streams.
 
 async fn raw_channel(path: &Path) -> Result<Channel, String> {
-    let p = path.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://workload.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
+    sigil_tests::workload_channel(path)
         .await
         .map_err(|e| e.to_string())
 }
@@ -2043,10 +2034,13 @@ async fn bad_input_catalogue() {
     let started = Instant::now();
     let s = TestServer::start(ServerOptions::default()).expect("server");
     // This process stands in for the 500 workloads of the open-streams
-    // case; the per-process cap (default 100) is tested in abuse.rs.
+    // case and the 2,000 idle connections; the per-process cap (default
+    // 100) is tested in abuse.rs, the per-uid cap (default 1,000) in
+    // workload_attack.rs.
     let a = TestAgent::start_with(
         &s,
-        "[limits]\nworkload_api_max_streams_per_workload = 1000\n",
+        "[limits]\nworkload_api_max_streams_per_workload = 1000\n\
+         workload_api_max_streams_per_uid = 5000\n",
     )
     .expect("agent");
     // The workload (this test process) has one entry; "existing" makes the

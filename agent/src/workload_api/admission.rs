@@ -1,6 +1,7 @@
 //! Admission of a Workload API call: the security header and the request's
-//! own fields (checked before anything else), the caller's peer credentials,
-//! and its share of the global and per-process stream limits.
+//! own fields (checked before anything else), the caller's peer credentials
+//! as recorded at accept (`accept`), and its share of the global, per-uid
+//! and per-process stream limits.
 
 use super::*;
 
@@ -11,51 +12,51 @@ pub(super) struct Caller {
     pub(super) permit: StreamPermit,
 }
 
-/// A call's share of the global and the per-workload stream limits; both
-/// are given back when it is dropped.
+/// A call's share of the global, the per-uid and the per-workload stream
+/// limits; all are given back when it is dropped.
 pub(super) struct StreamPermit {
     pub(super) _global: OwnedSemaphorePermit,
-    pub(super) _workload: WorkloadSlot,
+    pub(super) _uid: CountSlot<u32>,
+    pub(super) _workload: CountSlot<i32>,
 }
 
-/// One open call of a calling process, counted in `per_workload`.
-pub(super) struct WorkloadSlot {
-    pub(super) counts: Arc<std::sync::Mutex<HashMap<i32, usize>>>,
-    pub(super) pid: i32,
+/// Open things (calls, connections) per key (a pid, a uid).
+pub(super) type Counts<K> = Arc<std::sync::Mutex<HashMap<K, usize>>>;
+
+/// One open thing counted under `key` in `counts`; uncounted when dropped.
+pub(super) struct CountSlot<K: std::hash::Hash + Eq + Copy> {
+    counts: Counts<K>,
+    key: K,
 }
 
-impl WorkloadSlot {
-    /// Counts one more call for `pid`, or `None` if it has `max` already.
-    pub(super) fn take(
-        counts: &Arc<std::sync::Mutex<HashMap<i32, usize>>>,
-        pid: i32,
-        max: usize,
-    ) -> Option<WorkloadSlot> {
+impl<K: std::hash::Hash + Eq + Copy> CountSlot<K> {
+    /// Counts one more for `key`, or `None` if it has `max` already.
+    pub(super) fn take(counts: &Counts<K>, key: K, max: usize) -> Option<CountSlot<K>> {
         let mut map = counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(pid).or_insert(0);
+        let n = map.entry(key).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
-        Some(WorkloadSlot {
+        Some(CountSlot {
             counts: counts.clone(),
-            pid,
+            key,
         })
     }
 }
 
-impl Drop for WorkloadSlot {
+impl<K: std::hash::Hash + Eq + Copy> Drop for CountSlot<K> {
     fn drop(&mut self) {
         let mut map = self
             .counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.pid) {
+        if let Some(n) = map.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                map.remove(&self.pid);
+                map.remove(&self.key);
             }
         }
     }
@@ -125,21 +126,13 @@ pub fn precheck(metadata: &MetadataMap, request: &WorkloadRequest) -> Result<(),
     }
 }
 
-/// The kernel's account of the caller; without a pid there is nothing to
-/// attest, so the call is refused (fail closed).
-pub(super) fn peer_cred<T>(req: &Request<T>) -> Result<PeerCred, CallError> {
-    let ucred = req
+/// Who called, as recorded when the connection was accepted; without a
+/// pid there is nothing to attest, so the call is refused (fail closed).
+pub(super) fn accepted_peer<T>(req: &Request<T>) -> Result<(PeerCred, AcceptedPeer), CallError> {
+    let peer = req
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
+        .get::<AcceptedPeer>()
         .ok_or(CallError::NoPeerCred)?;
-    match ucred.pid() {
-        Some(pid) if pid > 0 => Ok(PeerCred {
-            pid,
-            uid: ucred.uid(),
-            gid: ucred.gid(),
-        }),
-        // 0: the peer lives in a pid namespace we cannot see into.
-        _ => Err(CallError::NoPeerCred),
-    }
+    let cred = peer.cred.ok_or(CallError::NoPeerCred)?;
+    Ok((cred, peer.clone()))
 }

@@ -19,6 +19,8 @@ pub(super) enum CallError {
     TooManyStreams,
     #[error("too many open Workload API streams from this process (limit {0}); retry later")]
     TooManyWorkloadStreams(usize),
+    #[error("too many open Workload API streams from this uid (limit {0}); retry later")]
+    TooManyUidStreams(usize),
     #[error("workload attestation failed")]
     Attestation(#[source] WorkloadAttestError),
     #[error("workload attestation did not complete")]
@@ -74,6 +76,13 @@ pub(super) fn refuse_status(method: &'static str, cred: Option<&PeerCred>, e: Ca
             warn!(
                 pid,
                 uid, method, limit, "Workload API call refused: per-workload stream limit reached"
+            );
+            Status::unavailable(e.to_string())
+        }
+        CallError::TooManyUidStreams(limit) => {
+            warn!(
+                pid,
+                uid, method, limit, "Workload API call refused: per-uid stream limit reached"
             );
             Status::unavailable(e.to_string())
         }

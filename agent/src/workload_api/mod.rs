@@ -3,7 +3,12 @@
 //! credentials of the connection, never anything the caller sends), attests
 //! it once per call on a blocking thread, and streams the caller's view of
 //! the cache's `Snapshot`: the full current state first, then a new full
-//! message only when that view changed. Protobuf types stop here; errors map
+//! message only when that view changed.
+//!
+//! The caller is the process that connected: its process is recorded when
+//! the connection is accepted (`accept`) and each call is attested against
+//! that record, refused if the process exited, its pid was reused or it
+//! runs another program since (issue 14). Protobuf types stop here; errors map
 //! to `Status` in one place (`refuse`).
 //!
 //! A caller is attested once per call, not again while its stream is open:
@@ -18,17 +23,20 @@
 //! header and their arguments, then answer `Unimplemented`.
 //!
 //! Here: the service, its limits, serving the socket (behind the HTTP/2
-//! authority front, with reflection) and the gRPC methods. Admission is in
+//! authority front, with reflection) and the gRPC methods. The record at
+//! accept is in `accept`, admission in
 //! `admission`, the error→`Status` mapping in `error`, the stream task and
 //! digests in `stream`, the X.509 views in `x509`, the socket file in
 //! `socket`.
 
+mod accept;
 mod admission;
 mod error;
 pub mod socket;
 mod stream;
 mod x509;
 
+use accept::AcceptedPeer;
 use admission::*;
 use error::*;
 use stream::*;
@@ -51,7 +59,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
@@ -76,6 +83,9 @@ pub const WIT_UNSUPPORTED: &str = "WIT-SVIDs are not issued by Sigil";
 /// Messages queued per stream before the stream task waits for the client.
 const STREAM_BUFFER: usize = 2;
 
+/// Default of [`WorkloadApiLimits::max_streams_per_uid`].
+pub const DEFAULT_MAX_STREAMS_PER_UID: usize = 1_000;
+
 /// Bounds on what callers can make the agent do.
 #[derive(Debug, Clone)]
 pub struct WorkloadApiLimits {
@@ -87,6 +97,11 @@ pub struct WorkloadApiLimits {
     /// one workload cannot take every slot of `max_concurrent_streams`;
     /// more are refused with `Unavailable`.
     pub max_streams_per_workload: usize,
+    /// Streams (and calls) open at once from one uid, over all its
+    /// processes, and likewise connections; more streams are refused with
+    /// `Unavailable`, more connections are closed at once. So one local
+    /// user cannot take every slot by running many processes.
+    pub max_streams_per_uid: usize,
     /// Largest request accepted (requests are tiny; 4 MiB).
     pub max_decoding_message_bytes: usize,
     /// Largest response sent (many SVIDs with long chains; 16 MiB).
@@ -101,6 +116,7 @@ impl Default for WorkloadApiLimits {
         WorkloadApiLimits {
             max_concurrent_streams: 10_000,
             max_streams_per_workload: 100,
+            max_streams_per_uid: DEFAULT_MAX_STREAMS_PER_UID,
             max_decoding_message_bytes: 4 * 1024 * 1024,
             max_encoding_message_bytes: 16 * 1024 * 1024,
             refresh_interval: Duration::from_secs(1),
@@ -118,7 +134,11 @@ pub struct WorkloadApiService {
     limits: WorkloadApiLimits,
     streams: Arc<Semaphore>,
     /// Open calls per calling pid (see `max_streams_per_workload`).
-    per_workload: Arc<std::sync::Mutex<HashMap<i32, usize>>>,
+    per_workload: Counts<i32>,
+    /// Open calls per calling uid (see `max_streams_per_uid`).
+    per_uid_streams: Counts<u32>,
+    /// Open connections per uid (see `max_streams_per_uid`).
+    per_uid_connections: Counts<u32>,
     clock: Clock,
     /// Set to `true` when the server stops: open streams end, so the
     /// graceful shutdown is not held up by streams that never finish.
@@ -138,6 +158,8 @@ impl WorkloadApiService {
             limits,
             streams: Arc::new(Semaphore::new(permits)),
             per_workload: Arc::default(),
+            per_uid_streams: Arc::default(),
+            per_uid_connections: Arc::default(),
             clock: Arc::new(sigil_proto::clock::SystemClock),
             stop: Arc::new(watch::channel(false).0),
         }
@@ -153,19 +175,28 @@ impl WorkloadApiService {
     /// header, the kernel's peer credentials, a stream slot, attestation.
     async fn admit<T>(&self, req: &Request<T>, method: &'static str) -> Result<Caller, Status> {
         check_header(req).map_err(|e| refuse(method, None, e))?;
-        let cred = peer_cred(req).map_err(|e| refuse(method, None, e))?;
-        let workload = WorkloadSlot::take(
+        let (cred, peer) = accepted_peer(req).map_err(|e| refuse(method, None, e))?;
+        let limits = &self.limits;
+        let workload = CountSlot::take(
             &self.per_workload,
             cred.pid,
-            self.limits.max_streams_per_workload,
+            limits.max_streams_per_workload,
         )
         .ok_or_else(|| {
             refuse(
                 method,
                 Some(&cred),
-                CallError::TooManyWorkloadStreams(self.limits.max_streams_per_workload),
+                CallError::TooManyWorkloadStreams(limits.max_streams_per_workload),
             )
         })?;
+        let uid = CountSlot::take(&self.per_uid_streams, cred.uid, limits.max_streams_per_uid)
+            .ok_or_else(|| {
+                refuse(
+                    method,
+                    Some(&cred),
+                    CallError::TooManyUidStreams(limits.max_streams_per_uid),
+                )
+            })?;
         let global = self
             .streams
             .clone()
@@ -173,19 +204,36 @@ impl WorkloadApiService {
             .map_err(|_| refuse(method, Some(&cred), CallError::TooManyStreams))?;
         let permit = StreamPermit {
             _global: global,
+            _uid: uid,
             _workload: workload,
         };
         // The one attestation of the call: every configured attestor inside
-        // one PID-reuse bracket (`workload_attestor::Attestors`). Attesting
-        // once per accepted connection instead (issue 14) replaces this call.
+        // one bracket (`workload_attestor::Attestors`) that refuses unless
+        // the process is still the one recorded at accept.
+        let refused = |e: WorkloadAttestError| {
+            metrics::workload_attestation("error");
+            refuse(method, Some(&cred), CallError::Attestation(e))
+        };
+        if peer.exited() {
+            return Err(refused(WorkloadAttestError::Changed {
+                pid: cred.pid,
+                reason: "the process that connected has exited (pidfd)",
+            }));
+        }
+        let accepted = peer.mark.as_ref().clone().map_err(refused)?;
         let attestor = self.attestor.clone();
-        let selectors = tokio::task::spawn_blocking(move || attestor.attest(&cred))
+        let selectors = tokio::task::spawn_blocking(move || attestor.attest(&cred, &accepted))
             .await
             .map_err(|e| refuse(method, Some(&cred), CallError::AttestationTask(e)))?
-            .map_err(|e| {
-                metrics::workload_attestation("error");
-                refuse(method, Some(&cred), CallError::Attestation(e))
-            })?;
+            .map_err(refused)?;
+        // After attesting: a pid reused while the attestors ran is caught by
+        // the start time, an exit by the pidfd.
+        if peer.exited() {
+            return Err(refused(WorkloadAttestError::Changed {
+                pid: cred.pid,
+                reason: "the process that connected has exited (pidfd)",
+            }));
+        }
         metrics::workload_attestation("ok");
         debug!(
             pid = cred.pid,
@@ -268,6 +316,12 @@ pub async fn serve_listener(
 ) -> anyhow::Result<()> {
     let stop = service.stop.clone();
     let limits = service.limits.clone();
+    let incoming = accept::incoming(
+        listener,
+        service.attestor.clone(),
+        service.per_uid_connections.clone(),
+        limits.max_streams_per_uid,
+    );
     let api = SpiffeWorkloadApiServer::new(service)
         .max_decoding_message_size(limits.max_decoding_message_bytes)
         .max_encoding_message_size(limits.max_encoding_message_bytes);
@@ -290,7 +344,7 @@ pub async fn serve_listener(
         .add_service(reflection_v1alpha)
         // Behind the HTTP/2 front: any `:authority` a client sends is
         // accepted (gRPC C-core sends the percent-encoded socket path).
-        .serve_with_incoming_shutdown(sigil_proto::unix_h2::incoming(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             stop.send_replace(true);
         })

@@ -13,6 +13,7 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 use super::*;
+use crate::workload_attestor::ProcessMark;
 
 const WAIT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(300);
@@ -24,8 +25,26 @@ struct FakeAttestor {
     seen: Mutex<Vec<PeerCred>>,
 }
 
+/// A mark that says nothing: the fakes do not look at processes.
+fn no_mark() -> ProcessMark {
+    ProcessMark {
+        start_time: 0,
+        exe: "/fake".into(),
+        exe_dev: 0,
+        exe_ino: 0,
+    }
+}
+
 impl WorkloadAttestor for FakeAttestor {
-    fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
+    fn mark(&self, _: &PeerCred) -> Result<ProcessMark, WorkloadAttestError> {
+        Ok(no_mark())
+    }
+
+    fn attest(
+        &self,
+        cred: &PeerCred,
+        _: &ProcessMark,
+    ) -> Result<Vec<Selector>, WorkloadAttestError> {
         self.seen.lock().unwrap().push(*cred);
         if cred.uid == self.uid {
             Ok(self.selectors.clone())
@@ -38,11 +57,12 @@ impl WorkloadAttestor for FakeAttestor {
     }
 }
 
-struct FailingAttestor;
-
-impl WorkloadAttestor for FailingAttestor {
-    fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
-        Err(WorkloadAttestError::PidReused { pid: cred.pid })
+/// An attestor that refuses every caller.
+fn failing_attestor() -> FakeAttestor {
+    FakeAttestor {
+        uid: u32::MAX,
+        selectors: Vec::new(),
+        seen: Mutex::new(Vec::new()),
     }
 }
 
@@ -554,8 +574,11 @@ async fn workload_api_caller_missing_a_selector_gets_no_identity() {
 async fn workload_api_attestation_failure_is_permission_denied() {
     let ca = TestCa::new("example.org");
     let (_tx, rx) = watch::channel(Arc::new(snapshot(&ca, vec![])));
-    let service =
-        WorkloadApiService::new(rx, Arc::new(FailingAttestor), WorkloadApiLimits::default());
+    let service = WorkloadApiService::new(
+        rx,
+        Arc::new(failing_attestor()),
+        WorkloadApiLimits::default(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.sock");
     let listener = bind_workload_socket(&path).unwrap();

@@ -2,12 +2,15 @@
 //! (from `SO_PEERCRED` on the accepted Unix connection) into selectors.
 //! Identity comes only from the kernel, never from anything the caller sends.
 //!
-//! [`Attestors`] is what the Workload API calls, once per call: it composes
-//! every configured [`Attestor`] (`unix` and `container` today, one per file;
-//! a Kubernetes one later) and merges their selectors, all inside one
-//! PID-reuse bracket ([`process`]): the process's start time and executable
-//! are read before any attestor runs and again after the last one, so no
-//! attestor can describe a process other than the caller.
+//! [`Attestors`] is what the Workload API uses: when a connection is
+//! accepted it takes the caller's [`ProcessMark`] (start time, executable
+//! and its identity), and at each call it composes every configured
+//! [`Attestor`] (`unix` and `container` today, one per file; a Kubernetes
+//! one later) and merges their selectors, all inside one bracket
+//! ([`process`]): the process is re-read before any attestor runs and again
+//! after the last one, and the call is refused unless both match the mark
+//! taken at accept. So no attestor can describe a process other than the
+//! one that connected, nor a program it `exec`ed since.
 
 pub mod container;
 mod process;
@@ -22,7 +25,7 @@ use std::sync::Arc;
 
 use sigil_proto::Selector;
 
-use process::ProcessMark;
+pub use process::ProcessMark;
 
 /// The kernel's account of who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,24 +35,38 @@ pub struct PeerCred {
     pub gid: u32,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WorkloadAttestError {
     /// The process could not be examined (gone, permission, /proc missing).
     #[error("cannot attest pid {pid}: {reason}")]
     Unavailable { pid: i32, reason: String },
     /// The pid was reused by another process while it was being examined.
-    #[error("pid {pid} changed while it was being attested (pid reuse); refusing")]
+    #[error(
+        "pid {pid} now names another process than the one that connected (pid reuse); refusing"
+    )]
     PidReused { pid: i32 },
+    /// The process is the one that connected but is no longer what it was.
+    #[error("pid {pid} is not what it was when it connected: {reason}; refusing")]
+    Changed { pid: i32, reason: &'static str },
 }
 
 /// What attests a Workload API caller: [`Attestors`] in the agent, fakes in
 /// the Workload API's tests.
 pub trait WorkloadAttestor: Send + Sync + 'static {
-    /// The selectors of the process behind `cred`. Fails closed: any doubt
-    /// about which process it is gives an error, not fewer selectors.
-    /// Blocks (file reads, user look-ups, hashing): call it from a blocking
-    /// thread.
-    fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError>;
+    /// What identifies the process behind `cred` now: taken when its
+    /// connection is accepted. Blocks (procfs reads).
+    fn mark(&self, cred: &PeerCred) -> Result<ProcessMark, WorkloadAttestError>;
+
+    /// The selectors of the process behind `cred`, which must still be the
+    /// one `accepted` describes (same process, same executable). Fails
+    /// closed: any doubt about which process it is gives an error, not
+    /// fewer selectors. Blocks (file reads, user look-ups, hashing): call it
+    /// from a blocking thread.
+    fn attest(
+        &self,
+        cred: &PeerCred,
+        accepted: &ProcessMark,
+    ) -> Result<Vec<Selector>, WorkloadAttestError>;
 }
 
 /// The process being attested, as the bracket saw it before any attestor
@@ -101,7 +118,7 @@ impl Attestors {
     }
 
     /// Runs every attestor, then checks that the process is still the one
-    /// `before` describes.
+    /// `before` describes (the caller checked it before).
     fn attest_marked(
         &self,
         cred: &PeerCred,
@@ -122,15 +139,30 @@ impl Attestors {
     }
 }
 
-impl WorkloadAttestor for Attestors {
-    fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
-        // SO_PEERCRED gives pid 0 for a peer outside our pid namespace.
+impl Attestors {
+    /// `/proc/<pid>` of the caller; SO_PEERCRED gives pid 0 for a peer
+    /// outside our pid namespace.
+    fn proc_dir(&self, cred: &PeerCred) -> Result<PathBuf, WorkloadAttestError> {
         if cred.pid <= 0 {
             return Err(unavailable(cred.pid, "no process id for the peer"));
         }
-        let dir = self.proc_root.join(cred.pid.to_string());
-        let before = ProcessMark::read(&dir, cred.pid)?;
-        self.attest_marked(cred, &dir, &before)
+        Ok(self.proc_root.join(cred.pid.to_string()))
+    }
+}
+
+impl WorkloadAttestor for Attestors {
+    fn mark(&self, cred: &PeerCred) -> Result<ProcessMark, WorkloadAttestError> {
+        ProcessMark::read(&self.proc_dir(cred)?, cred.pid)
+    }
+
+    fn attest(
+        &self,
+        cred: &PeerCred,
+        accepted: &ProcessMark,
+    ) -> Result<Vec<Selector>, WorkloadAttestError> {
+        let dir = self.proc_dir(cred)?;
+        accepted.check_unchanged(&dir, cred.pid)?;
+        self.attest_marked(cred, &dir, accepted)
     }
 }
 

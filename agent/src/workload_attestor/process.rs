@@ -1,57 +1,86 @@
-//! The PID-reuse bracket: the process start time (`/proc/<pid>/stat`, field
-//! 22) and the executable link are read before any attestor runs and again
-//! after the last one. A different start time is
-//! [`WorkloadAttestError::PidReused`]; a different executable (the process
-//! ran `execve` meanwhile) or a process gone is
-//! [`WorkloadAttestError::Unavailable`]. This brackets the reads of every
-//! attestor; it cannot see a reuse that happened between the connection and
-//! the first read.
+//! The process a Workload API connection came from, and the check that a
+//! call still comes from it. [`ProcessMark`] is read when the connection is
+//! accepted: the process start time (`/proc/<pid>/stat`, field 22), the
+//! executable link and the executable's identity (device and inode of the
+//! file behind `/proc/<pid>/exe`). Every call re-reads it before any
+//! attestor runs and again after the last one and is refused unless both
+//! equal the mark taken at accept: a different start time is
+//! [`WorkloadAttestError::PidReused`] (the connecting process exited and the
+//! pid now names another), a different executable is
+//! [`WorkloadAttestError::Changed`] (the process ran `execve`), a process
+//! gone is [`WorkloadAttestError::Unavailable`]. So the selectors always
+//! describe the program that ran when the connection was accepted.
+//!
+//! What no mark can see: an `execve` between the caller's `connect()` and
+//! the agent's `accept()` (SO_PEERCRED names the pid, not the program). The
+//! agent accepts at once, so that window is the accept queue's latency.
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{WorkloadAttestError, read_error, unavailable};
 
-/// What is re-read after attesting to detect PID reuse and `execve`.
+/// What identifies a process over time: taken at accept, compared at every
+/// call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ProcessMark {
-    pub(super) start_time: u64,
-    pub(super) exe: OsString,
+pub struct ProcessMark {
+    /// `starttime` of `/proc/<pid>/stat` (clock ticks since boot).
+    pub start_time: u64,
+    /// The `/proc/<pid>/exe` link.
+    pub exe: OsString,
+    /// Device of the executable file.
+    pub exe_dev: u64,
+    /// Inode of the executable file.
+    pub exe_ino: u64,
 }
 
 impl ProcessMark {
     /// Reads the mark of the process whose procfs directory is `dir`.
     pub(super) fn read(dir: &Path, pid: i32) -> Result<Self, WorkloadAttestError> {
+        // Start time first and last: the exe reads fall between the two.
         let start_time = read_start_time(dir, pid)?;
-        let exe = read_exe_link(dir, pid)?;
-        Ok(ProcessMark { start_time, exe })
+        let (exe, exe_dev, exe_ino) = read_exe(dir, pid)?;
+        if read_start_time(dir, pid)? != start_time {
+            return Err(WorkloadAttestError::PidReused { pid });
+        }
+        Ok(ProcessMark {
+            start_time,
+            exe,
+            exe_dev,
+            exe_ino,
+        })
     }
 
-    /// Checks that `dir` still holds the process this mark was read from.
+    /// Checks that `dir` still holds the process this mark was read from,
+    /// running the program it ran then.
     pub(super) fn check_unchanged(&self, dir: &Path, pid: i32) -> Result<(), WorkloadAttestError> {
-        // The start time is read last so that every read of the attestors
-        // falls between the two start-time reads.
-        let exe_after = read_exe_link(dir, pid)?;
+        // The start time is read last so that every read before it falls
+        // within the lifetime of the process it names.
+        let (exe, dev, ino) = read_exe(dir, pid)?;
         let start_after = read_start_time(dir, pid)?;
         if start_after != self.start_time {
             return Err(WorkloadAttestError::PidReused { pid });
         }
-        if exe_after != self.exe {
-            return Err(unavailable(
+        if exe != self.exe || dev != self.exe_dev || ino != self.exe_ino {
+            return Err(WorkloadAttestError::Changed {
                 pid,
-                "the process started another program while it was being attested",
-            ));
+                reason: "its executable changed since it connected (execve)",
+            });
         }
         Ok(())
     }
 }
 
-fn read_exe_link(dir: &Path, pid: i32) -> Result<OsString, WorkloadAttestError> {
+/// The exe link and the (device, inode) of the file it leads to.
+fn read_exe(dir: &Path, pid: i32) -> Result<(OsString, u64, u64), WorkloadAttestError> {
     let link = dir.join("exe");
-    fs::read_link(&link)
+    let target = fs::read_link(&link)
         .map(PathBuf::into_os_string)
-        .map_err(|e| read_error(pid, &link, &e))
+        .map_err(|e| read_error(pid, &link, &e))?;
+    let meta = fs::metadata(&link).map_err(|e| read_error(pid, &link, &e))?;
+    Ok((target, meta.dev(), meta.ino()))
 }
 
 fn read_start_time(dir: &Path, pid: i32) -> Result<u64, WorkloadAttestError> {

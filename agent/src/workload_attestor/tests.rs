@@ -29,7 +29,15 @@ impl Subject {
     }
 
     pub(crate) fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
-        self.all.attest(cred)
+        self.all.attest_now(cred)
+    }
+}
+
+impl Attestors {
+    /// Marks the process and attests it at once (accept and call together).
+    pub(crate) fn attest_now(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
+        let mark = self.mark(cred)?;
+        self.attest(cred, &mark)
     }
 }
 
@@ -88,6 +96,11 @@ impl FakeProc {
         self.root.path()
     }
 
+    /// The mark of the fake process as it is now.
+    pub(crate) fn mark(&self) -> ProcessMark {
+        ProcessMark::read(&self.dir(), FAKE_PID).unwrap()
+    }
+
     pub(crate) fn dir(&self) -> PathBuf {
         self.root.path().join(FAKE_PID.to_string())
     }
@@ -128,6 +141,7 @@ fn a_changed_start_time_is_pid_reuse() {
     let before = ProcessMark {
         start_time: FAKE_START - 1,
         exe: fake.exe.clone().into_os_string(),
+        ..fake.mark()
     };
     match attestor
         .all
@@ -153,15 +167,16 @@ fn a_new_program_in_the_same_process_is_refused() {
     let before = ProcessMark {
         start_time: FAKE_START,
         exe: OsString::from("/usr/bin/something-else"),
+        ..fake.mark()
     };
     match fake
         .attestor()
         .all
         .attest_marked(&fake.cred(), &fake.dir(), &before)
     {
-        Err(WorkloadAttestError::Unavailable { pid, reason }) => {
+        Err(WorkloadAttestError::Changed { pid, reason }) => {
             assert_eq!(pid, FAKE_PID);
-            assert!(reason.contains("another program"), "{reason}");
+            assert!(reason.contains("executable changed"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
@@ -174,6 +189,7 @@ fn a_process_that_vanishes_is_unavailable() {
     let before = ProcessMark {
         start_time: FAKE_START,
         exe: fake.exe.clone().into_os_string(),
+        ..fake.mark()
     };
     fs::remove_file(fake.dir().join("stat")).unwrap();
     assert!(matches!(
@@ -239,7 +255,7 @@ fn selectors_of_every_attestor_are_merged_in_order() {
         vec![first.clone(), second.clone(), Arc::new(ContainerAttestor)],
     );
     let got: Vec<String> = all
-        .attest(&fake.cred())
+        .attest_now(&fake.cred())
         .unwrap()
         .iter()
         .map(ToString::to_string)
@@ -275,7 +291,7 @@ fn a_pid_reused_while_any_attestor_runs_is_refused() {
         fake.root_path(),
         vec![Probe::new(&["unix:uid:1"], || {}), Probe::new(&[], during)],
     );
-    match all.attest(&fake.cred()) {
+    match all.attest_now(&fake.cred()) {
         Err(WorkloadAttestError::PidReused { pid }) => assert_eq!(pid, FAKE_PID),
         other => panic!("{other:?}"),
     }
@@ -294,5 +310,8 @@ fn one_failing_attestor_fails_the_whole_attestation() {
         fake.root_path(),
         vec![Probe::new(&["unix:uid:1"], || {}), Arc::new(Fails)],
     );
-    assert_eq!(unavailable_reason(all.attest(&fake.cred())), "no kubelet");
+    assert_eq!(
+        unavailable_reason(all.attest_now(&fake.cred())),
+        "no kubelet"
+    );
 }

@@ -2,15 +2,24 @@
 //! file behind `/proc/<pid>/exe` is opened once and its identity, size and
 //! content all come from that open file, so a binary replaced meanwhile is
 //! never given another's hash.
+//!
+//! Hashing is bounded (issue 14, item 12): at most [`MAX_CONCURRENT_HASHES`]
+//! executables are hashed at once, whoever asks; others wait (at most
+//! [`HASH_WAIT`], then the attestation fails and the caller retries) and
+//! look in the cache again once they may hash, so many callers of one new
+//! binary hash it about once. The cache is keyed by content identity (dev,
+//! inode, size, mtime, ctime), so touching or copying a large binary costs
+//! one hash per new version, never more than the bound at a time.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
 #[cfg(test)]
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use ring::digest;
 
@@ -18,6 +27,13 @@ use super::super::{WorkloadAttestError, read_error, unavailable};
 
 /// How many executable hashes are remembered.
 pub(super) const HASH_CACHE_CAPACITY: usize = 1024;
+
+/// How many executables are hashed at once (the machine's I/O and a core
+/// each, at most).
+pub(super) const MAX_CONCURRENT_HASHES: usize = 2;
+
+/// How long an attestation waits for its turn to hash before it fails.
+pub(super) const HASH_WAIT: Duration = Duration::from_secs(30);
 
 /// Identifies one version of one file: a change of content changes the
 /// size, the mtime or (which no one can set back) the ctime.
@@ -51,8 +67,25 @@ impl FileVersion {
 pub(super) struct ExeHashes {
     max_bytes: u64,
     hashes: Mutex<HashMap<FileVersion, String>>,
+    /// Hashes running now (at most `MAX_CONCURRENT_HASHES`).
+    running: Mutex<usize>,
+    turn: Condvar,
     #[cfg(test)]
     computed: AtomicU64,
+    /// The most hashes seen running at once.
+    #[cfg(test)]
+    pub(super) max_running: AtomicUsize,
+}
+
+/// A turn to hash; given back when dropped.
+struct HashTurn<'a>(&'a ExeHashes);
+
+impl Drop for HashTurn<'_> {
+    fn drop(&mut self) {
+        let mut running = self.0.running_lock();
+        *running = running.saturating_sub(1);
+        self.0.turn.notify_one();
+    }
 }
 
 impl ExeHashes {
@@ -60,9 +93,40 @@ impl ExeHashes {
         ExeHashes {
             max_bytes,
             hashes: Mutex::new(HashMap::new()),
+            running: Mutex::new(0),
+            turn: Condvar::new(),
             #[cfg(test)]
             computed: AtomicU64::new(0),
+            #[cfg(test)]
+            max_running: AtomicUsize::new(0),
         }
+    }
+
+    fn running_lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        // A counter: a panic elsewhere cannot leave it half-written.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits (at most `HASH_WAIT`) for a turn to hash.
+    fn hash_turn(&self, pid: i32) -> Result<HashTurn<'_>, WorkloadAttestError> {
+        let running = self.running_lock();
+        let (mut running, timeout) = self
+            .turn
+            .wait_timeout_while(running, HASH_WAIT, |n| *n >= MAX_CONCURRENT_HASHES)
+            .unwrap_or_else(|e| e.into_inner());
+        if timeout.timed_out() && *running >= MAX_CONCURRENT_HASHES {
+            return Err(unavailable(
+                pid,
+                format!(
+                    "no turn to hash the executable within {HASH_WAIT:?} \
+                     ({MAX_CONCURRENT_HASHES} hashes running)"
+                ),
+            ));
+        }
+        *running += 1;
+        #[cfg(test)]
+        self.max_running.fetch_max(*running, Ordering::Relaxed);
+        Ok(HashTurn(self))
     }
 
     pub(super) fn len(&self) -> usize {
@@ -105,6 +169,11 @@ impl ExeHashes {
             );
             return Ok(None);
         }
+        if let Some(hash) = self.lock().get(&version) {
+            return Ok(Some(hash.clone()));
+        }
+        let _turn = self.hash_turn(pid)?;
+        // Another caller may have hashed this version while we waited.
         if let Some(hash) = self.lock().get(&version) {
             return Ok(Some(hash.clone()));
         }

@@ -295,3 +295,60 @@ fn hashing_reports_growth_past_the_limit() {
     let (_, len) = sha256_hex(&mut data.as_slice(), 10).unwrap();
     assert_eq!(len, 11);
 }
+
+#[test]
+fn item12_concurrent_hashing_is_bounded_and_cached_by_content_identity() {
+    use super::exe_hash::{ExeHashes, MAX_CONCURRENT_HASHES};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    // Copies of one "large binary" (distinct inodes) and many callers of
+    // one of them, all at once.
+    let content = vec![7u8; 4 * 1024 * 1024];
+    let copies: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let p = dir.path().join(format!("copy{i}"));
+            fs::write(&p, &content).unwrap();
+            p
+        })
+        .collect();
+    let hashes = Arc::new(ExeHashes::new(u64::MAX));
+    let start = Arc::new(std::sync::Barrier::new(copies.len() + 6));
+    let mut threads = Vec::new();
+    for path in copies
+        .iter()
+        .cloned()
+        .chain(std::iter::repeat_n(copies[0].clone(), 6))
+    {
+        let (hashes, start) = (hashes.clone(), start.clone());
+        threads.push(std::thread::spawn(move || {
+            start.wait();
+            hashes.sha256(1, &path).unwrap().unwrap()
+        }));
+    }
+    let want = file_sha256(&copies[0]);
+    for t in threads {
+        assert_eq!(t.join().unwrap(), want);
+    }
+    let max = hashes.max_running.load(Ordering::Relaxed);
+    assert!(
+        max <= MAX_CONCURRENT_HASHES,
+        "{max} hashes ran at once; the bound is {MAX_CONCURRENT_HASHES}"
+    );
+    // One hash per copy, and the six callers of copy0 shared (about) one.
+    let computed = hashes.computed();
+    assert!(
+        (6..=6 + MAX_CONCURRENT_HASHES as u64).contains(&computed),
+        "{computed} hashes computed for 6 copies"
+    );
+    // Touching a copy makes a new version: hashed again, once.
+    let before = hashes.computed();
+    let f = fs::File::options().append(true).open(&copies[1]).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    hashes.sha256(1, &copies[1]).unwrap().unwrap();
+    hashes.sha256(1, &copies[1]).unwrap().unwrap();
+    assert_eq!(hashes.computed(), before + 1);
+}
