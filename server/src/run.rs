@@ -20,6 +20,7 @@ use crate::agent_api::caller::Authenticator;
 use crate::agent_api::{self, AgentApiHandle, AgentApiService, AgentApiSettings};
 use crate::ca::issuer::{Issuer, IssuerSettings};
 use crate::ca::manager::{CaManager, CaSettings};
+use crate::ca::startup::check_key_files;
 use crate::ca::unix;
 use crate::config::ServerConfig;
 use crate::key_manager::disk::DiskKeyManager;
@@ -88,8 +89,9 @@ fn create_data_dir(cfg: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the server until a shutdown signal.
-pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+/// Runs the server until a shutdown signal. `activate_prepared`: see
+/// [`CaSettings::activate_prepared`].
+pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     for w in cfg.warnings() {
         warn!(warning = %w, "configuration warning");
@@ -119,9 +121,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let upstream = load_upstream(&cfg, unix(clock.now()))?;
     create_data_dir(&cfg)?;
 
-    let store = store::open(&cfg)?;
     let keys =
         Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);
+    check_key_files(keys.as_ref()).context("starting the CA")?;
+    let store = store::open(&cfg)?;
     let ca = CaManager::init(
         store.clone(),
         keys,
@@ -130,6 +133,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             trust_domain: cfg.trust_domain.clone(),
             key_type: cfg.ca_key_type,
             ca_ttl: cfg.ca_ttl,
+            activate_prepared,
         },
         clock.clone(),
     )

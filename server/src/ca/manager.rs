@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::published::{bundle_authorities, is_published, slot_ski};
 use super::rotation::{self, Step, Timeline};
+use super::startup::{KEY_PREFIX, check_keys};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
 use crate::key_manager::{KeyManager, KeyType};
 use crate::store::{BundleRecord, CaJournal, CaSlot, SlotId, SlotState, Store};
@@ -23,8 +24,6 @@ use crate::upstream::UpstreamAuthority;
 use sigil_proto::TrustDomain;
 use sigil_proto::clock::Clock;
 
-/// Prefix of every CA key id, so that cleanup never touches other keys.
-const KEY_PREFIX: &str = "ca-";
 /// Most steps applied in one tick (a tick normally applies zero or one).
 const MAX_STEPS: usize = 8;
 
@@ -33,6 +32,9 @@ pub struct CaSettings {
     pub trust_domain: TrustDomain,
     pub key_type: KeyType,
     pub ca_ttl: Duration,
+    /// At start, activate a usable prepared CA if the active CA's key is
+    /// gone (`run --activate-prepared`).
+    pub activate_prepared: bool,
 }
 
 /// What an operator asked for that cannot be done now.
@@ -98,14 +100,17 @@ impl CaManager {
         };
         let now = unix(clock.now());
         let mut journal = slots.store.get_ca_journal()?;
+        // A key the journal names that does not load stops the start: never
+        // a new CA in its place (see `startup`).
+        let switch = check_keys(
+            slots.keys.as_ref(),
+            &journal,
+            now,
+            slots.settings.activate_prepared,
+        )?;
         remove_orphan_keys(slots.keys.as_ref(), &journal)?;
-        // An active CA whose key cannot be loaded is unusable: replace it.
-        if let Some(a) = journal.active().cloned()
-            && now < a.not_after
-            && let Err(e) = slots.keys.load(&a.key_id)
-        {
-            warn!(slot = a.slot.name(), error = %e, "active CA key unusable; minting a new CA");
-            journal = slots.apply(journal, Step::MintActive, now)?.0;
+        if let Some(p) = switch {
+            journal = slots.apply(journal, Step::Activate(p), now)?.0;
         }
         journal = slots.run_due(journal, now)?.0;
         let active = journal

@@ -43,6 +43,7 @@ pub fn start_on(
             trust_domain: TrustDomain::parse("example.org").unwrap(),
             key_type: KeyType::EcP256,
             ca_ttl: TTL,
+            activate_prepared: false,
         },
         clock,
     )

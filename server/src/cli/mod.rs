@@ -39,6 +39,11 @@ pub enum Command {
         log_level: String,
         #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
+        /// If the active CA's key is gone, activate the prepared CA at start
+        /// (what `ca activate` does); agents that have not fetched the
+        /// bundle since it was prepared must re-bootstrap.
+        #[arg(long)]
+        activate_prepared: bool,
     },
     /// Check a configuration file without starting the server.
     Validate {

@@ -286,3 +286,60 @@ fn a_restart_from_the_journal_gives_the_same_state() {
     assert_eq!(m.bundle().tainted_key_ids, bundle.tainted_key_ids);
     assert_eq!(m.bundle().sequence, bundle.sequence, "nothing re-published");
 }
+
+/// A manager start on `dir`'s store that may fail.
+fn try_start(
+    dir: &std::path::Path,
+    keys: Arc<MemoryKeyManager>,
+    clock: Arc<ManualClock>,
+    activate_prepared: bool,
+) -> Result<Arc<CaManager>, CaError> {
+    CaManager::init(
+        crate::ca::testing::store(dir),
+        keys,
+        None,
+        CaSettings {
+            trust_domain: TrustDomain::parse("example.org").unwrap(),
+            key_type: KeyType::EcP256,
+            ca_ttl: TTL,
+            activate_prepared,
+        },
+        clock,
+    )
+}
+
+#[test]
+fn item4_a_missing_active_key_stops_the_start_and_offers_the_prepared_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(MemoryKeyManager::default());
+    let clock = crate::ca::testing::clock();
+    let m = start(dir.path(), keys.clone(), clock.clone());
+    let lost = m.active().serial_hex().to_string();
+    let lost_key = m.status().unwrap().slots[0].key_id.clone();
+    let prepared = slot_in(&m.force_prepare().unwrap(), SlotState::Prepared).unwrap();
+    let journal = m.slots.store.get_ca_journal().unwrap();
+    drop(m);
+    keys.delete(&lost_key).unwrap();
+
+    // No new CA: the start stops, naming the lost key and the prepared CA.
+    let e = try_start(dir.path(), keys.clone(), clock.clone(), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&lost) && e.contains("missing") && e.contains(&prepared.serial),
+        "{e}"
+    );
+    assert!(
+        e.contains("--activate-prepared") && e.contains("ca activate"),
+        "{e}"
+    );
+    let store = crate::ca::testing::store(dir.path());
+    assert_eq!(store.get_ca_journal().unwrap(), journal, "journal changed");
+    assert_eq!(keys.list().unwrap(), vec![prepared.key_id.clone()]);
+    drop(store);
+
+    // Asked to, it switches to the prepared CA (published already).
+    let m = try_start(dir.path(), keys, clock, true).unwrap();
+    assert_eq!(m.active().serial_hex(), prepared.serial);
+    assert_signer_published(&m);
+}
