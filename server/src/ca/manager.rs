@@ -318,6 +318,18 @@ impl CaManager {
                 }
             )));
         }
+        if self.slots.upstream.is_some() {
+            // The bundle holds the upstream roots: the intermediate still
+            // chains to them after it leaves the journal.
+            return Err(CaOpError::Refused(format!(
+                "slot {} (serial {}) is an intermediate under the upstream CA \
+                 ([upstream.disk]); the bundle holds the upstream roots, so revoking it here \
+                 would remove no trust: revoke it at the upstream CA (or rotate the upstream \
+                 root). It stays tainted, so agents re-issue every SVID it signed",
+                slot.name(),
+                s.serial
+            )));
+        }
         let serial = s.serial.clone();
         let (journal, _) = self.slots.apply(journal, Step::Drop(slot), now)?;
         warn!(slot = slot.name(), serial = %serial, "CA revoked");

@@ -122,6 +122,7 @@ pub enum CaCommand {
         common: Common,
     },
     /// Remove a tainted, inactive CA from the bundle and delete its key.
+    /// Refused under an upstream CA: revoke it at the upstream instead.
     Revoke {
         #[arg(long, value_enum)]
         slot: SlotArg,

@@ -343,3 +343,30 @@ fn item4_a_missing_active_key_stops_the_start_and_offers_the_prepared_ca() {
     assert_eq!(m.active().serial_hex(), prepared.serial);
     assert_signer_published(&m);
 }
+
+#[test]
+fn item3_revoke_under_an_upstream_ca_is_refused_and_the_taint_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(MemoryKeyManager::default());
+    let clock = crate::ca::testing::clock_now();
+    let up = crate::ca::testing::upstream(dir.path());
+    let store = crate::ca::testing::store(dir.path());
+    let m = crate::ca::testing::start_under(store, keys.clone(), clock, Some(up));
+    let old_slot = m.active().slot();
+    m.force_prepare().unwrap();
+    m.force_activate().unwrap();
+    let old = taint(&m, old_slot);
+    let bundle = m.bundle();
+
+    // The bundle holds the upstream root: revoking here would remove no
+    // trust, so it is refused, saying what to do instead.
+    let e = refused(m.revoke(old_slot));
+    assert!(e.contains("upstream") && e.contains(&old.serial), "{e}");
+    assert!(e.contains("revoke it at the upstream CA"), "{e}");
+    let st = m.status().unwrap();
+    let kept = st.slots.iter().find(|s| s.slot == old_slot).unwrap();
+    assert!(kept.tainted, "the taint stays, so agents re-issue");
+    assert!(keys.list().unwrap().contains(&old.key_id));
+    assert_eq!(m.bundle().tainted_key_ids, bundle.tainted_key_ids);
+    assert!(!m.bundle().tainted_key_ids.is_empty());
+}
