@@ -315,15 +315,20 @@ pub fn check_svid_ttl(what: &str, ttl: Duration, ca_ttl: Duration) -> Result<(),
 impl ServerConfig {
     /// What is allowed but unwise, one sentence each (logged at start and
     /// printed by `validate`).
+    /// The bundle refresh hint relying parties are given (5m without a
+    /// bundle endpoint).
+    pub fn refresh_hint(&self) -> Duration {
+        self.bundle_endpoint
+            .as_ref()
+            .map_or(Duration::from_secs(300), |b| b.refresh_hint)
+    }
+
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         // A prepared CA is published at 1/2 of the active CA's life and
         // activated at 5/6: relying parties have ca_ttl/3 to fetch it.
         // Trust Domain and Bundle §4.1 asks for 3–5 refresh hints.
-        let hint = self
-            .bundle_endpoint
-            .as_ref()
-            .map_or(Duration::from_secs(300), |b| b.refresh_hint);
+        let hint = self.refresh_hint();
         if self.ca_ttl / 3 < hint * 3 {
             w.push(format!(
                 "ca_ttl {} leaves {} between publishing the next CA and signing with it, less \

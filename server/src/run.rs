@@ -134,6 +134,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
             key_type: cfg.ca_key_type,
             ca_ttl: cfg.ca_ttl,
             activate_prepared,
+            min_publish: 2 * cfg.refresh_hint(),
         },
         clock.clone(),
     )
@@ -152,10 +153,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
     // Admin API on the local socket.
     let listener = admin::socket::bind(&cfg.admin_socket)
         .with_context(|| format!("admin_socket {}", cfg.admin_socket.display()))?;
-    let refresh_hint = cfg
-        .bundle_endpoint
-        .as_ref()
-        .map_or(Duration::from_secs(300), |b| b.refresh_hint);
+    let refresh_hint = cfg.refresh_hint();
     let registry = Registry::load(store.clone(), cfg.server_id()).context("loading entries")?;
     let service = AdminService::new(
         store.clone(),

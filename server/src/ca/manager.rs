@@ -35,6 +35,9 @@ pub struct CaSettings {
     /// At start, activate a usable prepared CA if the active CA's key is
     /// gone (`run --activate-prepared`).
     pub activate_prepared: bool,
+    /// How long a prepared CA must have been published before an operator
+    /// may activate it without `force` (2 × the bundle refresh hint).
+    pub min_publish: Duration,
 }
 
 /// What an operator asked for that cannot be done now.
@@ -246,17 +249,33 @@ impl CaManager {
         Ok(self.status()?)
     }
 
-    /// Activates the prepared CA now (operator command).
-    pub fn force_activate(&self) -> Result<CaStatus, CaOpError> {
+    /// Activates the prepared CA now (operator command). Unless `force`, it
+    /// must have been published for at least `min_publish`.
+    pub fn force_activate(&self, force: bool) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
         let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
-        let p = journal
-            .prepared()
-            .ok_or_else(|| {
-                CaOpError::Refused("there is no prepared CA; run `ca prepare` first".into())
-            })?
-            .slot;
+        let prepared = journal.prepared().ok_or_else(|| {
+            CaOpError::Refused("there is no prepared CA; run `ca prepare` first".into())
+        })?;
+        let p = prepared.slot;
+        let published = Duration::from_secs(u64::try_from(now - prepared.not_before).unwrap_or(0));
+        if published < self.slots.settings.min_publish {
+            if !force {
+                return Err(CaOpError::Refused(too_early(
+                    prepared,
+                    published,
+                    self.slots.settings.min_publish,
+                )));
+            }
+            warn!(
+                slot = p.name(),
+                serial = %prepared.serial,
+                published_secs = published.as_secs(),
+                min_publish_secs = self.slots.settings.min_publish.as_secs(),
+                "activating a CA published for less than the minimum, as forced"
+            );
+        }
         let (journal, signer) = self.slots.apply(journal, Step::Activate(p), now)?;
         self.publish(&journal, now)?;
         self.install(signer)?;
@@ -554,6 +573,22 @@ pub fn state_name(s: SlotState) -> &'static str {
         SlotState::Active => "active",
         SlotState::Old => "old",
     }
+}
+
+/// Why a prepared CA cannot be activated yet.
+fn too_early(prepared: &CaSlot, published: Duration, min: Duration) -> String {
+    let fmt = sigil_proto::format_duration;
+    format!(
+        "the prepared CA in slot {} (serial {}) has been published for {}; the minimum is {} \
+         (2 x the bundle refresh hint): agents and relying parties that have not fetched the \
+         bundle since it was prepared would reject every SVID it signs. Wait {} more, or pass \
+         --force to activate now and accept that risk",
+        prepared.slot.name(),
+        prepared.serial,
+        fmt(published),
+        fmt(min),
+        fmt(min.saturating_sub(published))
+    )
 }
 
 fn load_signer(keys: &dyn KeyManager, slot: &CaSlot) -> Result<X509Ca, CaError> {

@@ -21,6 +21,9 @@ use sigil_proto::clock::Clock;
 /// The CA lifetime of every fixture.
 pub const TTL: Duration = Duration::from_secs(6 * 3600);
 
+/// How long a prepared CA is published before `ca activate` (unforced).
+pub const MIN_PUBLISH: Duration = Duration::from_secs(600);
+
 /// A clock at a fixed start (2027-01-15).
 pub fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(
@@ -80,6 +83,7 @@ pub fn start_under(
             key_type: KeyType::EcP256,
             ca_ttl: TTL,
             activate_prepared: false,
+            min_publish: MIN_PUBLISH,
         },
         clock,
     )

@@ -109,8 +109,14 @@ pub enum CaCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Make the prepared CA the signing one now.
+    /// Make the prepared CA the signing one now. Refused until it has been
+    /// published for 2 x the bundle refresh hint (10m by default).
     Activate {
+        /// Activate even if published for less than the minimum: agents and
+        /// relying parties that have not fetched the bundle since the CA was
+        /// prepared will reject the SVIDs it signs.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -200,10 +206,17 @@ async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
                 .into_inner();
             (common, st)
         }
-        CaCommand::Activate { common } => {
+        CaCommand::Activate { force, common } => {
+            if force {
+                eprintln!(
+                    "warning: --force: a CA published for less than the minimum may be \
+                     activated; agents and relying parties that have not fetched the bundle \
+                     since it was prepared will reject the SVIDs it signs until they do"
+                );
+            }
             let mut c = connect(&common.socket).await?;
             let st = c
-                .activate_ca(pb::ShowCaRequest {})
+                .activate_ca(pb::ActivateCaRequest { force })
                 .await
                 .map_err(status_msg)?
                 .into_inner();
