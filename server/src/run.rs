@@ -2,7 +2,6 @@
 //! admin socket and the bundle endpoint until SIGTERM or SIGINT. Each piece
 //! of state has one owner; shutdown is one `watch` signal.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -76,19 +75,6 @@ fn health_endpoint(up: Arc<OnceLock<Up>>, clock: Arc<dyn Clock>) -> sigil_proto:
     }
 }
 
-/// Creates `data_dir` (mode 0700) if needed and makes sure only the server
-/// can enter it.
-fn create_data_dir(cfg: &ServerConfig) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.data_dir)
-        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("securing data_dir {}", cfg.data_dir.display()))?;
-    Ok(())
-}
-
 /// Runs the server until a shutdown signal. `activate_prepared`: see
 /// [`CaSettings::activate_prepared`].
 pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<()> {
@@ -119,7 +105,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
     }
     // Check everything that can be checked before writing anything.
     let upstream = load_upstream(&cfg, unix(clock.now()))?;
-    create_data_dir(&cfg)?;
+    sigil_proto::daemon::data_dir::private_dir(&cfg.data_dir)?;
 
     let keys =
         Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);

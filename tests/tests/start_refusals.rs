@@ -139,3 +139,40 @@ fn item4_unreadable_or_corrupt_ca_key_refuses_start_and_changes_nothing() {
     assert_eq!(s.bundle(), bundle, "the CA changed across the refusals");
     s.stop();
 }
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn item13_an_existing_data_dir_open_to_others_is_refused_not_changed() {
+    // The server: a data dir made 0755 while it was down.
+    let mut s = TestServer::start(ServerOptions::default()).unwrap();
+    s.stop();
+    std::fs::set_permissions(&s.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = s.data_dir.display().to_string();
+    let err = assert_server_refuses(&s, &[&dir, "0755", "chmod 0700"], "server data dir 0755");
+    println!("server: {}", err.trim());
+    assert_eq!(mode(&s.data_dir), 0o755, "the server changed the mode");
+
+    // The agent: the same.
+    std::fs::set_permissions(&s.data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    s.spawn().unwrap();
+    let mut a = sigil_tests::TestAgent::start(&s).unwrap();
+    a.kill();
+    std::fs::set_permissions(&a.data_dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let before = listing(&a.data_dir);
+    let (started, out) = start_once(
+        Command::new(bin("sigil-agent"))
+            .args(["run", "--config"])
+            .arg(&a.config),
+    );
+    let err = text(&out.stderr) + &text(&out.stdout);
+    println!("agent: {}", err.trim());
+    assert!(!started && !out.status.success(), "agent started: {err}");
+    let adir = a.data_dir.display().to_string();
+    assert!(err.contains(&adir) && err.contains("0750"), "{err}");
+    assert_eq!(mode(&a.data_dir), 0o750, "the agent changed the mode");
+    assert_eq!(listing(&a.data_dir), before, "the agent's data dir changed");
+    s.stop();
+}
