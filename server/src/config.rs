@@ -415,7 +415,7 @@ impl ServerConfig {
         if raw.rate_limit.csrs_per_second < MIN_CSRS_PER_SECOND {
             return Err(invalid(
                 "rate_limit.csrs_per_second",
-                &format!(
+                format!(
                     "{} is below the minimum: must be at least {MIN_CSRS_PER_SECOND} (the burst, \
                      twice the rate, must hold an agent's batch of {AGENT_CSR_BATCH} CSRs)",
                     raw.rate_limit.csrs_per_second
