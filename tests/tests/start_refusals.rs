@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use sigil_tests::{ServerOptions, TestServer, bin, text};
+use sigil_tests::{ServerOptions, TestServer, bin, run_limited, text};
 
 /// Every entry under `dir`: type, mode, size, mtime and content hash.
 fn listing(dir: &Path) -> BTreeMap<PathBuf, String> {
@@ -46,47 +46,28 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Runs `cmd` once; a daemon that is still up after 30 s is stopped and its
-/// output returned with `started = true`.
-fn start_once(cmd: &mut Command) -> (bool, Output) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => (false, out.expect("wait")),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let out = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
-            (true, out)
-        }
-    }
-}
-
-/// Starts the server on its existing data dir and expects a refusal whose
-/// message contains every one of `needles`, with nothing in the data dir
-/// changed.
-fn assert_server_refuses(s: &TestServer, needles: &[&str], what: &str) -> String {
-    let before = listing(&s.data_dir);
-    let (started, out) = start_once(
-        Command::new(bin("sigil-server"))
-            .args(["run", "--config"])
-            .arg(&s.config),
+/// Starts `exe` with `config`, expecting a refusal whose message contains
+/// every one of `needles`, with nothing under `data_dir` changed. Returns
+/// the message.
+fn assert_refuses(
+    exe: &str,
+    config: &Path,
+    data_dir: &Path,
+    needles: &[&str],
+    what: &str,
+) -> String {
+    let before = listing(data_dir);
+    let (out, started) = run_limited(
+        Command::new(bin(exe)).args(["run", "--config"]).arg(config),
+        Duration::from_secs(30),
     );
     let err = text(&out.stderr) + &text(&out.stdout);
-    assert!(!started, "{what}: the server started anyway: {err}");
+    assert!(!started, "{what}: {exe} started anyway: {err}");
     assert!(!out.status.success(), "{what}: exit 0: {err}");
     for n in needles {
         assert!(err.contains(n), "{what}: message lacks {n:?}: {err}");
     }
-    let after = listing(&s.data_dir);
+    let after = listing(data_dir);
     let changed: Vec<String> = before
         .keys()
         .chain(after.keys())
@@ -100,6 +81,10 @@ fn assert_server_refuses(s: &TestServer, needles: &[&str], what: &str) -> String
         "{what}: the data dir changed: {changed:#?}"
     );
     err
+}
+
+fn assert_server_refuses(s: &TestServer, needles: &[&str], what: &str) -> String {
+    assert_refuses("sigil-server", &s.config, &s.data_dir, needles, what)
 }
 
 fn active_key_file(s: &TestServer) -> PathBuf {
@@ -161,18 +146,15 @@ fn item13_an_existing_data_dir_open_to_others_is_refused_not_changed() {
     let mut a = sigil_tests::TestAgent::start(&s).unwrap();
     a.kill();
     std::fs::set_permissions(&a.data_dir, std::fs::Permissions::from_mode(0o750)).unwrap();
-    let before = listing(&a.data_dir);
-    let (started, out) = start_once(
-        Command::new(bin("sigil-agent"))
-            .args(["run", "--config"])
-            .arg(&a.config),
-    );
-    let err = text(&out.stderr) + &text(&out.stdout);
-    println!("agent: {}", err.trim());
-    assert!(!started && !out.status.success(), "agent started: {err}");
     let adir = a.data_dir.display().to_string();
-    assert!(err.contains(&adir) && err.contains("0750"), "{err}");
+    let err = assert_refuses(
+        "sigil-agent",
+        &a.config,
+        &a.data_dir,
+        &[&adir, "0750", "chmod 0700"],
+        "agent data dir 0750",
+    );
+    println!("agent: {}", err.trim());
     assert_eq!(mode(&a.data_dir), 0o750, "the agent changed the mode");
-    assert_eq!(listing(&a.data_dir), before, "the agent's data dir changed");
     s.stop();
 }
