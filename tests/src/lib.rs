@@ -218,6 +218,8 @@ impl TestServer {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
             std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))?;
             std::fs::create_dir(&data_dir)?;
+            // Owner-only: the server refuses a data_dir others can reach.
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))?;
             let id = Some(nix::unistd::Uid::from_raw(uid));
             nix::unistd::chown(&data_dir, id, Some(nix::unistd::Gid::from_raw(uid)))?;
         }
