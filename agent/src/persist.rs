@@ -4,7 +4,6 @@
 //! resumes without re-attesting.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -36,15 +35,10 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Creates `dir` (0700) if needed.
+    /// Creates `dir` (0700) if needed; refuses an existing one that group
+    /// or others can reach.
     pub fn open(dir: &Path) -> anyhow::Result<DataDir> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating data_dir {}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("securing data_dir {}", dir.display()))?;
+        sigil_proto::daemon::data_dir::private_dir(dir)?;
         Ok(DataDir {
             dir: dir.to_path_buf(),
         })

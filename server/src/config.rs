@@ -186,6 +186,10 @@ fn default_max_entries() -> usize {
 /// `max_csrs_per_request` would refuse every full batch.
 pub const AGENT_CSR_BATCH: usize = sigil_proto::CSR_BATCH;
 
+/// The lowest `rate_limit.csrs_per_second` whose burst (twice the rate)
+/// holds a full agent batch.
+pub const MIN_CSRS_PER_SECOND: u32 = AGENT_CSR_BATCH.div_ceil(2) as u32;
+
 /// Checks `[limits]`; each message names the key and the rule.
 fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
     const MIB: usize = 1024 * 1024;
@@ -332,15 +336,20 @@ pub fn check_svid_ttl(what: &str, ttl: Duration, ca_ttl: Duration) -> Result<(),
 impl ServerConfig {
     /// What is allowed but unwise, one sentence each (logged at start and
     /// printed by `validate`).
+    /// The bundle refresh hint relying parties are given (5m without a
+    /// bundle endpoint).
+    pub fn refresh_hint(&self) -> Duration {
+        self.bundle_endpoint
+            .as_ref()
+            .map_or(Duration::from_secs(300), |b| b.refresh_hint)
+    }
+
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         // A prepared CA is published at 1/2 of the active CA's life and
         // activated at 5/6: relying parties have ca_ttl/3 to fetch it.
         // Trust Domain and Bundle §4.1 asks for 3–5 refresh hints.
-        let hint = self
-            .bundle_endpoint
-            .as_ref()
-            .map_or(Duration::from_secs(300), |b| b.refresh_hint);
+        let hint = self.refresh_hint();
         if self.ca_ttl / 3 < hint * 3 {
             w.push(format!(
                 "ca_ttl {} leaves {} between publishing the next CA and signing with it, less \
@@ -442,6 +451,16 @@ impl ServerConfig {
                 return Err(invalid(key, "must be at least 1 per second, got 0"));
             }
         }
+        if raw.rate_limit.csrs_per_second < MIN_CSRS_PER_SECOND {
+            return Err(invalid(
+                "rate_limit.csrs_per_second",
+                format!(
+                    "{} is below the minimum: must be at least {MIN_CSRS_PER_SECOND} (the burst, \
+                     twice the rate, must hold an agent's batch of {AGENT_CSR_BATCH} CSRs)",
+                    raw.rate_limit.csrs_per_second
+                ),
+            ));
+        }
         check_limits(&raw.limits)?;
         let admin_socket = raw
             .admin_socket
@@ -517,6 +536,22 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("ca_ttl 30m leaves 10m"), "{}", w[0]);
         assert!(w[0].contains("at least 45m"), "{}", w[0]);
+    }
+
+    #[test]
+    fn item9_a_csr_rate_whose_burst_cannot_pass_an_agent_batch_is_refused() {
+        let rate = |n: u32| {
+            ServerConfig::parse(&format!("{MINIMAL}[rate_limit]\ncsrs_per_second = {n}\n"))
+        };
+        for n in [1, 100, 249] {
+            let e = rate(n).unwrap_err().to_string();
+            assert!(e.contains("rate_limit.csrs_per_second"), "{e}");
+            assert!(
+                e.contains(&format!("{n}")) && e.contains("at least 250"),
+                "{e}"
+            );
+        }
+        assert_eq!(rate(250).unwrap().rate_limit.csrs_per_second, 250);
     }
 
     #[test]

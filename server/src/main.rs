@@ -38,13 +38,16 @@ fn main() -> ExitCode {
             config,
             log_level,
             log_format,
+            activate_prepared,
         } => match (
             init_logs(&log_level, log_format),
             ServerConfig::load(&config),
         ) {
             (Err(e), _) => Err(e.into()),
             (_, Err(e)) => Err(e.into()),
-            (Ok(()), Ok(cfg)) => runtime().and_then(|rt| rt.block_on(sigil_server::run::run(cfg))),
+            (Ok(()), Ok(cfg)) => {
+                runtime().and_then(|rt| rt.block_on(sigil_server::run::run(cfg, activate_prepared)))
+            }
         },
         admin => runtime().and_then(|rt| rt.block_on(run_admin(admin))),
     };

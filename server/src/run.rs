@@ -2,7 +2,6 @@
 //! admin socket and the bundle endpoint until SIGTERM or SIGINT. Each piece
 //! of state has one owner; shutdown is one `watch` signal.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use crate::agent_api::caller::Authenticator;
 use crate::agent_api::{self, AgentApiHandle, AgentApiService, AgentApiSettings};
 use crate::ca::issuer::{Issuer, IssuerSettings};
 use crate::ca::manager::{CaManager, CaSettings};
+use crate::ca::startup::check_key_files;
 use crate::ca::unix;
 use crate::config::ServerConfig;
 use crate::key_manager::disk::DiskKeyManager;
@@ -75,21 +75,9 @@ fn health_endpoint(up: Arc<OnceLock<Up>>, clock: Arc<dyn Clock>) -> sigil_proto:
     }
 }
 
-/// Creates `data_dir` (mode 0700) if needed and makes sure only the server
-/// can enter it.
-fn create_data_dir(cfg: &ServerConfig) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.data_dir)
-        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("securing data_dir {}", cfg.data_dir.display()))?;
-    Ok(())
-}
-
-/// Runs the server until a shutdown signal.
-pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+/// Runs the server until a shutdown signal. `activate_prepared`: see
+/// [`CaSettings::activate_prepared`].
+pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     for w in cfg.warnings() {
         warn!(warning = %w, "configuration warning");
@@ -117,11 +105,12 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
     // Check everything that can be checked before writing anything.
     let upstream = load_upstream(&cfg, unix(clock.now()))?;
-    create_data_dir(&cfg)?;
+    sigil_proto::daemon::data_dir::private_dir(&cfg.data_dir)?;
 
-    let store = store::open(&cfg)?;
     let keys =
         Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);
+    check_key_files(keys.as_ref()).context("starting the CA")?;
+    let store = store::open(&cfg)?;
     let ca = CaManager::init(
         store.clone(),
         keys,
@@ -130,6 +119,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             trust_domain: cfg.trust_domain.clone(),
             key_type: cfg.ca_key_type,
             ca_ttl: cfg.ca_ttl,
+            activate_prepared,
+            min_publish: 2 * cfg.refresh_hint(),
         },
         clock.clone(),
     )
@@ -148,10 +139,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     // Admin API on the local socket.
     let listener = admin::socket::bind(&cfg.admin_socket)
         .with_context(|| format!("admin_socket {}", cfg.admin_socket.display()))?;
-    let refresh_hint = cfg
-        .bundle_endpoint
-        .as_ref()
-        .map_or(Duration::from_secs(300), |b| b.refresh_hint);
+    let refresh_hint = cfg.refresh_hint();
     let registry = Registry::load(store.clone(), cfg.server_id()).context("loading entries")?;
     let service = AdminService::new(
         store.clone(),

@@ -224,7 +224,8 @@ pub fn collect(mode: CaMode) -> anyhow::Result<Vec<Emitted>> {
                 vec![root.clone()],
             ));
             server.cli_ok(&["ca", "prepare"]);
-            server.cli_ok(&["ca", "activate"]);
+            // Forced: this collects what the CA emits, no agent waits.
+            server.cli_ok(&["ca", "activate", "--force"]);
             let id = format!("spiffe://{TD}/after-activate");
             let dir2 = server.dir.path().join("after-activate");
             server.cli_ok(&[

@@ -102,22 +102,33 @@ pub fn sigil_server(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Runs a command, killing it if it takes more than 60 s.
 pub fn run_bounded(cmd: &mut Command) -> Output {
+    let (out, killed) = run_limited(cmd, Duration::from_secs(60));
+    assert!(!killed, "command {cmd:?} did not finish in 60 s");
+    out
+}
+
+/// Runs a command for at most `limit`; returns its output and whether it
+/// was still running then (it is then killed with SIGKILL).
+pub fn run_limited(cmd: &mut Command, limit: Duration) -> (Output, bool) {
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let pid = child.id();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("wait"),
+    match rx.recv_timeout(limit) {
+        Ok(out) => (out.expect("wait"), false),
         Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("command {cmd:?} did not finish in 60 s");
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let out = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("killed child reaped");
+            (out.expect("wait"), true)
         }
     }
 }
@@ -207,6 +218,8 @@ impl TestServer {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
             std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))?;
             std::fs::create_dir(&data_dir)?;
+            // Owner-only: the server refuses a data_dir others can reach.
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))?;
             let id = Some(nix::unistd::Uid::from_raw(uid));
             nix::unistd::chown(&data_dir, id, Some(nix::unistd::Gid::from_raw(uid)))?;
         }

@@ -827,6 +827,11 @@ fn server_config_cases(dir: &Path) -> Vec<(Case, String)> {
             vec!["rate_limit", "at least 1"],
         ),
         (
+            "item9 csr rate whose burst is below the agent batch",
+            format!("{}[rate_limit]\ncsrs_per_second = 249\n", base(&d)),
+            vec!["rate_limit.csrs_per_second", "249", "at least 250"],
+        ),
+        (
             "not TOML",
             "trust_domain = example.org\n[[[".into(),
             vec!["invalid config file"],

@@ -657,9 +657,10 @@ async fn prepared_ca_is_published_before_it_signs() {
     );
     assert!(!signed_by(&minted[0], &new_ca));
 
-    // Activate.
+    // Activate (forced: the bundle reached every consumer above, which is
+    // what the minimum publication time is for).
     let t_activate = Instant::now();
-    let activated_view = s.cli_json(&["ca", "activate"]);
+    let activated_view = s.cli_json(&["ca", "activate", "--force"]);
     assert_eq!(serial_of(only(&activated_view, "active")), new_serial);
     let old_slot = only(&activated_view, "old");
     assert_eq!(serial_of(old_slot), old_serial);
@@ -808,8 +809,8 @@ async fn journal_survives_kill_9_after_prepare_and_after_activate() {
         "signed by the active CA after restart"
     );
 
-    // kill -9 right after activate answered.
-    let act = s.cli_json(&["ca", "activate"]);
+    // kill -9 right after activate answered (forced: published moments ago).
+    let act = s.cli_json(&["ca", "activate", "--force"]);
     s.kill();
     assert_eq!(only(&act, "active")["serial"], prepared["serial"]);
     s.spawn().unwrap();
@@ -1026,8 +1027,12 @@ async fn forced_operations_are_checked() {
     );
     assert_keys_match_journal(&s, &p, "after prepare");
 
-    // Activate; now the other slot holds the unexpired old CA: no prepare.
-    let act = s.cli_json(&["ca", "activate"]);
+    // Activate right after prepare: refused for the minimum publication
+    // time; forced, it activates. Now the other slot holds the unexpired
+    // old CA: no prepare.
+    let err = assert_refused(&s.cli(&["ca", "activate"]), "unforced activate");
+    assert!(err.contains("--force"), "{err}");
+    let act = s.cli_json(&["ca", "activate", "--force"]);
     assert_eq!(serial_of(only(&act, "active")), serial1);
     assert_eq!(serial_of(only(&act, "old")), serial0);
     let err = assert_refused(
@@ -1590,4 +1595,36 @@ async fn soak_zero_failed_handshakes_through_rotations_and_a_taint() {
         assert!(leaves >= 5, "{who}: only {leaves} distinct SVIDs seen");
         assert!(cas >= 3, "{who}: SVIDs from only {cas} distinct CAs");
     }
+}
+
+/// `ca prepare && ca activate` would lock out agents that were offline for
+/// that moment: activation waits until the prepared CA has been published
+/// for 2 × the bundle refresh hint (here 2 × 2m), unless `--force`.
+#[test]
+fn item10_activate_right_after_prepare_is_refused_unless_forced() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let p = s.cli_json(&["ca", "prepare"]);
+    let prepared = serial_of(only(&p, "prepared"));
+    let err = assert_refused(&s.cli(&["ca", "activate"]), "activate right after prepare");
+    assert!(
+        err.contains("the minimum is 4m") && err.contains("--force") && err.contains(&prepared),
+        "{err}"
+    );
+    assert_eq!(ca_show(&s), p, "a refused activate changes nothing");
+
+    let out = s.cli(&["ca", "activate", "--force", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let warning = text(&out.stderr);
+    assert!(
+        warning.contains("--force") && warning.contains("reject"),
+        "{warning}"
+    );
+    let act: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(serial_of(only(&act, "active")), prepared);
+    assert_ca_logged(
+        &s.log_text(),
+        "activating a CA published for less than the minimum, as forced",
+        &name_of(only(&act, "active")),
+        &prepared,
+    );
 }

@@ -15,7 +15,7 @@ use crate::store::SlotId;
 pub enum Op {
     Show,
     Prepare,
-    Activate,
+    Activate { force: bool },
     Taint(SlotId),
     Revoke(SlotId),
 }
@@ -58,7 +58,7 @@ impl AdminService {
         let st = tokio::task::spawn_blocking(move || match op {
             Op::Show => ca.status().map_err(CaOpError::from),
             Op::Prepare => ca.force_prepare(),
-            Op::Activate => ca.force_activate(),
+            Op::Activate { force } => ca.force_activate(force),
             Op::Taint(slot) => ca.taint(slot),
             Op::Revoke(slot) => ca.revoke(slot),
         })

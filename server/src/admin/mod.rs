@@ -253,9 +253,12 @@ impl AdminApi for AdminService {
 
     async fn activate_ca(
         &self,
-        _req: Request<pb::ShowCaRequest>,
+        req: Request<pb::ActivateCaRequest>,
     ) -> Result<Response<pb::CaStatus>, Status> {
-        self.ca_op(ca::Op::Activate).await.map(Response::new)
+        let force = req.into_inner().force;
+        self.ca_op(ca::Op::Activate { force })
+            .await
+            .map(Response::new)
     }
 
     async fn taint_ca(

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::published::{bundle_authorities, is_published, slot_ski};
 use super::rotation::{self, Step, Timeline};
+use super::startup::{KEY_PREFIX, check_keys};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
 use crate::key_manager::{KeyManager, KeyType};
 use crate::store::{BundleRecord, CaJournal, CaSlot, SlotId, SlotState, Store};
@@ -23,8 +24,6 @@ use crate::upstream::UpstreamAuthority;
 use sigil_proto::TrustDomain;
 use sigil_proto::clock::Clock;
 
-/// Prefix of every CA key id, so that cleanup never touches other keys.
-const KEY_PREFIX: &str = "ca-";
 /// Most steps applied in one tick (a tick normally applies zero or one).
 const MAX_STEPS: usize = 8;
 
@@ -33,6 +32,12 @@ pub struct CaSettings {
     pub trust_domain: TrustDomain,
     pub key_type: KeyType,
     pub ca_ttl: Duration,
+    /// At start, activate a usable prepared CA if the active CA's key is
+    /// gone (`run --activate-prepared`).
+    pub activate_prepared: bool,
+    /// How long a prepared CA must have been published before an operator
+    /// may activate it without `force` (2 × the bundle refresh hint).
+    pub min_publish: Duration,
 }
 
 /// What an operator asked for that cannot be done now.
@@ -98,14 +103,17 @@ impl CaManager {
         };
         let now = unix(clock.now());
         let mut journal = slots.store.get_ca_journal()?;
+        // A key the journal names that does not load stops the start: never
+        // a new CA in its place (see `startup`).
+        let switch = check_keys(
+            slots.keys.as_ref(),
+            &journal,
+            now,
+            slots.settings.activate_prepared,
+        )?;
         remove_orphan_keys(slots.keys.as_ref(), &journal)?;
-        // An active CA whose key cannot be loaded is unusable: replace it.
-        if let Some(a) = journal.active().cloned()
-            && now < a.not_after
-            && let Err(e) = slots.keys.load(&a.key_id)
-        {
-            warn!(slot = a.slot.name(), error = %e, "active CA key unusable; minting a new CA");
-            journal = slots.apply(journal, Step::MintActive, now)?.0;
+        if let Some(p) = switch {
+            journal = slots.apply(journal, Step::Activate(p), now)?.0;
         }
         journal = slots.run_due(journal, now)?.0;
         let active = journal
@@ -241,17 +249,33 @@ impl CaManager {
         Ok(self.status()?)
     }
 
-    /// Activates the prepared CA now (operator command).
-    pub fn force_activate(&self) -> Result<CaStatus, CaOpError> {
+    /// Activates the prepared CA now (operator command). Unless `force`, it
+    /// must have been published for at least `min_publish`.
+    pub fn force_activate(&self, force: bool) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
         let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
-        let p = journal
-            .prepared()
-            .ok_or_else(|| {
-                CaOpError::Refused("there is no prepared CA; run `ca prepare` first".into())
-            })?
-            .slot;
+        let prepared = journal.prepared().ok_or_else(|| {
+            CaOpError::Refused("there is no prepared CA; run `ca prepare` first".into())
+        })?;
+        let p = prepared.slot;
+        let published = Duration::from_secs(u64::try_from(now - prepared.not_before).unwrap_or(0));
+        if published < self.slots.settings.min_publish {
+            if !force {
+                return Err(CaOpError::Refused(too_early(
+                    prepared,
+                    published,
+                    self.slots.settings.min_publish,
+                )));
+            }
+            warn!(
+                slot = p.name(),
+                serial = %prepared.serial,
+                published_secs = published.as_secs(),
+                min_publish_secs = self.slots.settings.min_publish.as_secs(),
+                "activating a CA published for less than the minimum, as forced"
+            );
+        }
         let (journal, signer) = self.slots.apply(journal, Step::Activate(p), now)?;
         self.publish(&journal, now)?;
         self.install(signer)?;
@@ -311,6 +335,18 @@ impl CaManager {
                 } else {
                     " and not tainted"
                 }
+            )));
+        }
+        if self.slots.upstream.is_some() {
+            // The bundle holds the upstream roots: the intermediate still
+            // chains to them after it leaves the journal.
+            return Err(CaOpError::Refused(format!(
+                "slot {} (serial {}) is an intermediate under the upstream CA \
+                 ([upstream.disk]); the bundle holds the upstream roots, so revoking it here \
+                 would remove no trust: revoke it at the upstream CA (or rotate the upstream \
+                 root). It stays tainted, so agents re-issue every SVID it signed",
+                slot.name(),
+                s.serial
             )));
         }
         let serial = s.serial.clone();
@@ -537,6 +573,22 @@ pub fn state_name(s: SlotState) -> &'static str {
         SlotState::Active => "active",
         SlotState::Old => "old",
     }
+}
+
+/// Why a prepared CA cannot be activated yet.
+fn too_early(prepared: &CaSlot, published: Duration, min: Duration) -> String {
+    let fmt = sigil_proto::format_duration;
+    format!(
+        "the prepared CA in slot {} (serial {}) has been published for {}; the minimum is {} \
+         (2 x the bundle refresh hint): agents and relying parties that have not fetched the \
+         bundle since it was prepared would reject every SVID it signs. Wait {} more, or pass \
+         --force to activate now and accept that risk",
+        prepared.slot.name(),
+        prepared.serial,
+        fmt(published),
+        fmt(min),
+        fmt(min.saturating_sub(published))
+    )
 }
 
 fn load_signer(keys: &dyn KeyManager, slot: &CaSlot) -> Result<X509Ca, CaError> {

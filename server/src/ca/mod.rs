@@ -10,6 +10,7 @@ pub mod manager;
 pub mod profile;
 pub mod published;
 pub mod rotation;
+pub mod startup;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -38,6 +39,8 @@ pub enum CaError {
     Store(#[from] crate::store::StoreError),
     #[error("upstream CA: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("{0}")]
+    Start(String),
     #[error("randomness unavailable")]
     Random,
     #[error(

@@ -9,19 +9,31 @@ use sigil_proto::TrustDomain;
 use sigil_proto::clock::ManualClock;
 
 use super::manager::{CaManager, CaSettings};
+use crate::config::DiskUpstreamConfig;
 use crate::key_manager::KeyType;
 use crate::key_manager::memory::MemoryKeyManager;
 use crate::store::Store;
 use crate::store::sled::SledStore;
+use crate::upstream::UpstreamAuthority;
+use crate::upstream::disk::DiskUpstream;
+use sigil_proto::clock::Clock;
 
 /// The CA lifetime of every fixture.
 pub const TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// How long a prepared CA is published before `ca activate` (unforced).
+pub const MIN_PUBLISH: Duration = Duration::from_secs(600);
 
 /// A clock at a fixed start (2027-01-15).
 pub fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
     ))
+}
+
+/// A manual clock at the real time now.
+pub fn clock_now() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(SystemTime::now()))
 }
 
 /// The store in `dir` (what a server start opens).
@@ -35,14 +47,43 @@ pub fn start_on(
     keys: Arc<MemoryKeyManager>,
     clock: Arc<ManualClock>,
 ) -> Arc<CaManager> {
+    start_under(store, keys, clock, None)
+}
+
+/// An upstream CA (`[upstream.disk]`): a fresh root written to `dir`,
+/// valid for 30 days from the real time (drive it with [`clock_now`]).
+pub fn upstream(dir: &Path) -> Arc<dyn UpstreamAuthority> {
+    let (cert, key) = sigil_proto::test_pki::upstream_root(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let cert_file = dir.join("upstream.pem");
+    let key_file = dir.join("upstream_key.pem");
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let cfg = DiskUpstreamConfig {
+        cert_file,
+        key_file,
+        bundle_file: None,
+    };
+    let now = super::unix(clock_now().now());
+    Arc::new(DiskUpstream::load(&cfg, now).unwrap())
+}
+
+/// A manager on `store`, under `upstream` if given.
+pub fn start_under(
+    store: Arc<dyn Store>,
+    keys: Arc<MemoryKeyManager>,
+    clock: Arc<ManualClock>,
+    upstream: Option<Arc<dyn UpstreamAuthority>>,
+) -> Arc<CaManager> {
     CaManager::init(
         store,
         keys,
-        None,
+        upstream,
         CaSettings {
             trust_domain: TrustDomain::parse("example.org").unwrap(),
             key_type: KeyType::EcP256,
             ca_ttl: TTL,
+            activate_prepared: false,
+            min_publish: MIN_PUBLISH,
         },
         clock,
     )

@@ -39,6 +39,11 @@ pub enum Command {
         log_level: String,
         #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
+        /// If the active CA's key is gone, activate the prepared CA at start
+        /// (what `ca activate` does); agents that have not fetched the
+        /// bundle since it was prepared must re-bootstrap.
+        #[arg(long)]
+        activate_prepared: bool,
     },
     /// Check a configuration file without starting the server.
     Validate {
@@ -104,8 +109,14 @@ pub enum CaCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Make the prepared CA the signing one now.
+    /// Make the prepared CA the signing one now. Refused until it has been
+    /// published for 2 x the bundle refresh hint (10m by default).
     Activate {
+        /// Activate even if published for less than the minimum: agents and
+        /// relying parties that have not fetched the bundle since the CA was
+        /// prepared will reject the SVIDs it signs.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -117,6 +128,7 @@ pub enum CaCommand {
         common: Common,
     },
     /// Remove a tainted, inactive CA from the bundle and delete its key.
+    /// Refused under an upstream CA: revoke it at the upstream instead.
     Revoke {
         #[arg(long, value_enum)]
         slot: SlotArg,
@@ -194,10 +206,17 @@ async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
                 .into_inner();
             (common, st)
         }
-        CaCommand::Activate { common } => {
+        CaCommand::Activate { force, common } => {
+            if force {
+                eprintln!(
+                    "warning: --force: a CA published for less than the minimum may be \
+                     activated; agents and relying parties that have not fetched the bundle \
+                     since it was prepared will reject the SVIDs it signs until they do"
+                );
+            }
             let mut c = connect(&common.socket).await?;
             let st = c
-                .activate_ca(pb::ShowCaRequest {})
+                .activate_ca(pb::ActivateCaRequest { force })
                 .await
                 .map_err(status_msg)?
                 .into_inner();

@@ -70,7 +70,13 @@ impl KeyManager for DiskKeyManager {
             }
             Err(e) => return Err(io(&path)(e)),
         };
-        from_pkcs8(id, &der)
+        from_pkcs8(id, &der).map_err(|e| match e {
+            KeyError::Invalid { id, message } => KeyError::Invalid {
+                id,
+                message: format!("{}: {message}", path.display()),
+            },
+            e => e,
+        })
     }
 
     fn delete(&self, id: &str) -> Result<(), KeyError> {
@@ -96,6 +102,10 @@ impl KeyManager for DiskKeyManager {
         }
         ids.sort();
         Ok(ids)
+    }
+
+    fn location(&self, id: &str) -> String {
+        self.path(id).display().to_string()
     }
 }
 

@@ -54,6 +54,10 @@ pub trait KeyManager: Send + Sync + 'static {
     fn delete(&self, id: &str) -> Result<(), KeyError>;
     /// Ids of every stored key.
     fn list(&self) -> Result<Vec<String>, KeyError>;
+    /// Where the key `id` is kept, for error messages (a file path on disk).
+    fn location(&self, id: &str) -> String {
+        format!("key {id:?}")
+    }
 }
 
 pub(crate) fn check_id(id: &str) -> Result<(), KeyError> {

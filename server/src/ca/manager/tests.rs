@@ -3,7 +3,7 @@
 //! by a manual clock.
 
 use super::*;
-use crate::ca::testing::{TTL, manager, start};
+use crate::ca::testing::{MIN_PUBLISH, TTL, manager, start};
 use crate::key_manager::memory::MemoryKeyManager;
 use sigil_proto::clock::Clock;
 use sigil_proto::clock::ManualClock;
@@ -33,7 +33,7 @@ fn a_ca_is_published_before_it_signs_at_start_by_operator_and_by_rotation() {
     assert!(m.bundle().sequence > seq, "prepare publishes");
     assert_eq!(m.bundle().x509_authorities.len(), 2);
     assert_eq!(m.active().serial_hex(), first, "prepared is not signing");
-    m.force_activate().unwrap();
+    m.force_activate(true).unwrap();
     assert_ne!(m.active().serial_hex(), first);
     assert_signer_published(&m);
 
@@ -189,12 +189,12 @@ fn forced_prepare_and_activate_and_their_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let (m, _clock) = manager(dir.path());
     let first = m.active().serial_hex().to_string();
-    assert!(refused(m.force_activate()).contains("no prepared CA"));
+    assert!(refused(m.force_activate(true)).contains("no prepared CA"));
     let st = m.force_prepare().unwrap();
     let next = slot_in(&st, SlotState::Prepared).unwrap();
     assert!(in_bundle(&m, &next));
     assert!(refused(m.force_prepare()).contains("already holds a prepared CA"));
-    let st = m.force_activate().unwrap();
+    let st = m.force_activate(true).unwrap();
     assert_eq!(m.active().serial_hex(), next.serial);
     assert_eq!(slot_in(&st, SlotState::Old).unwrap().serial, first);
     assert!(
@@ -220,7 +220,7 @@ fn taint_marks_the_old_cas_svids_due_and_revoke_removes_it() {
     let old_slot = m.active().slot();
     assert!(refused(m.taint(old_slot)).contains("holds the active CA"));
     m.force_prepare().unwrap();
-    m.force_activate().unwrap();
+    m.force_activate(true).unwrap();
     assert!(refused(m.revoke(old_slot)).contains("not tainted"));
     assert!(m.bundle().tainted_key_ids.is_empty());
 
@@ -249,7 +249,7 @@ fn a_tainted_ca_leaves_the_bundle_once_no_svid_it_signed_can_be_valid() {
     let (m, clock) = manager(dir.path());
     let old_slot = m.active().slot();
     m.force_prepare().unwrap();
-    m.force_activate().unwrap();
+    m.force_activate(true).unwrap();
     let old = taint(&m, old_slot);
     // Longest SVID TTL is CA TTL / 6: after that, nothing depends on it.
     clock.advance(TTL / 6 - Duration::from_secs(1));
@@ -269,7 +269,7 @@ fn a_restart_from_the_journal_gives_the_same_state() {
     let m = start(dir.path(), keys.clone(), clock.clone());
     let old_slot = m.active().slot();
     m.force_prepare().unwrap();
-    m.force_activate().unwrap();
+    m.force_activate(true).unwrap();
     m.taint(old_slot).unwrap();
     m.force_prepare().unwrap_err(); // the old slot is still busy
     let before = m.status().unwrap();
@@ -285,4 +285,122 @@ fn a_restart_from_the_journal_gives_the_same_state() {
     assert_eq!(m.bundle().x509_authorities, bundle.x509_authorities);
     assert_eq!(m.bundle().tainted_key_ids, bundle.tainted_key_ids);
     assert_eq!(m.bundle().sequence, bundle.sequence, "nothing re-published");
+}
+
+/// A manager start on `dir`'s store that may fail.
+fn try_start(
+    dir: &std::path::Path,
+    keys: Arc<MemoryKeyManager>,
+    clock: Arc<ManualClock>,
+    activate_prepared: bool,
+) -> Result<Arc<CaManager>, CaError> {
+    CaManager::init(
+        crate::ca::testing::store(dir),
+        keys,
+        None,
+        CaSettings {
+            trust_domain: TrustDomain::parse("example.org").unwrap(),
+            key_type: KeyType::EcP256,
+            ca_ttl: TTL,
+            activate_prepared,
+            min_publish: crate::ca::testing::MIN_PUBLISH,
+        },
+        clock,
+    )
+}
+
+#[test]
+fn item4_a_missing_active_key_stops_the_start_and_offers_the_prepared_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(MemoryKeyManager::default());
+    let clock = crate::ca::testing::clock();
+    let m = start(dir.path(), keys.clone(), clock.clone());
+    let lost = m.active().serial_hex().to_string();
+    let lost_key = m.status().unwrap().slots[0].key_id.clone();
+    let prepared = slot_in(&m.force_prepare().unwrap(), SlotState::Prepared).unwrap();
+    let journal = m.slots.store.get_ca_journal().unwrap();
+    drop(m);
+    keys.delete(&lost_key).unwrap();
+
+    // No new CA: the start stops, naming the lost key and the prepared CA.
+    let e = try_start(dir.path(), keys.clone(), clock.clone(), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&lost) && e.contains("missing") && e.contains(&prepared.serial),
+        "{e}"
+    );
+    assert!(
+        e.contains("--activate-prepared") && e.contains("ca activate"),
+        "{e}"
+    );
+    let store = crate::ca::testing::store(dir.path());
+    assert_eq!(store.get_ca_journal().unwrap(), journal, "journal changed");
+    assert_eq!(keys.list().unwrap(), vec![prepared.key_id.clone()]);
+    drop(store);
+
+    // Asked to, it switches to the prepared CA (published already).
+    let m = try_start(dir.path(), keys, clock, true).unwrap();
+    assert_eq!(m.active().serial_hex(), prepared.serial);
+    assert_signer_published(&m);
+}
+
+#[test]
+fn item3_revoke_under_an_upstream_ca_is_refused_and_the_taint_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(MemoryKeyManager::default());
+    let clock = crate::ca::testing::clock_now();
+    let up = crate::ca::testing::upstream(dir.path());
+    let store = crate::ca::testing::store(dir.path());
+    let m = crate::ca::testing::start_under(store, keys.clone(), clock, Some(up));
+    let old_slot = m.active().slot();
+    m.force_prepare().unwrap();
+    m.force_activate(true).unwrap();
+    let old = taint(&m, old_slot);
+    let bundle = m.bundle();
+
+    // The bundle holds the upstream root: revoking here would remove no
+    // trust, so it is refused, saying what to do instead.
+    let e = refused(m.revoke(old_slot));
+    assert!(e.contains("upstream") && e.contains(&old.serial), "{e}");
+    assert!(e.contains("revoke it at the upstream CA"), "{e}");
+    let st = m.status().unwrap();
+    let kept = st.slots.iter().find(|s| s.slot == old_slot).unwrap();
+    assert!(kept.tainted, "the taint stays, so agents re-issue");
+    assert!(keys.list().unwrap().contains(&old.key_id));
+    assert_eq!(m.bundle().tainted_key_ids, bundle.tainted_key_ids);
+    assert!(!m.bundle().tainted_key_ids.is_empty());
+}
+
+#[test]
+fn item10_activate_right_after_prepare_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, clock) = manager(dir.path());
+    let first = m.active().serial_hex().to_string();
+    let prepared = slot_in(&m.force_prepare().unwrap(), SlotState::Prepared).unwrap();
+
+    // Published for 0s, then 1s short of the minimum: refused, naming the
+    // minimum and --force; nothing changes.
+    for wait in [Duration::ZERO, MIN_PUBLISH - Duration::from_secs(1)] {
+        clock.advance(wait);
+        let e = refused(m.force_activate(false));
+        assert!(
+            e.contains("the minimum is 10m") && e.contains("--force"),
+            "{e}"
+        );
+        assert!(e.contains(&prepared.serial), "{e}");
+        assert_eq!(m.active().serial_hex(), first);
+    }
+    // Forced: activated at once.
+    m.force_activate(true).unwrap();
+    assert_eq!(m.active().serial_hex(), prepared.serial);
+    assert_signer_published(&m);
+
+    // Unforced after the minimum: activated.
+    let dir = tempfile::tempdir().unwrap();
+    let (m, clock) = manager(dir.path());
+    let prepared = slot_in(&m.force_prepare().unwrap(), SlotState::Prepared).unwrap();
+    clock.advance(MIN_PUBLISH);
+    m.force_activate(false).unwrap();
+    assert_eq!(m.active().serial_hex(), prepared.serial);
 }
