@@ -253,8 +253,9 @@ impl Agent {
             format!(
                 "trust_domain = \"{TRUST_DOMAIN}\"\ndata_dir = \"{}\"\nserver_address = \"{}\"\n\
                  trust_bundle_path = \"{}\"\nsocket_path = \"{}\"\n\
-                 # One bench process stands in for 1,000 workloads.\n\
-                 [limits]\nworkload_api_max_streams_per_workload = 10000\n",
+                 # One bench process (one pid, one uid) stands in for 1,000 workloads.\n\
+                 [limits]\nworkload_api_max_streams_per_workload = 10000\n\
+                 workload_api_max_streams_per_uid = 10000\n",
                 data_dir.display(),
                 server.agent_addr,
                 bundle.display(),
