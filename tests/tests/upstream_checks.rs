@@ -15,6 +15,8 @@ use time::{Duration, OffsetDateTime};
 
 fn ca(path_len: Option<u8>) -> CertificateParams {
     let mut p = ca_params("upstream.example");
+    // Ends before ca_ttl (24h) from now: `validate` warns about it.
+    p.not_after = OffsetDateTime::now_utc() + Duration::hours(12);
     p.is_ca = IsCa::Ca(match path_len {
         Some(n) => BasicConstraints::Constrained(n),
         None => BasicConstraints::Unconstrained,
@@ -172,7 +174,13 @@ fn i21_7_validate_refuses_a_bad_upstream_chain() {
     for section in [&good, &good_root] {
         std::fs::write(&config, format!("{base}{section}")).unwrap();
         let out = sigil_server(&["validate", "--config", config.to_str().unwrap()], &[]);
-        assert!(out.status.success(), "{section}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{section}: {err}");
+        // Both end in 12 hours, before ca_ttl (24h) from now.
+        assert!(
+            err.contains("warning: the upstream CA certificate expires in"),
+            "{section}: no expiry warning: {err}"
+        );
     }
     // And the server runs under the intermediate: its bundle is the root.
     let s = TestServer::start(ServerOptions {
