@@ -619,27 +619,21 @@ fn i21_3_helper_refuses_a_symlinked_or_stale_pid_file() {
     std::fs::write(&real, format!("{}\n", victim.id())).unwrap();
     std::os::unix::fs::symlink(&real, &link).unwrap();
     std::fs::write(&stale, format!("{}\n", victim.id())).unwrap();
-    let minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
-    std::fs::File::options()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(minute_ago)
-        .unwrap();
+    // Written a minute before the victim started, as far as the mtime says.
+    let earlier = std::fs::FileTimes::new()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(60));
+    let f = std::fs::File::options().write(true).open(&stale).unwrap();
+    f.set_times(earlier).unwrap();
     for (pid_file, refusal) in [
         (&link, "is a symbolic link"),
         (&stale, "after the pid file was last written"),
     ] {
         let cert_dir = work.path().join("certs");
-        let cfg = write_config(
-            work.path(),
-            &a.socket,
-            &cert_dir,
-            &format!(
-                "renew_signal = \"SIGUSR1\"\npid_file_name = \"{}\"\n",
-                pid_file.display()
-            ),
+        let reload = format!(
+            "renew_signal = \"SIGUSR1\"\npid_file_name = \"{}\"\n",
+            pid_file.display()
         );
+        let cfg = write_config(work.path(), &a.socket, &cert_dir, &reload);
         let out = sigil_agent(
             &[
                 "helper",
