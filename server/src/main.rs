@@ -17,8 +17,12 @@ fn main() -> ExitCode {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-                sigil_server::run::load_upstream(&cfg, now)?;
+                let upstream = sigil_server::run::load_upstream(&cfg, now)?;
                 let mut warnings = cfg.warnings();
+                warnings
+                    .extend(upstream.and_then(|u| {
+                        sigil_server::upstream::expiry_warning(&*u, now, cfg.ca_ttl)
+                    }));
                 if let Some(be) = &cfg.bundle_endpoint
                     && let Some(cert) = &be.cert_file
                 {

@@ -40,12 +40,15 @@ pub fn load_upstream(
     cfg: &ServerConfig,
     now: i64,
 ) -> anyhow::Result<Option<Arc<dyn UpstreamAuthority>>> {
-    Ok(match &cfg.upstream.disk {
-        Some(d) => Some(Arc::new(
-            DiskUpstream::load(d, now).context("[upstream.disk]")?,
-        )),
-        None => None,
-    })
+    let Some(d) = &cfg.upstream.disk else {
+        return Ok(None);
+    };
+    let up: Arc<dyn UpstreamAuthority> =
+        Arc::new(DiskUpstream::load(d, now).context("[upstream.disk]")?);
+    if let Some(w) = crate::upstream::expiry_warning(&*up, now, cfg.ca_ttl) {
+        warn!(warning = %w, cert_file = %d.cert_file.display(), "upstream CA warning");
+    }
+    Ok(Some(up))
 }
 
 /// What the health endpoint looks at once everything is serving.

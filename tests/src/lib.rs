@@ -553,5 +553,10 @@ pub fn write_upstream_root(
     let key_path = dir.join("upstream_key.pem");
     std::fs::write(&cert_path, cert.pem())?;
     std::fs::write(&key_path, key.serialize_pem())?;
+    // The owner's alone: the server refuses a key others can read.
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     Ok((cert_path, key_path, cert.der().to_vec()))
 }

@@ -575,6 +575,61 @@ fn k8s_agent_daemonset_matches_its_config() {
     assert_eq!(c["securityContext"]["runAsUser"].as_u64(), Some(0));
 }
 
+/// Issue 21 item 6: every agent pod mounted one Secret holding every node's
+/// join token, so root on one node could attest as any other. No agent pod
+/// mounts a Secret or takes one in its environment; nodes attest with
+/// x509pop, each from its own node's certificate and key (a hostPath), and
+/// the server trusts the node CA from a ConfigMap.
+#[test]
+fn i21_6_agent_pods_mount_no_shared_join_tokens() {
+    let docs = manifests();
+    let (servers, agents) = configmap_configs(&docs);
+    let ds = the_only(&docs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    for v in seq(&pod["volumes"]) {
+        assert!(
+            v["secret"].is_null() && v["projected"].is_null(),
+            "the agent DaemonSet mounts {v:?}: a Secret in an agent pod is readable by every node"
+        );
+    }
+    let c = container(ds);
+    for e in seq(&c["env"]).iter().chain(seq(&c["envFrom"])) {
+        assert!(
+            e["valueFrom"]["secretKeyRef"].is_null() && e["secretRef"].is_null(),
+            "the agent takes a Secret into its environment: {e:?}"
+        );
+    }
+    let words = format!("{:?} {:?}", c["command"], c["args"]);
+    assert!(
+        !words.contains("join-token") && !words.contains("SIGIL_JOIN_TOKEN"),
+        "the agent's command still reads a join token: {words}"
+    );
+    // x509pop, from the node's own files.
+    let x = agents["sigil-agent-config"]
+        .node_attestor
+        .x509pop
+        .as_ref()
+        .expect("the agent config attests with x509pop");
+    for path in [&x.cert_path, &x.key_path] {
+        let (vol, read_only) = volume_at(ds, path);
+        assert!(
+            vol["hostPath"]["path"].is_string(),
+            "{} is not on a hostPath (the node's own certificate)",
+            path.display()
+        );
+        assert!(read_only, "{} is mounted writable", path.display());
+    }
+    let server_x = servers["sigil-server-config"]
+        .node_attestor
+        .x509pop
+        .as_ref()
+        .expect("the server accepts x509pop");
+    let sts = the_only(&docs, "StatefulSet");
+    let (vol, read_only) = volume_at(sts, &server_x.ca_bundle_path);
+    assert!(vol["configMap"]["name"].is_string(), "the node CA: {vol:?}");
+    assert!(read_only);
+}
+
 #[test]
 fn k8s_health_ports_match_the_configs() {
     // The probes go to the port the [health] section listens on, on the pod

@@ -600,6 +600,72 @@ async fn nginx_style_consumer_reloads_on_sighup_and_serves_through_a_rotation() 
     let _ = consumer.wait();
 }
 
+/// Issue 21 item 3, through the real helper: after writing the files it
+/// refuses to signal through a symlinked pid file, or a pid file written
+/// before the process it names started (a reused pid); the process named
+/// lives on. (Owner, mode, pid 1 and the process group: the unit tests in
+/// `agent/src/helper/reload.rs`.)
+#[test]
+fn i21_3_helper_refuses_a_symlinked_or_stale_pid_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let a = TestAgent::start(&s).unwrap();
+    register(&s, &a, "spiffe://example.org/reloaded", "");
+    let work = tempfile::tempdir().unwrap();
+    let real = work.path().join("real.pid");
+    let link = work.path().join("consumer.pid");
+    let stale = work.path().join("stale.pid");
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(&real, format!("{}\n", victim.id())).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::fs::write(&stale, format!("{}\n", victim.id())).unwrap();
+    // Written a minute before the victim started, as far as the mtime says.
+    let earlier = std::fs::FileTimes::new()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(60));
+    let f = std::fs::File::options().write(true).open(&stale).unwrap();
+    f.set_times(earlier).unwrap();
+    for (pid_file, refusal) in [
+        (&link, "is a symbolic link"),
+        (&stale, "after the pid file was last written"),
+    ] {
+        let cert_dir = work.path().join("certs");
+        let reload = format!(
+            "renew_signal = \"SIGUSR1\"\npid_file_name = \"{}\"\n",
+            pid_file.display()
+        );
+        let cfg = write_config(work.path(), &a.socket, &cert_dir, &reload);
+        let out = sigil_agent(
+            &[
+                "helper",
+                "--once",
+                "--timeout",
+                "20s",
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{log}");
+        assert!(current_set(&cert_dir).is_some(), "files written: {log}");
+        assert!(
+            log.contains("reload failed") && log.contains(refusal),
+            "expected the refusal {refusal:?}: {log}"
+        );
+    }
+    // Not signalled: our SIGKILL is what ends it (a SIGUSR1 sent before
+    // would have been its exit status).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(
+        victim.wait().unwrap().signal(),
+        Some(nix::sys::signal::Signal::SIGKILL as i32)
+    );
+}
+
 #[test]
 fn once_times_out_without_identity_then_writes_and_exits_zero() {
     let s = TestServer::start(ServerOptions::default()).unwrap();

@@ -2,7 +2,8 @@
 //! where it has one (`agent_address`, `cmd`, `cmd_args`, `cert_dir`,
 //! `svid_file_name`, `svid_key_file_name`, `svid_bundle_file_name`,
 //! `renew_signal`, `pid_file_name`); unknown keys are an error naming the
-//! key, and every check names the key it refused.
+//! key, and every check names the key it refused. `consumer_user` (Sigil's)
+//! names who besides root may own the pid file and the process signalled.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +47,14 @@ enum RawArgs {
     List(Vec<String>),
 }
 
+/// `consumer_user` as a user name or a numeric uid.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawUser {
+    Uid(i64),
+    Name(String),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -62,6 +71,7 @@ struct RawConfig {
     cmd_timeout: Option<String>,
     renew_signal: Option<String>,
     pid_file_name: Option<PathBuf>,
+    consumer_user: Option<RawUser>,
     once_timeout: Option<String>,
 }
 
@@ -76,8 +86,15 @@ pub enum ReloadConfig {
         args: Vec<String>,
         timeout: Duration,
     },
-    /// Send `signal` to the pid written in `pid_file`.
-    Signal { signal: Signal, pid_file: PathBuf },
+    /// Send `signal` to the pid written in `pid_file`, once
+    /// [`super::pid_file`] has vetted both.
+    Signal {
+        signal: Signal,
+        pid_file: PathBuf,
+        /// `consumer_user`: besides root and the helper's own user, the
+        /// one user who may own the pid file and the process.
+        consumer_uid: Option<u32>,
+    },
 }
 
 /// A validated helper configuration.
@@ -166,6 +183,32 @@ fn duration(
         return Err(invalid(key, format!("{s:?} must be more than 0s")));
     }
     Ok(d)
+}
+
+/// Resolves `consumer_user` (a name from the user database, or a uid).
+fn consumer_uid(raw: RawUser) -> Result<u32, HelperConfigError> {
+    match raw {
+        RawUser::Uid(u) => u32::try_from(u)
+            .ok()
+            .filter(|u| *u != u32::MAX)
+            .ok_or_else(|| invalid("consumer_user", format!("{u} is not a uid"))),
+        RawUser::Name(name) => {
+            if let Ok(u) = name.parse::<u32>() {
+                return consumer_uid(RawUser::Uid(i64::from(u)));
+            }
+            match nix::unistd::User::from_name(&name) {
+                Ok(Some(user)) => Ok(user.uid.as_raw()),
+                Ok(None) => Err(invalid(
+                    "consumer_user",
+                    format!("{name:?} is not a user of this host (a user name or a uid)"),
+                )),
+                Err(e) => Err(invalid(
+                    "consumer_user",
+                    format!("cannot look up {name:?}: {e}"),
+                )),
+            }
+        }
+    }
 }
 
 /// Parses `SIGHUP`, `HUP` or `sighup`.
@@ -269,6 +312,12 @@ impl HelperConfig {
                 ));
             }
             (Some(cmd), None) => {
+                if raw.consumer_user.is_some() {
+                    return Err(invalid(
+                        "consumer_user",
+                        "only used with renew_signal; cmd is set instead",
+                    ));
+                }
                 if raw.pid_file_name.is_some() {
                     return Err(invalid(
                         "pid_file_name",
@@ -308,7 +357,11 @@ impl HelperConfig {
                         format!("{} must be an absolute path", pid_file.display()),
                     ));
                 }
-                ReloadConfig::Signal { signal, pid_file }
+                ReloadConfig::Signal {
+                    signal,
+                    pid_file,
+                    consumer_uid: raw.consumer_user.map(consumer_uid).transpose()?,
+                }
             }
             (None, None) => {
                 if raw.cmd_args.is_some() {
@@ -317,6 +370,12 @@ impl HelperConfig {
                 if raw.pid_file_name.is_some() {
                     return Err(invalid(
                         "pid_file_name",
+                        "only used with renew_signal, which is not set",
+                    ));
+                }
+                if raw.consumer_user.is_some() {
+                    return Err(invalid(
+                        "consumer_user",
                         "only used with renew_signal, which is not set",
                     ));
                 }
@@ -381,9 +440,20 @@ mod tests {
             c.reload,
             ReloadConfig::Signal {
                 signal: Signal::SIGHUP,
-                pid_file: "/run/x.pid".into()
+                pid_file: "/run/x.pid".into(),
+                consumer_uid: None,
             }
         );
+        for (user, uid) in [("\"root\"", 0), ("65534", 65534), ("\"1000\"", 1000)] {
+            let c = HelperConfig::parse(&format!(
+                "{OK}renew_signal = \"HUP\"\npid_file_name = \"/p\"\nconsumer_user = {user}\n"
+            ))
+            .unwrap();
+            assert!(
+                matches!(c.reload, ReloadConfig::Signal { consumer_uid: Some(u), .. } if u == uid),
+                "{user}"
+            );
+        }
         assert_eq!(c.cert_file_mode, 0o640);
     }
 
@@ -403,6 +473,21 @@ mod tests {
             ),
             (format!("{OK}renew_signal = \"SIGHUP\"\n"), "pid_file_name"),
             (format!("{OK}cmd_args = \"-s reload\"\n"), "cmd_args"),
+            (
+                format!("{OK}consumer_user = \"root\"\n"),
+                "consumer_user: only used with renew_signal",
+            ),
+            (
+                format!(
+                    "{OK}renew_signal = \"HUP\"\npid_file_name = \"/p\"\n\
+                     consumer_user = \"no-such-user-sigil\"\n"
+                ),
+                "consumer_user: \"no-such-user-sigil\" is not a user",
+            ),
+            (
+                format!("{OK}renew_signal = \"HUP\"\npid_file_name = \"/p\"\nconsumer_user = -1\n"),
+                "consumer_user: -1 is not a uid",
+            ),
             (format!("{OK}svid_file_name = \"a/b\"\n"), "svid_file_name"),
             (
                 format!("{OK}svid_key_file_name = \"..data\"\n"),

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod files;
+pub mod pid_file;
 pub mod reload;
 
 use std::path::{Path, PathBuf};

@@ -58,6 +58,9 @@ pub fn upstream(dir: &Path) -> Arc<dyn UpstreamAuthority> {
     let key_file = dir.join("upstream_key.pem");
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    // The owner's alone, as the upstream key-file check requires.
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&key_file, owner_only).unwrap();
     let cfg = DiskUpstreamConfig {
         cert_file,
         key_file,

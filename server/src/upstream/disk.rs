@@ -1,5 +1,7 @@
 //! An upstream CA whose certificate and PKCS#8 key are files on disk
-//! (`[upstream.disk] cert_file, key_file, bundle_file`).
+//! (`[upstream.disk] cert_file, key_file, bundle_file`). Loading checks them
+//! all (see [`super::chain`] for the path, validity, pathLen and key-mode
+//! rules): a refusal names the file and the rule, at `validate` as at start.
 
 use std::path::Path;
 
@@ -7,7 +9,7 @@ use rcgen::{CertificateParams, Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::*;
 
-use super::{UpstreamAuthority, UpstreamError};
+use super::{UpstreamAuthority, UpstreamError, chain};
 use crate::config::DiskUpstreamConfig;
 
 pub struct DiskUpstream {
@@ -45,12 +47,16 @@ fn invalid(what: &'static str, path: &Path, message: impl Into<String>) -> Upstr
 
 impl DiskUpstream {
     /// Loads and checks the files: the certificate must be a CA allowed to
-    /// sign certificates, unexpired, and match the key; the anchors come from
-    /// `bundle_file`, or are the certificate itself when it is self-signed.
+    /// sign certificates and match the key, and chain (valid now, pathLen
+    /// leaving room for Sigil's intermediate) to the anchors, which come from
+    /// `bundle_file`, or are the certificate itself when it is self-signed;
+    /// the key file must be the owner's alone.
     pub fn load(cfg: &DiskUpstreamConfig, now: i64) -> Result<DiskUpstream, UpstreamError> {
         let cert_bytes = read("upstream cert_file", &cfg.cert_file)?;
         let certs = sigil_proto::pem::certs_from_pem_or_der(&cert_bytes)
             .map_err(|e| invalid("upstream cert_file", &cfg.cert_file, e.to_string()))?;
+        chain::check_key_mode(&cfg.key_file)
+            .map_err(|m| invalid("upstream key_file", &cfg.key_file, m))?;
         let key_bytes = read("upstream key_file", &cfg.key_file)?;
         let key_text = std::str::from_utf8(&key_bytes).map_err(|_| {
             invalid(
@@ -98,13 +104,6 @@ impl DiskUpstream {
             ));
         }
         let not_after = cert.validity().not_after.timestamp();
-        if not_after <= now {
-            return Err(invalid(
-                "upstream cert_file",
-                &cfg.cert_file,
-                format!("the certificate expired at {not_after} (unix seconds)"),
-            ));
-        }
         let self_signed = cert.subject() == cert.issuer() && cert.verify_signature(None).is_ok();
         let anchors = match &cfg.bundle_file {
             Some(path) => {
@@ -136,6 +135,13 @@ impl DiskUpstream {
                  webpki-based verifiers (Sigil's included) refuse every SVID under such a CA",
             ));
         }
+        chain::check_chain(&certs, &anchors, now).map_err(|m| {
+            let m = match &cfg.bundle_file {
+                Some(b) => format!("{m} (bundle_file {})", b.display()),
+                None => m,
+            };
+            invalid("upstream cert_file", &cfg.cert_file, m)
+        })?;
         let intermediates = certs
             .iter()
             .filter(|c| !anchors.contains(c))
@@ -187,6 +193,8 @@ mod tests {
         let key_file = dir.path().join("up.key");
         std::fs::write(&cert_file, sigil_proto::pem::to_pem(&[der])).unwrap();
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&key_file, owner_only).unwrap();
         let cfg = DiskUpstreamConfig {
             cert_file,
             key_file,
