@@ -93,8 +93,8 @@ async fn item6_moved_entry_is_deleted_on_resume() {
     assert!(
         st.wait_for(ARRIVAL, |st| sorted(st.deleted()) == both)
             .await,
-        "A must be told to drop the moved and the deleted entry: {:?}",
-        st.got
+        "A must be told to drop the moved ({moved}) and the deleted ({deleted}) entry; deleted: {:?}",
+        st.deleted()
     );
     assert_eq!(st.pages(), 0, "a resume, not the full set");
     assert!(st.upserted().is_empty(), "{:?}", st.got);
