@@ -127,10 +127,14 @@ async fn item6_expired_entry_is_deleted() {
             .await
     );
     let since = open.full_revision().unwrap_or_default();
-    assert_eq!(sorted(open.page_ids()), sorted(vec![expiring.clone(), kept.clone()]));
+    assert_eq!(
+        sorted(open.page_ids()),
+        sorted(vec![expiring.clone(), kept.clone()])
+    );
     open.clear();
     assert!(
-        open.wait_for(Duration::from_secs(15), |st| st.deleted() == vec![expiring.clone()])
+        open.wait_for(Duration::from_secs(15), |st| st.deleted()
+            == vec![expiring.clone()])
             .await,
         "the open stream must send Deleted when the entry expires: {:?}",
         open.got
@@ -161,10 +165,7 @@ async fn item6_expired_entry_is_deleted() {
         .into_inner()
         .results;
     assert!(
-        matches!(
-            results[0].result,
-            Some(pb::svid_result::Result::Error(_))
-        ),
+        matches!(results[0].result, Some(pb::svid_result::Result::Error(_))),
         "an expired entry was signed: {results:?}"
     );
 }

@@ -51,13 +51,22 @@ fn item7_pruner_keeps_one_retention_of_events() {
         store.consume_join_token(&"aa".repeat(32), clock.now_unix()),
         Err(StoreError::NotFound { .. })
     ));
-    assert_eq!(store.entry_events_since(0).unwrap().map(|v| v.len()), Some(5));
+    assert_eq!(
+        store.entry_events_since(0).unwrap().map(|v| v.len()),
+        Some(5)
+    );
 
     clock.advance(Duration::from_secs(30));
     let p = pruner.round(clock.now_unix()).unwrap();
-    assert_eq!(p.events_upto, 3, "what the first round saw, a retention ago");
+    assert_eq!(
+        p.events_upto, 3,
+        "what the first round saw, a retention ago"
+    );
     assert_eq!(store.entry_events_since(2).unwrap(), None);
-    assert_eq!(store.entry_events_since(3).unwrap().map(|v| v.len()), Some(2));
+    assert_eq!(
+        store.entry_events_since(3).unwrap().map(|v| v.len()),
+        Some(2)
+    );
 
     clock.advance(Duration::from_secs(30));
     let p = pruner.round(clock.now_unix()).unwrap();
@@ -75,5 +84,8 @@ fn item7_pruner_keeps_one_retention_of_events() {
 fn the_interval_is_a_quarter_of_the_retention_within_bounds() {
     assert_eq!(interval(Duration::from_secs(2)), Duration::from_secs(1));
     assert_eq!(interval(Duration::from_secs(120)), Duration::from_secs(30));
-    assert_eq!(interval(Duration::from_secs(86_400)), Duration::from_secs(600));
+    assert_eq!(
+        interval(Duration::from_secs(86_400)),
+        Duration::from_secs(600)
+    );
 }

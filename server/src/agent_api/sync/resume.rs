@@ -26,8 +26,7 @@ pub const EVENT_PAGE: usize = 500;
 
 /// Reads up to `limit` events after a revision (see
 /// [`Store::entry_events_page`](crate::store::Store::entry_events_page)).
-pub type PageReader =
-    Arc<dyn Fn(u64, usize) -> StoreResult<Option<Vec<EntryEvent>>> + Send + Sync>;
+pub type PageReader = Arc<dyn Fn(u64, usize) -> StoreResult<Option<Vec<EntryEvent>>> + Send + Sync>;
 
 /// One message of a resume.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -164,7 +164,11 @@ pub fn entry_event_pages_and_moves(location: &dyn StoreLocation) {
         },
         "a re-parent is logged as Moved from the old parent"
     );
-    assert_eq!(all[8], EntryEvent::Upserted(stayed), "same parent: Upserted");
+    assert_eq!(
+        all[8],
+        EntryEvent::Upserted(stayed),
+        "same parent: Upserted"
+    );
 
     let page = |after: u64, limit: usize| {
         ok(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sigil_proto::clock::{Clock, ManualClock};
 use sigil_proto::Selector;
+use sigil_proto::clock::{Clock, ManualClock};
 
 use super::*;
 use crate::entry::EntrySpec;
@@ -154,9 +154,7 @@ async fn item6_expired_entry_is_deleted_on_resume_unit() {
     let since = f.registry.revision();
     let nodes = [sel("x509pop:subject:cn:n1")];
 
-    let view = f
-        .registry
-        .view_for(&spiffe_id(AGENT_A), &nodes, f.now());
+    let view = f.registry.view_for(&spiffe_id(AGENT_A), &nodes, f.now());
     assert_eq!(view.next_expiry, Some(t), "the earliest expiry");
     assert!(changes(f.plan_for(AGENT_A, &nodes, since).await).is_empty());
 
