@@ -67,14 +67,7 @@ pub fn entry_events(location: &dyn StoreLocation) {
 pub fn entry_event_pruning(location: &dyn StoreLocation) {
     let store = location.open();
     let s = &*store;
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        let e = ok(
-            s.create_entry(entry_spec(&format!("/w/{i}"), "/p", &["t:1"]), 1),
-            "create",
-        );
-        ids.push(e.id);
-    }
+    let ids = create_under_p(s, 6);
     let before = events_since(s, 0).expect("no pruning yet");
     assert_eq!(before.len(), 6);
 
@@ -138,14 +131,7 @@ pub fn entry_event_pruning(location: &dyn StoreLocation) {
 pub fn entry_event_pages_and_moves(location: &dyn StoreLocation) {
     let store = location.open();
     let s = &*store;
-    let mut ids = Vec::new();
-    for i in 0..7 {
-        let e = ok(
-            s.create_entry(entry_spec(&format!("/w/{i}"), "/p", &["t:1"]), 1),
-            "create",
-        );
-        ids.push(e.id);
-    }
+    let ids = create_under_p(s, 7);
     let moved = ok(
         s.update_entry(&ids[0], entry_spec("/w/0", "/q", &["t:1"])),
         "re-parent",
@@ -191,4 +177,14 @@ pub fn entry_event_pages_and_moves(location: &dyn StoreLocation) {
     ok(s.prune_entry_events(5), "prune upto 5");
     assert_eq!(page(4, 4), None, "from before the mark");
     assert_eq!(page(5, 2), Some(all[5..7].to_vec()), "from the mark");
+}
+
+/// Creates `/w/0` … `/w/<n-1>` under `/p`; their ids.
+fn create_under_p(s: &dyn Store, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let spec = entry_spec(&format!("/w/{i}"), "/p", &["t:1"]);
+            ok(s.create_entry(spec, 1), "create").id
+        })
+        .collect()
 }

@@ -21,28 +21,32 @@ const SERVER: &str = "/sigil/server";
 const AGENT_A: &str = "/sigil/agent/x509pop/a";
 const AGENT_B: &str = "/sigil/agent/x509pop/b";
 
+/// Store reads a plan made: the largest page asked for, and how many.
+#[derive(Default)]
+struct Reads {
+    largest: AtomicUsize,
+    count: AtomicUsize,
+}
+
+/// A registry over a sled store in a temp dir, and the reads of the plans.
 struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
     registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    reads: Arc<Reads>,
     clock: ManualClock,
-    /// Largest page asked for, and how many reads.
-    largest: Arc<AtomicUsize>,
-    reads: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let registry = Registry::load(store.clone(), spiffe_id(SERVER)).unwrap();
         Fixture {
-            _dir: dir,
+            registry: Registry::load(store.clone(), spiffe_id(SERVER)).unwrap(),
             store,
-            registry,
+            reads: Arc::default(),
             clock: ManualClock::at_unix(1_700_000_000),
-            largest: Arc::new(AtomicUsize::new(0)),
-            reads: Arc::new(AtomicUsize::new(0)),
+            _dir: dir,
         }
     }
 
@@ -55,11 +59,10 @@ impl Fixture {
     }
 
     fn reader(&self) -> PageReader {
-        let store = self.store.clone();
-        let (largest, reads) = (self.largest.clone(), self.reads.clone());
+        let (store, reads) = (self.store.clone(), self.reads.clone());
         Arc::new(move |after, limit| {
-            largest.fetch_max(limit, Ordering::SeqCst);
-            reads.fetch_add(1, Ordering::SeqCst);
+            reads.largest.fetch_max(limit, Ordering::SeqCst);
+            reads.count.fetch_add(1, Ordering::SeqCst);
             store.entry_events_page(after, limit)
         })
     }
@@ -186,8 +189,8 @@ async fn item7_resume_is_bounded_unit() {
     }
     let a = changes(f.plan_for(AGENT_A, &[], since).await);
     assert_eq!(upserted_ids(&a).len(), n, "every new entry, once");
-    assert_eq!(f.largest.load(Ordering::SeqCst), EVENT_PAGE, "paged");
-    assert_eq!(f.reads.load(Ordering::SeqCst), n.div_ceil(EVENT_PAGE));
+    assert_eq!(f.reads.largest.load(Ordering::SeqCst), EVENT_PAGE, "paged");
+    assert_eq!(f.reads.count.load(Ordering::SeqCst), n.div_ceil(EVENT_PAGE));
     assert!(changes(f.plan_for(AGENT_B, &[], since).await).is_empty());
 
     // Too far behind (or ahead): a full set, without reading the log.
@@ -197,7 +200,7 @@ async fn item7_resume_is_bounded_unit() {
     for r in f.registry.create_many(specs, f.now()).unwrap() {
         r.unwrap();
     }
-    let reads = f.reads.load(Ordering::SeqCst);
+    let reads = f.reads.count.load(Ordering::SeqCst);
     let ahead = f.registry.revision() + 1;
     for from in [since, ahead] {
         match f.plan_for(AGENT_A, &[], from).await {
@@ -205,7 +208,7 @@ async fn item7_resume_is_bounded_unit() {
             other => panic!("resume from {from}: {other:?}"),
         }
     }
-    assert_eq!(f.reads.load(Ordering::SeqCst), reads, "no read for those");
+    assert_eq!(f.reads.count.load(Ordering::SeqCst), reads, "no read for those");
 }
 
 #[tokio::test(flavor = "multi_thread")]
