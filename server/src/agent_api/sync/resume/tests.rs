@@ -208,7 +208,11 @@ async fn item7_resume_is_bounded_unit() {
             other => panic!("resume from {from}: {other:?}"),
         }
     }
-    assert_eq!(f.reads.count.load(Ordering::SeqCst), reads, "no read for those");
+    assert_eq!(
+        f.reads.count.load(Ordering::SeqCst),
+        reads,
+        "no read for those"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
