@@ -152,6 +152,11 @@ pub struct LimitsConfig {
     /// Most entries in one CreateEntries call.
     #[serde(default = "default_max_entries")]
     pub max_entries_per_request: usize,
+    /// How long entry changes stay in the event log agents resume from
+    /// (default 24h, 1s to 365d). An agent offline longer gets the full set
+    /// on reconnect. Expired join tokens are pruned on the same schedule.
+    #[serde(default = "default_event_retention", with = "serde_duration")]
+    pub entry_event_retention: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -161,6 +166,7 @@ impl Default for LimitsConfig {
             admin_api_max_message_bytes: default_message_bytes(),
             max_csrs_per_request: default_max_csrs(),
             max_entries_per_request: default_max_entries(),
+            entry_event_retention: default_event_retention(),
         }
     }
 }
@@ -181,6 +187,13 @@ fn default_max_csrs() -> usize {
 fn default_max_entries() -> usize {
     10_000
 }
+fn default_event_retention() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// Bounds of `limits.entry_event_retention`.
+const RETENTION_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(365 * 24 * 3600));
 
 /// CSRs an agent sends in one SignSvids call: a lower
 /// `max_csrs_per_request` would refuse every full batch.
@@ -229,6 +242,19 @@ fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
                 format!("{v} is out of range (must be between {min} and {max}){why}"),
             ));
         }
+    }
+    let (min, max) = RETENTION_RANGE;
+    let r = l.entry_event_retention;
+    if r < min || r > max {
+        return Err(invalid(
+            "limits.entry_event_retention",
+            format!(
+                "{} is out of range (must be between {} and {})",
+                format_duration(r),
+                format_duration(min),
+                format_duration(max)
+            ),
+        ));
     }
     Ok(())
 }
@@ -617,6 +643,10 @@ mod tests {
                 "limits.max_entries_per_request: 0",
             ),
             (
+                "[limits]\nentry_event_retention = \"0s\"\n",
+                "limits.entry_event_retention: 0s is out of range (must be between 1s and 365d)",
+            ),
+            (
                 "[limits]\nmax_entries_per_request = -3\n",
                 "max_entries_per_request",
             ),
@@ -629,6 +659,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.limits.max_entries_per_request, 3);
+        assert_eq!(
+            c.limits.entry_event_retention,
+            Duration::from_secs(24 * 3600),
+            "entry_event_retention defaults to 24h"
+        );
         assert_eq!(c.limits.admin_api_max_message_bytes, 65536);
         assert_eq!(c.limits.max_csrs_per_request, 1000);
         assert_eq!(c.limits.agent_api_max_message_bytes, 4 * 1024 * 1024);

@@ -114,13 +114,41 @@ pub enum EntryEvent {
     /// Deleted; carries the entry as it was, with `revision` set to the
     /// revision of the deletion.
     Deleted(Entry),
+    /// Updated with a new parent: carries the entry as it now is and the
+    /// parent it had before, so that a resuming agent of the old parent is
+    /// told to drop it even when nothing else in the log names that parent.
+    Moved { entry: Entry, from: SpiffeId },
 }
 
 impl EntryEvent {
-    pub fn revision(&self) -> u64 {
-        match self {
-            EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => e.revision,
+    /// The event for an update of `old` to `new`: `Moved` when the parent
+    /// changed, else `Upserted`.
+    pub fn updated(old_parent: &SpiffeId, new: Entry) -> EntryEvent {
+        if *old_parent == new.spec.parent_id {
+            EntryEvent::Upserted(new)
+        } else {
+            EntryEvent::Moved {
+                entry: new,
+                from: old_parent.clone(),
+            }
         }
+    }
+
+    /// The entry the event carries (as it now is, or as it was if deleted).
+    pub fn entry(&self) -> &Entry {
+        match self {
+            EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => e,
+            EntryEvent::Moved { entry, .. } => entry,
+        }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.entry().revision
+    }
+
+    /// Whether the entry exists after this event.
+    pub fn is_deleted(&self) -> bool {
+        matches!(self, EntryEvent::Deleted(_))
     }
 }
 

@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
+use sigil_proto::selector::is_subset;
 use sigil_proto::{Selector, SpiffeId};
 use tokio::sync::broadcast;
 
@@ -61,6 +62,15 @@ pub struct AgentView {
     pub aliases: Vec<SpiffeId>,
     pub parents: HashSet<SpiffeId>,
     pub entries: Vec<Arc<Entry>>,
+    /// The parents plus the aliases of expired node entries the agent
+    /// matches: every parent an entry the agent may hold can have.
+    pub reach: HashSet<SpiffeId>,
+    /// Ids of entries under `reach` that are not authorized now (expired,
+    /// or under an expired alias): an agent that held them must drop them.
+    pub lapsed: Vec<String>,
+    /// The earliest `expires_at` after now among the entries and the node
+    /// entries that make the view: when it passes, the view changes.
+    pub next_expiry: Option<i64>,
 }
 
 pub struct Registry {
@@ -109,8 +119,8 @@ impl Registry {
         {
             let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
             match &ev {
-                EntryEvent::Upserted(e) => ix.insert(Arc::new(e.clone())),
                 EntryEvent::Deleted(e) => ix.remove(&e.id),
+                other => ix.insert(Arc::new(other.entry().clone())),
             }
             ix.revision = ix.revision.max(ev.revision());
         }
@@ -150,8 +160,14 @@ impl Registry {
 
     pub fn update(&self, id: &str, spec: EntrySpec) -> StoreResult<Entry> {
         self.locked(|| {
+            // Under the write lock the index holds what the store holds.
+            let old_parent = self.get(id).map(|e| e.spec.parent_id.clone());
             let e = self.store.update_entry(id, spec)?;
-            Ok((e.clone(), EntryEvent::Upserted(e)))
+            let ev = match old_parent {
+                Some(p) => EntryEvent::updated(&p, e.clone()),
+                None => EntryEvent::Upserted(e.clone()),
+            };
+            Ok((e, ev))
         })
     }
 
@@ -246,19 +262,40 @@ impl Registry {
     ) -> AgentView {
         let ix = self.read();
         let (aliases, parents) = self.parents_in(&ix, agent_id, node_selectors, now);
-        let mut entries: Vec<Arc<Entry>> = parents
-            .iter()
-            .flat_map(|p| ix.children(p))
-            .filter(|e| !authz::expired(e, now))
-            .cloned()
+        let matching: Vec<&Arc<Entry>> = ix
+            .children(&self.server_id)
+            .filter(|e| is_subset(&e.spec.selectors, node_selectors))
             .collect();
+        let mut reach = parents.clone();
+        reach.extend(matching.iter().map(|e| e.spec.spiffe_id.clone()));
+        let mut entries = Vec::new();
+        let mut lapsed = Vec::new();
+        for e in reach.iter().flat_map(|p| ix.children(p)) {
+            if authz::is_authorized(e, &parents, now) {
+                entries.push(e.clone());
+            } else {
+                lapsed.push(e.id.clone());
+            }
+        }
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         entries.dedup_by(|a, b| a.id == b.id);
+        // Each entry has one parent, so it is in one of the two lists.
+        lapsed.sort();
+        let next_expiry = matching
+            .iter()
+            .copied()
+            .chain(entries.iter())
+            .filter_map(|e| e.spec.expires_at)
+            .filter(|t| *t > now)
+            .min();
         AgentView {
             revision: ix.revision,
             aliases,
             parents,
             entries,
+            reach,
+            lapsed,
+            next_expiry,
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::ca::startup::check_key_files;
 use crate::ca::unix;
 use crate::config::ServerConfig;
 use crate::key_manager::disk::DiskKeyManager;
+use crate::pruning::{self, Pruner};
 use crate::registry::Registry;
 use crate::server_svid::ServerSvid;
 use crate::upstream::UpstreamAuthority;
@@ -297,6 +298,17 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
                     Err(e) => warn!(error = %e, "CA upkeep task failed"),
                 }
             }
+        });
+    }
+
+    // Event log and join token pruning.
+    {
+        let retention = cfg.limits.entry_event_retention;
+        let pruner = Arc::new(Pruner::new(store.clone(), retention));
+        let (clock, rx) = (clock.clone(), shutdown_rx.clone());
+        tasks.spawn("store pruning", async move {
+            pruner.run(clock, pruning::interval(retention), rx).await;
+            Ok(())
         });
     }
 

@@ -8,6 +8,7 @@ pub mod emitted;
 pub mod interop;
 pub mod mtls;
 pub mod prom;
+pub mod sync_stream;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,11 @@
 //! has), then every relevant change as it happens. One task per stream owns
 //! the agent's view; the registry's broadcast feeds it. Only changes that
 //! touch the agent's entries are sent, so one change costs one message.
+//! When the earliest expiry among the entries (and node entries) that make
+//! the agent's view passes, the view is diffed again and the lapsed entries
+//! are sent as Deleted. Resuming is in [`resume`].
+
+mod resume;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use crate::authz;
 use crate::ca::manager::CaManager;
 use crate::ca::unix;
 use crate::entry::{Entry, EntryEvent};
-use crate::registry::Registry;
+use crate::registry::{AgentView, Registry};
 use crate::store::Store;
 use sigil_proto::clock::Clock;
 
@@ -29,6 +34,7 @@ use sigil_proto::clock::Clock;
 pub const DEFAULT_PAGE: usize = 500;
 /// Largest page.
 pub const MAX_PAGE: usize = 2000;
+pub use resume::{EVENT_PAGE, RESUME_MAX_EVENTS};
 /// How often an open stream re-checks that its agent is still admitted.
 const RECHECK: Duration = Duration::from_secs(2);
 
@@ -75,6 +81,8 @@ struct Stream {
     known: HashSet<String>,
     parents: HashSet<sigil_proto::SpiffeId>,
     revision: u64,
+    /// When the view next changes by time alone (an entry or alias expires).
+    next_expiry: Option<i64>,
     /// Whether the caller was re-checked for the batch being sent now.
     checked: bool,
 }
@@ -127,15 +135,29 @@ impl Stream {
         .await
     }
 
+    fn view(&self) -> AgentView {
+        self.ctx
+            .registry
+            .view_for(&self.caller.id, &self.caller.record.selectors, self.now())
+    }
+
+    /// Makes `view` the agent's view from now on (its entries are, or are
+    /// about to be, sent).
+    fn adopt(&mut self, view: &AgentView) {
+        self.revision = view.revision;
+        self.parents = view.parents.clone();
+        self.known = view.entries.iter().map(|e| e.id.clone()).collect();
+        self.next_expiry = view.next_expiry;
+    }
+
     /// Sends the whole authorized set in pages; the last page says so.
     async fn full(&mut self) -> Result<(), ()> {
-        let view =
-            self.ctx
-                .registry
-                .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
-        self.revision = view.revision;
-        self.parents = view.parents;
-        self.known = view.entries.iter().map(|e| e.id.clone()).collect();
+        let view = self.view();
+        self.full_from(view).await
+    }
+
+    async fn full_from(&mut self, view: AgentView) -> Result<(), ()> {
+        self.adopt(&view);
         let mut chunks = view.entries.chunks(self.page).peekable();
         if chunks.peek().is_none() {
             return self.page_msg(vec![], true).await;
@@ -160,40 +182,57 @@ impl Stream {
     /// Sends the changes since `since` if the store still has them and no
     /// node entry changed meanwhile; otherwise the full set.
     async fn resume(&mut self, since: u64) -> Result<(), ()> {
-        let events = match self.ctx.store.entry_events_since(since) {
-            Ok(Some(ev)) if since <= self.ctx.registry.revision() => ev,
-            _ => return self.full().await,
-        };
-        if events.iter().any(|ev| match ev {
-            EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => self.ctx.registry.is_node_entry(e),
-        }) {
-            return self.full().await;
-        }
-        let view =
-            self.ctx
-                .registry
-                .view_for(&self.caller.id, &self.caller.record.selectors, self.now());
-        self.revision = view.revision;
-        self.parents = view.parents;
-        self.known = view.entries.iter().map(|e| e.id.clone()).collect();
-        let mut seen = HashSet::new();
-        for ev in events.iter().rev() {
-            let e = match ev {
-                EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => e,
-            };
-            if e.revision > self.revision || !seen.insert(e.id.clone()) {
-                continue;
+        let view = self.view();
+        let store = self.ctx.store.clone();
+        let read: resume::PageReader =
+            Arc::new(move |after, limit| store.entry_events_page(after, limit));
+        let server_id = self.ctx.registry.server_id().clone();
+        match resume::plan(read, &view, since, &server_id).await {
+            resume::Plan::Full(reason) => {
+                debug!(agent_id = %self.caller.id, since, reason, "cannot resume; sending the full set");
+                self.full_from(view).await
             }
-            match view.entries.iter().find(|x| x.id == e.id) {
-                Some(cur) => self.send(upsert(cur)).await?,
-                // The agent may hold it; tell it to drop it. Unrelated
-                // entries are skipped: the agent never had them.
-                None if self.parents.contains(&e.spec.parent_id) => {
-                    self.send(deleted(&e.id, e.revision)).await?
+            resume::Plan::Changes(changes) => {
+                self.adopt(&view);
+                debug!(agent_id = %self.caller.id, since, changes = changes.len(), revision = self.revision, "resumed");
+                for c in changes {
+                    self.send(match c {
+                        resume::Change::Upsert(e) => upsert(&e),
+                        resume::Change::Deleted { id, revision } => deleted(&id, revision),
+                    })
+                    .await?;
                 }
-                None => {}
+                Ok(())
             }
         }
+    }
+
+    /// Diffs the whole view against what the agent holds and sends the
+    /// difference: after a node entry changed (aliases may have), or when
+    /// an entry or alias expired.
+    async fn rediff(&mut self) -> Result<(), ()> {
+        let view = self.view();
+        let ids: HashSet<String> = view.entries.iter().map(|e| e.id.clone()).collect();
+        let mut gone: Vec<String> = self.known.difference(&ids).cloned().collect();
+        gone.sort();
+        for id in gone {
+            self.send(deleted(&id, self.revision)).await?;
+        }
+        let new: Vec<Arc<Entry>> = view
+            .entries
+            .iter()
+            .filter(|e| !self.known.contains(&e.id))
+            .cloned()
+            .collect();
+        for e in new {
+            self.send(upsert(&e)).await?;
+        }
+        // Keep the stream's revision: changes the view already holds but
+        // whose events are still queued are sent again when they arrive,
+        // rather than skipped.
+        let revision = self.revision;
+        self.adopt(&view);
+        self.revision = revision;
         Ok(())
     }
 
@@ -202,45 +241,44 @@ impl Stream {
             return Ok(());
         }
         self.revision = ev.revision();
-        let e = match ev {
-            EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => e,
-        };
-        if self.ctx.registry.is_node_entry(e) {
+        let e = ev.entry();
+        let server_id = self.ctx.registry.server_id();
+        let was_node = matches!(ev, EntryEvent::Moved { from, .. } if from == server_id);
+        if self.ctx.registry.is_node_entry(e) || was_node {
             // Aliases may have changed: diff the whole view.
-            let view = self.ctx.registry.view_for(
-                &self.caller.id,
-                &self.caller.record.selectors,
-                self.now(),
-            );
-            let ids: HashSet<String> = view.entries.iter().map(|e| e.id.clone()).collect();
-            let gone: Vec<String> = self.known.difference(&ids).cloned().collect();
-            for id in gone {
-                self.send(deleted(&id, self.revision)).await?;
-            }
-            let new: Vec<_> = view
-                .entries
-                .iter()
-                .filter(|e| !self.known.contains(&e.id))
-                .collect();
-            for e in new {
-                self.send(upsert(e)).await?;
-            }
-            self.known = ids;
-            self.parents = view.parents;
-            return Ok(());
+            return self.rediff().await;
         }
-        match ev {
-            EntryEvent::Upserted(e) if authz::is_authorized(e, &self.parents, self.now()) => {
-                self.known.insert(e.id.clone());
-                self.send(upsert(e)).await
+        if !ev.is_deleted() && authz::is_authorized(e, &self.parents, self.now()) {
+            self.known.insert(e.id.clone());
+            if let Some(t) = e.spec.expires_at {
+                self.next_expiry = Some(self.next_expiry.map_or(t, |n| n.min(t)));
             }
-            EntryEvent::Upserted(e) | EntryEvent::Deleted(e) => {
-                if self.known.remove(&e.id) {
-                    self.send(deleted(&e.id, e.revision)).await
-                } else {
-                    Ok(())
-                }
+            return self.send(upsert(e)).await;
+        }
+        if self.known.remove(&e.id) {
+            self.send(deleted(&e.id, e.revision)).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// How long until the next expiry should be checked: at most
+    /// [`RECHECK`], so a clock that jumps (or a test's manual clock) is
+    /// caught up with soon.
+    fn until_expiry(&self) -> Option<Duration> {
+        let t = self.next_expiry?;
+        let secs = u64::try_from(t.saturating_sub(self.now())).unwrap_or(0);
+        Some(Duration::from_secs(secs).min(RECHECK))
+    }
+
+    /// Runs when the expiry timer fires: re-diffs if the expiry passed.
+    async fn on_expiry_timer(&mut self) -> Result<(), ()> {
+        match self.next_expiry {
+            Some(t) if t <= self.now() => {
+                debug!(agent_id = %self.caller.id, expires_at = t, "an entry or alias expired; re-checking the view");
+                self.rediff().await
             }
+            _ => Ok(()),
         }
     }
 
@@ -287,12 +325,21 @@ impl Stream {
                         return;
                     }
                 },
+                _ = expiry_timer(self.until_expiry()) => self.on_expiry_timer().await,
                 _ = self.tx.closed() => return,
             };
             if step.is_err() {
                 return;
             }
         }
+    }
+}
+
+/// Sleeps `d`, or forever when there is nothing to wait for.
+async fn expiry_timer(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -316,6 +363,7 @@ pub fn start(
         known: HashSet::new(),
         parents: HashSet::new(),
         revision: 0,
+        next_expiry: None,
         checked: false,
     };
     tokio::spawn(s.run(since));

@@ -150,6 +150,11 @@ pub trait Store: Send + Sync + 'static {
     /// Events with revision > `after`, in order; `None` if some of them were
     /// pruned (the caller must do a full sync instead).
     fn entry_events_since(&self, after: u64) -> StoreResult<Option<Vec<EntryEvent>>>;
+    /// The first `limit` events with revision > `after` (fewer at the end
+    /// of the log), in order; `None` when [`Store::entry_events_since`]
+    /// would say `None`. Readers page through the log with this, passing
+    /// the last revision they got, so no read holds the whole log.
+    fn entry_events_page(&self, after: u64, limit: usize) -> StoreResult<Option<Vec<EntryEvent>>>;
     /// Drops events with revision <= `upto`.
     fn prune_entry_events(&self, upto: u64) -> StoreResult<()>;
 

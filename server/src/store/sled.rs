@@ -222,7 +222,7 @@ impl Store for SledStore {
                     created_at: old.created_at,
                 };
                 entries.insert(id.as_bytes(), tx_encode(T_ENTRIES, id, &entry)?)?;
-                let event = EntryEvent::Upserted(entry.clone());
+                let event = EntryEvent::updated(&old.spec.parent_id, entry.clone());
                 tx_log_event(events, revision, &event)?;
                 Ok(entry)
             })
@@ -309,6 +309,10 @@ impl Store for SledStore {
     }
 
     fn entry_events_since(&self, after: u64) -> StoreResult<Option<Vec<EntryEvent>>> {
+        self.entry_events_page(after, usize::MAX)
+    }
+
+    fn entry_events_page(&self, after: u64, limit: usize) -> StoreResult<Option<Vec<EntryEvent>>> {
         // Read the revision first: its event and every earlier one were
         // committed with it, so the scan below sees them unless pruned.
         let current = self.entries_revision()?;
@@ -319,8 +323,9 @@ impl Store for SledStore {
         }
         let start = after.saturating_add(1).to_be_bytes();
         let end = current.to_be_bytes();
-        let mut events = Vec::new();
-        for kv in self.entry_events.range(start..=end) {
+        let expected = usize::try_from(current - after).map_or(limit, |n| n.min(limit));
+        let mut events = Vec::with_capacity(expected.min(1024));
+        for kv in self.entry_events.range(start..=end).take(limit) {
             let (k, v) = kv.map_err(|e| self.io(e))?;
             let revision = decode_u64(T_ENTRY_EVENTS, &format!("{k:?}"), &k)?;
             let event: EntryEvent = decode(T_ENTRY_EVENTS, &revision.to_string(), &v)?;
@@ -337,11 +342,15 @@ impl Store for SledStore {
         if after < self.meta_u64(K_PRUNED_UPTO)? {
             return Ok(None);
         }
-        if events.len() as u64 != current - after {
+        // Gapless: the page is the `expected` revisions right after `after`.
+        let gapless = events
+            .iter()
+            .zip(after.saturating_add(1)..)
+            .all(|(ev, r)| ev.revision() == r);
+        if events.len() != expected || !gapless {
             return Err(StoreError::Corrupt(format!(
-                "tree {T_ENTRY_EVENTS}: {} events between revisions {after} and {current}, expected {}",
+                "tree {T_ENTRY_EVENTS}: {} events after revision {after} (current {current}), expected {expected} in a row",
                 events.len(),
-                current - after
             )));
         }
         Ok(Some(events))

@@ -67,14 +67,7 @@ pub fn entry_events(location: &dyn StoreLocation) {
 pub fn entry_event_pruning(location: &dyn StoreLocation) {
     let store = location.open();
     let s = &*store;
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        let e = ok(
-            s.create_entry(entry_spec(&format!("/w/{i}"), "/p", &["t:1"]), 1),
-            "create",
-        );
-        ids.push(e.id);
-    }
+    let ids = create_under_p(s, 6);
     let before = events_since(s, 0).expect("no pruning yet");
     assert_eq!(before.len(), 6);
 
@@ -129,4 +122,69 @@ pub fn entry_event_pruning(location: &dyn StoreLocation) {
         Some(vec![EntryEvent::Deleted(Entry { revision: 8, ..d })]),
         "a prune beyond the current revision must not hide later events"
     );
+}
+
+/// Pages of the log are the log cut into pieces; a page asked for from
+/// before the low-water mark (or beyond the current revision) is `None`.
+/// An update that changes the parent is logged as `Moved` naming the old
+/// parent (a resuming agent of that parent must drop the entry).
+pub fn entry_event_pages_and_moves(location: &dyn StoreLocation) {
+    let store = location.open();
+    let s = &*store;
+    let ids = create_under_p(s, 7);
+    let moved = ok(
+        s.update_entry(&ids[0], entry_spec("/w/0", "/q", &["t:1"])),
+        "re-parent",
+    );
+    let stayed = ok(
+        s.update_entry(&ids[1], entry_spec("/w/1", "/p", &["t:2"])),
+        "update in place",
+    );
+    let all = events_since(s, 0).expect("no pruning yet");
+    assert_eq!(all.len(), 9);
+    assert_eq!(
+        all[7],
+        EntryEvent::Moved {
+            entry: moved,
+            from: spiffe_id("/p")
+        },
+        "a re-parent is logged as Moved from the old parent"
+    );
+    assert_eq!(
+        all[8],
+        EntryEvent::Upserted(stayed),
+        "same parent: Upserted"
+    );
+
+    let page = |after: u64, limit: usize| {
+        ok(
+            s.entry_events_page(after, limit),
+            &format!("entry_events_page({after}, {limit})"),
+        )
+    };
+    let mut joined = Vec::new();
+    let mut after = 0;
+    loop {
+        let p = page(after, 4).expect("no pruning yet");
+        assert!(p.len() <= 4, "a page holds at most the limit: {}", p.len());
+        let Some(last) = p.last() else { break };
+        after = last.revision();
+        joined.extend(p);
+    }
+    assert_eq!(joined, all, "the pages, joined, are the log");
+    assert_eq!(page(9, 4), Some(Vec::new()), "nothing after the end");
+    assert_eq!(page(10, 4), None, "beyond the current revision");
+    ok(s.prune_entry_events(5), "prune upto 5");
+    assert_eq!(page(4, 4), None, "from before the mark");
+    assert_eq!(page(5, 2), Some(all[5..7].to_vec()), "from the mark");
+}
+
+/// Creates `/w/0` … `/w/<n-1>` under `/p`; their ids.
+fn create_under_p(s: &dyn Store, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let spec = entry_spec(&format!("/w/{i}"), "/p", &["t:1"]);
+            ok(s.create_entry(spec, 1), "create").id
+        })
+        .collect()
 }
