@@ -8,6 +8,7 @@
 //! | `entry_index`  | [`EntrySpec::identity_key`]           | entry id                 |
 //! | `entry_events` | revision, big-endian u64              | [`EntryEvent`]           |
 //! | `meta`         | `entries_revision`, `events_pruned_upto`, `format_version` | big-endian u64 |
+//! | `meta`         | `join_token_ids_hashed` (see `migrate`)  | big-endian u64 1         |
 //! | `join_tokens`  | token hash                            | [`JoinTokenRecord`]      |
 //! | `agents`       | agent SPIFFE ID                       | [`AttestedAgent`]        |
 //! | `bundles`      | trust domain name                     | [`BundleRecord`]         |
@@ -24,6 +25,7 @@
 
 mod codec;
 mod create;
+mod migrate;
 mod open;
 #[cfg(test)]
 mod tests;

@@ -73,6 +73,7 @@ impl SledStore {
             db,
         };
         store.check_format()?;
+        store.migrate_join_token_ids()?;
         tracing::debug!(path = %shown, "store opened");
         Ok(store)
     }
