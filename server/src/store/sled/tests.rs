@@ -454,3 +454,59 @@ fn item11_failed_flush_leaves_nothing_behind() {
         journal_with("0a").slots
     );
 }
+
+/// The join-token ID migration renames old-form agents and re-parents
+/// their entries (new revisions, events) once; opening the store again
+/// changes nothing (hash-form IDs are never hashed again).
+#[test]
+fn join_token_migration_runs_once() {
+    use crate::store::join_token_ids::{agent_path, sha256_hex};
+    let dir = tempfile::tempdir().unwrap();
+    let old = crate::store::conformance::spiffe_id("/sigil/agent/join_token/tok1");
+    let new = crate::store::conformance::spiffe_id(&agent_path(&sha256_hex("tok1")));
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let agent = AttestedAgent {
+            spiffe_id: old.clone(),
+            attestor: "join_token".to_string(),
+            selectors: Vec::new(),
+            serial: "01".to_string(),
+            previous_serial: None,
+            expires_at: 10,
+            banned: false,
+            attested_at: 1,
+            updated_at: 1,
+        };
+        store.put_agent(&agent).unwrap();
+        let path = old.path().to_string();
+        let spec = crate::store::conformance::entry_spec("/w", &path, &["t:1"]);
+        store.create_entry(spec, 1).unwrap();
+        // As an earlier build left it: not marked migrated.
+        store.meta.remove(migrate::K_JOIN_TOKEN_IDS_HASHED).unwrap();
+        store.flush().unwrap();
+    }
+    let migrated = |store: &SledStore| {
+        let agents = store.list_agents().unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].spiffe_id, new);
+        let entries = store.list_entries(&EntryFilter::default()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].spec.parent_id, new);
+        let by_id = EntryFilter {
+            spiffe_id: Some(entries[0].spec.spiffe_id.clone()),
+            ..EntryFilter::default()
+        };
+        assert_eq!(
+            store.list_entries(&by_id).unwrap(),
+            entries,
+            "index follows"
+        );
+        (entries[0].revision, store.entries_revision().unwrap())
+    };
+    let first = migrated(&SledStore::open(dir.path()).unwrap());
+    assert_eq!(first, (2, 2), "the re-parented entry has a new revision");
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(migrated(&store), first, "a second open changes nothing");
+    let events = store.entry_events_since(1).unwrap().unwrap();
+    assert!(matches!(&events[..], [EntryEvent::Upserted(e)] if e.spec.parent_id == new));
+}
