@@ -10,7 +10,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sigil_proto::agent_api as pb;
 use sigil_proto::attestation;
 use sigil_proto::{Selector, SpiffeId};
-use sigil_server::entry::EntrySpec;
+use sigil_server::store::conformance::entry_spec;
 use sigil_server::store::sled::SledStore;
 use sigil_server::store::{AttestedAgent, Store};
 use sigil_tests::agent_client::{AgentIdentity, attest, connect, identity, key_and_csr};
@@ -57,17 +57,8 @@ async fn also_join_token_agent_id_is_a_hash() {
         "token generate says which ID the agent will get"
     );
     // Renew once, so the renewal path logs too.
-    let ident = identity(&key, &svid);
-    let mut c = connect(s.agent_addr, s.bundle(), &s.trust_domain, Some(&ident))
-        .await
-        .unwrap();
-    let (_, csr) = key_and_csr();
-    let renewed = tokio::time::timeout(CALL, c.renew_agent(pb::RenewAgentRequest { csr }))
-        .await
-        .unwrap()
-        .unwrap()
-        .into_inner();
-    assert_eq!(renewed.svid.unwrap().spiffe_id, expected);
+    let (renewed, _) = renew(&s, &s.bundle(), &identity(&key, &svid), "renewal").await;
+    assert_eq!(renewed.spiffe_id, expected);
 
     let agents = s.cli_json(&["agent", "list"]);
     assert_eq!(agents["agents"][0]["spiffe_id"], expected.as_str());
@@ -164,20 +155,8 @@ async fn also_stored_old_form_agents_are_migrated() {
                 updated_at: now,
             })
             .unwrap();
-        let mut spec = EntrySpec {
-            spiffe_id: SpiffeId::parse("spiffe://example.org/w").unwrap(),
-            parent_id: SpiffeId::parse(&old_id).unwrap(),
-            selectors: vec![Selector::parse("unix:uid:1000").unwrap()],
-            x509_svid_ttl: 0,
-            jwt_svid_ttl: 0,
-            dns_names: Vec::new(),
-            federates_with: Vec::new(),
-            hint: String::new(),
-            admin: false,
-            downstream: false,
-            expires_at: None,
-        };
-        spec.normalize();
+        let parent = old_id.trim_start_matches("spiffe://example.org");
+        let spec = entry_spec("/w", parent, &["unix:uid:1000"]);
         store.create_entry(spec, now).unwrap();
     }
     forget_migration(&store_dir);
@@ -217,31 +196,35 @@ async fn also_stored_old_form_agents_are_migrated() {
         chain: vec![CertificateDer::from(leaf.der().to_vec())],
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
     };
-    let mut c = connect(s.agent_addr, bundle.clone(), &s.trust_domain, Some(&old))
+    let (renewed, ident) = renew(&s, &bundle, &old, "the old-form SVID renews").await;
+    assert_eq!(renewed.spiffe_id, new_id, "renewed to the hash-form ID");
+    // And the new SVID works as that agent.
+    let (again, _) = renew(&s, &bundle, &ident, "the new SVID renews").await;
+    assert_eq!(again.spiffe_id, new_id);
+    assert!(!s.log_text().contains(OLD_TOKEN), "{}", s.log_text());
+}
+
+/// One RenewAgent call made with `who`, which must succeed (`what` says
+/// which); the new SVID and identity.
+async fn renew(
+    s: &TestServer,
+    bundle: &[Vec<u8>],
+    who: &AgentIdentity,
+    what: &str,
+) -> (pb::AgentSvid, AgentIdentity) {
+    let mut c = connect(s.agent_addr, bundle.to_vec(), &s.trust_domain, Some(who))
         .await
         .unwrap();
     let (key, csr) = key_and_csr();
-    let renewed = tokio::time::timeout(CALL, c.renew_agent(pb::RenewAgentRequest { csr }))
+    let svid = tokio::time::timeout(CALL, c.renew_agent(pb::RenewAgentRequest { csr }))
         .await
-        .unwrap()
-        .expect("the old-form SVID renews")
+        .unwrap_or_else(|_| panic!("{what}: no answer in {CALL:?}"))
+        .expect(what)
         .into_inner()
         .svid
         .unwrap();
-    assert_eq!(renewed.spiffe_id, new_id, "renewed to the hash-form ID");
-    // And the new SVID works as that agent.
-    let ident = identity(&key, &renewed);
-    let mut c = connect(s.agent_addr, bundle, &s.trust_domain, Some(&ident))
-        .await
-        .unwrap();
-    let (_, csr) = key_and_csr();
-    let again = tokio::time::timeout(CALL, c.renew_agent(pb::RenewAgentRequest { csr }))
-        .await
-        .unwrap()
-        .expect("the new SVID renews")
-        .into_inner();
-    assert_eq!(again.svid.unwrap().spiffe_id, new_id);
-    assert!(!s.log_text().contains(OLD_TOKEN), "{}", s.log_text());
+    let ident = identity(&key, &svid);
+    (svid, ident)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -160,6 +160,21 @@ fn agent_id() -> SpiffeId {
     crate::store::conformance::spiffe_id("/sigil/agent/join_token/x")
 }
 
+/// A join-token agent record named `id`.
+fn test_agent(id: SpiffeId) -> AttestedAgent {
+    AttestedAgent {
+        spiffe_id: id,
+        attestor: "join_token".to_string(),
+        selectors: Vec::new(),
+        serial: "01".to_string(),
+        previous_serial: None,
+        expires_at: 10,
+        banned: false,
+        attested_at: 1,
+        updated_at: 1,
+    }
+}
+
 fn td() -> TrustDomain {
     TrustDomain::parse("example.org").unwrap()
 }
@@ -186,17 +201,7 @@ fn token(expires_at: i64) -> JoinTokenRecord {
 /// write before the process exits.
 fn durable_write(store: &SledStore, op: &str) {
     let spec = |sel: &str| crate::store::conformance::entry_spec("/w", "/agent", &[sel]);
-    let agent = AttestedAgent {
-        spiffe_id: agent_id(),
-        attestor: "join_token".to_string(),
-        selectors: Vec::new(),
-        serial: "01".to_string(),
-        previous_serial: None,
-        expires_at: 10,
-        banned: false,
-        attested_at: 1,
-        updated_at: 1,
-    };
+    let agent = test_agent(agent_id());
     let entry = match op {
         "create_entry" | "put_agent" | "put_bundle" | "put_ca_journal" | "create_join_token" => {
             None
@@ -332,17 +337,7 @@ fn item11_failed_flush_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let spec = |sel: &str| crate::store::conformance::entry_spec("/w", "/agent", &[sel]);
     let all = EntryFilter::default;
-    let agent = AttestedAgent {
-        spiffe_id: agent_id(),
-        attestor: "join_token".to_string(),
-        selectors: Vec::new(),
-        serial: "01".to_string(),
-        previous_serial: None,
-        expires_at: 10,
-        banned: false,
-        attested_at: 1,
-        updated_at: 1,
-    };
+    let agent = test_agent(agent_id());
     let made = {
         let store = SledStore::open(dir.path()).unwrap();
 
@@ -466,17 +461,7 @@ fn join_token_migration_runs_once() {
     let new = crate::store::conformance::spiffe_id(&agent_path(&sha256_hex("tok1")));
     {
         let store = SledStore::open(dir.path()).unwrap();
-        let agent = AttestedAgent {
-            spiffe_id: old.clone(),
-            attestor: "join_token".to_string(),
-            selectors: Vec::new(),
-            serial: "01".to_string(),
-            previous_serial: None,
-            expires_at: 10,
-            banned: false,
-            attested_at: 1,
-            updated_at: 1,
-        };
+        let agent = test_agent(old.clone());
         store.put_agent(&agent).unwrap();
         let path = old.path().to_string();
         let spec = crate::store::conformance::entry_spec("/w", &path, &["t:1"]);
