@@ -186,8 +186,10 @@ wait_for sigil-server "$server" healthcheck
 "$server" healthcheck
 
 "$server" bundle show >"$dir/bundle.pem"
-token=$("$server" token generate --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-agent_id="spiffe://example.org/sigil/agent/join_token/$token"
+generated=$("$server" token generate --output json)
+token=$(printf '%s' "$generated" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+# The agent ID names the token by its hash (token generate prints the path).
+agent_id="spiffe://example.org$(printf '%s' "$generated" | python3 -c 'import json,sys; print(json.load(sys.stdin)["agent_id_path"])')"
 cat >"$dir/agent.toml" <<CFG
 trust_domain = "example.org"
 data_dir = "$dir/agent"

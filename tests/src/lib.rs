@@ -154,6 +154,13 @@ pub fn stop_child(c: &mut Child) {
     let _ = c.wait();
 }
 
+/// The agent ID the server gives an agent attested with join token `token`:
+/// the token's hash, never the token.
+pub fn join_token_agent_id(trust_domain: &str, token: &str) -> String {
+    use sigil_server::store::join_token_ids::{agent_path, sha256_hex};
+    format!("spiffe://{trust_domain}{}", agent_path(&sha256_hex(token)))
+}
+
 /// Options for a test server.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -455,10 +462,7 @@ impl TestAgent {
             .as_str()
             .context("token")?
             .to_string();
-        let agent_id = format!(
-            "spiffe://{}/sigil/agent/join_token/{token}",
-            server.trust_domain
-        );
+        let agent_id = join_token_agent_id(&server.trust_domain, &token);
         let log = dir.path().join("agent.log");
         let mut a = TestAgent {
             dir,

@@ -81,7 +81,7 @@ async fn join_token_agent_attests_renews_twice_and_keeps_its_id() {
     let svid = attest(&mut c, attestation::JOIN_TOKEN, t.clone().into_bytes(), csr)
         .await
         .unwrap();
-    let agent_id = format!("spiffe://example.org/sigil/agent/join_token/{t}");
+    let agent_id = sigil_tests::join_token_agent_id("example.org", &t);
     assert_eq!(svid.spiffe_id, agent_id);
     sigil_proto::svid_profile::check_leaf(&svid.cert_chain[0]).unwrap();
     assert!(!svid.bundle.as_ref().unwrap().x509_authorities.is_empty());

@@ -11,12 +11,12 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sigil_proto::tls::SpiffeClientVerifier;
 use sigil_proto::{SpiffeId, TrustDomain};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::error::ApiError;
 use super::listener::PeerInfo;
 use crate::node_attestor::is_agent_id;
-use crate::store::{AttestedAgent, Store};
+use crate::store::{AttestedAgent, Store, join_token_ids};
 
 /// An authenticated agent, put into the request's extensions.
 #[derive(Debug, Clone)]
@@ -96,24 +96,21 @@ impl Authenticator {
                 format!("agent SVID has no SPIFFE ID: {e}"),
             )
         })?;
-        let agent = id.to_string();
         if !is_agent_id(&id, &self.trust_domain) {
             return Err(deny(
                 ApiError::Refused,
-                &agent,
+                id.as_str(),
                 format!(
                     "{id} is not an agent ID of trust domain {}",
                     self.trust_domain
                 ),
             ));
         }
+        let (id, record) = self.lookup(id)?;
+        let agent = id.to_string();
         let serial = hex::encode(cert.raw_serial())
             .trim_start_matches("00")
             .to_string();
-        let record = self
-            .store
-            .get_agent(&id)
-            .map_err(ApiError::store("agent lookup"))?;
         let record = admitted(&id, &serial, record)
             .map_err(|reason| deny(ApiError::Refused, &agent, reason))?;
         let cert_not_after = cert.validity().not_after.timestamp();
@@ -124,6 +121,30 @@ impl Authenticator {
             cert_not_after,
             record,
         })
+    }
+
+    /// The stored record of the agent named `id` in its SVID, and the ID it
+    /// is known by: an old-form join-token ID (the token itself, issued by
+    /// earlier builds) without a record of its own is the hash-form ID its
+    /// record was migrated to, so the agent renews to that ID instead of
+    /// being stranded, and its token is not logged.
+    fn lookup(&self, id: SpiffeId) -> Result<(SpiffeId, Option<AttestedAgent>), ApiError> {
+        let get = |id: &SpiffeId| {
+            self.store
+                .get_agent(id)
+                .map_err(ApiError::store("agent lookup"))
+        };
+        let record = get(&id)?;
+        if record.is_some() {
+            return Ok((id, record));
+        }
+        if let Some((new, _)) = join_token_ids::from_old_form(&id)
+            && let Some(migrated) = get(&new)?
+        {
+            debug!(agent_id = %new, "agent calls with its pre-migration join-token SVID");
+            return Ok((new, Some(migrated)));
+        }
+        Ok((id, None))
     }
 
     /// Authenticates an earlier caller again, now: its certificate still

@@ -502,9 +502,15 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(status_msg)?
                 .into_inner();
+            // The ID path an agent attested with this token gets (its trust
+            // domain is the server's): the token's hash, never the token.
+            let agent_path = crate::store::join_token_ids::agent_path(
+                &crate::store::join_token_ids::sha256_hex(&r.token),
+            );
             match common.output {
                 Output::Text => {
                     println!("Token: {}", r.token);
+                    println!("Agent ID path: {agent_path}");
                     println!("Expires at: {}", rfc3339(r.expires_at));
                     if !r.entry_id.is_empty() {
                         println!("Node entry: {}", r.entry_id);
@@ -512,6 +518,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
                 }
                 Output::Json => print_json(&serde_json::json!({
                     "token": r.token,
+                    "agent_id_path": agent_path,
                     "expires_at": rfc3339(r.expires_at),
                     "entry_id": (!r.entry_id.is_empty()).then_some(r.entry_id),
                 }))?,

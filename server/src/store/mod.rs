@@ -9,6 +9,7 @@
 //! configuration names.
 
 pub mod conformance;
+pub mod join_token_ids;
 pub mod sled;
 
 use std::sync::Arc;

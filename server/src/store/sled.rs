@@ -8,14 +8,16 @@
 //! | `entry_index`  | [`EntrySpec::identity_key`]           | entry id                 |
 //! | `entry_events` | revision, big-endian u64              | [`EntryEvent`]           |
 //! | `meta`         | `entries_revision`, `events_pruned_upto`, `format_version` | big-endian u64 |
+//! | `meta`         | `join_token_ids_hashed` (see `migrate`)  | big-endian u64 1         |
 //! | `join_tokens`  | token hash                            | [`JoinTokenRecord`]      |
 //! | `agents`       | agent SPIFFE ID                       | [`AttestedAgent`]        |
 //! | `bundles`      | trust domain name                     | [`BundleRecord`]         |
 //! | `ca_journal`   | `journal`                             | [`CaJournal`]            |
 //!
 //! Changes that touch several trees run in one sled transaction, and every
-//! write method flushes the database before it returns `Ok` (sled on its own
-//! only flushes about every 500 ms), so an acknowledged write survives a crash.
+//! write method flushes the database before it returns `Ok` (sled's own
+//! periodic flushing is off), so an acknowledged write survives a crash; a
+//! write whose flush fails is undone (`undo`) and reported as not stored.
 
 //!
 //! Opening (lock wait, layout version) is in `open`, entry creation in
@@ -23,9 +25,11 @@
 
 mod codec;
 mod create;
+mod migrate;
 mod open;
 #[cfg(test)]
 mod tests;
+mod undo;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -86,6 +90,9 @@ pub struct SledStore {
     bundles: sled::Tree,
     ca_journal: sled::Tree,
     rng: SystemRandom,
+    /// Test seam: how many of the next flushes fail.
+    #[cfg(test)]
+    failing_flushes: std::sync::atomic::AtomicUsize,
 }
 
 impl fmt::Debug for SledStore {
@@ -99,6 +106,14 @@ impl fmt::Debug for SledStore {
 impl SledStore {
     /// Makes every write so far durable.
     fn flush(&self) -> StoreResult<()> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let f = |n: usize| n.checked_sub(1);
+            if self.failing_flushes.fetch_update(SeqCst, SeqCst, f).is_ok() {
+                return Err(StoreError::Io("flush failed (injected by a test)".into()));
+            }
+        }
         self.db.flush().map_err(|e| {
             StoreError::Io(format!(
                 "flushing store at {} failed: {e}",
@@ -151,23 +166,25 @@ impl SledStore {
         }
     }
 
-    /// Removes `key` from `tree` and flushes; `NotFound` naming `what` if
-    /// it was not there.
+    /// Removes `key` from `tree` and flushes (undone if that fails);
+    /// `NotFound` naming `what` if it was not there.
     fn remove_flushed(&self, tree: &sled::Tree, key: &str, what: &'static str) -> StoreResult<()> {
-        if tree.remove(key).map_err(|e| self.io(e))?.is_none() {
+        let Some(old) = tree.remove(key).map_err(|e| self.io(e))? else {
             return Err(StoreError::NotFound {
                 what,
                 key: key.to_string(),
             });
-        }
-        self.flush()
+        };
+        let undo = || self.undo_put(tree, what, key, None, Some(old));
+        self.flush_or_undo(&format!("removal of {what} {key}"), undo)
     }
 }
 
 impl Store for SledStore {
     fn create_entry(&self, spec: EntrySpec, now: i64) -> StoreResult<Entry> {
         let entry = self.create_entry_unflushed(spec, now)?;
-        self.flush()?;
+        let undo = || self.undo_entry(&entry.id, Some(entry.revision), None);
+        self.flush_or_undo(&format!("new entry {}", entry.id), undo)?;
         Ok(entry)
     }
 
@@ -180,8 +197,13 @@ impl Store for SledStore {
             .into_iter()
             .map(|spec| self.create_entry_unflushed(spec, now))
             .collect();
-        // One flush for the whole batch, before any of it is acknowledged.
-        self.flush()?;
+        // One flush for the whole batch, before any of it is acknowledged;
+        // if it fails, none of the batch stays.
+        let undo = || {
+            let mut created = results.iter().rev().flatten();
+            created.try_for_each(|e| self.undo_entry(&e.id, Some(e.revision), None))
+        };
+        self.flush_or_undo("batch of new entries", undo)?;
         Ok(results)
     }
 
@@ -192,7 +214,7 @@ impl Store for SledStore {
     fn update_entry(&self, id: &str, mut spec: EntrySpec) -> StoreResult<Entry> {
         spec.normalize();
         let new_key = spec.identity_key();
-        let entry = (
+        let (old, entry) = (
             &self.entries,
             &self.entry_index,
             &self.entry_events,
@@ -216,18 +238,18 @@ impl Store for SledStore {
                 }
                 let revision = tx_next_revision(meta)?;
                 let entry = Entry {
-                    id: old.id,
                     spec: spec.clone(),
                     revision,
-                    created_at: old.created_at,
+                    ..old.clone()
                 };
                 entries.insert(id.as_bytes(), tx_encode(T_ENTRIES, id, &entry)?)?;
                 let event = EntryEvent::updated(&old.spec.parent_id, entry.clone());
                 tx_log_event(events, revision, &event)?;
-                Ok(entry)
+                Ok((old, entry))
             })
             .map_err(|e| self.tx_error(e))?;
-        self.flush()?;
+        let undo = || self.undo_entry(id, Some(entry.revision), Some(&old));
+        self.flush_or_undo(&format!("change of entry {id}"), undo)?;
         Ok(entry)
     }
 
@@ -256,7 +278,8 @@ impl Store for SledStore {
                 Ok(old)
             })
             .map_err(|e| self.tx_error(e))?;
-        self.flush()?;
+        let undo = || self.undo_entry(id, None, Some(&entry));
+        self.flush_or_undo(&format!("removal of entry {id}"), undo)?;
         Ok(entry)
     }
 
@@ -393,11 +416,12 @@ impl Store for SledStore {
                 Ok(())
             })
             .map_err(|e| self.tx_error(e))?;
-        self.flush()
+        let undo = || self.undo_put(&self.join_tokens, "join token", &key, Some(&value), None);
+        self.flush_or_undo("new join token", undo)
     }
 
     fn consume_join_token(&self, token_hash: &str, now: i64) -> StoreResult<JoinTokenRecord> {
-        let token: JoinTokenRecord = (&self.join_tokens,)
+        let (raw, token): (sled::IVec, JoinTokenRecord) = (&self.join_tokens,)
             .transaction(|(tokens,)| {
                 let Some(v) = tokens.remove(token_hash.as_bytes())? else {
                     return Err(abort(StoreError::NotFound {
@@ -405,11 +429,16 @@ impl Store for SledStore {
                         key: token_label(token_hash),
                     }));
                 };
-                tx_decode(T_JOIN_TOKENS, &token_label(token_hash), &v)
+                Ok((
+                    v.clone(),
+                    tx_decode(T_JOIN_TOKENS, &token_label(token_hash), &v)?,
+                ))
             })
             .map_err(|e| self.tx_error(e))?;
         // The removal is committed either way: an expired token is gone too.
-        self.flush()?;
+        // Not durable, it is undone: the token was not spent.
+        let undo = || self.undo_put(&self.join_tokens, "join token", token_hash, None, Some(raw));
+        self.flush_or_undo("use of a join token", undo)?;
         if token_expired(&token, now) {
             return Err(StoreError::TokenExpired);
         }
@@ -440,18 +469,21 @@ impl Store for SledStore {
     fn put_agent(&self, agent: &AttestedAgent) -> StoreResult<()> {
         let key = agent.spiffe_id.as_str();
         let value = encode(T_AGENTS, key, agent)?;
-        self.agents.insert(key, value).map_err(|e| self.io(e))?;
-        self.flush()
+        let old = self.agents.insert(key, value.as_slice());
+        let old = old.map_err(|e| self.io(e))?;
+        let undo = || self.undo_put(&self.agents, "agent", key, Some(&value), old);
+        self.flush_or_undo(&format!("record of agent {key}"), undo)
     }
 
     fn swap_agent(&self, expected: Option<&AttestedAgent>, new: &AttestedAgent) -> StoreResult<()> {
         let key = new.spiffe_id.as_str();
         let value = encode(T_AGENTS, key, new)?;
-        (&self.agents,)
+        let old = (&self.agents,)
             .transaction(|(agents,)| {
-                let found: Option<AttestedAgent> = agents
-                    .get(key.as_bytes())?
-                    .map(|v| tx_decode(T_AGENTS, key, &v))
+                let raw = agents.get(key.as_bytes())?;
+                let found: Option<AttestedAgent> = raw
+                    .as_ref()
+                    .map(|v| tx_decode(T_AGENTS, key, v))
                     .transpose()?;
                 if found.as_ref() != expected {
                     return Err(abort(StoreError::Changed {
@@ -460,10 +492,11 @@ impl Store for SledStore {
                     }));
                 }
                 agents.insert(key.as_bytes(), value.as_slice())?;
-                Ok(())
+                Ok(raw)
             })
             .map_err(|e| self.tx_error(e))?;
-        self.flush()
+        let undo = || self.undo_put(&self.agents, "agent", key, Some(&value), old);
+        self.flush_or_undo(&format!("record of agent {key}"), undo)
     }
 
     fn get_agent(&self, id: &SpiffeId) -> StoreResult<Option<AttestedAgent>> {
@@ -484,7 +517,7 @@ impl Store for SledStore {
 
     fn put_bundle(&self, bundle: BundleRecord) -> StoreResult<BundleRecord> {
         let key = bundle.trust_domain.as_str().to_string();
-        let stored = (&self.bundles,)
+        let (old, stored) = (&self.bundles,)
             .transaction(|(bundles,)| {
                 let old: Option<BundleRecord> = bundles
                     .get(key.as_bytes())?
@@ -496,7 +529,7 @@ impl Store for SledStore {
                             && old.jwt_authorities == bundle.jwt_authorities
                             && old.tainted_key_ids == bundle.tainted_key_ids =>
                     {
-                        return Ok(old.clone());
+                        return Ok((None, old.clone()));
                     }
                     Some(old) => old.sequence + 1,
                     None => 1,
@@ -506,10 +539,16 @@ impl Store for SledStore {
                     ..bundle.clone()
                 };
                 bundles.insert(key.as_bytes(), tx_encode(T_BUNDLES, &key, &new)?)?;
-                Ok(new)
+                Ok((Some(old), new))
             })
             .map_err(|e| self.tx_error(e))?;
-        self.flush()?;
+        // `None`: nothing changed, nothing to undo.
+        if let Some(old) = old {
+            let undo = || self.undo_bundle(&stored, old);
+            self.flush_or_undo(&format!("bundle of {key}"), undo)?;
+        } else {
+            self.flush()?;
+        }
         Ok(stored)
     }
 
@@ -528,12 +567,13 @@ impl Store for SledStore {
     }
 
     fn put_ca_journal(&self, journal: &CaJournal) -> StoreResult<CaJournal> {
-        let stored = (&self.ca_journal,)
+        let (old, stored) = (&self.ca_journal,)
             .transaction(|(tree,)| {
-                let found = match tree.get(K_JOURNAL)? {
-                    Some(v) => tx_decode::<CaJournal>(T_CA_JOURNAL, K_JOURNAL, &v)?.version,
-                    None => 0,
+                let old = match tree.get(K_JOURNAL)? {
+                    Some(v) => tx_decode::<CaJournal>(T_CA_JOURNAL, K_JOURNAL, &v)?,
+                    None => CaJournal::default(),
                 };
+                let found = old.version;
                 if found != journal.version {
                     return Err(abort(StoreError::Conflict {
                         what: "CA journal",
@@ -546,10 +586,11 @@ impl Store for SledStore {
                     slots: journal.slots.clone(),
                 };
                 tree.insert(K_JOURNAL, tx_encode(T_CA_JOURNAL, K_JOURNAL, &new)?)?;
-                Ok(new)
+                Ok((old, new))
             })
             .map_err(|e| self.tx_error(e))?;
-        self.flush()?;
+        let undo = || self.undo_journal(&stored, &old);
+        self.flush_or_undo("CA journal", undo)?;
         Ok(stored)
     }
 }

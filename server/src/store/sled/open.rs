@@ -45,7 +45,10 @@ impl SledStore {
         }
         let deadline = Instant::now() + LOCK_WAIT;
         let db = loop {
-            match sled::Config::new().path(path).open() {
+            // No background flushing: every write method flushes itself, and
+            // a write whose flush failed is undone before any later flush
+            // could carry it to disk alone (see `undo`).
+            match sled::Config::new().path(path).flush_every_ms(None).open() {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
                     std::thread::sleep(LOCK_RETRY);
@@ -65,9 +68,12 @@ impl SledStore {
             bundles: tree(T_BUNDLES)?,
             ca_journal: tree(T_CA_JOURNAL)?,
             rng: SystemRandom::new(),
+            #[cfg(test)]
+            failing_flushes: Default::default(),
             db,
         };
         store.check_format()?;
+        store.migrate_join_token_ids()?;
         tracing::debug!(path = %shown, "store opened");
         Ok(store)
     }

@@ -160,6 +160,21 @@ fn agent_id() -> SpiffeId {
     crate::store::conformance::spiffe_id("/sigil/agent/join_token/x")
 }
 
+/// A join-token agent record named `id`.
+fn test_agent(id: SpiffeId) -> AttestedAgent {
+    AttestedAgent {
+        spiffe_id: id,
+        attestor: "join_token".to_string(),
+        selectors: Vec::new(),
+        serial: "01".to_string(),
+        previous_serial: None,
+        expires_at: 10,
+        banned: false,
+        attested_at: 1,
+        updated_at: 1,
+    }
+}
+
 fn td() -> TrustDomain {
     TrustDomain::parse("example.org").unwrap()
 }
@@ -186,17 +201,7 @@ fn token(expires_at: i64) -> JoinTokenRecord {
 /// write before the process exits.
 fn durable_write(store: &SledStore, op: &str) {
     let spec = |sel: &str| crate::store::conformance::entry_spec("/w", "/agent", &[sel]);
-    let agent = AttestedAgent {
-        spiffe_id: agent_id(),
-        attestor: "join_token".to_string(),
-        selectors: Vec::new(),
-        serial: "01".to_string(),
-        previous_serial: None,
-        expires_at: 10,
-        banned: false,
-        attested_at: 1,
-        updated_at: 1,
-    };
+    let agent = test_agent(agent_id());
     let entry = match op {
         "create_entry" | "put_agent" | "put_bundle" | "put_ca_journal" | "create_join_token" => {
             None
@@ -289,4 +294,204 @@ fn acknowledged_writes_survive_process_exit() {
         let store = SledStore::open(dir.path()).unwrap();
         check_durable(&store, op);
     }
+}
+
+/// Makes the next flush of `store` fail.
+fn fail_next_flush(store: &SledStore) {
+    store
+        .failing_flushes
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `result` is the error of a write whose flush failed, saying so.
+#[track_caller]
+fn not_stored<T: std::fmt::Debug>(result: StoreResult<T>, what: &str) {
+    let err = result.expect_err(what);
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Io(_)), "{what}: {err:?}");
+    assert!(msg.contains("was not stored"), "{what}: {msg}");
+}
+
+fn journal_with(serial: &str) -> CaJournal {
+    CaJournal {
+        version: 0,
+        slots: vec![crate::ca::journal::CaSlot {
+            slot: crate::ca::journal::SlotId::A,
+            state: crate::ca::journal::SlotState::Active,
+            key_id: "ca-a".to_string(),
+            cert_chain: vec![serial.as_bytes().to_vec()],
+            serial: serial.to_string(),
+            not_before: 1,
+            not_after: 2,
+            tainted: false,
+            tainted_at: None,
+        }],
+    }
+}
+
+/// Issue 14 item 11: a write whose flush fails is absent everywhere: not
+/// listed, a retry does not meet it (no `AlreadyExists`), and it does not
+/// appear after the store is reopened. For every kind of record.
+#[test]
+fn item11_failed_flush_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |sel: &str| crate::store::conformance::entry_spec("/w", "/agent", &[sel]);
+    let all = EntryFilter::default;
+    let agent = test_agent(agent_id());
+    let made = {
+        let store = SledStore::open(dir.path()).unwrap();
+
+        // Entries: create, batch create, update, delete.
+        fail_next_flush(&store);
+        not_stored(store.create_entry(spec("t:1"), 1), "create_entry");
+        assert_eq!(
+            store.list_entries(&all()).unwrap(),
+            vec![],
+            "failed create listed"
+        );
+        assert_eq!(store.count_entries().unwrap(), 0);
+        let made = store
+            .create_entry(spec("t:1"), 1)
+            .expect("a retry after the failed create is stored");
+        fail_next_flush(&store);
+        not_stored(
+            store.create_entries(vec![spec("t:2"), spec("t:3")], 1),
+            "create_entries",
+        );
+        fail_next_flush(&store);
+        not_stored(store.update_entry(&made.id, spec("t:9")), "update_entry");
+        fail_next_flush(&store);
+        not_stored(store.delete_entry(&made.id), "delete_entry");
+        let listed = store.list_entries(&all()).unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!((&listed[0].id, &listed[0].spec), (&made.id, &made.spec));
+        // The event log has no gap: a resume from 0 still works.
+        assert!(store.entry_events_since(0).unwrap().is_some());
+        store
+            .create_entry(spec("t:2"), 1)
+            .expect("batch item retried");
+        store.delete_entry(&listed[0].id).expect("delete retried");
+        let made = store.create_entry(spec("t:1"), 1).unwrap();
+
+        // Agents: put, swap, delete.
+        fail_next_flush(&store);
+        not_stored(store.put_agent(&agent), "put_agent");
+        assert_eq!(store.get_agent(&agent.spiffe_id).unwrap(), None);
+        store.put_agent(&agent).unwrap();
+        let banned = AttestedAgent {
+            banned: true,
+            ..agent.clone()
+        };
+        fail_next_flush(&store);
+        not_stored(store.swap_agent(Some(&agent), &banned), "swap_agent");
+        fail_next_flush(&store);
+        not_stored(store.delete_agent(&agent.spiffe_id), "delete_agent");
+        assert_eq!(
+            store.get_agent(&agent.spiffe_id).unwrap(),
+            Some(agent.clone())
+        );
+
+        // Join tokens: create, consume.
+        fail_next_flush(&store);
+        not_stored(store.create_join_token(token(100)), "create_join_token");
+        store.create_join_token(token(100)).expect("token retried");
+        fail_next_flush(&store);
+        not_stored(store.consume_join_token(&"ab".repeat(32), 2), "consume");
+
+        // Bundles: put (new and changed), delete.
+        fail_next_flush(&store);
+        not_stored(store.put_bundle(bundle(b"ca1")), "put_bundle");
+        assert_eq!(store.get_bundle(&td()).unwrap(), None);
+        store.put_bundle(bundle(b"ca1")).unwrap();
+        fail_next_flush(&store);
+        not_stored(store.put_bundle(bundle(b"ca2")), "put_bundle changed");
+        fail_next_flush(&store);
+        not_stored(store.delete_bundle(&td()), "delete_bundle");
+        let b = store.get_bundle(&td()).unwrap().unwrap();
+        assert_eq!(b.x509_authorities, vec![b"ca1".to_vec()]);
+
+        // CA journal.
+        let j = store.put_ca_journal(&journal_with("0a")).unwrap();
+        fail_next_flush(&store);
+        let next = CaJournal {
+            version: j.version,
+            ..journal_with("0b")
+        };
+        not_stored(store.put_ca_journal(&next), "put_ca_journal");
+        let now = store.get_ca_journal().unwrap();
+        assert_eq!(now.slots, j.slots, "failed journal write undone");
+        assert!(
+            now.version > j.version,
+            "the journal version never goes back"
+        );
+        made
+    };
+
+    // Reopened: what was undone is absent, what was retried is there once.
+    let store = SledStore::open(dir.path()).unwrap();
+    let mut specs: Vec<_> = store
+        .list_entries(&EntryFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.spec)
+        .collect();
+    specs.sort_by_key(|s| s.selectors[0].to_string());
+    assert_eq!(specs, vec![made.spec.clone(), spec("t:2")]);
+    assert_eq!(store.get_entry(&made.id).unwrap().unwrap().spec, made.spec);
+    assert_eq!(store.get_agent(&agent.spiffe_id).unwrap(), Some(agent));
+    store
+        .consume_join_token(&"ab".repeat(32), 2)
+        .expect("the token whose use failed is still there, once");
+    let b = store.get_bundle(&td()).unwrap().unwrap();
+    assert_eq!(b.x509_authorities, vec![b"ca1".to_vec()]);
+    assert_eq!(
+        store.get_ca_journal().unwrap().slots,
+        journal_with("0a").slots
+    );
+}
+
+/// The join-token ID migration renames old-form agents and re-parents
+/// their entries (new revisions, events) once; opening the store again
+/// changes nothing (hash-form IDs are never hashed again).
+#[test]
+fn join_token_migration_runs_once() {
+    use crate::store::join_token_ids::{agent_path, sha256_hex};
+    let dir = tempfile::tempdir().unwrap();
+    let old = crate::store::conformance::spiffe_id("/sigil/agent/join_token/tok1");
+    let new = crate::store::conformance::spiffe_id(&agent_path(&sha256_hex("tok1")));
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let agent = test_agent(old.clone());
+        store.put_agent(&agent).unwrap();
+        let path = old.path().to_string();
+        let spec = crate::store::conformance::entry_spec("/w", &path, &["t:1"]);
+        store.create_entry(spec, 1).unwrap();
+        // As an earlier build left it: not marked migrated.
+        store.meta.remove(migrate::K_JOIN_TOKEN_IDS_HASHED).unwrap();
+        store.flush().unwrap();
+    }
+    let migrated = |store: &SledStore| {
+        let agents = store.list_agents().unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].spiffe_id, new);
+        let entries = store.list_entries(&EntryFilter::default()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].spec.parent_id, new);
+        let by_id = EntryFilter {
+            spiffe_id: Some(entries[0].spec.spiffe_id.clone()),
+            ..EntryFilter::default()
+        };
+        assert_eq!(
+            store.list_entries(&by_id).unwrap(),
+            entries,
+            "index follows"
+        );
+        (entries[0].revision, store.entries_revision().unwrap())
+    };
+    let first = migrated(&SledStore::open(dir.path()).unwrap());
+    assert_eq!(first, (2, 2), "the re-parented entry has a new revision");
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(migrated(&store), first, "a second open changes nothing");
+    let events = store.entry_events_since(1).unwrap().unwrap();
+    assert!(matches!(&events[..], [EntryEvent::Upserted(e)] if e.spec.parent_id == new));
 }

@@ -263,7 +263,7 @@ impl Agent {
             ),
         )?;
         let token = server.join_token().await?;
-        let agent_id = format!("spiffe://{TRUST_DOMAIN}/sigil/agent/join_token/{token}");
+        let agent_id = sigil_tests::join_token_agent_id(TRUST_DOMAIN, &token);
         let log = dir.path().join("agent.log");
         let logf = std::fs::File::create(&log)?;
         let child = Command::new(bin("sigil-agent")?)

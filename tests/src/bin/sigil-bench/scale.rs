@@ -63,7 +63,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<Server> {
     note(format!("scale: {total} entries, {mine} for one agent"));
     let server = Server::start().await?;
     let token = server.join_token().await?;
-    let agent_id = format!("spiffe://{TRUST_DOMAIN}/sigil/agent/join_token/{token}");
+    let agent_id = sigil_tests::join_token_agent_id(TRUST_DOMAIN, &token);
     let (my_ids, took) = bounded(
         "creating the entries",
         Duration::from_secs(600),
