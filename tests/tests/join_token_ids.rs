@@ -120,6 +120,12 @@ async fn also_stored_old_form_agents_are_migrated() {
     let key_path = up.path().join("upstream_key.pem");
     std::fs::write(&cert_path, root.pem()).unwrap();
     std::fs::write(&key_path, root_key.serialize_pem()).unwrap();
+    // The owner's alone: the server refuses an upstream key others can read.
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let mut s = TestServer::start(ServerOptions {
         extra: format!(
             "[upstream.disk]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
