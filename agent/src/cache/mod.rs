@@ -17,7 +17,7 @@ mod signer;
 mod tests;
 
 pub use input::{AuthorizedEntry, SyncEvent, TrustBundle};
-pub use signer::{CsrRequest, SignOutcome, SignResult, SvidSigner};
+pub use signer::{CsrRequest, SignError, SignOutcome, SignResult, SvidSigner};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -220,7 +220,11 @@ impl<S: SvidSigner> Cache<S> {
                     csr: csr.clone(),
                 })
                 .collect();
-            let results = self.signer.sign_svids(batch).await?;
+            let results = self
+                .signer
+                .sign_svids(batch)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut keys: HashMap<String, rcgen::KeyPair> =
                 keyed.into_iter().map(|(id, k, _)| (id, k)).collect();
             let mut failed = 0;

@@ -79,10 +79,10 @@ impl CaSigner {
 }
 
 impl SvidSigner for CaSigner {
-    async fn sign_svids(&self, batch: Vec<CsrRequest>) -> Result<Vec<SignResult>, String> {
+    async fn sign_svids(&self, batch: Vec<CsrRequest>) -> Result<Vec<SignResult>, SignError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
-            return Err("Unavailable: the server is down".into());
+            return Err(SignError::Failed("Unavailable: the server is down".into()));
         }
         let ca = self.ca();
         let now = time::OffsetDateTime::from_unix_timestamp(self.clock.now_unix()).unwrap();
@@ -159,6 +159,7 @@ fn entry(id: &str, selectors: &[&str], revision: u64) -> AuthorizedEntry {
         dns_names: vec![],
         federates_with: vec![],
         hint: String::new(),
+        expires_at: None,
         revision,
     }
 }
