@@ -164,13 +164,17 @@ impl<S: SvidSigner> Cache<S> {
                 self.synced = true;
                 // A fresh view: retry failed signings now.
                 self.retry_at = None;
+                self.settle_all();
             }
             SyncEvent::Upsert(e) => {
-                self.entries.insert(e.id.clone(), e);
+                let id = e.id.clone();
+                self.entries.insert(id.clone(), e);
                 self.retry_at = None;
+                self.settle(&id);
             }
             SyncEvent::Delete(id) => {
                 self.entries.remove(&id);
+                self.settle(&id);
             }
             SyncEvent::Bundle(TrustBundle {
                 x509_authorities: authorities,
@@ -202,13 +206,34 @@ impl<S: SvidSigner> Cache<S> {
                 }
             }
         }
-        self.settle();
     }
 
-    /// Makes the SVIDs and refusals agree with the entries: drops those of
-    /// removed entries, re-tries a refused entry whose revision changed, and
-    /// recomputes what each SVID is served as.
-    fn settle(&mut self) {
+    /// Makes the SVID and refusal of entry `id` agree with the entry: drops
+    /// them if it is gone, re-tries it at once if its revision changed since
+    /// a refusal, and recomputes what its SVID is served as.
+    fn settle(&mut self, id: &str) {
+        let Some(entry) = self.entries.get(id) else {
+            self.svids.remove(id);
+            self.refused.remove(id);
+            return;
+        };
+        if self
+            .refused
+            .get(id)
+            .is_some_and(|r| r.revision != entry.revision)
+        {
+            self.refused.remove(id);
+        }
+        if let Some(c) = self.svids.get_mut(id) {
+            c.served = served::view(&c.issued_svid, c.served.as_ref(), entry);
+            if c.served.is_none() {
+                info!(entry_id = %id, spiffe_id = %entry.spiffe_id, "entry now names another SPIFFE ID; its old SVID is no longer served");
+            }
+        }
+    }
+
+    /// [`Self::settle`] for every entry (after a full set).
+    fn settle_all(&mut self) {
         let entries = &self.entries;
         self.refused
             .retain(|id, r| entries.get(id).is_some_and(|e| e.revision == r.revision));
@@ -224,16 +249,17 @@ impl<S: SvidSigner> Cache<S> {
     /// Drops the entries whose `expires_at` has come (the server's Deleted
     /// may never arrive: it was offline, or the stream was).
     fn expire(&mut self, now: i64) {
-        let before = self.entries.len();
-        self.entries.retain(|id, e| {
-            let expired = e.expires_at.is_some_and(|t| t <= now);
-            if expired {
+        let expired: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| e.expires_at.is_some_and(|t| t <= now))
+            .map(|e| e.id.clone())
+            .collect();
+        for id in expired {
+            if let Some(e) = self.entries.remove(&id) {
                 info!(entry_id = %id, spiffe_id = %e.spiffe_id, expires_at = e.expires_at, "entry expired; its SVID is no longer served");
             }
-            !expired
-        });
-        if self.entries.len() != before {
-            self.settle();
+            self.settle(&id);
         }
     }
 
