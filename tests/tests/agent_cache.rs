@@ -39,7 +39,7 @@ async fn served_until(
     pred: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + limit;
-    let mut last = String::new();
+    let mut last: String;
     loop {
         match WorkloadApiClient::connect_to(a.endpoint()).await {
             Ok(c) => match c.fetch_all_x509_svids().await {
