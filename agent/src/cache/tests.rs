@@ -210,6 +210,14 @@ impl Harness {
     fn now(&self) -> i64 {
         self.clock.now_unix()
     }
+    /// Steps the cache every 100 ms of clock time for `span`.
+    async fn run_for(&mut self, span: Duration) {
+        let step = Duration::from_millis(100);
+        for _ in 0..span.as_millis() / step.as_millis() {
+            self.clock.advance(step);
+            self.cache.step().await;
+        }
+    }
     /// The published SVID of entry `id`, if any.
     fn svid(&self, id: &str) -> Option<Arc<WorkloadSvid>> {
         self.rx
@@ -229,6 +237,13 @@ impl Harness {
             .map(|s| s.entry_id.clone())
             .collect()
     }
+}
+
+/// `n` entries `e000`, `e001`, … for `unix:uid:1`.
+fn numbered(n: usize) -> Vec<AuthorizedEntry> {
+    (0..n)
+        .map(|i| entry(&format!("e{i:03}"), &["unix:uid:1"], 1))
+        .collect()
 }
 
 fn same(a: &Option<Arc<WorkloadSvid>>, b: &Option<Arc<WorkloadSvid>>) -> bool {
@@ -674,14 +689,8 @@ async fn item6_refused_entry_does_not_block_the_others() {
 async fn item9_agent_splits_a_batch_the_server_refuses_as_too_large() {
     let mut h = harness();
     *h.signer.max_batch.lock().unwrap() = Some(100);
-    let entries: Vec<AuthorizedEntry> = (0..300)
-        .map(|i| entry(&format!("e{i:03}"), &["unix:uid:1"], 1))
-        .collect();
-    h.event(SyncEvent::Full(entries)).await;
-    for _ in 0..100 {
-        h.clock.advance(Duration::from_millis(100));
-        h.cache.step().await;
-    }
+    h.event(SyncEvent::Full(numbered(300))).await;
+    h.run_for(Duration::from_secs(10)).await;
     assert_eq!(h.signer.batch_sizes(), [300, 150, 75, 75, 75, 75]);
     assert_eq!(h.rx.borrow().svids.len(), 300, "every SVID issued");
     assert!(*h.ready.borrow());
@@ -702,14 +711,8 @@ async fn item9_agent_splits_a_batch_the_server_refuses_as_too_large() {
     // with a growing backoff.
     let mut h = harness();
     *h.signer.max_batch.lock().unwrap() = Some(0);
-    let entries: Vec<AuthorizedEntry> = (0..4)
-        .map(|i| entry(&format!("e{i}"), &["unix:uid:1"], 1))
-        .collect();
-    h.event(SyncEvent::Full(entries)).await;
-    for _ in 0..600 {
-        h.clock.advance(Duration::from_millis(100));
-        h.cache.step().await;
-    }
+    h.event(SyncEvent::Full(numbered(4))).await;
+    h.run_for(Duration::from_secs(60)).await;
     let sizes = h.signer.batch_sizes();
     assert_eq!(sizes[..4], [4, 2, 1, 1], "{sizes:?}");
     assert!(sizes.iter().all(|&n| n >= 1));

@@ -4,12 +4,10 @@
 
 use std::path::PathBuf;
 
-use hyper_util::rt::TokioIo;
 use sigil_proto::workload as wpb;
-use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use tonic::transport::Endpoint;
 
 use super::*;
+use crate::workload_api::tests::client_at;
 use crate::workload_api::{SECURITY_HEADER, WorkloadApiLimits, WorkloadApiService, serve};
 use crate::workload_attestor::{PeerCred, ProcessMark, WorkloadAttestError, WorkloadAttestor};
 
@@ -61,19 +59,11 @@ async fn serve_cache(
 }
 
 async fn open_stream(path: PathBuf) -> tonic::Streaming<wpb::X509svidResponse> {
-    let channel = Endpoint::from_static("http://workload-api.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
-            }
-        }))
-        .await
-        .unwrap();
     let mut req = tonic::Request::new(wpb::X509svidRequest {});
     req.metadata_mut()
         .insert(SECURITY_HEADER, "true".parse().unwrap());
-    SpiffeWorkloadApiClient::new(channel)
+    client_at(&path)
+        .await
         .fetch_x509svid(req)
         .await
         .unwrap()
