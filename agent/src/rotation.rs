@@ -106,9 +106,21 @@ pub fn decide(
 /// Exponential backoff with full jitter: attempt 0 → up to 1 s, doubling to
 /// at most 30 s. `random` is in [0, 1).
 pub fn backoff_ms(attempt: u32, random: f64) -> u64 {
-    let cap = 30_000u64;
-    let base = 1_000u64.saturating_mul(1u64 << attempt.min(5)).min(cap);
-    // At least a quarter of the window, so retries never spin.
+    windowed_backoff_ms(attempt, random, 30_000)
+}
+
+/// How long an entry the server refused (per entry: not authorized, unknown,
+/// a bad request) waits before it is tried again: like [`backoff_ms`] but
+/// capped at 5 minutes, since a refusal is the server's decision and usually
+/// lasts until the entry changes (which ends the wait at once).
+pub fn refusal_backoff_ms(attempt: u32, random: f64) -> u64 {
+    windowed_backoff_ms(attempt, random, 300_000)
+}
+
+/// A window of 1 s doubling per attempt up to `cap_ms`; the wait is at least
+/// a quarter of it (so retries never spin) plus the jittered rest.
+fn windowed_backoff_ms(attempt: u32, random: f64, cap_ms: u64) -> u64 {
+    let base = 1_000u64.saturating_mul(1u64 << attempt.min(20)).min(cap_ms);
     let r = random.clamp(0.0, 1.0);
     base / 4 + ((base - base / 4) as f64 * r) as u64
 }
@@ -209,5 +221,14 @@ mod tests {
         assert!(backoff_ms(3, 0.5) > backoff_ms(0, 0.5));
         assert!(backoff_ms(20, 0.999) <= 30_000);
         assert!(backoff_ms(20, 0.0) >= 7_500);
+    }
+
+    #[test]
+    fn refusal_backoff_grows_to_five_minutes() {
+        assert_eq!(refusal_backoff_ms(0, 0.5), 625);
+        assert_eq!(refusal_backoff_ms(8, 0.0), 64_000);
+        assert_eq!(refusal_backoff_ms(9, 0.999), 299_775);
+        assert_eq!(refusal_backoff_ms(u32::MAX, 0.0), 75_000);
+        assert_eq!(refusal_backoff_ms(u32::MAX, 1.0), 300_000);
     }
 }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cache::{CsrRequest, SignOutcome, SignResult, SvidSigner, TrustBundle};
+use crate::cache::{CsrRequest, SignError, SignOutcome, SignResult, SvidSigner, TrustBundle};
 use crate::identity::AgentIdentity;
 use crate::node_attestor::NodeAttestorClient;
 
@@ -265,8 +265,11 @@ impl ServerClient {
 
 /// Workload SVIDs are signed by the server's `SignSvids`.
 impl SvidSigner for ServerClient {
-    async fn sign_svids(&self, batch: Vec<CsrRequest>) -> Result<Vec<SignResult>, String> {
-        let mut client = self.client().await.map_err(|e| format!("{e:#}"))?;
+    async fn sign_svids(&self, batch: Vec<CsrRequest>) -> Result<Vec<SignResult>, SignError> {
+        let mut client = self
+            .client()
+            .await
+            .map_err(|e| SignError::Failed(format!("{e:#}")))?;
         let req = pb::SignSvidsRequest {
             requests: batch
                 .into_iter()
@@ -278,9 +281,17 @@ impl SvidSigner for ServerClient {
         };
         let resp = match client.sign_svids(req).await {
             Ok(r) => r.into_inner(),
+            // The signing rate limit: the connection is fine.
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                return Err(SignError::RateLimited(format!(
+                    "{}: {}",
+                    s.code(),
+                    s.message()
+                )));
+            }
             Err(s) => {
                 self.reset().await;
-                return Err(format!("{}: {}", s.code(), s.message()));
+                return Err(SignError::Failed(format!("{}: {}", s.code(), s.message())));
             }
         };
         Ok(resp

@@ -12,7 +12,8 @@ use sigil_proto::{Selector, SpiffeId, TrustDomain};
 pub struct WorkloadSvid {
     pub entry_id: String,
     pub spiffe_id: SpiffeId,
-    /// The entry's selectors: a workload gets this SVID only if it has all.
+    /// A workload gets this SVID only if it has all of these: the entry's
+    /// selectors, plus those the SVID was issued under until it is re-issued.
     pub selectors: Vec<Selector>,
     pub hint: String,
     /// DER certificates, leaf first.
@@ -21,7 +22,8 @@ pub struct WorkloadSvid {
     pub key_pkcs8: Vec<u8>,
     /// Unix seconds.
     pub not_before: i64,
-    /// Unix seconds.
+    /// Unix seconds: served until then (the certificate's notAfter, or the
+    /// entry's `expires_at` if sooner).
     pub not_after: i64,
     pub federates_with: Vec<TrustDomain>,
 }

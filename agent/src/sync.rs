@@ -43,6 +43,8 @@ fn authorized_entry(e: pb::Entry) -> Option<AuthorizedEntry> {
         dns_names: e.dns_names,
         federates_with,
         hint: e.hint,
+        // The wire's 0 means "never".
+        expires_at: (e.expires_at != 0).then_some(e.expires_at),
         revision: e.revision,
     })
 }

@@ -417,3 +417,37 @@ async fn an_entry_change_reissues_at_once() {
     let (_, sans) = serial(&after);
     assert_eq!(sans, Some(2), "the new SVID carries the entry's DNS name");
 }
+
+/// Issue 14 item 6: an entry past its `expires_at` stops being served at
+/// that moment, although its certificate (default TTL 1 h) is still valid and
+/// nothing tells the agent (the server sends no change when an entry expires).
+#[tokio::test(flavor = "multi_thread")]
+async fn item6_an_entry_past_expires_at_is_no_longer_served() {
+    // Long enough for the agent to serve the entry first on a loaded machine.
+    let life = Duration::from_secs(20);
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let a = TestAgent::start(&s).unwrap();
+    let me = format!("unix:uid:{}", uid());
+    let expires = time::OffsetDateTime::now_utc() + life;
+    let at = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let expiring = "spiffe://example.org/expiring";
+    register(&s, &a, expiring, &[&me], &["--expires-at", &at]);
+    register(&s, &a, "spiffe://example.org/lasting", &[&me], &[]);
+    fetch_until(&a, life, |v| v.len() == 2).await;
+    assert!(
+        time::OffsetDateTime::now_utc() < expires - Duration::from_secs(1),
+        "the agent served the entry only at its expiry: inconclusive"
+    );
+    let v = fetch_until(&a, life + Duration::from_secs(10), |v| {
+        !ids(v).iter().any(|id| id == expiring)
+    })
+    .await;
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(ids(&v), ["spiffe://example.org/lasting"]);
+    assert!(
+        now >= expires - Duration::from_secs(1),
+        "dropped at {now}, before the entry's expires_at {expires}"
+    );
+}

@@ -18,6 +18,10 @@ pub struct AuthorizedEntry {
     pub dns_names: Vec<String>,
     pub federates_with: Vec<TrustDomain>,
     pub hint: String,
+    /// Unix seconds after which the entry no longer authorizes anything
+    /// (`None`: never). The cache stops serving its SVID at that moment,
+    /// whether or not the server's Deleted arrives.
+    pub expires_at: Option<i64>,
     /// Bumped by the server on every change: a new revision re-issues.
     pub revision: u64,
 }

@@ -4,7 +4,11 @@
 //! sends the CSRs in batches to its [`SvidSigner`], and publishes a
 //! [`Snapshot`] for the Workload API whenever what workloads can see changes.
 //! While the server is unreachable it keeps serving what it has and retries
-//! with backoff.
+//! with backoff. A changed entry limits at once what its old SVID is served
+//! to (`served.rs`); an entry past its `expires_at` is dropped without
+//! waiting for the server. The server refusing one entry backs off that entry
+//! alone (and drops its SVID if it is no longer authorized); the server
+//! refusing a whole batch for its rate limit halves the batch.
 //!
 //! It sees only domain values ([`AuthorizedEntry`], [`TrustBundle`]): the
 //! wire types stop at `sync.rs` and `server_client.rs`. Time and the jitter
@@ -12,12 +16,13 @@
 //! `ManualClock` (`tests.rs`).
 
 mod input;
+mod served;
 mod signer;
 #[cfg(test)]
 mod tests;
 
 pub use input::{AuthorizedEntry, SyncEvent, TrustBundle};
-pub use signer::{CsrRequest, SignOutcome, SignResult, SvidSigner};
+pub use signer::{CsrRequest, SignError, SignOutcome, SignResult, SvidSigner};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,11 +38,19 @@ use crate::state::{Snapshot, WorkloadSvid};
 
 /// Most CSRs per SignSvids call (the server accepts at least this many).
 pub const BATCH: usize = sigil_proto::CSR_BATCH;
+/// gRPC codes of a per-entry refusal that mean the entry no longer
+/// authorizes this agent: its SVID is dropped at once.
+const PERMISSION_DENIED: i32 = 7;
+const NOT_FOUND: i32 = 5;
 /// How often due renewals are looked for without any event.
 const TICK: Duration = Duration::from_secs(1);
 
 struct Cached {
-    svid: Arc<WorkloadSvid>,
+    /// The SVID as issued (with the selectors of the entry it was issued for).
+    issued_svid: Arc<WorkloadSvid>,
+    /// What workloads are served of it for the entry as it is now
+    /// (`served::view`); `None`: nothing.
+    served: Option<Arc<WorkloadSvid>>,
     issued: Issued,
     /// Key identifier of the CA certificate this chain hangs from.
     anchor_key_id: Option<Vec<u8>>,
@@ -99,6 +112,20 @@ pub struct Cache<S> {
     /// No signing before this moment (backing off after a failure).
     retry_at: Option<SystemTime>,
     attempt: u32,
+    /// Entries the server refused, each backing off on its own.
+    refused: HashMap<String, Refusal>,
+    /// Most CSRs per call: [`BATCH`], halved on each rate-limit refusal of a
+    /// whole call, doubled back after a pass that signed everything.
+    batch_limit: usize,
+}
+
+/// An entry the server refused to sign, waiting before it is tried again.
+struct Refusal {
+    /// The entry revision refused: a new revision is tried at once.
+    revision: u64,
+    /// Refusals of this revision so far.
+    attempts: u32,
+    retry_at: SystemTime,
 }
 
 impl<S: SvidSigner> Cache<S> {
@@ -125,6 +152,8 @@ impl<S: SvidSigner> Cache<S> {
             ready,
             retry_at: None,
             attempt: 0,
+            refused: HashMap::new(),
+            batch_limit: BATCH,
         }
     }
 
@@ -135,13 +164,17 @@ impl<S: SvidSigner> Cache<S> {
                 self.synced = true;
                 // A fresh view: retry failed signings now.
                 self.retry_at = None;
+                self.settle_all();
             }
             SyncEvent::Upsert(e) => {
-                self.entries.insert(e.id.clone(), e);
+                let id = e.id.clone();
+                self.entries.insert(id.clone(), e);
                 self.retry_at = None;
+                self.settle(&id);
             }
             SyncEvent::Delete(id) => {
                 self.entries.remove(&id);
+                self.settle(&id);
             }
             SyncEvent::Bundle(TrustBundle {
                 x509_authorities: authorities,
@@ -173,15 +206,71 @@ impl<S: SvidSigner> Cache<S> {
                 }
             }
         }
-        let entries = &self.entries;
-        self.svids.retain(|id, _| entries.contains_key(id));
     }
 
-    /// Entries whose SVID must be issued now.
+    /// Makes the SVID and refusal of entry `id` agree with the entry: drops
+    /// them if it is gone, re-tries it at once if its revision changed since
+    /// a refusal, and recomputes what its SVID is served as.
+    fn settle(&mut self, id: &str) {
+        let Some(entry) = self.entries.get(id) else {
+            self.svids.remove(id);
+            self.refused.remove(id);
+            return;
+        };
+        if self
+            .refused
+            .get(id)
+            .is_some_and(|r| r.revision != entry.revision)
+        {
+            self.refused.remove(id);
+        }
+        if let Some(c) = self.svids.get_mut(id) {
+            c.served = served::view(&c.issued_svid, c.served.as_ref(), entry);
+            if c.served.is_none() {
+                info!(entry_id = %id, spiffe_id = %entry.spiffe_id, "entry now names another SPIFFE ID; its old SVID is no longer served");
+            }
+        }
+    }
+
+    /// [`Self::settle`] for every entry (after a full set).
+    fn settle_all(&mut self) {
+        let entries = &self.entries;
+        self.refused
+            .retain(|id, r| entries.get(id).is_some_and(|e| e.revision == r.revision));
+        self.svids.retain(|id, c| {
+            let Some(entry) = entries.get(id) else {
+                return false;
+            };
+            c.served = served::view(&c.issued_svid, c.served.as_ref(), entry);
+            true
+        });
+    }
+
+    /// Drops the entries whose `expires_at` has come (the server's Deleted
+    /// may never arrive: it was offline, or the stream was).
+    fn expire(&mut self, now: i64) {
+        let expired: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| e.expires_at.is_some_and(|t| t <= now))
+            .map(|e| e.id.clone())
+            .collect();
+        for id in expired {
+            if let Some(e) = self.entries.remove(&id) {
+                info!(entry_id = %id, spiffe_id = %e.spiffe_id, expires_at = e.expires_at, "entry expired; its SVID is no longer served");
+            }
+            self.settle(&id);
+        }
+    }
+
+    /// Entries whose SVID must be issued now (those refused by the server
+    /// only once their own wait is over).
     fn due(&self, now: i64) -> Vec<(String, Reason)> {
+        let at = self.clock.now();
         let mut due: Vec<(String, Reason)> = self
             .entries
             .iter()
+            .filter(|(id, _)| self.refused.get(*id).is_none_or(|r| r.retry_at <= at))
             .filter_map(|(id, e)| {
                 let cached = self.svids.get(id);
                 let chains = cached.is_some_and(|c| {
@@ -200,9 +289,12 @@ impl<S: SvidSigner> Cache<S> {
         due
     }
 
+    /// Signs `due` in batches of at most `batch_limit`. A refusal of one
+    /// entry backs off that entry alone; `Err` is a failure of a whole call
+    /// (after a rate-limit refusal the batch limit is halved first).
     async fn issue(&mut self, due: Vec<(String, Reason)>) -> Result<(), String> {
         let reasons: HashMap<String, Reason> = due.iter().cloned().collect();
-        for chunk in due.chunks(BATCH) {
+        for chunk in due.chunks(self.batch_limit.max(1)) {
             let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
             let n = ids.len();
             let keyed = tokio::task::spawn_blocking(move || {
@@ -220,71 +312,136 @@ impl<S: SvidSigner> Cache<S> {
                     csr: csr.clone(),
                 })
                 .collect();
-            let results = self.signer.sign_svids(batch).await?;
+            let results = match self.signer.sign_svids(batch).await {
+                Ok(r) => r,
+                Err(SignError::RateLimited(m)) => {
+                    self.batch_limit = (n / 2).max(1);
+                    warn!(csrs = n, next_batch = self.batch_limit, error = %m, "the server refused an SVID batch for its rate limit; splitting it");
+                    return Err(m);
+                }
+                Err(SignError::Failed(m)) => return Err(m),
+            };
             let mut keys: HashMap<String, rcgen::KeyPair> =
                 keyed.into_iter().map(|(id, k, _)| (id, k)).collect();
-            let mut failed = 0;
+            let mut signed = 0usize;
             for r in results {
-                let Some(entry) = self.entries.get(&r.entry_id).cloned() else {
+                let Some(key) = keys.remove(&r.entry_id) else {
                     continue;
                 };
-                match (r.outcome, keys.remove(&r.entry_id)) {
-                    (SignOutcome::Signed(cert_chain), Some(key)) => {
-                        let Some(leaf) = cert_chain.first() else {
-                            continue;
-                        };
-                        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
-                            continue;
-                        };
-                        let not_before = cert.validity().not_before.timestamp();
-                        let not_after = cert.validity().not_after.timestamp();
-                        let cached = Cached {
-                            anchor_key_id: anchor_key_id(&cert_chain),
-                            signer_key_id: aki(leaf),
-                            issued: Issued {
-                                not_before,
-                                issued_at: self.clock.now_unix(),
-                                not_after,
-                                entry_revision: entry.revision,
-                                jitter_unit: self.clock.random_unit(),
-                            },
-                            svid: Arc::new(WorkloadSvid {
-                                entry_id: r.entry_id.clone(),
-                                spiffe_id: entry.spiffe_id.clone(),
-                                selectors: entry.selectors.clone(),
-                                hint: entry.hint.clone(),
-                                cert_chain,
-                                key_pkcs8: key.serialize_der(),
-                                not_before,
-                                not_after,
-                                federates_with: entry.federates_with.clone(),
-                            }),
-                        };
+                match r.outcome {
+                    SignOutcome::Signed(chain) => {
                         let reason = reasons.get(&r.entry_id).map_or("missing", |r| r.name());
-                        crate::metrics::rotation(reason);
-                        debug!(entry_id = %r.entry_id, spiffe_id = %entry.spiffe_id, not_after, reason, "SVID issued");
-                        self.svids.insert(r.entry_id, cached);
+                        if self.store(&r.entry_id, chain, &key, reason) {
+                            signed += 1;
+                        } else {
+                            self.refuse(&r.entry_id, None, "unusable certificate chain");
+                        }
                     }
-                    (SignOutcome::Refused { code, message }, _) => {
-                        failed += 1;
-                        warn!(entry_id = %r.entry_id, code, message = %message, "SVID signing refused");
+                    SignOutcome::Refused { code, message } => {
+                        self.refuse(&r.entry_id, Some(code), &message);
                     }
-                    _ => failed += 1,
+                    SignOutcome::Empty => self.refuse(&r.entry_id, None, "empty result"),
                 }
             }
-            info!(requested = n, failed, "SVID batch signed");
-            crate::metrics::svids_issued("ok", (n - failed) as u64);
-            crate::metrics::svids_issued("error", failed as u64);
-            if failed > 0 {
-                return Err(format!("{failed} of {n} SVIDs not signed"));
+            // Asked for, but not in the answer.
+            for id in keys.into_keys() {
+                self.refuse(&id, None, "no result for the entry");
             }
+            let failed = n - signed;
+            info!(requested = n, failed, "SVID batch signed");
+            crate::metrics::svids_issued("ok", signed as u64);
+            crate::metrics::svids_issued("error", failed as u64);
         }
         Ok(())
     }
 
+    /// Caches a signed chain for `entry_id` with its key; false (nothing
+    /// kept) when the leaf does not parse or the entry is unknown.
+    fn store(
+        &mut self,
+        entry_id: &str,
+        cert_chain: Vec<Vec<u8>>,
+        key: &rcgen::KeyPair,
+        reason: &'static str,
+    ) -> bool {
+        let Some(entry) = self.entries.get(entry_id) else {
+            return false;
+        };
+        let Some(Ok((_, cert))) = cert_chain
+            .first()
+            .map(|l| x509_parser::parse_x509_certificate(l))
+        else {
+            return false;
+        };
+        let not_before = cert.validity().not_before.timestamp();
+        let not_after = cert.validity().not_after.timestamp();
+        let issued_svid = Arc::new(WorkloadSvid {
+            entry_id: entry_id.to_string(),
+            spiffe_id: entry.spiffe_id.clone(),
+            selectors: entry.selectors.clone(),
+            hint: entry.hint.clone(),
+            cert_chain: cert_chain.clone(),
+            key_pkcs8: key.serialize_der(),
+            not_before,
+            not_after,
+            federates_with: entry.federates_with.clone(),
+        });
+        let cached = Cached {
+            anchor_key_id: anchor_key_id(&cert_chain),
+            signer_key_id: cert_chain.first().and_then(|l| aki(l)),
+            issued: Issued {
+                not_before,
+                issued_at: self.clock.now_unix(),
+                not_after,
+                entry_revision: entry.revision,
+                jitter_unit: self.clock.random_unit(),
+            },
+            served: served::view(&issued_svid, None, entry),
+            issued_svid,
+        };
+        crate::metrics::rotation(reason);
+        debug!(entry_id = %entry_id, spiffe_id = %entry.spiffe_id, not_after, reason, "SVID issued");
+        self.refused.remove(entry_id);
+        self.svids.insert(entry_id.to_string(), cached);
+        true
+    }
+
+    /// The server did not sign `entry_id` (`code`: its gRPC code, if it
+    /// gave one): that entry waits on its own, longer each time; if the
+    /// refusal says the entry no longer authorizes this agent, its SVID is
+    /// no longer served.
+    fn refuse(&mut self, entry_id: &str, code: Option<i32>, message: &str) {
+        let Some(revision) = self.entries.get(entry_id).map(|e| e.revision) else {
+            return;
+        };
+        let attempts = self
+            .refused
+            .get(entry_id)
+            .filter(|r| r.revision == revision)
+            .map_or(0, |r| r.attempts);
+        let wait = Duration::from_millis(rotation::refusal_backoff_ms(
+            attempts,
+            self.clock.random_unit(),
+        ));
+        let unauthorized = matches!(code, Some(PERMISSION_DENIED | NOT_FOUND));
+        let dropped = unauthorized && self.svids.remove(entry_id).is_some();
+        warn!(entry_id = %entry_id, code, message = %message, retry_in_ms = wait.as_millis() as u64, svid_dropped = dropped, "SVID signing refused for this entry; retrying it later");
+        self.refused.insert(
+            entry_id.to_string(),
+            Refusal {
+                revision,
+                attempts: attempts.saturating_add(1),
+                retry_at: self.clock.now() + wait,
+            },
+        );
+    }
+
     fn publish(&self) {
-        let mut svids: Vec<Arc<WorkloadSvid>> =
-            self.svids.values().map(|c| c.svid.clone()).collect();
+        let mut svids: Vec<Arc<WorkloadSvid>> = self
+            .svids
+            .values()
+            .filter_map(|c| c.served.clone())
+            .collect();
         svids.sort_by(|a, b| {
             a.spiffe_id
                 .cmp(&b.spiffe_id)
@@ -317,6 +474,7 @@ impl<S: SvidSigner> Cache<S> {
         if !self.synced {
             return;
         }
+        self.expire(self.clock.now_unix());
         let now = self.clock.now();
         let backing_off = self.retry_at.is_some_and(|t| now < t);
         let due = self.due(self.clock.now_unix());
@@ -325,6 +483,7 @@ impl<S: SvidSigner> Cache<S> {
                 Ok(()) => {
                     self.attempt = 0;
                     self.retry_at = None;
+                    self.batch_limit = self.batch_limit.saturating_mul(2).min(BATCH);
                 }
                 Err(e) => {
                     let wait = Duration::from_millis(rotation::backoff_ms(

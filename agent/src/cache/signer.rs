@@ -30,6 +30,24 @@ pub enum SignOutcome {
     Empty,
 }
 
+/// Why a whole call failed: nothing of the batch was signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignError {
+    /// The server refused the call for its signing rate limit (gRPC
+    /// `ResourceExhausted`): a smaller batch, later, may pass.
+    RateLimited(String),
+    /// Anything else (server unreachable, the call refused).
+    Failed(String),
+}
+
+impl std::fmt::Display for SignError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignError::RateLimited(m) | SignError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Signs batches of at most [`sigil_proto::CSR_BATCH`] CSRs.
 pub trait SvidSigner: Send + Sync + 'static {
     /// Signs `batch`. `Err` is a failure of the whole call (server
@@ -37,5 +55,5 @@ pub trait SvidSigner: Send + Sync + 'static {
     fn sign_svids(
         &self,
         batch: Vec<CsrRequest>,
-    ) -> impl Future<Output = Result<Vec<SignResult>, String>> + Send;
+    ) -> impl Future<Output = Result<Vec<SignResult>, SignError>> + Send;
 }

@@ -4,7 +4,6 @@
 //! test steps the cache by hand instead of running its task, so nothing
 //! sleeps.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -47,10 +46,16 @@ struct CaSigner {
     clock: Arc<ManualClock>,
     ca: Mutex<Arc<TestCa>>,
     ttl: Mutex<HashMap<String, i64>>,
-    refuse: Mutex<HashSet<String>>,
+    /// Entries refused, with the gRPC code of the refusal.
+    refuse: Mutex<HashMap<String, i32>>,
     down: AtomicBool,
     /// Calls made (whether they succeeded or not).
     calls: AtomicUsize,
+    /// The entry ids of every call, in order, with the clock's reading.
+    batches: Mutex<Vec<(SystemTime, Vec<String>)>>,
+    /// Calls with more CSRs than this are refused as over the rate limit
+    /// (`ResourceExhausted`), like a server whose burst is below the batch.
+    max_batch: Mutex<Option<usize>>,
 }
 
 impl CaSigner {
@@ -68,6 +73,21 @@ impl CaSigner {
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+    fn refuse(&self, entry_id: &str, code: i32) {
+        self.refuse.lock().unwrap().insert(entry_id.into(), code);
+    }
+    /// How many calls asked for `entry_id`.
+    fn attempts(&self, entry_id: &str) -> usize {
+        let batches = self.batches.lock().unwrap();
+        batches
+            .iter()
+            .filter(|(_, ids)| ids.iter().any(|id| id == entry_id))
+            .count()
+    }
+    fn batch_sizes(&self) -> Vec<usize> {
+        let batches = self.batches.lock().unwrap();
+        batches.iter().map(|(_, ids)| ids.len()).collect()
+    }
     fn ttl(&self, entry_id: &str) -> i64 {
         self.ttl
             .lock()
@@ -79,21 +99,33 @@ impl CaSigner {
 }
 
 impl SvidSigner for CaSigner {
-    async fn sign_svids(&self, batch: Vec<CsrRequest>) -> Result<Vec<SignResult>, String> {
+    async fn sign_svids(&self, batch: Vec<CsrRequest>) -> Result<Vec<SignResult>, SignError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let ids = batch.iter().map(|r| r.entry_id.clone()).collect();
+        self.batches.lock().unwrap().push((self.clock.now(), ids));
         if self.down.load(Ordering::SeqCst) {
-            return Err("Unavailable: the server is down".into());
+            return Err(SignError::Failed("Unavailable: the server is down".into()));
+        }
+        if self
+            .max_batch
+            .lock()
+            .unwrap()
+            .is_some_and(|m| batch.len() > m)
+        {
+            return Err(SignError::RateLimited(
+                "ResourceExhausted: signing rate limit exceeded for this agent; retry later".into(),
+            ));
         }
         let ca = self.ca();
         let now = time::OffsetDateTime::from_unix_timestamp(self.clock.now_unix()).unwrap();
         Ok(batch
             .into_iter()
             .map(|r| {
-                if self.refuse.lock().unwrap().contains(&r.entry_id) {
+                if let Some(&code) = self.refuse.lock().unwrap().get(&r.entry_id) {
                     return SignResult {
                         entry_id: r.entry_id,
                         outcome: SignOutcome::Refused {
-                            code: 7,
+                            code,
                             message: "not authorized".into(),
                         },
                     };
@@ -129,9 +161,11 @@ fn harness() -> Harness {
         clock: clock.clone(),
         ca: Mutex::new(ca),
         ttl: Mutex::new(HashMap::new()),
-        refuse: Mutex::new(HashSet::new()),
+        refuse: Mutex::new(HashMap::new()),
         down: AtomicBool::new(false),
         calls: AtomicUsize::new(0),
+        batches: Mutex::new(Vec::new()),
+        max_batch: Mutex::new(None),
     });
     let td = TrustDomain::parse("example.org").unwrap();
     let (out, rx) = watch::channel(Arc::new(Snapshot::empty(td.clone(), bundle.clone())));
@@ -159,6 +193,7 @@ fn entry(id: &str, selectors: &[&str], revision: u64) -> AuthorizedEntry {
         dns_names: vec![],
         federates_with: vec![],
         hint: String::new(),
+        expires_at: None,
         revision,
     }
 }
@@ -174,6 +209,14 @@ impl Harness {
     }
     fn now(&self) -> i64 {
         self.clock.now_unix()
+    }
+    /// Steps the cache every 100 ms of clock time for `span`.
+    async fn run_for(&mut self, span: Duration) {
+        let step = Duration::from_millis(100);
+        for _ in 0..span.as_millis() / step.as_millis() {
+            self.clock.advance(step);
+            self.cache.step().await;
+        }
     }
     /// The published SVID of entry `id`, if any.
     fn svid(&self, id: &str) -> Option<Arc<WorkloadSvid>> {
@@ -194,6 +237,13 @@ impl Harness {
             .map(|s| s.entry_id.clone())
             .collect()
     }
+}
+
+/// `n` entries `e000`, `e001`, … for `unix:uid:1`.
+fn numbered(n: usize) -> Vec<AuthorizedEntry> {
+    (0..n)
+        .map(|i| entry(&format!("e{i:03}"), &["unix:uid:1"], 1))
+        .collect()
 }
 
 fn same(a: &Option<Arc<WorkloadSvid>>, b: &Option<Arc<WorkloadSvid>>) -> bool {
@@ -301,29 +351,6 @@ async fn a_changed_entry_is_reissued_at_once_with_its_new_selectors() {
     )))
     .await;
     assert!(!same(&first, &h.svid("a")), "re-issued without waiting");
-    assert!(h.offered(&["unix:uid:1"]).is_empty());
-    assert_eq!(h.offered(&["unix:uid:1", "unix:gid:2"]), ["a"]);
-}
-
-/// Today's behaviour, pinned (issue 14 item 8 changes it): the selectors
-/// travel with the cached SVID, so until the re-issue succeeds a narrowed
-/// entry's old SVID is still offered to processes matching only the old
-/// selectors.
-#[tokio::test]
-async fn narrowed_selectors_apply_only_once_the_svid_is_reissued() {
-    let mut h = harness();
-    h.event(SyncEvent::Full(vec![entry("a", &["unix:uid:1"], 1)]))
-        .await;
-    h.signer.set_down(true);
-    h.event(SyncEvent::Upsert(entry(
-        "a",
-        &["unix:uid:1", "unix:gid:2"],
-        2,
-    )))
-    .await;
-    assert_eq!(h.offered(&["unix:uid:1"]), ["a"], "old selectors still");
-    h.signer.set_down(false);
-    h.advance(1).await;
     assert!(h.offered(&["unix:uid:1"]).is_empty());
     assert_eq!(h.offered(&["unix:uid:1", "unix:gid:2"]), ["a"]);
 }
@@ -450,14 +477,18 @@ async fn an_event_ends_the_backoff_and_success_resets_it() {
 #[tokio::test]
 async fn a_refused_entry_does_not_hold_back_the_others() {
     let mut h = harness();
-    h.signer.refuse.lock().unwrap().insert("a".into());
+    h.signer.refuse("a", 7);
     h.event(SyncEvent::Full(vec![
         entry("a", &["unix:uid:1"], 1),
         entry("b", &["unix:uid:1"], 1),
     ]))
     .await;
     assert_eq!(h.offered(&["unix:uid:1"]), ["b"]);
-    assert!(h.cache.retry_at.is_some(), "the refusal is retried later");
+    assert!(
+        h.cache.refused.contains_key("a"),
+        "the refusal is retried later"
+    );
+    assert!(h.cache.retry_at.is_none(), "the others do not wait");
     h.signer.refuse.lock().unwrap().clear();
     h.advance(1).await;
     assert_eq!(h.offered(&["unix:uid:1"]), ["a", "b"]);
@@ -483,3 +514,209 @@ async fn a_bundle_update_is_published_and_an_empty_one_served() {
     assert!(h.rx.has_changed().unwrap());
     assert!(h.rx.borrow().bundle.is_empty());
 }
+
+/// gRPC codes the signer answers per entry.
+const INVALID_ARGUMENT: i32 = 3;
+const NOT_FOUND: i32 = 5;
+const PERMISSION_DENIED: i32 = 7;
+
+/// Issue 14 item 8: narrowing an entry's selectors applies at the next
+/// snapshot, not once the re-issue succeeds. The signer is down, so no
+/// re-issue can happen: a process matching only the old selectors gets
+/// nothing at once; one matching the new selectors keeps the still-valid
+/// SVID until the new one arrives (it is entitled to the entry, and the old
+/// certificate names the same SPIFFE ID).
+#[tokio::test]
+async fn item8_narrowed_selectors_stop_serving_at_once() {
+    let mut h = harness();
+    h.event(SyncEvent::Full(vec![entry("a", &["unix:uid:1"], 1)]))
+        .await;
+    let first = h.svid("a").unwrap();
+    h.signer.set_down(true);
+    h.event(SyncEvent::Upsert(entry(
+        "a",
+        &["unix:uid:1", "unix:gid:2"],
+        2,
+    )))
+    .await;
+    assert!(
+        h.offered(&["unix:uid:1"]).is_empty(),
+        "a process matching only the old selectors is still served the narrowed entry"
+    );
+    assert_eq!(h.offered(&["unix:uid:1", "unix:gid:2"]), ["a"]);
+    let kept = h.svid("a").unwrap();
+    assert_eq!(kept.cert_chain, first.cert_chain, "the still-valid SVID");
+    assert_eq!(kept.key_pkcs8, first.key_pkcs8);
+
+    // Widened back (only uid:2 needed now), still before any re-issue: the
+    // old SVID goes only to processes that match both what it was issued
+    // for and what the entry says now.
+    h.event(SyncEvent::Upsert(entry("a", &["unix:gid:2"], 3)))
+        .await;
+    assert!(h.offered(&["unix:gid:2"]).is_empty());
+    assert!(h.offered(&["unix:uid:1"]).is_empty());
+    assert_eq!(h.offered(&["unix:uid:1", "unix:gid:2"]), ["a"]);
+
+    // The signer returns: after the backoff (two failures: 1.25 s), the
+    // re-issued SVID carries the entry's selectors.
+    h.signer.set_down(false);
+    h.advance(2).await;
+    let second = h.svid("a").unwrap();
+    assert_ne!(second.cert_chain, first.cert_chain, "re-issued");
+    assert_eq!(h.offered(&["unix:gid:2"]), ["a"]);
+    assert!(h.offered(&["unix:uid:1"]).is_empty());
+}
+
+/// Issue 14 item 8: an entry whose SPIFFE ID changed no longer grants the
+/// old one: its old SVID is not served to anyone, even before re-issue.
+#[tokio::test]
+async fn item8_a_changed_spiffe_id_stops_serving_the_old_svid_at_once() {
+    let mut h = harness();
+    h.event(SyncEvent::Full(vec![entry("a", &["unix:uid:1"], 1)]))
+        .await;
+    h.signer.set_down(true);
+    let mut moved = entry("a", &["unix:uid:1"], 2);
+    moved.spiffe_id = SpiffeId::parse("spiffe://example.org/elsewhere").unwrap();
+    h.event(SyncEvent::Upsert(moved)).await;
+    assert!(
+        h.offered(&["unix:uid:1"]).is_empty(),
+        "the old SPIFFE ID is still served"
+    );
+    h.signer.set_down(false);
+    h.advance(1).await;
+    assert_eq!(
+        h.svid("a").unwrap().spiffe_id.as_str(),
+        "spiffe://example.org/elsewhere"
+    );
+}
+
+/// Issue 14 item 6: an entry's `expires_at` ends what the agent serves,
+/// whether or not the server's Deleted arrives (here the server is even
+/// unreachable), and nothing served outlives it.
+#[tokio::test]
+async fn item6_expired_entry_stops_being_served() {
+    let mut h = harness();
+    let mut a = entry("a", &["unix:uid:1"], 1);
+    a.expires_at = Some(START as i64 + 30);
+    h.event(SyncEvent::Full(vec![a, entry("b", &["unix:uid:1"], 1)]))
+        .await;
+    assert_eq!(h.offered(&["unix:uid:1"]), ["a", "b"]);
+    // The certificate lives 100 s; what is served stops at expires_at.
+    assert!(
+        h.svid("a").unwrap().not_after <= START as i64 + 30,
+        "served until {}, after the entry's expires_at {}",
+        h.svid("a").unwrap().not_after,
+        START + 30
+    );
+    h.signer.set_down(true);
+    h.advance(29).await;
+    assert_eq!(h.offered(&["unix:uid:1"]), ["a", "b"]);
+    h.advance(1).await;
+    assert_eq!(h.offered(&["unix:uid:1"]), ["b"], "served past expires_at");
+    assert!(h.svid("a").is_none(), "still in the snapshot");
+    // Never signed again, even once the server is back.
+    h.signer.set_down(false);
+    let before = h.signer.attempts("a");
+    h.advance(60).await;
+    assert_eq!(
+        h.signer.attempts("a"),
+        before,
+        "an expired entry was signed"
+    );
+    assert_eq!(h.offered(&["unix:uid:1"]), ["b"]);
+}
+
+/// Issue 14 item 6: a per-entry refusal backs off that entry alone (capped),
+/// drops its SVID when it means "not authorized" (the entry moved to another
+/// agent and the Deleted was lost), and never delays the other entries.
+#[tokio::test]
+async fn item6_refused_entry_does_not_block_the_others() {
+    let mut h = harness();
+    h.event(SyncEvent::Full(vec![
+        entry("a", &["unix:uid:1"], 1),
+        entry("b", &["unix:uid:1"], 1),
+        entry("c", &["unix:uid:1"], 1),
+        entry("d", &["unix:uid:1"], 1),
+    ]))
+    .await;
+    // The server no longer authorizes `a` (moved), does not know `c`
+    // (deleted), and refuses `d`'s CSR: their renewals at half-life fail.
+    h.signer.refuse("a", PERMISSION_DENIED);
+    h.signer.refuse("c", NOT_FOUND);
+    h.signer.refuse("d", INVALID_ARGUMENT);
+    let d = h.svid("d").unwrap();
+    h.advance(50).await;
+    assert_eq!(
+        h.offered(&["unix:uid:1"]),
+        ["b", "d"],
+        "an SVID the server no longer authorizes is still served"
+    );
+    // `d` is still authorized: its valid SVID is kept until it expires.
+    assert!(Arc::ptr_eq(&d, &h.svid("d").unwrap()));
+    // Ten minutes, one step a second: `b` is renewed at each half-life on
+    // time, while the refused entries are retried with a growing, capped
+    // backoff (never in a tight loop).
+    for _ in 0..600 {
+        h.advance(1).await;
+        let b = h.svid("b").unwrap();
+        assert!(
+            b.not_after - h.now() >= 50,
+            "b was not renewed on time: {} s left at {}",
+            b.not_after - h.now(),
+            h.now() - START as i64
+        );
+    }
+    for id in ["a", "c", "d"] {
+        let n = h.signer.attempts(id);
+        assert!((5..=13).contains(&n), "{id} was tried {n} times in 650 s");
+    }
+    assert!(h.cache.retry_at.is_none(), "every issuance backs off");
+    assert!(*h.ready.borrow());
+    // A new revision of a refused entry is tried at once.
+    h.signer.refuse.lock().unwrap().clear();
+    let before = h.signer.attempts("a");
+    h.event(SyncEvent::Upsert(entry("a", &["unix:uid:1"], 2)))
+        .await;
+    assert_eq!(h.signer.attempts("a"), before + 1);
+    assert!(h.svid("a").is_some());
+}
+
+/// Issue 14 item 9: a server whose signing burst is below the agent's batch
+/// refuses the whole call (`ResourceExhausted`). The agent halves the batch
+/// (down to 1) and retries after a backoff instead of sending the same
+/// batch forever.
+#[tokio::test]
+async fn item9_agent_splits_a_batch_the_server_refuses_as_too_large() {
+    let mut h = harness();
+    *h.signer.max_batch.lock().unwrap() = Some(100);
+    h.event(SyncEvent::Full(numbered(300))).await;
+    h.run_for(Duration::from_secs(10)).await;
+    assert_eq!(h.signer.batch_sizes(), [300, 150, 75, 75, 75, 75]);
+    assert_eq!(h.rx.borrow().svids.len(), 300, "every SVID issued");
+    assert!(*h.ready.borrow());
+    let at: Vec<SystemTime> = h
+        .signer
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    for w in at.windows(2).take(2) {
+        let gap = w[1].duration_since(w[0]).unwrap();
+        assert!(gap >= Duration::from_millis(250), "retried after {gap:?}");
+    }
+
+    // A server that refuses even one CSR: down to batches of 1, retried
+    // with a growing backoff.
+    let mut h = harness();
+    *h.signer.max_batch.lock().unwrap() = Some(0);
+    h.event(SyncEvent::Full(numbered(4))).await;
+    h.run_for(Duration::from_secs(60)).await;
+    let sizes = h.signer.batch_sizes();
+    assert_eq!(sizes[..4], [4, 2, 1, 1], "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n >= 1));
+    assert!(sizes.len() <= 12, "{} calls in 60 s", sizes.len());
+}
+
+mod stream;

@@ -457,4 +457,4 @@ impl SpiffeWorkloadApi for WorkloadApiService {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -182,8 +182,9 @@ impl Harness {
     }
 }
 
-/// A Workload API client over the Unix socket at `path`.
-async fn client_at(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
+/// A Workload API client over the Unix socket at `path` (also used by the
+/// cache's stream tests).
+pub(crate) async fn client_at(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
     let p = path.to_path_buf();
     let channel = Endpoint::from_static("http://workload-api.invalid")
         .connect_with_connector(tower::service_fn(move |_| {
