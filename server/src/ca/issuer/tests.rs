@@ -50,6 +50,7 @@ fn fixture() -> Fixture {
         serial: "01".into(),
         previous_serial: None,
         expires_at: now + 3600,
+        ca_serial: None,
         banned: false,
         attested_at: now,
         updated_at: now,

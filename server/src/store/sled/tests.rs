@@ -193,6 +193,7 @@ fn durable_write(store: &SledStore, op: &str) {
         serial: "01".to_string(),
         previous_serial: None,
         expires_at: 10,
+        ca_serial: None,
         banned: false,
         attested_at: 1,
         updated_at: 1,
