@@ -1,3 +1,7 @@
+//! Tests of the agent's durable state: every crash point of every save
+//! leaves the old state or the new one, and the two-file layout of earlier
+//! versions is read and migrated.
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
