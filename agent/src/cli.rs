@@ -34,9 +34,19 @@ pub enum Command {
     Run {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Join token for the first attestation (overrides join_token).
-        #[arg(long, env = "SIGIL_JOIN_TOKEN")]
+        /// Join token for the first attestation (overrides join_token). Other
+        /// local users can read a process's arguments: prefer --join-token-file.
+        #[arg(long, env = "SIGIL_JOIN_TOKEN", hide_env_values = true)]
         join_token: Option<String>,
+        /// File holding the join token (mode 0600; trailing newline trimmed;
+        /// overrides join_token and join_token_file).
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "SIGIL_JOIN_TOKEN_FILE",
+            conflicts_with = "join_token"
+        )]
+        join_token_file: Option<PathBuf>,
         #[arg(long, env = "SIGIL_LOG", default_value = "info")]
         log_level: String,
         #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]

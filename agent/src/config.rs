@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod join_token;
+
+pub use join_token::join_token;
 use serde::Deserialize;
 use sigil_proto::TrustDomain;
 use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
@@ -155,6 +158,7 @@ struct RawConfig {
     #[serde(default = "default_socket")]
     socket_path: PathBuf,
     join_token: Option<String>,
+    join_token_file: Option<PathBuf>,
     #[serde(default)]
     insecure_bootstrap: bool,
     #[serde(default)]
@@ -184,6 +188,9 @@ pub struct AgentConfig {
     pub trust_bundle_path: Option<PathBuf>,
     pub socket_path: PathBuf,
     pub join_token: Option<String>,
+    /// A file holding the join token (mode 0600 or stricter; preferred over
+    /// `join_token`, which ends up in backups and process metadata).
+    pub join_token_file: Option<PathBuf>,
     /// Trust the server without a bundle at first attestation. Dangerous.
     pub insecure_bootstrap: bool,
     pub node_attestor: NodeAttestorConfig,
@@ -239,6 +246,15 @@ impl AgentConfig {
         {
             return Err(invalid("join_token", "malformed join token"));
         }
+        if let Some(p) = &raw.join_token_file {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    "join_token_file",
+                    format!("{} must be an absolute path", p.display()),
+                ));
+            }
+            join_token::read_token_file("join_token_file", p)?;
+        }
         check_limits(&raw.limits)?;
         let max_exe_hash_bytes = match (raw.max_exe_hash_bytes, raw.limits.max_exe_hash_bytes) {
             (Some(_), Some(_)) => {
@@ -257,6 +273,7 @@ impl AgentConfig {
             trust_bundle_path: raw.trust_bundle_path,
             socket_path: raw.socket_path,
             join_token: raw.join_token,
+            join_token_file: raw.join_token_file,
             insecure_bootstrap: raw.insecure_bootstrap,
             node_attestor: raw.node_attestor,
             max_exe_hash_bytes,

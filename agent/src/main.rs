@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             join_token,
+            join_token_file,
             log_level,
             log_format,
         } => match (
@@ -32,7 +33,11 @@ fn main() -> ExitCode {
             (Err(e), _) => Err(e.into()),
             (_, Err(e)) => Err(e.into()),
             (Ok(()), Ok(cfg)) => {
-                runtime().and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, join_token)))
+                match sigil_agent::config::join_token(&cfg, join_token, join_token_file.as_deref())
+                {
+                    Err(e) => Err(e.into()),
+                    Ok(t) => runtime().and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, t))),
+                }
             }
         },
         other => runtime().and_then(|rt| rt.block_on(run_client(other))),

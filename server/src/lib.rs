@@ -17,5 +17,6 @@ pub mod run;
 pub mod scrape;
 pub mod server_svid;
 pub mod store;
+pub mod ttl_limit;
 pub mod upstream;
 pub mod web_cert;

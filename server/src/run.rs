@@ -135,6 +135,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
         IssuerSettings {
             agent_svid_ttl: cfg.agent_svid_ttl,
             default_x509_svid_ttl: cfg.default_x509_svid_ttl,
+            max_x509_svid_ttl: crate::config::max_svid_ttl(cfg.ca_ttl),
         },
     ));
     let svid = ServerSvid::new(cfg.server_id(), cfg.default_x509_svid_ttl, issuer.clone())
@@ -145,6 +146,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
         .with_context(|| format!("admin_socket {}", cfg.admin_socket.display()))?;
     let refresh_hint = cfg.refresh_hint();
     let registry = Registry::load(store.clone(), cfg.server_id()).context("loading entries")?;
+    crate::ttl_limit::report(&registry, cfg.ca_ttl);
     let service = AdminService::new(
         store.clone(),
         registry.clone(),

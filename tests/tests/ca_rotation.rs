@@ -1100,7 +1100,8 @@ async fn forced_operations_are_checked() {
 
     // Revoke the tainted old CA: out of the bundle at once, key deleted.
     let seq_before = seq(&shown);
-    let r = s.cli_json(&["ca", "revoke", "--slot", &slot0]);
+    // Forced: the agent's own SVID still chains to it (issue 20 item 1).
+    let r = s.cli_json(&["ca", "revoke", "--slot", &slot0, "--force"]);
     assert!(
         slot_named(&r, &slot0).is_none_or(|x| x["in_bundle"] == false),
         "revoked CA must not be in the bundle: {r:#}"

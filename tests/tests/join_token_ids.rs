@@ -156,6 +156,7 @@ async fn also_stored_old_form_agents_are_migrated() {
                 serial: hex(&OLD_SERIAL),
                 previous_serial: None,
                 expires_at: now + 3600,
+                ca_serial: None,
                 banned: false,
                 attested_at: now,
                 updated_at: now,

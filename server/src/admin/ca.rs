@@ -17,7 +17,7 @@ pub enum Op {
     Prepare,
     Activate { force: bool },
     Taint(SlotId),
-    Revoke(SlotId),
+    Revoke { slot: SlotId, force: bool },
 }
 
 pub fn parse_slot(v: &str) -> Result<SlotId, Status> {
@@ -47,6 +47,7 @@ fn ca_status_to_pb(st: &CaStatus) -> pb::CaStatus {
         prepare_at: st.timeline.map_or(0, |t| t.prepare_at),
         activate_at: st.timeline.map_or(0, |t| t.activate_at),
         bundle_sequence: st.bundle_sequence,
+        warnings: st.warnings.clone(),
     }
 }
 
@@ -60,7 +61,7 @@ impl AdminService {
             Op::Prepare => ca.force_prepare(),
             Op::Activate { force } => ca.force_activate(force),
             Op::Taint(slot) => ca.taint(slot),
-            Op::Revoke(slot) => ca.revoke(slot),
+            Op::Revoke { slot, force } => ca.revoke(slot, force),
         })
         .await
         .map_err(AdminError::task)?

@@ -234,6 +234,16 @@ pub fn apply_update(
         spec.expires_at = (v != 0).then_some(v);
     }
     check_spec(spec, now)?;
+    // The rule holds for the entry as it will be stored, whatever the update
+    // changes: an entry created under a longer ca_ttl is refused until its
+    // TTL is lowered (in this update or an earlier one).
+    if spec.x509_svid_ttl > 0 {
+        check_svid_ttl(
+            &format!("entry {}: x509_svid_ttl", u.id),
+            Duration::from_secs(spec.x509_svid_ttl),
+            limits.ca_ttl,
+        )?;
+    }
     spec.normalize();
     Ok(())
 }
@@ -346,6 +356,37 @@ mod tests {
             let m = entry_spec(&e, &limits(), 10).unwrap_err();
             assert!(m.contains(needle), "expected {needle:?} in {m:?}");
         }
+    }
+
+    #[test]
+    fn i20_7_update_cannot_exceed_ca_ttl_over_6() {
+        // Created under ca_ttl 24h with a 4h TTL; ca_ttl is now 6h (limit 1h).
+        let mut created = good();
+        created.x509_svid_ttl_seconds = 4 * 3600;
+        let wide = Limits {
+            ca_ttl: Duration::from_secs(24 * 3600),
+            ..limits()
+        };
+        let stored = entry_spec(&created, &wide, 0).unwrap();
+        let hint_only = pb::UpdateEntryRequest {
+            id: "e-123".into(),
+            hint: Some("web".into()),
+            ..Default::default()
+        };
+        let mut spec = stored.clone();
+        let m = apply_update(&mut spec, &hint_only, &limits(), 0).unwrap_err();
+        assert!(
+            m.contains("e-123") && m.contains("4h") && m.contains("ca_ttl / 6 = 1h"),
+            "names the entry, the value and the limit: {m}"
+        );
+        // Lowering the TTL in the same update passes.
+        let lower = pb::UpdateEntryRequest {
+            x509_svid_ttl_seconds: Some(1800),
+            ..hint_only
+        };
+        let mut spec = stored;
+        apply_update(&mut spec, &lower, &limits(), 0).unwrap();
+        assert_eq!(spec.x509_svid_ttl, 1800);
     }
 
     #[test]

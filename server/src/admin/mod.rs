@@ -271,10 +271,14 @@ impl AdminApi for AdminService {
 
     async fn revoke_ca(
         &self,
-        req: Request<pb::CaSlotRequest>,
+        req: Request<pb::RevokeCaRequest>,
     ) -> Result<Response<pb::CaStatus>, Status> {
-        let slot = ca::parse_slot(&req.into_inner().slot)?;
-        self.ca_op(ca::Op::Revoke(slot)).await.map(Response::new)
+        let req = req.into_inner();
+        let slot = ca::parse_slot(&req.slot)?;
+        let force = req.force;
+        self.ca_op(ca::Op::Revoke { slot, force })
+            .await
+            .map(Response::new)
     }
 
     async fn healthcheck(

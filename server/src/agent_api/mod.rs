@@ -255,6 +255,7 @@ impl AgentApiService {
                 serial: leaf.serial_hex.clone(),
                 previous_serial: None,
                 expires_at: leaf.not_after,
+                ca_serial: Some(leaf.ca_serial.clone()),
                 banned: false,
                 attested_at: now,
                 updated_at: now,
@@ -308,6 +309,7 @@ impl AgentApiService {
             new.previous_serial = Some(c.serial.clone());
             new.serial = leaf.serial_hex.clone();
             new.expires_at = leaf.not_after;
+            new.ca_serial = Some(leaf.ca_serial.clone());
             new.updated_at = unix(self.clock.now());
             match self.store.swap_agent(Some(&rec), &new) {
                 Ok(()) => return Ok(leaf),

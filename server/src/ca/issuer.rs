@@ -53,6 +53,9 @@ pub struct IssuerSettings {
     pub agent_svid_ttl: Duration,
     /// For entries without their own TTL, and minted SVIDs without one.
     pub default_x509_svid_ttl: Duration,
+    /// ca_ttl / 6: an entry TTL above it (stored before `ca_ttl` was
+    /// lowered, see `ttl_limit`) is capped to it.
+    pub max_x509_svid_ttl: Duration,
 }
 
 /// One workload signing request of a batch.
@@ -180,7 +183,10 @@ impl Issuer {
                         }
                     };
                     let key = csr_public_key(&r.csr).map_err(IssueError::BadCsr)?;
-                    let ttl = entry.spec.x509_ttl_or(self.settings.default_x509_svid_ttl);
+                    let ttl = entry
+                        .spec
+                        .x509_ttl_or(self.settings.default_x509_svid_ttl)
+                        .min(self.settings.max_x509_svid_ttl);
                     self.sign(
                         &ca,
                         &entry.spec.spiffe_id,

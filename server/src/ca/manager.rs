@@ -14,9 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::dependents;
 use super::published::{bundle_authorities, is_published, slot_ski};
 use super::rotation::{self, Step, Timeline};
-use super::startup::{KEY_PREFIX, check_keys};
+use super::startup::{KEY_PREFIX, check_keys, remove_orphan_keys};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
 use crate::key_manager::{KeyManager, KeyType};
 use crate::store::{BundleRecord, CaJournal, CaSlot, SlotId, SlotState, Store};
@@ -57,6 +58,8 @@ pub struct CaStatus {
     pub bundle_sequence: u64,
     /// Serials (hex) of the CAs whose certificate is in the bundle.
     pub in_bundle: Vec<String>,
+    /// What a forced command broke (the operator sees it).
+    pub warnings: Vec<String>,
 }
 
 /// The journal operations: everything that writes keys, the journal or
@@ -215,6 +218,7 @@ impl CaManager {
             slots: journal.slots,
             bundle_sequence: b.sequence,
             in_bundle,
+            warnings: Vec::new(),
         })
     }
 
@@ -317,8 +321,9 @@ impl CaManager {
         Ok(self.status()?)
     }
 
-    /// Removes a tainted, inactive CA from the bundle and deletes its key.
-    pub fn revoke(&self, slot: SlotId) -> Result<CaStatus, CaOpError> {
+    /// Removes a tainted, inactive CA from the bundle and deletes its key;
+    /// refused while an agent's own SVID chains to it, unless `force`.
+    pub fn revoke(&self, slot: SlotId, force: bool) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
         let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
@@ -350,12 +355,18 @@ impl CaManager {
             )));
         }
         let serial = s.serial.clone();
+        let agents = self.slots.store.list_agents().map_err(CaError::from)?;
+        let warnings = dependents::check_revoke(&agents, slot.name(), &serial, now, force);
+        let warnings = warnings.map_err(CaOpError::Refused)?;
         let (journal, _) = self.slots.apply(journal, Step::Drop(slot), now)?;
         warn!(slot = slot.name(), serial = %serial, "CA revoked");
         crate::metrics::ca_event("revoke");
         self.publish(&journal, now)?;
         drop(_g);
-        Ok(self.status()?)
+        Ok(CaStatus {
+            warnings,
+            ..self.status()?
+        })
     }
 
     /// Recomputes the bundle and publishes it (and the signer) if changed.
@@ -594,18 +605,6 @@ fn too_early(prepared: &CaSlot, published: Duration, min: Duration) -> String {
 fn load_signer(keys: &dyn KeyManager, slot: &CaSlot) -> Result<X509Ca, CaError> {
     let key = keys.load(&slot.key_id)?;
     X509Ca::new(slot.slot, key, slot.cert_chain.clone())
-}
-
-/// Deletes CA keys that no journal slot references (left by a crash between
-/// key generation and the journal write).
-fn remove_orphan_keys(keys: &dyn KeyManager, journal: &CaJournal) -> Result<(), CaError> {
-    for id in keys.list()? {
-        if id.starts_with(KEY_PREFIX) && !journal.slots.iter().any(|s| s.key_id == id) {
-            warn!(key_id = %id, "removing CA key not referenced by the CA journal");
-            keys.delete(&id)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! [`issuer::Issuer`] decides what is signed (the one signing path).
 
 pub mod csr;
+pub mod dependents;
 pub mod issuer;
 pub mod journal;
 pub mod manager;

@@ -115,3 +115,15 @@ fn missing_message(keys: &dyn KeyManager, active: &CaSlot, prepared: Option<&CaS
     }
     m
 }
+
+/// Deletes CA keys that no journal slot references (left by a crash between
+/// key generation and the journal write).
+pub fn remove_orphan_keys(keys: &dyn KeyManager, journal: &CaJournal) -> Result<(), CaError> {
+    for id in keys.list()? {
+        if id.starts_with(KEY_PREFIX) && !journal.slots.iter().any(|s| s.key_id == id) {
+            warn!(key_id = %id, "removing CA key not referenced by the CA journal");
+            keys.delete(&id)?;
+        }
+    }
+    Ok(())
+}

@@ -129,9 +129,13 @@ pub enum CaCommand {
     },
     /// Remove a tainted, inactive CA from the bundle and delete its key.
     /// Refused under an upstream CA: revoke it at the upstream instead.
+    /// Refused while attested agents' own SVIDs chain to it, unless --force.
     Revoke {
         #[arg(long, value_enum)]
         slot: SlotArg,
+        /// Revoke anyway: those agents are locked out until attested again.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -154,6 +158,7 @@ fn print_ca(output: Output, st: &pb::CaStatus) -> anyhow::Result<()> {
             "prepare_at": ts(st.prepare_at),
             "activate_at": ts(st.activate_at),
             "bundle_sequence": st.bundle_sequence,
+            "warnings": st.warnings,
         })),
         Output::Text => {
             for slot in ["a", "b"] {
@@ -230,15 +235,23 @@ async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
             let st = c.taint_ca(req).await.map_err(status_msg)?.into_inner();
             (common, st)
         }
-        CaCommand::Revoke { slot, common } => {
+        CaCommand::Revoke {
+            slot,
+            force,
+            common,
+        } => {
             let mut c = connect(&common.socket).await?;
-            let req = pb::CaSlotRequest {
+            let req = pb::RevokeCaRequest {
                 slot: slot.name().to_string(),
+                force,
             };
             let st = c.revoke_ca(req).await.map_err(status_msg)?.into_inner();
             (common, st)
         }
     };
+    for w in &st.warnings {
+        eprintln!("warning: {w}");
+    }
     print_ca(common.output, &st)
 }
 

@@ -83,6 +83,11 @@ pub struct AttestedAgent {
     pub previous_serial: Option<String>,
     /// Unix seconds: expiry of the current SVID.
     pub expires_at: i64,
+    /// Lowercase hex serial of the CA that signed the current SVID (`ca
+    /// revoke` refuses while an agent's SVID chains to the CA). `None` in
+    /// records written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_serial: Option<String>,
     pub banned: bool,
     /// Unix seconds.
     pub attested_at: i64,

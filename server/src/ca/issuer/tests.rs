@@ -41,6 +41,8 @@ fn fixture() -> Fixture {
         IssuerSettings {
             agent_svid_ttl: Duration::from_secs(3600),
             default_x509_svid_ttl: Duration::from_secs(600),
+            // Above every TTL these tests use (the cap has its own test).
+            max_x509_svid_ttl: 100 * TTL,
         },
     );
     let agent = AttestedAgent {
@@ -50,6 +52,7 @@ fn fixture() -> Fixture {
         serial: "01".into(),
         previous_serial: None,
         expires_at: now + 3600,
+        ca_serial: None,
         banned: false,
         attested_at: now,
         updated_at: now,
@@ -215,4 +218,34 @@ fn the_spiffe_id_and_dns_names_come_from_the_entry_not_the_csr() {
 
     let agent = f.issuer.sign_agent(&f.agent.spiffe_id, &csr()).unwrap();
     assert_eq!(sans(&agent.chain[0]), (vec![AGENT.to_string()], vec![]));
+}
+
+#[test]
+fn i20_7_an_entry_ttl_over_the_limit_is_capped_at_issuance() {
+    let f = fixture();
+    let clock = testing::clock();
+    let now = unix_seconds(clock.now());
+    let capped = Issuer::new(
+        f.ca.clone(),
+        clock,
+        IssuerSettings {
+            agent_svid_ttl: Duration::from_secs(3600),
+            default_x509_svid_ttl: Duration::from_secs(600),
+            max_x509_svid_ttl: Duration::from_secs(1800),
+        },
+    );
+    // Stored before ca_ttl was lowered: 2h, over the 30 min limit.
+    let over = entry(&f, "spiffe://example.org/over", AGENT, 7200, &[]);
+    let leaf = capped
+        .sign_workloads(
+            &f.registry,
+            &f.agent,
+            &[WorkloadCsr {
+                entry_id: over,
+                csr: csr(),
+            }],
+        )
+        .remove(0)
+        .unwrap();
+    assert_eq!(leaf.not_after, now + 1800, "capped at ca_ttl / 6");
 }

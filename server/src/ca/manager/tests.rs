@@ -221,7 +221,7 @@ fn taint_marks_the_old_cas_svids_due_and_revoke_removes_it() {
     assert!(refused(m.taint(old_slot)).contains("holds the active CA"));
     m.force_prepare().unwrap();
     m.force_activate(true).unwrap();
-    assert!(refused(m.revoke(old_slot)).contains("not tainted"));
+    assert!(refused(m.revoke(old_slot, false)).contains("not tainted"));
     assert!(m.bundle().tainted_key_ids.is_empty());
 
     let seq = m.bundle().sequence;
@@ -236,7 +236,7 @@ fn taint_marks_the_old_cas_svids_due_and_revoke_removes_it() {
     assert!(in_bundle(&m, &old), "still trusted until revoked");
 
     // Self-signed: revoking removes the CA from the bundle and its key.
-    m.revoke(old_slot).unwrap();
+    m.revoke(old_slot, false).unwrap();
     assert!(!in_bundle(&m, &old));
     assert!(m.bundle().tainted_key_ids.is_empty());
     assert!(!keys.list().unwrap().contains(&old.key_id));
@@ -361,7 +361,7 @@ fn item3_revoke_under_an_upstream_ca_is_refused_and_the_taint_stays() {
 
     // The bundle holds the upstream root: revoking here would remove no
     // trust, so it is refused, saying what to do instead.
-    let e = refused(m.revoke(old_slot));
+    let e = refused(m.revoke(old_slot, false));
     assert!(e.contains("upstream") && e.contains(&old.serial), "{e}");
     assert!(e.contains("revoke it at the upstream CA"), "{e}");
     let st = m.status().unwrap();

@@ -66,6 +66,7 @@ pub(super) fn agent(path: &str, serial: &str) -> AttestedAgent {
         serial: serial.to_string(),
         previous_serial: None,
         expires_at: 5000,
+        ca_serial: None,
         banned: false,
         attested_at: 1000,
         updated_at: 1000,

@@ -169,6 +169,7 @@ fn test_agent(id: SpiffeId) -> AttestedAgent {
         serial: "01".to_string(),
         previous_serial: None,
         expires_at: 10,
+        ca_serial: None,
         banned: false,
         attested_at: 1,
         updated_at: 1,
