@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             join_token,
+            reset_identity,
             log_level,
             log_format,
         } => match (
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
             (Err(e), _) => Err(e.into()),
             (_, Err(e)) => Err(e.into()),
             (Ok(()), Ok(cfg)) => {
-                runtime().and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, join_token)))
+                runtime().and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, join_token, reset_identity)))
             }
         },
         other => runtime().and_then(|rt| rt.block_on(run_client(other))),

@@ -249,13 +249,16 @@ impl ServerClient {
 
 impl ServerClient {
     /// Renews the agent's own SVID for the key of `csr`; returns the new
-    /// chain (DER, leaf first).
+    /// chain (DER, leaf first). A server's answer is a `tonic::Status`
+    /// inside the error.
     pub async fn renew_agent(&self, csr: Vec<u8>) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut c = self.client().await?;
         let svid = c
             .renew_agent(pb::RenewAgentRequest { csr })
             .await
-            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+            // The status itself: a refusal (evicted, banned) is told apart
+            // from an outage by its code.
+            .map_err(anyhow::Error::new)?
             .into_inner()
             .svid
             .context("renewal reply without an SVID")?;
