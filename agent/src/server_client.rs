@@ -199,6 +199,9 @@ pub struct ServerClient {
     roots: TrustRoots,
     identity: watch::Receiver<Arc<AgentIdentity>>,
     cached: Mutex<Option<(String, AgentApiClient<Channel>)>>,
+    /// Counts calls the server refused for who the agent is (evicted,
+    /// banned, unknown): the identity lifecycle looks at once.
+    refusals: watch::Sender<u64>,
 }
 
 impl ServerClient {
@@ -214,7 +217,25 @@ impl ServerClient {
             roots,
             identity,
             cached: Mutex::new(None),
+            refusals: watch::Sender::new(0),
         }
+    }
+
+    /// Notes a call's error status (a refusal of the agent's identity is
+    /// counted, see [`ServerClient::refusals`]) and formats it for logs.
+    pub fn note_status(&self, s: &tonic::Status) -> String {
+        if matches!(
+            s.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ) {
+            self.refusals.send_modify(|n| *n += 1);
+        }
+        format!("{}: {}", s.code(), s.message())
+    }
+
+    /// Changes when a call was refused for the agent's identity.
+    pub fn refusals(&self) -> watch::Receiver<u64> {
+        self.refusals.subscribe()
     }
 
     /// The agent's identity, to notice renewals.
@@ -283,7 +304,7 @@ impl SvidSigner for ServerClient {
             Ok(r) => r.into_inner(),
             Err(s) => {
                 self.reset().await;
-                return Err(format!("{}: {}", s.code(), s.message()));
+                return Err(self.note_status(&s));
             }
         };
         Ok(resp

@@ -102,6 +102,7 @@ impl Driver {
         let mut refused: Option<String> = None;
         let mut attempt = 0u32;
         let mut bundle_rx = self.bundle_rx.clone();
+        let mut refusals = self.client.refusals();
         loop {
             let cur = self.ident_tx.borrow().clone();
             let view = bundle_rx.borrow_and_update().clone();
@@ -129,15 +130,20 @@ impl Driver {
                     set_state(&self.state, State::Attested);
                     let wait = Duration::from_secs(u64::try_from(at - now).unwrap_or(0));
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep(wait) => "half_life",
                         // A new bundle may taint or drop the signing CA.
                         r = bundle_rx.changed() => {
                             if r.is_err() { return; }
                             continue;
                         }
+                        // A call was refused for who the agent is: ask
+                        // the server now (a renewal says why).
+                        _ = refusals.changed() => {
+                            refusals.borrow_and_update();
+                            "server_refusal"
+                        }
                         _ = shutdown.changed() => return,
                     }
-                    "half_life"
                 }
                 Decision::RenewNow(reason) => {
                     let jitter = TAINT_JITTER.mul_f64(self.clock.random_unit().clamp(0.0, 1.0));
