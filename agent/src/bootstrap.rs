@@ -168,7 +168,9 @@ pub fn trust_configs(
         if !cfg.insecure_bootstrap {
             anyhow::bail!("trust_bundle_path is required (insecure_bootstrap is off)");
         }
-        warn!("insecure_bootstrap: trusting the server without a bundle for this first attestation");
+        warn!(
+            "insecure_bootstrap: trusting the server without a bundle for this first attestation"
+        );
         out.push((
             "insecure_bootstrap",
             server_client::insecure_bootstrap_config()?,

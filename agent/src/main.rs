@@ -32,9 +32,8 @@ fn main() -> ExitCode {
         ) {
             (Err(e), _) => Err(e.into()),
             (_, Err(e)) => Err(e.into()),
-            (Ok(()), Ok(cfg)) => {
-                runtime().and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, join_token, reset_identity)))
-            }
+            (Ok(()), Ok(cfg)) => runtime()
+                .and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, join_token, reset_identity))),
         },
         other => runtime().and_then(|rt| rt.block_on(run_client(other))),
     };

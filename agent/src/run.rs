@@ -81,39 +81,43 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let join_token = bootstrap::join_token(join_token, &cfg);
     let stored = data.load().context("reading the stored agent identity")?;
-    let (ident, bundle) =
-        match bootstrap::plan(&cfg, stored, join_token.as_deref(), reset_identity)? {
-            Plan::Keep(ident, bundle) => (ident, bundle),
-            Plan::Attest {
-                why,
-                stored_bundle,
-                attestor,
-            } => {
-                info!(why, attestor = attestor.name(), server = %cfg.server_address, "attesting the node");
-                let attested = tokio::select! {
-                    r = bootstrap::attest_until_done(
-                        &cfg,
-                        stored_bundle.as_deref(),
-                        attestor.as_ref(),
-                        &ident_state_tx,
-                        clock.as_ref(),
-                    ) => r?,
-                    r = shutdown_signal() => {
-                        r?;
-                        info!("stopped before the node was attested");
-                        return Ok(());
-                    }
-                };
-                let (ident, bundle) = attested;
-                data.save(&StoredIdentity {
-                    key_pkcs8: ident.key_pkcs8.clone(),
-                    chain: ident.chain.clone(),
-                    bundle: bundle.x509_authorities.clone(),
-                })?;
-                set_state(&ident_state_tx, State::Attested);
-                (ident, bundle.x509_authorities)
-            }
-        };
+    let (ident, bundle) = match bootstrap::plan(
+        &cfg,
+        stored,
+        join_token.as_deref(),
+        reset_identity,
+    )? {
+        Plan::Keep(ident, bundle) => (ident, bundle),
+        Plan::Attest {
+            why,
+            stored_bundle,
+            attestor,
+        } => {
+            info!(why, attestor = attestor.name(), server = %cfg.server_address, "attesting the node");
+            let attested = tokio::select! {
+                r = bootstrap::attest_until_done(
+                    &cfg,
+                    stored_bundle.as_deref(),
+                    attestor.as_ref(),
+                    &ident_state_tx,
+                    clock.as_ref(),
+                ) => r?,
+                r = shutdown_signal() => {
+                    r?;
+                    info!("stopped before the node was attested");
+                    return Ok(());
+                }
+            };
+            let (ident, bundle) = attested;
+            data.save(&StoredIdentity {
+                key_pkcs8: ident.key_pkcs8.clone(),
+                chain: ident.chain.clone(),
+                bundle: bundle.x509_authorities.clone(),
+            })?;
+            set_state(&ident_state_tx, State::Attested);
+            (ident, bundle.x509_authorities)
+        }
+    };
     let roots = TrustRoots::new(bundle.clone()).context("the trust bundle")?;
     let (ident_tx, ident_rx) = watch::channel(Arc::new(ident));
     let client = Arc::new(ServerClient::new(

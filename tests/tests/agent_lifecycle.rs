@@ -92,7 +92,11 @@ impl Agent {
 
     fn healthcheck(&self) -> (bool, String) {
         let out = sigil_agent(
-            &["healthcheck", "--socket", &self.socket.display().to_string()],
+            &[
+                "healthcheck",
+                "--socket",
+                &self.socket.display().to_string(),
+            ],
             &[],
         );
         (
@@ -166,7 +170,9 @@ impl Agent {
     }
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 }
 
@@ -335,9 +341,11 @@ fn i20_1_taint_moves_every_agent_svid_within_seconds() {
     for a in &agents {
         assert!(signed_by(&a.svid(), &old_ca), "agent SVID by the old CA");
         // The agent knows the new CA before the taint.
-        wait_for("new CA in the agent's bundle", Duration::from_secs(15), || {
-            a.stored_bundle().contains(&new_ca)
-        });
+        wait_for(
+            "new CA in the agent's bundle",
+            Duration::from_secs(15),
+            || a.stored_bundle().contains(&new_ca),
+        );
     }
     s.cli_ok(&["ca", "taint", "--slot", &old_slot]);
     for (i, a) in agents.iter().enumerate() {
@@ -346,20 +354,31 @@ fn i20_1_taint_moves_every_agent_svid_within_seconds() {
             Duration::from_secs(15),
             || signed_by(&a.svid(), &new_ca),
         );
-        eprintln!("agent {i}: own SVID moved {} ms after the taint", took.as_millis());
+        eprintln!(
+            "agent {i}: own SVID moved {} ms after the taint",
+            took.as_millis()
+        );
     }
     // Revoke the old CA and restart the server: everyone keeps working.
     revoke(&s, &old_slot);
     s.stop();
     s.spawn().unwrap();
-    register(&s, &agents[1].agent_id(), "spiffe://example.org/lifecycle/w2");
+    register(
+        &s,
+        &agents[1].agent_id(),
+        "spiffe://example.org/lifecycle/w2",
+    );
     wait_for(
         "a new entry reaches agent 1 after revoke + restart",
         Duration::from_secs(40),
         || served(&agents[1], "spiffe://example.org/lifecycle/w2"),
     );
     for a in &mut agents {
-        assert!(served(a, "") || a.healthcheck().0, "{}", tail(&a.log_text()));
+        assert!(
+            served(a, "") || a.healthcheck().0,
+            "{}",
+            tail(&a.log_text())
+        );
         assert_eq!(a.ready().0, 200, "{}", a.ready().1);
     }
     assert!(served(&agents[0], WORKLOAD));
@@ -427,7 +446,9 @@ fn i20_2_evicted_agent_reports_and_reattests_with_new_token() {
     a.wait_healthy(Duration::from_secs(30));
     let first_id = a.agent_id();
     register(&s, &first_id, WORKLOAD);
-    wait_for("workload served", Duration::from_secs(15), || served(&a, WORKLOAD));
+    wait_for("workload served", Duration::from_secs(15), || {
+        served(&a, WORKLOAD)
+    });
     assert_eq!(a.ready().0, 200);
 
     s.cli_ok(&["agent", "evict", "--spiffe-id", &first_id]);
@@ -475,11 +496,18 @@ fn i20_2_evicted_agent_reports_and_reattests_with_new_token() {
         if let Some(st) = a.exited() {
             break st;
         }
-        assert!(Instant::now() < deadline, "--reset-identity without an attestor must exit");
+        assert!(
+            Instant::now() < deadline,
+            "--reset-identity without an attestor must exit"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!st.success());
-    assert!(a.log_text().contains("nothing to attest with"), "{}", tail(&a.log_text()));
+    assert!(
+        a.log_text().contains("nothing to attest with"),
+        "{}",
+        tail(&a.log_text())
+    );
 }
 
 #[test]
@@ -497,7 +525,9 @@ fn i20_2_x509pop_agent_reattests_by_itself_after_evict() {
     let id = a.agent_id();
     assert!(id.contains("/x509pop/"), "{id}");
     register(&s, &id, WORKLOAD);
-    wait_for("workload served", Duration::from_secs(15), || served(&a, WORKLOAD));
+    wait_for("workload served", Duration::from_secs(15), || {
+        served(&a, WORKLOAD)
+    });
     let before = a.svid();
     s.cli_ok(&["agent", "evict", "--spiffe-id", &id]);
     let took = wait_for(
@@ -511,9 +541,11 @@ fn i20_2_x509pop_agent_reattests_by_itself_after_evict() {
     );
     eprintln!("re-attested {} ms after evict", took.as_millis());
     register(&s, &id, "spiffe://example.org/lifecycle/w2");
-    wait_for("workloads served after re-attestation", Duration::from_secs(30), || {
-        served(&a, "spiffe://example.org/lifecycle/w2") && a.ready().0 == 200
-    });
+    wait_for(
+        "workloads served after re-attestation",
+        Duration::from_secs(30),
+        || served(&a, "spiffe://example.org/lifecycle/w2") && a.ready().0 == 200,
+    );
 }
 
 #[test]
@@ -534,7 +566,9 @@ fn i20_3_outage_longer_than_agent_svid_ttl() {
     tok.spawn(&["--join-token", &token(&s)]);
     tok.wait_healthy(Duration::from_secs(30));
     register(&s, &pop.agent_id(), WORKLOAD);
-    wait_for("workload served", Duration::from_secs(15), || served(&pop, WORKLOAD));
+    wait_for("workload served", Duration::from_secs(15), || {
+        served(&pop, WORKLOAD)
+    });
 
     // The server is down longer than the agents' SVIDs live.
     s.stop();
@@ -550,7 +584,10 @@ fn i20_3_outage_longer_than_agent_svid_ttl() {
         Duration::from_secs(60),
         || not_after(&pop.svid()) > now() && pop.ready().0 == 200,
     );
-    eprintln!("x509pop agent back {} ms after the server", took.as_millis());
+    eprintln!(
+        "x509pop agent back {} ms after the server",
+        took.as_millis()
+    );
     assert!(served(&pop, WORKLOAD));
     // Join token: not ready, saying why and what to do.
     let body = wait_not_ready(&tok, "expired", Duration::from_secs(30));
@@ -576,9 +613,11 @@ fn i20_4_reattest_after_rotation_uses_stored_bundle_and_refuses_an_impostor() {
     // now trusts nothing the server presents.
     let (old_slot, old_ca, new_ca) = rotate(&s);
     for a in [&insecure, &filed] {
-        wait_for("new CA in the stored bundle", Duration::from_secs(15), || {
-            a.stored_bundle().contains(&new_ca)
-        });
+        wait_for(
+            "new CA in the stored bundle",
+            Duration::from_secs(15),
+            || a.stored_bundle().contains(&new_ca),
+        );
     }
     s.cli_ok(&["ca", "taint", "--slot", &old_slot]);
     for a in [&insecure, &filed] {
@@ -588,9 +627,11 @@ fn i20_4_reattest_after_rotation_uses_stored_bundle_and_refuses_an_impostor() {
     }
     revoke(&s, &old_slot);
     for a in [&insecure, &filed] {
-        wait_for("old CA gone from the stored bundle", Duration::from_secs(15), || {
-            !a.stored_bundle().contains(&old_ca)
-        });
+        wait_for(
+            "old CA gone from the stored bundle",
+            Duration::from_secs(15),
+            || !a.stored_bundle().contains(&old_ca),
+        );
     }
 
     // Forced re-attestation (a new token): it trusts the stored bundle.
@@ -668,7 +709,10 @@ fn i20_6_unbindable_socket_fails_before_the_token_is_spent() {
     a.socket = blocker.join("agent.sock");
     a.write_config(
         &s,
-        &format!("trust_bundle_path = \"{}\"\n", a.dir.path().join("bundle.pem").display()),
+        &format!(
+            "trust_bundle_path = \"{}\"\n",
+            a.dir.path().join("bundle.pem").display()
+        ),
         "",
     );
     a.spawn(&["--join-token", &t]);
@@ -683,12 +727,18 @@ fn i20_6_unbindable_socket_fails_before_the_token_is_spent() {
     assert!(!st.success());
     let log = a.log_text();
     assert!(log.contains("socket_path"), "{log}");
-    assert!(!log.contains("node attested"), "attested before binding: {log}");
+    assert!(
+        !log.contains("node attested"),
+        "attested before binding: {log}"
+    );
     // The token was not spent: the same token attests with a good path.
     a.socket = good;
     a.write_config(
         &s,
-        &format!("trust_bundle_path = \"{}\"\n", a.dir.path().join("bundle.pem").display()),
+        &format!(
+            "trust_bundle_path = \"{}\"\n",
+            a.dir.path().join("bundle.pem").display()
+        ),
         "",
     );
     a.spawn(&["--join-token", &t]);

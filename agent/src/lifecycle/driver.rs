@@ -211,8 +211,10 @@ impl Driver {
                         ));
                         continue;
                     }
-                    let wait =
-                        Duration::from_millis(rotation::backoff_ms(attempt, self.clock.random_unit()));
+                    let wait = Duration::from_millis(rotation::backoff_ms(
+                        attempt,
+                        self.clock.random_unit(),
+                    ));
                     attempt = attempt.saturating_add(1);
                     warn!(error = %e, reason, retry_in_ms = wait.as_millis() as u64, "agent SVID renewal failed; retrying");
                     if self.sleep_or_stop(wait, &mut shutdown).await {
@@ -258,8 +260,9 @@ impl Driver {
     /// Attests again over the current roots (never insecure), stores the
     /// new identity and bundle, and switches to them.
     async fn reattest(&self, cur: &AgentIdentity) -> anyhow::Result<()> {
-        let a = crate::bootstrap::reattestor(&self.cfg, self.join_token.as_deref(), cur.id.as_str())
-            .ok_or_else(|| anyhow::anyhow!("nothing configured can attest again"))??;
+        let a =
+            crate::bootstrap::reattestor(&self.cfg, self.join_token.as_deref(), cur.id.as_str())
+                .ok_or_else(|| anyhow::anyhow!("nothing configured can attest again"))??;
         let tls = tls_config(self.client.roots(), &self.cfg.trust_domain, None)?;
         let (ident, bundle) = crate::bootstrap::attest_with(&self.cfg, tls, a.as_ref()).await?;
         self.data.save(&StoredIdentity {

@@ -435,14 +435,19 @@ impl SpiffeWorkloadApi for WorkloadApiService {
             count = first.count,
             "X.509 bundle stream opened"
         );
-        let mut resp = Response::new(self.start_stream(
-            METHOD, caller, view, state, snapshot, first,
-        ));
+        let mut resp =
+            Response::new(self.start_stream(METHOD, caller, view, state, snapshot, first));
         if let Some(Err(why)) = self.readiness.as_ref().map(|r| r()) {
             // Header values are visible ASCII: anything else becomes '?'.
             let ascii: String = why
                 .chars()
-                .map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' })
+                .map(|c| {
+                    if c == ' ' || c.is_ascii_graphic() {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
                 .collect();
             if let Ok(v) = ascii.parse() {
                 resp.metadata_mut().insert(NOT_READY_HEADER, v);
