@@ -72,22 +72,39 @@ impl Agent {
 
     /// Starts the process; does not wait.
     fn spawn(&mut self, args: &[&str]) {
-        let log = std::fs::OpenOptions::new()
+        let out = std::fs::File::options()
             .create(true)
             .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(bin("sigil-agent"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .args(["--log-level", "debug"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .open(&self.log);
+        let out = out.unwrap();
+        let mut cmd = Command::new(bin("sigil-agent"));
+        cmd.arg("run").arg("--config").arg(&self.config);
+        cmd.args(["--log-level", "debug"]).args(args);
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.exited() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent must exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Rewrites the config to trust the bundle file written at start.
+    fn write_file_config(&self, s: &TestServer) {
+        let b = self.dir.path().join("bundle.pem");
+        self.write_config(s, &format!("trust_bundle_path = \"{}\"\n", b.display()), "");
     }
 
     fn healthcheck(&self) -> (bool, String) {
@@ -198,6 +215,14 @@ fn token(s: &TestServer) -> String {
         .to_string()
 }
 
+/// An agent attested with a new join token, healthy.
+fn joined(s: &TestServer, bundle_file: bool) -> Agent {
+    let mut a = Agent::new(s, bundle_file, "");
+    a.spawn(&["--join-token", &token(s)]);
+    a.wait_healthy(Duration::from_secs(30));
+    a
+}
+
 fn key_id(der: &[u8], subject: bool) -> Option<Vec<u8>> {
     use x509_parser::extensions::ParsedExtension;
     let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -239,77 +264,28 @@ fn wait_for(what: &str, limit: Duration, mut probe: impl FnMut() -> bool) -> Dur
     start.elapsed()
 }
 
-/// The CA certificate of the slot in `state` (`active`, `old`).
-fn slot(s: &TestServer, state: &str) -> (String, Vec<u8>) {
+/// The name of the slot in `state` (`active`, `old`).
+fn slot(s: &TestServer, state: &str) -> String {
     let v = s.cli_json(&["ca", "show"]);
     let slots = v["slots"].as_array().cloned().unwrap_or_default();
-    let sl: &Value = slots
-        .iter()
-        .find(|x| x["state"] == state)
-        .unwrap_or_else(|| panic!("no {state} slot: {v:#}"));
-    let serial = sl["serial"]
-        .as_str()
-        .unwrap()
-        .trim()
-        .trim_start_matches("0x")
-        .to_ascii_lowercase()
-        .replace(':', "");
-    let serial = serial.trim_start_matches('0').to_string();
-    let ca = s
-        .bundle()
-        .into_iter()
-        .find(|c| {
-            let (_, x) = x509_parser::parse_x509_certificate(c).unwrap();
-            let h: String = x.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
-            h.trim_start_matches('0') == serial
-        })
-        .expect("slot's CA in the bundle");
-    (sl["slot"].as_str().unwrap().to_string(), ca)
-}
-
-/// Registers an entry for this uid under `parent`.
-fn register(s: &TestServer, parent: &str, id: &str) {
-    let uid = nix::unistd::getuid().as_raw();
-    s.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        id,
-        "--parent-id",
-        parent,
-        "--selector",
-        &format!("unix:uid:{uid}"),
-    ]);
-}
-
-/// Whether this process is served `id` by the agent.
-fn served(a: &Agent, id: &str) -> bool {
-    let out = sigil_agent(
-        &[
-            "api",
-            "fetch",
-            "x509",
-            "--socket",
-            &a.socket.display().to_string(),
-            "--output",
-            "json",
-            "--timeout",
-            "1s",
-        ],
-        &[],
-    );
-    out.status.success() && text(&out.stdout).contains(id)
+    let found = slots.iter().find(|x| x["state"] == state);
+    let found = found.unwrap_or_else(|| panic!("no {state} slot: {v:#}"));
+    found["slot"].as_str().unwrap().to_string()
 }
 
 /// Rotates the CA: prepare, activate (forced); returns the old slot name
-/// and the (old, new) CA certificates.
+/// and the (old, new) CA certificates (the bundle before and what prepare
+/// added to it).
 fn rotate(s: &TestServer) -> (String, Vec<u8>, Vec<u8>) {
-    let (old_slot, old_ca) = slot(s, "active");
+    let old_slot = slot(s, "active");
+    let before = s.bundle();
+    assert_eq!(before.len(), 1, "one CA before the rotation");
     s.cli_ok(&["ca", "prepare"]);
+    let mut added: Vec<Vec<u8>> = s.bundle();
+    added.retain(|c| !before.contains(c));
+    assert_eq!(added.len(), 1, "prepare publishes one CA");
     s.cli_ok(&["ca", "activate", "--force"]);
-    let (_, new_ca) = slot(s, "active");
-    assert_ne!(old_ca, new_ca);
-    (old_slot, old_ca, new_ca)
+    (old_slot, before[0].clone(), added.remove(0))
 }
 
 /// `ca revoke`, with `--force` when this build has it.
@@ -327,9 +303,7 @@ fn i20_1_taint_moves_every_agent_svid_within_seconds() {
     let mut s = TestServer::start(ServerOptions::default()).unwrap();
     let mut agents: Vec<Agent> = (0..2)
         .map(|_| {
-            let mut a = Agent::new(&s, true, "");
-            a.spawn(&["--join-token", &token(&s)]);
-            a.wait_healthy(Duration::from_secs(30));
+            let mut a = joined(&s, true);
             a
         })
         .collect();
@@ -387,27 +361,21 @@ fn i20_1_taint_moves_every_agent_svid_within_seconds() {
 /// A node CA (written to `dir/nodes-ca.pem`) and one node certificate and
 /// key for x509pop; returns the server's and the agent's config snippets.
 fn x509pop_files(dir: &Path) -> (String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut cap = rcgen::CertificateParams::default();
-    cap.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    cap.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    cap.distinguished_name
-        .push(rcgen::DnType::CommonName, "node CA");
-    let ca_cert = cap.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::from_params(&cap, &ca_key);
-    let k = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CommonName, "n1");
-    p.is_ca = rcgen::IsCa::ExplicitNoCa;
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let c = p.signed_by(&k, &issuer).unwrap();
+    use sigil_proto::test_pki::TestCa;
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca = TestCa::from_params(ca_params);
+    let mut node = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    node.is_ca = rcgen::IsCa::ExplicitNoCa;
+    node.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let (cert, key) = ca.sign(&node);
     let ca_path = dir.join("nodes-ca.pem");
     let cert_path = dir.join("node.pem");
     let key_path = dir.join("node_key.pem");
-    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
-    std::fs::write(&cert_path, c.pem()).unwrap();
-    std::fs::write(&key_path, k.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, sigil_proto::pem::to_pem(&[ca.der])).unwrap();
+    std::fs::write(&cert_path, sigil_proto::pem::to_pem(&[cert])).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
     (
         format!(
             "[node_attestor.x509pop]\nca_bundle_path = \"{}\"\n",
@@ -441,9 +409,7 @@ fn wait_not_ready(a: &Agent, needle: &str, limit: Duration) -> String {
 #[test]
 fn i20_2_evicted_agent_reports_and_reattests_with_new_token() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
-    let mut a = Agent::new(&s, true, "");
-    a.spawn(&["--join-token", &token(&s)]);
-    a.wait_healthy(Duration::from_secs(30));
+    let mut a = joined(&s, true);
     let first_id = a.agent_id();
     register(&s, &first_id, WORKLOAD);
     wait_for("workload served", Duration::from_secs(15), || {
@@ -491,17 +457,7 @@ fn i20_2_evicted_agent_reports_and_reattests_with_new_token() {
     // --reset-identity with x509pop absent and no token is refused at once.
     a.stop();
     a.spawn(&["--reset-identity"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let st = loop {
-        if let Some(st) = a.exited() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "--reset-identity without an attestor must exit"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let st = a.wait_exit(Duration::from_secs(20));
     assert!(!st.success());
     assert!(
         a.log_text().contains("nothing to attest with"),
@@ -562,9 +518,7 @@ fn i20_3_outage_longer_than_agent_svid_ttl() {
     let mut pop = Agent::new(&s, true, &agent_x);
     pop.spawn(&[]);
     pop.wait_healthy(Duration::from_secs(30));
-    let mut tok = Agent::new(&s, true, "");
-    tok.spawn(&["--join-token", &token(&s)]);
-    tok.wait_healthy(Duration::from_secs(30));
+    let mut tok = joined(&s, true);
     register(&s, &pop.agent_id(), WORKLOAD);
     wait_for("workload served", Duration::from_secs(15), || {
         served(&pop, WORKLOAD)
@@ -602,12 +556,8 @@ fn i20_4_reattest_after_rotation_uses_stored_bundle_and_refuses_an_impostor() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     // Two agents: one first started with insecure_bootstrap, one with a
     // bundle file that the rotation makes stale.
-    let mut insecure = Agent::new(&s, false, "");
-    insecure.spawn(&["--join-token", &token(&s)]);
-    insecure.wait_healthy(Duration::from_secs(30));
-    let mut filed = Agent::new(&s, true, "");
-    filed.spawn(&["--join-token", &token(&s)]);
-    filed.wait_healthy(Duration::from_secs(30));
+    let mut insecure = joined(&s, false);
+    let mut filed = joined(&s, true);
 
     // Rotate the CA and revoke the old one: the install-time bundle file
     // now trusts nothing the server presents.
@@ -707,23 +657,9 @@ fn i20_6_unbindable_socket_fails_before_the_token_is_spent() {
     let blocker = a.dir.path().join("not-a-dir");
     std::fs::write(&blocker, "").unwrap();
     a.socket = blocker.join("agent.sock");
-    a.write_config(
-        &s,
-        &format!(
-            "trust_bundle_path = \"{}\"\n",
-            a.dir.path().join("bundle.pem").display()
-        ),
-        "",
-    );
+    a.write_file_config(&s);
     a.spawn(&["--join-token", &t]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let st = loop {
-        if let Some(st) = a.exited() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the agent must exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let st = a.wait_exit(Duration::from_secs(20));
     assert!(!st.success());
     let log = a.log_text();
     assert!(log.contains("socket_path"), "{log}");
@@ -733,14 +669,7 @@ fn i20_6_unbindable_socket_fails_before_the_token_is_spent() {
     );
     // The token was not spent: the same token attests with a good path.
     a.socket = good;
-    a.write_config(
-        &s,
-        &format!(
-            "trust_bundle_path = \"{}\"\n",
-            a.dir.path().join("bundle.pem").display()
-        ),
-        "",
-    );
+    a.write_file_config(&s);
     a.spawn(&["--join-token", &t]);
     a.wait_healthy(Duration::from_secs(30));
 }
