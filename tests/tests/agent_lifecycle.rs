@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sigil_tests::prom::http_get;
 use sigil_tests::{ServerOptions, TestServer, bin, free_addr, sigil_agent, stop_child, text};
 
@@ -288,6 +287,24 @@ fn rotate(s: &TestServer) -> (String, Vec<u8>, Vec<u8>) {
     (old_slot, before[0].clone(), added.remove(0))
 }
 
+/// Registers an entry for this uid under `parent`.
+fn register(s: &TestServer, parent: &str, id: &str) {
+    let sel = format!("unix:uid:{}", nix::unistd::getuid().as_raw());
+    let args = ["entry", "create", "--selector", &sel, "--parent-id", parent];
+    s.cli_ok(&[&args[..], &["--spiffe-id", id]].concat());
+}
+
+/// Whether this process is served `id` by the agent.
+fn served(a: &Agent, id: &str) -> bool {
+    let sock = a.socket.display().to_string();
+    let args = ["api", "fetch", "x509", "--socket", &sock];
+    let out = sigil_agent(
+        &[&args[..], &["--output", "json", "--timeout", "1s"]].concat(),
+        &[],
+    );
+    out.status.success() && text(&out.stdout).contains(id)
+}
+
 /// `ca revoke`, with `--force` when this build has it.
 fn revoke(s: &TestServer, slot: &str) {
     let forced = s.cli(&["ca", "revoke", "--slot", slot, "--force"]);
@@ -301,12 +318,7 @@ const WORKLOAD: &str = "spiffe://example.org/lifecycle/w";
 #[test]
 fn i20_1_taint_moves_every_agent_svid_within_seconds() {
     let mut s = TestServer::start(ServerOptions::default()).unwrap();
-    let mut agents: Vec<Agent> = (0..2)
-        .map(|_| {
-            let mut a = joined(&s, true);
-            a
-        })
-        .collect();
+    let mut agents: Vec<Agent> = (0..2).map(|_| joined(&s, true)).collect();
     register(&s, &agents[0].agent_id(), WORKLOAD);
     wait_for("workload served", Duration::from_secs(15), || {
         served(&agents[0], WORKLOAD)
@@ -518,7 +530,7 @@ fn i20_3_outage_longer_than_agent_svid_ttl() {
     let mut pop = Agent::new(&s, true, &agent_x);
     pop.spawn(&[]);
     pop.wait_healthy(Duration::from_secs(30));
-    let mut tok = joined(&s, true);
+    let tok = joined(&s, true);
     register(&s, &pop.agent_id(), WORKLOAD);
     wait_for("workload served", Duration::from_secs(15), || {
         served(&pop, WORKLOAD)

@@ -1,3 +1,6 @@
+//! The lifecycle decisions, one rule per test, at instants a `ManualClock`
+//! sets.
+
 use std::collections::HashSet;
 use std::time::Duration;
 
