@@ -203,10 +203,16 @@ pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
         Command::Healthcheck { socket } => {
             let path = workload_client::socket_path(socket)?;
             let mut c = workload_client::connect(&path).await?;
-            let resp = c
-                .fetch_x509_bundles(wl::X509BundlesRequest {})
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+            // Bounded: a socket that is bound but not served yet (the
+            // agent is still attesting) accepts connections and never
+            // answers.
+            let resp = tokio::time::timeout(
+                Duration::from_secs(5),
+                c.fetch_x509_bundles(wl::X509BundlesRequest {}),
+            )
+            .await
+            .context("no answer from the Workload API in 5s (is the agent still attesting?)")?
+            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
             // The agent answers but its own identity is unusable (evicted,
             // expired): unhealthy, with its reason.
             if let Some(why) = resp

@@ -239,7 +239,9 @@ pub async fn run(
             ..Default::default()
         },
     );
-    let service = service.with_readiness(readiness);
+    // `healthcheck` fails only for the identity (refused, expired): a
+    // first sync that has not come yet is no reason to restart the agent.
+    let service = service.with_readiness(Arc::new(move || ident_state_rx.borrow().readiness()));
     {
         let path = cfg.socket_path.clone();
         let mut rx = shutdown_rx.clone();
