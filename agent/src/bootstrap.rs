@@ -168,9 +168,6 @@ pub fn trust_configs(
         if !cfg.insecure_bootstrap {
             anyhow::bail!("trust_bundle_path is required (insecure_bootstrap is off)");
         }
-        warn!(
-            "insecure_bootstrap: trusting the server without a bundle for this first attestation"
-        );
         out.push((
             "insecure_bootstrap",
             server_client::insecure_bootstrap_config()?,
@@ -193,23 +190,31 @@ pub async fn attest_with(
     Ok((ident, bundle))
 }
 
-/// Attests, trying each trust source in turn, until it succeeds (the caller
-/// stops it on shutdown). Failures are logged and retried with exponential
-/// backoff (1 s doubling to 30 s, jittered); `state` carries the last error
-/// for `/ready`. Only an unusable trust source is an error.
+/// Attests, trying each trust source (from [`trust_configs`]) in turn, until
+/// it succeeds (the caller stops it on shutdown). Failures are logged and
+/// retried with exponential backoff (1 s doubling to 30 s, jittered);
+/// `state` carries the last error for `/ready`.
 pub async fn attest_until_done(
     cfg: &AgentConfig,
-    stored_bundle: Option<&[Vec<u8>]>,
+    trust: Vec<(&'static str, rustls::ClientConfig)>,
     a: &dyn NodeAttestorClient,
     state: &watch::Sender<State>,
     clock: &dyn Clock,
-) -> anyhow::Result<(AgentIdentity, TrustBundle)> {
+) -> (AgentIdentity, TrustBundle) {
+    if trust
+        .iter()
+        .any(|(source, _)| *source == "insecure_bootstrap")
+    {
+        warn!(
+            "insecure_bootstrap: trusting the server without a bundle for this first attestation"
+        );
+    }
     let mut attempt = 0u32;
     loop {
         let mut errors = Vec::new();
-        for (source, tls) in trust_configs(cfg, stored_bundle)? {
-            match attest_with(cfg, tls, a).await {
-                Ok(done) => return Ok(done),
+        for (source, tls) in &trust {
+            match attest_with(cfg, tls.clone(), a).await {
+                Ok(done) => return done,
                 Err(e) => errors.push(format!("with {source}: {e:#}")),
             }
         }

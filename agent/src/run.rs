@@ -75,45 +75,47 @@ pub async fn run(
         info!(address = %h.address, "health endpoint listening");
     }
     let data = DataDir::open(&cfg.data_dir)?;
-    // Bound before attesting: a socket path the agent cannot use fails
-    // here, before a join token is spent.
-    let listener = crate::workload_api::bind(&cfg.socket_path)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let join_token = bootstrap::join_token(join_token, &cfg);
     let stored = data.load().context("reading the stored agent identity")?;
-    let (ident, bundle) = match bootstrap::plan(
-        &cfg,
-        stored,
-        join_token.as_deref(),
-        reset_identity,
-    )? {
+    let plan = bootstrap::plan(&cfg, stored, join_token.as_deref(), reset_identity)?;
+    // The trust sources are read (and refused) before anything is bound.
+    let trust = match &plan {
+        Plan::Attest { stored_bundle, .. } => {
+            bootstrap::trust_configs(&cfg, stored_bundle.as_deref())?
+        }
+        Plan::Keep(..) => Vec::new(),
+    };
+    // Bound before attesting: a socket path the agent cannot use fails
+    // here, before a join token is spent.
+    let listener = crate::workload_api::bind(&cfg.socket_path)?;
+    let (ident, bundle) = match plan {
         Plan::Keep(ident, bundle) => (ident, bundle),
-        Plan::Attest {
-            why,
-            stored_bundle,
-            attestor,
-        } => {
+        Plan::Attest { why, attestor, .. } => {
             info!(why, attestor = attestor.name(), server = %cfg.server_address, "attesting the node");
-            let attested = tokio::select! {
-                r = bootstrap::attest_until_done(
+            let (ident, bundle) = tokio::select! {
+                done = bootstrap::attest_until_done(
                     &cfg,
-                    stored_bundle.as_deref(),
+                    trust,
                     attestor.as_ref(),
                     &ident_state_tx,
                     clock.as_ref(),
-                ) => r?,
+                ) => done,
                 r = shutdown_signal() => {
+                    let _ = std::fs::remove_file(&cfg.socket_path);
                     r?;
                     info!("stopped before the node was attested");
                     return Ok(());
                 }
             };
-            let (ident, bundle) = attested;
-            data.save(&StoredIdentity {
+            if let Err(e) = data.save(&StoredIdentity {
                 key_pkcs8: ident.key_pkcs8.clone(),
                 chain: ident.chain.clone(),
                 bundle: bundle.x509_authorities.clone(),
-            })?;
+            }) {
+                let _ = std::fs::remove_file(&cfg.socket_path);
+                return Err(e.context("storing the new agent identity"));
+            }
             set_state(&ident_state_tx, State::Attested);
             (ident, bundle.x509_authorities)
         }
