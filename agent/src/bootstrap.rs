@@ -193,14 +193,15 @@ pub async fn attest_with(
 /// Attests, trying each trust source (from [`trust_configs`]) in turn, until
 /// it succeeds (the caller stops it on shutdown). Failures are logged and
 /// retried with exponential backoff (1 s doubling to 30 s, jittered);
-/// `state` carries the last error for `/ready`.
+/// `state` carries the last error for `/ready`. A refusal by the server
+/// (not an outage, not a server it cannot verify) is returned.
 pub async fn attest_until_done(
     cfg: &AgentConfig,
     trust: Vec<(&'static str, rustls::ClientConfig)>,
     a: &dyn NodeAttestorClient,
     state: &watch::Sender<State>,
     clock: &dyn Clock,
-) -> (AgentIdentity, TrustBundle) {
+) -> anyhow::Result<(AgentIdentity, TrustBundle)> {
     if trust
         .iter()
         .any(|(source, _)| *source == "insecure_bootstrap")
@@ -214,7 +215,16 @@ pub async fn attest_until_done(
         let mut errors = Vec::new();
         for (source, tls) in &trust {
             match attest_with(cfg, tls.clone(), a).await {
-                Ok(done) => return done,
+                Ok(done) => return Ok(done),
+                // The server refused this attestor (a spent or unknown
+                // token, a node it does not accept): retrying cannot help,
+                // so the start fails with the server's reason.
+                Err(e)
+                    if e.downcast_ref::<server_client::AttestRefused>()
+                        .is_some_and(|r| r.is_final()) =>
+                {
+                    return Err(e);
+                }
                 Err(e) => errors.push(format!("with {source}: {e:#}")),
             }
         }

@@ -100,7 +100,13 @@ pub async fn run(
                     attestor.as_ref(),
                     &ident_state_tx,
                     clock.as_ref(),
-                ) => done,
+                ) => match done {
+                    Ok(done) => done,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&cfg.socket_path);
+                        return Err(e);
+                    }
+                },
                 r = shutdown_signal() => {
                     let _ = std::fs::remove_file(&cfg.socket_path);
                     r?;

@@ -141,6 +141,36 @@ pub fn trust_bundle(b: pb::Bundle) -> TrustBundle {
     }
 }
 
+/// The server's answer to an attestation that failed: `code` tells a
+/// refusal (a spent token, an unknown node) from an outage.
+#[derive(Debug, thiserror::Error)]
+#[error("node attestation refused: {message}")]
+pub struct AttestRefused {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl From<tonic::Status> for AttestRefused {
+    fn from(s: tonic::Status) -> AttestRefused {
+        AttestRefused {
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+impl AttestRefused {
+    /// The server decided against this attestor: trying again cannot help.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.code,
+            tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::InvalidArgument
+        )
+    }
+}
+
 /// Attests the node; returns the agent's new identity and the bundle.
 pub async fn attest(
     client: &mut AgentApiClient<Channel>,
@@ -162,13 +192,13 @@ pub async fn attest(
     let mut resp = client
         .attest_node(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| anyhow::anyhow!("node attestation refused: {}", s.message()))?
+        .map_err(AttestRefused::from)?
         .into_inner();
     loop {
         let msg = resp
             .message()
             .await
-            .map_err(|s| anyhow::anyhow!("node attestation refused: {}", s.message()))?
+            .map_err(AttestRefused::from)?
             .context("the server closed the attestation stream")?;
         match msg.step {
             Some(pb::attest_node_response::Step::Challenge(c)) => {
