@@ -19,7 +19,7 @@ use crate::config::AgentConfig;
 use crate::identity::{AgentIdentity, key_and_csr};
 use crate::persist::{DataDir, StoredIdentity};
 use crate::rotation;
-use crate::server_client::{ServerClient, tls_config};
+use crate::server_client::ServerClient;
 use crate::sync::OnBundle;
 
 /// Most jitter before a renewal caused by a taint: thousands of agents do
@@ -263,8 +263,21 @@ impl Driver {
         let a =
             crate::bootstrap::reattestor(&self.cfg, self.join_token.as_deref(), cur.id.as_str())
                 .ok_or_else(|| anyhow::anyhow!("nothing configured can attest again"))??;
-        let tls = tls_config(self.client.roots(), &self.cfg.trust_domain, None)?;
-        let (ident, bundle) = crate::bootstrap::attest_with(&self.cfg, tls, a.as_ref()).await?;
+        // The bundle the server last sent, then `trust_bundle_path` (an
+        // operator may have refreshed it); never insecure.
+        let known = self.bundle_rx.borrow().authorities.clone();
+        let mut errors = Vec::new();
+        let mut attested = None;
+        for (source, tls) in crate::bootstrap::trust_configs(&self.cfg, Some(&known))? {
+            match crate::bootstrap::attest_with(&self.cfg, tls, a.as_ref()).await {
+                Ok(done) => {
+                    attested = Some(done);
+                    break;
+                }
+                Err(e) => errors.push(format!("with {source}: {e:#}")),
+            }
+        }
+        let (ident, bundle) = attested.ok_or_else(|| anyhow::anyhow!("{}", errors.join("; ")))?;
         self.data.save(&StoredIdentity {
             key_pkcs8: ident.key_pkcs8.clone(),
             chain: ident.chain.clone(),
