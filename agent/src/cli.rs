@@ -47,6 +47,10 @@ pub enum Command {
             conflicts_with = "join_token"
         )]
         join_token_file: Option<PathBuf>,
+        /// Attest again even though an identity is stored (with the join
+        /// token or x509pop); the stored one is replaced once that succeeds.
+        #[arg(long)]
+        reset_identity: bool,
         #[arg(long, env = "SIGIL_LOG", default_value = "info")]
         log_level: String,
         #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
@@ -209,11 +213,26 @@ pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
         Command::Healthcheck { socket } => {
             let path = workload_client::socket_path(socket)?;
             let mut c = workload_client::connect(&path).await?;
-            let mut s = c
-                .fetch_x509_bundles(wl::X509BundlesRequest {})
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-                .into_inner();
+            // Bounded: a socket that is bound but not served yet (the
+            // agent is still attesting) accepts connections and never
+            // answers.
+            let resp = tokio::time::timeout(
+                Duration::from_secs(5),
+                c.fetch_x509_bundles(wl::X509BundlesRequest {}),
+            )
+            .await
+            .context("no answer from the Workload API in 5s (is the agent still attesting?)")?
+            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+            // The agent answers but its own identity is unusable (evicted,
+            // expired): unhealthy, with its reason.
+            if let Some(why) = resp
+                .metadata()
+                .get(crate::workload_api::NOT_READY_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                anyhow::bail!("the agent is not ready: {why}");
+            }
+            let mut s = resp.into_inner();
             tokio::time::timeout(Duration::from_secs(5), s.message())
                 .await
                 .context("no answer from the Workload API in 5s")?

@@ -4,11 +4,13 @@
 //! → `state::Snapshot` (watch) → `workload_api` (per-caller view, after
 //! `workload_attestor` turned peer credentials into selectors).
 
+pub mod bootstrap;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod helper;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod node_attestor;
 pub mod persist;

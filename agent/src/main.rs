@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             config,
             join_token,
             join_token_file,
+            reset_identity,
             log_level,
             log_format,
         } => match (
@@ -36,7 +37,8 @@ fn main() -> ExitCode {
                 match sigil_agent::config::join_token(&cfg, join_token, join_token_file.as_deref())
                 {
                     Err(e) => Err(e.into()),
-                    Ok(t) => runtime().and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, t))),
+                    Ok(t) => runtime()
+                        .and_then(|rt| rt.block_on(sigil_agent::run::run(cfg, t, reset_identity))),
                 }
             }
         },

@@ -20,6 +20,9 @@ pub const CACHED_SVIDS: &str = "sigil_agent_cached_svids";
 pub const SVID_EXPIRY: &str = "sigil_agent_svid_expiry_seconds";
 pub const AGENT_SVID_EXPIRY: &str = "sigil_agent_agent_svid_expiry_seconds";
 pub const CA_EXPIRY: &str = "sigil_agent_ca_expiry_seconds";
+pub const IDENTITY_STATE: &str = "sigil_agent_identity_state";
+/// The values of [`IDENTITY_STATE`]'s `state` label.
+pub const IDENTITY_STATES: [&str; 4] = ["attesting", "attested", "refused", "expired"];
 
 /// Registers help texts (once, at start-up).
 pub fn describe() {
@@ -64,6 +67,10 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Seconds until the earliest CA in the trust bundle expires"
     );
+    describe_gauge!(
+        IDENTITY_STATE,
+        "1 for the state of the agent's own identity (attesting, attested, refused, expired), 0 for the others; refused and expired need the operator"
+    );
     // Present from the start, so dashboards and alerts see zeros, not gaps.
     gauge!(WORKLOAD_STREAMS).set(0.0);
     counter!(SYNC_ERRORS).absolute(0);
@@ -91,6 +98,13 @@ pub fn svids_issued(result: &'static str, n: u64) {
 
 pub fn rotation(reason: &'static str) {
     counter!(ROTATIONS, "reason" => reason).increment(1);
+}
+
+/// The agent identity's state: 1 for `current`, 0 for every other label.
+pub fn identity_state(current: &'static str) {
+    for l in IDENTITY_STATES {
+        gauge!(IDENTITY_STATE, "state" => l).set(if l == current { 1.0 } else { 0.0 });
+    }
 }
 
 pub fn sync_error() {

@@ -1,10 +1,9 @@
-//! `sigil-agent run`: bootstraps trust from the bundle file, restores its
-//! identity from `data_dir` or attests the node, then runs the entry sync,
-//! the SVID cache, its own SVID renewal and the Workload API until SIGTERM
-//! or SIGINT.
+//! `sigil-agent run`: binds the health endpoint and the Workload API socket,
+//! restores its identity from `data_dir` or attests the node (see
+//! `bootstrap`), then runs the entry sync, the SVID cache, the lifecycle of
+//! its own identity and the Workload API until SIGTERM or SIGINT.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use anyhow::Context;
 use sigil_proto::clock::{Clock, SystemClock};
@@ -14,143 +13,42 @@ use sigil_proto::tls::TrustRoots;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::bootstrap::{self, Plan};
 use crate::cache::{Cache, TrustBundle};
 use crate::config::AgentConfig;
-use crate::identity::{AgentIdentity, key_and_csr};
-use crate::node_attestor::NodeAttestorClient;
-use crate::node_attestor::join_token::JoinTokenClient;
-use crate::node_attestor::x509pop::X509PopClient;
+use crate::lifecycle::State;
+use crate::lifecycle::driver::{BundleView, Driver, set_state};
 use crate::persist::{DataDir, StoredIdentity};
-use crate::rotation;
-use crate::server_client::{self, ServerClient};
+use crate::server_client::ServerClient;
 use crate::state::Snapshot;
 
-/// The attestor to use for a first (or renewed-after-expiry) attestation.
-fn attestor(
-    cfg: &AgentConfig,
+/// Runs the agent until a shutdown signal. `join_token` is the token as
+/// resolved by [`crate::config::join_token`] (flag, file, config);
+/// `reset_identity` (`--reset-identity`) attests again even though an
+/// identity is stored.
+pub async fn run(
+    cfg: AgentConfig,
     join_token: Option<String>,
-) -> anyhow::Result<Box<dyn NodeAttestorClient>> {
-    if let Some(t) = join_token.or_else(|| cfg.join_token.clone()) {
-        return Ok(Box::new(JoinTokenClient::new(t)));
-    }
-    if let Some(x) = &cfg.node_attestor.x509pop {
-        return Ok(Box::new(
-            X509PopClient::load(&x.cert_path, &x.key_path).context("[node_attestor.x509pop]")?,
-        ));
-    }
-    anyhow::bail!(
-        "the agent has no stored identity and nothing to attest with: pass --join-token, set \
-         join_token, or configure [node_attestor.x509pop]"
-    )
-}
-
-/// Restores the stored identity if it is still valid, or attests.
-async fn bootstrap(
-    cfg: &AgentConfig,
-    data: &DataDir,
-    join_token: Option<String>,
-    clock: &dyn Clock,
-) -> anyhow::Result<(AgentIdentity, Vec<Vec<u8>>)> {
-    let stored = data.load().context("reading the stored agent identity")?;
-    if let Some(s) = stored {
-        let ident = AgentIdentity::from_parts(s.chain, s.key_pkcs8)?;
-        if ident.not_after > clock.now_unix() + 5 {
-            info!(agent_id = %ident.id, not_after = ident.not_after, "restored agent identity; not attesting again");
-            return Ok((ident, s.bundle));
-        }
-        warn!(agent_id = %ident.id, "stored agent SVID expired; attesting again");
-    }
-    let tls = match &cfg.trust_bundle_path {
-        Some(p) => {
-            let bytes =
-                std::fs::read(p).with_context(|| format!("trust_bundle_path {}", p.display()))?;
-            let certs = sigil_proto::pem::certs_from_pem_or_der(&bytes)
-                .with_context(|| format!("trust_bundle_path {}", p.display()))?;
-            server_client::tls_config(&TrustRoots::new(certs)?, &cfg.trust_domain, None)?
-        }
-        None if cfg.insecure_bootstrap => {
-            warn!("insecure_bootstrap: trusting the server without a bundle for attestation");
-            server_client::insecure_bootstrap_config()?
-        }
-        None => anyhow::bail!("trust_bundle_path is required (insecure_bootstrap is off)"),
-    };
-    let a = attestor(cfg, join_token)?;
-    let mut client = server_client::connect(&cfg.server_address, tls).await?;
-    let attested = server_client::attest(&mut client, a.as_ref()).await;
-    crate::metrics::node_attestation(a.name(), if attested.is_ok() { "ok" } else { "error" });
-    let (ident, bundle) = attested?;
-    info!(agent_id = %ident.id, attestor = a.name(), "node attested");
-    data.save(&StoredIdentity {
-        key_pkcs8: ident.key_pkcs8.clone(),
-        chain: ident.chain.clone(),
-        bundle: bundle.x509_authorities.clone(),
-    })?;
-    Ok((ident, bundle.x509_authorities))
-}
-
-/// Renews the agent's own SVID at half its life, forever.
-async fn renew_loop(
-    client: Arc<ServerClient>,
-    data: DataDir,
-    ident_tx: watch::Sender<Arc<AgentIdentity>>,
-    bundle_rx: watch::Receiver<Vec<Vec<u8>>>,
-    clock: Arc<dyn Clock>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut attempt = 0u32;
-    loop {
-        let cur = ident_tx.borrow().clone();
-        let at = rotation::renew_at(&rotation::Issued {
-            not_before: cur.not_before,
-            issued_at: cur.received_at,
-            not_after: cur.not_after,
-            entry_revision: 0,
-            jitter_unit: 0.5,
-        });
-        let wait = Duration::from_secs(u64::try_from(at - clock.now_unix()).unwrap_or(0));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
-        }
-        let result = async {
-            let (key, csr) = key_and_csr()?;
-            let chain = client.renew_agent(csr).await?;
-            let ident = AgentIdentity::from_parts(chain, key.serialize_der())?;
-            data.save(&StoredIdentity {
-                key_pkcs8: ident.key_pkcs8.clone(),
-                chain: ident.chain.clone(),
-                bundle: bundle_rx.borrow().clone(),
-            })?;
-            anyhow::Ok(ident)
-        }
-        .await;
-        match result {
-            Ok(ident) => {
-                info!(agent_id = %ident.id, not_after = ident.not_after, "agent SVID renewed");
-                attempt = 0;
-                let _ = ident_tx.send(Arc::new(ident));
-            }
-            Err(e) => {
-                let wait = Duration::from_millis(rotation::backoff_ms(attempt, 0.5));
-                attempt = attempt.saturating_add(1);
-                warn!(error = %format!("{e:#}"), "agent SVID renewal failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
-    }
-}
-
-/// Runs the agent until a shutdown signal.
-pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result<()> {
+    reset_identity: bool,
+) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Supervisor::new("agent", shutdown_tx);
-    // Ready once attested and the first sync has been served: the cache
-    // says so on `ready`. Up first, so probes see "live, not ready" while
-    // the agent attests and syncs.
+    // Ready once the agent's identity is usable and the first sync has been
+    // served: the cache says so on `ready`. Up first, so probes see "live,
+    // not ready" (with the reason) while the agent attests and syncs.
     let (ready_tx, ready_rx) = watch::channel(false);
+    let (ident_state_tx, ident_state_rx) = watch::channel(State::Attesting("starting".into()));
+    let readiness: sigil_proto::health::Readiness = {
+        let ident_state_rx = ident_state_rx.clone();
+        Arc::new(move || {
+            ident_state_rx.borrow().readiness()?;
+            if *ready_rx.borrow() {
+                Ok(())
+            } else {
+                Err("waiting for the first sync".into())
+            }
+        })
+    };
     let up: Arc<OnceLock<sigil_proto::health::Refresh>> = Arc::new(OnceLock::new());
     if let Some(h) = &cfg.health {
         let listener = tokio::net::TcpListener::bind(h.address)
@@ -158,15 +56,10 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
             .with_context(|| format!("health.address {}", h.address))?;
         sigil_proto::health::recorder();
         crate::metrics::describe();
+        crate::metrics::identity_state(ident_state_rx.borrow().label());
         let up = up.clone();
         let endpoint = sigil_proto::health::Endpoint {
-            ready: Arc::new(move || {
-                if *ready_rx.borrow() {
-                    Ok(())
-                } else {
-                    Err("attesting or waiting for the first sync".into())
-                }
-            }),
+            ready: readiness.clone(),
             refresh: Arc::new(move || {
                 if let Some(r) = up.get() {
                     r();
@@ -185,7 +78,55 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
     }
     let data = DataDir::open(&cfg.data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (ident, bundle) = bootstrap(&cfg, &data, join_token, clock.as_ref()).await?;
+    let stored = data.load().context("reading the stored agent identity")?;
+    let plan = bootstrap::plan(&cfg, stored, join_token.as_deref(), reset_identity)?;
+    // The trust sources are read (and refused) before anything is bound.
+    let trust = match &plan {
+        Plan::Attest { stored_bundle, .. } => {
+            bootstrap::trust_configs(&cfg, stored_bundle.as_deref())?
+        }
+        Plan::Keep(..) => Vec::new(),
+    };
+    // Bound before attesting: a socket path the agent cannot use fails
+    // here, before a join token is spent.
+    let listener = crate::workload_api::bind(&cfg.socket_path)?;
+    let (ident, bundle) = match plan {
+        Plan::Keep(ident, bundle) => (ident, bundle),
+        Plan::Attest { why, attestor, .. } => {
+            info!(why, attestor = attestor.name(), server = %cfg.server_address, "attesting the node");
+            let (ident, bundle) = tokio::select! {
+                done = bootstrap::attest_until_done(
+                    &cfg,
+                    trust,
+                    attestor.as_ref(),
+                    &ident_state_tx,
+                    clock.as_ref(),
+                ) => match done {
+                    Ok(done) => done,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&cfg.socket_path);
+                        return Err(e);
+                    }
+                },
+                r = shutdown_signal() => {
+                    let _ = std::fs::remove_file(&cfg.socket_path);
+                    r?;
+                    info!("stopped before the node was attested");
+                    return Ok(());
+                }
+            };
+            if let Err(e) = data.save(&StoredIdentity {
+                key_pkcs8: ident.key_pkcs8.clone(),
+                chain: ident.chain.clone(),
+                bundle: bundle.x509_authorities.clone(),
+            }) {
+                let _ = std::fs::remove_file(&cfg.socket_path);
+                return Err(e.context("storing the new agent identity"));
+            }
+            set_state(&ident_state_tx, State::Attested);
+            (ident, bundle.x509_authorities)
+        }
+    };
     let roots = TrustRoots::new(bundle.clone()).context("the trust bundle")?;
     let (ident_tx, ident_rx) = watch::channel(Arc::new(ident));
     let client = Arc::new(ServerClient::new(
@@ -194,7 +135,10 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         roots.clone(),
         ident_rx.clone(),
     ));
-    let (bundle_tx, bundle_rx) = watch::channel(bundle.clone());
+    let (bundle_tx, bundle_rx) = watch::channel(BundleView {
+        authorities: bundle.clone(),
+        tainted: Default::default(),
+    });
 
     // Snapshot for the Workload API.
     let (state_tx, state_rx) = watch::channel(Arc::new(Snapshot::empty(
@@ -206,7 +150,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         cfg.trust_domain.clone(),
         client.clone(),
         clock.clone(),
-        bundle,
+        bundle.clone(),
         state_tx,
         ready_tx,
     );
@@ -223,13 +167,28 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
     let on_bundle: Arc<crate::sync::OnBundle> = {
         let roots = roots.clone();
         let data = data.clone();
+        // The authorities the roots were last set to.
+        let roots_set = watch::Sender::new(bundle.clone());
         Arc::new(move |b: &TrustBundle| {
+            // The lifecycle sees every bundle: a taint changes no roots.
+            let view = BundleView::of(b);
+            bundle_tx.send_if_modified(|cur| {
+                let changed = cur.tainted != view.tainted
+                    || (!view.authorities.is_empty() && cur.authorities != view.authorities);
+                if changed {
+                    cur.tainted = view.tainted.clone();
+                    if !view.authorities.is_empty() {
+                        cur.authorities = view.authorities.clone();
+                    }
+                }
+                changed
+            });
             // An empty bundle reaches workloads through the cache (every
             // SVID of the trust domain is invalid). The agent's own roots
             // for the server and the stored bundle keep the last usable
             // set: with none, it could never hear of the server's next
             // CAs, nor restart (issue 20: no agent is stranded).
-            if b.x509_authorities.is_empty() || *bundle_tx.borrow() == b.x509_authorities {
+            if b.x509_authorities.is_empty() || *roots_set.borrow() == b.x509_authorities {
                 return;
             }
             if let Err(e) = roots.set(b.x509_authorities.clone()) {
@@ -239,7 +198,7 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
             if let Err(e) = data.save_bundle(&b.x509_authorities) {
                 warn!(error = %format!("{e:#}"), "storing the bundle failed");
             }
-            let _ = bundle_tx.send(b.x509_authorities.clone());
+            roots_set.send_replace(b.x509_authorities.clone());
             info!(sequence = b.sequence, "trust bundle updated");
         })
     };
@@ -248,22 +207,26 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
         crate::sync::run(
             client.clone(),
             events_tx,
-            on_bundle,
+            on_bundle.clone(),
             clock.clone(),
             shutdown_rx.clone(),
         )
         .then_ok(),
     );
     tasks.spawn(
-        "agent SVID renewal",
-        renew_loop(
-            client.clone(),
-            data.clone(),
+        "agent identity",
+        Driver {
+            cfg: cfg.clone(),
+            join_token,
+            client: client.clone(),
+            data: data.clone(),
             ident_tx,
             bundle_rx,
-            clock.clone(),
-            shutdown_rx.clone(),
-        )
+            on_bundle: on_bundle.clone(),
+            state: ident_state_tx,
+            clock: clock.clone(),
+        }
+        .run(shutdown_rx.clone())
         .then_ok(),
     );
 
@@ -285,17 +248,20 @@ pub async fn run(cfg: AgentConfig, join_token: Option<String>) -> anyhow::Result
             ..Default::default()
         },
     );
+    // `healthcheck` fails only for the identity (refused, expired): a
+    // first sync that has not come yet is no reason to restart the agent.
+    let service = service.with_readiness(Arc::new(move || ident_state_rx.borrow().readiness()));
     {
         let path = cfg.socket_path.clone();
         let mut rx = shutdown_rx.clone();
         tasks.spawn("Workload API", async move {
-            crate::workload_api::serve(&path, service, async move {
+            info!(socket = %path.display(), "sigil-agent ready");
+            crate::workload_api::serve_bound(&path, listener, service, async move {
                 let _ = rx.changed().await;
             })
             .await
         });
     }
-    info!(socket = %cfg.socket_path.display(), "sigil-agent ready");
 
     tasks.run(shutdown_signal(), supervise::GRACE).await
 }

@@ -141,6 +141,36 @@ pub fn trust_bundle(b: pb::Bundle) -> TrustBundle {
     }
 }
 
+/// The server's answer to an attestation that failed: `code` tells a
+/// refusal (a spent token, an unknown node) from an outage.
+#[derive(Debug, thiserror::Error)]
+#[error("node attestation refused: {message}")]
+pub struct AttestRefused {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl From<tonic::Status> for AttestRefused {
+    fn from(s: tonic::Status) -> AttestRefused {
+        AttestRefused {
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+impl AttestRefused {
+    /// The server decided against this attestor: trying again cannot help.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.code,
+            tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::InvalidArgument
+        )
+    }
+}
+
 /// Attests the node; returns the agent's new identity and the bundle.
 pub async fn attest(
     client: &mut AgentApiClient<Channel>,
@@ -162,13 +192,13 @@ pub async fn attest(
     let mut resp = client
         .attest_node(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| anyhow::anyhow!("node attestation refused: {}", s.message()))?
+        .map_err(AttestRefused::from)?
         .into_inner();
     loop {
         let msg = resp
             .message()
             .await
-            .map_err(|s| anyhow::anyhow!("node attestation refused: {}", s.message()))?
+            .map_err(AttestRefused::from)?
             .context("the server closed the attestation stream")?;
         match msg.step {
             Some(pb::attest_node_response::Step::Challenge(c)) => {
@@ -199,6 +229,9 @@ pub struct ServerClient {
     roots: TrustRoots,
     identity: watch::Receiver<Arc<AgentIdentity>>,
     cached: Mutex<Option<(String, AgentApiClient<Channel>)>>,
+    /// Counts calls the server refused for who the agent is (evicted,
+    /// banned, unknown): the identity lifecycle looks at once.
+    refusals: watch::Sender<u64>,
 }
 
 impl ServerClient {
@@ -214,7 +247,25 @@ impl ServerClient {
             roots,
             identity,
             cached: Mutex::new(None),
+            refusals: watch::Sender::new(0),
         }
+    }
+
+    /// Notes a call's error status (a refusal of the agent's identity is
+    /// counted, see [`ServerClient::refusals`]) and formats it for logs.
+    pub fn note_status(&self, s: &tonic::Status) -> String {
+        if matches!(
+            s.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ) {
+            self.refusals.send_modify(|n| *n += 1);
+        }
+        format!("{}: {}", s.code(), s.message())
+    }
+
+    /// Changes when a call was refused for the agent's identity.
+    pub fn refusals(&self) -> watch::Receiver<u64> {
+        self.refusals.subscribe()
     }
 
     /// The agent's identity, to notice renewals.
@@ -249,13 +300,16 @@ impl ServerClient {
 
 impl ServerClient {
     /// Renews the agent's own SVID for the key of `csr`; returns the new
-    /// chain (DER, leaf first).
+    /// chain (DER, leaf first). A server's answer is a `tonic::Status`
+    /// inside the error.
     pub async fn renew_agent(&self, csr: Vec<u8>) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut c = self.client().await?;
         let svid = c
             .renew_agent(pb::RenewAgentRequest { csr })
             .await
-            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+            // The status itself: a refusal (evicted, banned) is told apart
+            // from an outage by its code.
+            .map_err(anyhow::Error::new)?
             .into_inner()
             .svid
             .context("renewal reply without an SVID")?;
@@ -291,7 +345,7 @@ impl SvidSigner for ServerClient {
             }
             Err(s) => {
                 self.reset().await;
-                return Err(SignError::Failed(format!("{}: {}", s.code(), s.message())));
+                return Err(SignError::Failed(self.note_status(&s)));
             }
         };
         Ok(resp

@@ -67,7 +67,7 @@ async fn follow(
             page_size: 0,
         })
         .await
-        .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+        .map_err(|s| client.note_status(&s))?
         .into_inner();
     let mut pages: Vec<pb::Entry> = Vec::new();
     info!(since, "entry sync stream open");
@@ -80,7 +80,7 @@ async fn follow(
                     *revision
                 ));
             }
-            Err(s) => return Err(format!("{}: {}", s.code(), s.message())),
+            Err(s) => return Err(client.note_status(&s)),
         };
         *delivered = true;
         let ev = match msg.kind {

@@ -59,7 +59,7 @@ struct Cached {
 }
 
 /// The subject key identifiers of the bundle's CA certificates.
-fn bundle_key_ids(bundle: &[Vec<u8>]) -> HashSet<Vec<u8>> {
+pub(crate) fn bundle_key_ids(bundle: &[Vec<u8>]) -> HashSet<Vec<u8>> {
     bundle
         .iter()
         .filter_map(|der| {
@@ -83,7 +83,7 @@ fn anchor_key_id(chain: &[Vec<u8>]) -> Option<Vec<u8>> {
 }
 
 /// The authority key identifier of a certificate.
-fn aki(der: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn aki(der: &[u8]) -> Option<Vec<u8>> {
     let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
     c.extensions()
         .iter()

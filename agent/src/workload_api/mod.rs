@@ -143,7 +143,14 @@ pub struct WorkloadApiService {
     /// Set to `true` when the server stops: open streams end, so the
     /// graceful shutdown is not held up by streams that never finish.
     stop: Arc<watch::Sender<bool>>,
+    /// The agent's readiness; a bundle stream of a not-ready agent carries
+    /// the reason in the [`NOT_READY_HEADER`] header (for `healthcheck`).
+    readiness: Option<sigil_proto::health::Readiness>,
 }
+
+/// Response header of `FetchX509Bundles` naming why the agent is not ready
+/// (its own identity refused or expired); absent when it is.
+pub const NOT_READY_HEADER: &str = "sigil-agent-not-ready";
 
 impl WorkloadApiService {
     pub fn new(
@@ -162,7 +169,15 @@ impl WorkloadApiService {
             per_uid_connections: Arc::default(),
             clock: Arc::new(sigil_proto::clock::SystemClock),
             stop: Arc::new(watch::channel(false).0),
+            readiness: None,
         }
+    }
+
+    /// Reports the agent's readiness to `healthcheck` (see
+    /// [`NOT_READY_HEADER`]).
+    pub fn with_readiness(mut self, r: sigil_proto::health::Readiness) -> WorkloadApiService {
+        self.readiness = Some(r);
+        self
     }
 
     /// Replaces the clock (tests).
@@ -296,8 +311,25 @@ pub async fn serve(
     service: WorkloadApiService,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let listener = bind_workload_socket(socket_path)
-        .with_context(|| format!("socket_path {}", socket_path.display()))?;
+    let listener = bind(socket_path)?;
+    serve_bound(socket_path, listener, service, shutdown).await
+}
+
+/// Binds the Workload API socket (before the agent attests, so a path it
+/// cannot use fails before a join token is spent).
+pub fn bind(socket_path: &Path) -> anyhow::Result<UnixListener> {
+    bind_workload_socket(socket_path)
+        .with_context(|| format!("socket_path {}", socket_path.display()))
+}
+
+/// Serves on the socket [`bind`] made at `socket_path`, then removes it (if
+/// it is still ours).
+pub async fn serve_bound(
+    socket_path: &Path,
+    listener: UnixListener,
+    service: WorkloadApiService,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let ours = socket::socket_identity(socket_path);
     info!(socket = %socket_path.display(), "Workload API listening");
     let result = serve_listener(listener, service, shutdown).await;
@@ -403,9 +435,25 @@ impl SpiffeWorkloadApi for WorkloadApiService {
             count = first.count,
             "X.509 bundle stream opened"
         );
-        Ok(Response::new(self.start_stream(
-            METHOD, caller, view, state, snapshot, first,
-        )))
+        let mut resp =
+            Response::new(self.start_stream(METHOD, caller, view, state, snapshot, first));
+        if let Some(Err(why)) = self.readiness.as_ref().map(|r| r()) {
+            // Header values are visible ASCII: anything else becomes '?'.
+            let ascii: String = why
+                .chars()
+                .map(|c| {
+                    if c == ' ' || c.is_ascii_graphic() {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+            if let Ok(v) = ascii.parse() {
+                resp.metadata_mut().insert(NOT_READY_HEADER, v);
+            }
+        }
+        Ok(resp)
     }
 
     async fn fetch_jwtsvid(
