@@ -175,8 +175,13 @@ impl Agent {
     }
 
     fn stored_bundle(&self) -> Vec<Vec<u8>> {
-        let t = std::fs::read(self.data_dir.join("bundle.pem")).unwrap_or_default();
-        sigil_proto::pem::certs_from_pem_or_der(&t).unwrap_or_default()
+        // Read the way the agent reads it at start (one file: SVID, key, bundle).
+        sigil_agent::persist::DataDir::open(&self.data_dir)
+            .and_then(|d| d.load())
+            .ok()
+            .flatten()
+            .map(|stored| stored.bundle)
+            .unwrap_or_default()
     }
 
     fn stop(&mut self) {
