@@ -18,6 +18,7 @@ use super::csr::csr_public_key;
 use super::manager::CaManager;
 use super::{CaError, SignedLeaf, X509Ca};
 use crate::authz;
+use crate::entry::EntrySpec;
 use crate::metrics::{self, SvidKind};
 use crate::registry::Registry;
 use crate::store::AttestedAgent;
@@ -183,10 +184,7 @@ impl Issuer {
                         }
                     };
                     let key = csr_public_key(&r.csr).map_err(IssueError::BadCsr)?;
-                    let ttl = entry
-                        .spec
-                        .x509_ttl_or(self.settings.default_x509_svid_ttl)
-                        .min(self.settings.max_x509_svid_ttl);
+                    let ttl = workload_ttl(&entry.spec, &self.settings, now);
                     self.sign(
                         &ca,
                         &entry.spec.spiffe_id,
@@ -213,6 +211,20 @@ impl Issuer {
     ) -> Result<SignedLeaf, IssueError> {
         let ttl = ttl.unwrap_or(self.settings.default_x509_svid_ttl);
         self.sign(&self.ca.active(), id, dns_names, ttl, key)
+    }
+}
+
+/// A workload SVID's lifetime: the entry's TTL (or the default), capped at
+/// `ca_ttl` / 6 and at the entry's `expires_at`, so no certificate outlives
+/// the authorization it was issued under. The caller checked that an
+/// entry with `expires_at` has not expired.
+fn workload_ttl(spec: &EntrySpec, settings: &IssuerSettings, now: i64) -> Duration {
+    let ttl = spec
+        .x509_ttl_or(settings.default_x509_svid_ttl)
+        .min(settings.max_x509_svid_ttl);
+    match spec.expires_at {
+        Some(at) => ttl.min(Duration::from_secs(u64::try_from(at - now).unwrap_or(0))),
+        None => ttl,
     }
 }
 

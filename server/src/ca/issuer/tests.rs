@@ -67,7 +67,14 @@ fn fixture() -> Fixture {
 }
 
 fn entry(f: &Fixture, spiffe_id: &str, parent: &str, ttl: u64, dns: &[&str]) -> String {
-    let spec = EntrySpec {
+    f.registry
+        .create(spec(spiffe_id, parent, ttl, dns), 0)
+        .unwrap()
+        .id
+}
+
+fn spec(spiffe_id: &str, parent: &str, ttl: u64, dns: &[&str]) -> EntrySpec {
+    EntrySpec {
         spiffe_id: SpiffeId::parse(spiffe_id).unwrap(),
         parent_id: SpiffeId::parse(parent).unwrap(),
         selectors: vec![sigil_proto::Selector::parse("unix:uid:1000").unwrap()],
@@ -79,8 +86,7 @@ fn entry(f: &Fixture, spiffe_id: &str, parent: &str, ttl: u64, dns: &[&str]) -> 
         admin: false,
         downstream: false,
         expires_at: None,
-    };
-    f.registry.create(spec, 0).unwrap().id
+    }
 }
 
 /// A CSR that asks for names of its own (which must be ignored).
@@ -248,4 +254,19 @@ fn i20_7_an_entry_ttl_over_the_limit_is_capped_at_issuance() {
         .remove(0)
         .unwrap();
     assert_eq!(leaf.not_after, now + 1800, "capped at ca_ttl / 6");
+}
+
+#[test]
+fn item6_an_svid_never_outlives_its_entrys_expires_at() {
+    let f = fixture();
+    let now = unix_seconds(testing::clock().now());
+    let mut expiring = spec("spiffe://example.org/expiring", AGENT, 3600, &[]);
+    expiring.expires_at = Some(now + 120);
+    let id = f.registry.create(expiring, 0).unwrap().id;
+    let leaf = sign_one(&f, &id, csr()).unwrap();
+    assert_eq!(
+        leaf.not_after,
+        now + 120,
+        "capped at the entry's expires_at"
+    );
 }
