@@ -2,7 +2,7 @@
 //! wins over renewals in flight (item 1), an agent that lost renewal answers
 //! can renew again with the SVID it still holds (item 5), and an open sync
 //! stream ends with the refusal a new call would get as soon as its agent is
-//! evicted or banned, delivering nothing more (item 14).
+//! evicted or banned or its CA is revoked, delivering nothing more (item 14).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -248,4 +248,52 @@ async fn item14_open_sync_stream_ends_when_its_agent_is_evicted_or_banned() {
         let new_call = fetch_bundle(&s, &bundle, &a).await.unwrap_err();
         assert_eq!(end.message(), new_call.message(), "{action}: same refusal");
     }
+}
+
+/// The CA slot in `state` (`active`, `old`) per `ca show`.
+fn ca_slot(s: &TestServer, state: &str) -> String {
+    let v = s.cli_json(&["ca", "show"]);
+    let slots = v["slots"].as_array().cloned().unwrap_or_default();
+    let found = slots.iter().find(|x| x["state"] == state);
+    let found = found.unwrap_or_else(|| panic!("no {state} slot: {v:#}"));
+    found["slot"].as_str().unwrap().to_string()
+}
+
+/// Item 14, the other half: a sync stream opened with an SVID of the CA
+/// that is then revoked (self-signed, so the server drops it from the
+/// bundle) ends with a refusal and delivers neither the entry created
+/// after the revoke nor the bundle without that CA.
+#[tokio::test(flavor = "multi_thread")]
+async fn item14_open_sync_stream_ends_when_its_ca_is_revoked() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let bundle = s.bundle();
+    let old_ca = bundle[0].clone();
+    let a = join(&s, &bundle).await;
+    let mut st = open_sync(&s, &bundle, &a).await;
+    let old = ca_slot(&s, "active");
+    s.cli_ok(&["ca", "prepare"]);
+    s.cli_ok(&["ca", "activate", "--force"]);
+    s.cli_ok(&["ca", "taint", "--slot", &old]);
+    // Forced: the agent's own SVID still chains to it (issue 20 item 1).
+    s.cli_ok(&["ca", "revoke", "--slot", &old, "--force"]);
+    create_entry(&s, "spiffe://example.org/after-revoke", &a.id);
+    let (msgs, end) = drain(&mut st, Duration::from_secs(10)).await;
+    for m in &msgs {
+        match m {
+            pb::sync_entries_response::Kind::Bundle(b) => assert!(
+                b.x509_authorities.contains(&old_ca),
+                "the stream delivered the bundle without the revoked CA: {m:?}"
+            ),
+            other => panic!("the stream delivered after its CA was revoked: {other:?}"),
+        }
+    }
+    let end = end.expect("the stream ended without a refusal");
+    assert!(
+        matches!(end.code(), Code::PermissionDenied | Code::Unauthenticated),
+        "{end}"
+    );
+    assert!(
+        end.message().contains("certificate"),
+        "the refusal names the certificate: {end}"
+    );
 }

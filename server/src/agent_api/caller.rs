@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use sigil_proto::tls::SpiffeClientVerifier;
+use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 use sigil_proto::{SpiffeId, TrustDomain};
 use tracing::{debug, warn};
 
 use super::error::ApiError;
-use super::listener::PeerInfo;
+use super::listener::{PeerInfo, client_verifier};
 use crate::node_attestor::is_agent_id;
 use crate::store::{AttestedAgent, Store, join_token_ids};
 
@@ -157,6 +157,26 @@ impl Authenticator {
             chain: Some(caller.chain.clone()),
         };
         self.authenticate(Some(&peer), method)
+    }
+}
+
+impl Authenticator {
+    /// Whether `caller`'s chain verifies against exactly `authorities`, the
+    /// bundle the CA manager publishes now. An open sync stream checks this
+    /// before each batch: the shared roots the handshake and [`Self::recheck`]
+    /// use follow the bundle in a task of their own and may lag it by a
+    /// moment, and a stream must not send the bundle that drops its own CA.
+    pub fn chains_to(&self, caller: &AgentCaller, authorities: &[Vec<u8>]) -> Result<(), ApiError> {
+        let refused = |e: String| ApiError::Refused(format!("agent SVID refused: {e}"));
+        let roots = TrustRoots::new(authorities.to_vec()).map_err(|e| refused(e.to_string()))?;
+        let verifier = client_verifier(roots, self.trust_domain.clone());
+        let Some((leaf, intermediates)) = caller.chain.split_first() else {
+            return Err(refused("empty certificate chain".into()));
+        };
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| refused(e.to_string()))
     }
 }
 

@@ -121,8 +121,10 @@ impl Stream {
             )
             .into());
         }
-        tokio::task::block_in_place(|| self.ctx.auth.recheck(&self.caller, RECHECK_METHOD))
-            .map(|_| ())
+        tokio::task::block_in_place(|| self.ctx.auth.recheck(&self.caller, RECHECK_METHOD))?;
+        self.ctx
+            .auth
+            .chains_to(&self.caller, &self.ctx.ca.bundle().x509_authorities)
             .map_err(Status::from)
     }
 
