@@ -318,6 +318,16 @@ impl TestServer {
     }
 
     /// Runs an admin command with `--output json` that must succeed.
+    /// The name of the CA slot in `state` (`active`, `prepared`, `old`)
+    /// per `ca show`; panics when there is none.
+    pub fn ca_slot(&self, state: &str) -> String {
+        let v = self.cli_json(&["ca", "show"]);
+        let slots = v["slots"].as_array().cloned().unwrap_or_default();
+        let found = slots.iter().find(|x| x["state"] == state);
+        let found = found.unwrap_or_else(|| panic!("no {state} slot: {v:#}"));
+        found["slot"].as_str().unwrap().to_string()
+    }
+
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
         a.extend(["--output", "json"]);

@@ -268,20 +268,11 @@ fn wait_for(what: &str, limit: Duration, mut probe: impl FnMut() -> bool) -> Dur
     start.elapsed()
 }
 
-/// The name of the slot in `state` (`active`, `old`).
-fn slot(s: &TestServer, state: &str) -> String {
-    let v = s.cli_json(&["ca", "show"]);
-    let slots = v["slots"].as_array().cloned().unwrap_or_default();
-    let found = slots.iter().find(|x| x["state"] == state);
-    let found = found.unwrap_or_else(|| panic!("no {state} slot: {v:#}"));
-    found["slot"].as_str().unwrap().to_string()
-}
-
 /// Rotates the CA: prepare, activate (forced); returns the old slot name
 /// and the (old, new) CA certificates (the bundle before and what prepare
 /// added to it).
 fn rotate(s: &TestServer) -> (String, Vec<u8>, Vec<u8>) {
-    let old_slot = slot(s, "active");
+    let old_slot = s.ca_slot("active");
     let before = s.bundle();
     assert_eq!(before.len(), 1, "one CA before the rotation");
     s.cli_ok(&["ca", "prepare"]);

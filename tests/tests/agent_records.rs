@@ -250,15 +250,6 @@ async fn item14_open_sync_stream_ends_when_its_agent_is_evicted_or_banned() {
     }
 }
 
-/// The CA slot in `state` (`active`, `old`) per `ca show`.
-fn ca_slot(s: &TestServer, state: &str) -> String {
-    let v = s.cli_json(&["ca", "show"]);
-    let slots = v["slots"].as_array().cloned().unwrap_or_default();
-    let found = slots.iter().find(|x| x["state"] == state);
-    let found = found.unwrap_or_else(|| panic!("no {state} slot: {v:#}"));
-    found["slot"].as_str().unwrap().to_string()
-}
-
 /// Item 14, the other half: a sync stream opened with an SVID of the CA
 /// that is then revoked (self-signed, so the server drops it from the
 /// bundle) ends with a refusal and delivers neither the entry created
@@ -270,7 +261,7 @@ async fn item14_open_sync_stream_ends_when_its_ca_is_revoked() {
     let old_ca = bundle[0].clone();
     let a = join(&s, &bundle).await;
     let mut st = open_sync(&s, &bundle, &a).await;
-    let old = ca_slot(&s, "active");
+    let old = s.ca_slot("active");
     s.cli_ok(&["ca", "prepare"]);
     s.cli_ok(&["ca", "activate", "--force"]);
     s.cli_ok(&["ca", "taint", "--slot", &old]);
