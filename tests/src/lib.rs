@@ -375,6 +375,18 @@ impl TestServer {
         agent_client::connect(self.agent_addr, self.bundle(), &self.trust_domain, ident).await
     }
 
+    /// An anonymous client of the agent API over one TLS connection, with
+    /// that connection's channel binding (what x509pop answers are bound to).
+    pub async fn attestation_client(
+        &self,
+    ) -> anyhow::Result<(
+        sigil_proto::agent_api::agent_api_client::AgentApiClient<tonic::transport::Channel>,
+        sigil_proto::attestation::ChannelBinding,
+    )> {
+        agent_client::connect_for_attestation(self.agent_addr, self.bundle(), &self.trust_domain)
+            .await
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
