@@ -172,6 +172,20 @@ pub struct ServerOptions {
     pub run_as: Option<u32>,
 }
 
+impl ServerOptions {
+    /// The default options with the x509pop attestor on, trusting the node
+    /// CA certificates in `ca_bundle`.
+    pub fn x509pop(ca_bundle: &Path) -> ServerOptions {
+        ServerOptions {
+            extra: format!(
+                "[node_attestor.x509pop]\nca_bundle_path = \"{}\"\n",
+                ca_bundle.display()
+            ),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {

@@ -442,14 +442,7 @@ async fn node_alias_authorizes_exactly_the_matching_agents() {
         let c = p.signed_by(&k, &issuer).unwrap();
         (k, c.der().to_vec())
     };
-    let s = TestServer::start(ServerOptions {
-        extra: format!(
-            "[node_attestor.x509pop]\nca_bundle_path = \"{}\"\n",
-            dir.path().join("nodes-ca.pem").display()
-        ),
-        ..Default::default()
-    })
-    .unwrap();
+    let s = TestServer::start(ServerOptions::x509pop(&dir.path().join("nodes-ca.pem"))).unwrap();
     let x509pop_join = |k: rcgen::KeyPair, der: Vec<u8>| {
         let s = &s;
         async move {

@@ -5,50 +5,59 @@
 
 use std::time::Duration;
 
+use std::path::Path;
+
 use sigil_agent::node_attestor::{NodeAttestorClient, X509PopClient};
-use sigil_proto::attestation;
+use sigil_proto::agent_api::{self as pb, agent_api_client::AgentApiClient};
+use sigil_proto::attestation::{self, ChannelBinding};
+use sigil_proto::pem::to_pem;
+use sigil_proto::test_pki::{NodePki, node_leaf_params};
 use sigil_tests::agent_client::{attest_with_challenges, key_and_csr};
 use sigil_tests::{ServerOptions, TestServer};
 use tonic::Code;
+use tonic::transport::Channel;
 
-/// A node CA (written to `dir/nodes-ca.pem`) and one node certificate and
-/// key under it (`dir/node.pem`, `dir/node.key`), as the real agent loads them.
-fn node_pki(dir: &std::path::Path) -> X509PopClient {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut cap = rcgen::CertificateParams::default();
-    cap.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    cap.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    cap.distinguished_name
-        .push(rcgen::DnType::CommonName, "node CA");
-    let ca_cert = cap.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::from_params(&cap, &ca_key);
-    std::fs::write(dir.join("nodes-ca.pem"), ca_cert.pem()).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "node-1");
-    p.is_ca = rcgen::IsCa::ExplicitNoCa;
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("node.pem"), cert.pem()).unwrap();
+/// A node PKI (root written to `dir/nodes-ca.pem`) and one node's chain and
+/// key under it (`dir/node.pem`, `dir/node.key`), loaded as the agent does.
+fn node_files(dir: &Path) -> X509PopClient {
+    let pki = NodePki::new("nodes");
+    let (leaf, key) = pki.sign(&node_leaf_params("node-1"), &rcgen::PKCS_ECDSA_P256_SHA256);
+    std::fs::write(
+        dir.join("nodes-ca.pem"),
+        to_pem(std::slice::from_ref(&pki.root)),
+    )
+    .unwrap();
+    std::fs::write(dir.join("node.pem"), to_pem(&[leaf, pki.intermediate])).unwrap();
     std::fs::write(dir.join("node.key"), key.serialize_pem()).unwrap();
     X509PopClient::load(&dir.join("node.pem"), &dir.join("node.key")).unwrap()
+}
+
+/// Starts an x509pop attestation of `node` on `client` and has the node
+/// answer the challenge as received on the connection bound to `channel`.
+async fn attest_answering(
+    client: &mut AgentApiClient<Channel>,
+    node: &X509PopClient,
+    channel: &ChannelBinding,
+) -> Result<pb::AgentSvid, tonic::Status> {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        attest_with_challenges(
+            client,
+            attestation::X509POP,
+            node.payload().unwrap(),
+            key_and_csr().1,
+            |challenge| node.answer(challenge, channel).unwrap(),
+        ),
+    )
+    .await
+    .expect("attestation timed out")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn i20_4_relayed_x509pop_proof_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node_pki(dir.path());
-    let s = TestServer::start(ServerOptions {
-        extra: format!(
-            "[node_attestor.x509pop]\nca_bundle_path = \"{}\"\n",
-            dir.path().join("nodes-ca.pem").display()
-        ),
-        ..Default::default()
-    })
-    .unwrap();
-    let limit = Duration::from_secs(30);
+    let node = node_files(dir.path());
+    let s = TestServer::start(ServerOptions::x509pop(&dir.path().join("nodes-ca.pem"))).unwrap();
 
     // Connection 1 is the node's own; connection 2 is the relay's. The relay
     // starts an attestation on connection 2 with the node's (public)
@@ -57,18 +66,7 @@ async fn i20_4_relayed_x509pop_proof_fails() {
     let (mut own, own_channel) = s.attestation_client().await.unwrap();
     let (mut relay, relay_channel) = s.attestation_client().await.unwrap();
     assert_ne!(own_channel, relay_channel, "two connections, one binding");
-    let relayed = tokio::time::timeout(
-        limit,
-        attest_with_challenges(
-            &mut relay,
-            attestation::X509POP,
-            node.payload().unwrap(),
-            key_and_csr().1,
-            |challenge| node.answer(challenge, &own_channel).unwrap(),
-        ),
-    )
-    .await
-    .expect("relayed attestation timed out");
+    let relayed = attest_answering(&mut relay, &node, &own_channel).await;
     match relayed {
         Err(e) => {
             assert_eq!(e.code(), Code::PermissionDenied, "{e}");
@@ -81,19 +79,9 @@ async fn i20_4_relayed_x509pop_proof_fails() {
     }
 
     // The node attesting directly on its own connection succeeds.
-    let svid = tokio::time::timeout(
-        limit,
-        attest_with_challenges(
-            &mut own,
-            attestation::X509POP,
-            node.payload().unwrap(),
-            key_and_csr().1,
-            |challenge| node.answer(challenge, &own_channel).unwrap(),
-        ),
-    )
-    .await
-    .expect("direct attestation timed out")
-    .expect("direct attestation refused");
+    let svid = attest_answering(&mut own, &node, &own_channel)
+        .await
+        .expect("direct attestation refused");
     assert!(
         svid.spiffe_id
             .starts_with("spiffe://example.org/sigil/agent/x509pop/"),

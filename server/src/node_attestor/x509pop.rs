@@ -396,8 +396,8 @@ mod tests {
         let pki = NodePki::new("corp");
         let att = attestor(&pki);
         let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
-        let payload = encode_chain(&node.chain);
         // An answer made for another connection (a relay's) is refused.
+        let payload = encode_chain(&node.chain);
         let (challenge, state) = begin(&att, &payload);
         let other = ChannelBinding([0xa5; 32]);
         let relayed = answer_on(&node.pkcs8, node.alg, &challenge, &other);
