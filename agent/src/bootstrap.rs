@@ -176,8 +176,9 @@ pub async fn attest_with(
     tls: rustls::ClientConfig,
     a: &dyn NodeAttestorClient,
 ) -> anyhow::Result<(AgentIdentity, TrustBundle)> {
-    let mut client = server_client::connect(&cfg.server_address, tls).await?;
-    let attested = server_client::attest(&mut client, a).await;
+    let (mut client, channel) =
+        server_client::connect_for_attestation(&cfg.server_address, tls).await?;
+    let attested = server_client::attest(&mut client, &channel, a).await;
     crate::metrics::node_attestation(a.name(), if attested.is_ok() { "ok" } else { "error" });
     let (ident, bundle) = attested?;
     info!(agent_id = %ident.id, attestor = a.name(), "node attested");

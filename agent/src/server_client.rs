@@ -1,7 +1,9 @@
 //! Talking to the server's agent API over mutual TLS: the server must present
 //! `spiffe://<td>/sigil/server` chaining to the bundle; the agent presents its
 //! current agent SVID (none while attesting). A channel is reused until the
-//! agent's SVID changes.
+//! agent's SVID changes. Attestation runs on a channel of exactly one TLS
+//! connection ([`connect_for_attestation`]), whose channel binding x509pop
+//! answers are bound to.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use sigil_proto::TrustDomain;
 use sigil_proto::agent_api::{self as pb, agent_api_client::AgentApiClient};
+use sigil_proto::attestation::{ChannelBinding, x509pop_channel_binding};
 use sigil_proto::tls::{SpiffeServerVerifier, TrustRoots, authorize_exact, client_config};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
@@ -132,6 +135,51 @@ pub async fn connect(
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
+/// Opens a channel to `addr` (`host:port`) that runs over one TLS
+/// connection only, and returns it with that connection's channel binding.
+/// Should the connection drop, the channel fails rather than reconnecting
+/// (a new connection would have another binding): attest again.
+pub async fn connect_for_attestation(
+    addr: &str,
+    cfg: rustls::ClientConfig,
+) -> anyhow::Result<(AgentApiClient<Channel>, ChannelBinding)> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tls = tokio::time::timeout(Duration::from_secs(10), async {
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        // Names are not checked: the verifier checks the SPIFFE ID.
+        let name = ServerName::try_from("sigil-server.invalid").map_err(std::io::Error::other)?;
+        connector.connect(name, tcp).await
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("connecting to the server at {addr}: timed out after 10 s"))?
+    .with_context(|| format!("connecting to the server at {addr}"))?;
+    let binding = x509pop_channel_binding(tls.get_ref().1)
+        .with_context(|| format!("exporting the channel binding of the connection to {addr}"))?;
+    let once = Arc::new(std::sync::Mutex::new(Some(tls)));
+    let channel = Endpoint::from_static("http://sigil-server.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let stream = once.lock().ok().and_then(|mut s| s.take());
+            async move {
+                match stream {
+                    Some(tls) => Ok(TokioIo::new(tls)),
+                    None => Err(std::io::Error::other(
+                        "the attestation connection closed; attestation must start again on a \
+                         new connection",
+                    )),
+                }
+            }
+        }))
+        .await
+        .with_context(|| format!("connecting to the server at {addr}"))?;
+    Ok((
+        AgentApiClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        binding,
+    ))
+}
+
 /// The domain form of the server's bundle message.
 pub fn trust_bundle(b: pb::Bundle) -> TrustBundle {
     TrustBundle {
@@ -171,9 +219,12 @@ impl AttestRefused {
     }
 }
 
-/// Attests the node; returns the agent's new identity and the bundle.
+/// Attests the node over `client`, a channel of the one TLS connection
+/// whose channel binding is `channel` (see [`connect_for_attestation`]);
+/// returns the agent's new identity and the bundle.
 pub async fn attest(
     client: &mut AgentApiClient<Channel>,
+    channel: &ChannelBinding,
     attestor: &dyn NodeAttestorClient,
 ) -> anyhow::Result<(AgentIdentity, TrustBundle)> {
     let (key, csr) = crate::identity::key_and_csr()?;
@@ -202,7 +253,7 @@ pub async fn attest(
             .context("the server closed the attestation stream")?;
         match msg.step {
             Some(pb::attest_node_response::Step::Challenge(c)) => {
-                let answer = attestor.answer(&c)?;
+                let answer = attestor.answer(&c, channel)?;
                 tx.send(pb::AttestNodeRequest {
                     step: Some(pb::attest_node_request::Step::ChallengeResponse(answer)),
                 })

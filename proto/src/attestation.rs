@@ -9,9 +9,14 @@
 //! concatenated DER certificates (no length prefixes, no PEM), at most
 //! [`X509POP_MAX_CHAIN_CERTS`] certificates and [`X509POP_MAX_CHAIN_BYTES`]
 //! bytes. The agent answers a challenge with a signature by the leaf's key
-//! over [`x509pop_signed_message`]: [`X509POP_CONTEXT`] followed by the
-//! challenge. The fixed prefix separates these signatures from any other
-//! protocol that key may sign for (TLS, code signing, …).
+//! over [`x509pop_signed_message`]: [`X509POP_CONTEXT`], the challenge and
+//! the channel binding of the TLS connection the attestation runs on (the
+//! [`X509POP_EXPORTER_LABEL`] keying material of RFC 8446 §7.5, see
+//! [`x509pop_channel_binding`]). The fixed prefix separates these signatures
+//! from any other protocol that key may sign for (TLS, code signing, …); the
+//! channel binding makes an answer worthless on any other connection, so a
+//! man in the middle holding one TLS connection to the agent and another to
+//! the server cannot relay it.
 //!
 //! Which chains are accepted: the leaf must chain through the presented
 //! intermediates to one of the operator's CA certificates, every certificate
@@ -102,13 +107,48 @@ pub fn is_valid_join_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The bytes an agent signs to answer x509pop challenge `challenge`:
-/// [`X509POP_CONTEXT`] followed by the challenge.
-pub fn x509pop_signed_message(challenge: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(X509POP_CONTEXT.len() + challenge.len());
+/// The bytes an agent signs to answer x509pop challenge `challenge` on the
+/// TLS connection whose channel binding is `channel`: [`X509POP_CONTEXT`],
+/// the challenge, then the channel binding.
+pub fn x509pop_signed_message(challenge: &[u8], channel: &ChannelBinding) -> Vec<u8> {
+    let mut message =
+        Vec::with_capacity(X509POP_CONTEXT.len() + challenge.len() + X509POP_CHANNEL_BINDING_LEN);
     message.extend_from_slice(X509POP_CONTEXT);
     message.extend_from_slice(challenge);
+    message.extend_from_slice(&channel.0);
     message
+}
+
+/// The exporter label of the x509pop channel binding (RFC 8446 §7.5).
+pub const X509POP_EXPORTER_LABEL: &[u8] = b"EXPORTER-sigil-x509pop";
+/// Length of the x509pop channel binding, in bytes.
+pub const X509POP_CHANNEL_BINDING_LEN: usize = 32;
+
+/// Keying material exported from one TLS connection: both ends of the
+/// connection compute the same value, and no other connection has it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChannelBinding(pub [u8; X509POP_CHANNEL_BINDING_LEN]);
+
+impl std::fmt::Debug for ChannelBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secret to the two ends of the connection: never printed.
+        f.write_str("ChannelBinding(..)")
+    }
+}
+
+/// The x509pop channel binding of the TLS connection `conn`:
+/// [`X509POP_CHANNEL_BINDING_LEN`] bytes exported with the label
+/// [`X509POP_EXPORTER_LABEL`] and no context. Fails before the handshake
+/// is complete.
+pub fn x509pop_channel_binding<D>(
+    conn: &rustls::ConnectionCommon<D>,
+) -> Result<ChannelBinding, rustls::Error> {
+    conn.export_keying_material(
+        [0u8; X509POP_CHANNEL_BINDING_LEN],
+        X509POP_EXPORTER_LABEL,
+        None,
+    )
+    .map(ChannelBinding)
 }
 
 /// Encodes a certificate chain (DER, leaf first) as an x509pop payload.

@@ -82,6 +82,22 @@ pub async fn connect(
     sigil_agent::server_client::connect(&addr.to_string(), cfg).await
 }
 
+/// Connects anonymously to the agent API at `addr` over one TLS connection
+/// (the agent's attestation client) and returns that connection's channel
+/// binding with it.
+pub async fn connect_for_attestation(
+    addr: SocketAddr,
+    bundle: Vec<Vec<u8>>,
+    trust_domain: &str,
+) -> anyhow::Result<(
+    AgentApiClient<Channel>,
+    sigil_proto::attestation::ChannelBinding,
+)> {
+    let td = sigil_proto::TrustDomain::parse(trust_domain)?;
+    let cfg = sigil_agent::server_client::tls_config(&TrustRoots::new(bundle)?, &td, None)?;
+    sigil_agent::server_client::connect_for_attestation(&addr.to_string(), cfg).await
+}
+
 /// Runs node attestation with a single payload (no challenges).
 pub async fn attest(
     client: &mut AgentApiClient<Channel>,

@@ -172,6 +172,20 @@ pub struct ServerOptions {
     pub run_as: Option<u32>,
 }
 
+impl ServerOptions {
+    /// The default options with the x509pop attestor on, trusting the node
+    /// CA certificates in `ca_bundle`.
+    pub fn x509pop(ca_bundle: &Path) -> ServerOptions {
+        ServerOptions {
+            extra: format!(
+                "[node_attestor.x509pop]\nca_bundle_path = \"{}\"\n",
+                ca_bundle.display()
+            ),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
@@ -383,6 +397,18 @@ impl TestServer {
         sigil_proto::agent_api::agent_api_client::AgentApiClient<tonic::transport::Channel>,
     > {
         agent_client::connect(self.agent_addr, self.bundle(), &self.trust_domain, ident).await
+    }
+
+    /// An anonymous client of the agent API over one TLS connection, with
+    /// that connection's channel binding (what x509pop answers are bound to).
+    pub async fn attestation_client(
+        &self,
+    ) -> anyhow::Result<(
+        sigil_proto::agent_api::agent_api_client::AgentApiClient<tonic::transport::Channel>,
+        sigil_proto::attestation::ChannelBinding,
+    )> {
+        agent_client::connect_for_attestation(self.agent_addr, self.bundle(), &self.trust_domain)
+            .await
     }
 
     pub fn pid(&self) -> Option<u32> {

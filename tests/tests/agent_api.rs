@@ -442,18 +442,11 @@ async fn node_alias_authorizes_exactly_the_matching_agents() {
         let c = p.signed_by(&k, &issuer).unwrap();
         (k, c.der().to_vec())
     };
-    let s = TestServer::start(ServerOptions {
-        extra: format!(
-            "[node_attestor.x509pop]\nca_bundle_path = \"{}\"\n",
-            dir.path().join("nodes-ca.pem").display()
-        ),
-        ..Default::default()
-    })
-    .unwrap();
+    let s = TestServer::start(ServerOptions::x509pop(&dir.path().join("nodes-ca.pem"))).unwrap();
     let x509pop_join = |k: rcgen::KeyPair, der: Vec<u8>| {
         let s = &s;
         async move {
-            let mut c = s.agent_client(None).await.unwrap();
+            let (mut c, channel) = s.attestation_client().await.unwrap();
             let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
                 &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
                 &k.serialize_der(),
@@ -470,7 +463,7 @@ async fn node_alias_authorizes_exactly_the_matching_agents() {
                     signer
                         .sign(
                             &ring::rand::SystemRandom::new(),
-                            &attestation::x509pop_signed_message(ch),
+                            &attestation::x509pop_signed_message(ch, &channel),
                         )
                         .unwrap()
                         .as_ref()

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use sigil_proto::attestation::{JOIN_TOKEN, is_valid_join_token};
+use sigil_proto::attestation::{ChannelBinding, JOIN_TOKEN, is_valid_join_token};
 
 use super::{AttestorError, NodeAttestorClient};
 
@@ -44,7 +44,7 @@ impl NodeAttestorClient for JoinTokenClient {
         Ok(self.token.as_bytes().to_vec())
     }
 
-    fn answer(&self, _challenge: &[u8]) -> Result<Vec<u8>, AttestorError> {
+    fn answer(&self, _challenge: &[u8], _: &ChannelBinding) -> Result<Vec<u8>, AttestorError> {
         Err(AttestorError::NoChallenges {
             attestor: JOIN_TOKEN,
         })
@@ -78,7 +78,9 @@ mod tests {
     #[test]
     fn there_are_no_challenges() {
         let client = JoinTokenClient::new(TOKEN.to_string());
-        let err = client.answer(&[0; 32]).unwrap_err();
+        let err = client
+            .answer(&[0; 32], &ChannelBinding([0; 32]))
+            .unwrap_err();
         assert_eq!(err.to_string(), "join_token has no challenges");
     }
 

@@ -10,7 +10,7 @@ pub mod x509pop;
 
 use std::path::PathBuf;
 
-use sigil_proto::attestation::{JOIN_TOKEN_MAX_LEN, X509POP_CHALLENGE_LEN};
+use sigil_proto::attestation::{ChannelBinding, JOIN_TOKEN_MAX_LEN, X509POP_CHALLENGE_LEN};
 
 pub use join_token::JoinTokenClient;
 pub use x509pop::X509PopClient;
@@ -54,6 +54,8 @@ pub trait NodeAttestorClient: Send + Sync {
     fn name(&self) -> &'static str;
     /// The first message of attestation.
     fn payload(&self) -> Result<Vec<u8>, AttestorError>;
-    /// The answer to the server's challenge `challenge`.
-    fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, AttestorError>;
+    /// The answer to the server's challenge `challenge`, received on the
+    /// TLS connection whose channel binding is `channel` (answers that prove
+    /// possession of a key are bound to it, so they cannot be relayed).
+    fn answer(&self, challenge: &[u8], channel: &ChannelBinding) -> Result<Vec<u8>, AttestorError>;
 }

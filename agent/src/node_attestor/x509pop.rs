@@ -4,7 +4,8 @@
 //! The payload is the chain in the encoding of
 //! [`sigil_proto::attestation::encode_chain`]; the answer to a challenge is
 //! the leaf key's signature over
-//! [`sigil_proto::attestation::x509pop_signed_message`], with the algorithm
+//! [`sigil_proto::attestation::x509pop_signed_message`] (the challenge bound
+//! to the TLS connection it came on), with the algorithm
 //! the server verifies for that key type
 //! ([`sigil_proto::attestation::X509PopKeyAlg`]). Both files are checked
 //! when loaded, including that the key belongs to the leaf, so a wrong pair
@@ -21,8 +22,8 @@ use ring::signature::{
 };
 use rustls_pki_types::pem::{PemObject as _, SectionKind};
 use sigil_proto::attestation::{
-    X509POP, X509POP_CHALLENGE_LEN, X509PopKeyAlg, decode_chain, encode_chain, x509pop_public_key,
-    x509pop_signed_message,
+    ChannelBinding, X509POP, X509POP_CHALLENGE_LEN, X509PopKeyAlg, decode_chain, encode_chain,
+    x509pop_public_key, x509pop_signed_message,
 };
 use sigil_proto::pem::certs_from_pem_or_der;
 
@@ -224,13 +225,14 @@ impl NodeAttestorClient for X509PopClient {
 
     /// Signs the challenge. The challenge length is part of the contract,
     /// so anything else is refused rather than signed.
-    fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, AttestorError> {
+    fn answer(&self, challenge: &[u8], channel: &ChannelBinding) -> Result<Vec<u8>, AttestorError> {
         if challenge.len() != X509POP_CHALLENGE_LEN {
             return Err(AttestorError::BadChallenge {
                 len: challenge.len(),
             });
         }
-        self.key.sign(&self.rng, &x509pop_signed_message(challenge))
+        self.key
+            .sign(&self.rng, &x509pop_signed_message(challenge, channel))
     }
 }
 
@@ -283,7 +285,11 @@ mod tests {
         to_pem(&[der.to_vec()]).replace("CERTIFICATE", label)
     }
 
-    /// The server's verification, written independently with ring.
+    /// The channel binding the tests answer on.
+    const CH: ChannelBinding = ChannelBinding([0x3c; 32]);
+
+    /// The server's verification, written independently with ring, for an
+    /// answer on a connection with channel binding [`CH`].
     fn verifies(
         alg: &'static dyn VerificationAlgorithm,
         public: &[u8],
@@ -292,6 +298,7 @@ mod tests {
     ) -> bool {
         let mut message = b"sigil x509pop challenge v1\0".to_vec();
         message.extend_from_slice(challenge);
+        message.extend_from_slice(&CH.0);
         UnparsedPublicKey::new(alg, public)
             .verify(&message, sig)
             .is_ok()
@@ -313,7 +320,7 @@ mod tests {
             assert_eq!(client.name(), "x509pop");
             assert_eq!(decode_chain(&client.payload().unwrap()).unwrap(), f.chain);
             let challenge = [7u8; 32];
-            let sig = client.answer(&challenge).unwrap();
+            let sig = client.answer(&challenge, &CH).unwrap();
             assert!(verifies(verify_alg, &f.public, &challenge, &sig), "{alg:?}");
             assert!(
                 !verifies(verify_alg, &f.public, &[8u8; 32], &sig),
@@ -328,7 +335,7 @@ mod tests {
         let client = X509PopClient::load(&f.cert, &f.key).unwrap();
         for len in [0, 31, 33, 1024] {
             assert!(matches!(
-                client.answer(&vec![0; len]),
+                client.answer(&vec![0; len], &CH),
                 Err(AttestorError::BadChallenge { .. })
             ));
         }
@@ -376,7 +383,7 @@ mod tests {
         v1.extend_from_slice(&v2[16..48]);
         std::fs::write(&f.key, pem_block("PRIVATE KEY", &v1)).unwrap();
         let client = X509PopClient::load(&f.cert, &f.key).unwrap();
-        let sig = client.answer(&[1u8; 32]).unwrap();
+        let sig = client.answer(&[1u8; 32], &CH).unwrap();
         assert!(verifies(&ED25519, &f.public, &[1u8; 32], &sig));
     }
 

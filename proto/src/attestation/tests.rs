@@ -36,11 +36,19 @@ fn join_token_form() {
 }
 
 #[test]
-fn signed_message_is_context_then_challenge() {
-    let m = x509pop_signed_message(&[1, 2, 3]);
+fn signed_message_is_context_then_challenge_then_channel_binding() {
+    let m = x509pop_signed_message(&[1, 2, 3], &ChannelBinding([7; 32]));
     assert_eq!(&m[..X509POP_CONTEXT.len()], X509POP_CONTEXT);
-    assert_eq!(&m[X509POP_CONTEXT.len()..], &[1, 2, 3]);
+    assert_eq!(
+        &m[X509POP_CONTEXT.len()..X509POP_CONTEXT.len() + 3],
+        &[1, 2, 3]
+    );
+    assert_eq!(&m[X509POP_CONTEXT.len() + 3..], &[7; 32]);
     assert!(X509POP_CONTEXT.ends_with(&[0]));
+    assert_eq!(
+        format!("{:?}", ChannelBinding([7; 32])),
+        "ChannelBinding(..)"
+    );
 }
 
 #[test]

@@ -155,6 +155,7 @@ impl Authenticator {
         let peer = PeerInfo {
             remote: None,
             chain: Some(caller.chain.clone()),
+            channel: None,
         };
         self.authenticate(Some(&peer), method)
     }

@@ -1,6 +1,8 @@
 //! The agent API's TLS listener: accepts TCP, completes the TLS handshake
 //! (bounded in time and number), and hands tonic streams that carry the
-//! peer's verified certificate chain as connection info.
+//! peer's verified certificate chain and the connection's channel binding
+//! (exported keying material, which x509pop answers are bound to) as
+//! connection info.
 //!
 //! At the TLS layer a client certificate is optional, because node
 //! attestation must work before an agent has one; a certificate that is
@@ -23,6 +25,7 @@ use rustls::server::ResolvesServerCert;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sigil_proto::TrustDomain;
+use sigil_proto::attestation::{ChannelBinding, x509pop_channel_binding};
 use sigil_proto::tls::{SpiffeClientVerifier, TrustRoots};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,6 +50,9 @@ pub struct PeerInfo {
     /// The client's certificate chain, verified at the handshake; `None` for
     /// an anonymous (attesting) client.
     pub chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The connection's x509pop channel binding; `None` only where no TLS
+    /// connection stands behind the call (a re-check of an open stream).
+    pub channel: Option<ChannelBinding>,
 }
 
 /// A TLS connection from an agent.
@@ -225,11 +231,21 @@ pub fn incoming(
                         let chain = tls.get_ref().1.peer_certificates().map(|c| {
                             Arc::new(c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>())
                         });
+                        let channel = match x509pop_channel_binding(tls.get_ref().1) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                // x509pop on this connection is refused for
+                                // want of it; other attestors do not need it.
+                                warn!(%remote, error = %e, "agent API connection has no channel binding");
+                                None
+                            }
+                        };
                         let conn = AgentConn {
                             inner: tls,
                             info: PeerInfo {
                                 remote: Some(remote),
                                 chain,
+                                channel,
                             },
                         };
                         let _ = tx.send(Ok(conn)).await;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_proto::agent_api::{self as pb, agent_api_server::AgentApi};
+use sigil_proto::attestation::ChannelBinding;
 use sigil_proto::health::code_label;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -170,6 +171,7 @@ impl AgentApiService {
         mut inbound: Streaming<pb::AttestNodeRequest>,
         tx: &mpsc::Sender<Result<pb::AttestNodeResponse, Status>>,
         remote: &str,
+        channel: Option<ChannelBinding>,
         attestor_label: &mut &'static str,
     ) -> Result<pb::AgentSvid, ApiError> {
         let pb::attest_node_request::Step::Params(params) = next_message(&mut inbound).await?
@@ -197,12 +199,14 @@ impl AgentApiService {
         let now = unix(self.clock.now());
         let payload = params.payload;
         let a = attestor.clone();
-        let mut step = tokio::task::spawn_blocking(move || a.begin(&payload, now))
-            .await
-            .map_err(ApiError::task)?
-            .inspect_err(|e| {
-                warn!(attestor = attestor.name(), %remote, error = %e, "node attestation refused");
-            })?;
+        let mut step = tokio::task::spawn_blocking(move || {
+            a.begin_bound(&payload, now, channel.as_ref())
+        })
+        .await
+        .map_err(ApiError::task)?
+        .inspect_err(|e| {
+            warn!(attestor = attestor.name(), %remote, error = %e, "node attestation refused");
+        })?;
         let mut rounds = 0;
         let node: AttestedNode = loop {
             match step {
@@ -341,11 +345,11 @@ impl AgentApi for AgentApiHandle {
         &self,
         req: Request<Streaming<pb::AttestNodeRequest>>,
     ) -> Result<Response<Self::AttestNodeStream>, Status> {
-        let remote = req
-            .extensions()
-            .get::<PeerInfo>()
+        let peer = req.extensions().get::<PeerInfo>();
+        let remote = peer
             .and_then(|p| p.remote)
             .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let channel = peer.and_then(|p| p.channel.clone());
         if !self.0.attest_limit.try_take(&remote, 1) {
             warn!(%remote, "attestation rate limit exceeded");
             return Err(ApiError::Exhausted(
@@ -359,7 +363,7 @@ impl AgentApi for AgentApiHandle {
         tokio::spawn(async move {
             let mut attestor = "unknown";
             let result = svc
-                .attest(inbound, &tx, &remote, &mut attestor)
+                .attest(inbound, &tx, &remote, channel, &mut attestor)
                 .await
                 .map_err(Status::from);
             metrics::attestation(

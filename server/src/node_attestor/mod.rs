@@ -11,6 +11,7 @@ pub mod x509pop;
 use std::sync::Arc;
 
 use anyhow::Context;
+use sigil_proto::attestation::ChannelBinding;
 use sigil_proto::{Selector, SpiffeId, TrustDomain};
 
 use crate::config::ServerConfig;
@@ -88,6 +89,18 @@ pub trait NodeAttestor: Send + Sync + 'static {
     /// Starts attestation from the agent's first payload at `now` (unix
     /// seconds).
     fn begin(&self, payload: &[u8], now: i64) -> Result<Step, AttestError>;
+    /// [`NodeAttestor::begin`] on the TLS connection whose channel binding
+    /// is `channel` (`None` when it has none). Attestors whose proof is bound
+    /// to the connection (x509pop) override this; the others ignore it.
+    fn begin_bound(
+        &self,
+        payload: &[u8],
+        now: i64,
+        channel: Option<&ChannelBinding>,
+    ) -> Result<Step, AttestError> {
+        let _ = channel;
+        self.begin(payload, now)
+    }
 }
 
 /// The attestors the configuration enables: join tokens always (redeemed

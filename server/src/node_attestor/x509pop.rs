@@ -1,7 +1,9 @@
 //! The `x509pop` node attestor, server half: the agent presents a
 //! certificate chain (leaf first) issued under a CA the operator configured,
 //! and proves it holds the leaf's private key by signing a fresh random
-//! challenge. Chain rules, payload encoding and the signed bytes are the
+//! challenge together with the channel binding of the TLS connection the
+//! attestation came on, so an answer relayed from another connection fails.
+//! Chain rules, payload encoding and the signed bytes are the
 //! shared contract in [`sigil_proto::attestation`]; this file adds the
 //! leaf checks (not a CA, `digitalSignature` allowed by keyUsage if that
 //! extension is present, a supported key), issues the challenge and checks
@@ -17,8 +19,8 @@ use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::UnparsedPublicKey;
 use sigil_proto::attestation::{
-    X509POP, X509POP_CHALLENGE_LEN, X509PopPublicKey, check_x509pop_roots, decode_chain,
-    verify_x509pop_chain, x509pop_public_key, x509pop_signed_message,
+    ChannelBinding, X509POP, X509POP_CHALLENGE_LEN, X509PopPublicKey, check_x509pop_roots,
+    decode_chain, verify_x509pop_chain, x509pop_public_key, x509pop_signed_message,
 };
 use sigil_proto::pem::certs_from_pem_or_der;
 use sigil_proto::{Selector, TrustDomain};
@@ -95,7 +97,24 @@ impl NodeAttestor for X509PopAttestor {
         X509POP
     }
 
+    /// Without a channel binding: always refused (see
+    /// [`NodeAttestor::begin_bound`]).
     fn begin(&self, payload: &[u8], now: i64) -> Result<Step, AttestError> {
+        self.begin_bound(payload, now, None)
+    }
+
+    fn begin_bound(
+        &self,
+        payload: &[u8],
+        now: i64,
+        channel: Option<&ChannelBinding>,
+    ) -> Result<Step, AttestError> {
+        let channel = channel.cloned().ok_or_else(|| {
+            AttestError::Refused(
+                "x509pop needs the channel binding of the TLS connection it runs on, and this                  connection has none"
+                    .to_string(),
+            )
+        })?;
         let chain = decode_chain(payload).map_err(|e| AttestError::Invalid(e.to_string()))?;
         let leaf_der = chain.first().ok_or_else(|| {
             AttestError::Invalid("x509pop certificate chain is empty".to_string())
@@ -170,6 +189,7 @@ impl NodeAttestor for X509PopAttestor {
             challenge: challenge.clone(),
             state: Box::new(PendingChallenge {
                 challenge,
+                channel,
                 key,
                 node: AttestedNode {
                     agent_id,
@@ -184,6 +204,9 @@ impl NodeAttestor for X509PopAttestor {
 /// A challenge sent to an agent whose chain already verified.
 struct PendingChallenge {
     challenge: Vec<u8>,
+    /// The connection the challenge was sent on: the answer must be bound
+    /// to it.
+    channel: ChannelBinding,
     key: X509PopPublicKey,
     /// What the agent becomes if it answers correctly.
     node: AttestedNode,
@@ -191,7 +214,7 @@ struct PendingChallenge {
 
 impl ChallengeState for PendingChallenge {
     fn verify(self: Box<Self>, response: &[u8]) -> Result<Step, AttestError> {
-        let message = x509pop_signed_message(&self.challenge);
+        let message = x509pop_signed_message(&self.challenge, &self.channel);
         UnparsedPublicKey::new(self.key.alg.verification_alg(), &self.key.key)
             .verify(&message, response)
             .map_err(|_| AttestError::Refused(BAD_ANSWER.to_string()))?;
@@ -245,9 +268,21 @@ mod tests {
         node_with(pki, node_leaf_params("node-1.example.org"), alg)
     }
 
-    /// What the agent does: sign context || challenge with ring.
+    /// The channel binding of the connection the tests attest on.
+    const CH: ChannelBinding = ChannelBinding([0x5a; 32]);
+
+    /// What the agent does: sign context || challenge || channel binding.
     fn answer(pkcs8: &[u8], alg: &'static SignatureAlgorithm, challenge: &[u8]) -> Vec<u8> {
-        let message = x509pop_signed_message(challenge);
+        answer_on(pkcs8, alg, challenge, &CH)
+    }
+
+    fn answer_on(
+        pkcs8: &[u8],
+        alg: &'static SignatureAlgorithm,
+        challenge: &[u8],
+        channel: &ChannelBinding,
+    ) -> Vec<u8> {
+        let message = x509pop_signed_message(challenge, channel);
         let rng = SystemRandom::new();
         if alg == &PKCS_ECDSA_P256_SHA256 || alg == &PKCS_ECDSA_P384_SHA384 {
             let signing = if alg == &PKCS_ECDSA_P256_SHA256 {
@@ -266,7 +301,7 @@ mod tests {
     }
 
     fn begin(att: &X509PopAttestor, payload: &[u8]) -> (Vec<u8>, Box<dyn ChallengeState>) {
-        match att.begin(payload, NOW).unwrap() {
+        match att.begin_bound(payload, NOW, Some(&CH)).unwrap() {
             Step::Challenge { challenge, state } => (challenge, state),
             other => panic!("expected a challenge, got {other:?}"),
         }
@@ -274,7 +309,7 @@ mod tests {
 
     /// The whole exchange, as the agent API drives it.
     fn attest(att: &X509PopAttestor, node: &Node) -> Result<AttestedNode, AttestError> {
-        let step = att.begin(&encode_chain(&node.chain), NOW)?;
+        let step = att.begin_bound(&encode_chain(&node.chain), NOW, Some(&CH))?;
         let Step::Challenge { challenge, state } = step else {
             panic!("x509pop must challenge, got {step:?}");
         };
@@ -357,6 +392,29 @@ mod tests {
     }
 
     #[test]
+    fn i20_4_answers_are_bound_to_the_connection() {
+        let pki = NodePki::new("corp");
+        let att = attestor(&pki);
+        let node = node(&pki, &PKCS_ECDSA_P256_SHA256);
+        // An answer made for another connection (a relay's) is refused.
+        let payload = encode_chain(&node.chain);
+        let (challenge, state) = begin(&att, &payload);
+        let other = ChannelBinding([0xa5; 32]);
+        let relayed = answer_on(&node.pkcs8, node.alg, &challenge, &other);
+        let err = state.verify(&relayed).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "attestation refused: x509pop challenge failed: signature does not verify with the \
+             certificate's key"
+        );
+        // A connection without a channel binding cannot attest at all.
+        let message = refused(att.begin(&payload, NOW));
+        assert!(message.contains("channel binding"), "{message}");
+        let message = refused(att.begin_bound(&payload, NOW, None));
+        assert!(message.contains("channel binding"), "{message}");
+    }
+
+    #[test]
     fn p384_and_ed25519_nodes_attest() {
         let pki = NodePki::new("corp");
         let att = attestor(&pki);
@@ -430,7 +488,7 @@ mod tests {
             &too_many,
             pem.as_bytes(),
         ] {
-            let err = att.begin(payload, NOW).unwrap_err();
+            let err = att.begin_bound(payload, NOW, Some(&CH)).unwrap_err();
             assert!(matches!(err, AttestError::Invalid(_)), "{err:?}");
         }
     }
@@ -440,11 +498,14 @@ mod tests {
         let pki = NodePki::new("corp");
         let att = attestor(&pki);
         // The intermediate itself, and a CA issued under it.
-        let message =
-            refused(att.begin(&encode_chain(std::slice::from_ref(&pki.intermediate)), NOW));
+        let message = refused(att.begin_bound(
+            &encode_chain(std::slice::from_ref(&pki.intermediate)),
+            NOW,
+            Some(&CH),
+        ));
         assert!(message.contains("is a CA certificate"), "{message}");
         let sub_ca = node_with(&pki, node_ca_params("sub ca"), &PKCS_ECDSA_P256_SHA256);
-        let message = refused(att.begin(&encode_chain(&sub_ca.chain), NOW));
+        let message = refused(att.begin_bound(&encode_chain(&sub_ca.chain), NOW, Some(&CH)));
         assert!(message.contains("is a CA certificate"), "{message}");
     }
 
