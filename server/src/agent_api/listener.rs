@@ -159,7 +159,8 @@ pub fn client_verifier(roots: TrustRoots, td: TrustDomain) -> Arc<SpiffeClientVe
     Arc::new(SpiffeClientVerifier::new(roots, agent_only))
 }
 
-/// The agent API's TLS settings: TLS 1.3 and 1.2, ALPN h2, the server's
+/// The agent API's TLS settings: TLS 1.3 and 1.2 (with the extended master
+/// secret), ALPN h2, the server's
 /// certificate from `cert`, a client certificate checked by `verifier` when
 /// one is presented, and no session resumption (every connection is
 /// verified against the current bundle).
@@ -174,6 +175,10 @@ pub fn tls_config(
     .with_client_cert_verifier(Arc::new(AttestationFriendlyVerifier(verifier)))
     .with_cert_resolver(cert);
     tls.alpn_protocols = vec![b"h2".to_vec()];
+    // TLS 1.2 only with the extended master secret (RFC 7627): without it
+    // the exported keying material the x509pop proof is bound to is not
+    // unique to the connection.
+    tls.require_ems = true;
     tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     tls.send_tls13_tickets = 0;
     Ok(Arc::new(tls))
