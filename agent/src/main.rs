@@ -7,9 +7,7 @@ use sigil_agent::cli::{Cli, Command, init_logs, run_client};
 use sigil_agent::config::AgentConfig;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(sigil_proto::daemon::supervise::runtime()?)
 }
 
 fn main() -> ExitCode {

@@ -2,7 +2,8 @@
 //! name each until the shutdown signal or the first task to end, whichever
 //! comes first; then every task is told to stop (one `watch` flag) and, on
 //! a signal, given a grace period to do so. A task that ends on its own is a
-//! failure (they run until told to stop) and is reported by name.
+//! failure (they run until told to stop) and is reported by name. The
+//! daemons' runtime is made here too, the same for both.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -113,3 +114,10 @@ impl<E: Send + 'static> Supervisor<E> {
 
 #[cfg(test)]
 mod tests;
+
+/// The daemons' tokio runtime: multi-threaded, I/O and timers on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}

@@ -159,9 +159,7 @@ impl Authenticator {
         };
         self.authenticate(Some(&peer), method)
     }
-}
 
-impl Authenticator {
     /// Whether `caller`'s chain verifies against exactly `authorities`, the
     /// bundle the CA manager publishes now. An open sync stream checks this
     /// before each batch: the shared roots the handshake and [`Self::recheck`]
