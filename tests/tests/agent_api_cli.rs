@@ -244,6 +244,8 @@ fn i22_6_api_watch_reconnects_after_agent_restart() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let mut a = TestAgent::start(&s).unwrap();
     register(&s, &a);
+    // Issued first: a watch that starts without an identity exits.
+    fetch(&a, &[]);
     let mut w = Watch::start(&a.socket, false);
     let first = w.next_out("first SVID update", |l| l.contains("update: 1 SVID"));
     let serial_line = w.next_out("the SVID line", |l| l.contains(ID));
@@ -272,6 +274,7 @@ fn i22_6_api_watch_json_lines() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let a = TestAgent::start(&s).unwrap();
     register(&s, &a);
+    fetch(&a, &[]);
     let mut w = Watch::start(&a.socket, true);
     let line = w.next_out("a first JSON line", |_| true);
     let v: serde_json::Value =
