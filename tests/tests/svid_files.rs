@@ -191,7 +191,11 @@ fn i22_7_svid_pem_has_no_root() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    std::fs::write(&bundle_file, sigil_proto::pem::to_pem(&[root.der.clone()])).unwrap();
+    std::fs::write(
+        &bundle_file,
+        sigil_proto::pem::to_pem(std::slice::from_ref(&root.der)),
+    )
+    .unwrap();
     let upstream = format!(
         "[upstream.disk]\ncert_file = \"{}\"\nkey_file = \"{}\"\nbundle_file = \"{}\"\n",
         cert_file.display(),

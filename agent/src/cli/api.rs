@@ -120,7 +120,11 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
     }
 }
 
-fn fetch_x509(r: &wl::X509svidResponse, write: Option<&Path>, output: Output) -> anyhow::Result<()> {
+fn fetch_x509(
+    r: &wl::X509svidResponse,
+    write: Option<&Path>,
+    output: Output,
+) -> anyhow::Result<()> {
     let first = r.svids.first().context("no SVIDs in the response")?;
     let report = Report::from_response(r)?;
     let mut files = Vec::new();
