@@ -15,20 +15,6 @@ use sigil_tests::{ServerOptions, TestAgent, TestServer, bin, sigil_agent, text};
 
 const ID: &str = "spiffe://example.org/api-cli";
 
-fn register(s: &TestServer, a: &TestAgent) {
-    let sel = format!("unix:uid:{}", nix::unistd::getuid().as_raw());
-    s.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        ID,
-        "--parent-id",
-        &a.agent_id,
-        "--selector",
-        &sel,
-    ]);
-}
-
 /// `api fetch x509` with `args` until it succeeds (bounded); its stdout.
 fn fetch(a: &TestAgent, args: &[&str]) -> String {
     let sock = a.socket.display().to_string();
@@ -83,7 +69,7 @@ fn pem_file(path: &Path) -> Vec<Vec<u8>> {
 fn i22_6_api_fetch_x509_prints_serial_chain_and_bundle() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let a = TestAgent::start(&s).unwrap();
-    register(&s, &a);
+    s.register_uid(&a, ID);
     // The SVID as written to files: what the printout must describe.
     let dir = a.dir.path().join("files");
     fetch(&a, &["--write", dir.to_str().unwrap()]);
@@ -243,7 +229,7 @@ impl Drop for Watch {
 fn i22_6_api_watch_reconnects_after_agent_restart() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let mut a = TestAgent::start(&s).unwrap();
-    register(&s, &a);
+    s.register_uid(&a, ID);
     // Issued first: a watch that starts without an identity exits.
     fetch(&a, &[]);
     let mut w = Watch::start(&a.socket, false);
@@ -273,7 +259,7 @@ fn i22_6_api_watch_reconnects_after_agent_restart() {
 fn i22_6_api_watch_json_lines() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let a = TestAgent::start(&s).unwrap();
-    register(&s, &a);
+    s.register_uid(&a, ID);
     fetch(&a, &[]);
     let mut w = Watch::start(&a.socket, true);
     let line = w.next_out("a first JSON line", |_| true);

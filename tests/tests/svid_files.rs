@@ -7,55 +7,32 @@
 //! entry, so adding a newer entry whose SPIFFE ID sorts first changes nothing.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sigil_proto::test_pki::{TestCa, ca_params};
+use sigil_tests::poll::wait_for;
 use sigil_tests::{ServerOptions, TestAgent, TestServer, sigil_agent, text};
 
-fn uid_selector() -> String {
-    format!("unix:uid:{}", nix::unistd::getuid().as_raw())
+/// Registers `id` for this test's uid under `a`; returns its `created_at`
+/// (unix seconds).
+fn register(s: &TestServer, a: &TestAgent, id: &str) -> i64 {
+    s.register_uid(a, id);
+    unix_time(&s.cli_json(&["entry", "show", "--spiffe-id", id])["entries"][0]["created_at"])
 }
 
-/// Registers `id` for this test's uid under `a`; returns the entry JSON.
-fn register(s: &TestServer, a: &TestAgent, id: &str) -> serde_json::Value {
-    s.cli_json(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        id,
-        "--parent-id",
-        &a.agent_id,
-        "--selector",
-        &uid_selector(),
-    ])["entries"][0]
-        .clone()
-}
-
-/// Polls `cond` until it returns `Some` or `limit` passes.
-fn wait_for<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// `api fetch x509` for this process with `args`.
+fn fetch(a: &TestAgent, args: &[&str]) -> std::process::Output {
+    let sock = a.socket.display().to_string();
+    sigil_agent(
+        &[&["api", "fetch", "x509", "--socket", &sock], args].concat(),
+        &[],
+    )
 }
 
 /// `api fetch x509 --output json` for this process; `None` until it
 /// answers with `n` SVIDs.
 fn fetch_json(a: &TestAgent, n: usize) -> Option<serde_json::Value> {
-    let sock = a.socket.display().to_string();
-    let out = sigil_agent(
-        &[
-            "api", "fetch", "x509", "--socket", &sock, "--output", "json",
-        ],
-        &[],
-    );
+    let out = fetch(a, &["--output", "json"]);
     if !out.status.success() {
         return None;
     }
@@ -65,19 +42,7 @@ fn fetch_json(a: &TestAgent, n: usize) -> Option<serde_json::Value> {
 
 /// `api fetch x509 --write dir`, which must succeed.
 fn fetch_write(a: &TestAgent, dir: &Path) {
-    let sock = a.socket.display().to_string();
-    let out = sigil_agent(
-        &[
-            "api",
-            "fetch",
-            "x509",
-            "--socket",
-            &sock,
-            "--write",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = fetch(a, &["--write", dir.to_str().unwrap()]);
     assert!(out.status.success(), "--write: {}", text(&out.stderr));
 }
 
@@ -240,8 +205,7 @@ fn i22_7_svid_pem_has_no_root() {
 fn i22_7_default_svid_is_stable_when_an_entry_is_added() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let a = TestAgent::start(&s).unwrap();
-    let first = register(&s, &a, "spiffe://example.org/zz-first");
-    let created = unix_time(&first["created_at"]);
+    let created = register(&s, &a, "spiffe://example.org/zz-first");
     let v = wait_for(Duration::from_secs(30), "the first SVID", || {
         fetch_json(&a, 1)
     });
