@@ -58,17 +58,8 @@ fn helper_once(a: &TestAgent, work: &Path, dir: &Path) {
         ),
     )
     .unwrap();
-    let out = sigil_agent(
-        &[
-            "helper",
-            "--once",
-            "--timeout",
-            "20s",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let args = ["helper", "--once", "--timeout", "20s", "--config"];
+    let out = sigil_agent(&[&args[..], &[cfg.to_str().unwrap()]].concat(), &[]);
     assert!(out.status.success(), "helper --once: {}", text(&out.stderr));
 }
 
