@@ -225,7 +225,7 @@ cat <<NEXT
 Sigil server (pid $(cat "$dir/server.pid")) and agent (pid $(cat "$dir/agent.pid")) are running. Try:
   export SIGIL_ADMIN_SOCKET=$dir/server/admin.sock
   export SPIFFE_ENDPOINT_SOCKET=unix://$dir/run/agent.sock
-  $agent api watch                    # SVID updates as they happen
+  $agent api watch                    # SVID and bundle updates as they happen
   $server entry show
   $server agent list
   $server bundle show --format jwks

@@ -12,6 +12,11 @@ use sigil_proto::workload as wl;
 
 use crate::{helper, workload_client};
 
+mod api;
+mod x509_report;
+
+pub use api::{ApiCommand, FetchCommand};
+
 /// Logs to stderr, for the daemon and the long-running `helper`.
 pub use sigil_proto::daemon::logs::{LogFormat, init_logs};
 
@@ -100,91 +105,6 @@ pub enum HelperAction {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ApiCommand {
-    /// Fetch SVIDs.
-    #[command(subcommand)]
-    Fetch(FetchCommand),
-    /// Print every X.509-SVID update until interrupted.
-    Watch {
-        #[arg(long)]
-        socket: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum FetchCommand {
-    /// Fetch this process's X.509-SVIDs.
-    X509 {
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Write svid.pem, svid_key.pem (0600) and bundle.pem for the
-        /// default SVID into DIR.
-        #[arg(long, value_name = "DIR")]
-        write: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
-        /// Keep retrying while no identity is issued yet.
-        #[arg(long, value_parser = parse_duration, default_value = "5s")]
-        timeout: Duration,
-    },
-}
-
-fn split_der_chain(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    sigil_proto::pem::certs_from_pem_or_der(bytes)
-        .context("the agent sent an invalid certificate chain")
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
-}
-
-fn not_after(der: &[u8]) -> i64 {
-    x509_parser::parse_x509_certificate(der).map_or(0, |(_, c)| c.validity().not_after.timestamp())
-}
-
-async fn fetch_first(
-    socket: &std::path::Path,
-    timeout: Duration,
-) -> anyhow::Result<wl::X509svidResponse> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let attempt = async {
-            let mut c = workload_client::connect(socket).await?;
-            let mut s = c
-                .fetch_x509svid(wl::X509svidRequest {})
-                .await
-                .map_err(|s| anyhow::anyhow!(s))?
-                .into_inner();
-            s.message()
-                .await
-                .map_err(|s| anyhow::anyhow!(s))?
-                .context("the stream ended without a message")
-        }
-        .await;
-        match attempt {
-            Ok(r) => return Ok(r),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => {
-                let msg = match e.downcast_ref::<tonic::Status>() {
-                    Some(s) => format!("{}: {}", s.code(), s.message()),
-                    None => format!("{e:#}"),
-                };
-                anyhow::bail!("{msg}");
-            }
-        }
-    }
-}
-
 /// Runs a non-daemon command.
 pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
     match cmd {
@@ -241,86 +161,6 @@ pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
             println!("Agent is healthy.");
             Ok(())
         }
-        Command::Api(ApiCommand::Fetch(FetchCommand::X509 {
-            socket,
-            write,
-            output,
-            timeout,
-        })) => {
-            let path = workload_client::socket_path(socket)?;
-            let r = fetch_first(&path, timeout).await?;
-            let first = r.svids.first().context("no SVIDs in the response")?;
-            let mut files = Vec::new();
-            if let Some(dir) = &write {
-                let chain = split_der_chain(&first.x509_svid)?;
-                let bundle = split_der_chain(&first.bundle)?;
-                let key = pem::encode(&pem::Pem::new("PRIVATE KEY", first.x509_svid_key.clone()));
-                files = sigil_proto::daemon::files::write_svid_files(
-                    dir,
-                    sigil_proto::pem::to_pem(&chain).as_bytes(),
-                    key.as_bytes(),
-                    sigil_proto::pem::to_pem(&bundle).as_bytes(),
-                )?;
-            }
-            let svids: Vec<serde_json::Value> = r
-                .svids
-                .iter()
-                .map(|s| {
-                    let chain = split_der_chain(&s.x509_svid).unwrap_or_default();
-                    serde_json::json!({
-                        "spiffe_id": s.spiffe_id,
-                        "expires_at": rfc3339(chain.first().map_or(0, |c| not_after(c))),
-                        "hint": s.hint,
-                    })
-                })
-                .collect();
-            match output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "svids": svids, "files": files })
-                    )?
-                ),
-                Output::Text => {
-                    for s in &svids {
-                        println!("SPIFFE ID: {}", s["spiffe_id"].as_str().unwrap_or_default());
-                        println!(
-                            "Expires at: {}",
-                            s["expires_at"].as_str().unwrap_or_default()
-                        );
-                    }
-                    for f in &files {
-                        println!("Wrote {}", f.display());
-                    }
-                }
-            }
-            Ok(())
-        }
-        Command::Api(ApiCommand::Watch { socket }) => {
-            let path = workload_client::socket_path(socket)?;
-            let mut c = workload_client::connect(&path).await?;
-            let mut s = c
-                .fetch_x509svid(wl::X509svidRequest {})
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-                .into_inner();
-            while let Some(r) = s
-                .message()
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-            {
-                let now = rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
-                println!("{now} update: {} SVID(s)", r.svids.len());
-                for sv in &r.svids {
-                    let chain = split_der_chain(&sv.x509_svid).unwrap_or_default();
-                    println!(
-                        "  {} expires {}",
-                        sv.spiffe_id,
-                        rfc3339(chain.first().map_or(0, |c| not_after(c)))
-                    );
-                }
-            }
-            Ok(())
-        }
+        Command::Api(cmd) => api::run(cmd).await,
     }
 }

@@ -16,7 +16,8 @@ pub struct WorkloadSvid {
     /// selectors, plus those the SVID was issued under until it is re-issued.
     pub selectors: Vec<Selector>,
     pub hint: String,
-    /// DER certificates, leaf first.
+    /// DER certificates: the leaf, then intermediates (never a root: the
+    /// root is in the bundle only).
     pub cert_chain: Vec<Vec<u8>>,
     /// PKCS#8 DER of the SVID's key; generated on this agent, never sent.
     pub key_pkcs8: Vec<u8>,
@@ -26,6 +27,8 @@ pub struct WorkloadSvid {
     /// entry's `expires_at` if sooner).
     pub not_after: i64,
     pub federates_with: Vec<TrustDomain>,
+    /// Unix seconds the entry was created: orders the snapshot.
+    pub entry_created_at: i64,
 }
 
 impl std::fmt::Debug for WorkloadSvid {
@@ -46,8 +49,9 @@ pub struct Snapshot {
     pub bundle: Vec<Vec<u8>>,
     /// Federated trust domains' CA certificates (empty until federation).
     pub federated: BTreeMap<TrustDomain, Vec<Vec<u8>>>,
-    /// Cached SVIDs, ordered by SPIFFE ID then entry id (the first one a
-    /// workload matches is its default identity).
+    /// Cached SVIDs, oldest entry first (entry `created_at`, then entry
+    /// id): the first one a workload matches is its default identity, and
+    /// adding a newer entry never changes it.
     pub svids: Vec<Arc<WorkloadSvid>>,
 }
 

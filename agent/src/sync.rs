@@ -46,6 +46,7 @@ fn authorized_entry(e: pb::Entry) -> Option<AuthorizedEntry> {
         // The wire's 0 means "never".
         expires_at: (e.expires_at != 0).then_some(e.expires_at),
         revision: e.revision,
+        created_at: e.created_at,
     })
 }
 

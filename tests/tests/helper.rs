@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use sigil_agent::helper::config::{HelperConfig, ReloadConfig};
 use sigil_proto::SpiffeId;
+use sigil_tests::poll::wait_for;
 use sigil_tests::{ServerOptions, TestAgent, TestServer, bin, mtls, sigil_agent, text};
 
 fn uid_selector() -> String {
@@ -37,21 +38,6 @@ fn register(s: &TestServer, a: &TestAgent, id: &str, hint: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// Polls `cond` until it returns `Some` or `limit` passes.
-fn wait_for<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A `sigil-agent helper` process, stopped on drop.

@@ -186,7 +186,7 @@ fn current_user() -> String {
 fn check_running(qs: &QuickStart, r: &Run) -> (i32, i32) {
     let id = line_value(&r.stdout, "SPIFFE ID:");
     assert_eq!(id, format!("spiffe://example.org/user/{}", current_user()));
-    let expires = OffsetDateTime::parse(line_value(&r.stdout, "Expires at:"), &Rfc3339)
+    let expires = OffsetDateTime::parse(line_value(&r.stdout, "Not after:"), &Rfc3339)
         .unwrap_or_else(|e| panic!("expiry: {e}\n{}", r.stdout));
     let now = OffsetDateTime::now_utc();
     assert!(expires > now, "expired SVID: {expires}");

@@ -24,6 +24,9 @@ pub struct AuthorizedEntry {
     pub expires_at: Option<i64>,
     /// Bumped by the server on every change: a new revision re-issues.
     pub revision: u64,
+    /// Unix seconds the entry was created (0 from an older server): the
+    /// oldest entry a workload matches is its default SVID.
+    pub created_at: i64,
 }
 
 /// The own trust domain's bundle as the server publishes it.

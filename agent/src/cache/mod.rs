@@ -15,6 +15,7 @@
 //! draws come from a [`Clock`], so its decisions are unit-tested with a
 //! `ManualClock` (`tests.rs`).
 
+mod chain;
 mod input;
 mod served;
 mod signer;
@@ -380,11 +381,12 @@ impl<S: SvidSigner> Cache<S> {
             spiffe_id: entry.spiffe_id.clone(),
             selectors: entry.selectors.clone(),
             hint: entry.hint.clone(),
-            cert_chain: cert_chain.clone(),
+            cert_chain: chain::leaf_and_intermediates(&cert_chain),
             key_pkcs8: key.serialize_der(),
             not_before,
             not_after,
             federates_with: entry.federates_with.clone(),
+            entry_created_at: entry.created_at,
         });
         let cached = Cached {
             anchor_key_id: anchor_key_id(&cert_chain),
@@ -442,9 +444,11 @@ impl<S: SvidSigner> Cache<S> {
             .values()
             .filter_map(|c| c.served.clone())
             .collect();
+        // The default SVID (the first a workload matches) is its oldest
+        // entry's: stable while entries are added.
         svids.sort_by(|a, b| {
-            a.spiffe_id
-                .cmp(&b.spiffe_id)
+            a.entry_created_at
+                .cmp(&b.entry_created_at)
                 .then_with(|| a.entry_id.cmp(&b.entry_id))
         });
         let snap = Snapshot {

@@ -54,5 +54,6 @@ pub(super) fn view(
         not_before: issued.not_before,
         not_after,
         federates_with: entry.federates_with.clone(),
+        entry_created_at: issued.entry_created_at,
     }))
 }

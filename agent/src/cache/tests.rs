@@ -195,6 +195,7 @@ fn entry(id: &str, selectors: &[&str], revision: u64) -> AuthorizedEntry {
         hint: String::new(),
         expires_at: None,
         revision,
+        created_at: 0,
     }
 }
 

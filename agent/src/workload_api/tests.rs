@@ -96,6 +96,7 @@ impl SvidOf for TestCa {
             not_before: 0,
             not_after,
             federates_with: Vec::new(),
+            entry_created_at: 0,
         })
     }
 }

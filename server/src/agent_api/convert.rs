@@ -6,13 +6,9 @@ use crate::entry::Entry;
 use crate::store::BundleRecord;
 
 /// The entry as the agent API sends it: the shared `sigil.types.v1.Entry`,
-/// without `created_at` (admin API only; 0 is not encoded, so the agent
-/// API's wire is what it was before the type was shared).
+/// `created_at` included (the agent's default SVID is the oldest entry's).
 pub fn entry_to_pb(e: &Entry) -> pb::Entry {
-    pb::Entry {
-        created_at: 0,
-        ..crate::admin::convert::entry_to_pb(e)
-    }
+    crate::admin::convert::entry_to_pb(e)
 }
 
 pub fn bundle_to_pb(b: &BundleRecord, refresh_hint_secs: i64) -> pb::Bundle {
