@@ -28,7 +28,10 @@ fn issue(
     params: &CertificateParams,
 ) -> X509PopClient {
     let leaf = params.signed_by(key, &pki.issuer).unwrap().der().to_vec();
-    let (cert, key_file) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let (cert, key_file) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
     std::fs::write(&cert, to_pem(&[leaf, pki.intermediate.clone()])).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
     X509PopClient::load(&cert, &key_file).unwrap()
@@ -102,8 +105,16 @@ async fn i21_8_reissued_x509pop_cert_of_banned_node_is_refused() {
     // The ban outlives a restart.
     s.stop();
     s.spawn().unwrap();
-    assert_refused(attest(&s, &cert_b).await, "x509pop:spki:sha256:", "after restart");
-    assert_refused(attest(&s, &cert_c).await, "x509pop:subject:cn:node-1", "after restart");
+    assert_refused(
+        attest(&s, &cert_b).await,
+        "x509pop:spki:sha256:",
+        "after restart",
+    );
+    assert_refused(
+        attest(&s, &cert_c).await,
+        "x509pop:subject:cn:node-1",
+        "after restart",
+    );
 
     // Unbanning the agent lifts its node bans.
     s.cli_ok(&["agent", "unban", "--spiffe-id", &a]);
