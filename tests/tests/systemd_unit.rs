@@ -93,17 +93,11 @@ fn fetch_in(cgroup: &Path, agent: &TestAgent, new_ns: bool, timeout: &str) -> st
     if new_ns {
         cmd.args(["unshare", "-C"]);
     }
-    cmd.arg(bin("sigil-agent")).args([
-        "api",
-        "fetch",
-        "x509",
-        "--output",
-        "json",
-        "--timeout",
-        timeout,
-        "--socket",
-        agent.socket.to_str().unwrap(),
-    ]);
+    cmd.arg(bin("sigil-agent"))
+        .args("api fetch x509 --output json --timeout".split(' '))
+        .arg(timeout)
+        .arg("--socket")
+        .arg(&agent.socket);
     run_bounded(&mut cmd)
 }
 
@@ -122,16 +116,7 @@ fn i21_5_systemd_unit_selector_only_in_the_host_cgroup_namespace() {
     let unit = format!("sigil-test-{}.service", std::process::id());
     let cgroup = ServiceCgroup::new(&root, &unit);
     let id = "spiffe://example.org/helper/by-unit";
-    s.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        id,
-        "--parent-id",
-        &a.agent_id,
-        "--selector",
-        &format!("systemd:unit:{unit}"),
-    ]);
+    s.register(&a, id, &format!("systemd:unit:{unit}"));
 
     // In the host's cgroup namespace: the unit's SVID (retrying until the
     // entry reached the agent).

@@ -54,9 +54,9 @@ async fn attest(s: &TestServer, node: &X509PopClient) -> Result<pb::AgentSvid, t
     .expect("attestation timed out")
 }
 
-#[track_caller]
-fn assert_refused(r: Result<pb::AgentSvid, tonic::Status>, rule: &str, what: &str) {
-    match r {
+/// Attests `node` and checks that it is refused, naming `rule`.
+async fn refused(s: &TestServer, node: &X509PopClient, rule: &str, what: &str) {
+    match attest(s, node).await {
         Err(e) => {
             assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e}");
             assert!(e.message().contains(rule), "{what}: {e}");
@@ -77,26 +77,18 @@ async fn i21_8_reissued_x509pop_cert_of_banned_node_is_refused() {
     let cert_a = issue(d, "a", &pki, &key, &node_leaf_params("node-1"));
     let a = attest(&s, &cert_a).await.expect("cert A attests").spiffe_id;
     s.cli_ok(&["agent", "ban", "--spiffe-id", &a]);
-    assert_refused(attest(&s, &cert_a).await, "is banned", "cert A itself");
+    refused(&s, &cert_a, "is banned", "cert A itself").await;
 
     // Re-issued: the same key and subject, another validity (another leaf,
     // another agent ID).
     let mut reissued = node_leaf_params("node-1");
     reissued.not_after = date_time_ymd(2039, 6, 1);
     let cert_b = issue(d, "b", &pki, &key, &reissued);
-    assert_refused(
-        attest(&s, &cert_b).await,
-        "x509pop:spki:sha256:",
-        "same key",
-    );
+    refused(&s, &cert_b, "x509pop:spki:sha256:", "same key").await;
     // A new key, the same subject.
     let new_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
     let cert_c = issue(d, "c", &pki, &new_key, &node_leaf_params("node-1"));
-    assert_refused(
-        attest(&s, &cert_c).await,
-        "x509pop:subject:cn:node-1",
-        "same subject",
-    );
+    refused(&s, &cert_c, "x509pop:subject:cn:node-1", "same subject").await;
     // Another node still attests.
     let other_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
     let cert_d = issue(d, "d", &pki, &other_key, &node_leaf_params("node-2"));
@@ -105,16 +97,8 @@ async fn i21_8_reissued_x509pop_cert_of_banned_node_is_refused() {
     // The ban outlives a restart.
     s.stop();
     s.spawn().unwrap();
-    assert_refused(
-        attest(&s, &cert_b).await,
-        "x509pop:spki:sha256:",
-        "after restart",
-    );
-    assert_refused(
-        attest(&s, &cert_c).await,
-        "x509pop:subject:cn:node-1",
-        "after restart",
-    );
+    refused(&s, &cert_b, "x509pop:spki:sha256:", "after restart").await;
+    refused(&s, &cert_c, "x509pop:subject:cn:node-1", "after restart").await;
 
     // Unbanning the agent lifts its node bans.
     s.cli_ok(&["agent", "unban", "--spiffe-id", &a]);

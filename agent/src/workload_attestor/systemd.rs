@@ -31,6 +31,7 @@ use std::path::Path;
 
 use sigil_proto::Selector;
 
+use super::container::cgroup_lines;
 use super::{Attestor, Process, WorkloadAttestError};
 
 /// The inode of the kernel's initial cgroup namespace
@@ -110,13 +111,7 @@ impl Attestor for SystemdAttestor {
 pub fn unit_from_cgroup(text: &str) -> Option<String> {
     let mut v2: Option<&str> = None;
     let mut v1: Option<&str> = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(hierarchy), Some(controllers), Some(path)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+    for (hierarchy, controllers, path) in cgroup_lines(text) {
         let slot = match (hierarchy, controllers) {
             ("0", "") => &mut v2,
             (_, "name=systemd") => &mut v1,
