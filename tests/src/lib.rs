@@ -373,6 +373,11 @@ impl TestServer {
     /// Registers `spiffe_id` for this test process's uid under `agent`.
     pub fn register_uid(&self, agent: &TestAgent, spiffe_id: &str) -> String {
         let uid = nix::unistd::getuid().as_raw();
+        self.register(agent, spiffe_id, &format!("unix:uid:{uid}"))
+    }
+
+    /// Registers `spiffe_id` for workloads with `selector` under `agent`.
+    pub fn register(&self, agent: &TestAgent, spiffe_id: &str, selector: &str) -> String {
         self.cli_ok(&[
             "entry",
             "create",
@@ -381,7 +386,7 @@ impl TestServer {
             "--parent-id",
             &agent.agent_id,
             "--selector",
-            &format!("unix:uid:{uid}"),
+            selector,
         ])
     }
 

@@ -158,6 +158,7 @@ async fn also_stored_old_form_agents_are_migrated() {
                 expires_at: now + 3600,
                 ca_serial: None,
                 banned: false,
+                ban_rules: vec![],
                 attested_at: now,
                 updated_at: now,
             })

@@ -66,13 +66,7 @@ const RUNTIME_PREFIXES: &[&str] = &["docker-", "cri-containerd-", "crio-", "libp
 /// more than one id. Malformed lines are skipped.
 pub fn container_id_from_cgroup(text: &str) -> Option<String> {
     let mut found: Option<&str> = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_hierarchy), Some(_controllers), Some(path)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+    for (_hierarchy, _controllers, path) in cgroup_lines(text) {
         let mut user_delegated = false;
         for segment in path.split('/') {
             if segment.starts_with("user@") && segment.ends_with(".service") {
@@ -91,6 +85,15 @@ pub fn container_id_from_cgroup(text: &str) -> Option<String> {
         }
     }
     found.map(str::to_string)
+}
+
+/// The well-formed lines of a `/proc/<pid>/cgroup` file as (hierarchy id,
+/// controllers, path); malformed lines are skipped.
+pub(crate) fn cgroup_lines(text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    text.lines().filter_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        Some((parts.next()?, parts.next()?, parts.next()?))
+    })
 }
 
 /// The `container:id:<id>` selector for the process whose cgroup file reads

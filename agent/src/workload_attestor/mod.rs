@@ -5,8 +5,8 @@
 //! [`Attestors`] is what the Workload API uses: when a connection is
 //! accepted it takes the caller's [`ProcessMark`] (start time, executable
 //! and its identity), and at each call it composes every configured
-//! [`Attestor`] (`unix` and `container` today, one per file; a Kubernetes
-//! one later) and merges their selectors, all inside one bracket
+//! [`Attestor`] (`unix`, `container` and `systemd` today, one per file; a
+//! Kubernetes one later) and merges their selectors, all inside one bracket
 //! ([`process`]): the process is re-read before any attestor runs and again
 //! after the last one, and the call is refused unless both match the mark
 //! taken at accept. So no attestor can describe a process other than the
@@ -14,6 +14,7 @@
 
 pub mod container;
 mod process;
+pub mod systemd;
 #[cfg(test)]
 mod tests;
 pub mod unix;
@@ -106,13 +107,15 @@ impl Attestors {
         }
     }
 
-    /// The agent's attestors: `unix` then `container`, on `/proc`.
+    /// The agent's attestors: `unix`, `container` then `systemd`, on
+    /// `/proc`.
     pub fn standard(unix: unix::UnixAttestorConfig) -> Self {
         Attestors::new(
             "/proc",
             vec![
                 Arc::new(unix::UnixAttestor::new(unix)),
                 Arc::new(container::ContainerAttestor),
+                Arc::new(systemd::SystemdAttestor::detect(Path::new("/proc"))),
             ],
         )
     }

@@ -29,13 +29,7 @@ fn agent_to_pb(a: &AttestedAgent) -> pb::Agent {
 }
 
 fn load_agent(store: &dyn Store, id: &SpiffeId) -> Result<AttestedAgent, AdminError> {
-    store.get_agent(id)?.ok_or_else(|| {
-        StoreError::NotFound {
-            what: "agent",
-            key: id.to_string(),
-        }
-        .into()
-    })
+    store.get_agent(id)?.ok_or_else(|| agent_not_found(id))
 }
 
 impl AdminService {
@@ -87,13 +81,19 @@ impl AdminService {
                 // Compare-and-swap, again over a fresh read if a renewal
                 // changed the record meanwhile: the ban never reverts it.
                 // Renewals are rate-limited per agent, so this converges.
+                // The node ban rules are recorded (or lifted) in the same
+                // step.
                 for _ in 0..SWAP_ATTEMPTS {
-                    let old = load_agent(store, &id)?;
+                    let old = match store.get_agent(&id)? {
+                        Some(old) => old,
+                        None if !banned => return unban_evicted(store, &id).map(|()| None),
+                        None => return Err(agent_not_found(&id)),
+                    };
                     let mut a = old.clone();
                     a.banned = banned;
                     a.updated_at = now;
-                    match store.swap_agent(Some(&old), &a) {
-                        Ok(()) => return Ok(a),
+                    match store.swap_agent_ban(&old, &a, now) {
+                        Ok(()) => return Ok(Some(a)),
                         Err(StoreError::Changed { .. }) => continue,
                         Err(e) => return Err(e.into()),
                     }
@@ -105,7 +105,32 @@ impl AdminService {
                 .into())
             })
             .await?;
-        info!(agent_id = %a.spiffe_id, banned, "agent ban changed");
+        let Some(a) = a else {
+            // No record to show: the answer names the agent, not banned.
+            info!(agent_id = %r.spiffe_id, "node bans of an evicted agent lifted");
+            return Ok(pb::Agent {
+                spiffe_id: r.spiffe_id,
+                ..Default::default()
+            });
+        };
+        info!(agent_id = %a.spiffe_id, banned, node_bans = ?a.ban_rules, "agent ban changed");
         Ok(agent_to_pb(&a))
+    }
+}
+
+fn agent_not_found(id: &SpiffeId) -> AdminError {
+    StoreError::NotFound {
+        what: "agent",
+        key: id.to_string(),
+    }
+    .into()
+}
+
+/// Unban of an agent whose record is gone (evicted after its ban): lifts
+/// the node bans it recorded; `NotFound` if there were none.
+fn unban_evicted(store: &dyn Store, id: &SpiffeId) -> Result<(), AdminError> {
+    match store.clear_node_bans_of(id)? {
+        0 => Err(agent_not_found(id)),
+        _ => Ok(()),
     }
 }

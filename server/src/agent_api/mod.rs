@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sigil_proto::SpiffeId;
 use sigil_proto::agent_api::{self as pb, agent_api_server::AgentApi};
 use sigil_proto::attestation::ChannelBinding;
 use sigil_proto::health::code_label;
@@ -261,13 +262,16 @@ impl AgentApiService {
                 expires_at: leaf.not_after,
                 ca_serial: Some(leaf.ca_serial.clone()),
                 banned: false,
+                ban_rules: node.ban_rules.clone(),
                 attested_at: now,
                 updated_at: now,
             };
-            // Only over the record checked above: a ban that landed since
-            // wins, and the new SVID is never handed out.
-            match me.store.swap_agent(existing.as_ref(), &record) {
+            // Only over the record checked above and only while none of
+            // the node's ban rules is banned, in one step: a ban that
+            // landed since wins, and the new SVID is never handed out.
+            match me.store.admit_agent(existing.as_ref(), &record) {
                 Ok(()) => Ok(leaf),
+                Err(e @ StoreError::Banned { .. }) => Err(refuse_node_banned(&id, e)),
                 Err(StoreError::Changed { .. }) => {
                     let now = me
                         .store
@@ -288,6 +292,15 @@ impl AgentApiService {
         info!(agent_id = %leaf.spiffe_id, attestor = attestor_name, %remote, serial = %leaf.serial_hex, "node attested");
         Ok(self.agent_svid_pb(leaf))
     }
+}
+
+/// The refusal of an agent that matches a node ban (`e` names the rule).
+fn refuse_node_banned(id: &SpiffeId, e: StoreError) -> ApiError {
+    warn!(agent_id = %id, reason = %e, "agent of a banned node refused");
+    ApiError::Refused(format!(
+        "agent {id} is refused: its node is banned by {e}; `sigil-server agent unban` of that \
+         agent lifts it"
+    ))
 }
 
 /// Most attempts of one renewal when other renewals of the same agent
@@ -315,8 +328,11 @@ impl AgentApiService {
             new.expires_at = leaf.not_after;
             new.ca_serial = Some(leaf.ca_serial.clone());
             new.updated_at = unix(self.clock.now());
-            match self.store.swap_agent(Some(&rec), &new) {
+            // A node ban recorded by another agent of the same node (a
+            // re-issued certificate) stops this one's renewals too.
+            match self.store.admit_agent(Some(&rec), &new) {
                 Ok(()) => return Ok(leaf),
+                Err(e @ StoreError::Banned { .. }) => return Err(refuse_node_banned(&c.id, e)),
                 Err(StoreError::Changed { .. }) => {
                     current = self
                         .store

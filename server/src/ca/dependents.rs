@@ -125,6 +125,7 @@ mod tests {
             expires_at,
             ca_serial: ca.map(str::to_string),
             banned,
+            ban_rules: vec![],
             attested_at: 0,
             updated_at: 0,
         }

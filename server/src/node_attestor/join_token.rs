@@ -78,6 +78,7 @@ impl NodeAttestor for JoinTokenAttestor {
                 agent_id,
                 selectors: vec![selector],
                 can_reattest: false,
+                ban_rules: Vec::new(),
             })),
             Err(StoreError::NotFound { .. }) => Err(AttestError::Refused(
                 "join token unknown or already used".to_string(),

@@ -35,6 +35,11 @@ pub struct AttestedNode {
     /// True when the same node may attest again (x509pop); false for
     /// single-use proofs (join tokens).
     pub can_reattest: bool,
+    /// What identifies the node beyond this one proof, as node ban rules
+    /// ([`crate::store::NodeBan`]): banning the agent bans these, and an
+    /// attestation matching a banned one is refused. x509pop: the leaf's
+    /// key and subject; empty for single-use proofs.
+    pub ban_rules: Vec<String>,
 }
 
 /// Why attestation failed. Messages are safe to return to the caller: they

@@ -1,6 +1,6 @@
 //! Persistent state behind one small synchronous trait: registration entries
 //! (with a store-wide revision and an event log for agent sync), join tokens
-//! (hashed), attested agents, trust bundles (with a sequence number) and the
+//! (hashed), attested agents, node bans, trust bundles (with a sequence number) and the
 //! CA journal. Every write is durable (flushed) before it returns `Ok`, so an
 //! API that answers after a store call never acknowledges a lost write.
 //!
@@ -10,6 +10,7 @@
 
 pub mod conformance;
 pub mod join_token_ids;
+pub mod node_bans;
 pub mod sled;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use sigil_proto::{Selector, SpiffeId, TrustDomain};
 pub use crate::ca::journal::{CaJournal, CaSlot, SlotId, SlotState};
 use crate::config::ServerConfig;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
+pub use node_bans::NodeBan;
 
 /// Opens the store the configuration names: today always the embedded sled
 /// store in `<data_dir>/store`.
@@ -48,6 +50,9 @@ pub enum StoreError {
     /// A compare-and-swap found a record other than the expected one.
     #[error("{what} {key} changed since it was read")]
     Changed { what: &'static str, key: String },
+    /// An attesting agent matches a node ban ([`NodeBan`]).
+    #[error("node ban {rule} (recorded by the ban of agent {banned_by})")]
+    Banned { rule: String, banned_by: String },
     #[error("join token expired")]
     TokenExpired,
     #[error("stored data is corrupt: {0}")]
@@ -89,6 +94,12 @@ pub struct AttestedAgent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_serial: Option<String>,
     pub banned: bool,
+    /// The node ban rules a ban of this agent records ([`NodeBan`]): for
+    /// x509pop its key and subject, so that a re-issued certificate of the
+    /// same node is refused too. Empty for single-use proofs (join tokens)
+    /// and in records written before they were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ban_rules: Vec<String>,
     /// Unix seconds.
     pub attested_at: i64,
     /// Unix seconds.
@@ -188,6 +199,30 @@ pub trait Store: Send + Sync + 'static {
     fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>>;
     /// `NotFound` if absent.
     fn delete_agent(&self, id: &SpiffeId) -> StoreResult<()>;
+
+    // ---- node bans ----
+
+    /// [`Store::swap_agent`] for an attestation: also refuses with `Banned`
+    /// (nothing written) if any of `new.ban_rules` is banned, checked in the
+    /// same atomic step as the swap, so a ban stored before this call
+    /// starts always wins.
+    fn admit_agent(&self, expected: Option<&AttestedAgent>, new: &AttestedAgent)
+    -> StoreResult<()>;
+    /// [`Store::swap_agent`] for a ban or an unban, in one atomic step with
+    /// the node bans: if `new.banned`, records `new.spiffe_id` as a banner
+    /// of each of `new.ban_rules` (a new [`NodeBan`] created at `now`); if
+    /// not, removes it from each of them (a rule nobody names is lifted).
+    fn swap_agent_ban(
+        &self,
+        expected: &AttestedAgent,
+        new: &AttestedAgent,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Removes `agent` from every node ban (an agent unbanned after its
+    /// record was evicted); returns how many bans named it.
+    fn clear_node_bans_of(&self, agent: &SpiffeId) -> StoreResult<usize>;
+    /// Every node ban, ordered by rule.
+    fn list_node_bans(&self) -> StoreResult<Vec<NodeBan>>;
 
     // ---- bundles ----
 

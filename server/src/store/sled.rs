@@ -11,6 +11,7 @@
 //! | `meta`         | `join_token_ids_hashed` (see `migrate`)  | big-endian u64 1         |
 //! | `join_tokens`  | token hash                            | [`JoinTokenRecord`]      |
 //! | `agents`       | agent SPIFFE ID                       | [`AttestedAgent`]        |
+//! | `node_bans`    | ban rule (`x509pop:spki:sha256:<hex>`) | [`NodeBan`](super::NodeBan) |
 //! | `bundles`      | trust domain name                     | [`BundleRecord`]         |
 //! | `ca_journal`   | `journal`                             | [`CaJournal`]            |
 //!
@@ -28,6 +29,7 @@ mod codec;
 mod create;
 mod events;
 mod migrate;
+mod node_bans;
 mod open;
 #[cfg(test)]
 mod tests;
@@ -58,6 +60,7 @@ const T_ENTRY_EVENTS: &str = "entry_events";
 const T_META: &str = "meta";
 const T_JOIN_TOKENS: &str = "join_tokens";
 const T_AGENTS: &str = "agents";
+const T_NODE_BANS: &str = "node_bans";
 const T_BUNDLES: &str = "bundles";
 const T_CA_JOURNAL: &str = "ca_journal";
 
@@ -89,6 +92,7 @@ pub struct SledStore {
     meta: sled::Tree,
     join_tokens: sled::Tree,
     agents: sled::Tree,
+    node_bans: sled::Tree,
     bundles: sled::Tree,
     ca_journal: sled::Tree,
     rng: SystemRandom,
@@ -424,17 +428,7 @@ impl Store for SledStore {
         let value = encode(T_AGENTS, key, new)?;
         let old = (&self.agents,)
             .transaction(|(agents,)| {
-                let raw = agents.get(key.as_bytes())?;
-                let found: Option<AttestedAgent> = raw
-                    .as_ref()
-                    .map(|v| tx_decode(T_AGENTS, key, v))
-                    .transpose()?;
-                if found.as_ref() != expected {
-                    return Err(abort(StoreError::Changed {
-                        what: "agent",
-                        key: key.to_string(),
-                    }));
-                }
+                let raw = node_bans::tx_expect_agent(agents, key, expected)?;
                 agents.insert(key.as_bytes(), value.as_slice())?;
                 Ok(raw)
             })
@@ -453,6 +447,27 @@ impl Store for SledStore {
 
     fn delete_agent(&self, id: &SpiffeId) -> StoreResult<()> {
         self.remove_flushed(&self.agents, id.as_str(), "agent")
+    }
+
+    fn admit_agent(&self, old: Option<&AttestedAgent>, new: &AttestedAgent) -> StoreResult<()> {
+        self.admit_agent_swap(old, new)
+    }
+
+    fn swap_agent_ban(
+        &self,
+        old: &AttestedAgent,
+        new: &AttestedAgent,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.swap_agent_ban_tx(old, new, now)
+    }
+
+    fn clear_node_bans_of(&self, agent: &SpiffeId) -> StoreResult<usize> {
+        self.clear_node_bans(agent)
+    }
+
+    fn list_node_bans(&self) -> StoreResult<Vec<super::NodeBan>> {
+        self.scan_json(&self.node_bans, T_NODE_BANS)
     }
 
     fn get_bundle(&self, td: &TrustDomain) -> StoreResult<Option<BundleRecord>> {

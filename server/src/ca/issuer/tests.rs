@@ -54,6 +54,7 @@ fn fixture() -> Fixture {
         expires_at: now + 3600,
         ca_serial: None,
         banned: false,
+        ban_rules: vec![],
         attested_at: now,
         updated_at: now,
     };

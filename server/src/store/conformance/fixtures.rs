@@ -68,6 +68,7 @@ pub(super) fn agent(path: &str, serial: &str) -> AttestedAgent {
         expires_at: 5000,
         ca_serial: None,
         banned: false,
+        ban_rules: vec![],
         attested_at: 1000,
         updated_at: 1000,
     }

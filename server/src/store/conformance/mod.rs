@@ -19,7 +19,7 @@
 //! ```
 //!
 //! This file holds the runner and the macro; the checks live one file per
-//! kind of record (entries, events, reopen, tokens, agents, bundles,
+//! kind of record (entries, events, reopen, tokens, agents, node bans, bundles,
 //! journal, concurrency), their fixtures in `fixtures`.
 
 use std::collections::{BTreeSet, HashSet};
@@ -72,6 +72,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         "item1_agent_swap_never_undoes_a_ban",
         item1_agent_swap_never_undoes_a_ban,
     ),
+    (
+        "i21_8_node_bans_persist_and_are_checked_atomically",
+        i21_8_node_bans_persist_and_are_checked_atomically,
+    ),
     ("bundles", bundles),
     ("ca_journal", ca_journal),
     ("concurrent_entry_changes", concurrent_entry_changes),
@@ -113,6 +117,7 @@ macro_rules! store_conformance_tests {
             join_tokens,
             agents,
             item1_agent_swap_never_undoes_a_ban,
+            i21_8_node_bans_persist_and_are_checked_atomically,
             bundles,
             ca_journal,
             concurrent_entry_changes,
@@ -156,6 +161,7 @@ mod entries;
 mod events;
 mod fixtures;
 mod journal;
+mod node_bans;
 mod reopen;
 mod tokens;
 
@@ -166,5 +172,6 @@ pub use entries::*;
 pub use events::*;
 pub use fixtures::{TRUST_DOMAIN, entry_spec, spiffe_id};
 pub use journal::*;
+pub use node_bans::*;
 pub use reopen::*;
 pub use tokens::*;

@@ -65,6 +65,7 @@ impl SledStore {
             meta: tree(T_META)?,
             join_tokens: tree(T_JOIN_TOKENS)?,
             agents: tree(T_AGENTS)?,
+            node_bans: tree(T_NODE_BANS)?,
             bundles: tree(T_BUNDLES)?,
             ca_journal: tree(T_CA_JOURNAL)?,
             rng: SystemRandom::new(),

@@ -171,6 +171,7 @@ fn test_agent(id: SpiffeId) -> AttestedAgent {
         expires_at: 10,
         ca_serial: None,
         banned: false,
+        ban_rules: vec![],
         attested_at: 1,
         updated_at: 1,
     }
