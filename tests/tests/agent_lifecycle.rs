@@ -791,3 +791,54 @@ fn i14_offline_x509pop_agent_comes_back_through_the_web_bundle_endpoint() {
     assert_eq!(a.stored_bundle(), vec![new_ca]);
     assert_eq!(a.agent_id(), id, "the same node, attested again");
 }
+
+/// The value of `sigil_agent_ready` on `/metrics`.
+fn ready_metric(a: &Agent) -> Option<f64> {
+    let (_, body) = http_get(a.health, "/metrics").ok()?;
+    let fams = sigil_tests::prom::parse(&body).ok()?;
+    fams.get("sigil_agent_ready")?
+        .value("sigil_agent_ready", &[])
+}
+
+#[test]
+fn i22_8_healthcheck_fails_when_the_agent_is_cut_off() {
+    // The default server_unreachable_grace: 30 s.
+    const GRACE: Duration = Duration::from_secs(30);
+    let mut s = TestServer::start(ServerOptions::default()).unwrap();
+    let a = joined(&s, true);
+    assert_eq!(a.ready().0, 200, "{}", a.ready().1);
+    assert_eq!(ready_metric(&a), Some(1.0));
+
+    // Cut off: the server stops. Within the grace plus a bound, both the
+    // healthcheck and /ready say not ready, with the same reason.
+    s.stop();
+    let cut = Instant::now();
+    let mut last = (true, String::new());
+    let took = wait_for(
+        "healthcheck fails after the server stopped",
+        GRACE + Duration::from_secs(20),
+        || {
+            last = a.healthcheck();
+            !last.0
+        },
+    );
+    assert!(
+        cut.elapsed() >= GRACE - Duration::from_secs(1),
+        "not ready only after the grace ({took:?})"
+    );
+    let (ok, out) = last;
+    assert!(!ok && out.contains("degraded: the server is unreachable"), "{out}");
+    let (code, body) = a.ready();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("degraded: the server is unreachable"), "{body}");
+    assert_eq!(ready_metric(&a), Some(0.0));
+
+    // The server is back: both healthy again.
+    s.spawn().unwrap();
+    wait_for(
+        "healthcheck and /ready healthy once the server is back",
+        Duration::from_secs(60),
+        || a.healthcheck().0 && a.ready().0 == 200,
+    );
+    assert_eq!(ready_metric(&a), Some(1.0));
+}
