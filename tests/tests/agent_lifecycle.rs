@@ -827,10 +827,16 @@ fn i22_8_healthcheck_fails_when_the_agent_is_cut_off() {
         "not ready only after the grace ({took:?})"
     );
     let (ok, out) = last;
-    assert!(!ok && out.contains("degraded: the server is unreachable"), "{out}");
+    assert!(
+        !ok && out.contains("degraded: the server is unreachable"),
+        "{out}"
+    );
     let (code, body) = a.ready();
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("degraded: the server is unreachable"), "{body}");
+    assert!(
+        body.contains("degraded: the server is unreachable"),
+        "{body}"
+    );
     assert_eq!(ready_metric(&a), Some(0.0));
 
     // The server is back: both healthy again.
