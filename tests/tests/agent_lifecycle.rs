@@ -396,6 +396,21 @@ fn x509pop_files(dir: &Path) -> (String, String) {
     )
 }
 
+/// An x509pop agent (config snippet `extra`), healthy, serving
+/// [`WORKLOAD`] to this process; returns it with its agent ID.
+fn x509pop_agent_serving(s: &TestServer, extra: &str) -> (Agent, String) {
+    let mut a = Agent::new(s, true, extra);
+    a.spawn(&[]);
+    a.wait_healthy(Duration::from_secs(30));
+    let id = a.agent_id();
+    assert!(id.contains("/x509pop/"), "{id}");
+    register(s, &id, WORKLOAD);
+    wait_for("workload served", Duration::from_secs(15), || {
+        served(&a, WORKLOAD)
+    });
+    (a, id)
+}
+
 /// Waits for `/ready` to answer 503 with a body containing `needle`.
 fn wait_not_ready(a: &Agent, needle: &str, limit: Duration) -> String {
     let mut last = (0, String::new());
@@ -482,15 +497,7 @@ fn i20_2_x509pop_agent_reattests_by_itself_after_evict() {
         ..Default::default()
     })
     .unwrap();
-    let mut a = Agent::new(&s, true, &agent_x);
-    a.spawn(&[]);
-    a.wait_healthy(Duration::from_secs(30));
-    let id = a.agent_id();
-    assert!(id.contains("/x509pop/"), "{id}");
-    register(&s, &id, WORKLOAD);
-    wait_for("workload served", Duration::from_secs(15), || {
-        served(&a, WORKLOAD)
-    });
+    let (a, id) = x509pop_agent_serving(&s, &agent_x);
     let before = a.svid();
     s.cli_ok(&["agent", "evict", "--spiffe-id", &id]);
     let took = wait_for(
@@ -700,21 +707,13 @@ fn workload_leaf(a: &Agent) -> Option<Vec<u8>> {
 /// `dir/web-ca.pem`) and a certificate for `localhost`; returns the CA
 /// file, the certificate file and the key file.
 fn web_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use sigil_proto::test_pki::{TestCa, dns};
-    let mut ca_params = rcgen::CertificateParams::default();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    let ca = TestCa::from_params(ca_params);
-    let mut leaf = rcgen::CertificateParams::default();
-    leaf.subject_alt_names = vec![dns("localhost")];
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let (cert, key) = ca.sign(&leaf);
+    let (ca_der, cert, key) = sigil_proto::test_pki::web_server_cert("localhost");
     let paths = (
         dir.join("web-ca.pem"),
         dir.join("web.pem"),
         dir.join("web_key.pem"),
     );
-    std::fs::write(&paths.0, sigil_proto::pem::to_pem(&[ca.der])).unwrap();
+    std::fs::write(&paths.0, sigil_proto::pem::to_pem(&[ca_der])).unwrap();
     std::fs::write(&paths.1, sigil_proto::pem::to_pem(&[cert])).unwrap();
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
     std::fs::set_permissions(
@@ -747,15 +746,7 @@ fn i14_offline_x509pop_agent_comes_back_through_the_web_bundle_endpoint() {
         web.port(),
         web_ca.display()
     );
-    let mut a = Agent::new(&s, true, &agent_extra);
-    a.spawn(&[]);
-    a.wait_healthy(Duration::from_secs(30));
-    let id = a.agent_id();
-    assert!(id.contains("/x509pop/"), "{id}");
-    register(&s, &id, WORKLOAD);
-    wait_for("workload served", Duration::from_secs(15), || {
-        served(&a, WORKLOAD)
-    });
+    let (mut a, id) = x509pop_agent_serving(&s, &agent_extra);
 
     // The agent is offline through a whole rotation: prepare, activate,
     // taint, revoke (forced: its own SVID still chains to the old CA).

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use sigil_proto::bundle::{SpiffeBundle, encode};
-use sigil_proto::test_pki::{TestCa, dns};
+use sigil_proto::test_pki::{TestCa, web_server_cert};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -31,15 +31,9 @@ fn jwks(trust_domain: &str, cas: &[Vec<u8>]) -> Vec<u8> {
 /// certificate for `localhost` that answers every request with `body`;
 /// returns the CA file and the port.
 async fn web_server(dir: &std::path::Path, body: Vec<u8>) -> (PathBuf, u16) {
-    let mut ca_params = rcgen::CertificateParams::default();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    let ca = TestCa::from_params(ca_params);
-    let mut leaf = rcgen::CertificateParams::default();
-    leaf.subject_alt_names = vec![dns("localhost")];
-    let (cert, key) = ca.sign(&leaf);
+    let (ca_der, cert, key) = web_server_cert("localhost");
     let ca_file = dir.join("web-ca.pem");
-    std::fs::write(&ca_file, sigil_proto::pem::to_pem(&[ca.der.clone()])).unwrap();
+    std::fs::write(&ca_file, sigil_proto::pem::to_pem(&[ca_der])).unwrap();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -102,9 +96,12 @@ async fn fetch_from(body: Vec<u8>, host: &str) -> anyhow::Result<TrustBundle> {
 #[tokio::test]
 async fn i14_fetch_accepts_the_trust_domains_bundle() {
     let ca = TestCa::new("example.org");
-    let b = fetch_from(jwks("example.org", &[ca.der.clone()]), "localhost")
-        .await
-        .unwrap();
+    let b = fetch_from(
+        jwks("example.org", std::slice::from_ref(&ca.der)),
+        "localhost",
+    )
+    .await
+    .unwrap();
     assert_eq!(b.x509_authorities, vec![ca.der]);
     assert_eq!(b.sequence, 7);
 }
