@@ -329,6 +329,11 @@ mod tests {
     fn parses_and_names_bad_keys() {
         let c = AgentConfig::parse(OK).unwrap();
         assert_eq!(c.socket_path, PathBuf::from("/run/sigil/agent.sock"));
+        assert_eq!(
+            c.server_unreachable_grace,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(c.bundle_endpoint, None);
         for (text, needle) in [
             (format!("{OK}sokcet_path = \"/x\"\n"), "sokcet_path"),
             (OK.replace("127.0.0.1:8081", "nohost"), "server_address"),
@@ -338,6 +343,14 @@ mod tests {
             ),
             (format!("{OK}socket_path = \"rel.sock\"\n"), "absolute"),
             (format!("{OK}join_token = \"a/b\"\n"), "join_token"),
+            (
+                format!("{OK}server_unreachable_grace = \"0s\"\n"),
+                "server_unreachable_grace: 0s is out of range",
+            ),
+            (
+                format!("{OK}[bundle_endpoint]\nurl = \"http://a/\"\n"),
+                "bundle_endpoint.url: \"http://a/\" must be an https:// URL",
+            ),
         ] {
             let e = AgentConfig::parse(&text).unwrap_err().to_string();
             assert!(e.contains(needle), "{needle}: {e}");
