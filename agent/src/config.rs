@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+mod bundle_endpoint;
 mod join_token;
+
+pub use bundle_endpoint::{BundleEndpointConfig, DEFAULT_CA_FILE};
 
 pub use join_token::join_token;
 use serde::Deserialize;
@@ -167,6 +170,17 @@ struct RawConfig {
     #[serde(default)]
     limits: LimitsConfig,
     health: Option<HealthConfig>,
+    bundle_endpoint: Option<bundle_endpoint::RawBundleEndpoint>,
+    #[serde(
+        default = "default_unreachable_grace",
+        with = "sigil_proto::duration::serde_duration"
+    )]
+    server_unreachable_grace: std::time::Duration,
+}
+
+/// See [`AgentConfig::server_unreachable_grace`].
+fn default_unreachable_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn default_socket() -> PathBuf {
@@ -199,6 +213,13 @@ pub struct AgentConfig {
     /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
     pub health: Option<HealthConfig>,
     pub limits: LimitsConfig,
+    /// `[bundle_endpoint]`: fetch the bundle over the web PKI when the
+    /// stored one no longer verifies the server (absent: never).
+    pub bundle_endpoint: Option<BundleEndpointConfig>,
+    /// How long the agent may fail to reach (or be refused by) the server
+    /// before it reports not ready (default 30 s; 1 s to 1 h). Shorter
+    /// failures (a restart, a blip) do not change readiness.
+    pub server_unreachable_grace: std::time::Duration,
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -266,7 +287,21 @@ impl AgentConfig {
             (Some(v), None) | (None, Some(v)) => v,
             (None, None) => default_hash_limit(),
         };
+        let grace = raw.server_unreachable_grace;
+        if grace < std::time::Duration::from_secs(1) || grace > std::time::Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "server_unreachable_grace",
+                format!(
+                    "{} is out of range (must be between 1s and 1h)",
+                    sigil_proto::duration::format_duration(grace)
+                ),
+            ));
+        }
+        let bundle_endpoint = raw.bundle_endpoint.map(|b| b.check()).transpose()?;
         Ok(AgentConfig {
+            bundle_endpoint,
+            server_unreachable_grace: grace,
             trust_domain,
             data_dir: raw.data_dir,
             server_address: raw.server_address,
@@ -294,6 +329,11 @@ mod tests {
     fn parses_and_names_bad_keys() {
         let c = AgentConfig::parse(OK).unwrap();
         assert_eq!(c.socket_path, PathBuf::from("/run/sigil/agent.sock"));
+        assert_eq!(
+            c.server_unreachable_grace,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(c.bundle_endpoint, None);
         for (text, needle) in [
             (format!("{OK}sokcet_path = \"/x\"\n"), "sokcet_path"),
             (OK.replace("127.0.0.1:8081", "nohost"), "server_address"),
@@ -303,6 +343,14 @@ mod tests {
             ),
             (format!("{OK}socket_path = \"rel.sock\"\n"), "absolute"),
             (format!("{OK}join_token = \"a/b\"\n"), "join_token"),
+            (
+                format!("{OK}server_unreachable_grace = \"0s\"\n"),
+                "server_unreachable_grace: 0s is out of range",
+            ),
+            (
+                format!("{OK}[bundle_endpoint]\nurl = \"http://a/\"\n"),
+                "bundle_endpoint.url: \"http://a/\" must be an https:// URL",
+            ),
         ] {
             let e = AgentConfig::parse(&text).unwrap_err().to_string();
             assert!(e.contains(needle), "{needle}: {e}");

@@ -5,9 +5,11 @@
 //! `workload_attestor` turned peer credentials into selectors).
 
 pub mod bootstrap;
+pub mod bundle_refresh;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod helper;
 pub mod identity;
 pub mod lifecycle;

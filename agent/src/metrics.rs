@@ -21,6 +21,9 @@ pub const SVID_EXPIRY: &str = "sigil_agent_svid_expiry_seconds";
 pub const AGENT_SVID_EXPIRY: &str = "sigil_agent_agent_svid_expiry_seconds";
 pub const CA_EXPIRY: &str = "sigil_agent_ca_expiry_seconds";
 pub const IDENTITY_STATE: &str = "sigil_agent_identity_state";
+/// 1 when the agent is ready (`/ready` 200, `healthcheck` 0), else 0.
+pub const READY: &str = "sigil_agent_ready";
+pub const BUNDLE_FETCHES: &str = "sigil_agent_bundle_endpoint_fetches_total";
 /// The values of [`IDENTITY_STATE`]'s `state` label.
 pub const IDENTITY_STATES: [&str; 4] = ["attesting", "attested", "refused", "expired"];
 
@@ -52,6 +55,14 @@ pub fn describe() {
         "Entry sync streams interrupted (the agent keeps serving cached SVIDs)"
     );
     describe_gauge!(CACHED_SVIDS, "Workload SVIDs in the cache");
+    describe_gauge!(
+        READY,
+        "1 when the agent is ready, 0 when not (the reason is on /ready and in healthcheck)"
+    );
+    describe_counter!(
+        BUNDLE_FETCHES,
+        "Trust bundle fetches from [bundle_endpoint] (the stored bundle no longer verified the server), by result"
+    );
     describe_gauge!(
         SVID_EXPIRY,
         metrics::Unit::Seconds,
@@ -105,6 +116,16 @@ pub fn identity_state(current: &'static str) {
     for l in IDENTITY_STATES {
         gauge!(IDENTITY_STATE, "state" => l).set(if l == current { 1.0 } else { 0.0 });
     }
+}
+
+/// The agent's readiness as one gauge (see `crate::health`).
+pub fn ready(ok: bool) {
+    gauge!(READY).set(if ok { 1.0 } else { 0.0 });
+}
+
+/// One bundle fetch from `[bundle_endpoint]`: `ok` or `error`.
+pub fn bundle_fetch(result: &'static str) {
+    counter!(BUNDLE_FETCHES, "result" => result).increment(1);
 }
 
 pub fn sync_error() {

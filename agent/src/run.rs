@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::bootstrap::{self, Plan};
 use crate::cache::{Cache, TrustBundle};
 use crate::config::AgentConfig;
+use crate::health::{Health, ServerContact};
 use crate::lifecycle::State;
 use crate::lifecycle::driver::{BundleView, Driver, set_state};
 use crate::persist::{DataDir, StoredIdentity};
@@ -38,17 +39,19 @@ pub async fn run(
     // not ready" (with the reason) while the agent attests and syncs.
     let (ready_tx, ready_rx) = watch::channel(false);
     let (ident_state_tx, ident_state_rx) = watch::channel(State::Attesting("starting".into()));
-    let readiness: sigil_proto::health::Readiness = {
-        let ident_state_rx = ident_state_rx.clone();
-        Arc::new(move || {
-            ident_state_rx.borrow().readiness()?;
-            if *ready_rx.borrow() {
-                Ok(())
-            } else {
-                Err("waiting for the first sync".into())
-            }
-        })
-    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // One notion of health for /ready, `healthcheck` and the metric.
+    let contact = ServerContact::default();
+    let snapshot: Arc<OnceLock<crate::state::StateRx>> = Arc::default();
+    let readiness = Health {
+        identity: ident_state_rx.clone(),
+        synced: ready_rx,
+        contact: contact.clone(),
+        snapshot: snapshot.clone(),
+        grace: cfg.server_unreachable_grace,
+        clock: clock.clone(),
+    }
+    .readiness();
     let up: Arc<OnceLock<sigil_proto::health::Refresh>> = Arc::new(OnceLock::new());
     if let Some(h) = &cfg.health {
         let listener = tokio::net::TcpListener::bind(h.address)
@@ -58,9 +61,12 @@ pub async fn run(
         crate::metrics::describe();
         crate::metrics::identity_state(ident_state_rx.borrow().label());
         let up = up.clone();
+        let ready = readiness.clone();
         let endpoint = sigil_proto::health::Endpoint {
             ready: readiness.clone(),
             refresh: Arc::new(move || {
+                // Sets sigil_agent_ready.
+                let _ = ready();
                 if let Some(r) = up.get() {
                     r();
                 }
@@ -77,7 +83,6 @@ pub async fn run(
         info!(address = %h.address, "health endpoint listening");
     }
     let data = DataDir::open(&cfg.data_dir)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let stored = data.load().context("reading the stored agent identity")?;
     let plan = bootstrap::plan(&cfg, stored, join_token.as_deref(), reset_identity)?;
     // The trust sources are read (and refused) before anything is bound.
@@ -154,6 +159,7 @@ pub async fn run(
         state_tx,
         ready_tx,
     );
+    let _ = snapshot.set(state_rx.clone());
     let _ = up.set(crate::metrics::refresher(
         state_rx.clone(),
         ident_rx.clone(),
@@ -206,11 +212,26 @@ pub async fn run(
         "entry sync",
         crate::sync::run(
             client.clone(),
+            contact.clone(),
             events_tx,
             on_bundle.clone(),
             clock.clone(),
             shutdown_rx.clone(),
         )
+        .then_ok(),
+    );
+    tasks.spawn(
+        "bundle refresh",
+        crate::bundle_refresh::Refresher {
+            server_address: cfg.server_address.clone(),
+            trust_domain: cfg.trust_domain.clone(),
+            endpoint: cfg.bundle_endpoint.clone(),
+            roots: roots.clone(),
+            contact,
+            on_bundle: on_bundle.clone(),
+            clock: clock.clone(),
+        }
+        .run(shutdown_rx.clone())
         .then_ok(),
     );
     tasks.spawn(
@@ -248,9 +269,8 @@ pub async fn run(
             ..Default::default()
         },
     );
-    // `healthcheck` fails only for the identity (refused, expired): a
-    // first sync that has not come yet is no reason to restart the agent.
-    let service = service.with_readiness(Arc::new(move || ident_state_rx.borrow().readiness()));
+    // `healthcheck` says what /ready says (crate::health).
+    let service = service.with_readiness(readiness);
     {
         let path = cfg.socket_path.clone();
         let mut rx = shutdown_rx.clone();

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::cache::{AuthorizedEntry, SyncEvent, TrustBundle};
+use crate::health::ServerContact;
 use crate::rotation;
 use crate::server_client::{ServerClient, trust_bundle};
 
@@ -52,9 +53,10 @@ fn authorized_entry(e: pb::Entry) -> Option<AuthorizedEntry> {
 
 /// Reads one stream until it ends, recording in `revision` the last
 /// revision the cache has been given in full, and in `delivered` whether the
-/// stream produced anything (a healthy connection).
+/// stream produced anything (a healthy connection, also told to `contact`).
 async fn follow(
     client: &ServerClient,
+    contact: &ServerContact,
     revision: &mut u64,
     delivered: &mut bool,
     tx: &mpsc::Sender<SyncEvent>,
@@ -84,6 +86,7 @@ async fn follow(
             Err(s) => return Err(client.note_status(&s)),
         };
         *delivered = true;
+        contact.ok();
         let ev = match msg.kind {
             Some(pb::sync_entries_response::Kind::Page(p)) => {
                 pages.extend(p.entries);
@@ -121,9 +124,11 @@ async fn follow(
     }
 }
 
-/// Keeps the cache in sync until `shutdown` fires.
+/// Keeps the cache in sync until `shutdown` fires; every stream that
+/// delivers and every failure is recorded in `contact` (the agent's health).
 pub async fn run(
     client: Arc<ServerClient>,
+    contact: ServerContact,
     tx: mpsc::Sender<SyncEvent>,
     on_bundle: Arc<OnBundle>,
     clock: Arc<dyn Clock>,
@@ -135,7 +140,7 @@ pub async fn run(
     loop {
         let mut delivered = false;
         let result = tokio::select! {
-            r = follow(&client, &mut since, &mut delivered, &tx, on_bundle.as_ref()) => r,
+            r = follow(&client, &contact, &mut since, &mut delivered, &tx, on_bundle.as_ref()) => r,
             // The agent renewed its SVID: move the stream to the new one
             // at once (resuming from `since`), before the server retires it.
             _ = identity.changed() => {
@@ -146,6 +151,7 @@ pub async fn run(
         };
         if let Err(e) = result {
             warn!(error = %e, "entry sync interrupted; serving cached SVIDs");
+            contact.failed(clock.now_unix(), &e);
             crate::metrics::sync_error();
         }
         if tx.is_closed() {

@@ -123,6 +123,21 @@ pub fn self_signed(params: &CertificateParams) -> (Vec<u8>, KeyPair) {
     (der, key)
 }
 
+/// A web PKI for an HTTPS server (an `https_web` bundle endpoint): a CA
+/// without SPIFFE ID and a serverAuth certificate it signed for the DNS
+/// name `host`; returns (CA DER, certificate DER, certificate key).
+pub fn web_server_cert(host: &str) -> (Vec<u8>, Vec<u8>, KeyPair) {
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = TestCa::from_params(ca_params);
+    let mut leaf = CertificateParams::default();
+    leaf.subject_alt_names = vec![dns(host)];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let (cert, key) = ca.sign(&leaf);
+    (ca.der, cert, key)
+}
+
 /// A node CA's parameters for x509pop (an operator's PKI, no SPIFFE ID):
 /// cA=true, keyCertSign + cRLSign, CN `cn`, valid 2020-01-01 to 2040-01-01
 /// so that tests attest at a fixed time.

@@ -519,8 +519,14 @@ impl TestAgent {
         Ok(a)
     }
 
-    /// Starts (again) the agent process; waits for its Workload API.
+    /// Starts (again) the agent process; waits until `healthcheck` passes.
     pub fn spawn(&mut self, join_token: Option<&str>) -> anyhow::Result<()> {
+        self.start_process(join_token)?;
+        self.wait_healthy()
+    }
+
+    /// Starts (again) the agent process without waiting for it.
+    pub fn start_process(&mut self, join_token: Option<&str>) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -539,6 +545,11 @@ impl TestAgent {
             .spawn()
             .context("spawning sigil-agent")?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until `healthcheck` passes (ready: attested and synced).
+    fn wait_healthy(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let sock = self.socket.display().to_string();
         loop {

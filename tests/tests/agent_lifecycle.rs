@@ -396,6 +396,21 @@ fn x509pop_files(dir: &Path) -> (String, String) {
     )
 }
 
+/// An x509pop agent (config snippet `extra`), healthy, serving
+/// [`WORKLOAD`] to this process; returns it with its agent ID.
+fn x509pop_agent_serving(s: &TestServer, extra: &str) -> (Agent, String) {
+    let mut a = Agent::new(s, true, extra);
+    a.spawn(&[]);
+    a.wait_healthy(Duration::from_secs(30));
+    let id = a.agent_id();
+    assert!(id.contains("/x509pop/"), "{id}");
+    register(s, &id, WORKLOAD);
+    wait_for("workload served", Duration::from_secs(15), || {
+        served(&a, WORKLOAD)
+    });
+    (a, id)
+}
+
 /// Waits for `/ready` to answer 503 with a body containing `needle`.
 fn wait_not_ready(a: &Agent, needle: &str, limit: Duration) -> String {
     let mut last = (0, String::new());
@@ -482,15 +497,7 @@ fn i20_2_x509pop_agent_reattests_by_itself_after_evict() {
         ..Default::default()
     })
     .unwrap();
-    let mut a = Agent::new(&s, true, &agent_x);
-    a.spawn(&[]);
-    a.wait_healthy(Duration::from_secs(30));
-    let id = a.agent_id();
-    assert!(id.contains("/x509pop/"), "{id}");
-    register(&s, &id, WORKLOAD);
-    wait_for("workload served", Duration::from_secs(15), || {
-        served(&a, WORKLOAD)
-    });
+    let (a, id) = x509pop_agent_serving(&s, &agent_x);
     let before = a.svid();
     s.cli_ok(&["agent", "evict", "--spiffe-id", &id]);
     let took = wait_for(
@@ -679,4 +686,156 @@ fn i20_6_unbindable_socket_fails_before_the_token_is_spent() {
     a.write_file_config(&s);
     a.spawn(&["--join-token", &t]);
     a.wait_healthy(Duration::from_secs(30));
+}
+
+/// The leaf of the first SVID this process is served by `a` (through
+/// `api fetch x509 --write`).
+fn workload_leaf(a: &Agent) -> Option<Vec<u8>> {
+    let out_dir = tempfile::tempdir().ok()?;
+    let sock = a.socket.display().to_string();
+    let dir = out_dir.path().display().to_string();
+    let args = ["api", "fetch", "x509", "--socket", &sock, "--write", &dir];
+    let out = sigil_agent(&[&args[..], &["--timeout", "1s"]].concat(), &[]);
+    if !out.status.success() {
+        return None;
+    }
+    let pem = std::fs::read(out_dir.path().join("svid.pem")).ok()?;
+    sigil_proto::pem::from_pem(&pem).ok()?.into_iter().next()
+}
+
+/// A web PKI for the `https_web` bundle endpoint: a CA (written to
+/// `dir/web-ca.pem`) and a certificate for `localhost`; returns the CA
+/// file, the certificate file and the key file.
+fn web_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca_der, cert, key) = sigil_proto::test_pki::web_server_cert("localhost");
+    let paths = (
+        dir.join("web-ca.pem"),
+        dir.join("web.pem"),
+        dir.join("web_key.pem"),
+    );
+    std::fs::write(&paths.0, sigil_proto::pem::to_pem(&[ca_der])).unwrap();
+    std::fs::write(&paths.1, sigil_proto::pem::to_pem(&[cert])).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(
+        &paths.2,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    paths
+}
+
+#[test]
+fn i14_offline_x509pop_agent_comes_back_through_the_web_bundle_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_x, agent_x) = x509pop_files(dir.path());
+    let (web_ca, web_cert, web_key) = web_pki(dir.path());
+    let web = free_addr();
+    let s = TestServer::start(ServerOptions {
+        bundle_endpoint: false,
+        extra: format!(
+            "{server_x}[bundle_endpoint]\naddress = \"{web}\"\nprofile = \"https_web\"\n\
+             cert_file = \"{}\"\nkey_file = \"{}\"\n",
+            web_cert.display(),
+            web_key.display()
+        ),
+        ..Default::default()
+    })
+    .unwrap();
+    let agent_extra = format!(
+        "{agent_x}[bundle_endpoint]\nurl = \"https://localhost:{}/\"\nca_file = \"{}\"\n",
+        web.port(),
+        web_ca.display()
+    );
+    let (mut a, id) = x509pop_agent_serving(&s, &agent_extra);
+
+    // The agent is offline through a whole rotation: prepare, activate,
+    // taint, revoke (forced: its own SVID still chains to the old CA).
+    a.stop();
+    let (old_slot, old_ca, new_ca) = rotate(&s);
+    s.cli_ok(&["ca", "taint", "--slot", &old_slot]);
+    s.cli_ok(&["ca", "revoke", "--slot", &old_slot, "--force"]);
+    assert_eq!(s.bundle(), vec![new_ca.clone()], "only the new CA is left");
+    assert!(a.stored_bundle().contains(&old_ca) && !a.stored_bundle().contains(&new_ca));
+
+    // Restarted, it cannot verify the server with its stored bundle: it
+    // fetches the bundle from the web endpoint, attests again by x509pop,
+    // and the workload gets an SVID from the new CA.
+    let log_start = a.log_text().len();
+    a.spawn(&[]);
+    let took = wait_for(
+        "the agent back through the bundle endpoint: own SVID and the workload's by the new CA",
+        Duration::from_secs(90),
+        || {
+            signed_by(&a.svid(), &new_ca)
+                && workload_leaf(&a).is_some_and(|l| signed_by(&l, &new_ca))
+                && a.ready().0 == 200
+        },
+    );
+    eprintln!("back {} ms after the restart", took.as_millis());
+    let log = a.log_text()[log_start..].to_string();
+    assert!(
+        log.contains("trust bundle refreshed from the bundle endpoint"),
+        "{}",
+        tail(&log)
+    );
+    assert!(log.contains("node attested"), "{}", tail(&log));
+    assert_eq!(a.stored_bundle(), vec![new_ca]);
+    assert_eq!(a.agent_id(), id, "the same node, attested again");
+}
+
+/// The value of `sigil_agent_ready` on `/metrics`.
+fn ready_metric(a: &Agent) -> Option<f64> {
+    let (_, body) = http_get(a.health, "/metrics").ok()?;
+    let fams = sigil_tests::prom::parse(&body).ok()?;
+    fams.get("sigil_agent_ready")?
+        .value("sigil_agent_ready", &[])
+}
+
+#[test]
+fn i22_8_healthcheck_fails_when_the_agent_is_cut_off() {
+    // The default server_unreachable_grace: 30 s.
+    const GRACE: Duration = Duration::from_secs(30);
+    let mut s = TestServer::start(ServerOptions::default()).unwrap();
+    let a = joined(&s, true);
+    assert_eq!(a.ready().0, 200, "{}", a.ready().1);
+    assert_eq!(ready_metric(&a), Some(1.0));
+
+    // Cut off: the server stops. Within the grace plus a bound, both the
+    // healthcheck and /ready say not ready, with the same reason.
+    s.stop();
+    let cut = Instant::now();
+    let mut last = (true, String::new());
+    let took = wait_for(
+        "healthcheck fails after the server stopped",
+        GRACE + Duration::from_secs(20),
+        || {
+            last = a.healthcheck();
+            !last.0
+        },
+    );
+    assert!(
+        cut.elapsed() >= GRACE - Duration::from_secs(1),
+        "not ready only after the grace ({took:?})"
+    );
+    let (ok, out) = last;
+    assert!(
+        !ok && out.contains("degraded: the server is unreachable"),
+        "{out}"
+    );
+    let (code, body) = a.ready();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("degraded: the server is unreachable"),
+        "{body}"
+    );
+    assert_eq!(ready_metric(&a), Some(0.0));
+
+    // The server is back: both healthy again.
+    s.spawn().unwrap();
+    wait_for(
+        "healthcheck and /ready healthy once the server is back",
+        Duration::from_secs(60),
+        || a.healthcheck().0 && a.ready().0 == 200,
+    );
+    assert_eq!(ready_metric(&a), Some(1.0));
 }

@@ -237,8 +237,9 @@ fn agent_is_ready_after_its_first_sync_and_counts_what_it_does() {
     // once the server is back and the first sync has been served.
     s.kill();
     a.kill();
-    a.spawn(None).unwrap();
-    assert_eq!(http_get(h, "/live").unwrap().0, 200);
+    // Not waiting for `healthcheck`: it says what /ready says.
+    a.start_process(None).unwrap();
+    wait_for(h, "/live", 200, Duration::from_secs(10));
     let (code, body) = http_get(h, "/ready").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.starts_with("not ready: "), "{body}");

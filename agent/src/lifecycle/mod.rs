@@ -4,8 +4,9 @@
 //! next: renew at half life, renew now (its CA was tainted or left the
 //! bundle), attest again (refused or expired, and the attestor allows it), or
 //! stay stranded with a reason the operator can act on. [`driver`] is the one
-//! task that acts on it; [`State`] is what `/ready`, `healthcheck` and the
-//! `sigil_agent_identity_state` metric report.
+//! task that acts on it; [`State`] is the first part of the agent's health
+//! (`crate::health`: `/ready`, `healthcheck`, `sigil_agent_ready`) and is
+//! what the `sigil_agent_identity_state` metric reports.
 
 pub mod driver;
 
