@@ -11,6 +11,7 @@ pub mod convert;
 pub mod error;
 pub mod listener;
 pub mod rate_limit;
+pub mod refused_peer;
 pub mod sync;
 
 use std::collections::HashMap;
