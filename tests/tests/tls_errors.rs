@@ -115,7 +115,7 @@ fn i22_1_wrong_trust_domain_names_both_domains() {
 fn i22_1_stale_bundle_names_the_issuer_and_bundle_show() {
     let s = TestServer::start(no_bundle_endpoint()).unwrap();
     let other = sigil_proto::test_pki::TestCa::new("example.org");
-    let bundle = sigil_proto::pem::to_pem(&[other.der.clone()]);
+    let bundle = sigil_proto::pem::to_pem(std::slice::from_ref(&other.der));
     let a = MisconfiguredAgent::start("example.org", &s.agent_addr.to_string(), &bundle);
     let line = a.failure(&[
         "trust_bundle_path lacks the CA that signed the server's certificate (issuer ",
