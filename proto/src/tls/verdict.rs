@@ -364,6 +364,10 @@ pub fn diagnose_server_cert(
                 ),
             )
         }
+        CertificateError::Other(o) => Diagnosis::new(
+            Verdict::ServerCertInvalid,
+            format!("the server's certificate ({id}) is refused: {}", o.0),
+        ),
         other => Diagnosis::new(
             Verdict::ServerCertInvalid,
             format!("the server's certificate ({id}) is refused: {other:?}"),
@@ -423,6 +427,10 @@ pub fn diagnose_client_cert(
                 ),
             )
         }
+        rustls::Error::InvalidCertificate(CertificateError::Other(o)) => Diagnosis::new(
+            Verdict::ClientCertInvalid,
+            format!("the client's certificate is refused: {}", o.0),
+        ),
         other => Diagnosis::new(
             Verdict::ClientCertInvalid,
             format!("the client's certificate is refused: {other}"),
