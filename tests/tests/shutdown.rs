@@ -23,6 +23,19 @@ fn await_log(read: impl Fn() -> String, needle: &str) {
     }
 }
 
+/// The daemon stopped its tasks (none left for the supervisor's grace to
+/// give up on) and exited within [`BOUND`].
+fn assert_quick(daemon: &str, took: Duration, log: &str) {
+    assert!(
+        !log.contains("did not stop"),
+        "the {daemon} gave up on its tasks:\n{log}"
+    );
+    assert!(
+        took < BOUND,
+        "the {daemon} took {took:?} to exit on SIGTERM with clients holding streams"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn i22_4_sigterm_exits_under_a_second_with_an_agent_connected() {
     let mut s = TestServer::start(ServerOptions::default()).unwrap();
@@ -55,15 +68,7 @@ async fn i22_4_sigterm_exits_under_a_second_with_an_agent_connected() {
     let t = Instant::now();
     a.stop();
     let agent_took = t.elapsed();
-    let log = a.log_text();
-    assert!(
-        !log.contains("did not stop"),
-        "the agent gave up on its tasks:\n{log}"
-    );
-    assert!(
-        agent_took < BOUND,
-        "the agent took {agent_took:?} to exit on SIGTERM with workloads watching"
-    );
+    assert_quick("agent", agent_took, &a.log_text());
 
     // Then the server, with another agent's sync stream open.
     let from = s.log_text().matches("agent sync stream open").count();
@@ -76,15 +81,7 @@ async fn i22_4_sigterm_exits_under_a_second_with_an_agent_connected() {
     let t = Instant::now();
     s.stop();
     let server_took = t.elapsed();
-    let log = s.log_text();
-    assert!(
-        !log.contains("did not stop"),
-        "the server gave up on its tasks:\n{log}"
-    );
-    assert!(
-        server_took < BOUND,
-        "the server took {server_took:?} to exit on SIGTERM with an agent connected"
-    );
+    assert_quick("server", server_took, &s.log_text());
     println!("server exited in {server_took:?}, agent in {agent_took:?}");
 }
 
