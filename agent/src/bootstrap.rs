@@ -145,7 +145,12 @@ pub fn trust_configs(
         let roots = TrustRoots::new(b.to_vec()).context("the stored bundle")?;
         out.push((
             "the stored bundle",
-            server_client::tls_config(&roots, &cfg.trust_domain, None)?,
+            server_client::tls_config_for(
+                &roots,
+                &cfg.trust_domain,
+                None,
+                sigil_proto::tls::verdict::BundleSource::Synced,
+            )?,
         ));
     }
     if let Some(p) = &cfg.trust_bundle_path {

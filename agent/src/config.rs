@@ -11,6 +11,7 @@ pub use join_token::join_token;
 use serde::Deserialize;
 use sigil_proto::TrustDomain;
 use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
+use sigil_proto::daemon::path_check::PathProblems;
 pub use sigil_proto::health::HealthConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +231,25 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 impl AgentConfig {
+    /// `validate`'s check that this config can run here: every file it
+    /// names is readable, every directory it needs can be created.
+    pub fn check_paths(&self) -> Result<(), PathProblems> {
+        let mut p = PathProblems::default();
+        p.creatable_dir("data_dir", &self.data_dir);
+        p.creatable_parent("socket_path", &self.socket_path);
+        if let Some(b) = &self.trust_bundle_path {
+            p.readable_file("trust_bundle_path", b);
+        }
+        if let Some(t) = &self.join_token_file {
+            p.readable_file("join_token_file", t);
+        }
+        if let Some(x) = &self.node_attestor.x509pop {
+            p.readable_file("node_attestor.x509pop.cert_path", &x.cert_path);
+            p.readable_file("node_attestor.x509pop.key_path", &x.key_path);
+        }
+        p.into_result()
+    }
+
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
         Self::from_raw(read_toml(path)?)
     }

@@ -14,10 +14,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { config } => AgentConfig::load(&config)
-            .map(|_| {
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| Ok(cfg.check_paths()?))
+            .map(|()| {
                 println!("{}: configuration is valid", config.display());
-            })
-            .map_err(anyhow::Error::from),
+            }),
         Command::Run {
             config,
             join_token,

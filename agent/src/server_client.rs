@@ -15,6 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Server
 use sigil_proto::TrustDomain;
 use sigil_proto::agent_api::{self as pb, agent_api_client::AgentApiClient};
 use sigil_proto::attestation::{ChannelBinding, x509pop_channel_binding};
+use sigil_proto::tls::verdict::{self, BundleSource};
 use sigil_proto::tls::{SpiffeServerVerifier, TrustRoots, authorize_exact, client_config};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
@@ -75,17 +76,86 @@ fn client_cert(id: &AgentIdentity) -> (Vec<CertificateDer<'static>>, PrivateKeyD
     )
 }
 
-/// A TLS client config that checks the server against `roots`.
+/// Checks the server like [`SpiffeServerVerifier`] and turns a refusal into
+/// its [`verdict::Diagnosis`] (cause and fix), carried in the rustls error to the
+/// connect error the agent logs.
+#[derive(Debug)]
+struct DiagnosingVerifier {
+    inner: SpiffeServerVerifier,
+    td: TrustDomain,
+    source: BundleSource,
+}
+
+impl ServerCertVerifier for DiagnosingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+            .map_err(|e| {
+                let d = verdict::diagnose_server_cert(&e, end_entity, &self.td, self.source, now);
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(d)),
+                ))
+            })
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A TLS client config that checks the server against `roots` (from
+/// `trust_bundle_path` while attesting, `ident` is `None`; the synced
+/// bundle once the agent has an SVID). A refused server certificate fails
+/// with its [`verdict::Diagnosis`].
 pub fn tls_config(
     roots: &TrustRoots,
     td: &TrustDomain,
     ident: Option<&AgentIdentity>,
 ) -> anyhow::Result<rustls::ClientConfig> {
+    let source = if ident.is_some() {
+        BundleSource::Synced
+    } else {
+        BundleSource::File
+    };
+    tls_config_for(roots, td, ident, source)
+}
+
+/// [`tls_config`] with the roots' `source` named (a stored bundle is
+/// [`BundleSource::Synced`] even before the agent has an SVID).
+pub fn tls_config_for(
+    roots: &TrustRoots,
+    td: &TrustDomain,
+    ident: Option<&AgentIdentity>,
+    source: BundleSource,
+) -> anyhow::Result<rustls::ClientConfig> {
     let server_id = td.spiffe_id("/sigil/server")?;
-    let verifier = Arc::new(SpiffeServerVerifier::new(
-        roots.clone(),
-        authorize_exact(server_id),
-    ));
+    let verifier = Arc::new(DiagnosingVerifier {
+        inner: SpiffeServerVerifier::new(roots.clone(), authorize_exact(server_id)),
+        td: td.clone(),
+        source,
+    });
     let mut cfg = client_config(verifier, ident.map(client_cert))?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
@@ -101,6 +171,19 @@ pub fn insecure_bootstrap_config() -> anyhow::Result<rustls::ClientConfig> {
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
+}
+
+/// A failed connection to `addr`, with its [`verdict::Diagnosis`] (cause and fix)
+/// in place of rustls' or the socket's words when it has one.
+fn translated<E>(addr: &str, e: E) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let context = format!("connecting to the server at {addr}");
+    match verdict::diagnose_connect_error(addr, &e) {
+        Some(d) => anyhow::Error::new(d).context(context),
+        None => anyhow::Error::new(e).context(context),
+    }
 }
 
 /// Opens a channel to `addr` (`host:port`).
@@ -129,7 +212,7 @@ pub async fn connect(
             }
         }))
         .await
-        .with_context(|| format!("connecting to the server at {target}"))?;
+        .map_err(|e| translated(&target, e))?;
     Ok(AgentApiClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -153,7 +236,7 @@ pub async fn connect_for_attestation(
     })
     .await
     .map_err(|_| anyhow::anyhow!("connecting to the server at {addr}: timed out after 10 s"))?
-    .with_context(|| format!("connecting to the server at {addr}"))?;
+    .map_err(|e| translated(addr, e))?;
     let binding = x509pop_channel_binding(tls.get_ref().1)
         .with_context(|| format!("exporting the channel binding of the connection to {addr}"))?;
     let once = Arc::new(std::sync::Mutex::new(Some(tls)));
@@ -310,6 +393,13 @@ impl ServerClient {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
         ) {
             self.refusals.send_modify(|n| *n += 1);
+        }
+        // A refusal at the TLS layer (with TLS 1.3 the server's alert about
+        // the agent's SVID arrives with the first call): its cause and fix.
+        if let Some(d) = std::error::Error::source(s)
+            .and_then(|src| verdict::diagnose_connect_error(&self.addr, src))
+        {
+            return format!("{}: {d}", s.code());
         }
         format!("{}: {}", s.code(), s.message())
     }

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod data_dir;
 pub mod files;
 pub mod logs;
+pub mod path_check;
 pub mod signals;
 pub mod socket;
 pub mod supervise;

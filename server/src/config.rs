@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
+use sigil_proto::daemon::path_check::PathProblems;
 use sigil_proto::duration::serde_duration;
 pub use sigil_proto::health::HealthConfig;
 use sigil_proto::{SpiffeId, TrustDomain, format_duration};
@@ -389,6 +390,35 @@ impl ServerConfig {
             ));
         }
         w
+    }
+
+    /// `validate`'s check that this config can run here: every file it
+    /// names is readable, every directory it needs can be created.
+    pub fn check_paths(&self) -> Result<(), PathProblems> {
+        let mut p = PathProblems::default();
+        p.creatable_dir("data_dir", &self.data_dir);
+        p.creatable_parent("admin_socket", &self.admin_socket);
+        if let Some(be) = &self.bundle_endpoint {
+            for (key, file) in [
+                ("bundle_endpoint.cert_file", &be.cert_file),
+                ("bundle_endpoint.key_file", &be.key_file),
+            ] {
+                if let Some(f) = file {
+                    p.readable_file(key, f);
+                }
+            }
+        }
+        if let Some(d) = &self.upstream.disk {
+            p.readable_file("upstream.disk.cert_file", &d.cert_file);
+            p.readable_file("upstream.disk.key_file", &d.key_file);
+            if let Some(b) = &d.bundle_file {
+                p.readable_file("upstream.disk.bundle_file", b);
+            }
+        }
+        if let Some(x) = &self.node_attestor.x509pop {
+            p.readable_file("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path);
+        }
+        p.into_result()
     }
 
     /// Reads and validates a config file.

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => ServerConfig::load(&config)
             .map_err(anyhow::Error::from)
             .and_then(|cfg| {
+                cfg.check_paths()?;
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));

@@ -79,9 +79,49 @@ fn health_endpoint(up: Arc<OnceLock<Up>>, clock: Arc<dyn Clock>) -> sigil_proto:
     }
 }
 
+/// What [`run`] undoes after every task stopped: the admin socket it bound
+/// is removed only once the store it opened is released, so a restart
+/// that waits for the socket to go finds the store free.
+#[derive(Default)]
+struct Teardown {
+    store: Option<std::sync::Weak<dyn store::Store>>,
+    admin_socket: Option<std::path::PathBuf>,
+}
+
+/// How long [`run`] waits, after its tasks stopped, for the last store
+/// reference (a stream's producer task ending) before it removes the admin
+/// socket anyway.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs the server until a shutdown signal. `activate_prepared`: see
 /// [`CaSettings::activate_prepared`].
 pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<()> {
+    let mut teardown = Teardown::default();
+    let r = serve(cfg, activate_prepared, &mut teardown).await;
+    if let Some(store) = teardown.store {
+        let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
+        // Polled: an `Arc` has no signal for its last drop.
+        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if store.strong_count() > 0 {
+            warn!(
+                references = store.strong_count(),
+                "the store is still referenced; removing the admin socket anyway"
+            );
+        }
+    }
+    if let Some(path) = teardown.admin_socket {
+        let _ = std::fs::remove_file(&path);
+    }
+    r
+}
+
+async fn serve(
+    cfg: ServerConfig,
+    activate_prepared: bool,
+    teardown: &mut Teardown,
+) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     for w in cfg.warnings() {
         warn!(warning = %w, "configuration warning");
@@ -115,6 +155,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
         Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);
     check_key_files(keys.as_ref()).context("starting the CA")?;
     let store = store::open(&cfg)?;
+    teardown.store = Some(Arc::downgrade(&store));
     let ca = CaManager::init(
         store.clone(),
         keys,
@@ -144,6 +185,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
     // Admin API on the local socket.
     let listener = admin::socket::bind(&cfg.admin_socket)
         .with_context(|| format!("admin_socket {}", cfg.admin_socket.display()))?;
+    teardown.admin_socket = Some(cfg.admin_socket.clone());
     let refresh_hint = cfg.refresh_hint();
     let registry = Registry::load(store.clone(), cfg.server_id()).context("loading entries")?;
     crate::ttl_limit::report(&registry, cfg.ca_ttl);
@@ -172,7 +214,6 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
     );
     {
         let mut rx = shutdown_rx.clone();
-        let socket_path = cfg.admin_socket.clone();
         tasks.spawn("admin API", async move {
             let r = tonic::transport::Server::builder()
                 .add_service(admin_server)
@@ -184,7 +225,6 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
                     },
                 )
                 .await;
-            let _ = std::fs::remove_file(&socket_path);
             r.map_err(|e| anyhow::anyhow!("admin API: {e}"))
         });
     }
@@ -246,7 +286,8 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
                 bundle_fetches_per_second: cfg.rate_limit.bundle_fetches_per_second,
                 max_csrs_per_request: cfg.limits.max_csrs_per_request,
             },
-        );
+        )
+        .with_shutdown(shutdown_rx.clone());
         let api = AgentApiServer::new(AgentApiHandle(Arc::new(service)))
             .max_decoding_message_size(cfg.limits.agent_api_max_message_bytes)
             .max_encoding_message_size(cfg.limits.agent_api_max_message_bytes);

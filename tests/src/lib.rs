@@ -589,6 +589,13 @@ impl TestAgent {
             let _ = c.wait();
         }
     }
+
+    /// SIGTERM and wait (bounded), then SIGKILL.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c);
+        }
+    }
 }
 
 impl Drop for TestAgent {

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use rustls::client::Resumption;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{ClientConfig, Error, ServerConfig, SupportedProtocolVersion};
 
-use super::verify::{SpiffeClientVerifier, SpiffeServerVerifier};
+use super::verify::SpiffeClientVerifier;
 
 /// TLS 1.3 and 1.2, in order of preference.
 const VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -59,18 +60,20 @@ pub fn server_config_allowing_anonymous_clients(
         .with_single_cert(chain, key)
 }
 
-/// A client that accepts servers `verifier` accepts and presents
+/// A client that accepts servers `verifier` (a
+/// [`SpiffeServerVerifier`](super::verify::SpiffeServerVerifier), or
+/// one wrapping it) accepts and presents
 /// `client_cert` (chain, key) when given. Session resumption is off, so
 /// every connection verifies the server against the current roots.
 pub fn client_config(
-    verifier: Arc<SpiffeServerVerifier>,
+    verifier: Arc<dyn ServerCertVerifier>,
     client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<ClientConfig, Error> {
     client_config_with_versions(verifier, client_cert, VERSIONS)
 }
 
 pub(super) fn client_config_with_versions(
-    verifier: Arc<SpiffeServerVerifier>,
+    verifier: Arc<dyn ServerCertVerifier>,
     client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     versions: &[&'static SupportedProtocolVersion],
 ) -> Result<ClientConfig, Error> {

@@ -3,13 +3,15 @@
 //! its SPIFFE ID and let an [`Authorizer`] decide ([`verify`]), the
 //! `ServerConfig`/`ClientConfig` builders every Sigil process uses
 //! ([`config`]) and, behind feature `tls-resolver`, a certificate resolver
-//! that presents the current SVID of a `watch` channel (`resolver`). Roots
+//! that presents the current SVID of a `watch` channel (`resolver`), and the
+//! translation of handshake failures into cause and fix ([`verdict`]). Roots
 //! and SVID can both change at run time without rebuilding any config.
 
 pub mod config;
 #[cfg(feature = "tls-resolver")]
 pub mod resolver;
 pub mod roots;
+pub mod verdict;
 pub mod verify;
 
 pub use config::{client_config, server_config, server_config_allowing_anonymous_clients};

@@ -128,7 +128,9 @@ impl ClientCertVerifier for AttestationFriendlyVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.verify_client_cert(end_entity, intermediates, now)
+        self.0
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| super::refused_peer::note(end_entity, e, now))
     }
     fn verify_tls12_signature(
         &self,
@@ -255,9 +257,7 @@ pub fn incoming(
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }
-                    Ok(Err(e)) => {
-                        tracing::info!(%remote, error = %e, "agent API TLS handshake refused")
-                    }
+                    Ok(Err(e)) => super::refused_peer::log_refused(remote, &e),
                     Err(_) => debug!(%remote, "agent API TLS handshake timed out"),
                 }
             });

@@ -11,7 +11,9 @@ pub mod convert;
 pub mod error;
 pub mod listener;
 pub mod rate_limit;
+pub mod refused_peer;
 pub mod sync;
+pub mod until_shutdown;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -22,7 +24,7 @@ use sigil_proto::SpiffeId;
 use sigil_proto::agent_api::{self as pb, agent_api_server::AgentApi};
 use sigil_proto::attestation::ChannelBinding;
 use sigil_proto::health::code_label;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -77,6 +79,8 @@ pub struct AgentApiService {
     renew_limit: RateLimiter,
     sync_limit: RateLimiter,
     fetch_limit: RateLimiter,
+    /// Ends open sync streams on shutdown (see [`AgentApiService::with_shutdown`]).
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl AgentApiService {
@@ -104,7 +108,15 @@ impl AgentApiService {
             clock,
             attestors: attestors.into_iter().map(|a| (a.name(), a)).collect(),
             settings,
+            shutdown: None,
         }
+    }
+
+    /// Open sync streams end when `shutdown` turns `true`, so the server's
+    /// graceful stop does not wait for them.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> AgentApiService {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Takes one token of `limiter` for agent `c`, or refuses the call.
@@ -438,6 +450,10 @@ impl AgentApi for AgentApiHandle {
             r.since_revision,
             r.page_size,
         );
+        let rx = match &self.0.shutdown {
+            Some(stop) => until_shutdown::until_shutdown(rx, stop.clone()),
+            None => rx,
+        };
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
