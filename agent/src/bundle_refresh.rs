@@ -20,12 +20,11 @@ use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::CertificateError;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use sigil_proto::TrustDomain;
 use sigil_proto::clock::Clock;
-use sigil_proto::tls::TrustRoots;
+use sigil_proto::tls::{TrustRoots, verdict};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -77,10 +76,8 @@ pub async fn probe(addr: &str, roots: &TrustRoots, td: &TrustDomain) -> Probe {
             PROBE_TIMEOUT.as_secs()
         )),
         Ok(Ok(_)) => Probe::Verified,
-        Ok(Err(e)) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            Some(rustls::Error::InvalidCertificate(
-                c @ (CertificateError::UnknownIssuer | CertificateError::BadSignature),
-            )) => Probe::NotVerified(format!("invalid peer certificate: {c:?}")),
+        Ok(Err(e)) => match verdict::diagnose_connect_error(addr, &e) {
+            Some(d) if d.verdict.is_unknown_server_ca() => Probe::NotVerified(d.to_string()),
             _ => Probe::Unreachable(e.to_string()),
         },
     }

@@ -166,6 +166,34 @@ async fn i14_fetch_refuses_a_certificate_for_another_host() {
     );
 }
 
+/// A TLS server presenting `spiffe://example.org/sigil/server` from a CA
+/// of its own, which completes handshakes and serves nothing.
+async fn server_of_another_ca() -> u16 {
+    let other = TestCa::new("example.org");
+    let (cert, key) = other.leaf("spiffe://example.org/sigil/server");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.into(), other.der.clone().into()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    port
+}
+
 #[tokio::test]
 async fn i14_probe_tells_an_unknown_issuer_from_an_unreachable_server() {
     // Nothing listens: unreachable, not a bundle problem.
@@ -177,12 +205,12 @@ async fn i14_probe_tells_an_unknown_issuer_from_an_unreachable_server() {
         probe(&addr, &roots, &td("example.org")).await,
         Probe::Unreachable(_)
     ));
-    // A server whose certificate another CA signed: not verified.
-    let dir = tempfile::tempdir().unwrap();
-    let (_, port) = web_server(dir.path(), Vec::new()).await;
+    // The agent API's server SVID, signed by a CA the roots lack (the
+    // server rotated while the agent was away): not verified.
+    let port = server_of_another_ca().await;
     let p = probe(&format!("127.0.0.1:{port}"), &roots, &td("example.org")).await;
     assert!(
-        matches!(&p, Probe::NotVerified(w) if w.contains("UnknownIssuer")),
+        matches!(&p, Probe::NotVerified(w) if w.contains("lacks the CA that signed")),
         "{p:?}"
     );
 }

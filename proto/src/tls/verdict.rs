@@ -78,6 +78,16 @@ impl Verdict {
         Verdict::Other,
     ];
 
+    /// The server's certificate chains to no CA of the roots it was checked
+    /// with (a bundle file or the agent's synced bundle): fetching a newer
+    /// bundle may fix it; nothing else about the connection failed.
+    pub fn is_unknown_server_ca(self) -> bool {
+        matches!(
+            self,
+            Verdict::ServerCaNotInBundleFile | Verdict::ServerCaNotInAgentBundle
+        )
+    }
+
     /// The stable code.
     pub fn code(self) -> &'static str {
         match self {
@@ -310,7 +320,9 @@ pub fn diagnose_server_cert(
     };
     let now = now_secs(now);
     match cert_error {
-        CertificateError::UnknownIssuer => match source {
+        // A bad signature under a known name is a CA of that name the roots
+        // do not hold (re-keyed): the same cause as an unknown issuer.
+        CertificateError::UnknownIssuer | CertificateError::BadSignature => match source {
             BundleSource::File => Diagnosis::new(
                 Verdict::ServerCaNotInBundleFile,
                 format!(
