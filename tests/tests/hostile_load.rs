@@ -1,0 +1,285 @@
+//! The server's listeners under hostile connections (issue 21 items 1 and
+//! 2, HTTP half), against the real binaries run with a small open-file
+//! limit (set for the server child only): thousands of TLS connections
+//! that never send the HTTP/2 preface and half-open TCP connections do not
+//! exhaust the server's descriptors, its CPU or its admin socket, and the
+//! agent keeps getting SVIDs; an idle flood of the health port and a flood
+//! of the bundle endpoint from one address lock nobody else out.
+//!
+//! The attacker binds its sockets to 127.0.0.2 (another "host" on
+//! loopback) so that the per-source-IP cap it runs into is not also the
+//! agent's (127.0.0.1).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sigil_proto::TrustDomain;
+use sigil_proto::tls::TrustRoots;
+use sigil_tests::{ServerOptions, TestAgent, TestServer, bin, run_limited, text};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// The server's open-file limit in these tests.
+const NOFILE: u64 = 256;
+/// The attacker's source address.
+const ATTACKER: [u8; 4] = [127, 0, 0, 2];
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) process `pid` has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends with the last ')').
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// A TCP connection to `to` from `from`.
+async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(from, 0))?;
+    tokio::time::timeout(Duration::from_secs(5), s.connect(to))
+        .await
+        .map_err(|_| std::io::Error::other("connect timed out"))?
+}
+
+/// Holds connections to the agent API from [`ATTACKER`] until `stop`:
+/// every other one completes TLS (no client certificate, ALPN h2) and then
+/// sends nothing, the rest are half-open TCP (connect, send nothing). When
+/// the server closes one it is replaced, up to `attempts` in all, at most
+/// `hold` at once. Returns (attempts made, TLS handshakes completed).
+async fn attack(
+    s_addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    attempts: usize,
+    hold: usize,
+    stop: Arc<AtomicBool>,
+) -> (usize, usize) {
+    let made = Arc::new(AtomicUsize::new(0));
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(tokio::sync::Semaphore::new(hold));
+    let mut tasks = tokio::task::JoinSet::new();
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let name = rustls_pki_types::ServerName::try_from("sigil-server").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let i = made.fetch_add(1, Ordering::SeqCst);
+        if i >= attempts {
+            break;
+        }
+        let Ok(permit) =
+            tokio::time::timeout(Duration::from_millis(200), slots.clone().acquire_owned()).await
+        else {
+            made.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        };
+        let permit = permit.unwrap();
+        let (connector, name, stop, handshakes) = (
+            connector.clone(),
+            name.clone(),
+            stop.clone(),
+            handshakes.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            let Ok(tcp) = connect_from(IpAddr::from(ATTACKER), s_addr).await else {
+                return;
+            };
+            let mut buf = [0u8; 256];
+            let held = async {
+                if i % 2 == 0 {
+                    // Completes TLS (the server accepts no certificate, for
+                    // attestation), then never sends the preface.
+                    let Ok(Ok(mut tls)) =
+                        tokio::time::timeout(Duration::from_secs(15), connector.connect(name, tcp))
+                            .await
+                    else {
+                        return;
+                    };
+                    handshakes.fetch_add(1, Ordering::SeqCst);
+                    // Held until the server closes it.
+                    while let Ok(n) = tls.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                    }
+                } else {
+                    let mut tcp = tcp;
+                    while let Ok(n) = tcp.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                    }
+                }
+            };
+            let until_stop = async {
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::select! {
+                _ = held => {}
+                _ = until_stop => {}
+            }
+        });
+    }
+    // Hold what is open until told to stop.
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    (
+        made.load(Ordering::SeqCst).min(attempts),
+        handshakes.load(Ordering::SeqCst),
+    )
+}
+
+/// Runs `sigil-server <args>` against `s`, bounded by `limit`; returns
+/// (succeeded, how long it took, its output).
+fn timed_cli(s: &TestServer, args: &[&str], limit: Duration) -> (bool, Duration, String) {
+    let t = Instant::now();
+    let (out, killed) = run_limited(
+        std::process::Command::new(bin("sigil-server"))
+            .args(args)
+            .env("SIGIL_ADMIN_SOCKET", &s.socket),
+        limit,
+    );
+    let ok = !killed && out.status.success();
+    (
+        ok,
+        t.elapsed(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// Whether the agent's Workload API hands this process an SVID for `id`.
+fn workload_has(a: &TestAgent, id: &str) -> bool {
+    let (out, killed) = run_limited(
+        std::process::Command::new(bin("sigil-agent"))
+            .args(["api", "fetch", "x509", "--timeout", "2s", "--socket"])
+            .arg(&a.socket),
+        Duration::from_secs(10),
+    );
+    !killed && text(&out.stdout).contains(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn i21_1_agent_api_holds_under_idle_tls_and_half_open_connections() {
+    let mut s = TestServer::start(ServerOptions {
+        nofile: Some(NOFILE),
+        ..Default::default()
+    })
+    .expect("server starts");
+    let pid = s.pid().unwrap();
+    let mut a = TestAgent::start(&s).expect("agent starts");
+    s.register_uid(&a, "spiffe://example.org/before");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !workload_has(&a, "spiffe://example.org/before") {
+        assert!(Instant::now() < deadline, "no SVID before the attack");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let td = TrustDomain::parse("example.org").unwrap();
+    let tls =
+        sigil_agent::server_client::tls_config(&TrustRoots::new(s.bundle()).unwrap(), &td, None)
+            .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = tokio::spawn(attack(
+        s.agent_addr,
+        Arc::new(tls),
+        2000,
+        1000,
+        stop.clone(),
+    ));
+    // Let the flood build up.
+    let fds_watch = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut max = 0;
+            while !stop.load(Ordering::SeqCst) {
+                max = max.max(open_fds(pid));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            max
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // CPU over 5 s of attack.
+    let cpu0 = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cpu = cpu_time(pid).saturating_sub(cpu0);
+
+    // Admin calls answer.
+    let (ok, count_took, out) = timed_cli(&s, &["entry", "count"], Duration::from_secs(10));
+    let count_ok = ok && count_took < Duration::from_secs(5);
+    // A restarted agent (a new connection) attests again with its SVID and
+    // a workload gets an SVID for an entry created during the attack.
+    a.kill();
+    let respawned = a.spawn(None);
+    let (created, _, create_out) = timed_cli(
+        &s,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/during",
+            "--parent-id",
+            &a.agent_id,
+            "--selector",
+            &format!("unix:uid:{}", nix::unistd::getuid()),
+        ],
+        Duration::from_secs(10),
+    );
+    let t = Instant::now();
+    let mut fresh = false;
+    while respawned.is_ok() && created && t.elapsed() < Duration::from_secs(30) {
+        if workload_has(&a, "spiffe://example.org/during") {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let svid_took = t.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let (made, handshakes) = attacker.await.unwrap();
+    let max_fds = fds_watch.await.unwrap();
+    eprintln!(
+        "attack: {made} connections ({handshakes} TLS handshakes completed); server: max {max_fds} \
+         fds (limit {NOFILE}), {cpu:?} CPU in 5 s; entry count {count_took:?}; fresh SVID after \
+         {svid_took:?}"
+    );
+    assert!(made >= 1000, "the attack made only {made} connections");
+    assert!(
+        max_fds < NOFILE as usize - 32,
+        "the server's open fds reached {max_fds} of {NOFILE}"
+    );
+    assert!(count_ok, "entry count: {count_took:?}: {out}");
+    assert!(created, "entry create failed: {create_out}");
+    respawned.expect("the agent restarts during the attack");
+    assert!(
+        fresh,
+        "no SVID for the new entry after {svid_took:?}: {}",
+        a.log_text()
+    );
+    assert!(
+        cpu < Duration::from_secs(1),
+        "the server used {cpu:?} of CPU in 5 s of attack"
+    );
+}
