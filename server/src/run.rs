@@ -250,6 +250,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
                 sync_streams_per_second: cfg.rate_limit.sync_streams_per_second,
                 bundle_fetches_per_second: cfg.rate_limit.bundle_fetches_per_second,
                 max_csrs_per_request: cfg.limits.max_csrs_per_request,
+                max_sync_streams_per_agent: cfg.limits.agent_api_max_sync_streams_per_agent,
             },
         );
         let api = AgentApiServer::new(AgentApiHandle(Arc::new(service)))

@@ -283,3 +283,140 @@ async fn i21_1_agent_api_holds_under_idle_tls_and_half_open_connections() {
         "the server used {cpu:?} of CPU in 5 s of attack"
     );
 }
+
+/// A server with `[limits]` `limits` and the given open-file limit.
+fn server_with_limits(limits: &str, nofile: Option<u64>) -> TestServer {
+    TestServer::start(ServerOptions {
+        extra: format!("[rate_limit]\nsync_streams_per_second = 100\n[limits]\n{limits}"),
+        nofile,
+        ..Default::default()
+    })
+    .expect("server starts")
+}
+
+#[tokio::test]
+async fn i21_1_a_tls_client_that_sends_no_preface_is_closed() {
+    let s = server_with_limits("agent_api_preface_timeout = \"2s\"\n", Some(NOFILE));
+    let td = TrustDomain::parse("example.org").unwrap();
+    let tls =
+        sigil_agent::server_client::tls_config(&TrustRoots::new(s.bundle()).unwrap(), &td, None)
+            .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let name = rustls_pki_types::ServerName::try_from("sigil-server.invalid").unwrap();
+    let tcp = connect_from(IpAddr::from(ATTACKER), s.agent_addr)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let mut conn = connector.connect(name, tcp).await.expect("TLS completes");
+    // Sends nothing: the server must close the connection.
+    let mut buf = [0u8; 64];
+    let end = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let took = t.elapsed();
+    eprintln!("an idle TLS client was closed after {took:?}");
+    assert!(
+        end.is_ok(),
+        "an idle TLS client was still open after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "closed too late: {took:?}");
+}
+
+#[tokio::test]
+async fn i21_1_an_agent_holds_at_most_the_sync_stream_cap() {
+    use sigil_tests::sync_stream::{SyncStream, attested_agent};
+    let s = server_with_limits("agent_api_max_sync_streams_per_agent = 2\n", None);
+    let who = attested_agent(&s).await;
+    let first = SyncStream::open(&s, &who, 0).await;
+    let _second = SyncStream::open(&s, &who, 0).await;
+    let mut c = s.agent_client(Some(&who)).await.unwrap();
+    let third = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.sync_entries(sigil_proto::agent_api::SyncEntriesRequest::default()),
+    )
+    .await
+    .expect("the third stream is answered");
+    let status = third.err().expect("the third stream is refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("limits.agent_api_max_sync_streams_per_agent"),
+        "{status:?}"
+    );
+    // Another agent is not affected.
+    let other = attested_agent(&s).await;
+    let _other = SyncStream::open(&s, &other, 0).await;
+    // Closing one frees its place (bounded wait: the server sees the
+    // stream's end when its connection goes).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            c.sync_entries(sigil_proto::agent_api::SyncEntriesRequest::default()),
+        )
+        .await
+        .expect("answered");
+        match r {
+            Ok(_) => break,
+            Err(st) if st.code() == tonic::Code::ResourceExhausted => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the closed stream's place was not freed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(st) => panic!("{st:?}"),
+        }
+    }
+}
+
+#[test]
+fn i21_1_validate_refuses_connection_caps_above_the_fd_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"{}\"\n[limits]\nagent_api_max_connections = 5000\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(bin("sigil-server"));
+    cmd.args(["validate", "--config"]).arg(&cfg);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    1024,
+                    1024,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let (out, killed) = run_limited(&mut cmd, Duration::from_secs(30));
+    assert!(!killed);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "validate accepted it: {err}");
+    assert!(
+        err.contains("limits.agent_api_max_connections: 5000 is more than the open-file limit")
+            && err.contains("1024"),
+        "{err}"
+    );
+}

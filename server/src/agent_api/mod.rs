@@ -60,6 +60,8 @@ pub struct AgentApiSettings {
     pub sync_streams_per_second: u32,
     /// FetchBundle calls per second per agent (burst: twice that).
     pub bundle_fetches_per_second: u32,
+    /// SyncEntries streams open at once per agent.
+    pub max_sync_streams_per_agent: usize,
 }
 
 pub struct AgentApiService {
@@ -76,6 +78,7 @@ pub struct AgentApiService {
     renew_limit: RateLimiter,
     sync_limit: RateLimiter,
     fetch_limit: RateLimiter,
+    sync_streams: sync::StreamCount,
 }
 
 impl AgentApiService {
@@ -97,6 +100,7 @@ impl AgentApiService {
             renew_limit: limit(settings.renewals_per_second),
             sync_limit: limit(settings.sync_streams_per_second),
             fetch_limit: limit(settings.bundle_fetches_per_second),
+            sync_streams: sync::stream_count(settings.max_sync_streams_per_agent),
             registry,
             ca,
             issuer,
@@ -417,11 +421,12 @@ impl AgentApi for AgentApiHandle {
                 ca: self.0.ca.clone(),
                 clock: self.0.clock.clone(),
                 refresh_hint: self.0.refresh_hint(),
+                open: self.0.sync_streams.clone(),
             },
             c,
             r.since_revision,
             r.page_size,
-        );
+        )?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
