@@ -205,8 +205,12 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
         let ca = ca.clone();
         let hint = be.refresh_hint;
         let rx = shutdown_rx.clone();
+        let limits = bundle::endpoint::limits(
+            cfg.limits.bundle_endpoint_max_connections,
+            cfg.limits.bundle_endpoint_max_connections_per_ip,
+        );
         tasks.spawn("bundle endpoint", async move {
-            bundle::endpoint::serve(listener, tls, ca, hint, rx).await;
+            bundle::endpoint::serve(listener, tls, ca, hint, limits, rx).await;
             Ok(())
         });
     }
