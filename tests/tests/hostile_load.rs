@@ -425,7 +425,11 @@ fn i21_1_validate_refuses_connection_caps_above_the_fd_limit() {
 /// nothing); those the server refused or closed are simply gone.
 async fn idle_flood(from: IpAddr, to: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
     for _ in 0..n {
+        if Instant::now() > deadline {
+            break;
+        }
         if let Ok(c) = connect_from(from, to).await {
             held.push(c);
         }
@@ -433,13 +437,14 @@ async fn idle_flood(from: IpAddr, to: SocketAddr, n: usize) -> Vec<TcpStream> {
     held
 }
 
-/// How many of `conns` the server has closed (EOF or reset), waiting at
-/// most `limit` for each.
+/// How many of `conns` the server has closed (EOF or reset) within
+/// `limit` in all.
 async fn closed_by_server(conns: &mut [TcpStream], limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
     let mut closed = 0;
     let mut buf = [0u8; 16];
     for c in conns.iter_mut() {
-        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(limit, c.read(&mut buf)).await {
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
             closed += 1;
         }
     }
@@ -488,6 +493,10 @@ async fn i21_2_health_port_holds_under_idle_connections() {
     let fds = open_fds(pid);
     // Another address still gets its probe answered, promptly.
     let probe = get_from(IpAddr::from([127, 0, 0, 1]), h, "/live").await;
+    assert!(
+        probe.is_ok(),
+        "/live during the flood: {probe:?} (server at {fds} fds)"
+    );
     let ready = get_from(IpAddr::from([127, 0, 0, 3]), h, "/ready").await;
     // The idle ones the server kept are closed for want of headers.
     let t = Instant::now();
@@ -503,9 +512,6 @@ async fn i21_2_health_port_holds_under_idle_connections() {
     assert!(took < Duration::from_secs(2), "/live took {took:?}");
     assert!(ready.expect("/ready answers").0.contains("200"));
     assert_eq!(closed, held.len(), "idle connections left open");
-    // The server is still fine afterwards.
-    let n = s.cli_ok(&["entry", "count"]);
-    assert!(!n.is_empty());
 }
 
 /// Accepts any server certificate (the bundle endpoint's is the server's
