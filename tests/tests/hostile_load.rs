@@ -102,7 +102,7 @@ async fn attack(
             };
             let mut buf = [0u8; 256];
             let held = async {
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     // Completes TLS (the server accepts no certificate, for
                     // attestation), then never sends the preface.
                     let Ok(Ok(mut tls)) =
@@ -181,7 +181,7 @@ fn workload_has(a: &TestAgent, id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn i21_1_agent_api_holds_under_idle_tls_and_half_open_connections() {
-    let mut s = TestServer::start(ServerOptions {
+    let s = TestServer::start(ServerOptions {
         nofile: Some(NOFILE),
         ..Default::default()
     })
@@ -346,7 +346,9 @@ async fn i21_1_an_agent_holds_at_most_the_sync_stream_cap() {
     )
     .await
     .expect("the third stream is answered");
-    let status = third.err().expect("the third stream is refused");
+    let Err(status) = third else {
+        panic!("the third stream was not refused");
+    };
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(
         status
