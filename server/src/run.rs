@@ -272,6 +272,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
                 max_connections: l.agent_api_max_connections,
                 max_connections_per_ip: l.agent_api_max_connections_per_ip,
                 preface_timeout: l.agent_api_preface_timeout,
+                idle_timeout: l.agent_api_idle_timeout,
             },
             shutdown_rx.clone(),
         ));
@@ -293,6 +294,7 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
                 ))
                 .http2_max_local_error_reset_streams(Some(h2.agent_api_max_local_reset_streams))
                 .layer(AccessLayer::new(auth))
+                .layer(agent_api::idle::IdleLayer)
                 .add_service(api)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.changed().await;

@@ -612,3 +612,56 @@ async fn i21_2_bundle_endpoint_serves_others_while_one_ip_floods() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
     drop(held);
 }
+
+#[tokio::test]
+async fn i21_1_a_connection_with_no_call_is_closed_after_the_idle_timeout() {
+    use sigil_tests::sync_stream::{SyncStream, attested_agent, create_entries};
+    use tokio::io::AsyncWriteExt;
+    let s = server_with_limits("agent_api_idle_timeout = \"2s\"\n", None);
+    // A client that speaks HTTP/2 (preface and SETTINGS) but calls nothing.
+    let td = TrustDomain::parse("example.org").unwrap();
+    let tls = sigil_agent::server_client::tls_config(
+        &TrustRoots::new(s.bundle()).unwrap(),
+        &td,
+        None,
+    )
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let name = rustls_pki_types::ServerName::try_from("sigil-server.invalid").unwrap();
+    let tcp = connect_from(IpAddr::from(ATTACKER), s.agent_addr)
+        .await
+        .unwrap();
+    let mut conn = connector.connect(name, tcp).await.expect("TLS completes");
+    let t = Instant::now();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // An agent with an open SyncEntries stream: a call in progress.
+    let who = attested_agent(&s).await;
+    let mut stream = SyncStream::open(&s, &who, 0).await;
+    let mut buf = [0u8; 256];
+    let end = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let took = t.elapsed();
+    eprintln!("an HTTP/2 client with no call was closed after {took:?}");
+    assert!(end.is_ok(), "still open after {took:?}");
+    assert!(took >= Duration::from_millis(1500), "closed too early: {took:?}");
+    assert!(took < Duration::from_secs(6), "closed too late: {took:?}");
+    // The agent's stream outlived the idle timeout and still delivers.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stream.clear();
+    let ids = create_entries(&s, &who.id, "idle", 1, None);
+    assert!(
+        stream
+            .wait_for(Duration::from_secs(10), |st| st.upserted().contains(&ids[0]))
+            .await,
+        "the open sync stream stopped delivering"
+    );
+}

@@ -15,7 +15,8 @@
 //! closes), and a deadline by which the TLS handshake must be done and the
 //! client's HTTP/2 preface must have arrived; a client that completes TLS
 //! and then sends nothing is closed at that deadline. The preface is read
-//! here and replayed to the HTTP/2 server.
+//! here and replayed to the HTTP/2 server. A connection with no call in
+//! progress for the idle timeout is closed ([`super::idle`]).
 //!
 //! [`client_verifier`] and [`tls_config`] build the TLS settings;
 //! [`follow_bundle`] keeps the verifier's roots in step with the bundle.
@@ -43,6 +44,7 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
+use super::idle::Activity;
 use crate::node_attestor::is_agent_id;
 use crate::store::BundleRecord;
 
@@ -61,6 +63,8 @@ pub struct ListenerLimits {
     /// Time from accept until the TLS handshake is done and the HTTP/2
     /// preface has arrived.
     pub preface_timeout: Duration,
+    /// A connection with no call in progress this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// What a handler may learn about the connection.
@@ -73,6 +77,8 @@ pub struct PeerInfo {
     /// The connection's x509pop channel binding; `None` only where no TLS
     /// connection stands behind the call (a re-check of an open stream).
     pub channel: Option<ChannelBinding>,
+    /// The connection's calls in progress (for its idle timeout).
+    pub activity: Option<Arc<Activity>>,
 }
 
 /// A TLS connection from an agent, counted against the connection caps
@@ -83,6 +89,37 @@ pub struct AgentConn {
     /// The HTTP/2 preface, read by the listener; replayed first.
     preface: &'static [u8],
     _permit: ConnPermit<IpAddr>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    /// Wakes the reader when the connection may have been idle too long.
+    idle_check: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl AgentConn {
+    /// An error once the connection has had no call in progress for its
+    /// idle timeout (hyper then closes it); otherwise re-arms the check.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        loop {
+            let next = match self.activity.idle_deadline(self.idle_timeout) {
+                Some(d) if d <= tokio::time::Instant::now() => {
+                    debug!(remote = ?self.info.remote, timeout = ?self.idle_timeout, "agent API connection idle; closed");
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no call on this connection for the idle timeout",
+                    ));
+                }
+                Some(d) => d,
+                // A call is in progress: look again a timeout from now.
+                None => tokio::time::Instant::now() + self.idle_timeout,
+            };
+            if self.idle_check.deadline() != next {
+                self.idle_check.as_mut().reset(next);
+            }
+            if self.idle_check.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 impl Connected for AgentConn {
@@ -98,6 +135,9 @@ impl AsyncRead for AgentConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if let Err(e) = self.check_idle(cx) {
+            return Poll::Ready(Err(e));
+        }
         if !self.preface.is_empty() {
             let n = self.preface.len().min(buf.remaining());
             buf.put_slice(&self.preface[..n]);
@@ -311,15 +351,20 @@ pub fn incoming(
                                 None
                             }
                         };
+                        let activity = Activity::new();
                         let conn = AgentConn {
                             inner: tls,
                             info: PeerInfo {
                                 remote: Some(remote),
                                 chain,
                                 channel,
+                                activity: Some(activity.clone()),
                             },
                             preface: H2_PREFACE,
                             _permit: conn_permit,
+                            activity,
+                            idle_timeout: limits.idle_timeout,
+                            idle_check: Box::pin(tokio::time::sleep(limits.idle_timeout)),
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }

@@ -9,6 +9,7 @@ pub mod access;
 pub mod caller;
 pub mod convert;
 pub mod error;
+pub mod idle;
 pub mod listener;
 pub mod rate_limit;
 pub mod sync;

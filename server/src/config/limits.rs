@@ -49,6 +49,11 @@ pub struct LimitsConfig {
     /// the HTTP/2 preface has arrived (default 10s).
     #[serde(default = "default_preface_timeout", with = "serde_duration")]
     pub agent_api_preface_timeout: Duration,
+    /// A connection with no call in progress for this long is closed
+    /// (default 5m, 1s to 24h; an agent's open SyncEntries stream is a call
+    /// in progress, so its connection stays).
+    #[serde(default = "default_idle_timeout", with = "serde_duration")]
+    pub agent_api_idle_timeout: Duration,
     /// HTTP/2 streams (calls) open at once on one connection (default 64).
     #[serde(default = "default_concurrent_streams")]
     pub agent_api_max_concurrent_streams: u32,
@@ -87,6 +92,7 @@ impl Default for LimitsConfig {
             agent_api_max_connections: default_agent_api_connections(),
             agent_api_max_connections_per_ip: default_agent_api_connections_per_ip(),
             agent_api_preface_timeout: default_preface_timeout(),
+            agent_api_idle_timeout: default_idle_timeout(),
             agent_api_max_concurrent_streams: default_concurrent_streams(),
             agent_api_max_pending_reset_streams: default_pending_reset_streams(),
             agent_api_max_local_reset_streams: default_local_reset_streams(),
@@ -138,6 +144,9 @@ fn default_bundle_connections_per_ip() -> usize {
 }
 fn default_preface_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_concurrent_streams() -> u32 {
     64
@@ -270,6 +279,11 @@ pub(super) fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
             "limits.agent_api_preface_timeout",
             l.agent_api_preface_timeout,
             (Duration::from_secs(1), Duration::from_secs(300)),
+        ),
+        (
+            "limits.agent_api_idle_timeout",
+            l.agent_api_idle_timeout,
+            (Duration::from_secs(1), Duration::from_secs(24 * 3600)),
         ),
     ] {
         if r < min || r > max {
