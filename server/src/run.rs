@@ -294,7 +294,9 @@ pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<(
                 ))
                 .http2_max_local_error_reset_streams(Some(h2.agent_api_max_local_reset_streams))
                 .layer(AccessLayer::new(auth))
-                .layer(agent_api::idle::IdleLayer)
+                .layer(agent_api::idle::IdleLayer::new(
+                    agent_api::listener::activity_of,
+                ))
                 .add_service(api)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.changed().await;

@@ -284,6 +284,39 @@ async fn i21_1_agent_api_holds_under_idle_tls_and_half_open_connections() {
     );
 }
 
+/// An anonymous TLS connection (as an attesting agent's) from
+/// [`ATTACKER`] to `s`'s agent API.
+async fn anonymous_tls(s: &TestServer) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let td = TrustDomain::parse("example.org").unwrap();
+    let tls =
+        sigil_agent::server_client::tls_config(&TrustRoots::new(s.bundle()).unwrap(), &td, None)
+            .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let name = rustls_pki_types::ServerName::try_from("sigil-server.invalid").unwrap();
+    let tcp = connect_from(IpAddr::from(ATTACKER), s.agent_addr)
+        .await
+        .unwrap();
+    connector.connect(name, tcp).await.expect("TLS completes")
+}
+
+/// Whether the server closes `conn` within `limit` (what it sends before
+/// is read and dropped).
+async fn closed_within(
+    conn: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    limit: Duration,
+) -> Result<(), tokio::time::error::Elapsed> {
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(limit, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+}
+
 /// A server with `[limits]` `limits` and the given open-file limit.
 fn server_with_limits(limits: &str, nofile: Option<u64>) -> TestServer {
     TestServer::start(ServerOptions {
@@ -297,28 +330,10 @@ fn server_with_limits(limits: &str, nofile: Option<u64>) -> TestServer {
 #[tokio::test]
 async fn i21_1_a_tls_client_that_sends_no_preface_is_closed() {
     let s = server_with_limits("agent_api_preface_timeout = \"2s\"\n", Some(NOFILE));
-    let td = TrustDomain::parse("example.org").unwrap();
-    let tls =
-        sigil_agent::server_client::tls_config(&TrustRoots::new(s.bundle()).unwrap(), &td, None)
-            .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let name = rustls_pki_types::ServerName::try_from("sigil-server.invalid").unwrap();
-    let tcp = connect_from(IpAddr::from(ATTACKER), s.agent_addr)
-        .await
-        .unwrap();
     let t = Instant::now();
-    let mut conn = connector.connect(name, tcp).await.expect("TLS completes");
+    let mut conn = anonymous_tls(&s).await;
     // Sends nothing: the server must close the connection.
-    let mut buf = [0u8; 64];
-    let end = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    let end = closed_within(&mut conn, Duration::from_secs(15)).await;
     let took = t.elapsed();
     eprintln!("an idle TLS client was closed after {took:?}");
     assert!(
@@ -619,19 +634,7 @@ async fn i21_1_a_connection_with_no_call_is_closed_after_the_idle_timeout() {
     use tokio::io::AsyncWriteExt;
     let s = server_with_limits("agent_api_idle_timeout = \"2s\"\n", None);
     // A client that speaks HTTP/2 (preface and SETTINGS) but calls nothing.
-    let td = TrustDomain::parse("example.org").unwrap();
-    let tls = sigil_agent::server_client::tls_config(
-        &TrustRoots::new(s.bundle()).unwrap(),
-        &td,
-        None,
-    )
-    .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let name = rustls_pki_types::ServerName::try_from("sigil-server.invalid").unwrap();
-    let tcp = connect_from(IpAddr::from(ATTACKER), s.agent_addr)
-        .await
-        .unwrap();
-    let mut conn = connector.connect(name, tcp).await.expect("TLS completes");
+    let mut conn = anonymous_tls(&s).await;
     let t = Instant::now();
     conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .await
@@ -639,20 +642,14 @@ async fn i21_1_a_connection_with_no_call_is_closed_after_the_idle_timeout() {
     // An agent with an open SyncEntries stream: a call in progress.
     let who = attested_agent(&s).await;
     let mut stream = SyncStream::open(&s, &who, 0).await;
-    let mut buf = [0u8; 256];
-    let end = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    let end = closed_within(&mut conn, Duration::from_secs(15)).await;
     let took = t.elapsed();
     eprintln!("an HTTP/2 client with no call was closed after {took:?}");
     assert!(end.is_ok(), "still open after {took:?}");
-    assert!(took >= Duration::from_millis(1500), "closed too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed too early: {took:?}"
+    );
     assert!(took < Duration::from_secs(6), "closed too late: {took:?}");
     // The agent's stream outlived the idle timeout and still delivers.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -660,7 +657,9 @@ async fn i21_1_a_connection_with_no_call_is_closed_after_the_idle_timeout() {
     let ids = create_entries(&s, &who.id, "idle", 1, None);
     assert!(
         stream
-            .wait_for(Duration::from_secs(10), |st| st.upserted().contains(&ids[0]))
+            .wait_for(Duration::from_secs(10), |st| st
+                .upserted()
+                .contains(&ids[0]))
             .await,
         "the open sync stream stopped delivering"
     );

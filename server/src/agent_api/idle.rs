@@ -2,7 +2,8 @@
 //! `limits.agent_api_idle_timeout` is closed. [`Activity`] counts one
 //! connection's calls in progress (a call lasts until its response body,
 //! a stream included, is dropped); [`IdleLayer`] keeps the count for every
-//! call through the connection's [`PeerInfo`]; the connection's read side
+//! call, finding the connection's `Activity` in the request's extensions
+//! (its connection info); the connection's read side
 //! ([`super::listener`]) ends the connection once it has been idle long
 //! enough. HTTP/2 pings do not count as activity; an agent's open
 //! SyncEntries stream does.
@@ -16,8 +17,6 @@ use std::time::Duration;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 use tower::{Layer, Service};
-
-use super::listener::PeerInfo;
 
 /// Start of the process's idle clock (milliseconds are counted from it).
 fn epoch() -> Instant {
@@ -93,20 +92,35 @@ impl Body for Tracked {
     }
 }
 
+/// Finds a call's connection [`Activity`] in its request's extensions.
+pub type FindActivity = fn(&http::Extensions) -> Option<Arc<Activity>>;
+
 /// Counts every call on its connection's [`Activity`].
-#[derive(Clone, Copy, Default)]
-pub struct IdleLayer;
+#[derive(Clone, Copy)]
+pub struct IdleLayer {
+    find: FindActivity,
+}
+
+impl IdleLayer {
+    pub fn new(find: FindActivity) -> IdleLayer {
+        IdleLayer { find }
+    }
+}
 
 impl<S> Layer<S> for IdleLayer {
     type Service = IdleService<S>;
     fn layer(&self, inner: S) -> IdleService<S> {
-        IdleService { inner }
+        IdleService {
+            inner,
+            find: self.find,
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct IdleService<S> {
     inner: S,
+    find: FindActivity,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -125,11 +139,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let call = req
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.activity.as_ref())
-            .map(|a| a.begin());
+        let call = (self.find)(req.extensions()).map(|a| a.begin());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;

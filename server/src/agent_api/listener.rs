@@ -81,6 +81,12 @@ pub struct PeerInfo {
     pub activity: Option<Arc<Activity>>,
 }
 
+/// The connection's [`Activity`] from a request's extensions (for
+/// [`super::idle::IdleLayer`]).
+pub fn activity_of(ext: &http::Extensions) -> Option<Arc<Activity>> {
+    ext.get::<PeerInfo>().and_then(|p| p.activity.clone())
+}
+
 /// A TLS connection from an agent, counted against the connection caps
 /// until it is dropped.
 pub struct AgentConn {
