@@ -5,6 +5,10 @@
 //! Metrics are recorded with the `metrics` macros anywhere in the daemon and
 //! reach the process-wide Prometheus recorder installed by [`recorder`]
 //! (without `[health]` no recorder is installed and the macros cost nothing).
+//!
+//! The port holds under idle and slow clients: connections are capped in
+//! all and per source IP, and headers must arrive within a few seconds
+//! ([`crate::net::http1`]).
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -16,6 +20,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::net::HttpLimits;
 
 /// Whether the daemon can do its job now; `Err` carries the reason.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -74,10 +80,22 @@ struct Shared {
 }
 
 /// Serves `/metrics`, `/live` and `/ready` on `listener` until `shutdown`
-/// completes.
+/// completes, with the connection caps and timeouts of
+/// [`HttpLimits::health`] for this process's open-file limit.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     endpoint: Endpoint,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = HttpLimits::health(crate::net::nofile_soft());
+    serve_with_limits(listener, endpoint, limits, shutdown).await
+}
+
+/// [`serve`] with explicit caps and timeouts.
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    endpoint: Endpoint,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = recorder();
@@ -95,11 +113,9 @@ pub async fn serve(
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready_page))
         .with_state(Shared { endpoint, handle });
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    crate::net::http1::serve(listener, "health", app, limits, shutdown).await;
     upkeep.abort();
-    r
+    Ok(())
 }
 
 async fn metrics_page(State(s): State<Shared>) -> Response {

@@ -59,6 +59,8 @@ pub mod duration;
 pub mod endpoint;
 #[cfg(feature = "health")]
 pub mod health;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod pem;
 pub mod selector;
 pub mod spiffe_id;

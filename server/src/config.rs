@@ -15,6 +15,12 @@ use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 
 use crate::key_manager::KeyType;
 
+mod limits;
+use limits::check_limits;
+pub use limits::{
+    AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
+};
+
 /// Why a configuration was refused. Each message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -134,130 +140,6 @@ fn default_sync_rate() -> u32 {
 }
 fn default_bundle_fetch_rate() -> u32 {
     5
-}
-
-/// `[limits]`: bounds on what one request can make the server do. Every
-/// key has a default; each is checked at load.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Largest agent API message (request or response), in bytes.
-    #[serde(default = "default_message_bytes")]
-    pub agent_api_max_message_bytes: usize,
-    /// Largest admin API message (request or response), in bytes.
-    #[serde(default = "default_message_bytes")]
-    pub admin_api_max_message_bytes: usize,
-    /// Most CSRs in one SignSvids call.
-    #[serde(default = "default_max_csrs")]
-    pub max_csrs_per_request: usize,
-    /// Most entries in one CreateEntries call.
-    #[serde(default = "default_max_entries")]
-    pub max_entries_per_request: usize,
-    /// How long entry changes stay in the event log agents resume from
-    /// (default 24h, 1s to 365d). An agent offline longer gets the full set
-    /// on reconnect. Expired join tokens are pruned on the same schedule.
-    #[serde(default = "default_event_retention", with = "serde_duration")]
-    pub entry_event_retention: Duration,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            agent_api_max_message_bytes: default_message_bytes(),
-            admin_api_max_message_bytes: default_message_bytes(),
-            max_csrs_per_request: default_max_csrs(),
-            max_entries_per_request: default_max_entries(),
-            entry_event_retention: default_event_retention(),
-        }
-    }
-}
-
-/// Largest agent API message, in bytes, unless `[limits]
-/// agent_api_max_message_bytes` says otherwise.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-/// Most CSRs in one SignSvids call, unless `[limits] max_csrs_per_request`
-/// says otherwise.
-pub const MAX_BATCH: usize = 1000;
-
-fn default_message_bytes() -> usize {
-    MAX_MESSAGE_BYTES
-}
-fn default_max_csrs() -> usize {
-    MAX_BATCH
-}
-fn default_max_entries() -> usize {
-    10_000
-}
-fn default_event_retention() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-
-/// Bounds of `limits.entry_event_retention`.
-const RETENTION_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(365 * 24 * 3600));
-
-/// CSRs an agent sends in one SignSvids call: a lower
-/// `max_csrs_per_request` would refuse every full batch.
-pub const AGENT_CSR_BATCH: usize = sigil_proto::CSR_BATCH;
-
-/// The lowest `rate_limit.csrs_per_second` whose burst (twice the rate)
-/// holds a full agent batch.
-pub const MIN_CSRS_PER_SECOND: u32 = AGENT_CSR_BATCH.div_ceil(2) as u32;
-
-/// Checks `[limits]`; each message names the key and the rule.
-fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
-    const MIB: usize = 1024 * 1024;
-    for (key, v, min, max, why) in [
-        (
-            "limits.agent_api_max_message_bytes",
-            l.agent_api_max_message_bytes,
-            MIB,
-            256 * MIB,
-            " (a sync page of entries must fit)",
-        ),
-        (
-            "limits.admin_api_max_message_bytes",
-            l.admin_api_max_message_bytes,
-            64 * 1024,
-            256 * MIB,
-            "",
-        ),
-        (
-            "limits.max_csrs_per_request",
-            l.max_csrs_per_request,
-            AGENT_CSR_BATCH,
-            100_000,
-            " (agents send up to 500 CSRs per call)",
-        ),
-        (
-            "limits.max_entries_per_request",
-            l.max_entries_per_request,
-            1,
-            1_000_000,
-            "",
-        ),
-    ] {
-        if v < min || v > max {
-            return Err(invalid(
-                key,
-                format!("{v} is out of range (must be between {min} and {max}){why}"),
-            ));
-        }
-    }
-    let (min, max) = RETENTION_RANGE;
-    let r = l.entry_event_retention;
-    if r < min || r > max {
-        return Err(invalid(
-            "limits.entry_event_retention",
-            format!(
-                "{} is out of range (must be between {} and {})",
-                format_duration(r),
-                format_duration(min),
-                format_duration(max)
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The raw file, before defaults that depend on other keys.

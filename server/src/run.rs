@@ -35,6 +35,11 @@ use sigil_proto::tls::TrustRoots;
 
 /// How often the CA manager checks the key slots.
 const CA_TICK: Duration = Duration::from_secs(1);
+/// How often the agent API pings an HTTP/2 connection, and how long it
+/// waits for the answer before closing it (a dead peer's connection and
+/// its descriptor are given back within a minute).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Loads the upstream CA if one is configured.
 pub fn load_upstream(
@@ -240,8 +245,12 @@ async fn serve(
         let ca = ca.clone();
         let hint = be.refresh_hint;
         let rx = shutdown_rx.clone();
+        let limits = bundle::endpoint::limits(
+            cfg.limits.bundle_endpoint_max_connections,
+            cfg.limits.bundle_endpoint_max_connections_per_ip,
+        );
         tasks.spawn("bundle endpoint", async move {
-            bundle::endpoint::serve(listener, tls, ca, hint, rx).await;
+            bundle::endpoint::serve(listener, tls, ca, hint, limits, rx).await;
             Ok(())
         });
     }
@@ -285,6 +294,7 @@ async fn serve(
                 sync_streams_per_second: cfg.rate_limit.sync_streams_per_second,
                 bundle_fetches_per_second: cfg.rate_limit.bundle_fetches_per_second,
                 max_csrs_per_request: cfg.limits.max_csrs_per_request,
+                max_sync_streams_per_agent: cfg.limits.agent_api_max_sync_streams_per_agent,
             },
         )
         .with_shutdown(shutdown_rx.clone());
@@ -295,16 +305,39 @@ async fn serve(
             .await
             .with_context(|| format!("bind_address {}", cfg.bind_address))?;
         info!(address = %cfg.bind_address, "agent API listening");
+        let l = &cfg.limits;
         let incoming = tokio_stream::wrappers::ReceiverStream::new(agent_api::listener::incoming(
             listener,
             tls,
+            agent_api::listener::ListenerLimits {
+                max_connections: l.agent_api_max_connections,
+                max_connections_per_ip: l.agent_api_max_connections_per_ip,
+                preface_timeout: l.agent_api_preface_timeout,
+                idle_timeout: l.agent_api_idle_timeout,
+            },
             shutdown_rx.clone(),
         ));
+        info!(
+            max_connections = l.agent_api_max_connections,
+            max_connections_per_ip = l.agent_api_max_connections_per_ip,
+            open_file_limit = sigil_proto::net::nofile_soft(),
+            "agent API connection limits"
+        );
         let mut rx = shutdown_rx.clone();
+        let h2 = *l;
         tasks.spawn("agent API", async move {
             tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+                .max_concurrent_streams(h2.agent_api_max_concurrent_streams)
+                .http2_max_pending_accept_reset_streams(Some(
+                    h2.agent_api_max_pending_reset_streams,
+                ))
+                .http2_max_local_error_reset_streams(Some(h2.agent_api_max_local_reset_streams))
                 .layer(AccessLayer::new(auth))
+                .layer(agent_api::idle::IdleLayer::new(
+                    agent_api::listener::activity_of,
+                ))
                 .add_service(api)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.changed().await;

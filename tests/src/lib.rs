@@ -171,6 +171,8 @@ pub struct ServerOptions {
     pub bundle_endpoint: bool,
     /// Run the daemon as this uid (and gid) through `setpriv`; needs root.
     pub run_as: Option<u32>,
+    /// The daemon's open-file limit (`ulimit -n`, set in the child only).
+    pub nofile: Option<u64>,
 }
 
 impl ServerOptions {
@@ -194,6 +196,7 @@ impl Default for ServerOptions {
             extra: String::new(),
             bundle_endpoint: true,
             run_as: None,
+            nofile: None,
         }
     }
 }
@@ -210,6 +213,7 @@ pub struct TestServer {
     pub trust_domain: String,
     pub log: PathBuf,
     run_as: Option<u32>,
+    nofile: Option<u64>,
     child: Option<Child>,
 }
 
@@ -251,6 +255,7 @@ impl TestServer {
             agent_addr,
             trust_domain: opts.trust_domain.clone(),
             run_as: opts.run_as,
+            nofile: opts.nofile,
             dir,
             config,
             socket,
@@ -282,6 +287,17 @@ impl TestServer {
             }
             None => Command::new(bin("sigil-server")),
         };
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child
+            // between fork and exec and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
         let child = cmd
             .args(["run", "--config"])
             .arg(&self.config)

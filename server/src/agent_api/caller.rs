@@ -156,6 +156,7 @@ impl Authenticator {
             remote: None,
             chain: Some(caller.chain.clone()),
             channel: None,
+            activity: None,
         };
         self.authenticate(Some(&peer), method)
     }

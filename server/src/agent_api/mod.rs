@@ -9,6 +9,7 @@ pub mod access;
 pub mod caller;
 pub mod convert;
 pub mod error;
+pub mod idle;
 pub mod listener;
 pub mod rate_limit;
 pub mod refused_peer;
@@ -63,6 +64,8 @@ pub struct AgentApiSettings {
     pub sync_streams_per_second: u32,
     /// FetchBundle calls per second per agent (burst: twice that).
     pub bundle_fetches_per_second: u32,
+    /// SyncEntries streams open at once per agent.
+    pub max_sync_streams_per_agent: usize,
 }
 
 pub struct AgentApiService {
@@ -81,6 +84,7 @@ pub struct AgentApiService {
     fetch_limit: RateLimiter,
     /// Ends open sync streams on shutdown (see [`AgentApiService::with_shutdown`]).
     shutdown: Option<watch::Receiver<bool>>,
+    sync_streams: sync::StreamCount,
 }
 
 impl AgentApiService {
@@ -102,6 +106,7 @@ impl AgentApiService {
             renew_limit: limit(settings.renewals_per_second),
             sync_limit: limit(settings.sync_streams_per_second),
             fetch_limit: limit(settings.bundle_fetches_per_second),
+            sync_streams: sync::stream_count(settings.max_sync_streams_per_agent),
             registry,
             ca,
             issuer,
@@ -445,11 +450,12 @@ impl AgentApi for AgentApiHandle {
                 ca: self.0.ca.clone(),
                 clock: self.0.clock.clone(),
                 refresh_hint: self.0.refresh_hint(),
+                open: self.0.sync_streams.clone(),
             },
             c,
             r.since_revision,
             r.page_size,
-        );
+        )?;
         let rx = match &self.0.shutdown {
             Some(stop) => until_shutdown::until_shutdown(rx, stop.clone()),
             None => rx,

@@ -6,6 +6,11 @@
 //! When the earliest expiry among the entries (and node entries) that make
 //! the agent's view passes, the view is diffed again and the lapsed entries
 //! are sent as Deleted. Resuming is in [`resume`].
+//!
+//! An agent may hold at most `limits.agent_api_max_sync_streams_per_agent`
+//! streams at once ([`StreamCount`]); the newest beyond that is refused
+//! with `RESOURCE_EXHAUSTED` (the open ones keep working; a dead one is
+//! freed when HTTP/2 keepalive closes its connection).
 
 mod resume;
 
@@ -14,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_proto::agent_api as pb;
+use sigil_proto::net::{ConnCap, ConnPermit};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::caller::{AgentCaller, Authenticator};
 use super::convert::{bundle_to_pb, entry_to_pb};
@@ -38,6 +44,14 @@ pub use resume::{EVENT_PAGE, RESUME_MAX_EVENTS};
 /// How often an open stream re-checks that its agent is still admitted.
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// Open SyncEntries streams per agent ID.
+pub type StreamCount = Arc<ConnCap<String>>;
+
+/// A [`StreamCount`] allowing `per_agent` streams per agent ID.
+pub fn stream_count(per_agent: usize) -> StreamCount {
+    ConnCap::new(usize::MAX, per_agent)
+}
+
 pub struct SyncContext {
     /// Re-authenticates the caller before each batch the stream sends.
     pub auth: Arc<Authenticator>,
@@ -46,6 +60,8 @@ pub struct SyncContext {
     pub ca: Arc<CaManager>,
     pub clock: Arc<dyn Clock>,
     pub refresh_hint: i64,
+    /// The streams each agent has open.
+    pub open: StreamCount,
 }
 
 type Tx = mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>;
@@ -73,6 +89,8 @@ fn deleted(id: &str, revision: u64) -> Result<pb::SyncEntriesResponse, Status> {
 }
 
 struct Stream {
+    /// This stream's place in the per-agent count, given back at its end.
+    _open: ConnPermit<String>,
     ctx: SyncContext,
     caller: AgentCaller,
     tx: Tx,
@@ -346,18 +364,30 @@ async fn expiry_timer(d: Option<Duration>) {
 }
 
 /// Starts a sync stream for `caller`; the receiver feeds the gRPC response.
+/// Refused when the agent has as many streams open as it may.
 pub fn start(
     ctx: SyncContext,
     caller: AgentCaller,
     since: u64,
     page_size: u32,
-) -> mpsc::Receiver<Result<pb::SyncEntriesResponse, Status>> {
+) -> Result<mpsc::Receiver<Result<pb::SyncEntriesResponse, Status>>, ApiError> {
+    let open = match ctx.open.try_acquire(caller.id.to_string()) {
+        Ok(p) => p,
+        Err(full) => {
+            warn!(agent_id = %caller.id, reason = %full, "SyncEntries refused: too many streams open for this agent");
+            return Err(ApiError::Exhausted(
+                "this agent already has as many SyncEntries streams open as \
+                 limits.agent_api_max_sync_streams_per_agent allows; the newest is refused",
+            ));
+        }
+    };
     let (tx, rx) = mpsc::channel(64);
     let page = match usize::try_from(page_size).unwrap_or(MAX_PAGE) {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
     };
     let s = Stream {
+        _open: open,
         ctx,
         caller,
         tx,
@@ -369,5 +399,5 @@ pub fn start(
         checked: false,
     };
     tokio::spawn(s.run(since));
-    rx
+    Ok(rx)
 }

@@ -2,8 +2,13 @@
 //! SPIFFE JWK Set (`application/json`). Profile `https_spiffe` presents the
 //! server's SVID; `https_web` an operator's certificate and key. Clients are
 //! anonymous on purpose: the bundle is public.
+//!
+//! Connections are capped in all and per source IP (so one client cannot
+//! lock federation peers out), headers must arrive within a few seconds
+//! and no connection outlives [`CONNECTION_TIMEOUT`]
+//! ([`sigil_proto::net::http1`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +18,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
+use sigil_proto::net::{Acceptor, ConnCap, HttpLimits, http1};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -27,10 +31,21 @@ use crate::ca::manager::CaManager;
 use crate::config::{BundleEndpointConfig, BundleProfile};
 use crate::server_svid::ServerSvid;
 
-/// Most connections served at once.
-const MAX_CONNECTIONS: usize = 1024;
-/// Time allowed for a TLS handshake plus a request.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a connection may live (TLS handshake and requests).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client has to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The endpoint's caps (`limits.bundle_endpoint_max_connections` and
+/// `_per_ip`) with its timeouts.
+pub fn limits(max_connections: usize, max_connections_per_ip: usize) -> HttpLimits {
+    HttpLimits {
+        max_connections,
+        max_connections_per_ip,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        connection_timeout: CONNECTION_TIMEOUT,
+    }
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -104,32 +119,30 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
-/// Serves until `shutdown` fires.
+/// Serves until `shutdown` fires, under `limits`.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     ca: Arc<CaManager>,
     refresh_hint: Duration,
+    limits: HttpLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
         .route("/", get(serve_bundle))
         .with_state(AppState { ca, refresh_hint });
     let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let caps = ConnCap::<IpAddr>::new(limits.max_connections, limits.max_connections_per_ip);
+    let mut listener = Acceptor::new(listener, "bundle endpoint");
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "bundle endpoint listening");
+        info!(%addr, max_connections = limits.max_connections, max_connections_per_ip = limits.max_connections_per_ip, "bundle endpoint listening");
     }
     loop {
         let (tcp, peer): (_, SocketAddr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { debug!(error = %e, "accept failed"); continue; }
-            },
+            c = listener.accept() => c,
             _ = shutdown.changed() => return,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "bundle endpoint busy; connection dropped");
+        let Some(permit) = http1::admit(&caps, peer, "bundle endpoint") else {
             continue;
         };
         let acceptor = acceptor.clone();
@@ -137,16 +150,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let work = async {
-                let tls = acceptor.accept(tcp).await?;
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                let tls = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp))
                     .await
-                    .map_err(std::io::Error::other)
+                    .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+                http1::serve_connection(tls, app, &limits).await
             };
-            match tokio::time::timeout(CONNECTION_TIMEOUT, work).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => debug!(%peer, error = %e, "bundle endpoint connection failed"),
-                Err(_) => debug!(%peer, "bundle endpoint connection timed out"),
+            if let Err(e) = work.await {
+                debug!(%peer, error = %e, "bundle endpoint connection ended");
             }
         });
     }
