@@ -6,7 +6,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Forwards `rx` until it ends or `shutdown` turns `true`; the returned
 /// receiver then ends, and with it the response stream. A `shutdown`
-/// whose sender is gone never fires.
+/// whose sender is gone never fires. When the returned receiver is dropped
+/// (the agent went away) `rx` is dropped at once, so its producer sees the
+/// stream closed and releases what it holds (the per-agent stream slot).
 pub fn until_shutdown<T: Send + 'static>(
     mut rx: mpsc::Receiver<T>,
     mut shutdown: watch::Receiver<bool>,
@@ -26,6 +28,7 @@ pub fn until_shutdown<T: Send + 'static>(
                     None => return,
                 },
                 _ = &mut stop => return,
+                _ = tx.closed() => return,
             };
             tokio::select! {
                 r = tx.send(item) => if r.is_err() { return },
@@ -39,6 +42,17 @@ pub fn until_shutdown<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn dropping_the_output_drops_the_input_while_it_is_quiet() {
+        let (tx, rx) = mpsc::channel::<u32>(1);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let out = until_shutdown(rx, stop_rx);
+        drop(out);
+        tokio::time::timeout(std::time::Duration::from_secs(5), tx.closed())
+            .await
+            .expect("the producer sees the stream closed without sending");
+    }
 
     #[tokio::test]
     async fn the_stream_ends_on_shutdown_and_not_before() {
