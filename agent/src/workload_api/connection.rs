@@ -294,14 +294,28 @@ impl Refusals {
         });
         b.unlogged += 1;
         if now.duration_since(b.logged_at) >= BURST {
-            tracing::warn!(
-                uid,
-                reason,
-                limit,
-                refused = b.unlogged,
-                "Workload API connections refused: connection limit reached \
-                 (logged once per 10 s per uid; see sigil_agent_workload_connections_refused_total)"
-            );
+            let refused = b.unlogged;
+            if reason == "per_uid" {
+                tracing::warn!(
+                    uid,
+                    reason,
+                    limit,
+                    refused,
+                    "Workload API connections refused: per-uid connection limit reached \
+                     (logged once per 10 s per uid; all in \
+                     sigil_agent_workload_connections_refused_total)"
+                );
+            } else {
+                tracing::warn!(
+                    uid,
+                    reason,
+                    limit,
+                    refused,
+                    "Workload API connections refused: global connection limit reached \
+                     (logged once per 10 s per uid; all in \
+                     sigil_agent_workload_connections_refused_total)"
+                );
+            }
             b.logged_at = now;
             b.unlogged = 0;
         }
