@@ -305,7 +305,8 @@ impl AgentConfig {
 mod tests {
     use super::*;
 
-    const OK: &str = "trust_domain = \"example.org\"\ndata_dir = \"/tmp/a\"\n\
+    /// A minimal valid config (also for `connection_limits`' tests).
+    pub(super) const OK: &str = "trust_domain = \"example.org\"\ndata_dir = \"/tmp/a\"\n\
         server_address = \"127.0.0.1:8081\"\ntrust_bundle_path = \"/tmp/b.pem\"\n";
 
     #[test]

@@ -371,7 +371,11 @@ impl TestServer {
 
     /// Registers `spiffe_id` for this test process's uid under `agent`.
     pub fn register_uid(&self, agent: &TestAgent, spiffe_id: &str) -> String {
-        let uid = nix::unistd::getuid().as_raw();
+        self.register_uid_as(agent, spiffe_id, nix::unistd::getuid().as_raw())
+    }
+
+    /// An entry for `spiffe_id` under `agent` selecting `unix:uid:<uid>`.
+    pub fn register_uid_as(&self, agent: &TestAgent, spiffe_id: &str, uid: u32) -> String {
         self.cli_ok(&[
             "entry",
             "create",

@@ -79,16 +79,7 @@ fn i21_2_idle_socket_connections_do_not_break_renewal() {
     // Default limits: sized from the agent's RLIMIT_NOFILE.
     let a = TestAgent::start_limited(&s, "", Some(NOFILE)).unwrap();
     let pid = a.pid().unwrap();
-    s.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/other",
-        "--parent-id",
-        &a.agent_id,
-        "--selector",
-        &format!("unix:uid:{OTHER_UID}"),
-    ]);
+    s.register_uid_as(&a, "spiffe://example.org/other", OTHER_UID);
     let dir = tempfile::tempdir().unwrap();
     let attacker = attacker_copy(dir.path());
     // The positive control: the other uid is served before the attack.
@@ -214,6 +205,15 @@ fn until_closed(s: &mut UnixStream, start: Instant) -> Duration {
     }
 }
 
+/// `what` was closed `took` after its start: at `timeout`, not much later.
+fn closed_in_time(what: &str, took: Duration, timeout: Duration, a: &TestAgent) {
+    assert!(
+        took >= timeout - Duration::from_millis(200) && took < timeout + Duration::from_secs(5),
+        "{what} closed after {took:?} (timeout {timeout:?})\n{}",
+        a.log_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn i21_2_idle_connection_is_closed_after_the_timeout() {
     const IDLE: Duration = Duration::from_secs(3);
@@ -255,11 +255,7 @@ async fn i21_2_idle_connection_is_closed_after_the_timeout() {
     let took = tokio::task::spawn_blocking(move || until_closed(&mut silent, start))
         .await
         .unwrap();
-    assert!(
-        took >= PREFACE - Duration::from_millis(200) && took < PREFACE + Duration::from_secs(5),
-        "a connection without the preface closed after {took:?} (timeout {PREFACE:?})\n{}",
-        a.log_text()
-    );
+    closed_in_time("a connection without the preface", took, PREFACE, &a);
 
     // Preface and SETTINGS, then no call: closed after the idle timeout.
     let start = Instant::now();
@@ -270,11 +266,7 @@ async fn i21_2_idle_connection_is_closed_after_the_timeout() {
     })
     .await
     .unwrap();
-    assert!(
-        took >= IDLE - Duration::from_millis(200) && took < IDLE + Duration::from_secs(5),
-        "an idle connection closed after {took:?} (timeout {IDLE:?})\n{}",
-        a.log_text()
-    );
+    closed_in_time("an idle connection", took, IDLE, &a);
 
     // The held stream outlived several idle timeouts and is still open:
     // nothing arrives (the SVID lives an hour) and nothing ends it.

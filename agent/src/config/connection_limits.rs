@@ -119,8 +119,10 @@ mod tests {
     use super::super::AgentConfig;
     use super::*;
 
-    const OK: &str = "trust_domain = \"example.org\"\ndata_dir = \"/tmp/a\"\n\
-        server_address = \"127.0.0.1:8081\"\ntrust_bundle_path = \"/tmp/b.pem\"\n[limits]\n";
+    /// A valid config ending in `[limits]`.
+    fn ok() -> String {
+        format!("{}[limits]\n", super::super::tests::OK)
+    }
 
     #[test]
     fn i21_2_validate_refuses_bad_connection_limits_naming_key_and_value() {
@@ -150,14 +152,15 @@ mod tests {
                 "limits.workload_api_preface_timeout: \"10m\" is out of range",
             ),
         ] {
-            let e = AgentConfig::parse(&format!("{OK}{text}"))
+            let e = AgentConfig::parse(&format!("{}{text}", ok()))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(needle), "{needle}: {e}");
         }
         let c = AgentConfig::parse(&format!(
-            "{OK}workload_api_max_connections = 40\nworkload_api_idle_timeout = \"2m\"\n\
-             workload_api_preface_timeout = \"5s\"\nworkload_api_max_streams_per_uid = 3\n"
+            "{}workload_api_max_connections = 40\nworkload_api_idle_timeout = \"2m\"\n\
+             workload_api_preface_timeout = \"5s\"\nworkload_api_max_streams_per_uid = 3\n",
+            ok()
         ))
         .unwrap();
         let l = c.limits.connection_limits();
@@ -166,7 +169,10 @@ mod tests {
         assert_eq!(l.max_connections_per_uid, 3);
         assert_eq!(l.idle_timeout, Duration::from_secs(120));
         assert_eq!(l.preface_timeout, Duration::from_secs(5));
-        let d = AgentConfig::parse(OK).unwrap().limits.connection_limits();
+        let d = AgentConfig::parse(&ok())
+            .unwrap()
+            .limits
+            .connection_limits();
         let sized = ConnectionLimits::for_this_process();
         assert_eq!(d.max_connections, sized.max_connections);
         assert_eq!(
