@@ -39,8 +39,8 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let samples = ctx.size(200, 40);
     let tls_conns = ctx.size(3_000, 300);
     let tcp_conns = ctx.size(1_000, 100);
-    // Full: more than the agent's per-uid cap when RLIMIT_NOFILE is
-    // 20,000 (2,484), so the cap is hit.
+    // Full: more than the bench agent's per-uid connection cap (1,100,
+    // see `procs::Agent`), so the cap is hit.
     let socket_conns = ctx.size(3_000, 300);
     note(format!(
         "flood: {samples} samples each; attack: {tls_conns} idle TLS + {tcp_conns} half-open TCP \

@@ -276,7 +276,10 @@ impl Agent {
                  trust_bundle_path = \"{}\"\nsocket_path = \"{}\"\n\
                  # One bench process (one pid, one uid) stands in for 1,000 workloads.\n\
                  [limits]\nworkload_api_max_streams_per_workload = 10000\n\
-                 workload_api_max_streams_per_uid = 10000\n",
+                 workload_api_max_streams_per_uid = 10000\n\
+                 # 1,000 connections of that uid whatever RLIMIT_NOFILE is (the default\n\
+                 # is a quarter of the global cap; never above the global cap).\n\
+                 workload_api_max_connections_per_uid = 1100\n",
                 data_dir.display(),
                 server.agent_addr,
                 bundle.display(),
