@@ -37,6 +37,9 @@ const SAMPLE_LIMIT: Duration = Duration::from_secs(20);
 
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let samples = ctx.size(200, 40);
+    // Each phase's samples stop after this long (failed samples under
+    // attack can take up to SAMPLE_LIMIT each).
+    let budget = Duration::from_secs(ctx.size(120, 15) as u64);
     let tls_conns = ctx.size(3_000, 300);
     let tcp_conns = ctx.size(1_000, 100);
     // Full: more than the bench agent's per-uid connection cap (1,100,
@@ -76,8 +79,8 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     };
 
     // Warm-up (first connections, caches), then without attack.
-    legit.measure(WARM_UP, &mut csrs).await?;
-    let (mut w0, mut a0) = legit.measure(samples, &mut csrs).await?;
+    legit.measure(WARM_UP, budget, &mut csrs).await?;
+    let (mut w0, mut a0) = legit.measure(samples, budget, &mut csrs).await?;
 
     // The attack.
     let td = sigil_proto::TrustDomain::parse(TRUST_DOMAIN)?;
@@ -96,15 +99,23 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         "flood: attack open after {:.1}s: {tls_open} TLS, {tcp_open} TCP",
         attack_started.elapsed().as_secs_f64()
     ));
-    let (mut w1, mut a1) = legit.measure(samples, &mut csrs).await?;
+    let (mut w1, mut a1) = legit.measure(samples, budget, &mut csrs).await?;
     let server_fds = fd_count(server.pid()?);
     let agent_fds = fd_count(setup.agent.pid()?);
     let server_rss = rss_mib(server.pid()?)?;
     drop(held);
     drop(socket_attacker.take());
 
-    let (w0, w1) = (percentile(&mut w0, 99.0), percentile(&mut w1, 99.0));
-    let (a0, a1) = (percentile(&mut a0, 99.0), percentile(&mut a1, 99.0));
+    for (name, v) in [
+        ("workload_fetch_failed", &w0),
+        ("workload_fetch_failed_attack", &w1),
+        ("agent_api_sign_failed", &a0),
+        ("agent_api_sign_failed_attack", &a1),
+    ] {
+        report.fig(S, name, v.failed as f64, "samples", Target::AtMost(0.0));
+    }
+    let (w0, w1) = (w0.p99(), w1.p99());
+    let (a0, a1) = (a0.p99(), a1.p99());
     for (names, without, under) in [
         (
             [
@@ -171,17 +182,47 @@ struct Legit {
     entry_id: String,
 }
 
+/// One kind's samples: latencies in ms (a failed sample counts with the
+/// time it took to fail) and how many failed.
+#[derive(Default)]
+struct Samples {
+    ms: Vec<f64>,
+    failed: usize,
+}
+
+impl Samples {
+    fn add(&mut self, t0: Instant, r: anyhow::Result<()>, what: &str) {
+        self.ms.push(ms(t0.elapsed()));
+        if let Err(e) = r {
+            if self.failed == 0 {
+                note(format!("flood: {what} failed: {e:#}"));
+            }
+            self.failed += 1;
+        }
+    }
+
+    fn p99(&mut self) -> f64 {
+        percentile(&mut self.ms, 99.0)
+    }
+}
+
 impl Legit {
-    /// `n` samples of each kind, interleaved; latencies in ms.
+    /// Up to `n` samples of each kind, interleaved, for at most `budget`.
     async fn measure(
         &self,
         n: usize,
+        budget: Duration,
         csrs: &mut Vec<Vec<u8>>,
-    ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-        let (mut w, mut a) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    ) -> anyhow::Result<(Samples, Samples)> {
+        let (mut w, mut a) = (Samples::default(), Samples::default());
+        let end = Instant::now() + budget;
         for _ in 0..n {
+            if Instant::now() > end {
+                note("flood: sample budget spent");
+                break;
+            }
             let t0 = Instant::now();
-            bounded("a workload fetch", SAMPLE_LIMIT, async {
+            let r = bounded("a workload fetch", SAMPLE_LIMIT, async {
                 let mut c = sigil_agent::workload_client::connect(&self.socket).await?;
                 let mut s = c
                     .fetch_x509svid(wpb::X509svidRequest {})
@@ -191,12 +232,12 @@ impl Legit {
                 anyhow::ensure!(!m.svids.is_empty(), "no SVID");
                 Ok(())
             })
-            .await?;
-            w.push(ms(t0.elapsed()));
+            .await;
+            w.add(t0, r, "a workload fetch");
 
             let csr = csrs.pop().context("out of CSRs")?;
             let t0 = Instant::now();
-            bounded("an agent API renewal", SAMPLE_LIMIT, async {
+            let r = bounded("an agent API renewal", SAMPLE_LIMIT, async {
                 let mut c = agent_client::connect(
                     self.addr,
                     self.bundle.clone(),
@@ -216,8 +257,8 @@ impl Legit {
                 anyhow::ensure!(r.results.len() == 1, "one result expected");
                 Ok(())
             })
-            .await?;
-            a.push(ms(t0.elapsed()));
+            .await;
+            a.add(t0, r, "an agent API renewal");
         }
         Ok((w, a))
     }
