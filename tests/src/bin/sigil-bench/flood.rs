@@ -182,8 +182,8 @@ struct Legit {
     entry_id: String,
 }
 
-/// One kind's samples: latencies in ms (a failed sample counts with the
-/// time it took to fail) and how many failed.
+/// One kind's samples: latencies in ms of those that succeeded, and how
+/// many failed (p99 is over the successes; NaN when all failed).
 #[derive(Default)]
 struct Samples {
     ms: Vec<f64>,
@@ -192,12 +192,13 @@ struct Samples {
 
 impl Samples {
     fn add(&mut self, t0: Instant, r: anyhow::Result<()>, what: &str) {
-        self.ms.push(ms(t0.elapsed()));
         if let Err(e) = r {
             if self.failed == 0 {
                 note(format!("flood: {what} failed: {e:#}"));
             }
             self.failed += 1;
+        } else {
+            self.ms.push(ms(t0.elapsed()));
         }
     }
 
