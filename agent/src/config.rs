@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-mod connection_limits;
 mod join_token;
 
 pub use join_token::join_token;
@@ -10,6 +9,8 @@ use serde::Deserialize;
 use sigil_proto::TrustDomain;
 use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
 pub use sigil_proto::health::HealthConfig;
+
+mod connection_limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -371,11 +371,12 @@ impl TestServer {
 
     /// Registers `spiffe_id` for this test process's uid under `agent`.
     pub fn register_uid(&self, agent: &TestAgent, spiffe_id: &str) -> String {
-        self.register_uid_as(agent, spiffe_id, nix::unistd::getuid().as_raw())
+        let uid = nix::unistd::getuid().as_raw();
+        self.register(agent, spiffe_id, &format!("unix:uid:{uid}"))
     }
 
-    /// An entry for `spiffe_id` under `agent` selecting `unix:uid:<uid>`.
-    pub fn register_uid_as(&self, agent: &TestAgent, spiffe_id: &str, uid: u32) -> String {
+    /// Registers `spiffe_id` for workloads with `selector` under `agent`.
+    pub fn register(&self, agent: &TestAgent, spiffe_id: &str, selector: &str) -> String {
         self.cli_ok(&[
             "entry",
             "create",
@@ -384,7 +385,7 @@ impl TestServer {
             "--parent-id",
             &agent.agent_id,
             "--selector",
-            &format!("unix:uid:{uid}"),
+            selector,
         ])
     }
 

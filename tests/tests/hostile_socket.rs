@@ -79,7 +79,11 @@ fn i21_2_idle_socket_connections_do_not_break_renewal() {
     // Default limits: sized from the agent's RLIMIT_NOFILE.
     let a = TestAgent::start_limited(&s, "", Some(NOFILE)).unwrap();
     let pid = a.pid().unwrap();
-    s.register_uid_as(&a, "spiffe://example.org/other", OTHER_UID);
+    s.register(
+        &a,
+        "spiffe://example.org/other",
+        &format!("unix:uid:{OTHER_UID}"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let attacker = attacker_copy(dir.path());
     // The positive control: the other uid is served before the attack.
