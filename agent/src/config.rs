@@ -14,6 +14,8 @@ use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
 use sigil_proto::daemon::path_check::PathProblems;
 pub use sigil_proto::health::HealthConfig;
 
+mod connection_limits;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read, or is not TOML of the expected shape
@@ -41,7 +43,7 @@ pub struct NodeAttestorConfig {
 
 /// `[limits]`: bounds on what callers of the Workload API can make the
 /// agent do. Every key has a default; each is checked at load.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Workload API streams open at once over all callers.
@@ -51,9 +53,9 @@ pub struct LimitsConfig {
     #[serde(default = "default_max_streams_per_workload")]
     pub workload_api_max_streams_per_workload: usize,
     /// Workload API streams open at once from one uid over all its
-    /// processes, and connections open at once from one uid (default
-    /// 1,000; 1 to 1,000,000). Streams over it get `Unavailable`,
-    /// connections over it are closed.
+    /// processes (default 1,000; 1 to 1,000,000); streams over it get
+    /// `Unavailable`. Also the most `workload_api_max_connections_per_uid`
+    /// defaults to.
     #[serde(default = "default_max_streams_per_uid")]
     pub workload_api_max_streams_per_uid: usize,
     /// Largest Workload API request, in bytes.
@@ -65,6 +67,19 @@ pub struct LimitsConfig {
     /// Largest executable hashed for `unix:sha256` (also accepted at the
     /// top level, where it was first defined; not both).
     pub max_exe_hash_bytes: Option<u64>,
+    /// Workload API connections open at once over all callers (default
+    /// (RLIMIT_NOFILE − 128) / 2; 1 to 1,000,000). More are closed at once.
+    pub workload_api_max_connections: Option<usize>,
+    /// Workload API connections open at once from one uid (default a
+    /// quarter of the global cap, at most `workload_api_max_streams_per_uid`;
+    /// 1 to the global cap). More are closed at once.
+    pub workload_api_max_connections_per_uid: Option<usize>,
+    /// A connection with no call in flight and no open stream this long is
+    /// closed (default "60s"; 1s to 1d).
+    pub workload_api_idle_timeout: Option<String>,
+    /// A connection that has not sent the HTTP/2 preface this long after
+    /// accept is closed (default "10s"; 1s to 5m).
+    pub workload_api_preface_timeout: Option<String>,
 }
 
 impl Default for LimitsConfig {
@@ -76,6 +91,10 @@ impl Default for LimitsConfig {
             workload_api_max_request_bytes: default_max_request_bytes(),
             workload_api_max_response_bytes: default_max_response_bytes(),
             max_exe_hash_bytes: None,
+            workload_api_max_connections: None,
+            workload_api_max_connections_per_uid: None,
+            workload_api_idle_timeout: None,
+            workload_api_preface_timeout: None,
         }
     }
 }
@@ -149,7 +168,7 @@ fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
         64 * 1024,
         256 * MIB,
     )?;
-    Ok(())
+    connection_limits::check(l)
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,7 +361,8 @@ impl AgentConfig {
 mod tests {
     use super::*;
 
-    const OK: &str = "trust_domain = \"example.org\"\ndata_dir = \"/tmp/a\"\n\
+    /// A minimal valid config (also for `connection_limits`' tests).
+    pub(super) const OK: &str = "trust_domain = \"example.org\"\ndata_dir = \"/tmp/a\"\n\
         server_address = \"127.0.0.1:8081\"\ntrust_bundle_path = \"/tmp/b.pem\"\n";
 
     #[test]

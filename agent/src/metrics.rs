@@ -11,6 +11,8 @@ use crate::state::StateRx;
 
 pub const WORKLOAD_CALLS: &str = "sigil_agent_workload_api_calls_total";
 pub const WORKLOAD_STREAMS: &str = "sigil_agent_workload_streams";
+pub const WORKLOAD_CONNECTIONS_REFUSED: &str = "sigil_agent_workload_connections_refused_total";
+pub const WORKLOAD_CONNECTIONS_CLOSED: &str = "sigil_agent_workload_connections_closed_total";
 pub const WORKLOAD_ATTESTATIONS: &str = "sigil_agent_workload_attestations_total";
 pub const NODE_ATTESTATIONS: &str = "sigil_agent_node_attestations_total";
 pub const SVIDS_ISSUED: &str = "sigil_agent_svids_issued_total";
@@ -34,6 +36,14 @@ pub fn describe() {
         "Workload API calls by method and gRPC code; a stream that later ends with an error counts again with that code"
     );
     describe_gauge!(WORKLOAD_STREAMS, "Open Workload API streams");
+    describe_counter!(
+        WORKLOAD_CONNECTIONS_REFUSED,
+        "Workload API connections closed at accept, by reason: per_uid, global (connection caps)"
+    );
+    describe_counter!(
+        WORKLOAD_CONNECTIONS_CLOSED,
+        "Workload API connections closed by the agent, by reason: preface_timeout, idle_timeout"
+    );
     describe_counter!(
         WORKLOAD_ATTESTATIONS,
         "Workload attestations (peer credentials to selectors) by result"
@@ -91,6 +101,16 @@ pub fn describe() {
 pub fn workload_call(method: &'static str, code: tonic::Code) {
     counter!(WORKLOAD_CALLS, "method" => method, "code" => sigil_proto::health::code_label(code))
         .increment(1);
+}
+
+/// A Workload API connection closed at accept (`per_uid`, `global`).
+pub fn workload_connection_refused(reason: &'static str) {
+    counter!(WORKLOAD_CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// A Workload API connection closed for a timeout.
+pub fn workload_connection_closed(reason: &'static str) {
+    counter!(WORKLOAD_CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
 
 pub fn workload_attestation(result: &'static str) {

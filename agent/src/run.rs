@@ -266,6 +266,7 @@ pub async fn run(
             max_streams_per_uid: cfg.limits.workload_api_max_streams_per_uid,
             max_decoding_message_bytes: cfg.limits.workload_api_max_request_bytes,
             max_encoding_message_bytes: cfg.limits.workload_api_max_response_bytes,
+            connections: cfg.limits.connection_limits(),
             ..Default::default()
         },
     );

@@ -484,6 +484,8 @@ pub struct TestAgent {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub agent_id: String,
+    /// `RLIMIT_NOFILE` of the agent process alone (never the test's).
+    nofile: Option<u64>,
     child: Option<Child>,
 }
 
@@ -495,6 +497,16 @@ impl TestAgent {
     }
 
     pub fn start_with(server: &TestServer, extra: &str) -> anyhow::Result<TestAgent> {
+        Self::start_limited(server, extra, None)
+    }
+
+    /// [`TestAgent::start_with`], the agent process running with
+    /// `RLIMIT_NOFILE` = `nofile` (set in the child only).
+    pub fn start_limited(
+        server: &TestServer,
+        extra: &str,
+        nofile: Option<u64>,
+    ) -> anyhow::Result<TestAgent> {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         // Workloads of other uids must reach the socket.
@@ -529,6 +541,7 @@ impl TestAgent {
             data_dir,
             log,
             agent_id,
+            nofile,
             child: None,
         };
         a.spawn(Some(&token))?;
@@ -553,6 +566,17 @@ impl TestAgent {
             .args(["--log-level", "debug"]);
         if let Some(t) = join_token {
             cmd.args(["--join-token", t]);
+        }
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -592,6 +616,11 @@ impl TestAgent {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `unix:<socket>` for SPIFFE clients.

@@ -15,6 +15,8 @@ pub(super) struct Caller {
 /// A call's share of the global, the per-uid and the per-workload stream
 /// limits; all are given back when it is dropped.
 pub(super) struct StreamPermit {
+    /// The connection is not idle while the call or stream lasts.
+    pub(super) _call: Option<super::connection::ActiveCall>,
     pub(super) _global: OwnedSemaphorePermit,
     pub(super) _uid: CountSlot<u32>,
     pub(super) _workload: CountSlot<i32>,

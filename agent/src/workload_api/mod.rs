@@ -24,13 +24,15 @@
 //!
 //! Here: the service, its limits, serving the socket (behind the HTTP/2
 //! authority front, with reflection) and the gRPC methods. The record at
-//! accept is in `accept`, admission in
+//! accept is in `accept`, the connection caps and timeouts in
+//! `connection`, admission in
 //! `admission`, the error→`Status` mapping in `error`, the stream task and
 //! digests in `stream`, the X.509 views in `x509`, the socket file in
 //! `socket`.
 
 mod accept;
 mod admission;
+mod connection;
 mod error;
 pub mod socket;
 mod stream;
@@ -67,6 +69,7 @@ use crate::state::{Snapshot, StateRx, WorkloadSvid};
 use crate::workload_attestor::{PeerCred, WorkloadAttestError, WorkloadAttestor};
 
 pub use admission::{WorkloadRequest, precheck};
+pub use connection::ConnectionLimits;
 pub use socket::bind_workload_socket;
 
 /// The metadata key every Workload API call must carry, with the value `true`.
@@ -98,9 +101,9 @@ pub struct WorkloadApiLimits {
     /// more are refused with `Unavailable`.
     pub max_streams_per_workload: usize,
     /// Streams (and calls) open at once from one uid, over all its
-    /// processes, and likewise connections; more streams are refused with
-    /// `Unavailable`, more connections are closed at once. So one local
-    /// user cannot take every slot by running many processes.
+    /// processes; more are refused with `Unavailable`. So one local user
+    /// cannot take every slot by running many processes. (Connections have
+    /// caps of their own, in `connections`.)
     pub max_streams_per_uid: usize,
     /// Largest request accepted (requests are tiny; 4 MiB).
     pub max_decoding_message_bytes: usize,
@@ -109,6 +112,8 @@ pub struct WorkloadApiLimits {
     /// How often open SVID streams check for expired SVIDs when no new
     /// snapshot arrives.
     pub refresh_interval: Duration,
+    /// The socket's connection caps and timeouts.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for WorkloadApiLimits {
@@ -120,6 +125,7 @@ impl Default for WorkloadApiLimits {
             max_decoding_message_bytes: 4 * 1024 * 1024,
             max_encoding_message_bytes: 16 * 1024 * 1024,
             refresh_interval: Duration::from_secs(1),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -137,7 +143,7 @@ pub struct WorkloadApiService {
     per_workload: Counts<i32>,
     /// Open calls per calling uid (see `max_streams_per_uid`).
     per_uid_streams: Counts<u32>,
-    /// Open connections per uid (see `max_streams_per_uid`).
+    /// Open connections per uid (see `connections`).
     per_uid_connections: Counts<u32>,
     clock: Clock,
     /// Set to `true` when the server stops: open streams end, so the
@@ -189,6 +195,12 @@ impl WorkloadApiService {
     /// Everything a call must pass before it is served: the security
     /// header, the kernel's peer credentials, a stream slot, attestation.
     async fn admit<T>(&self, req: &Request<T>, method: &'static str) -> Result<Caller, Status> {
+        // The connection is busy (not idle) from here until the call or
+        // the stream it opens ends.
+        let call = req
+            .extensions()
+            .get::<AcceptedPeer>()
+            .map(AcceptedPeer::active);
         check_header(req).map_err(|e| refuse(method, None, e))?;
         let (cred, peer) = accepted_peer(req).map_err(|e| refuse(method, None, e))?;
         let limits = &self.limits;
@@ -218,6 +230,7 @@ impl WorkloadApiService {
             .try_acquire_owned()
             .map_err(|_| refuse(method, Some(&cred), CallError::TooManyStreams))?;
         let permit = StreamPermit {
+            _call: call,
             _global: global,
             _uid: uid,
             _workload: workload,
@@ -331,7 +344,27 @@ pub async fn serve_bound(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let ours = socket::socket_identity(socket_path);
-    info!(socket = %socket_path.display(), "Workload API listening");
+    let c = &service.limits.connections;
+    info!(
+        socket = %socket_path.display(),
+        max_connections = c.max_connections,
+        max_connections_per_uid = c.max_connections_per_uid,
+        idle_timeout_s = c.idle_timeout.as_secs(),
+        preface_timeout_s = c.preface_timeout.as_secs(),
+        "Workload API listening"
+    );
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(u64::MAX);
+    if c.fds_needed() > nofile {
+        warn!(
+            max_connections = c.max_connections,
+            fds_needed = c.fds_needed(),
+            nofile,
+            "limits.workload_api_max_connections allows more file descriptors than RLIMIT_NOFILE: \
+             a flood of connections can exhaust them (2 per connection + 128 reserved)"
+        );
+    }
     let result = serve_listener(listener, service, shutdown).await;
     if ours.is_some() && socket::socket_identity(socket_path) == ours {
         let _ = std::fs::remove_file(socket_path);
@@ -351,8 +384,7 @@ pub async fn serve_listener(
     let incoming = accept::incoming(
         listener,
         service.attestor.clone(),
-        service.per_uid_connections.clone(),
-        limits.max_streams_per_uid,
+        accept::Caps::new(limits.connections, service.per_uid_connections.clone()),
     );
     let api = SpiffeWorkloadApiServer::new(service)
         .max_decoding_message_size(limits.max_decoding_message_bytes)

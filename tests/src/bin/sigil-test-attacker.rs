@@ -15,6 +15,13 @@
 //! - `exit <socket> <pinned>`: P connects and handshakes, forks C, exits;
 //!   C waits for P to be gone, makes `<pinned> stop` take P's pid (root:
 //!   `ns_last_pid`) and calls over the inherited connection.
+//! - `digest <socket>`: like `call`, but prints `RESULT svid <hash>` with a
+//!   hash of the first response message (a rotated SVID hashes otherwise).
+//! - `idle <socket> <count> <seconds>` (issue 21, item 2): keeps up to
+//!   `count` connections open that never send a byte, topping them up every
+//!   500 ms as the agent closes them, for `seconds`; then prints
+//!   `RESULT idle attempts=<n> open=<m>`. Non-blocking connects, so a full
+//!   backlog costs nothing.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -46,6 +53,26 @@ fn main() {
             nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP).expect("stop");
             // Killed by the test while stopped; never gets here normally.
         }
+        "digest" => {
+            let mut s = connect(&arg(2));
+            handshake(&mut s);
+            let mut first = None;
+            let r = call_with(&mut s, &mut first);
+            match first {
+                Some(m) => {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    m.hash(&mut h);
+                    println!("RESULT {r} {:016x}", h.finish());
+                }
+                None => println!("RESULT {r}"),
+            }
+        }
+        "idle" => idle(
+            &arg(2),
+            arg(3).parse().expect("count"),
+            Duration::from_secs(arg(4).parse().expect("seconds")),
+        ),
         "exec" => exec_attack(&arg(2), &arg(3)),
         "exit" => exit_attack(&arg(2), &arg(3)),
         other => panic!("unknown mode {other:?}"),
@@ -182,6 +209,11 @@ fn handshake(s: &mut UnixStream) {
 /// `refused` when the stream ends without one, `closed` when the
 /// connection does.
 fn call(s: &mut UnixStream) -> &'static str {
+    call_with(s, &mut None)
+}
+
+/// [`call`], keeping the first response message's payload in `first`.
+fn call_with(s: &mut UnixStream, first: &mut Option<Vec<u8>>) -> &'static str {
     let mut block = Vec::new();
     for (n, v) in [
         (":method", "POST"),
@@ -209,7 +241,10 @@ fn call(s: &mut UnixStream) -> &'static str {
             return "closed";
         };
         match kind {
-            0 if stream == 1 && payload.len() > 5 => return "svid",
+            0 if stream == 1 && payload.len() > 5 => {
+                *first = Some(payload);
+                return "svid";
+            }
             1 if stream == 1 && flags & 1 != 0 => return "refused",
             3 if stream == 1 => return "refused",
             6 if flags & 1 == 0 => {
@@ -219,4 +254,47 @@ fn call(s: &mut UnixStream) -> &'static str {
             _ => {}
         }
     }
+}
+
+/// The `idle` mode: connections that never speak, kept topped up.
+fn idle(path: &str, count: usize, hold: Duration) {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, socket,
+    };
+    let addr = UnixAddr::new(path).expect("socket path");
+    let deadline = std::time::Instant::now() + hold;
+    let mut open: Vec<OwnedFd> = Vec::new();
+    let mut attempts = 0u64;
+    while std::time::Instant::now() < deadline {
+        // Drop the connections the agent closed (EOF or an error).
+        open.retain(|fd| {
+            let mut b = [0u8; 1];
+            matches!(
+                recv(
+                    fd.as_raw_fd(),
+                    &mut b,
+                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+                ),
+                Err(nix::errno::Errno::EAGAIN)
+            )
+        });
+        while open.len() < count {
+            attempts += 1;
+            let Ok(fd) = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                None,
+            ) else {
+                break;
+            };
+            match connect(fd.as_raw_fd(), &addr) {
+                Ok(()) => open.push(fd),
+                // The backlog is full: try again next round.
+                Err(_) => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("RESULT idle attempts={attempts} open={}", open.len());
 }

@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use sigil_proto::agent_api as pb;
-use sigil_proto::attestation;
 use sigil_tests::agent_client;
 
 use crate::cfssl;
@@ -35,13 +34,7 @@ pub async fn run(ctx: &Ctx, limit: &Limit, report: &mut Report) -> anyhow::Resul
     let mut work = Vec::new();
     for a in 0..agents {
         let token = server.join_token().await?;
-        let mut c =
-            agent_client::connect(server.agent_addr, bundle.clone(), TRUST_DOMAIN, None).await?;
-        let (key, csr) = key_and_csr()?;
-        let svid = agent_client::attest(&mut c, attestation::JOIN_TOKEN, token.into_bytes(), csr)
-            .await
-            .context("attesting a simulated agent")?;
-        let ident = agent_client::identity(&key, &svid);
+        let ident = crate::procs::attest_simulated(server.agent_addr, &bundle, token).await?;
         let specs = (0..entries_per_agent)
             .map(|e| {
                 entry(

@@ -15,6 +15,7 @@ mod cfssl;
 mod cold_start;
 mod common;
 mod fanout;
+mod flood;
 mod issuance;
 mod limit;
 mod procs;
@@ -35,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "propagation",
     "scale",
     "cold-start",
+    "flood",
     "all",
 ];
 
@@ -91,6 +93,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
             scale::run(ctx, report).await?;
         }
         "cold-start" => cold_start::run(ctx, None, report).await?,
+        "flood" => flood::run(ctx, report).await?,
         "all" => {
             issuance::run(ctx, &lim, report).await?;
             workload_api::run(ctx, report).await?;
@@ -98,6 +101,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
             propagation::run(ctx, report).await?;
             let server = scale::run(ctx, report).await?;
             cold_start::run(ctx, Some(server), report).await?;
+            flood::run(ctx, report).await?;
         }
         other => bail!("unknown scenario {other:?}"),
     }

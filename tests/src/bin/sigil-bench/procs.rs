@@ -208,6 +208,27 @@ async fn ready(addr: SocketAddr) -> bool {
         .is_ok_and(|r| r.is_ok_and(|(code, _)| code == 200))
 }
 
+/// A simulated agent: attested with `token` over a new anonymous
+/// connection to `addr` (trusting `bundle`); its key and SVID.
+pub async fn attest_simulated(
+    addr: SocketAddr,
+    bundle: &[Vec<u8>],
+    token: String,
+) -> anyhow::Result<sigil_tests::agent_client::AgentIdentity> {
+    use sigil_tests::agent_client;
+    let mut c = agent_client::connect(addr, bundle.to_vec(), TRUST_DOMAIN, None).await?;
+    let (key, csr) = crate::limit::key_and_csr()?;
+    let svid = agent_client::attest(
+        &mut c,
+        sigil_proto::attestation::JOIN_TOKEN,
+        token.into_bytes(),
+        csr,
+    )
+    .await
+    .context("attesting a simulated agent")?;
+    Ok(agent_client::identity(&key, &svid))
+}
+
 /// A workload entry for `spiffe_id` under `parent` with `selectors`.
 pub fn entry(spiffe_id: &str, parent: &str, selectors: &[(&str, &str)]) -> apb::Entry {
     apb::Entry {
@@ -255,7 +276,10 @@ impl Agent {
                  trust_bundle_path = \"{}\"\nsocket_path = \"{}\"\n\
                  # One bench process (one pid, one uid) stands in for 1,000 workloads.\n\
                  [limits]\nworkload_api_max_streams_per_workload = 10000\n\
-                 workload_api_max_streams_per_uid = 10000\n",
+                 workload_api_max_streams_per_uid = 10000\n\
+                 # 1,000 connections of that uid whatever RLIMIT_NOFILE is (the default\n\
+                 # is a quarter of the global cap; never above the global cap).\n\
+                 workload_api_max_connections_per_uid = 1100\n",
                 data_dir.display(),
                 server.agent_addr,
                 bundle.display(),

@@ -9,11 +9,9 @@ use anyhow::{Context, bail};
 use prost::Message;
 use sigil_proto::admin_api as apb;
 use sigil_proto::agent_api as pb;
-use sigil_proto::attestation;
 use sigil_tests::agent_client;
 
 use crate::common::{Ctx, Report, Target, bounded, ms, note, rss_mib};
-use crate::limit::key_and_csr;
 use crate::procs::{Server, TRUST_DOMAIN, entry};
 
 const S: &str = "scale";
@@ -88,13 +86,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<Server> {
 
     // The agent: attest, then a full sync.
     let bundle = server.bundle().await?;
-    let mut c =
-        agent_client::connect(server.agent_addr, bundle.clone(), TRUST_DOMAIN, None).await?;
-    let (key, csr) = key_and_csr()?;
-    let svid = agent_client::attest(&mut c, attestation::JOIN_TOKEN, token.into_bytes(), csr)
-        .await
-        .context("attesting the simulated agent")?;
-    let ident = agent_client::identity(&key, &svid);
+    let ident = crate::procs::attest_simulated(server.agent_addr, &bundle, token).await?;
     let mut c =
         agent_client::connect(server.agent_addr, bundle, TRUST_DOMAIN, Some(&ident)).await?;
     let t0 = Instant::now();
