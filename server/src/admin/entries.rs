@@ -143,7 +143,7 @@ impl AdminService {
         req: pb::CreateEntriesRequest,
     ) -> Result<pb::CreateEntriesResponse, Status> {
         let now = self.now();
-        let entries = req.entries;
+        let (entries, allow_unknown) = (req.entries, req.allow_unknown_selectors);
         let max = self.settings.max_entries_per_request;
         if entries.len() > max {
             warn!(
@@ -161,7 +161,7 @@ impl AdminService {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                convert::entry_spec(e, &self.settings.limits, now)
+                convert::entry_spec(e, &self.settings.limits, now, allow_unknown)
                     .map_err(|m| format!("entry {i}: {m}"))
             })
             .collect();

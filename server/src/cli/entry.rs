@@ -75,6 +75,10 @@ pub enum EntryCommand {
         /// RFC 3339 time after which the entry no longer applies.
         #[arg(long, value_parser = parse_rfc3339)]
         expires_at: Option<i64>,
+        /// Store selectors of a type no Sigil attestor produces (known
+        /// types are always checked).
+        #[arg(long)]
+        allow_unknown_selector: bool,
         /// JSON file of entries ({"entries": [...]}), or - for stdin.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["spiffe_id", "parent_id", "node", "selectors"])]
         data: Option<PathBuf>,
@@ -119,6 +123,9 @@ pub enum EntryCommand {
         downstream: Option<bool>,
         #[arg(long, value_parser = parse_rfc3339)]
         expires_at: Option<i64>,
+        /// Store selectors of a type no Sigil attestor produces.
+        #[arg(long)]
+        allow_unknown_selector: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -271,6 +278,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             admin,
             downstream,
             expires_at,
+            allow_unknown_selector,
             data,
             common,
         } => {
@@ -315,7 +323,10 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             };
             let mut c = connect(&common.socket).await?;
             let results = c
-                .create_entries(pb::CreateEntriesRequest { entries })
+                .create_entries(pb::CreateEntriesRequest {
+                    entries,
+                    allow_unknown_selectors: allow_unknown_selector,
+                })
                 .await
                 .map_err(status_msg)?
                 .into_inner()
@@ -416,6 +427,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             admin,
             downstream,
             expires_at,
+            allow_unknown_selector,
             common,
         } => {
             let req = pb::UpdateEntryRequest {
@@ -433,6 +445,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                 admin,
                 downstream,
                 expires_at,
+                allow_unknown_selectors: allow_unknown_selector,
             };
             let mut c = connect(&common.socket).await?;
             let e = c.update_entry(req).await.map_err(status_msg)?.into_inner();
