@@ -152,3 +152,190 @@ fn i22_2_flags_whose_feature_does_not_work_are_refused() {
         refused(&s.cli(&a), &[needle], flags[0]);
     }
 }
+
+/// Unix seconds of an RFC 3339 JSON string; panics naming `what` otherwise.
+fn rfc3339(v: &serde_json::Value, what: &str) -> i64 {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not an RFC 3339 string: {v}"));
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{what} {s:?} is not RFC 3339: {e}"))
+        .unix_timestamp()
+}
+
+/// Runs an admin command with `input` on its stdin.
+fn cli_with_stdin(s: &TestServer, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(sigil_tests::bin("sigil-server"))
+        .args(args)
+        .env("SIGIL_ADMIN_SOCKET", &s.socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("sigil-server {args:?} did not finish in 60 s");
+        }
+    }
+}
+
+/// The fields an operator sets (what must survive a round trip).
+fn operator_fields(e: &serde_json::Value) -> serde_json::Value {
+    let mut e = e.clone();
+    let o = e.as_object_mut().unwrap();
+    for server_set in ["id", "revision", "created_at"] {
+        o.remove(server_set);
+    }
+    e
+}
+
+#[test]
+fn i22_5_entry_show_json_round_trips_through_entry_create_data() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let expires = "2099-01-02T03:04:05Z";
+    let created = s.cli_json(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/web",
+        "--parent-id",
+        PARENT,
+        "--selector",
+        "unix:uid:1000",
+        "--selector",
+        "unix:gid:1000",
+        "--dns-name",
+        "web.example.org",
+        "--x509-svid-ttl",
+        "30m",
+        "--hint",
+        "web",
+        "--expires-at",
+        expires,
+    ]);
+    let id = created["entries"][0]["id"].as_str().unwrap().to_string();
+    let shown = s.cli_ok(&["entry", "show", "--entry-id", &id, "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let original = v["entries"][0].clone();
+    // Every time is RFC 3339, here and in `ca show`.
+    assert_eq!(rfc3339(&original["expires_at"], "expires_at"), 4071006245);
+    rfc3339(&original["created_at"], "created_at");
+    let ca = s.cli_json(&["ca", "show"]);
+    for slot in ca["slots"].as_array().unwrap() {
+        rfc3339(&slot["not_before"], "ca show not_before");
+        rfc3339(&slot["not_after"], "ca show not_after");
+    }
+    rfc3339(&ca["prepare_at"], "ca show prepare_at");
+    rfc3339(&ca["activate_at"], "ca show activate_at");
+
+    // show | create --data - : the server-set fields are ignored.
+    s.cli_ok(&["entry", "delete", "--entry-id", &id]);
+    let out = cli_with_stdin(&s, &["entry", "create", "--data", "-", "--output", "json"], &shown);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let again = &again["entries"][0];
+    assert_ne!(again["id"], original["id"], "the server assigns a new id");
+    assert_eq!(operator_fields(again), operator_fields(&original));
+}
+
+#[test]
+fn i22_5_update_clears_dns_names_ttl_and_expiry() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let created = s.cli_json(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/web",
+        "--parent-id",
+        PARENT,
+        "--selector",
+        "unix:uid:1000",
+        "--dns-name",
+        "web.example.org",
+        "--x509-svid-ttl",
+        "30m",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    ]);
+    let id = created["entries"][0]["id"].as_str().unwrap().to_string();
+    let u = s.cli_json(&[
+        "entry",
+        "update",
+        "--entry-id",
+        &id,
+        "--clear-dns-names",
+        "--x509-svid-ttl",
+        "default",
+        "--expires-at",
+        "never",
+    ]);
+    let e = &u["entries"][0];
+    assert_eq!(e["dns_names"], serde_json::json!([]), "{u:#}");
+    assert_eq!(e["x509_svid_ttl"], 0, "back to the server default: {u:#}");
+    assert!(e["expires_at"].is_null(), "{u:#}");
+    // `0s` still means nothing but a mistake.
+    let out = s.cli(&["entry", "update", "--entry-id", &id, "--x509-svid-ttl", "0s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`default`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn i22_5_a_no_op_update_keeps_the_revision() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let created = s.cli_json(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/web",
+        "--parent-id",
+        PARENT,
+        "--selector",
+        "unix:uid:1000",
+        "--hint",
+        "web",
+    ]);
+    let e = &created["entries"][0];
+    let (id, rev) = (e["id"].as_str().unwrap(), e["revision"].as_u64().unwrap());
+    // The same values again: nothing is written, the revision stays.
+    let same = ["entry", "update", "--entry-id", id, "--hint", "web", "--selector", "unix:uid:1000"];
+    let u = s.cli_json(&same);
+    assert_eq!(u["entries"][0]["revision"], rev, "{u:#}");
+    assert_eq!(u["unchanged"], true, "{u:#}");
+    let out = s.cli_ok(&same);
+    assert!(out.contains("unchanged"), "{out}");
+    // No store write happened in between: the next change takes the next
+    // revision.
+    let next = s.cli_json(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/db",
+        "--parent-id",
+        PARENT,
+        "--selector",
+        "unix:uid:1001",
+    ]);
+    assert_eq!(next["entries"][0]["revision"], rev + 1, "{next:#}");
+    // A real change bumps it.
+    let u = s.cli_json(&["entry", "update", "--entry-id", id, "--hint", "api"]);
+    assert!(u["entries"][0]["revision"].as_u64().unwrap() > rev + 1, "{u:#}");
+    assert_eq!(u["unchanged"], false, "{u:#}");
+}

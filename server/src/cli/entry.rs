@@ -20,19 +20,30 @@ use crate::admin::client::connect;
 use crate::admin::convert::{check_dns_name, selector_to_pb};
 use crate::config::server_id;
 
+/// An `--expires-at` value: an RFC 3339 time, or `never` (0: no expiry,
+/// which clears it in `entry update`).
 fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    if s == "never" {
+        return Ok(0);
+    }
     time::OffsetDateTime::parse(s, &Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-12-31T23:59:59Z: {e}"))
+        .map_err(|e| {
+            format!("{s:?} is not an RFC 3339 time like 2026-12-31T23:59:59Z (or never): {e}")
+        })
 }
 
-/// A TTL flag: a duration of at least 1s (omitting the flag means the
-/// server's default; `0s` is refused rather than silently meaning that).
+/// A TTL flag: a duration of at least 1s, or `default` (zero: the
+/// server's default, which is how `entry update` returns a TTL to it).
+/// `0s` is refused rather than silently meaning the default.
 fn parse_ttl(s: &str) -> Result<Duration, String> {
+    if s == "default" {
+        return Ok(Duration::ZERO);
+    }
     let d = parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) {
         return Err(format!(
-            "{s:?}: a TTL must be at least 1s (omit the flag for the server default)"
+            "{s:?}: a TTL must be at least 1s (write `default` for the server default)"
         ));
     }
     Ok(d)
@@ -99,7 +110,10 @@ pub enum EntryCommand {
         common: Common,
     },
     /// Change fields of an entry; fields not given keep their value. Given
-    /// selectors or DNS names replace the whole set.
+    /// selectors or DNS names replace the whole set; `--clear-dns-names`
+    /// removes them, `--x509-svid-ttl default` returns to the server's
+    /// default, `--expires-at never` and `--hint ''` clear those. An update
+    /// that changes nothing keeps the revision and says "unchanged".
     Update {
         #[arg(long)]
         entry_id: String,
@@ -115,6 +129,9 @@ pub enum EntryCommand {
         jwt_svid_ttl: Option<Duration>,
         #[arg(long = "dns-name", value_parser = parse_dns)]
         dns_names: Vec<String>,
+        /// Remove every DNS name.
+        #[arg(long, conflicts_with = "dns_names")]
+        clear_dns_names: bool,
         #[arg(long)]
         hint: Option<String>,
         #[arg(long)]
@@ -143,6 +160,15 @@ pub enum EntryCommand {
     },
 }
 
+/// A time in an entry file: RFC 3339 (as `entry show --output json`
+/// writes it) or unix seconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TimeJson {
+    Unix(i64),
+    Text(String),
+}
+
 /// A TTL in an entry file: seconds (as SPIRE writes them) or a duration.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -158,9 +184,18 @@ struct SelectorJson {
     value: String,
 }
 
+/// One entry of an entry file. The fields the server sets (`id`,
+/// `revision`, `created_at`) are accepted and ignored, so that `entry show
+/// --output json` can be fed back to `entry create --data`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntryJson {
+    #[serde(default, rename = "id")]
+    _id: serde::de::IgnoredAny,
+    #[serde(default, rename = "revision")]
+    _revision: serde::de::IgnoredAny,
+    #[serde(default, rename = "created_at")]
+    _created_at: serde::de::IgnoredAny,
     spiffe_id: String,
     parent_id: String,
     selectors: Vec<SelectorJson>,
@@ -176,13 +211,21 @@ struct EntryJson {
     admin: bool,
     #[serde(default)]
     downstream: bool,
-    expires_at: Option<i64>,
+    expires_at: Option<TimeJson>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntryFile {
     entries: Vec<EntryJson>,
+}
+
+fn time_secs(t: Option<&TimeJson>) -> Result<i64, String> {
+    match t {
+        None => Ok(0),
+        Some(TimeJson::Unix(s)) => Ok(*s),
+        Some(TimeJson::Text(s)) => parse_rfc3339(s).map_err(|m| format!("expires_at: {m}")),
+    }
 }
 
 fn ttl_secs(field: &str, t: Option<&TtlJson>) -> Result<i64, String> {
@@ -236,7 +279,7 @@ pub fn parse_entry_file(bytes: &[u8]) -> anyhow::Result<Vec<pb::Entry>> {
             hint: e.hint.clone(),
             admin: e.admin,
             downstream: e.downstream,
-            expires_at: e.expires_at.unwrap_or(0),
+            expires_at: time_secs(e.expires_at.as_ref()).map_err(ctx)?,
             ..Default::default()
         });
     }
@@ -423,6 +466,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             x509_svid_ttl,
             jwt_svid_ttl,
             dns_names,
+            clear_dns_names,
             hint,
             admin,
             downstream,
@@ -439,7 +483,8 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                 }),
                 x509_svid_ttl_seconds: x509_svid_ttl.map(|d| secs(Some(d))),
                 jwt_svid_ttl_seconds: jwt_svid_ttl.map(|d| secs(Some(d))),
-                dns_names: (!dns_names.is_empty()).then_some(pb::StringList { values: dns_names }),
+                dns_names: (clear_dns_names || !dns_names.is_empty())
+                    .then_some(pb::StringList { values: dns_names }),
                 federates_with: None,
                 hint,
                 admin,
@@ -448,8 +493,26 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                 allow_unknown_selectors: allow_unknown_selector,
             };
             let mut c = connect(&common.socket).await?;
-            let e = c.update_entry(req).await.map_err(status_msg)?.into_inner();
-            print_entries(common.output, &[e])
+            let resp = c.update_entry(req).await.map_err(status_msg)?;
+            let unchanged = resp
+                .metadata()
+                .get(crate::admin::UNCHANGED_METADATA)
+                .is_some_and(|v| v == "true");
+            let e = resp.into_inner();
+            match common.output {
+                Output::Text if unchanged => {
+                    println!(
+                        "Entry {} unchanged (revision {}): it already had these values",
+                        e.id, e.revision
+                    );
+                    Ok(())
+                }
+                Output::Text => print_entries(common.output, &[e]),
+                Output::Json => print_json(&serde_json::json!({
+                    "entries": [entry_json(&e)],
+                    "unchanged": unchanged,
+                })),
+            }
         }
         EntryCommand::Delete { entry_id, common } => {
             let mut c = connect(&common.socket).await?;

@@ -143,20 +143,21 @@ pub enum CaCommand {
 
 fn print_ca(output: Output, st: &pb::CaStatus) -> anyhow::Result<()> {
     let ts = |t: i64| (t != 0).then_some(t);
+    let time = |t: i64| ts(t).map(rfc3339);
     match output {
         Output::Json => print_json(&serde_json::json!({
             "slots": st.slots.iter().map(|s| serde_json::json!({
                 "slot": s.slot,
                 "state": s.state,
                 "serial": s.serial,
-                "not_before": s.not_before,
-                "not_after": s.not_after,
+                "not_before": rfc3339(s.not_before),
+                "not_after": rfc3339(s.not_after),
                 "tainted": s.tainted,
                 "in_bundle": s.in_bundle,
                 "key_id": s.key_id,
             })).collect::<Vec<_>>(),
-            "prepare_at": ts(st.prepare_at),
-            "activate_at": ts(st.activate_at),
+            "prepare_at": time(st.prepare_at),
+            "activate_at": time(st.activate_at),
             "bundle_sequence": st.bundle_sequence,
             "warnings": st.warnings,
         })),
