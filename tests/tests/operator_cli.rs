@@ -339,3 +339,155 @@ fn i22_5_a_no_op_update_keeps_the_revision() {
     assert!(u["entries"][0]["revision"].as_u64().unwrap() > rev + 1, "{u:#}");
     assert_eq!(u["unchanged"], false, "{u:#}");
 }
+
+#[test]
+fn i22_6_token_generate_prints_the_agent_id_that_parent_id_needs() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let out = s.cli_ok(&["token", "generate"]);
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Token: "))
+        .unwrap_or_else(|| panic!("no token: {out}"));
+    let want = sigil_tests::join_token_agent_id("example.org", token);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("Agent ID: {want} "))),
+        "expected the full agent ID {want}: {out}"
+    );
+    let v = s.cli_json(&["token", "generate"]);
+    let want = sigil_tests::join_token_agent_id("example.org", v["token"].as_str().unwrap());
+    assert_eq!(v["agent_id"], want.as_str(), "{v:#}");
+    // The printed ID is accepted as a parent as is.
+    s.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/w",
+        "--parent-id",
+        &want,
+        "--selector",
+        "unix:uid:1",
+    ]);
+    // `--ttl 0s` is refused with the rule instead of meaning 10m.
+    let out = s.cli(&["token", "generate", "--ttl", "0s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("from 1s to 30d"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn i22_6_entry_list_and_delete_by_spiffe_id() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let mk = |id: &str, sel: &str| {
+        s.cli_json(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            id,
+            "--parent-id",
+            PARENT,
+            "--selector",
+            sel,
+        ])["entries"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let a1 = mk("spiffe://example.org/a", "unix:uid:1");
+    let a2 = mk("spiffe://example.org/a", "unix:uid:2");
+    mk("spiffe://example.org/b", "unix:uid:3");
+    // `entry list` is `entry show`.
+    let v = s.cli_json(&["entry", "list"]);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 3, "{v:#}");
+
+    // Several matches: refused, listing them, nothing deleted.
+    let out = s.cli(&["entry", "delete", "--spiffe-id", "spiffe://example.org/a"]);
+    refused(&out, &[&a1, &a2, "--yes"], "two matches");
+    assert_eq!(s.cli_json(&["entry", "count"])["count"], 3);
+    let v = s.cli_json(&[
+        "entry",
+        "delete",
+        "--spiffe-id",
+        "spiffe://example.org/a",
+        "--yes",
+    ]);
+    let mut deleted: Vec<&str> = v["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    deleted.sort();
+    let mut want = vec![a1.as_str(), a2.as_str()];
+    want.sort();
+    assert_eq!(deleted, want);
+    // One match needs no confirmation; none is an error.
+    s.cli_ok(&["entry", "delete", "--spiffe-id", "spiffe://example.org/b"]);
+    assert_eq!(s.cli_json(&["entry", "count"])["count"], 0);
+    let out = s.cli(&["entry", "delete", "--spiffe-id", "spiffe://example.org/b"]);
+    refused(&out, &["no entry has SPIFFE ID spiffe://example.org/b"], "none");
+}
+
+#[test]
+fn i22_6_bundle_show_format_spiffe_is_the_jwk_set() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let spiffe = s.cli_ok(&["bundle", "show", "--format", "spiffe"]);
+    assert_eq!(spiffe, s.cli_ok(&["bundle", "show", "--format", "jwks"]));
+    let v: serde_json::Value = serde_json::from_str(&spiffe).unwrap();
+    assert!(v["keys"].is_array(), "{v:#}");
+}
+
+#[test]
+fn i22_6_eacces_on_the_admin_socket_names_the_allow_list() {
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: switching users needs root");
+        return;
+    }
+    let out = sigil_tests::run_bounded(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(sigil_tests::bin("sigil-server"))
+            .args(["entry", "count", "--socket"])
+            .arg(&s.socket),
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ermission denied")
+            && err.contains("uid 65534 is not allowed")
+            && err.contains("admin_allowed_uids"),
+        "{err}"
+    );
+    assert!(!err.contains("is sigil-server running"), "{err}");
+}
+
+#[test]
+fn i22_6_config_errors_keep_the_toml_snippet_and_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    std::fs::write(&path, "trust_domain = \"example.org\"\nca_ttl = [\n").unwrap();
+    let out = sigil_tests::sigil_server(&["validate", "--config", path.to_str().unwrap()], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].contains("line 2, column"), "{err}");
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("2 | ca_ttl = ["))
+        .unwrap_or_else(|| panic!("the snippet's line is its own line: {err}"));
+    assert!(lines[at + 1].contains('^'), "the caret under it: {err}");
+
+    let missing = dir.path().join("missing.toml");
+    let out = sigil_tests::sigil_server(&["validate", "--config", missing.to_str().unwrap()], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the cause once: {err}"
+    );
+}

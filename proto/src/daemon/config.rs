@@ -37,8 +37,10 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigFileError>
 fn parse_at<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigFileError> {
     toml::from_str(text).map_err(|e| ConfigFileError::Parse {
         path: path.to_path_buf(),
-        // One line: the CLI prints errors on one line.
-        message: e.to_string().trim_end().replace('\n', " "),
+        // toml's message is a line-and-column summary, then the snippet
+        // with a caret under the fault: its lines are kept, so the caret
+        // stays under the fault when the CLI prints it.
+        message: e.to_string().trim_end().to_string(),
     })
 }
 

@@ -17,6 +17,8 @@ use tokio_stream::StreamExt;
 use super::output::{Output, entry_json, entry_text, print_json};
 use super::{Common, secs, status_msg};
 use crate::admin::client::connect;
+
+type Client = sigil_proto::admin_api::admin_api_client::AdminApiClient<tonic::transport::Channel>;
 use crate::admin::convert::{check_dns_name, selector_to_pb};
 use crate::config::server_id;
 
@@ -42,9 +44,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     }
     let d = parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) {
-        return Err(format!(
-            "{s:?}: a TTL must be at least 1s (write `default` for the server default)"
-        ));
+        return Err("a TTL must be at least 1s (write `default` for the server default)".into());
     }
     Ok(d)
 }
@@ -97,6 +97,7 @@ pub enum EntryCommand {
         common: Common,
     },
     /// Show entries matching all the given filters (all entries by default).
+    #[command(visible_alias = "list")]
     Show {
         #[arg(long)]
         entry_id: Option<String>,
@@ -146,10 +147,16 @@ pub enum EntryCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Delete an entry.
+    /// Delete an entry by id, or the entries with a SPIFFE ID (several
+    /// only with --yes).
     Delete {
-        #[arg(long)]
-        entry_id: String,
+        #[arg(long, required_unless_present = "spiffe_id", conflicts_with = "spiffe_id")]
+        entry_id: Option<String>,
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: Option<SpiffeId>,
+        /// Delete every entry with --spiffe-id when several have it.
+        #[arg(long, requires = "spiffe_id")]
+        yes: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -284,6 +291,66 @@ pub fn parse_entry_file(bytes: &[u8]) -> anyhow::Result<Vec<pb::Entry>> {
         });
     }
     Ok(out)
+}
+
+/// Every entry matching `req`.
+async fn list(c: &mut Client, req: pb::ListEntriesRequest) -> anyhow::Result<Vec<pb::Entry>> {
+    let mut stream = c
+        .list_entries(req)
+        .await
+        .map_err(status_msg)?
+        .into_inner();
+    let mut v = Vec::new();
+    while let Some(e) = stream.next().await {
+        v.push(e.map_err(status_msg)?);
+    }
+    Ok(v)
+}
+
+/// The ids `entry delete` deletes: `entry_id`, or the entries with
+/// `spiffe_id` (refused when several have it, unless `yes`).
+async fn ids_to_delete(
+    c: &mut Client,
+    entry_id: Option<String>,
+    spiffe_id: Option<SpiffeId>,
+    yes: bool,
+) -> anyhow::Result<Vec<String>> {
+    let spiffe_id = match (entry_id, spiffe_id) {
+        (Some(id), _) => return Ok(vec![id]),
+        (None, Some(s)) => s,
+        (None, None) => anyhow::bail!("give --entry-id or --spiffe-id"),
+    };
+    let found = list(
+        c,
+        pb::ListEntriesRequest {
+            by_spiffe_id: spiffe_id.to_string(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    if found.is_empty() {
+        anyhow::bail!("no entry has SPIFFE ID {spiffe_id}; nothing deleted");
+    }
+    if found.len() > 1 && !yes {
+        let listed: Vec<String> = found
+            .iter()
+            .map(|e| {
+                let sels: Vec<String> = e
+                    .selectors
+                    .iter()
+                    .map(|s| format!("{}:{}", s.r#type, s.value))
+                    .collect();
+                format!("{} (parent {}, {})", e.id, e.parent_id, sels.join(" "))
+            })
+            .collect();
+        anyhow::bail!(
+            "{} entries have SPIFFE ID {spiffe_id}: {}; nothing deleted: pass --yes to delete \
+             them all, or --entry-id to delete one",
+            found.len(),
+            listed.join(", ")
+        );
+    }
+    Ok(found.into_iter().map(|e| e.id).collect())
 }
 
 fn print_entries(output: Output, entries: &[pb::Entry]) -> anyhow::Result<()> {
@@ -441,20 +508,12 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                     });
                 if keep { vec![e] } else { vec![] }
             } else {
-                let mut stream = c
-                    .list_entries(pb::ListEntriesRequest {
-                        by_spiffe_id: spiffe_id.map(|s| s.to_string()).unwrap_or_default(),
-                        by_parent_id: parent_id.map(|s| s.to_string()).unwrap_or_default(),
-                        by_selectors: selectors.iter().map(selector_to_pb).collect(),
-                    })
-                    .await
-                    .map_err(status_msg)?
-                    .into_inner();
-                let mut v = Vec::new();
-                while let Some(e) = stream.next().await {
-                    v.push(e.map_err(status_msg)?);
-                }
-                v
+                let req = pb::ListEntriesRequest {
+                    by_spiffe_id: spiffe_id.map(|s| s.to_string()).unwrap_or_default(),
+                    by_parent_id: parent_id.map(|s| s.to_string()).unwrap_or_default(),
+                    by_selectors: selectors.iter().map(selector_to_pb).collect(),
+                };
+                list(&mut c, req).await?
             };
             print_entries(common.output, &entries)
         }
@@ -514,16 +573,24 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                 })),
             }
         }
-        EntryCommand::Delete { entry_id, common } => {
+        EntryCommand::Delete {
+            entry_id,
+            spiffe_id,
+            yes,
+            common,
+        } => {
             let mut c = connect(&common.socket).await?;
-            c.delete_entry(pb::DeleteEntryRequest {
-                id: entry_id.clone(),
-            })
-            .await
-            .map_err(status_msg)?;
-            match common.output {
-                Output::Text => println!("Deleted entry {entry_id}"),
-                Output::Json => print_json(&serde_json::json!({ "deleted": entry_id }))?,
+            let ids = ids_to_delete(&mut c, entry_id, spiffe_id, yes).await?;
+            for id in &ids {
+                c.delete_entry(pb::DeleteEntryRequest { id: id.clone() })
+                    .await
+                    .map_err(status_msg)?;
+                if common.output == Output::Text {
+                    println!("Deleted entry {id}");
+                }
+            }
+            if common.output == Output::Json {
+                print_json(&serde_json::json!({ "deleted": ids }))?;
             }
             Ok(())
         }

@@ -397,7 +397,11 @@ fn agent_req(id: &SpiffeId) -> pb::AgentIdRequest {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum BundleFormat {
+    /// PEM CA certificates (what an agent's trust_bundle_path holds).
     Pem,
+    /// The SPIFFE bundle: a JWK Set, as the bundle endpoint serves it
+    /// (`spiffe` is SPIRE's name for it).
+    #[value(alias = "spiffe")]
     Jwks,
 }
 
@@ -416,8 +420,9 @@ pub enum BundleCommand {
 pub enum TokenCommand {
     /// Generate a single-use join token for a node agent.
     Generate {
-        /// Lifetime of the token (default: the server's join_token_ttl, 10m).
-        #[arg(long, value_parser = parse_duration)]
+        /// Lifetime of the token, 1s to 30d (default: the server's
+        /// join_token_ttl, 10m).
+        #[arg(long, value_parser = parse_token_ttl)]
         ttl: Option<Duration>,
         /// Also give agents attested with this token this SPIFFE ID (a node
         /// entry), so workload entries can use it as their parent.
@@ -445,6 +450,20 @@ pub enum X509Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// A join token's `--ttl`: 1s to 30d. `0s` is refused (on the wire 0
+/// means the server's default, which omitting the flag asks for).
+fn parse_token_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(30 * 86_400) {
+        return Err(
+            "a join token TTL must be from 1s to 30d (omit --ttl for the server's \
+             join_token_ttl)"
+                .to_string(),
+        );
+    }
+    Ok(d)
 }
 
 pub(crate) fn secs(d: Option<Duration>) -> i64 {
@@ -516,15 +535,18 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(status_msg)?
                 .into_inner();
-            // The ID path an agent attested with this token gets (its trust
-            // domain is the server's): the token's hash, never the token.
+            // The ID an agent attested with this token gets: the token's
+            // hash, never the token.
             let agent_path = crate::store::join_token_ids::agent_path(
                 &crate::store::join_token_ids::sha256_hex(&r.token),
             );
             match common.output {
                 Output::Text => {
                     println!("Token: {}", r.token);
-                    println!("Agent ID path: {agent_path}");
+                    println!(
+                        "Agent ID: {} (the --parent-id of its workload entries)",
+                        r.agent_id
+                    );
                     println!("Expires at: {}", rfc3339(r.expires_at));
                     if !r.entry_id.is_empty() {
                         println!("Node entry: {}", r.entry_id);
@@ -532,6 +554,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
                 }
                 Output::Json => print_json(&serde_json::json!({
                     "token": r.token,
+                    "agent_id": r.agent_id,
                     "agent_id_path": agent_path,
                     "expires_at": rfc3339(r.expires_at),
                     "entry_id": (!r.entry_id.is_empty()).then_some(r.entry_id),
