@@ -45,7 +45,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", sigil_proto::daemon::error_text::error_text(e.as_ref()));
+            eprintln!(
+                "error: {}",
+                sigil_proto::daemon::error_text::error_text(e.as_ref())
+            );
             ExitCode::from(1)
         }
     }

@@ -38,11 +38,19 @@ fn i22_2_selectors_no_attestor_produces_are_refused_with_the_fix() {
     for (sel, needles) in [
         (
             "uinx:uid:0",
-            &["unknown type \"uinx\"", "did you mean unix?", "--allow-unknown-selector"][..],
+            &[
+                "unknown type \"uinx\"",
+                "did you mean unix?",
+                "--allow-unknown-selector",
+            ][..],
         ),
         (
             "unix:uuid:0",
-            &["unknown key \"uuid\"", "did you mean uid?", "unix:gid:<value>"],
+            &[
+                "unknown key \"uuid\"",
+                "did you mean uid?",
+                "unix:gid:<value>",
+            ],
         ),
         ("unix:uid:root", &["must be a number", "unix:user:root"]),
         (
@@ -72,7 +80,10 @@ fn i22_2_selectors_no_attestor_produces_are_refused_with_the_fix() {
 
     // Unknown types pass with the explicit flag; a known type's bad value
     // never does.
-    let out = create(&s, &["--selector", "unix:uid:root", "--allow-unknown-selector"]);
+    let out = create(
+        &s,
+        &["--selector", "unix:uid:root", "--allow-unknown-selector"],
+    );
     refused(&out, &["unix:user:root"], "known type with the flag");
     let e = s.cli_json(&[
         "entry",
@@ -109,7 +120,14 @@ fn i22_2_selectors_no_attestor_produces_are_refused_with_the_fix() {
         assert!(out.status.success(), "{sel}: {}", text(&out.stderr));
     }
     // Updates are checked too.
-    let out = s.cli(&["entry", "update", "--entry-id", &id, "--selector", "uinx:uid:0"]);
+    let out = s.cli(&[
+        "entry",
+        "update",
+        "--entry-id",
+        &id,
+        "--selector",
+        "uinx:uid:0",
+    ]);
     refused(&out, &["did you mean unix?"], "update");
     assert_eq!(s.cli_json(&["entry", "count"])["count"], 7);
 }
@@ -119,7 +137,10 @@ fn i22_2_flags_whose_feature_does_not_work_are_refused() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     for (flags, needle) in [
         (&["--admin"][..], "admin entries are not implemented yet"),
-        (&["--downstream"], "downstream servers are not implemented yet"),
+        (
+            &["--downstream"],
+            "downstream servers are not implemented yet",
+        ),
         (
             &["--federates-with", "other.org"],
             "federation is not implemented yet",
@@ -143,7 +164,10 @@ fn i22_2_flags_whose_feature_does_not_work_are_refused() {
     ]);
     let id = e["entries"][0]["id"].as_str().unwrap().to_string();
     for (flags, needle) in [
-        (&["--admin", "true"][..], "admin entries are not implemented yet"),
+        (
+            &["--admin", "true"][..],
+            "admin entries are not implemented yet",
+        ),
         (&["--downstream", "true"], "downstream servers"),
         (&["--jwt-svid-ttl", "5m"], "JWT-SVIDs"),
     ] {
@@ -248,7 +272,11 @@ fn i22_5_entry_show_json_round_trips_through_entry_create_data() {
 
     // show | create --data - : the server-set fields are ignored.
     s.cli_ok(&["entry", "delete", "--entry-id", &id]);
-    let out = cli_with_stdin(&s, &["entry", "create", "--data", "-", "--output", "json"], &shown);
+    let out = cli_with_stdin(
+        &s,
+        &["entry", "create", "--data", "-", "--output", "json"],
+        &shown,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let again: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
     let again = &again["entries"][0];
@@ -292,9 +320,20 @@ fn i22_5_update_clears_dns_names_ttl_and_expiry() {
     assert_eq!(e["x509_svid_ttl"], 0, "back to the server default: {u:#}");
     assert!(e["expires_at"].is_null(), "{u:#}");
     // `0s` still means nothing but a mistake.
-    let out = s.cli(&["entry", "update", "--entry-id", &id, "--x509-svid-ttl", "0s"]);
+    let out = s.cli(&[
+        "entry",
+        "update",
+        "--entry-id",
+        &id,
+        "--x509-svid-ttl",
+        "0s",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("`default`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("`default`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -315,7 +354,16 @@ fn i22_5_a_no_op_update_keeps_the_revision() {
     let e = &created["entries"][0];
     let (id, rev) = (e["id"].as_str().unwrap(), e["revision"].as_u64().unwrap());
     // The same values again: nothing is written, the revision stays.
-    let same = ["entry", "update", "--entry-id", id, "--hint", "web", "--selector", "unix:uid:1000"];
+    let same = [
+        "entry",
+        "update",
+        "--entry-id",
+        id,
+        "--hint",
+        "web",
+        "--selector",
+        "unix:uid:1000",
+    ];
     let u = s.cli_json(&same);
     assert_eq!(u["entries"][0]["revision"], rev, "{u:#}");
     assert_eq!(u["unchanged"], true, "{u:#}");
@@ -336,7 +384,10 @@ fn i22_5_a_no_op_update_keeps_the_revision() {
     assert_eq!(next["entries"][0]["revision"], rev + 1, "{next:#}");
     // A real change bumps it.
     let u = s.cli_json(&["entry", "update", "--entry-id", id, "--hint", "api"]);
-    assert!(u["entries"][0]["revision"].as_u64().unwrap() > rev + 1, "{u:#}");
+    assert!(
+        u["entries"][0]["revision"].as_u64().unwrap() > rev + 1,
+        "{u:#}"
+    );
     assert_eq!(u["unchanged"], false, "{u:#}");
 }
 
@@ -428,7 +479,11 @@ fn i22_6_entry_list_and_delete_by_spiffe_id() {
     s.cli_ok(&["entry", "delete", "--spiffe-id", "spiffe://example.org/b"]);
     assert_eq!(s.cli_json(&["entry", "count"])["count"], 0);
     let out = s.cli(&["entry", "delete", "--spiffe-id", "spiffe://example.org/b"]);
-    refused(&out, &["no entry has SPIFFE ID spiffe://example.org/b"], "none");
+    refused(
+        &out,
+        &["no entry has SPIFFE ID spiffe://example.org/b"],
+        "none",
+    );
 }
 
 #[test]

@@ -80,7 +80,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_key_is_refused_by_name_on_one_line() {
+    fn an_unknown_key_is_refused_by_name_with_its_snippet() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "name = \"x\"\nnmae = 1\n").unwrap();
@@ -90,7 +90,13 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("unknown field") && m.contains("nmae"), "{m}");
-        assert!(!m.contains('\n'), "{m}");
+        // The snippet keeps its lines: the caret stays under the key.
+        let lines: Vec<&str> = m.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.ends_with("| nmae = 1"))
+            .expect(&m);
+        assert!(lines[at + 1].ends_with("| ^^^^"), "{m}");
     }
 
     #[test]

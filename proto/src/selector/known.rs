@@ -72,7 +72,16 @@ const KINDS: &[Kind] = &[
 
 /// The suffixes of systemd unit names.
 const UNIT_SUFFIXES: &[&str] = &[
-    "service", "socket", "scope", "slice", "timer", "mount", "automount", "swap", "target", "path",
+    "service",
+    "socket",
+    "scope",
+    "slice",
+    "timer",
+    "mount",
+    "automount",
+    "swap",
+    "target",
+    "path",
     "device",
 ];
 
@@ -149,10 +158,8 @@ pub fn check_known(sel: &Selector) -> Result<(), KnownSelectorError> {
             key: given,
         });
     };
-    check_syntax(kind.ty, key, syntax, rest).map_err(|rule| KnownSelectorError::BadValue {
-        selector,
-        rule,
-    })
+    check_syntax(kind.ty, key, syntax, rest)
+        .map_err(|rule| KnownSelectorError::BadValue { selector, rule })
 }
 
 /// The key an unknown value seems to use: as many ':'-separated parts as
@@ -227,7 +234,8 @@ fn check_syntax(ty: &str, key: &str, syntax: Syntax, v: &str) -> Result<(), Stri
                     !name.is_empty()
                         && UNIT_SUFFIXES.contains(&suffix)
                         && name.bytes().all(|b| {
-                            b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'-' | b'@' | b'\\')
+                            b.is_ascii_alphanumeric()
+                                || matches!(b, b':' | b'_' | b'.' | b'-' | b'@' | b'\\')
                         })
                 });
             if ok {
@@ -262,8 +270,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -314,10 +322,30 @@ mod tests {
     #[test]
     fn i22_2_refusals_name_the_cause_and_the_fix() {
         for (bad, needles, unknown_type) in [
-            ("uinx:uid:0", &["unknown type \"uinx\"", "did you mean unix?"][..], true),
-            ("k8s:ns:default", &["unknown type \"k8s\"", "unix, container"], true),
-            ("unix:uuid:0", &["unknown key \"uuid\"", "did you mean uid?", "unix:sha256:<value>"], false),
-            ("unix:uid:root", &["must be a number", "unix:user:root"], false),
+            (
+                "uinx:uid:0",
+                &["unknown type \"uinx\"", "did you mean unix?"][..],
+                true,
+            ),
+            (
+                "k8s:ns:default",
+                &["unknown type \"k8s\"", "unix, container"],
+                true,
+            ),
+            (
+                "unix:uuid:0",
+                &[
+                    "unknown key \"uuid\"",
+                    "did you mean uid?",
+                    "unix:sha256:<value>",
+                ],
+                false,
+            ),
+            (
+                "unix:uid:root",
+                &["must be a number", "unix:user:root"],
+                false,
+            ),
             ("unix:gid:wheel", &["unix:group:wheel"], false),
             ("unix:uid:4294967296", &["0 to 4294967295"], false),
             ("unix:uid:007", &["leading"], false),
@@ -325,7 +353,11 @@ mod tests {
             ("unix:sha256:ABC", &["64 lowercase hex"], false),
             ("container:id:abc", &["container:id must be 64"], false),
             ("join_token:secret", &["join_token must be 64"], false),
-            ("x509pop:subject:dn:x", &["unknown key \"subject:dn\""], false),
+            (
+                "x509pop:subject:dn:x",
+                &["unknown key \"subject:dn\""],
+                false,
+            ),
             ("systemd:unit:nginx", &["systemd unit name"], false),
         ] {
             let e = check(bad).unwrap_err();

@@ -279,7 +279,9 @@ pub fn apply_update(
     // clears what an older server stored.
     refuse_unimplemented(
         u.jwt_svid_ttl_seconds.is_some_and(|v| v != 0),
-        u.federates_with.as_ref().is_some_and(|v| !v.values.is_empty()),
+        u.federates_with
+            .as_ref()
+            .is_some_and(|v| !v.values.is_empty()),
         u.admin == Some(true),
         u.downstream == Some(true),
     )?;
@@ -434,7 +436,10 @@ mod tests {
                 "federation is not implemented yet",
             ),
             (Box::new(|e| e.admin = true), "admin entries are not"),
-            (Box::new(|e| e.downstream = true), "downstream servers are not"),
+            (
+                Box::new(|e| e.downstream = true),
+                "downstream servers are not",
+            ),
         ];
         for (mutate, needle) in cases {
             let mut e = good();

@@ -150,7 +150,11 @@ pub enum EntryCommand {
     /// Delete an entry by id, or the entries with a SPIFFE ID (several
     /// only with --yes).
     Delete {
-        #[arg(long, required_unless_present = "spiffe_id", conflicts_with = "spiffe_id")]
+        #[arg(
+            long,
+            required_unless_present = "spiffe_id",
+            conflicts_with = "spiffe_id"
+        )]
         entry_id: Option<String>,
         #[arg(long, value_parser = SpiffeId::parse)]
         spiffe_id: Option<SpiffeId>,
@@ -295,11 +299,7 @@ pub fn parse_entry_file(bytes: &[u8]) -> anyhow::Result<Vec<pb::Entry>> {
 
 /// Every entry matching `req`.
 async fn list(c: &mut Client, req: pb::ListEntriesRequest) -> anyhow::Result<Vec<pb::Entry>> {
-    let mut stream = c
-        .list_entries(req)
-        .await
-        .map_err(status_msg)?
-        .into_inner();
+    let mut stream = c.list_entries(req).await.map_err(status_msg)?.into_inner();
     let mut v = Vec::new();
     while let Some(e) = stream.next().await {
         v.push(e.map_err(status_msg)?);

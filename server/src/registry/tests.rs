@@ -148,12 +148,18 @@ fn i22_5_a_no_op_update_writes_nothing_and_sends_no_event() {
     let mut rx = r.subscribe();
     // The same content, selectors in another order: unchanged.
     let same = r
-        .update(&e.id, entry_spec("/w", AGENT_A, &["unix:gid:1", "unix:uid:2"]))
+        .update(
+            &e.id,
+            entry_spec("/w", AGENT_A, &["unix:gid:1", "unix:uid:2"]),
+        )
         .unwrap();
     assert_eq!(same, e, "same revision, same content");
     assert_eq!(r.revision(), e.revision);
     assert_eq!(f.store.entries_revision().unwrap(), e.revision, "no write");
-    assert!(drain(&mut rx).is_empty(), "no event: agents re-issue nothing");
+    assert!(
+        drain(&mut rx).is_empty(),
+        "no event: agents re-issue nothing"
+    );
     // A real change still bumps the revision.
     let changed = r
         .update(&e.id, entry_spec("/w", AGENT_A, &["unix:uid:3"]))
