@@ -8,18 +8,16 @@ use sigil_tests::{ServerOptions, TestServer, text};
 
 const PARENT: &str = "spiffe://example.org/sigil/agent/join_token/abc";
 
+/// `entry create --spiffe-id ID --parent-id PARENT` plus `extra`.
+fn create_args<'a>(id: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["entry", "create", "--spiffe-id", id, "--parent-id", PARENT];
+    a.extend_from_slice(extra);
+    a
+}
+
 /// `entry create` of `spiffe://example.org/w` under [`PARENT`] plus `extra`.
 fn create(s: &TestServer, extra: &[&str]) -> std::process::Output {
-    let mut a = vec![
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/w",
-        "--parent-id",
-        PARENT,
-    ];
-    a.extend_from_slice(extra);
-    s.cli(&a)
+    s.cli(&create_args("spiffe://example.org/w", extra))
 }
 
 /// Asserts a refusal: exit 1, one line on stderr holding every needle.
@@ -85,17 +83,10 @@ fn i22_2_selectors_no_attestor_produces_are_refused_with_the_fix() {
         &["--selector", "unix:uid:root", "--allow-unknown-selector"],
     );
     refused(&out, &["unix:user:root"], "known type with the flag");
-    let e = s.cli_json(&[
-        "entry",
-        "create",
-        "--spiffe-id",
+    let e = s.cli_json(&create_args(
         "spiffe://example.org/w",
-        "--parent-id",
-        PARENT,
-        "--selector",
-        "k8s:ns:default",
-        "--allow-unknown-selector",
-    ]);
+        &["--selector", "k8s:ns:default", "--allow-unknown-selector"],
+    ));
     let id = e["entries"][0]["id"].as_str().unwrap().to_string();
     // Good selectors of every attestor are accepted.
     let hex = "0f".repeat(32);
@@ -107,16 +98,10 @@ fn i22_2_selectors_no_attestor_produces_are_refused_with_the_fix() {
         format!("container:id:{hex}"),
         "systemd:unit:nginx.service".into(),
     ] {
-        let out = s.cli(&[
-            "entry",
-            "create",
-            "--spiffe-id",
+        let out = s.cli(&create_args(
             "spiffe://example.org/good",
-            "--parent-id",
-            PARENT,
-            "--selector",
-            &sel,
-        ]);
+            &["--selector", &sel],
+        ));
         assert!(out.status.success(), "{sel}: {}", text(&out.stderr));
     }
     // Updates are checked too.
@@ -152,16 +137,10 @@ fn i22_2_flags_whose_feature_does_not_work_are_refused() {
         refused(&create(&s, &extra), &[needle, "omit it"], flags[0]);
     }
     assert_eq!(s.cli_json(&["entry", "count"])["count"], 0);
-    let e = s.cli_json(&[
-        "entry",
-        "create",
-        "--spiffe-id",
+    let e = s.cli_json(&create_args(
         "spiffe://example.org/w",
-        "--parent-id",
-        PARENT,
-        "--selector",
-        "unix:uid:1",
-    ]);
+        &["--selector", "unix:uid:1"],
+    ));
     let id = e["entries"][0]["id"].as_str().unwrap().to_string();
     for (flags, needle) in [
         (
@@ -235,26 +214,23 @@ fn operator_fields(e: &serde_json::Value) -> serde_json::Value {
 fn i22_5_entry_show_json_round_trips_through_entry_create_data() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let expires = "2099-01-02T03:04:05Z";
-    let created = s.cli_json(&[
-        "entry",
-        "create",
-        "--spiffe-id",
+    let created = s.cli_json(&create_args(
         "spiffe://example.org/web",
-        "--parent-id",
-        PARENT,
-        "--selector",
-        "unix:uid:1000",
-        "--selector",
-        "unix:gid:1000",
-        "--dns-name",
-        "web.example.org",
-        "--x509-svid-ttl",
-        "30m",
-        "--hint",
-        "web",
-        "--expires-at",
-        expires,
-    ]);
+        &[
+            "--selector",
+            "unix:uid:1000",
+            "--selector",
+            "unix:gid:1000",
+            "--dns-name",
+            "web.example.org",
+            "--x509-svid-ttl",
+            "30m",
+            "--hint",
+            "web",
+            "--expires-at",
+            expires,
+        ],
+    ));
     let id = created["entries"][0]["id"].as_str().unwrap().to_string();
     let shown = s.cli_ok(&["entry", "show", "--entry-id", &id, "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
@@ -287,22 +263,19 @@ fn i22_5_entry_show_json_round_trips_through_entry_create_data() {
 #[test]
 fn i22_5_update_clears_dns_names_ttl_and_expiry() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
-    let created = s.cli_json(&[
-        "entry",
-        "create",
-        "--spiffe-id",
+    let created = s.cli_json(&create_args(
         "spiffe://example.org/web",
-        "--parent-id",
-        PARENT,
-        "--selector",
-        "unix:uid:1000",
-        "--dns-name",
-        "web.example.org",
-        "--x509-svid-ttl",
-        "30m",
-        "--expires-at",
-        "2099-01-01T00:00:00Z",
-    ]);
+        &[
+            "--selector",
+            "unix:uid:1000",
+            "--dns-name",
+            "web.example.org",
+            "--x509-svid-ttl",
+            "30m",
+            "--expires-at",
+            "2099-01-01T00:00:00Z",
+        ],
+    ));
     let id = created["entries"][0]["id"].as_str().unwrap().to_string();
     let u = s.cli_json(&[
         "entry",
@@ -339,18 +312,10 @@ fn i22_5_update_clears_dns_names_ttl_and_expiry() {
 #[test]
 fn i22_5_a_no_op_update_keeps_the_revision() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
-    let created = s.cli_json(&[
-        "entry",
-        "create",
-        "--spiffe-id",
+    let created = s.cli_json(&create_args(
         "spiffe://example.org/web",
-        "--parent-id",
-        PARENT,
-        "--selector",
-        "unix:uid:1000",
-        "--hint",
-        "web",
-    ]);
+        &["--selector", "unix:uid:1000", "--hint", "web"],
+    ));
     let e = &created["entries"][0];
     let (id, rev) = (e["id"].as_str().unwrap(), e["revision"].as_u64().unwrap());
     // The same values again: nothing is written, the revision stays.
@@ -371,16 +336,10 @@ fn i22_5_a_no_op_update_keeps_the_revision() {
     assert!(out.contains("unchanged"), "{out}");
     // No store write happened in between: the next change takes the next
     // revision.
-    let next = s.cli_json(&[
-        "entry",
-        "create",
-        "--spiffe-id",
+    let next = s.cli_json(&create_args(
         "spiffe://example.org/db",
-        "--parent-id",
-        PARENT,
-        "--selector",
-        "unix:uid:1001",
-    ]);
+        &["--selector", "unix:uid:1001"],
+    ));
     assert_eq!(next["entries"][0]["revision"], rev + 1, "{next:#}");
     // A real change bumps it.
     let u = s.cli_json(&["entry", "update", "--entry-id", id, "--hint", "api"]);
@@ -433,16 +392,7 @@ fn i22_6_token_generate_prints_the_agent_id_that_parent_id_needs() {
 fn i22_6_entry_list_and_delete_by_spiffe_id() {
     let s = TestServer::start(ServerOptions::default()).unwrap();
     let mk = |id: &str, sel: &str| {
-        s.cli_json(&[
-            "entry",
-            "create",
-            "--spiffe-id",
-            id,
-            "--parent-id",
-            PARENT,
-            "--selector",
-            sel,
-        ])["entries"][0]["id"]
+        s.cli_json(&create_args(id, &["--selector", sel]))["entries"][0]["id"]
             .as_str()
             .unwrap()
             .to_string()

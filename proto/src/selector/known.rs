@@ -4,7 +4,7 @@
 //! ([`check_known`]). Workload attestors (agent): `unix:uid:<u32>`,
 //! `unix:gid:<u32>`, `unix:supplementary_gid:<u32>`, `unix:user:<name>`,
 //! `unix:group:<name>`, `unix:path:<absolute path>`, `unix:sha256:<64 hex>`,
-//! `container:id:<64 hex>`, `systemd:unit:<unit name>`. Node attestors
+//! `container:id:<64 hex>`, `systemd:unit:<name>.service`. Node attestors
 //! (server): `join_token:<64 hex>` (the token's SHA-256),
 //! `x509pop:subject:cn:<common name>`, `x509pop:ca:fingerprint:<64 hex>`.
 //! A type not in the catalogue is [`KnownSelectorError::UnknownType`], which
@@ -26,7 +26,8 @@ enum Syntax {
     Sha256,
     /// Any non-empty text.
     Text,
-    /// A systemd unit name (`name.service`, `name@inst.service`, …).
+    /// A systemd service name (`name.service`, `name@inst.service`): the
+    /// agent's `systemd` attestor names services only.
     Unit,
 }
 
@@ -68,21 +69,6 @@ const KINDS: &[Kind] = &[
             ("ca:fingerprint", Syntax::Sha256),
         ],
     },
-];
-
-/// The suffixes of systemd unit names.
-const UNIT_SUFFIXES: &[&str] = &[
-    "service",
-    "socket",
-    "scope",
-    "slice",
-    "timer",
-    "mount",
-    "automount",
-    "swap",
-    "target",
-    "path",
-    "device",
 ];
 
 /// Why a selector can never match anything Sigil attests.
@@ -230,21 +216,16 @@ fn check_syntax(ty: &str, key: &str, syntax: Syntax, v: &str) -> Result<(), Stri
         }
         Syntax::Unit => {
             let ok = v.len() <= 255
-                && v.rsplit_once('.').is_some_and(|(name, suffix)| {
-                    !name.is_empty()
-                        && UNIT_SUFFIXES.contains(&suffix)
-                        && name.bytes().all(|b| {
-                            b.is_ascii_alphanumeric()
-                                || matches!(b, b':' | b'_' | b'.' | b'-' | b'@' | b'\\')
-                        })
-                });
+                && v.strip_suffix(".service").is_some_and(|n| !n.is_empty())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_:.-@\\".contains(&b));
             if ok {
                 Ok(())
             } else {
                 Err(format!(
-                    "{what} must be a systemd unit name like nginx.service (letters, digits, \
-                     ':', '_', '.', '-', '@', '\\', a suffix such as .service, at most 255 \
-                     bytes), not {v:?}"
+                    "{what} must be a systemd service name like nginx.service (letters, digits, \
+                     ':', '_', '.', '-', '@', '\\', ending in .service, at most 255 bytes), \
+                     not {v:?}"
                 ))
             }
         }
@@ -358,7 +339,8 @@ mod tests {
                 &["unknown key \"subject:dn\""],
                 false,
             ),
-            ("systemd:unit:nginx", &["systemd unit name"], false),
+            ("systemd:unit:nginx", &["systemd service name"], false),
+            ("systemd:unit:user.slice", &["ending in .service"], false),
         ] {
             let e = check(bad).unwrap_err();
             let m = e.to_string();
