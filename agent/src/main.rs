@@ -46,7 +46,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!(
+                "error: {}",
+                sigil_proto::daemon::error_text::error_text(e.as_ref())
+            );
             ExitCode::from(1)
         }
     }

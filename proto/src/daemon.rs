@@ -7,6 +7,7 @@
 pub mod config;
 pub mod connect;
 pub mod data_dir;
+pub mod error_text;
 pub mod files;
 pub mod logs;
 pub mod path_check;

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod known;
+
 /// Longest selector value accepted, in bytes (a Linux path fits).
 pub const MAX_SELECTOR_VALUE_LEN: usize = 4096;
 /// Longest selector type accepted, in bytes.

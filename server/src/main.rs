@@ -59,7 +59,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
+            // Messages are one line, except a TOML error's snippet, whose
+            // lines are kept (its caret points at the fault).
+            let msg = sigil_proto::daemon::error_text::error_text(e.as_ref());
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }

@@ -129,7 +129,15 @@ impl Registry {
     }
 
     fn locked<T>(&self, f: impl FnOnce() -> StoreResult<(T, EntryEvent)>) -> StoreResult<T> {
-        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.locked_with(self.writes.lock().unwrap_or_else(|p| p.into_inner()), f)
+    }
+
+    /// [`Registry::locked`] for a caller that already holds the write lock.
+    fn locked_with<T>(
+        &self,
+        _w: std::sync::MutexGuard<'_, ()>,
+        f: impl FnOnce() -> StoreResult<(T, EntryEvent)>,
+    ) -> StoreResult<T> {
         let (out, ev) = f()?;
         self.apply(ev);
         Ok(out)
@@ -158,10 +166,19 @@ impl Registry {
         Ok(results)
     }
 
-    pub fn update(&self, id: &str, spec: EntrySpec) -> StoreResult<Entry> {
-        self.locked(|| {
-            // Under the write lock the index holds what the store holds.
-            let old_parent = self.get(id).map(|e| e.spec.parent_id.clone());
+    /// Stores `spec` as entry `id`'s new content. An update that changes
+    /// nothing writes nothing: the stored entry comes back with its
+    /// revision, and no event goes out (agents re-issue nothing).
+    pub fn update(&self, id: &str, mut spec: EntrySpec) -> StoreResult<Entry> {
+        let w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the write lock the index holds what the store holds.
+        let old = self.get(id);
+        spec.normalize();
+        if let Some(old) = old.as_ref().filter(|old| old.spec == spec) {
+            return Ok(Entry::clone(old));
+        }
+        self.locked_with(w, || {
+            let old_parent = old.map(|e| e.spec.parent_id.clone());
             let e = self.store.update_entry(id, spec)?;
             let ev = match old_parent {
                 Some(p) => EntryEvent::updated(&p, e.clone()),

@@ -871,6 +871,14 @@ async fn journal_survives_kill_9_after_prepare_and_after_activate() {
 // ---------------------------------------------------------------------------
 // 3. `ca show`.
 
+/// Unix seconds of an RFC 3339 time in `ca show --output json`.
+fn unix_of(v: &Value) -> Option<i64> {
+    let t = v.as_str()?;
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 /// `2026-11-23T12:34:56` or `2026-11-23 12:34:56`, the unix time itself
 /// also accepted.
 fn mentions_time(text: &str, unix: i64) -> bool {
@@ -889,15 +897,15 @@ async fn ca_show_prints_both_slots_and_the_timeline() {
     // Fresh server: one active CA, and its timeline at 1/2 and 5/6 of life.
     let v = ca_show(&s);
     let act = only(&v, "active");
-    let nb = act["not_before"].as_i64().expect("not_before");
-    let na = act["not_after"].as_i64().expect("not_after");
+    let nb = unix_of(&act["not_before"]).expect("not_before");
+    let na = unix_of(&act["not_after"]).expect("not_after");
     assert!(
         (na - nb - 24 * 3600).abs() <= 60,
         "default ca_ttl is 24h: {v:#}"
     );
     let life = na - nb;
-    let prepare_at = v["prepare_at"].as_i64().expect("prepare_at is a number");
-    let activate_at = v["activate_at"].as_i64().expect("activate_at is a number");
+    let prepare_at = unix_of(&v["prepare_at"]).expect("prepare_at is RFC 3339");
+    let activate_at = unix_of(&v["activate_at"]).expect("activate_at is RFC 3339");
     assert!(
         (prepare_at - (nb + life / 2)).abs() <= 2,
         "prepare at 1/2 of the active CA's life: {v:#}"
@@ -919,15 +927,15 @@ async fn ca_show_prints_both_slots_and_the_timeline() {
     assert_eq!(states, BTreeSet::from(["active", "prepared"]));
     for slot in all {
         for k in ["not_before", "not_after"] {
-            assert!(slot[k].is_i64(), "{k} is a unix time: {slot:#}");
+            assert!(unix_of(&slot[k]).is_some(), "{k} is RFC 3339: {slot:#}");
         }
         assert!(slot["serial"].as_str().is_some_and(|s| !s.is_empty()));
         assert!(slot["key_id"].as_str().is_some_and(|s| !s.is_empty()));
         assert_eq!(slot["tainted"], false);
         assert_eq!(slot["in_bundle"], true);
     }
-    let prepare_at = v["prepare_at"].as_i64().expect("prepare_at is a number");
-    let activate_at = v["activate_at"].as_i64().expect("activate_at is a number");
+    let prepare_at = unix_of(&v["prepare_at"]).expect("prepare_at is RFC 3339");
+    let activate_at = unix_of(&v["activate_at"]).expect("activate_at is RFC 3339");
     assert!(activate_at > prepare_at, "{v:#}");
     assert!(v["bundle_sequence"].is_u64());
 
@@ -948,7 +956,7 @@ async fn ca_show_prints_both_slots_and_the_timeline() {
         );
         for k in ["not_before", "not_after"] {
             assert!(
-                mentions_time(&text_out, slot[k].as_i64().unwrap()),
+                mentions_time(&text_out, unix_of(&slot[k]).unwrap()),
                 "text output must show slot {name}'s {k}:\n{text_out}"
             );
         }
@@ -1455,7 +1463,7 @@ async fn soak_zero_failed_handshakes_through_rotations_and_a_taint() {
     let sock = s.socket.clone();
     let first = ca_show_async(&sock).await;
     let mut active = serial_of(only(&first, "active"));
-    let mut activate_at = first["activate_at"].as_i64();
+    let mut activate_at = unix_of(&first["activate_at"]);
     let mut activations: Vec<(f64, String, Option<i64>)> = Vec::new();
     // (seen at, tainted at, slot, serial, lag after the planned activation)
     let mut taint: Option<(f64, f64, String, String, i64)> = None;
@@ -1502,7 +1510,7 @@ async fn soak_zero_failed_handshakes_through_rotations_and_a_taint() {
                 taint = Some((when, at, slot, serial, lag));
             }
         }
-        activate_at = v["activate_at"].as_i64();
+        activate_at = unix_of(&v["activate_at"]);
         if let Some((_, _, slot, serial, _)) = &taint
             && tainted_gone_at.is_none()
         {

@@ -121,6 +121,7 @@ async fn writer(
                         ..Default::default()
                     })
                     .collect(),
+                allow_unknown_selectors: false,
             };
             let r = tokio::time::timeout(Duration::from_secs(10), client.create_entries(req)).await;
             let mut attempts = attempts;

@@ -449,6 +449,7 @@ async fn disk_full_and_read_only_data_dir() {
                     hint: "x".repeat(200),
                     ..Default::default()
                 }],
+                allow_unknown_selectors: false,
             })
             .await;
         match r.map(|r| r.into_inner().results.remove(0).result) {

@@ -439,7 +439,10 @@ async fn the_admin_api_itself_rejects_bad_ids_with_the_rule() {
         })
         .collect();
     let results = c
-        .create_entries(pb::CreateEntriesRequest { entries })
+        .create_entries(pb::CreateEntriesRequest {
+            entries,
+            allow_unknown_selectors: false,
+        })
         .await
         .unwrap()
         .into_inner()

@@ -37,8 +37,10 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigFileError>
 fn parse_at<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigFileError> {
     toml::from_str(text).map_err(|e| ConfigFileError::Parse {
         path: path.to_path_buf(),
-        // One line: the CLI prints errors on one line.
-        message: e.to_string().trim_end().replace('\n', " "),
+        // toml's message is a line-and-column summary, then the snippet
+        // with a caret under the fault: its lines are kept, so the caret
+        // stays under the fault when the CLI prints it.
+        message: e.to_string().trim_end().to_string(),
     })
 }
 
@@ -78,7 +80,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_key_is_refused_by_name_on_one_line() {
+    fn an_unknown_key_is_refused_by_name_with_its_snippet() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "name = \"x\"\nnmae = 1\n").unwrap();
@@ -88,7 +90,13 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("unknown field") && m.contains("nmae"), "{m}");
-        assert!(!m.contains('\n'), "{m}");
+        // The snippet keeps its lines: the caret stays under the key.
+        let lines: Vec<&str> = m.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.ends_with("| nmae = 1"))
+            .expect(&m);
+        assert!(lines[at + 1].ends_with("| ^^^^"), "{m}");
     }
 
     #[test]

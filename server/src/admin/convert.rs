@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sigil_proto::admin_api as pb;
+use sigil_proto::selector::known::check_known;
 use sigil_proto::{Selector, SpiffeId, TrustDomain};
 
 use crate::config::check_svid_ttl;
@@ -113,6 +114,50 @@ pub fn parse_selectors(field: &str, sels: &[pb::Selector]) -> Result<Vec<Selecto
         .collect()
 }
 
+/// Checks every selector against the selectors Sigil's attestors produce
+/// (types and value syntax, see [`check_known`]): one that can never match
+/// is refused. A type no attestor produces passes only with
+/// `allow_unknown` (`allow_unknown_selectors`, `--allow-unknown-selector`).
+pub fn check_known_selectors(
+    field: &str,
+    sels: &[Selector],
+    allow_unknown: bool,
+) -> Result<(), String> {
+    for s in sels {
+        match check_known(s) {
+            Err(e) if !(allow_unknown && e.is_unknown_type()) => return Err(err(field, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Entry fields the API stores but no part of Sigil acts on yet: refused
+/// when set, rather than stored and silently ignored.
+fn refuse_unimplemented(
+    jwt_svid_ttl: bool,
+    federates_with: bool,
+    admin: bool,
+    downstream: bool,
+) -> Result<(), String> {
+    let refusal = if jwt_svid_ttl {
+        "jwt_svid_ttl (--jwt-svid-ttl): Sigil does not issue JWT-SVIDs yet, so the TTL would \
+         be stored and do nothing; omit it"
+    } else if federates_with {
+        "federates_with (--federates-with): federation is not implemented yet (no foreign \
+         bundle is fetched or sent to workloads); omit it"
+    } else if admin {
+        "admin (--admin): admin entries are not implemented yet (their SVIDs would grant no \
+         admin access); omit it"
+    } else if downstream {
+        "downstream (--downstream): downstream servers are not implemented yet (their SVIDs \
+         could not sign); omit it"
+    } else {
+        return Ok(());
+    };
+    Err(refusal.to_string())
+}
+
 /// An X.509-SVID TTL in seconds: 0 (server default) or 1s..=ca_ttl/6.
 pub fn check_x509_ttl(field: &str, secs: i64, limits: &Limits) -> Result<u64, String> {
     let secs = u64::try_from(secs).map_err(|_| err(field, format!("{secs} is negative")))?;
@@ -146,17 +191,31 @@ fn parse_federates(list: &[String]) -> Result<Vec<TrustDomain>, String> {
         .collect()
 }
 
-/// Validates a full entry (create).
-pub fn entry_spec(e: &pb::Entry, limits: &Limits, now: i64) -> Result<EntrySpec, String> {
+/// Validates a full entry (create); `allow_unknown`: see
+/// [`check_known_selectors`].
+pub fn entry_spec(
+    e: &pb::Entry,
+    limits: &Limits,
+    now: i64,
+    allow_unknown: bool,
+) -> Result<EntrySpec, String> {
     let spiffe_id = parse_workload_id("spiffe_id", &e.spiffe_id, limits)?;
     let parent_id = parse_id_in("parent_id", &e.parent_id, limits)?;
     let selectors = parse_selectors("selectors", &e.selectors)?;
+    check_known_selectors("selectors", &selectors, allow_unknown)?;
+    let jwt_svid_ttl = check_jwt_ttl("jwt_svid_ttl", e.jwt_svid_ttl_seconds)?;
+    refuse_unimplemented(
+        jwt_svid_ttl != 0,
+        !e.federates_with.is_empty(),
+        e.admin,
+        e.downstream,
+    )?;
     let mut spec = EntrySpec {
         spiffe_id,
         parent_id,
         selectors,
         x509_svid_ttl: check_x509_ttl("x509_svid_ttl", e.x509_svid_ttl_seconds, limits)?,
-        jwt_svid_ttl: check_jwt_ttl("jwt_svid_ttl", e.jwt_svid_ttl_seconds)?,
+        jwt_svid_ttl,
         dns_names: e.dns_names.clone(),
         federates_with: parse_federates(&e.federates_with)?,
         hint: e.hint.clone(),
@@ -208,6 +267,7 @@ pub fn apply_update(
     }
     if let Some(v) = &u.selectors {
         spec.selectors = parse_selectors("selectors", &v.selectors)?;
+        check_known_selectors("selectors", &spec.selectors, u.allow_unknown_selectors)?;
     }
     if let Some(v) = u.x509_svid_ttl_seconds {
         spec.x509_svid_ttl = check_x509_ttl("x509_svid_ttl", v, limits)?;
@@ -215,6 +275,16 @@ pub fn apply_update(
     if let Some(v) = u.jwt_svid_ttl_seconds {
         spec.jwt_svid_ttl = check_jwt_ttl("jwt_svid_ttl", v)?;
     }
+    // Setting one of these to its default (0, empty, false) is allowed: it
+    // clears what an older server stored.
+    refuse_unimplemented(
+        u.jwt_svid_ttl_seconds.is_some_and(|v| v != 0),
+        u.federates_with
+            .as_ref()
+            .is_some_and(|v| !v.values.is_empty()),
+        u.admin == Some(true),
+        u.downstream == Some(true),
+    )?;
     if let Some(v) = &u.dns_names {
         spec.dns_names = v.values.clone();
     }
@@ -304,7 +374,7 @@ mod tests {
 
     #[test]
     fn accepts_a_good_entry() {
-        let s = entry_spec(&good(), &limits(), 0).unwrap();
+        let s = entry_spec(&good(), &limits(), 0, false).unwrap();
         assert_eq!(s.spiffe_id.as_str(), "spiffe://example.org/web");
     }
 
@@ -349,11 +419,32 @@ mod tests {
                 Box::new(|e| e.federates_with = vec!["A B".into()]),
                 "federates_with",
             ),
+            (
+                Box::new(|e| e.selectors[0].value = "uid:root".into()),
+                "unix:user:root",
+            ),
+            (
+                Box::new(|e| e.selectors[0].r#type = "uinx".into()),
+                "did you mean unix?",
+            ),
+            (
+                Box::new(|e| e.jwt_svid_ttl_seconds = 300),
+                "does not issue JWT-SVIDs yet",
+            ),
+            (
+                Box::new(|e| e.federates_with = vec!["other.org".into()]),
+                "federation is not implemented yet",
+            ),
+            (Box::new(|e| e.admin = true), "admin entries are not"),
+            (
+                Box::new(|e| e.downstream = true),
+                "downstream servers are not",
+            ),
         ];
         for (mutate, needle) in cases {
             let mut e = good();
             mutate(&mut e);
-            let m = entry_spec(&e, &limits(), 10).unwrap_err();
+            let m = entry_spec(&e, &limits(), 10, false).unwrap_err();
             assert!(m.contains(needle), "expected {needle:?} in {m:?}");
         }
     }
@@ -367,7 +458,7 @@ mod tests {
             ca_ttl: Duration::from_secs(24 * 3600),
             ..limits()
         };
-        let stored = entry_spec(&created, &wide, 0).unwrap();
+        let stored = entry_spec(&created, &wide, 0, false).unwrap();
         let hint_only = pb::UpdateEntryRequest {
             id: "e-123".into(),
             hint: Some("web".into()),

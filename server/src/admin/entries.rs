@@ -143,7 +143,7 @@ impl AdminService {
         req: pb::CreateEntriesRequest,
     ) -> Result<pb::CreateEntriesResponse, Status> {
         let now = self.now();
-        let entries = req.entries;
+        let (entries, allow_unknown) = (req.entries, req.allow_unknown_selectors);
         let max = self.settings.max_entries_per_request;
         if entries.len() > max {
             warn!(
@@ -161,7 +161,7 @@ impl AdminService {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                convert::entry_spec(e, &self.settings.limits, now)
+                convert::entry_spec(e, &self.settings.limits, now, allow_unknown)
                     .map_err(|m| format!("entry {i}: {m}"))
             })
             .collect();
@@ -234,13 +234,15 @@ impl AdminService {
         Ok(Box::pin(tokio_stream::iter(items)))
     }
 
+    /// The entry as it now is, and whether the update changed it (an
+    /// update to the same content writes nothing and keeps the revision).
     pub(super) async fn update_entry(
         &self,
         u: pb::UpdateEntryRequest,
-    ) -> Result<pb::Entry, Status> {
+    ) -> Result<(pb::Entry, bool), Status> {
         let limits = self.settings.limits.clone();
         let now = self.now();
-        let e = self
+        let (e, changed) = self
             .write(move |registry| {
                 let cur = registry.get(&u.id).ok_or_else(|| StoreError::NotFound {
                     what: "entry",
@@ -248,12 +250,18 @@ impl AdminService {
                 })?;
                 let mut spec = cur.spec.clone();
                 convert::apply_update(&mut spec, &u, &limits, now).map_err(AdminError::Invalid)?;
-                Ok(registry.update(&u.id, spec)?)
+                let e = registry.update(&u.id, spec)?;
+                let changed = e.revision != cur.revision;
+                Ok((e, changed))
             })
             .await?;
-        info!(entry_id = %e.id, revision = e.revision, "entry updated");
-        warn_shared_hints(&self.registry, &[Arc::new(e.clone())]);
-        Ok(convert::entry_to_pb(&e))
+        if changed {
+            info!(entry_id = %e.id, revision = e.revision, "entry updated");
+            warn_shared_hints(&self.registry, &[Arc::new(e.clone())]);
+        } else {
+            info!(entry_id = %e.id, revision = e.revision, "entry unchanged: the update asked for what is stored");
+        }
+        Ok((convert::entry_to_pb(&e), changed))
     }
 
     pub(super) async fn delete_entry(

@@ -30,6 +30,10 @@ use convert::Limits;
 use error::AdminError;
 pub use tokens::hash_token;
 
+/// Response metadata of an `UpdateEntry` that changed nothing (the entry
+/// keeps its revision; nothing is written or pushed to agents).
+pub const UNCHANGED_METADATA: &str = "sigil-entry-unchanged";
+
 /// Largest admin request accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -156,7 +160,15 @@ impl AdminApi for AdminService {
         &self,
         req: Request<pb::UpdateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        self.update_entry(req.into_inner()).await.map(Response::new)
+        let (entry, changed) = self.update_entry(req.into_inner()).await?;
+        let mut resp = Response::new(entry);
+        if !changed {
+            resp.metadata_mut().insert(
+                UNCHANGED_METADATA,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
+        Ok(resp)
     }
 
     async fn delete_entry(

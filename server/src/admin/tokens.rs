@@ -16,6 +16,7 @@ use crate::ca::random16;
 use crate::config::server_id;
 use crate::entry::EntrySpec;
 use crate::store::JoinTokenRecord;
+use crate::store::join_token_ids::agent_path;
 
 /// Longest join token lifetime.
 const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
@@ -48,6 +49,12 @@ impl AdminService {
         };
         let token = hex::encode(random16().map_err(AdminError::from)?);
         let token_hash = hash_token(&token);
+        let agent_id = self
+            .settings
+            .limits
+            .trust_domain
+            .spiffe_id(&agent_path(&token_hash))
+            .map_err(|e| AdminError::Internal(format!("join token agent ID: {e}")))?;
         let now = self.now();
         let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let td = self.settings.limits.trust_domain.clone();
@@ -90,6 +97,7 @@ impl AdminService {
             token,
             expires_at,
             entry_id,
+            agent_id: agent_id.to_string(),
         })
     }
 }

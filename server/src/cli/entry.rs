@@ -1,5 +1,5 @@
-//! `sigil-server entry …`: create (from flags or a JSON file), show, update,
-//! delete, count. Inputs are validated here before anything is sent, and
+//! `sigil-server entry …`: create (from flags or a JSON file, see
+//! [`super::entry_file`]), show (alias list), update, delete, count. Inputs are validated here before anything is sent, and
 //! again by the server.
 
 use std::io::Read;
@@ -8,32 +8,29 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use serde::Deserialize;
 use sigil_proto::admin_api as pb;
 use sigil_proto::{Selector, SpiffeId, TrustDomain, parse_duration};
-use time::format_description::well_known::Rfc3339;
 use tokio_stream::StreamExt;
 
+use super::entry_file::{parse_entry_file, parse_rfc3339};
 use super::output::{Output, entry_json, entry_text, print_json};
 use super::{Common, secs, status_msg};
 use crate::admin::client::connect;
 use crate::admin::convert::{check_dns_name, selector_to_pb};
 use crate::config::server_id;
 
-fn parse_rfc3339(s: &str) -> Result<i64, String> {
-    time::OffsetDateTime::parse(s, &Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-12-31T23:59:59Z: {e}"))
-}
+type Client = sigil_proto::admin_api::admin_api_client::AdminApiClient<tonic::transport::Channel>;
 
-/// A TTL flag: a duration of at least 1s (omitting the flag means the
-/// server's default; `0s` is refused rather than silently meaning that).
+/// A TTL flag: a duration of at least 1s, or `default` (zero: the
+/// server's default, which is how `entry update` returns a TTL to it).
+/// `0s` is refused rather than silently meaning the default.
 fn parse_ttl(s: &str) -> Result<Duration, String> {
+    if s == "default" {
+        return Ok(Duration::ZERO);
+    }
     let d = parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) {
-        return Err(format!(
-            "{s:?}: a TTL must be at least 1s (omit the flag for the server default)"
-        ));
+        return Err("a TTL must be at least 1s (write `default` for the server default)".into());
     }
     Ok(d)
 }
@@ -75,6 +72,10 @@ pub enum EntryCommand {
         /// RFC 3339 time after which the entry no longer applies.
         #[arg(long, value_parser = parse_rfc3339)]
         expires_at: Option<i64>,
+        /// Store selectors of a type no Sigil attestor produces (known
+        /// types are always checked).
+        #[arg(long)]
+        allow_unknown_selector: bool,
         /// JSON file of entries ({"entries": [...]}), or - for stdin.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["spiffe_id", "parent_id", "node", "selectors"])]
         data: Option<PathBuf>,
@@ -82,6 +83,7 @@ pub enum EntryCommand {
         common: Common,
     },
     /// Show entries matching all the given filters (all entries by default).
+    #[command(visible_alias = "list")]
     Show {
         #[arg(long)]
         entry_id: Option<String>,
@@ -95,7 +97,10 @@ pub enum EntryCommand {
         common: Common,
     },
     /// Change fields of an entry; fields not given keep their value. Given
-    /// selectors or DNS names replace the whole set.
+    /// selectors or DNS names replace the whole set; `--clear-dns-names`
+    /// removes them, `--x509-svid-ttl default` returns to the server's
+    /// default, `--expires-at never` and `--hint ''` clear those. An update
+    /// that changes nothing keeps the revision and says "unchanged".
     Update {
         #[arg(long)]
         entry_id: String,
@@ -111,6 +116,9 @@ pub enum EntryCommand {
         jwt_svid_ttl: Option<Duration>,
         #[arg(long = "dns-name", value_parser = parse_dns)]
         dns_names: Vec<String>,
+        /// Remove every DNS name.
+        #[arg(long, conflicts_with = "dns_names")]
+        clear_dns_names: bool,
         #[arg(long)]
         hint: Option<String>,
         #[arg(long)]
@@ -119,13 +127,26 @@ pub enum EntryCommand {
         downstream: Option<bool>,
         #[arg(long, value_parser = parse_rfc3339)]
         expires_at: Option<i64>,
+        /// Store selectors of a type no Sigil attestor produces.
+        #[arg(long)]
+        allow_unknown_selector: bool,
         #[command(flatten)]
         common: Common,
     },
-    /// Delete an entry.
+    /// Delete an entry by id, or the entries with a SPIFFE ID (several
+    /// only with --yes).
     Delete {
-        #[arg(long)]
-        entry_id: String,
+        #[arg(
+            long,
+            required_unless_present = "spiffe_id",
+            conflicts_with = "spiffe_id"
+        )]
+        entry_id: Option<String>,
+        #[arg(long, value_parser = SpiffeId::parse)]
+        spiffe_id: Option<SpiffeId>,
+        /// Delete every entry with --spiffe-id when several have it.
+        #[arg(long, requires = "spiffe_id")]
+        yes: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -136,104 +157,60 @@ pub enum EntryCommand {
     },
 }
 
-/// A TTL in an entry file: seconds (as SPIRE writes them) or a duration.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum TtlJson {
-    Seconds(i64),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SelectorJson {
-    r#type: String,
-    value: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryJson {
-    spiffe_id: String,
-    parent_id: String,
-    selectors: Vec<SelectorJson>,
-    x509_svid_ttl: Option<TtlJson>,
-    jwt_svid_ttl: Option<TtlJson>,
-    #[serde(default)]
-    dns_names: Vec<String>,
-    #[serde(default)]
-    federates_with: Vec<String>,
-    #[serde(default)]
-    hint: String,
-    #[serde(default)]
-    admin: bool,
-    #[serde(default)]
-    downstream: bool,
-    expires_at: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryFile {
-    entries: Vec<EntryJson>,
-}
-
-fn ttl_secs(field: &str, t: Option<&TtlJson>) -> Result<i64, String> {
-    match t {
-        None => Ok(0),
-        Some(TtlJson::Seconds(s)) if *s >= 0 => Ok(*s),
-        Some(TtlJson::Seconds(s)) => Err(format!("{field}: {s} is negative")),
-        Some(TtlJson::Text(s)) => parse_duration(s)
-            .map(|d| secs(Some(d)))
-            .map_err(|e| format!("{field}: {e}")),
+/// Every entry matching `req`.
+async fn list(c: &mut Client, req: pb::ListEntriesRequest) -> anyhow::Result<Vec<pb::Entry>> {
+    let mut stream = c.list_entries(req).await.map_err(status_msg)?.into_inner();
+    let mut v = Vec::new();
+    while let Some(e) = stream.next().await {
+        v.push(e.map_err(status_msg)?);
     }
+    Ok(v)
 }
 
-/// Parses and checks an entry file; any bad entry refuses the whole file so
-/// that nothing is half-applied.
-pub fn parse_entry_file(bytes: &[u8]) -> anyhow::Result<Vec<pb::Entry>> {
-    let file: EntryFile = serde_json::from_slice(bytes).context("invalid entry JSON")?;
-    let mut out = Vec::with_capacity(file.entries.len());
-    for (i, e) in file.entries.iter().enumerate() {
-        let ctx = |m: String| anyhow::anyhow!("entry {i}: {m}");
-        SpiffeId::parse(&e.spiffe_id).map_err(|x| ctx(format!("spiffe_id: {x}")))?;
-        SpiffeId::parse(&e.parent_id).map_err(|x| ctx(format!("parent_id: {x}")))?;
-        if e.selectors.is_empty() {
-            return Err(ctx("selectors: at least one selector is required".into()));
-        }
-        for (j, s) in e.selectors.iter().enumerate() {
-            Selector::new(&s.r#type, &s.value).map_err(|x| ctx(format!("selectors[{j}]: {x}")))?;
-        }
-        for d in &e.dns_names {
-            check_dns_name(d).map_err(|m| ctx(format!("dns_names: {m}")))?;
-        }
-        for t in &e.federates_with {
-            TrustDomain::parse(t).map_err(|x| ctx(format!("federates_with: {x}")))?;
-        }
-        out.push(pb::Entry {
-            spiffe_id: e.spiffe_id.clone(),
-            parent_id: e.parent_id.clone(),
-            selectors: e
-                .selectors
-                .iter()
-                .map(|s| pb::Selector {
-                    r#type: s.r#type.clone(),
-                    value: s.value.clone(),
-                })
-                .collect(),
-            x509_svid_ttl_seconds: ttl_secs("x509_svid_ttl", e.x509_svid_ttl.as_ref())
-                .map_err(ctx)?,
-            jwt_svid_ttl_seconds: ttl_secs("jwt_svid_ttl", e.jwt_svid_ttl.as_ref()).map_err(ctx)?,
-            dns_names: e.dns_names.clone(),
-            federates_with: e.federates_with.clone(),
-            hint: e.hint.clone(),
-            admin: e.admin,
-            downstream: e.downstream,
-            expires_at: e.expires_at.unwrap_or(0),
+/// The ids `entry delete` deletes: `entry_id`, or the entries with
+/// `spiffe_id` (refused when several have it, unless `yes`).
+async fn ids_to_delete(
+    c: &mut Client,
+    entry_id: Option<String>,
+    spiffe_id: Option<SpiffeId>,
+    yes: bool,
+) -> anyhow::Result<Vec<String>> {
+    let spiffe_id = match (entry_id, spiffe_id) {
+        (Some(id), _) => return Ok(vec![id]),
+        (None, Some(s)) => s,
+        (None, None) => anyhow::bail!("give --entry-id or --spiffe-id"),
+    };
+    let found = list(
+        c,
+        pb::ListEntriesRequest {
+            by_spiffe_id: spiffe_id.to_string(),
             ..Default::default()
-        });
+        },
+    )
+    .await?;
+    if found.is_empty() {
+        anyhow::bail!("no entry has SPIFFE ID {spiffe_id}; nothing deleted");
     }
-    Ok(out)
+    if found.len() > 1 && !yes {
+        let listed: Vec<String> = found
+            .iter()
+            .map(|e| {
+                let sels: Vec<String> = e
+                    .selectors
+                    .iter()
+                    .map(|s| format!("{}:{}", s.r#type, s.value))
+                    .collect();
+                format!("{} (parent {}, {})", e.id, e.parent_id, sels.join(" "))
+            })
+            .collect();
+        anyhow::bail!(
+            "{} entries have SPIFFE ID {spiffe_id}: {}; nothing deleted: pass --yes to delete \
+             them all, or --entry-id to delete one",
+            found.len(),
+            listed.join(", ")
+        );
+    }
+    Ok(found.into_iter().map(|e| e.id).collect())
 }
 
 fn print_entries(output: Output, entries: &[pb::Entry]) -> anyhow::Result<()> {
@@ -271,6 +248,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             admin,
             downstream,
             expires_at,
+            allow_unknown_selector,
             data,
             common,
         } => {
@@ -315,7 +293,10 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             };
             let mut c = connect(&common.socket).await?;
             let results = c
-                .create_entries(pb::CreateEntriesRequest { entries })
+                .create_entries(pb::CreateEntriesRequest {
+                    entries,
+                    allow_unknown_selectors: allow_unknown_selector,
+                })
                 .await
                 .map_err(status_msg)?
                 .into_inner()
@@ -387,20 +368,12 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                     });
                 if keep { vec![e] } else { vec![] }
             } else {
-                let mut stream = c
-                    .list_entries(pb::ListEntriesRequest {
-                        by_spiffe_id: spiffe_id.map(|s| s.to_string()).unwrap_or_default(),
-                        by_parent_id: parent_id.map(|s| s.to_string()).unwrap_or_default(),
-                        by_selectors: selectors.iter().map(selector_to_pb).collect(),
-                    })
-                    .await
-                    .map_err(status_msg)?
-                    .into_inner();
-                let mut v = Vec::new();
-                while let Some(e) = stream.next().await {
-                    v.push(e.map_err(status_msg)?);
-                }
-                v
+                let req = pb::ListEntriesRequest {
+                    by_spiffe_id: spiffe_id.map(|s| s.to_string()).unwrap_or_default(),
+                    by_parent_id: parent_id.map(|s| s.to_string()).unwrap_or_default(),
+                    by_selectors: selectors.iter().map(selector_to_pb).collect(),
+                };
+                list(&mut c, req).await?
             };
             print_entries(common.output, &entries)
         }
@@ -412,10 +385,12 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             x509_svid_ttl,
             jwt_svid_ttl,
             dns_names,
+            clear_dns_names,
             hint,
             admin,
             downstream,
             expires_at,
+            allow_unknown_selector,
             common,
         } => {
             let req = pb::UpdateEntryRequest {
@@ -427,27 +402,55 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                 }),
                 x509_svid_ttl_seconds: x509_svid_ttl.map(|d| secs(Some(d))),
                 jwt_svid_ttl_seconds: jwt_svid_ttl.map(|d| secs(Some(d))),
-                dns_names: (!dns_names.is_empty()).then_some(pb::StringList { values: dns_names }),
+                dns_names: (clear_dns_names || !dns_names.is_empty())
+                    .then_some(pb::StringList { values: dns_names }),
                 federates_with: None,
                 hint,
                 admin,
                 downstream,
                 expires_at,
+                allow_unknown_selectors: allow_unknown_selector,
             };
             let mut c = connect(&common.socket).await?;
-            let e = c.update_entry(req).await.map_err(status_msg)?.into_inner();
-            print_entries(common.output, &[e])
-        }
-        EntryCommand::Delete { entry_id, common } => {
-            let mut c = connect(&common.socket).await?;
-            c.delete_entry(pb::DeleteEntryRequest {
-                id: entry_id.clone(),
-            })
-            .await
-            .map_err(status_msg)?;
+            let resp = c.update_entry(req).await.map_err(status_msg)?;
+            let unchanged = resp
+                .metadata()
+                .get(crate::admin::UNCHANGED_METADATA)
+                .is_some_and(|v| v == "true");
+            let e = resp.into_inner();
             match common.output {
-                Output::Text => println!("Deleted entry {entry_id}"),
-                Output::Json => print_json(&serde_json::json!({ "deleted": entry_id }))?,
+                Output::Text if unchanged => {
+                    println!(
+                        "Entry {} unchanged (revision {}): it already had these values",
+                        e.id, e.revision
+                    );
+                    Ok(())
+                }
+                Output::Text => print_entries(common.output, &[e]),
+                Output::Json => print_json(&serde_json::json!({
+                    "entries": [entry_json(&e)],
+                    "unchanged": unchanged,
+                })),
+            }
+        }
+        EntryCommand::Delete {
+            entry_id,
+            spiffe_id,
+            yes,
+            common,
+        } => {
+            let mut c = connect(&common.socket).await?;
+            let ids = ids_to_delete(&mut c, entry_id, spiffe_id, yes).await?;
+            for id in &ids {
+                c.delete_entry(pb::DeleteEntryRequest { id: id.clone() })
+                    .await
+                    .map_err(status_msg)?;
+                if common.output == Output::Text {
+                    println!("Deleted entry {id}");
+                }
+            }
+            if common.output == Output::Json {
+                print_json(&serde_json::json!({ "deleted": ids }))?;
             }
             Ok(())
         }
@@ -464,33 +467,6 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                 Output::Json => print_json(&serde_json::json!({ "count": n }))?,
             }
             Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_file_accepts_spire_style_and_refuses_bad_entries_whole() {
-        let ok = br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p",
-            "selectors":[{"type":"unix","value":"uid:1"}],"x509_svid_ttl":600},
-            {"spiffe_id":"spiffe://td/b","parent_id":"spiffe://td/p",
-            "selectors":[{"type":"unix","value":"uid:2"}],"x509_svid_ttl":"10m"}]}"#;
-        let v = parse_entry_file(ok).unwrap();
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[1].x509_svid_ttl_seconds, 600);
-        for (bad, needle) in [
-            (&br#"{"entries":[{"spiffe_id":"spiffe://td/a/","parent_id":"spiffe://td/p","selectors":[{"type":"unix","value":"uid:1"}]}]}"#[..], "entry 0: spiffe_id"),
-            (br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":[]}]}"#, "at least one"),
-            (br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":[{"type":"Unix","value":"x"}]}]}"#, "selectors[0]"),
-            (br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":[{"type":"unix","value":"x"}],"x509_svid_ttl":"5y"}]}"#, "x509_svid_ttl"),
-            (br#"{"entries":[{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":[{"type":"unix","value":"x"}],"colour":"red"}]}"#, "colour"),
-            (b"not json", "invalid entry JSON"),
-        ] {
-            let e = format!("{:#}", parse_entry_file(bad).unwrap_err());
-            assert!(e.contains(needle), "expected {needle:?} in {e:?}");
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The `sigil-server` command line: the daemon (`run`, `validate`) and the
-//! admin commands, which talk to a running server over its admin socket.
+//! admin commands, which talk to a running server over its admin socket
+//! (entries in [`entry`] and [`entry_file`], the CA in [`ca`]).
 //! Exit codes: 0 success, 1 error (one line on stderr), 2 usage error.
 
+pub mod ca;
 pub mod entry;
+pub mod entry_file;
 pub mod output;
 
 use std::path::PathBuf;
@@ -67,7 +70,7 @@ pub enum Command {
     Agent(AgentCommand),
     /// Show and steer CA rotation.
     #[command(subcommand)]
-    Ca(CaCommand),
+    Ca(ca::CaCommand),
     /// Check that the server answers and is healthy.
     Healthcheck(Common),
 }
@@ -80,179 +83,6 @@ pub struct Common {
     pub socket: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SlotArg {
-    A,
-    B,
-}
-
-impl SlotArg {
-    fn name(self) -> &'static str {
-        match self {
-            SlotArg::A => "a",
-            SlotArg::B => "b",
-        }
-    }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CaCommand {
-    /// Both key slots and the rotation timeline.
-    Show {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Prepare the next CA now (it is published in the bundle at once).
-    Prepare {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Make the prepared CA the signing one now. Refused until it has been
-    /// published for 2 x the bundle refresh hint (10m by default).
-    Activate {
-        /// Activate even if published for less than the minimum: agents and
-        /// relying parties that have not fetched the bundle since the CA was
-        /// prepared will reject the SVIDs it signs.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Taint an inactive CA: agents re-issue every SVID it signed at once.
-    Taint {
-        #[arg(long, value_enum)]
-        slot: SlotArg,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Remove a tainted, inactive CA from the bundle and delete its key.
-    /// Refused under an upstream CA: revoke it at the upstream instead.
-    /// Refused while attested agents' own SVIDs chain to it, unless --force.
-    Revoke {
-        #[arg(long, value_enum)]
-        slot: SlotArg,
-        /// Revoke anyway: those agents are locked out until attested again.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-fn print_ca(output: Output, st: &pb::CaStatus) -> anyhow::Result<()> {
-    let ts = |t: i64| (t != 0).then_some(t);
-    match output {
-        Output::Json => print_json(&serde_json::json!({
-            "slots": st.slots.iter().map(|s| serde_json::json!({
-                "slot": s.slot,
-                "state": s.state,
-                "serial": s.serial,
-                "not_before": s.not_before,
-                "not_after": s.not_after,
-                "tainted": s.tainted,
-                "in_bundle": s.in_bundle,
-                "key_id": s.key_id,
-            })).collect::<Vec<_>>(),
-            "prepare_at": ts(st.prepare_at),
-            "activate_at": ts(st.activate_at),
-            "bundle_sequence": st.bundle_sequence,
-            "warnings": st.warnings,
-        })),
-        Output::Text => {
-            for slot in ["a", "b"] {
-                match st.slots.iter().find(|s| s.slot == slot) {
-                    None => println!("Slot {slot}: empty"),
-                    Some(s) => {
-                        println!(
-                            "Slot {slot}: {}{}{}",
-                            s.state,
-                            if s.tainted { ", TAINTED" } else { "" },
-                            if s.in_bundle { ", in bundle" } else { "" }
-                        );
-                        println!("  serial      : {}", s.serial);
-                        println!("  not before  : {}", rfc3339(s.not_before));
-                        println!("  not after   : {}", rfc3339(s.not_after));
-                    }
-                }
-            }
-            match ts(st.prepare_at) {
-                Some(p) => {
-                    println!("Timeline of the active CA:");
-                    println!("  prepare next: {}", rfc3339(p));
-                    println!("  activate it : {}", rfc3339(st.activate_at));
-                }
-                None => println!("No active CA."),
-            }
-            println!("Bundle sequence: {}", st.bundle_sequence);
-            Ok(())
-        }
-    }
-}
-
-async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
-    let (common, st) = match cmd {
-        CaCommand::Show { common } => {
-            let mut c = connect(&common.socket).await?;
-            let st = c
-                .show_ca(pb::ShowCaRequest {})
-                .await
-                .map_err(status_msg)?
-                .into_inner();
-            (common, st)
-        }
-        CaCommand::Prepare { common } => {
-            let mut c = connect(&common.socket).await?;
-            let st = c
-                .prepare_ca(pb::ShowCaRequest {})
-                .await
-                .map_err(status_msg)?
-                .into_inner();
-            (common, st)
-        }
-        CaCommand::Activate { force, common } => {
-            if force {
-                eprintln!(
-                    "warning: --force: a CA published for less than the minimum may be \
-                     activated; agents and relying parties that have not fetched the bundle \
-                     since it was prepared will reject the SVIDs it signs until they do"
-                );
-            }
-            let mut c = connect(&common.socket).await?;
-            let st = c
-                .activate_ca(pb::ActivateCaRequest { force })
-                .await
-                .map_err(status_msg)?
-                .into_inner();
-            (common, st)
-        }
-        CaCommand::Taint { slot, common } => {
-            let mut c = connect(&common.socket).await?;
-            let req = pb::CaSlotRequest {
-                slot: slot.name().to_string(),
-            };
-            let st = c.taint_ca(req).await.map_err(status_msg)?.into_inner();
-            (common, st)
-        }
-        CaCommand::Revoke {
-            slot,
-            force,
-            common,
-        } => {
-            let mut c = connect(&common.socket).await?;
-            let req = pb::RevokeCaRequest {
-                slot: slot.name().to_string(),
-                force,
-            };
-            let st = c.revoke_ca(req).await.map_err(status_msg)?.into_inner();
-            (common, st)
-        }
-    };
-    for w in &st.warnings {
-        eprintln!("warning: {w}");
-    }
-    print_ca(common.output, &st)
 }
 
 #[derive(Debug, Subcommand)]
@@ -396,7 +226,11 @@ fn agent_req(id: &SpiffeId) -> pb::AgentIdRequest {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum BundleFormat {
+    /// PEM CA certificates (what an agent's trust_bundle_path holds).
     Pem,
+    /// The SPIFFE bundle: a JWK Set, as the bundle endpoint serves it
+    /// (`spiffe` is SPIRE's name for it).
+    #[value(alias = "spiffe")]
     Jwks,
 }
 
@@ -415,8 +249,9 @@ pub enum BundleCommand {
 pub enum TokenCommand {
     /// Generate a single-use join token for a node agent.
     Generate {
-        /// Lifetime of the token (default: the server's join_token_ttl, 10m).
-        #[arg(long, value_parser = parse_duration)]
+        /// Lifetime of the token, 1s to 30d (default: the server's
+        /// join_token_ttl, 10m).
+        #[arg(long, value_parser = parse_token_ttl)]
         ttl: Option<Duration>,
         /// Also give agents attested with this token this SPIFFE ID (a node
         /// entry), so workload entries can use it as their parent.
@@ -444,6 +279,20 @@ pub enum X509Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// A join token's `--ttl`: 1s to 30d. `0s` is refused (on the wire 0
+/// means the server's default, which omitting the flag asks for).
+fn parse_token_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(30 * 86_400) {
+        return Err(
+            "a join token TTL must be from 1s to 30d (omit --ttl for the server's \
+             join_token_ttl)"
+                .to_string(),
+        );
+    }
+    Ok(d)
 }
 
 pub(crate) fn secs(d: Option<Duration>) -> i64 {
@@ -475,7 +324,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
         }
         Command::Entry(cmd) => entry::run(cmd).await,
         Command::Agent(cmd) => run_agent(cmd).await,
-        Command::Ca(cmd) => run_ca(cmd).await,
+        Command::Ca(cmd) => ca::run_ca(cmd).await,
         Command::Bundle(BundleCommand::Show { format, common }) => {
             let mut c = connect(&common.socket).await?;
             let b = c
@@ -515,15 +364,18 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(status_msg)?
                 .into_inner();
-            // The ID path an agent attested with this token gets (its trust
-            // domain is the server's): the token's hash, never the token.
+            // The ID an agent attested with this token gets: the token's
+            // hash, never the token.
             let agent_path = crate::store::join_token_ids::agent_path(
                 &crate::store::join_token_ids::sha256_hex(&r.token),
             );
             match common.output {
                 Output::Text => {
                     println!("Token: {}", r.token);
-                    println!("Agent ID path: {agent_path}");
+                    println!(
+                        "Agent ID: {} (the --parent-id of its workload entries)",
+                        r.agent_id
+                    );
                     println!("Expires at: {}", rfc3339(r.expires_at));
                     if !r.entry_id.is_empty() {
                         println!("Node entry: {}", r.entry_id);
@@ -531,6 +383,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
                 }
                 Output::Json => print_json(&serde_json::json!({
                     "token": r.token,
+                    "agent_id": r.agent_id,
                     "agent_id_path": agent_path,
                     "expires_at": rfc3339(r.expires_at),
                     "entry_id": (!r.entry_id.is_empty()).then_some(r.entry_id),

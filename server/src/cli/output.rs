@@ -33,7 +33,9 @@ fn ttl_text(secs: i64) -> String {
     }
 }
 
-/// An entry in the JSON shape that `entry create --data` also reads.
+/// An entry in the JSON shape that `entry create --data` also reads (it
+/// ignores the server-set `id`, `revision` and `created_at`). Times are RFC
+/// 3339; `expires_at` is null for an entry that does not expire.
 pub fn entry_json(e: &pb::Entry) -> Value {
     json!({
         "id": e.id,
@@ -47,9 +49,9 @@ pub fn entry_json(e: &pb::Entry) -> Value {
         "hint": e.hint,
         "admin": e.admin,
         "downstream": e.downstream,
-        "expires_at": e.expires_at,
+        "expires_at": (e.expires_at != 0).then(|| rfc3339(e.expires_at)),
         "revision": e.revision,
-        "created_at": e.created_at,
+        "created_at": rfc3339(e.created_at),
     })
 }
 

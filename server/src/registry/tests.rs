@@ -141,6 +141,34 @@ fn create_update_delete_reach_index_and_subscribers_in_revision_order() {
 /// A subscriber that follows the broadcast sees exactly the store's change
 /// log: what an agent's sync stream resumes from after a reconnect.
 #[test]
+fn i22_5_a_no_op_update_writes_nothing_and_sends_no_event() {
+    let f = Fixture::new();
+    let r = &f.registry;
+    let e = f.create(entry_spec("/w", AGENT_A, &["unix:uid:2", "unix:gid:1"]));
+    let mut rx = r.subscribe();
+    // The same content, selectors in another order: unchanged.
+    let same = r
+        .update(
+            &e.id,
+            entry_spec("/w", AGENT_A, &["unix:gid:1", "unix:uid:2"]),
+        )
+        .unwrap();
+    assert_eq!(same, e, "same revision, same content");
+    assert_eq!(r.revision(), e.revision);
+    assert_eq!(f.store.entries_revision().unwrap(), e.revision, "no write");
+    assert!(
+        drain(&mut rx).is_empty(),
+        "no event: agents re-issue nothing"
+    );
+    // A real change still bumps the revision.
+    let changed = r
+        .update(&e.id, entry_spec("/w", AGENT_A, &["unix:uid:3"]))
+        .unwrap();
+    assert!(changed.revision > e.revision);
+    assert_eq!(drain(&mut rx).len(), 1);
+}
+
+#[test]
 fn broadcast_follows_the_store_change_log() {
     let f = Fixture::new();
     let r = &f.registry;

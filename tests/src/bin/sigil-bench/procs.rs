@@ -178,6 +178,7 @@ impl Server {
             let r = admin
                 .create_entries(apb::CreateEntriesRequest {
                     entries: chunk.to_vec(),
+                    allow_unknown_selectors: false,
                 })
                 .await?
                 .into_inner();

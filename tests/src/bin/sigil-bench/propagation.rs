@@ -96,6 +96,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
                     &agent.agent_id,
                     &[("unix", &format!("uid:{uid}"))],
                 )],
+                allow_unknown_selectors: false,
             })
             .await?
             .into_inner();
