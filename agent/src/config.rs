@@ -266,6 +266,9 @@ impl AgentConfig {
             p.readable_file("node_attestor.x509pop.cert_path", &x.cert_path);
             p.readable_file("node_attestor.x509pop.key_path", &x.key_path);
         }
+        if let Some(be) = &self.bundle_endpoint {
+            p.readable_file("bundle_endpoint.ca_file", &be.ca_file);
+        }
         p.into_result()
     }
 

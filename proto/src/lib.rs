@@ -64,6 +64,7 @@ pub mod net;
 pub mod pem;
 pub mod selector;
 pub mod spiffe_id;
+pub mod svid_chain;
 pub mod svid_profile;
 #[cfg(any(test, feature = "test-pki"))]
 pub mod test_pki;

@@ -186,6 +186,17 @@ fn i22_7_svid_pem_has_no_root() {
         let helper_dir = work.path().join("helper");
         helper_once(&a, work.path(), &helper_dir);
         check_files(&format!("{name}: helper"), &helper_dir, &bundle, want_len);
+        // The server's own `x509 mint --write` follows the same rule.
+        let minted = work.path().join("minted");
+        s.cli_ok(&[
+            "x509",
+            "mint",
+            "--spiffe-id",
+            "spiffe://example.org/minted",
+            "--write",
+            minted.to_str().unwrap(),
+        ]);
+        check_files(&format!("{name}: x509 mint"), &minted, &bundle, want_len);
     }
 }
 

@@ -100,19 +100,23 @@ fn i22_3_validate_refuses_missing_and_unreadable_paths() {
     }
     println!("server: {out}");
 
-    // The agent: a missing trust bundle, a socket directory under a file.
+    // The agent: a missing trust bundle, a socket directory under a file,
+    // a missing web CA file for the bundle endpoint.
     let agent_cfg = dir.join("agent.toml");
     let bundle = dir.join("missing/bundle.pem");
     let socket = blocker.join("run/agent.sock");
+    let web_ca = dir.join("missing/web-ca.pem");
     write_public(
         &agent_cfg,
         &format!(
             "trust_domain = \"example.org\"\ndata_dir = \"{}\"\n\
              server_address = \"127.0.0.1:8081\"\ntrust_bundle_path = \"{}\"\n\
-             socket_path = \"{}\"\n",
+             socket_path = \"{}\"\n\
+             [bundle_endpoint]\nurl = \"https://localhost:8443/\"\nca_file = \"{}\"\n",
             dir.join("agent-data").display(),
             bundle.display(),
-            socket.display()
+            socket.display(),
+            web_ca.display()
         ),
     );
     let (ok, out) = validate("sigil-agent", &agent_cfg, false);
@@ -129,6 +133,10 @@ fn i22_3_validate_refuses_missing_and_unreadable_paths() {
             "socket_path {}: its directory {}: cannot be created",
             socket.display(),
             blocker.join("run").display()
+        ),
+        format!(
+            "bundle_endpoint.ca_file {}: cannot be read: No such file or directory",
+            web_ca.display()
         ),
     ] {
         assert!(out.contains(&needle), "no {needle:?} in:\n{out}");

@@ -27,6 +27,21 @@ fn jwks(trust_domain: &str, cas: &[Vec<u8>]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A TLS acceptor presenting `chain` (leaf first) with `key`.
+fn acceptor(chain: Vec<Vec<u8>>, key: &rcgen::KeyPair) -> tokio_rustls::TlsAcceptor {
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let chain = chain.into_iter().map(CertificateDer::from).collect();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
 /// A web CA (written to `dir/web-ca.pem`) and an HTTPS server with a
 /// certificate for `localhost` that answers every request with `body`;
 /// returns the CA file and the port.
@@ -34,16 +49,7 @@ async fn web_server(dir: &std::path::Path, body: Vec<u8>) -> (PathBuf, u16) {
     let (ca_der, cert, key) = web_server_cert("localhost");
     let ca_file = dir.join("web-ca.pem");
     std::fs::write(&ca_file, sigil_proto::pem::to_pem(&[ca_der])).unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![CertificateDer::from(cert)], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = acceptor(vec![cert], &key);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -171,16 +177,7 @@ async fn i14_fetch_refuses_a_certificate_for_another_host() {
 async fn server_of_another_ca() -> u16 {
     let other = TestCa::new("example.org");
     let (cert, key) = other.leaf("spiffe://example.org/sigil/server");
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.into(), other.der.clone().into()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = acceptor(vec![cert, other.der.clone()], &key);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

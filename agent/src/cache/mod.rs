@@ -15,7 +15,6 @@
 //! draws come from a [`Clock`], so its decisions are unit-tested with a
 //! `ManualClock` (`tests.rs`).
 
-mod chain;
 mod input;
 mod served;
 mod signer;
@@ -381,7 +380,7 @@ impl<S: SvidSigner> Cache<S> {
             spiffe_id: entry.spiffe_id.clone(),
             selectors: entry.selectors.clone(),
             hint: entry.hint.clone(),
-            cert_chain: chain::leaf_and_intermediates(&cert_chain),
+            cert_chain: sigil_proto::svid_chain::leaf_and_intermediates(&cert_chain),
             key_pkcs8: key.serialize_der(),
             not_before,
             not_after,

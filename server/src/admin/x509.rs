@@ -30,7 +30,7 @@ impl AdminService {
         info!(spiffe_id = %id, serial = %leaf.serial_hex, "X.509-SVID minted");
         Ok(pb::MintX509SvidResponse {
             spiffe_id: id.to_string(),
-            cert_chain: leaf.chain,
+            cert_chain: sigil_proto::svid_chain::leaf_and_intermediates(&leaf.chain),
             private_key: key.serialize_der(),
             bundle: self.ca.bundle().x509_authorities.clone(),
             expires_at: leaf.not_after,

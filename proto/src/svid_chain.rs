@@ -1,12 +1,12 @@
-//! The certificate chain workloads are served: the leaf, then the
-//! intermediates, never a root. The server's chain ends in its CA, which is
-//! self-signed when there is no upstream CA; that root belongs in the trust
-//! bundle only (consumers must not send it, and `svid.pem` written from the
-//! Workload API must not hold it), so it is dropped here, once, for the
-//! Workload API, the helper's files and `api fetch x509 --write` alike.
+//! The certificate chain an X.509-SVID is handed out with: the leaf, then
+//! the intermediates, never a root. The server's signing chain ends in its
+//! CA, which is self-signed when there is no upstream CA; that root belongs
+//! in the trust bundle only (consumers must not send it, and no `svid.pem`
+//! may hold it). The agent drops it once in its cache (the Workload API, the
+//! helper's files, `api fetch x509 --write`); the server in `x509 mint`.
 
 /// `chain` (leaf first) without its self-signed certificates after the leaf.
-pub(super) fn leaf_and_intermediates(chain: &[Vec<u8>]) -> Vec<Vec<u8>> {
+pub fn leaf_and_intermediates(chain: &[Vec<u8>]) -> Vec<Vec<u8>> {
     chain
         .iter()
         .enumerate()
@@ -25,7 +25,7 @@ fn is_self_signed(der: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sigil_proto::test_pki::TestCa;
+    use crate::test_pki::TestCa;
 
     #[test]
     fn the_root_is_dropped_and_intermediates_kept_in_order() {
