@@ -3,8 +3,9 @@
 //! ways, each sample on a new connection: a workload's `FetchX509SVID` over
 //! the agent's socket (to the first message), and the agent API as a
 //! renewing agent uses it (mTLS handshake with its SVID, then `SignSvids`
-//! of one CSR). The attack, from 127.0.0.1 only and bounded in count and
-//! time: idle TLS connections to the server's agent API (handshake without
+//! of one CSR). The attack, bounded in count and time, comes from another
+//! loopback address than the agents (127.0.0.2; agents use 127.0.0.1), as
+//! from another host: idle TLS connections to the server's agent API (handshake without
 //! a client certificate, then silence) and half-open TCP connections (no
 //! TLS at all), plus idle connections to the agent's socket from another
 //! uid (`sigil-test-attacker idle`, as uid 65533: root only, since the
@@ -265,6 +266,19 @@ impl Legit {
     }
 }
 
+/// The attack's source address: another host, as far as the server's
+/// per-IP cap can tell.
+const ATTACK_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+
+/// A TCP connection to `addr` from [`ATTACK_SOURCE`].
+async fn connect_from_attacker(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((ATTACK_SOURCE, 0).into())?;
+    socket.connect(addr).await
+}
+
 /// The connections the attack holds open (closed when dropped).
 #[derive(Default)]
 struct Held {
@@ -274,8 +288,9 @@ struct Held {
 
 /// Opens up to `tls` idle TLS connections (handshake without a client
 /// certificate, then nothing) and `tcp` half-open TCP connections to
-/// `addr`, 64 at a time; returns how many of each opened and the held
-/// connections. Failures (refused, reset, timed out) are counted out.
+/// `addr` from [`ATTACK_SOURCE`], 64 at a time; returns how many of each
+/// opened and the held connections. Failures (refused, reset, timed out)
+/// are counted out.
 async fn open_attack(
     addr: std::net::SocketAddr,
     connector: tokio_rustls::TlsConnector,
@@ -292,7 +307,7 @@ async fn open_attack(
                 let connector = connector.clone();
                 let name = name.clone();
                 tokio::spawn(async move {
-                    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+                    let tcp = connect_from_attacker(addr).await.ok()?;
                     tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
                         .await
                         .ok()?
@@ -309,8 +324,7 @@ async fn open_attack(
     }
     for _ in 0..tcp {
         let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-                .await
+            tokio::time::timeout(Duration::from_secs(2), connect_from_attacker(addr)).await
         else {
             continue;
         };

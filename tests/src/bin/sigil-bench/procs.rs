@@ -24,7 +24,7 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     let p = dir.join(name);
     if !p.is_file() {
         bail!(
-            "{} not found: build it first with `cargo build --release -p sigil-server -p sigil-agent`",
+            "{} not found: build it first with `cargo build --release -p sigil-server -p sigil-agent -p sigil-tests --bin sigil-server --bin sigil-agent --bin sigil-test-attacker`",
             p.display()
         );
     }
