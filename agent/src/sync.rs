@@ -116,6 +116,10 @@ async fn follow(
                 on_bundle(&b);
                 SyncEvent::Bundle(b)
             }
+            // Federation (issue 16) is not implemented yet: the server sends
+            // neither of these today.
+            Some(pb::sync_entries_response::Kind::FederatedBundle(_))
+            | Some(pb::sync_entries_response::Kind::FederatedBundleRemoved(_)) => continue,
             None => continue,
         };
         if tx.send(ev).await.is_err() {

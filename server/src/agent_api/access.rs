@@ -39,6 +39,7 @@ pub const RULES: &[(&str, Access)] = &[
     ("SyncEntries", Access::Agent),
     ("SignSvids", Access::Agent),
     ("FetchBundle", Access::Agent),
+    ("MintJwtSvid", Access::Agent),
 ];
 
 /// The rule for a request path `/<service>/<method>`; `Nobody` for anything

@@ -18,5 +18,16 @@ pub fn bundle_to_pb(b: &BundleRecord, refresh_hint_secs: i64) -> pb::Bundle {
         sequence: b.sequence,
         refresh_hint_seconds: refresh_hint_secs,
         tainted_key_ids: b.tainted_key_ids.clone(),
+        jwt_authorities: b
+            .jwt_authorities
+            .iter()
+            .map(|k| pb::JwtAuthority {
+                key_id: k.kid.clone(),
+                public_key: k.public_key.clone(),
+                expires_at: k.expires_at,
+            })
+            .collect(),
+        // The store records no JWT key taint yet (issue 15).
+        tainted_jwt_key_ids: Vec::new(),
     }
 }

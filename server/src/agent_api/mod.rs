@@ -530,4 +530,14 @@ impl AgentApi for AgentApiHandle {
             bundle: Some(self.0.bundle_pb()),
         }))
     }
+
+    async fn mint_jwt_svid(
+        &self,
+        _req: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        // Issue 15 (JWT-SVIDs) implements it.
+        Err(Status::unimplemented(
+            "MintJwtSvid: JWT-SVIDs are not implemented yet (issue 15)",
+        ))
+    }
 }
