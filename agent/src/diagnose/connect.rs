@@ -189,7 +189,12 @@ pub async fn probe(addr: &str, own: &OwnSvid) -> anyhow::Result<Probe> {
     let provider = rustls::crypto::ring::default_provider();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(own.key.clone()));
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
-    let chain = own.chain.iter().cloned().map(CertificateDer::from).collect();
+    let chain = own
+        .chain
+        .iter()
+        .cloned()
+        .map(CertificateDer::from)
+        .collect();
     let resolver = Arc::new(AskedFor {
         key: Arc::new(CertifiedKey::new(chain, signing)),
         asked: Mutex::new(false),
@@ -212,7 +217,10 @@ pub async fn probe(addr: &str, own: &OwnSvid) -> anyhow::Result<Probe> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    out.client_cert_requested = *resolver.asked.lock().unwrap_or_else(PoisonError::into_inner);
+    out.client_cert_requested = *resolver
+        .asked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     if out.client_cert_requested {
         out.presented_as = Some(own.spiffe_id.to_string());
     }

@@ -57,10 +57,11 @@ impl CertFacts {
                     f.authority_key_id = a.key_identifier.as_ref().map(|k| hex::encode(k.0));
                 }
                 ParsedExtension::SubjectAlternativeName(san) => {
-                    f.uri_sans.extend(san.general_names.iter().filter_map(|n| match n {
-                        GeneralName::URI(u) => Some(u.to_string()),
-                        _ => None,
-                    }));
+                    f.uri_sans
+                        .extend(san.general_names.iter().filter_map(|n| match n {
+                            GeneralName::URI(u) => Some(u.to_string()),
+                            _ => None,
+                        }));
                 }
                 ParsedExtension::BasicConstraints(bc) => f.is_ca = bc.ca,
                 ParsedExtension::KeyUsage(ku) => {
@@ -85,8 +86,7 @@ impl CertFacts {
                         (eku.time_stamping, "timeStamping"),
                         (eku.ocsp_signing, "OCSPSigning"),
                     ];
-                    f.ext_key_usage =
-                        Some(purposes.iter().filter(|p| p.0).map(|p| p.1).collect());
+                    f.ext_key_usage = Some(purposes.iter().filter(|p| p.0).map(|p| p.1).collect());
                 }
                 _ => {}
             }

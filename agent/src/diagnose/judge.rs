@@ -76,13 +76,7 @@ pub fn span(secs: i64) -> String {
 
 /// Judges `chain` (DER, leaf first) presented as `role`, against `trust`
 /// and, when not empty, `allow`, at unix time `at`.
-pub fn judge(
-    chain: &[Vec<u8>],
-    trust: &Trust,
-    allow: &[SpiffeId],
-    role: Role,
-    at: i64,
-) -> Finding {
+pub fn judge(chain: &[Vec<u8>], trust: &Trust, allow: &[SpiffeId], role: Role, at: i64) -> Finding {
     let facts: Vec<CertFacts> = chain
         .iter()
         .filter_map(|d| CertFacts::parse(d).ok())
@@ -127,7 +121,9 @@ fn single_id(leaf: &CertFacts) -> Result<SpiffeId, String> {
                 "the leaf's URI SAN {one} is a trust domain ID, not a workload's SPIFFE ID"
             )),
             Ok(id) => Ok(id),
-            Err(e) => Err(format!("the leaf's URI SAN {one:?} is not a SPIFFE ID: {e}")),
+            Err(e) => Err(format!(
+                "the leaf's URI SAN {one:?} is not a SPIFFE ID: {e}"
+            )),
         },
         many => Err(format!(
             "the leaf has {} URI SANs ({}); an X.509-SVID has exactly one",

@@ -96,7 +96,12 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<bool> {
                 .collect();
             let finding = (!probe.server_chain.is_empty())
                 .then(|| judge(&probe.server_chain, &trust, &allow, Role::Server, now));
-            Report::of_connect(verdict_of_connect(&probe, finding.as_ref()), finding, probe, now)
+            Report::of_connect(
+                verdict_of_connect(&probe, finding.as_ref()),
+                finding,
+                probe,
+                now,
+            )
         }
         (None, None) => anyhow::bail!("give --cert FILE or --connect HOST:PORT"),
     };

@@ -59,7 +59,10 @@ impl AdminService {
         let agent = self
             .blocking(move |store| Ok(store.get_agent(&id)?))
             .await?;
-        let node_selectors = agent.as_ref().map(|a| a.selectors.clone()).unwrap_or_default();
+        let node_selectors = agent
+            .as_ref()
+            .map(|a| a.selectors.clone())
+            .unwrap_or_default();
         let now = self.now();
         let x = self
             .registry

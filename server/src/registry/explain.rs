@@ -100,11 +100,10 @@ impl Registry {
                 });
             }
         }
-        out.issued
-            .sort_by(|a, b| (a.entry.created_at, &a.entry.id).cmp(&(b.entry.created_at, &b.entry.id)));
-        near.sort_by(|a, b| {
-            (a.missing.len(), &a.entry.id).cmp(&(b.missing.len(), &b.entry.id))
+        out.issued.sort_by(|a, b| {
+            (a.entry.created_at, &a.entry.id).cmp(&(b.entry.created_at, &b.entry.id))
         });
+        near.sort_by(|a, b| (a.missing.len(), &a.entry.id).cmp(&(b.missing.len(), &b.entry.id)));
         out.near_misses_left_off = near.len().saturating_sub(limit);
         near.truncate(limit);
         out.near_misses = near;
@@ -161,7 +160,11 @@ impl Registry {
                         "its parent {} is a node alias the agent does not have: the agent lacks \
                          node selectors {}",
                         e.spec.parent_id,
-                        list(&missing(&n.spec.selectors, node_selectors).cloned().collect::<Vec<_>>())
+                        list(
+                            &missing(&n.spec.selectors, node_selectors)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                        )
                     ),
                     None => format!(
                         "its parent {} is neither this agent nor one of its node aliases",
