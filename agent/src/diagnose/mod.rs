@@ -145,3 +145,6 @@ pub fn verdict_of_connect(
     }
     None
 }
+
+#[cfg(test)]
+mod tests;
