@@ -20,9 +20,8 @@ use sigil_proto::clock::{Clock, SystemClock, unix_seconds};
 use sigil_proto::tls::verdict::{Diagnosis, PeerVerdict, Verdict};
 use sigil_proto::{SpiffeId, TrustDomain};
 
-use crate::cli::Output;
 use judge::{Role, judge};
-use report::Report;
+use report::{Output, Report};
 
 /// The command's flags.
 #[derive(Debug, clap::Args)]

@@ -11,7 +11,14 @@ use sigil_proto::tls::verdict::Diagnosis;
 use super::connect::Probe;
 use super::facts::CertFacts;
 use super::judge::{Finding, rfc3339};
-use crate::cli::Output;
+
+/// `--output`: the verdict line and evidence as text, or one JSON object.
+/// (Its own type: `cli` depends on this module, not the reverse.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
 
 /// One diagnosis, ready to print.
 #[derive(Debug)]
