@@ -30,11 +30,17 @@ fn logged_selectors(agent: &TestAgent) -> Vec<String> {
         .collect()
 }
 
-fn explain(server: &TestServer, agent_id: &str, selectors: &[String], extra: &[&str]) -> Value {
+/// `entry explain --parent-id AGENT --selector S …`.
+fn explain_args<'a>(agent_id: &'a str, selectors: &'a [String]) -> Vec<&'a str> {
     let mut args = vec!["entry", "explain", "--parent-id", agent_id];
     for s in selectors {
         args.extend(["--selector", s.as_str()]);
     }
+    args
+}
+
+fn explain(server: &TestServer, agent_id: &str, selectors: &[String], extra: &[&str]) -> Value {
+    let mut args = explain_args(agent_id, selectors);
     args.extend(extra);
     server.cli_json(&args)
 }
@@ -246,13 +252,7 @@ fn entry_explain_names_near_miss_wrong_parent_expired_and_alias() {
     assert_eq!(capped["near_misses_left_off"], 1, "{capped:#}");
 
     // Text: the operator reads the missing selector by name.
-    let out = server.cli_ok(&{
-        let mut a = vec!["entry", "explain", "--parent-id", p];
-        for s in &pasted {
-            a.extend(["--selector", s.as_str()]);
-        }
-        a
-    });
+    let out = server.cli_ok(&explain_args(p, &pasted));
     assert!(
         out.contains("spiffe://example.org/near") && out.contains("[missing: unix:gid:4242]"),
         "{out}"

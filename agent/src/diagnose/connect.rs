@@ -16,9 +16,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{AlertDescription, DigitallySignedStruct, Error as TlsError, SignatureScheme};
+use rustls::{DigitallySignedStruct, Error as TlsError, SignatureScheme};
 use serde::Serialize;
-use sigil_proto::tls::verdict::{Diagnosis, PeerVerdict, Verdict};
+use sigil_proto::tls::verdict::{Diagnosis, PeerVerdict, Verdict, diagnose_connect_error};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -128,10 +128,18 @@ fn handshake_failure(addr: &str, e: &std::io::Error) -> Diagnosis {
             PeerVerdict::Plaintext,
             format!("{addr} answered the TLS ClientHello with bytes that are not TLS ({e})"),
         ),
-        Some(TlsError::AlertReceived(a)) if is_cert_alert(*a) => (
-            PeerVerdict::RefusedUs,
-            format!("{addr} refused this workload's SVID during the handshake (TLS alert {a:?})"),
-        ),
+        // The agent's translation knows which alerts refuse a certificate.
+        Some(TlsError::AlertReceived(a))
+            if diagnose_connect_error(addr, e)
+                .is_some_and(|d| d.verdict == Verdict::AgentSvidRefused) =>
+        {
+            (
+                PeerVerdict::RefusedUs,
+                format!(
+                    "{addr} refused this workload's SVID during the handshake (TLS alert {a:?})"
+                ),
+            )
+        }
         Some(other) => (
             PeerVerdict::Invalid,
             format!("the TLS handshake with {addr} failed: {other}"),
@@ -146,21 +154,6 @@ fn handshake_failure(addr: &str, e: &std::io::Error) -> Diagnosis {
         ),
     };
     Diagnosis::new(Verdict::Peer(v), detail)
-}
-
-fn is_cert_alert(a: AlertDescription) -> bool {
-    matches!(
-        a,
-        AlertDescription::UnknownCA
-            | AlertDescription::BadCertificate
-            | AlertDescription::CertificateExpired
-            | AlertDescription::CertificateRevoked
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::UnsupportedCertificate
-            | AlertDescription::AccessDenied
-            | AlertDescription::CertificateRequired
-            | AlertDescription::HandshakeFailure
-    )
 }
 
 /// Handshakes with `addr` presenting `own`'s SVID.

@@ -16,6 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, Error as TlsError};
 use serde::Serialize;
+pub use sigil_proto::tls::verdict::rfc3339;
 use sigil_proto::tls::verdict::{Diagnosis, PeerVerdict, Verdict};
 use sigil_proto::tls::{Authorizer, SpiffeClientVerifier, SpiffeServerVerifier, TrustRoots};
 use sigil_proto::{SpiffeId, TrustDomain};
@@ -367,15 +368,4 @@ fn verify(chain: &[Vec<u8>], trust: &Trust, role: Role, at: i64) -> Result<(), V
             .map(|_| ()),
     };
     r.map_err(VerifyError::Tls)
-}
-
-/// RFC 3339 of unix seconds (the number itself when out of range).
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }

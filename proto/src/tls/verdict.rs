@@ -271,8 +271,8 @@ impl CertFacts {
     }
 }
 
-/// A unix time in RFC 3339.
-fn rfc3339(secs: i64) -> String {
+/// A unix time in RFC 3339 (shared with `diagnose` and `entry explain`).
+pub fn rfc3339(secs: i64) -> String {
     OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

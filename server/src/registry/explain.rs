@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use sigil_proto::selector::{is_subset, missing};
+use sigil_proto::tls::verdict::rfc3339;
 use sigil_proto::{Selector, SpiffeId};
 
 use super::Registry;
@@ -38,16 +39,6 @@ pub struct Explanation {
     pub wrong_parent: Vec<Explained>,
     pub wrong_parent_left_off: usize,
     pub aliases: Vec<SpiffeId>,
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 fn list(sels: &[Selector]) -> String {
