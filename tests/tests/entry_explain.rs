@@ -63,12 +63,6 @@ fn find<'a>(v: &'a Value, list: &str, spiffe_id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{spiffe_id} not in {list}: {v:#}"))
 }
 
-fn create(server: &TestServer, args: &[&str]) {
-    let mut a = vec!["entry", "create"];
-    a.extend(args);
-    server.cli_ok(&a);
-}
-
 #[test]
 fn entry_explain_names_near_miss_wrong_parent_expired_and_alias() {
     let server = TestServer::start(ServerOptions::default()).unwrap();
@@ -103,100 +97,48 @@ fn entry_explain_names_near_miss_wrong_parent_expired_and_alias() {
     let other_agent =
         "spiffe://example.org/sigil/agent/join_token/0123456789abcdef0123456789abcdef";
     let p = agent.agent_id.as_str();
-    create(
-        &server,
-        &[
-            "--spiffe-id",
-            "spiffe://example.org/near",
-            "--parent-id",
+    let other_rack_sel = format!("join_token:{}", "f".repeat(64));
+    // (SPIFFE ID, parent or "node", selectors, expires_at)
+    let entries: [(&str, &str, Vec<&str>, Option<&str>); 8] = [
+        ("near", p, vec![&uid_sel, "unix:gid:4242"], None),
+        (
+            "far",
             p,
-            "--selector",
-            &uid_sel,
-            "--selector",
-            "unix:gid:4242",
-        ],
-    );
-    create(
-        &server,
-        &[
-            "--spiffe-id",
-            "spiffe://example.org/far",
-            "--parent-id",
-            p,
-            "--selector",
-            &uid_sel,
-            "--selector",
-            "unix:gid:4243",
-            "--selector",
-            "unix:user:nobody-here",
-        ],
-    );
-    create(
-        &server,
-        &[
-            "--spiffe-id",
-            "spiffe://example.org/wrong-agent",
-            "--parent-id",
-            other_agent,
-            "--selector",
-            &uid_sel,
-        ],
-    );
-    create(
-        &server,
-        &[
-            "--node",
-            "--spiffe-id",
+            vec![&uid_sel, "unix:gid:4243", "unix:user:nobody-here"],
+            None,
+        ),
+        ("wrong-agent", other_agent, vec![&uid_sel], None),
+        ("rack", "node", vec![&node_sel], None),
+        (
+            "via-alias",
             "spiffe://example.org/rack",
-            "--selector",
-            &node_sel,
-        ],
-    );
-    create(
-        &server,
-        &[
-            "--spiffe-id",
-            "spiffe://example.org/via-alias",
-            "--parent-id",
-            "spiffe://example.org/rack",
-            "--selector",
-            &uid_sel,
-        ],
-    );
-    create(
-        &server,
-        &[
-            "--node",
-            "--spiffe-id",
+            vec![&uid_sel],
+            None,
+        ),
+        ("other-rack", "node", vec![&other_rack_sel], None),
+        (
+            "under-other-rack",
             "spiffe://example.org/other-rack",
-            "--selector",
-            "join_token:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-        ],
-    );
-    create(
-        &server,
-        &[
-            "--spiffe-id",
-            "spiffe://example.org/under-other-rack",
-            "--parent-id",
-            "spiffe://example.org/other-rack",
-            "--selector",
-            &uid_sel,
-        ],
-    );
-    create(
-        &server,
-        &[
-            "--spiffe-id",
-            "spiffe://example.org/expiring",
-            "--parent-id",
-            p,
-            "--selector",
-            &uid_sel,
-            "--expires-at",
-            &expires,
-        ],
-    );
+            vec![&uid_sel],
+            None,
+        ),
+        ("expiring", p, vec![&uid_sel], Some(&expires)),
+    ];
+    for (name, parent, sels, expires_at) in entries {
+        let id = format!("spiffe://example.org/{name}");
+        let mut a = vec!["entry", "create", "--spiffe-id", &id];
+        match parent {
+            "node" => a.push("--node"),
+            p => a.extend(["--parent-id", p]),
+        }
+        for s in sels {
+            a.extend(["--selector", s]);
+        }
+        if let Some(t) = expires_at {
+            a.extend(["--expires-at", t]);
+        }
+        server.cli_ok(&a);
+    }
 
     let v = explain(&server, p, &pasted, &[]);
     assert_eq!(v["agent_known"], true, "{v:#}");
