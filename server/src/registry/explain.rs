@@ -174,3 +174,6 @@ impl Registry {
         (all.into_iter().take(limit).collect(), left_off)
     }
 }
+
+#[cfg(test)]
+mod tests;
