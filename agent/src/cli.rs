@@ -89,6 +89,9 @@ pub enum Command {
         #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
     },
+    /// Explain why an mTLS connection fails: one verdict line plus the
+    /// evidence (exit 0 only when it would succeed).
+    Diagnose(crate::diagnose::DiagnoseArgs),
     /// Check that the agent's Workload API answers.
     Healthcheck {
         #[arg(long)]
@@ -108,7 +111,9 @@ pub enum HelperAction {
 /// Runs a non-daemon command.
 pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Run { .. } | Command::Validate { .. } => anyhow::bail!("not a client command"),
+        Command::Run { .. } | Command::Validate { .. } | Command::Diagnose(_) => {
+            anyhow::bail!("not a client command")
+        }
         Command::Helper {
             action: Some(HelperAction::Validate { config }),
             ..

@@ -9,6 +9,7 @@ pub mod bundle_refresh;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod health;
 pub mod helper;
 pub mod identity;

@@ -41,6 +41,14 @@ fn main() -> ExitCode {
                 }
             }
         },
+        // Exit 1 with the verdict on stdout when the connection would fail.
+        Command::Diagnose(args) => {
+            match runtime().and_then(|rt| rt.block_on(sigil_agent::diagnose::run(args))) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
         other => runtime().and_then(|rt| rt.block_on(run_client(other))),
     };
     match result {

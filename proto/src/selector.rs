@@ -143,7 +143,16 @@ impl<'de> Deserialize<'de> for Selector {
 /// True when every selector of `required` is in `have` (subset match, the
 /// rule for entries applying to a workload or node).
 pub fn is_subset(required: &[Selector], have: &[Selector]) -> bool {
-    required.iter().all(|r| have.contains(r))
+    missing(required, have).next().is_none()
+}
+
+/// The selectors of `required` that `have` lacks: what keeps an entry from
+/// applying (`entry explain`); [`is_subset`] is "none missing".
+pub fn missing<'a>(
+    required: &'a [Selector],
+    have: &'a [Selector],
+) -> impl Iterator<Item = &'a Selector> + 'a {
+    required.iter().filter(move |r| !have.contains(r))
 }
 
 #[cfg(test)]

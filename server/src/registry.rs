@@ -14,6 +14,9 @@ use crate::authz;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 use crate::store::{Store, StoreResult};
 
+mod explain;
+pub use explain::{Explained, Explanation};
+
 /// How many changes a slow subscriber may fall behind before it must
 /// resynchronise from a snapshot.
 pub const EVENT_BUFFER: usize = 8192;

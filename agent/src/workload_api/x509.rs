@@ -43,6 +43,7 @@ impl StreamView for SvidView {
     ) -> Result<Rendered<Self::Msg>, CallError> {
         let matched = snapshot.svids_for(selectors, now);
         let Some(default) = matched.first() else {
+            debug!(selectors = %selectors.iter().map(|s| format!("--selector '{s}'")).collect::<Vec<_>>().join(" "), "no identity issued for the attested selectors (pass them to `sigil-server entry explain`)");
             return Err(CallError::NoIdentity);
         };
         let spiffe_id = default.spiffe_id.as_str().to_string();

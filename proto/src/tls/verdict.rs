@@ -18,6 +18,9 @@ use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificat
 
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
+mod peer;
+pub use peer::PeerVerdict;
+
 /// Why a handshake between agent and server failed. The codes are stable:
 /// logs, tests and `diagnose` match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +59,8 @@ pub enum Verdict {
     ClientCertInvalid,
     /// Anything else.
     Other,
+    /// `diagnose`: any mTLS peer's certificate or TLS setup.
+    Peer(PeerVerdict),
 }
 
 impl Verdict {
@@ -106,6 +111,7 @@ impl Verdict {
             Verdict::ClientNotAgent => "tls_client_not_agent",
             Verdict::ClientCertInvalid => "tls_client_cert_invalid",
             Verdict::Other => "tls_other",
+            Verdict::Peer(p) => p.code(),
         }
     }
 
@@ -135,6 +141,7 @@ impl Verdict {
             Verdict::ClientNotAgent => "the client's SVID is not an agent ID of this trust domain",
             Verdict::ClientCertInvalid => "the client's certificate is not a valid X.509-SVID",
             Verdict::Other => "the TLS handshake failed",
+            Verdict::Peer(p) => p.cause(),
         }
     }
 
@@ -182,6 +189,7 @@ impl Verdict {
             }
             Verdict::ClientCertInvalid => "the client must present a sigil agent SVID",
             Verdict::Other => "read the other side's log for its view of the handshake",
+            Verdict::Peer(p) => p.fix(),
         }
     }
 }
@@ -263,8 +271,8 @@ impl CertFacts {
     }
 }
 
-/// A unix time in RFC 3339.
-fn rfc3339(secs: i64) -> String {
+/// A unix time in RFC 3339 (shared with `diagnose` and `entry explain`).
+pub fn rfc3339(secs: i64) -> String {
     OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -558,11 +566,15 @@ mod tests {
 
     #[test]
     fn codes_are_unique_and_every_verdict_has_cause_and_fix() {
-        let mut codes: Vec<_> = Verdict::ALL.iter().map(|v| v.code()).collect();
+        let all: Vec<Verdict> = Verdict::ALL
+            .into_iter()
+            .chain(PeerVerdict::ALL.map(Verdict::Peer))
+            .collect();
+        let mut codes: Vec<_> = all.iter().map(|v| v.code()).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), Verdict::ALL.len());
-        for v in Verdict::ALL {
+        assert_eq!(codes.len(), all.len());
+        for v in all {
             assert!(!v.cause().is_empty() && !v.fix().is_empty(), "{v}");
         }
     }

@@ -1,7 +1,8 @@
 //! The admin API service (`sigil.admin.v1.AdminApi`) on the local admin
 //! socket. This file holds the service and the one `impl AdminApi`, which
 //! dispatches each method to the file of its resource: [`entries`],
-//! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] (minted SVIDs).
+//! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] (minted SVIDs),
+//! [`explain`] (entry explain).
 //! Protobuf stops in those files; errors become a `Status` in one place
 //! ([`error`]): a safe message out, the full chain in the log.
 
@@ -11,6 +12,7 @@ pub mod client;
 pub mod convert;
 pub mod entries;
 pub mod error;
+pub mod explain;
 pub mod socket;
 pub mod tokens;
 pub mod x509;
@@ -298,5 +300,14 @@ impl AdminApi for AdminService {
         _req: Request<pb::HealthcheckRequest>,
     ) -> Result<Response<pb::HealthcheckResponse>, Status> {
         self.health().await.map(Response::new)
+    }
+
+    async fn explain_entries(
+        &self,
+        req: Request<pb::ExplainEntriesRequest>,
+    ) -> Result<Response<pb::ExplainEntriesResponse>, Status> {
+        self.explain_entries(req.into_inner())
+            .await
+            .map(Response::new)
     }
 }

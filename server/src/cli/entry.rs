@@ -82,6 +82,9 @@ pub enum EntryCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Which entries an agent would issue to a workload with these
+    /// selectors, and why the nearest others would not.
+    Explain(super::explain::ExplainArgs),
     /// Show entries matching all the given filters (all entries by default).
     #[command(visible_alias = "list")]
     Show {
@@ -454,6 +457,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        EntryCommand::Explain(args) => super::explain::run(args).await,
         EntryCommand::Count { common } => {
             let mut c = connect(&common.socket).await?;
             let n = c

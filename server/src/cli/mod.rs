@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod entry;
 pub mod entry_file;
+pub mod explain;
 pub mod output;
 
 use std::path::PathBuf;
