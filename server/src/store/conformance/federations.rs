@@ -50,7 +50,10 @@ pub fn federations(location: &dyn StoreLocation) {
             vec![a.clone(), web.clone(), c.clone()],
             "list holds each relationship once, ordered by trust domain"
         );
-        ok(s.delete_federation(&trust_domain("c.test")), "delete c.test");
+        ok(
+            s.delete_federation(&trust_domain("c.test")),
+            "delete c.test",
+        );
         expect_not_found(
             s.delete_federation(&trust_domain("c.test")),
             "delete c.test twice",
@@ -72,7 +75,10 @@ pub fn item4_bundle_sequence_survives_delete_and_reopen(location: &dyn StoreLoca
     {
         let store = location.open();
         let s = &*store;
-        ok(s.put_bundle(bundle(TRUST_DOMAIN, &[b"ca1"], &[], 0)), "put 1");
+        ok(
+            s.put_bundle(bundle(TRUST_DOMAIN, &[b"ca1"], &[], 0)),
+            "put 1",
+        );
         let second = ok(
             s.put_bundle(bundle(TRUST_DOMAIN, &[b"ca1", b"ca2"], &[], 0)),
             "put 2",
@@ -98,8 +104,5 @@ pub fn item4_bundle_sequence_survives_delete_and_reopen(location: &dyn StoreLoca
         store.put_bundle(bundle(TRUST_DOMAIN, &[b"ca4"], &[], 0)),
         "re-create after delete and reopen",
     );
-    assert_eq!(
-        after.sequence, 4,
-        "the high-water mark 3 survives a reopen"
-    );
+    assert_eq!(after.sequence, 4, "the high-water mark 3 survives a reopen");
 }
