@@ -311,6 +311,14 @@ impl ServerConfig {
         if let Some(x) = &self.node_attestor.x509pop {
             p.readable_file("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path);
         }
+        for f in &self.federation {
+            if let Some(c) = &f.record.ca_file {
+                p.readable_file("federation.ca_file", c);
+            }
+            if let Some((b, _)) = &f.bundle_file {
+                p.readable_file("federation.trust_domain_bundle", b);
+            }
+        }
         p.into_result()
     }
 

@@ -38,7 +38,7 @@ pub fn parse(
     let (x509, jwt) = match format {
         BundleFileFormat::Pem => {
             let certs = sigil_proto::pem::certs_from_pem_or_der(bytes)
-                .map_err(|e| format!("not a PEM bundle of CA certificates: {e}"))?;
+                .map_err(|e| format!("not a bundle (no PEM CA certificates): {e}"))?;
             for (i, der) in certs.iter().enumerate() {
                 x509_parser::parse_x509_certificate(der)
                     .map_err(|e| format!("certificate {i} does not parse: {e}"))?;
@@ -47,7 +47,7 @@ pub fn parse(
         }
         BundleFileFormat::Spiffe => {
             let b = sigil_proto::bundle::decode(td, bytes)
-                .map_err(|e| format!("not a SPIFFE bundle (JWK Set): {e}"))?
+                .map_err(|e| format!("not a bundle (no SPIFFE bundle JWK Set): {e}"))?
                 .bundle;
             let jwt = b
                 .jwt_authorities

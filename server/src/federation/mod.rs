@@ -181,7 +181,16 @@ impl Federation {
             .map(|e| (e.record.trust_domain.clone(), e))
             .collect();
         let mut tasks = self.tasks();
-        tasks.retain(|td, t| want.get(td).is_some_and(|e| e.record == t.record));
+        // A changed relationship keeps the trust domain's refresh status:
+        // the last accepted sequence stays the reference for its new endpoint.
+        let mut statuses: BTreeMap<TrustDomain, Arc<Mutex<RefreshStatus>>> = BTreeMap::new();
+        tasks.retain(|td, t| {
+            let keep = want.get(td).is_some_and(|e| e.record == t.record);
+            if !keep && want.contains_key(td) {
+                statuses.insert(td.clone(), t.status.clone());
+            }
+            keep
+        });
         for (td, e) in want {
             if tasks.contains_key(&td) {
                 continue;
@@ -196,7 +205,7 @@ impl Federation {
             if e.shadows_stored {
                 info!(trust_domain = %td, "federation: the relationship in server.toml ([[federation]]) wins over the stored one");
             }
-            let status = Arc::new(Mutex::new(RefreshStatus::default()));
+            let status = statuses.remove(&td).unwrap_or_default();
             let (requests, rx) = mpsc::channel(8);
             let client = Client {
                 rel: e.record.clone(),
