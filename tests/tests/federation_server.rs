@@ -522,7 +522,7 @@ fn item1_bad_input_is_refused_with_a_clear_error() {
     ]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("not a PEM bundle"),
+        text(&out.stderr).contains("not a bundle"),
         "{}",
         text(&out.stderr)
     );
