@@ -25,8 +25,8 @@ use tracing::info;
 
 use crate::store::{FederationRecord, Store, StoreResult};
 use client::{Client, Outcome, RefreshRequest, RefreshStatus};
-pub use refresh::{DEFAULT_HINT, RefreshSettings};
 use foreign::ForeignBundles;
+pub use refresh::{DEFAULT_HINT, RefreshSettings};
 
 /// A relationship as the server uses it, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

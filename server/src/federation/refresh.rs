@@ -24,4 +24,3 @@ impl RefreshSettings {
             .min(self.ceiling.max(self.floor))
     }
 }
-
