@@ -389,7 +389,7 @@ fn item1_bad_input_is_refused_with_a_clear_error() {
     let good_pem = write(
         &a,
         "b.pem",
-        sigil_proto::pem::to_pem(&[b_ca.der.clone()]).as_bytes(),
+        sigil_proto::pem::to_pem(std::slice::from_ref(&b_ca.der)).as_bytes(),
     );
     let not_a_bundle = write(&a, "junk.pem", b"hello, not a bundle\n");
     let base = |td: &str, url: &str, profile: &str| -> Vec<String> {
@@ -567,7 +567,7 @@ fn item1_bad_input_is_refused_with_a_clear_error() {
     let c_pem = write(
         &a,
         "c.pem",
-        sigil_proto::pem::to_pem(&[c_ca.der.clone()]).as_bytes(),
+        sigil_proto::pem::to_pem(std::slice::from_ref(&c_ca.der)).as_bytes(),
     );
     a.cli_ok(&[
         "bundle",
@@ -607,7 +607,7 @@ async fn item3_sync_sends_exactly_the_federated_bundles_and_pushes_changes() {
         let p = write(
             &s,
             &format!("{td}.pem"),
-            sigil_proto::pem::to_pem(&[ca.der.clone()]).as_bytes(),
+            sigil_proto::pem::to_pem(std::slice::from_ref(&ca.der)).as_bytes(),
         );
         s.cli_ok(&["bundle", "set", "--trust-domain", td, "--path", &p]);
     };
