@@ -126,10 +126,6 @@ fn i22_2_flags_whose_feature_does_not_work_are_refused() {
             &["--downstream"],
             "downstream servers are not implemented yet",
         ),
-        (
-            &["--federates-with", "other.org"],
-            "federation is not implemented yet",
-        ),
         (&["--jwt-svid-ttl", "5m"], "does not issue JWT-SVIDs yet"),
     ] {
         let mut extra = vec!["--selector", "unix:uid:1"];
