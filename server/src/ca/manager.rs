@@ -18,13 +18,11 @@ use tracing::{info, warn};
 use super::dependents;
 use super::jwt::JwtSigner;
 use super::published::{bundle_authorities, is_published, slot_ski};
-use super::rotation::{self, Step, Timeline};
+use super::rotation::{self, Step};
 use super::startup::{KEY_PREFIX, check_keys, remove_orphan_keys};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
 use crate::key_manager::{KeyManager, KeyType};
-use crate::store::{
-    BundleRecord, CaJournal, CaSlot, JwtAuthority, JwtSlot, SlotId, SlotState, Store,
-};
+use crate::store::{BundleRecord, CaJournal, CaSlot, SlotId, SlotState, Store};
 use crate::upstream::UpstreamAuthority;
 use sigil_proto::TrustDomain;
 use sigil_proto::clock::Clock;
@@ -54,20 +52,6 @@ pub enum CaOpError {
     Refused(String),
     #[error(transparent)]
     Ca(#[from] CaError),
-}
-
-/// The journal and the rotation timeline, for `ca show` (X.509 slots in
-/// `slots`; with `--kind jwt`, the JWT key slots in `jwt_slots`).
-#[derive(Debug, Clone)]
-pub struct CaStatus {
-    pub slots: Vec<CaSlot>,
-    pub jwt_slots: Vec<JwtSlot>,
-    pub timeline: Option<Timeline>,
-    pub bundle_sequence: u64,
-    /// Serials (hex) of the CAs whose certificate is in the bundle.
-    pub in_bundle: Vec<String>,
-    /// What a forced command broke (the operator sees it).
-    pub warnings: Vec<String>,
 }
 
 /// The journal operations: everything that writes keys, the journal or
@@ -234,30 +218,6 @@ impl CaManager {
         self.install(signer)
     }
 
-    /// The journal and timeline.
-    pub fn status(&self) -> Result<CaStatus, CaError> {
-        let journal = self.slots.store.get_ca_journal()?;
-        let b = self.bundle();
-        let in_bundle = journal
-            .slots
-            .iter()
-            .filter(|s| {
-                s.cert_chain
-                    .first()
-                    .is_some_and(|c| b.x509_authorities.contains(c))
-            })
-            .map(|s| s.serial.clone())
-            .collect();
-        Ok(CaStatus {
-            timeline: journal.active().map(rotation::timeline),
-            slots: journal.slots,
-            jwt_slots: Vec::new(),
-            bundle_sequence: b.sequence,
-            in_bundle,
-            warnings: Vec::new(),
-        })
-    }
-
     /// Prepares the next CA now (operator command).
     pub fn force_prepare(&self) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
@@ -303,7 +263,11 @@ impl CaManager {
         if published < self.slots.settings.min_publish {
             if !force {
                 return Err(CaOpError::Refused(too_early(
-                    prepared,
+                    &format!(
+                        "the prepared CA in slot {} (serial {})",
+                        p.name(),
+                        prepared.serial
+                    ),
                     published,
                     self.slots.settings.min_publish,
                 )));
@@ -612,52 +576,6 @@ impl Slots {
             sequence: 0,
         })?)
     }
-
-    /// The JWT keys the bundle must hold: every key of the journal (oldest
-    /// first), prepared ones included, each valid until nothing it signed
-    /// can be; and the kids of the tainted ones.
-    fn jwt_bundle(&self, journal: &CaJournal) -> (Vec<JwtAuthority>, Vec<String>) {
-        let mut slots: Vec<_> = journal.jwt_slots.iter().collect();
-        slots.sort_by_key(|s| s.not_before);
-        let keys = slots
-            .iter()
-            .map(|s| JwtAuthority {
-                kid: s.kid.clone(),
-                public_key: s.public_key.clone(),
-                expires_at: rotation::Rotating::retire_at(*s, self.max_jwt_ttl()),
-            })
-            .collect();
-        let tainted = slots
-            .iter()
-            .filter(|s| s.tainted)
-            .map(|s| s.kid.clone())
-            .collect();
-        (keys, tainted)
-    }
-}
-
-pub fn state_name(s: SlotState) -> &'static str {
-    match s {
-        SlotState::Prepared => "prepared",
-        SlotState::Active => "active",
-        SlotState::Old => "old",
-    }
-}
-
-/// Why a prepared CA cannot be activated yet.
-fn too_early(prepared: &CaSlot, published: Duration, min: Duration) -> String {
-    let fmt = sigil_proto::format_duration;
-    format!(
-        "the prepared CA in slot {} (serial {}) has been published for {}; the minimum is {} \
-         (2 x the bundle refresh hint): agents and relying parties that have not fetched the \
-         bundle since it was prepared would reject every SVID it signs. Wait {} more, or pass \
-         --force to activate now and accept that risk",
-        prepared.slot.name(),
-        prepared.serial,
-        fmt(published),
-        fmt(min),
-        fmt(min.saturating_sub(published))
-    )
 }
 
 fn load_signer(keys: &dyn KeyManager, slot: &CaSlot) -> Result<X509Ca, CaError> {
@@ -667,6 +585,10 @@ fn load_signer(keys: &dyn KeyManager, slot: &CaSlot) -> Result<X509Ca, CaError> 
 
 mod jwt_ops;
 mod jwt_steps;
+mod status;
+
+use status::too_early;
+pub use status::{CaStatus, state_name};
 
 #[cfg(test)]
 mod tests;

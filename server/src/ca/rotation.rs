@@ -46,22 +46,29 @@ pub trait Rotating {
     fn retire_at(&self, max_svid_ttl: i64) -> i64;
 }
 
+/// The accessors both slot records share field for field.
+macro_rules! slot_fields {
+    () => {
+        fn id(&self) -> SlotId {
+            self.slot
+        }
+        fn state(&self) -> SlotState {
+            self.state
+        }
+        fn not_before(&self) -> i64 {
+            self.not_before
+        }
+        fn not_after(&self) -> i64 {
+            self.not_after
+        }
+        fn tainted_since(&self) -> Option<i64> {
+            self.tainted_at.filter(|_| self.tainted)
+        }
+    };
+}
+
 impl Rotating for CaSlot {
-    fn id(&self) -> SlotId {
-        self.slot
-    }
-    fn state(&self) -> SlotState {
-        self.state
-    }
-    fn not_before(&self) -> i64 {
-        self.not_before
-    }
-    fn not_after(&self) -> i64 {
-        self.not_after
-    }
-    fn tainted_since(&self) -> Option<i64> {
-        self.tainted_at.filter(|_| self.tainted)
-    }
+    slot_fields!();
     /// A leaf never outlives its CA certificate.
     fn retire_at(&self, _max_svid_ttl: i64) -> i64 {
         self.not_after
@@ -69,21 +76,7 @@ impl Rotating for CaSlot {
 }
 
 impl Rotating for JwtSlot {
-    fn id(&self) -> SlotId {
-        self.slot
-    }
-    fn state(&self) -> SlotState {
-        self.state
-    }
-    fn not_before(&self) -> i64 {
-        self.not_before
-    }
-    fn not_after(&self) -> i64 {
-        self.not_after
-    }
-    fn tainted_since(&self) -> Option<i64> {
-        self.tainted_at.filter(|_| self.tainted)
-    }
+    slot_fields!();
     /// A token signed just before `not_after` lives one JWT-SVID TTL longer.
     fn retire_at(&self, max_svid_ttl: i64) -> i64 {
         self.not_after.saturating_add(max_svid_ttl)

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sigil_proto::format_duration;
 use tracing::warn;
 
+use super::status::too_early;
 use super::{CaManager, CaOpError, CaStatus, state_name};
 use crate::ca::jwt::JwtSigner;
 use crate::ca::rotation::{Rotating, Step};
@@ -43,27 +43,6 @@ impl CaManager {
 }
 
 impl CaManager {
-    /// The JWT key slots and their timeline (`ca show --kind jwt`); the
-    /// `kid`s in the bundle are in `in_bundle`.
-    pub fn jwt_status(&self) -> Result<CaStatus, CaError> {
-        let journal = self.slots.store.get_ca_journal()?;
-        let b = self.bundle();
-        let in_bundle = journal
-            .jwt_slots
-            .iter()
-            .filter(|s| b.jwt_authorities.iter().any(|a| a.kid == s.kid))
-            .map(|s| s.kid.clone())
-            .collect();
-        Ok(CaStatus {
-            timeline: journal.jwt_active().map(crate::ca::rotation::timeline),
-            slots: Vec::new(),
-            jwt_slots: journal.jwt_slots,
-            bundle_sequence: b.sequence,
-            in_bundle,
-            warnings: Vec::new(),
-        })
-    }
-
     /// Prepares the next JWT key now (`ca prepare --kind jwt`): published
     /// in the bundle at once, signing nothing until activated.
     pub fn force_prepare_jwt(&self) -> Result<CaStatus, CaOpError> {
@@ -111,17 +90,12 @@ impl CaManager {
         let published = Duration::from_secs(u64::try_from(now - prepared.not_before).unwrap_or(0));
         let min = self.slots.settings.min_publish;
         if published < min && !force {
-            return Err(CaOpError::Refused(format!(
-                "the prepared JWT key in slot {} (kid {}) has been published for {}; the \
-                 minimum is {} (2 x the bundle refresh hint): relying parties that have not \
-                 fetched the bundle since would reject every token it signs. Wait {} more, or \
-                 pass --force",
+            let what = format!(
+                "the prepared JWT key in slot {} (kid {})",
                 prepared.slot.name(),
-                prepared.kid,
-                format_duration(published),
-                format_duration(min),
-                format_duration(min.saturating_sub(published))
-            )));
+                prepared.kid
+            );
+            return Err(CaOpError::Refused(too_early(&what, published, min)));
         }
         if published < min {
             warn!(kid = %prepared.kid, published_secs = published.as_secs(), "activating a JWT key published for less than the minimum, as forced");

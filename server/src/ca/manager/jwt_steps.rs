@@ -12,7 +12,7 @@ use crate::ca::rotation::{self, Step};
 use crate::ca::startup::JWT_KEY_PREFIX;
 use crate::ca::{CaError, random16};
 use crate::key_manager::{KeyError, KeyManager};
-use crate::store::{CaJournal, JwtSlot, SlotId, SlotState};
+use crate::store::{CaJournal, JwtAuthority, JwtSlot, SlotId, SlotState};
 
 /// Most JWT steps applied in one call.
 const MAX_STEPS: usize = 8;
@@ -57,10 +57,7 @@ impl Slots {
                         s.state = SlotState::Old;
                     }
                 }
-                let (new, signer) = self.mint_jwt(&journal, slot, SlotState::Active, now)?;
-                journal.jwt_slots.retain(|s| s.slot != slot);
-                journal.jwt_slots.push(new);
-                let written = self.write_jwt(journal, &[])?;
+                let (written, signer) = self.mint_into(journal, slot, SlotState::Active, now)?;
                 info!(
                     slot = slot.name(),
                     kid = signer.kid(),
@@ -71,10 +68,7 @@ impl Slots {
                 Ok((written, Some(signer)))
             }
             Step::Prepare(slot) => {
-                let (new, signer) = self.mint_jwt(&journal, slot, SlotState::Prepared, now)?;
-                journal.jwt_slots.retain(|s| s.slot != slot);
-                journal.jwt_slots.push(new);
-                let written = self.write_jwt(journal, &[])?;
+                let (written, signer) = self.mint_into(journal, slot, SlotState::Prepared, now)?;
                 info!(
                     slot = slot.name(),
                     kid = signer.kid(),
@@ -116,6 +110,21 @@ impl Slots {
                 Ok((written, None))
             }
         }
+    }
+
+    /// Mints a key into `slot` (replacing what it held) and writes the
+    /// journal.
+    fn mint_into(
+        &self,
+        mut journal: CaJournal,
+        slot: SlotId,
+        state: SlotState,
+        now: i64,
+    ) -> Result<(CaJournal, JwtSigner), CaError> {
+        let (new, signer) = self.mint_jwt(&journal, slot, state, now)?;
+        journal.jwt_slots.retain(|s| s.slot != slot);
+        journal.jwt_slots.push(new);
+        Ok((self.write_jwt(journal, &[])?, signer))
     }
 
     /// Writes the journal (CAS), then deletes the keys of `gone` slots and
@@ -163,6 +172,28 @@ impl Slots {
             },
             signer,
         ))
+    }
+
+    /// The JWT keys the bundle must hold: every key of the journal (oldest
+    /// first), prepared ones included, each valid until nothing it signed
+    /// can be; and the kids of the tainted ones.
+    pub(super) fn jwt_bundle(&self, journal: &CaJournal) -> (Vec<JwtAuthority>, Vec<String>) {
+        let mut slots: Vec<_> = journal.jwt_slots.iter().collect();
+        slots.sort_by_key(|s| s.not_before);
+        let keys = slots
+            .iter()
+            .map(|s| JwtAuthority {
+                kid: s.kid.clone(),
+                public_key: s.public_key.clone(),
+                expires_at: rotation::Rotating::retire_at(*s, self.max_jwt_ttl()),
+            })
+            .collect();
+        let tainted = slots
+            .iter()
+            .filter(|s| s.tainted)
+            .map(|s| s.kid.clone())
+            .collect();
+        (keys, tainted)
     }
 
     /// The kids of the stored bundle (which may still name a dropped key).
