@@ -91,6 +91,13 @@ async fn jwt_keys(s: &TestServer) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// The bundle the agent API gives `who`.
+async fn agent_bundle(s: &TestServer, who: &AgentIdentity) -> pb::Bundle {
+    let mut c = s.agent_client(Some(who)).await.unwrap();
+    let r = c.fetch_bundle(pb::FetchBundleRequest {}).await.unwrap();
+    r.into_inner().bundle.expect("bundle")
+}
+
 fn json_part(p: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
 }
@@ -150,14 +157,7 @@ async fn i15_3_agent_mints_its_entrys_jwt_svid_that_verifies_against_the_bundle_
     }
 
     // The agent's bundle carries the JWT keys too.
-    let mut c = s.agent_client(Some(&a)).await.unwrap();
-    let pb_bundle = c
-        .fetch_bundle(pb::FetchBundleRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .bundle
-        .unwrap();
+    let pb_bundle = agent_bundle(&s, &a).await;
     assert_eq!(pb_bundle.jwt_authorities.len(), 1);
     assert_eq!(pb_bundle.jwt_authorities[0].key_id, keys[0].0);
     assert!(pb_bundle.jwt_authorities[0].expires_at > t.expires_at);
@@ -207,13 +207,7 @@ async fn i15_3_agent_mints_its_entrys_jwt_svid_that_verifies_against_the_bundle_
         "--slot",
         old_slot(&s, &first).as_str(),
     ]);
-    let pb_bundle = c
-        .fetch_bundle(pb::FetchBundleRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .bundle
-        .unwrap();
+    let pb_bundle = agent_bundle(&s, &a).await;
     assert_eq!(pb_bundle.tainted_jwt_key_ids, vec![first.clone()]);
     // The X.509 side is untouched by all of it.
     let x509 = s.cli_json(&["ca", "show"]);
