@@ -3,6 +3,7 @@
 //! everything down. Every wait is bounded.
 
 pub mod agent_client;
+pub mod bundle_endpoint;
 pub mod der;
 pub mod emitted;
 pub mod interop;

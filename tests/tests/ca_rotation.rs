@@ -276,11 +276,14 @@ fn key_files(s: &TestServer) -> BTreeSet<String> {
         .collect()
 }
 
-/// `keys/` holds exactly one 0600 key file per slot in the journal.
+/// `keys/` holds exactly one 0600 key file per slot in the journal (the
+/// JWT key slots of `ca show --kind jwt` included, issue 15).
 fn assert_keys_match_journal(s: &TestServer, view: &Value, when: &str) {
     use std::os::unix::fs::PermissionsExt;
+    let jwt = s.cli_json(&["ca", "show", "--kind", "jwt"]);
     let want: BTreeSet<String> = slots(view)
         .iter()
+        .chain(slots(&jwt).iter())
         .map(|s| format!("{}.pk8", s["key_id"].as_str().expect("key_id")))
         .collect();
     assert_eq!(

@@ -126,7 +126,6 @@ fn i22_2_flags_whose_feature_does_not_work_are_refused() {
             &["--downstream"],
             "downstream servers are not implemented yet",
         ),
-        (&["--jwt-svid-ttl", "5m"], "does not issue JWT-SVIDs yet"),
     ] {
         let mut extra = vec!["--selector", "unix:uid:1"];
         extra.extend_from_slice(flags);
@@ -144,12 +143,14 @@ fn i22_2_flags_whose_feature_does_not_work_are_refused() {
             "admin entries are not implemented yet",
         ),
         (&["--downstream", "true"], "downstream servers"),
-        (&["--jwt-svid-ttl", "5m"], "JWT-SVIDs"),
     ] {
         let mut a = vec!["entry", "update", "--entry-id", &id];
         a.extend_from_slice(flags);
         refused(&s.cli(&a), &[needle], flags[0]);
     }
+    // Issue 15: JWT-SVIDs are issued now, so their TTL is stored.
+    let u = s.cli_json(&["entry", "update", "--entry-id", &id, "--jwt-svid-ttl", "5m"]);
+    assert_eq!(u["entries"][0]["jwt_svid_ttl"], 300, "{u:#}");
 }
 
 /// Unix seconds of an RFC 3339 JSON string; panics naming `what` otherwise.

@@ -91,6 +91,11 @@ fn active_key_file(s: &TestServer) -> PathBuf {
     let keys: Vec<PathBuf> = std::fs::read_dir(s.data_dir.join("keys"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        // The JWT signing key (issue 15) sits beside it.
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ca-"))
+        })
         .collect();
     assert_eq!(keys.len(), 1, "one CA key after a first start: {keys:?}");
     keys[0].clone()

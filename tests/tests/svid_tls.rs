@@ -282,6 +282,11 @@ async fn bundle_endpoint_https_spiffe_serves_the_bundle() {
     assert_eq!(json["spiffe_refresh_hint"], 120);
     assert!(json["spiffe_sequence"].as_u64().unwrap() >= 1);
     for k in json["keys"].as_array().unwrap() {
+        // Issue 15: the JWT signing keys are published beside the CAs.
+        if k["use"] == "jwt-svid" {
+            assert!(k["kid"].as_str().is_some_and(|kid| !kid.is_empty()), "{k}");
+            continue;
+        }
         assert_eq!(k["use"], "x509-svid");
         assert!(k.get("kid").is_none());
         assert_eq!(k["x5c"].as_array().unwrap().len(), 1);

@@ -134,11 +134,8 @@ pub fn check_known_selectors(
 
 /// Entry fields the API stores but no part of Sigil acts on yet: refused
 /// when set, rather than stored and silently ignored.
-fn refuse_unimplemented(jwt_svid_ttl: bool, admin: bool, downstream: bool) -> Result<(), String> {
-    let refusal = if jwt_svid_ttl {
-        "jwt_svid_ttl (--jwt-svid-ttl): Sigil does not issue JWT-SVIDs yet, so the TTL would \
-         be stored and do nothing; omit it"
-    } else if admin {
+fn refuse_unimplemented(admin: bool, downstream: bool) -> Result<(), String> {
+    let refusal = if admin {
         "admin (--admin): admin entries are not implemented yet (their SVIDs would grant no \
          admin access); omit it"
     } else if downstream {
@@ -159,10 +156,15 @@ pub fn check_x509_ttl(field: &str, secs: i64, limits: &Limits) -> Result<u64, St
     Ok(secs)
 }
 
-fn check_jwt_ttl(field: &str, secs: i64) -> Result<u64, String> {
+/// A JWT-SVID TTL in seconds: 0 (server default) or 1s..=ca_ttl/6 (the JWT
+/// key's TTL is ca_ttl: the same rule as X.509), and never above 24h.
+fn check_jwt_ttl(field: &str, secs: i64, limits: &Limits) -> Result<u64, String> {
     let secs = u64::try_from(secs).map_err(|_| err(field, format!("{secs} is negative")))?;
     if Duration::from_secs(secs) > MAX_JWT_TTL {
         return Err(err(field, format!("{secs}s is more than the limit of 24h")));
+    }
+    if secs > 0 {
+        check_svid_ttl(field, Duration::from_secs(secs), limits.ca_ttl)?;
     }
     Ok(secs)
 }
@@ -195,8 +197,8 @@ pub fn entry_spec(
     let parent_id = parse_id_in("parent_id", &e.parent_id, limits)?;
     let selectors = parse_selectors("selectors", &e.selectors)?;
     check_known_selectors("selectors", &selectors, allow_unknown)?;
-    let jwt_svid_ttl = check_jwt_ttl("jwt_svid_ttl", e.jwt_svid_ttl_seconds)?;
-    refuse_unimplemented(jwt_svid_ttl != 0, e.admin, e.downstream)?;
+    let jwt_svid_ttl = check_jwt_ttl("jwt_svid_ttl", e.jwt_svid_ttl_seconds, limits)?;
+    refuse_unimplemented(e.admin, e.downstream)?;
     let mut spec = EntrySpec {
         spiffe_id,
         parent_id,
@@ -260,15 +262,11 @@ pub fn apply_update(
         spec.x509_svid_ttl = check_x509_ttl("x509_svid_ttl", v, limits)?;
     }
     if let Some(v) = u.jwt_svid_ttl_seconds {
-        spec.jwt_svid_ttl = check_jwt_ttl("jwt_svid_ttl", v)?;
+        spec.jwt_svid_ttl = check_jwt_ttl("jwt_svid_ttl", v, limits)?;
     }
     // Setting one of these to its default (0, empty, false) is allowed: it
     // clears what an older server stored.
-    refuse_unimplemented(
-        u.jwt_svid_ttl_seconds.is_some_and(|v| v != 0),
-        u.admin == Some(true),
-        u.downstream == Some(true),
-    )?;
+    refuse_unimplemented(u.admin == Some(true), u.downstream == Some(true))?;
     if let Some(v) = &u.dns_names {
         spec.dns_names = v.values.clone();
     }
@@ -291,12 +289,17 @@ pub fn apply_update(
     // The rule holds for the entry as it will be stored, whatever the update
     // changes: an entry created under a longer ca_ttl is refused until its
     // TTL is lowered (in this update or an earlier one).
-    if spec.x509_svid_ttl > 0 {
-        check_svid_ttl(
-            &format!("entry {}: x509_svid_ttl", u.id),
-            Duration::from_secs(spec.x509_svid_ttl),
-            limits.ca_ttl,
-        )?;
+    for (field, ttl) in [
+        ("x509_svid_ttl", spec.x509_svid_ttl),
+        ("jwt_svid_ttl", spec.jwt_svid_ttl),
+    ] {
+        if ttl > 0 {
+            check_svid_ttl(
+                &format!("entry {}: {field}", u.id),
+                Duration::from_secs(ttl),
+                limits.ca_ttl,
+            )?;
+        }
     }
     spec.normalize();
     Ok(())
@@ -411,10 +414,7 @@ mod tests {
                 Box::new(|e| e.selectors[0].r#type = "uinx".into()),
                 "did you mean unix?",
             ),
-            (
-                Box::new(|e| e.jwt_svid_ttl_seconds = 300),
-                "does not issue JWT-SVIDs yet",
-            ),
+            (Box::new(|e| e.jwt_svid_ttl_seconds = 7200), "ca_ttl / 6"),
             (Box::new(|e| e.admin = true), "admin entries are not"),
             (
                 Box::new(|e| e.downstream = true),
@@ -468,5 +468,33 @@ mod tests {
         for bad in ["", "*.", "a..b", "-a", "a-", "a_b", "a b", &"a".repeat(64)] {
             assert!(check_dns_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Issue 15 item 2: an entry's JWT-SVID TTL is stored (no longer refused)
+    /// up to ca_ttl / 6, on create and update alike.
+    #[test]
+    fn i15_2_entry_jwt_svid_ttl_is_accepted_up_to_ca_ttl_over_6() {
+        let mut e = good();
+        e.jwt_svid_ttl_seconds = 3600;
+        let mut spec = entry_spec(&e, &limits(), 0, false).unwrap();
+        assert_eq!(spec.jwt_svid_ttl, 3600);
+        e.jwt_svid_ttl_seconds = 3601;
+        let m = entry_spec(&e, &limits(), 0, false).unwrap_err();
+        assert!(
+            m.contains("jwt_svid_ttl") && m.contains("ca_ttl / 6 = 1h"),
+            "{m}"
+        );
+        let u = pb::UpdateEntryRequest {
+            id: "e-1".into(),
+            jwt_svid_ttl_seconds: Some(120),
+            ..Default::default()
+        };
+        apply_update(&mut spec, &u, &limits(), 0).unwrap();
+        assert_eq!(spec.jwt_svid_ttl, 120);
+        let u = pb::UpdateEntryRequest {
+            jwt_svid_ttl_seconds: Some(7200),
+            ..u
+        };
+        assert!(apply_update(&mut spec, &u, &limits(), 0).is_err());
     }
 }

@@ -53,6 +53,7 @@ pub fn parse(
         x509_authorities: x509,
         jwt_authorities: jwt,
         tainted_key_ids: Vec::new(),
+        tainted_jwt_key_ids: Vec::new(),
         sequence: 0,
     })
 }

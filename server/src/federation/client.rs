@@ -131,6 +131,7 @@ impl Client {
                         })
                         .collect(),
                     tainted_key_ids: Vec::new(),
+                    tainted_jwt_key_ids: Vec::new(),
                     sequence: 0,
                 };
                 let foreign = self.foreign.clone();
