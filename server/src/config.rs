@@ -15,7 +15,9 @@ use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 
 use crate::key_manager::KeyType;
 
+mod jwt;
 mod limits;
+pub use jwt::{DEFAULT_JWT_SVID_TTL, JwtConfig};
 use limits::check_limits;
 pub use limits::{
     AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
@@ -163,6 +165,10 @@ struct RawConfig {
     agent_svid_ttl: Duration,
     #[serde(default = "default_join_token_ttl", with = "serde_duration")]
     join_token_ttl: Duration,
+    #[serde(default = "default_key_type")]
+    jwt_key_type: KeyType,
+    default_jwt_svid_ttl: Option<jwt::Ttl>,
+    jwt_issuer: Option<String>,
     bundle_endpoint: Option<BundleEndpointConfig>,
     #[serde(default)]
     upstream: UpstreamConfig,
@@ -211,6 +217,8 @@ pub struct ServerConfig {
     pub default_x509_svid_ttl: Duration,
     pub agent_svid_ttl: Duration,
     pub join_token_ttl: Duration,
+    /// `jwt_key_type`, `default_jwt_svid_ttl`, `jwt_issuer`.
+    pub jwt: JwtConfig,
     pub bundle_endpoint: Option<BundleEndpointConfig>,
     pub upstream: UpstreamConfig,
     pub node_attestor: NodeAttestorConfig,
@@ -320,6 +328,15 @@ impl ServerConfig {
         if raw.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        if raw.ca_key_type.is_rsa() {
+            return Err(invalid(
+                "ca_key_type",
+                format!(
+                    "{:?} is for JWT keys only (jwt_key_type); a CA key is \"ec-p256\" or \"ec-p384\"",
+                    raw.ca_key_type.name()
+                ),
+            ));
+        }
         if raw.ca_ttl < Duration::from_secs(60) {
             return Err(invalid(
                 "ca_ttl",
@@ -400,6 +417,12 @@ impl ServerConfig {
             ));
         }
         check_limits(&raw.limits)?;
+        let jwt = jwt::check_jwt(
+            raw.jwt_key_type,
+            raw.default_jwt_svid_ttl.map(|t| t.0),
+            raw.jwt_issuer,
+            raw.ca_ttl,
+        )?;
         let admin_socket = raw
             .admin_socket
             .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
@@ -414,6 +437,7 @@ impl ServerConfig {
             default_x509_svid_ttl: raw.default_x509_svid_ttl,
             agent_svid_ttl: raw.agent_svid_ttl,
             join_token_ttl: raw.join_token_ttl,
+            jwt,
             bundle_endpoint: raw.bundle_endpoint,
             upstream: raw.upstream,
             node_attestor: raw.node_attestor,

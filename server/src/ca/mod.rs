@@ -6,6 +6,7 @@
 pub mod csr;
 pub mod dependents;
 pub mod issuer;
+pub mod jwt;
 pub mod journal;
 pub mod manager;
 pub mod profile;
