@@ -176,20 +176,22 @@ async fn serve(
         clock.clone(),
     )
     .context("starting the CA")?;
-    let issuer = Arc::new(Issuer::new(
-        ca.clone(),
-        clock.clone(),
-        IssuerSettings {
-            agent_svid_ttl: cfg.agent_svid_ttl,
-            default_x509_svid_ttl: cfg.default_x509_svid_ttl,
-            max_x509_svid_ttl: crate::config::max_svid_ttl(cfg.ca_ttl),
-        },
-    )
-    .with_jwt(JwtIssueSettings {
-        default_ttl: cfg.jwt.default_svid_ttl,
-        max_ttl: crate::config::max_svid_ttl(cfg.ca_ttl),
-        issuer: cfg.jwt.issuer.clone(),
-    }));
+    let issuer = Arc::new(
+        Issuer::new(
+            ca.clone(),
+            clock.clone(),
+            IssuerSettings {
+                agent_svid_ttl: cfg.agent_svid_ttl,
+                default_x509_svid_ttl: cfg.default_x509_svid_ttl,
+                max_x509_svid_ttl: crate::config::max_svid_ttl(cfg.ca_ttl),
+            },
+        )
+        .with_jwt(JwtIssueSettings {
+            default_ttl: cfg.jwt.default_svid_ttl,
+            max_ttl: crate::config::max_svid_ttl(cfg.ca_ttl),
+            issuer: cfg.jwt.issuer.clone(),
+        }),
+    );
     let svid = ServerSvid::new(cfg.server_id(), cfg.default_x509_svid_ttl, issuer.clone())
         .context("issuing the server SVID")?;
 

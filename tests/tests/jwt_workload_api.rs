@@ -207,8 +207,15 @@ fn item3_tainted_jwt_key_makes_the_agent_remint_with_the_new_key() {
     assert_eq!(fetch(&a, &["db"], None).remove(0).1, first);
 
     s.cli_ok(&["ca", "prepare", "--kind", "jwt"]);
-    s.cli_ok(&["ca", "activate", "--kind", "jwt", "--force"]);
-    s.cli_ok(&["ca", "taint", "--kind", "jwt", "old"]);
+    let view = s.cli_json(&["ca", "activate", "--kind", "jwt", "--force"]);
+    let old = view["slots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no slots in {view:#}"))
+        .iter()
+        .find(|slot| slot["state"] == "old")
+        .unwrap_or_else(|| panic!("no old JWT key slot in {view:#}"));
+    let slot = old["slot"].as_str().unwrap().to_string();
+    s.cli_ok(&["ca", "taint", "--kind", "jwt", "--slot", &slot]);
     let tainted = Instant::now();
     let second = loop {
         let t = fetch(&a, &["db"], None).remove(0).1;

@@ -83,12 +83,14 @@ impl JwtSigner {
         let der = key.serialized_der();
         let bad = |e: &dyn std::fmt::Display| CaError::Sign(format!("JWT key {kid}: {e}"));
         let (alg, key_impl) = if key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
-            let k = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
-                .map_err(|e| bad(&e))?;
+            let k =
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+                    .map_err(|e| bad(&e))?;
             (JwtAlg::Es256, SigningKey::Ec(k))
         } else if key.algorithm() == &rcgen::PKCS_ECDSA_P384_SHA384 {
-            let k = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, der, &rng)
-                .map_err(|e| bad(&e))?;
+            let k =
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, der, &rng)
+                    .map_err(|e| bad(&e))?;
             (JwtAlg::Es384, SigningKey::Ec(k))
         } else if key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
             (

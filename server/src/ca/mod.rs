@@ -6,8 +6,8 @@
 pub mod csr;
 pub mod dependents;
 pub mod issuer;
-pub mod jwt;
 pub mod journal;
+pub mod jwt;
 pub mod manager;
 pub mod profile;
 pub mod published;

@@ -101,9 +101,15 @@ mod tests {
         assert_eq!(c.jwt.default_svid_ttl, Duration::from_secs(60));
         for (extra, needle) in [
             ("jwt_key_type = \"rsa-1024\"\n", "rsa-1024"),
-            ("default_jwt_svid_ttl = \"5h\"\n", "default_jwt_svid_ttl 5h exceeds ca_ttl / 6 = 4h"),
+            (
+                "default_jwt_svid_ttl = \"5h\"\n",
+                "default_jwt_svid_ttl 5h exceeds ca_ttl / 6 = 4h",
+            ),
             ("default_jwt_svid_ttl = \"0s\"\n", "default_jwt_svid_ttl"),
-            ("jwt_issuer = \"oidc.example.org\"\n", "jwt_issuer: \"oidc.example.org\""),
+            (
+                "jwt_issuer = \"oidc.example.org\"\n",
+                "jwt_issuer: \"oidc.example.org\"",
+            ),
             ("jwt_issuer = \"https://x.org/?a=1\"\n", "jwt_issuer"),
             ("ca_key_type = \"rsa-2048\"\n", "ca_key_type: \"rsa-2048\""),
         ] {

@@ -16,7 +16,10 @@ use crate::ca::{CaError, unix};
 use crate::store::{BundleRecord, SlotId, SlotState};
 
 /// Refuses a JWT key the bundle does not publish yet.
-pub(super) fn check_jwt_published(bundle: &BundleRecord, signer: &JwtSigner) -> Result<(), CaError> {
+pub(super) fn check_jwt_published(
+    bundle: &BundleRecord,
+    signer: &JwtSigner,
+) -> Result<(), CaError> {
     if bundle.jwt_authorities.iter().any(|a| a.kid == signer.kid()) {
         Ok(())
     } else {
@@ -177,7 +180,11 @@ impl CaManager {
                 "only a tainted, inactive JWT key can be revoked; slot {} is {}{}",
                 slot.name(),
                 state_name(s.state),
-                if s.tainted { " (tainted)" } else { " and not tainted" }
+                if s.tainted {
+                    " (tainted)"
+                } else {
+                    " and not tainted"
+                }
             )));
         }
         let kid = s.kid.clone();

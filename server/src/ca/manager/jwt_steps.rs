@@ -61,7 +61,12 @@ impl Slots {
                 journal.jwt_slots.retain(|s| s.slot != slot);
                 journal.jwt_slots.push(new);
                 let written = self.write_jwt(journal, &[])?;
-                info!(slot = slot.name(), kid = signer.kid(), alg = signer.alg().name(), "JWT key activated");
+                info!(
+                    slot = slot.name(),
+                    kid = signer.kid(),
+                    alg = signer.alg().name(),
+                    "JWT key activated"
+                );
                 crate::metrics::ca_event("jwt_activate");
                 Ok((written, Some(signer)))
             }
@@ -70,7 +75,11 @@ impl Slots {
                 journal.jwt_slots.retain(|s| s.slot != slot);
                 journal.jwt_slots.push(new);
                 let written = self.write_jwt(journal, &[])?;
-                info!(slot = slot.name(), kid = signer.kid(), "JWT key prepared and published");
+                info!(
+                    slot = slot.name(),
+                    kid = signer.kid(),
+                    "JWT key prepared and published"
+                );
                 crate::metrics::ca_event("jwt_prepare");
                 Ok((written, None))
             }
