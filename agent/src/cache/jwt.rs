@@ -231,7 +231,7 @@ pub fn usable_jwt_keys(keys: Vec<JwtKey>) -> Vec<JwtKey> {
     let mut seen = BTreeSet::new();
     keys.into_iter()
         .filter(|k| {
-            if let Err(rule) = k.check() {
+            if let Err(rule) = sigil_proto::bundle::check_jwt_key(k) {
                 warn!(kid = %k.kid, error = %rule, "JWT authority from the server not usable; left out");
                 return false;
             }

@@ -12,7 +12,7 @@ pub(crate) mod key_params;
 mod skipped;
 mod spiffe_bundle;
 
-pub use jwks::{JwksError, MAX_BUNDLE_BYTES, MAX_BUNDLE_KEYS, decode, encode};
+pub use jwks::{JwksError, MAX_BUNDLE_BYTES, MAX_BUNDLE_KEYS, check_jwt_key, decode, encode};
 pub use skipped::{Decoded, KeyRule, Skipped};
 pub use spiffe_bundle::{JwtKey, SpiffeBundle};
 

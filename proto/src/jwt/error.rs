@@ -1,7 +1,9 @@
 //! Why a JWT-SVID is refused: one variant per rule, each message naming
 //! the offending value and the rule.
 
-use super::token::MAX_TOKEN_BYTES;
+/// Largest token parsed, in bytes (16 KiB: a JWT-SVID is a few hundred
+/// bytes; SPIRE's and the Go library's limits are of this order).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Why a token is not a valid JWT-SVID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,7 +20,7 @@ pub mod test_sign;
 #[cfg(test)]
 mod tests;
 
-pub use error::JwtError;
-pub use token::{Header, MAX_TOKEN_BYTES, Token};
+pub use error::{JwtError, MAX_TOKEN_BYTES};
+pub use token::{Header, Token};
 pub use validate::{Validated, validate};
 pub use verify::Alg;

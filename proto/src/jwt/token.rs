@@ -6,11 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-use super::error::JwtError;
-
-/// Largest token parsed, in bytes (16 KiB: a JWT-SVID is a few hundred
-/// bytes; SPIRE's and the Go library's limits are of this order).
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+use super::error::{JwtError, MAX_TOKEN_BYTES};
 
 /// The JOSE header members a JWT-SVID is judged by.
 #[derive(Debug, Clone, PartialEq, Eq)]
