@@ -113,26 +113,15 @@ async fn open_stream(socket: &Path) -> anyhow::Result<tonic::Streaming<wl::X509s
 }
 
 async fn fetch_first(socket: &Path, timeout: Duration) -> anyhow::Result<wl::X509svidResponse> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let attempt = async {
-            open_stream(socket)
-                .await?
-                .message()
-                .await
-                .map_err(status)?
-                .context("the stream ended without a message")
-        }
-        .await;
-        match attempt {
-            Ok(r) => return Ok(r),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => anyhow::bail!("{e:#}"),
-        }
-    }
+    workload_client::retry_until(timeout, || async {
+        open_stream(socket)
+            .await?
+            .message()
+            .await
+            .map_err(status)?
+            .context("the stream ended without a message")
+    })
+    .await
 }
 
 /// Runs one `api` command.

@@ -35,29 +35,18 @@ pub async fn fetch(
     spiffe_id: Option<String>,
     timeout: Duration,
 ) -> anyhow::Result<wl::JwtsvidResponse> {
-    let deadline = tokio::time::Instant::now() + timeout;
     let req = wl::JwtsvidRequest {
         audience,
         spiffe_id: spiffe_id.unwrap_or_default(),
     };
-    loop {
-        let attempt = async {
-            let mut c = workload_client::connect(socket).await?;
-            c.fetch_jwtsvid(req.clone())
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(status)
-        }
-        .await;
-        match attempt {
-            Ok(r) => return Ok(r),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => anyhow::bail!("{e:#}"),
-        }
-    }
+    workload_client::retry_until(timeout, || async {
+        let mut c = workload_client::connect(socket).await?;
+        c.fetch_jwtsvid(req.clone())
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(status)
+    })
+    .await
 }
 
 /// Prints fetched JWT-SVIDs: SPIFFE ID, expiry, audience and token.

@@ -296,6 +296,27 @@ impl WorkloadApiService {
         (state, snapshot)
     }
 
+    /// Renders a bundle view for `caller` and opens its stream.
+    fn open_bundle_stream<V: StreamView>(
+        &self,
+        method: &'static str,
+        caller: Caller,
+        mut view: V,
+    ) -> Result<ReceiverStream<Result<V::Msg, Status>>, Status> {
+        let (state, snapshot) = self.current();
+        let first = view
+            .render(&snapshot, &caller.selectors, self.clock.now_unix())
+            .map_err(|e| refuse(method, Some(&caller.cred), e))?;
+        info!(
+            pid = caller.cred.pid,
+            uid = caller.cred.uid,
+            count = first.count,
+            method,
+            "bundle stream opened"
+        );
+        Ok(self.start_stream(method, caller, view, state, snapshot, first))
+    }
+
     /// Sends `first` at once and starts the task that follows the snapshot.
     fn start_stream<V: StreamView>(
         &self,
@@ -468,19 +489,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         const METHOD: &str = "FetchX509Bundles";
         let caller = self.admit(&req, METHOD).await?;
-        let (state, snapshot) = self.current();
-        let mut view = BundleView;
-        let first = view
-            .render(&snapshot, &caller.selectors, self.clock.now_unix())
-            .map_err(|e| refuse(METHOD, Some(&caller.cred), e))?;
-        info!(
-            pid = caller.cred.pid,
-            uid = caller.cred.uid,
-            count = first.count,
-            "X.509 bundle stream opened"
-        );
-        let mut resp =
-            Response::new(self.start_stream(METHOD, caller, view, state, snapshot, first));
+        let mut resp = Response::new(self.open_bundle_stream(METHOD, caller, BundleView)?);
         if let Some(Err(why)) = self.readiness.as_ref().map(|r| r()) {
             // Header values are visible ASCII: anything else becomes '?'.
             let ascii: String = why
@@ -541,20 +550,11 @@ impl SpiffeWorkloadApi for WorkloadApiService {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         const METHOD: &str = "FetchJWTBundles";
         let caller = self.admit(&req, METHOD).await?;
-        let (state, snapshot) = self.current();
-        let mut view = JwtBundleView;
-        let first = view
-            .render(&snapshot, &caller.selectors, self.clock.now_unix())
-            .map_err(|e| refuse(METHOD, Some(&caller.cred), e))?;
-        info!(
-            pid = caller.cred.pid,
-            uid = caller.cred.uid,
-            count = first.count,
-            "JWT bundle stream opened"
-        );
-        Ok(Response::new(self.start_stream(
-            METHOD, caller, view, state, snapshot, first,
-        )))
+        Ok(Response::new(self.open_bundle_stream(
+            METHOD,
+            caller,
+            JwtBundleView,
+        )?))
     }
 
     async fn validate_jwtsvid(
