@@ -1,7 +1,8 @@
 //! JWT-SVIDs through the agent's Workload API and CLI against a real
 //! server and agent (issue 15 items 3 and 5): `api fetch jwt` and `api
 //! validate jwt`, an entry removed stops its tokens at once (not at their
-//! `exp`), and a tainted JWT key makes the agent re-mint with the new key.
+//! `exp`), a tainted JWT key makes the agent re-mint with the new key, and
+//! the helper writes a JWT-SVID file and the JWT bundle file.
 
 use std::time::{Duration, Instant};
 
@@ -231,4 +232,58 @@ fn item3_tainted_jwt_key_makes_the_agent_remint_with_the_new_key() {
     assert_ne!(second, first);
     let out = validate(&a, "db", &second);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn item5_helper_writes_jwt_svid_and_jwt_bundle_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start(ServerOptions::default()).unwrap();
+    let a = TestAgent::start(&s).unwrap();
+    s.register_uid(&a, WEB);
+    let work = tempfile::tempdir().unwrap();
+    let cert_dir = work.path().join("certs");
+    let cfg = work.path().join("helper.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agent_address = \"unix://{}\"\ncert_dir = \"{}\"\njwt_bundle_file_name = \
+             \"jwt_bundle.json\"\njwt_svids = [{{ jwt_audience = \"vault\", jwt_svid_file_name = \
+             \"vault.jwt\" }}]\n",
+            a.socket.display(),
+            cert_dir.display()
+        ),
+    )
+    .unwrap();
+    let out = sigil_agent(
+        &[
+            "helper",
+            "--once",
+            "--timeout",
+            "30s",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let jwt = std::fs::read_to_string(cert_dir.join("vault.jwt")).unwrap();
+    let mode = std::fs::metadata(cert_dir.join("vault.jwt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let t = token(&jwt);
+    assert_eq!(t.claims["sub"], WEB);
+    assert!(validate(&a, "vault", &jwt).status.success());
+    let jwks: Value =
+        serde_json::from_slice(&std::fs::read(cert_dir.join("jwt_bundle.json")).unwrap()).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(kids.contains(&t.header.kid.as_deref().unwrap()), "{jwks}");
+    // The X.509 files are in the same set.
+    assert!(cert_dir.join("svid.pem").exists());
 }
