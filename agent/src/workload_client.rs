@@ -66,3 +66,23 @@ pub async fn connect(path: &Path) -> anyhow::Result<Client> {
     let f: fn(Request<()>) -> Result<Request<()>, Status> = add_header;
     Ok(SpiffeWorkloadApiClient::with_interceptor(channel, f))
 }
+
+/// Runs `call` until it succeeds, every 200 ms, while `timeout` has not
+/// passed (no identity issued yet, the agent starting); then its last error.
+pub async fn retry_until<T, F, Fut>(timeout: std::time::Duration, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match call().await {
+            Ok(r) => return Ok(r),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => anyhow::bail!("{e:#}"),
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! `renew_signal`, `pid_file_name`); unknown keys are an error naming the
 //! key, and every check names the key it refused. `consumer_user` (Sigil's)
 //! names who besides root may own the pid file and the process signalled.
+//! The JWT keys (`jwt_svids`, `jwt_bundle_file_name`) are validated here
+//! into a [`JwtConfig`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +14,8 @@ use nix::sys::signal::Signal;
 use serde::Deserialize;
 use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
 use sigil_proto::parse_duration;
+
+use super::jwt_config::{JwtConfig, JwtSvidFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperConfigError {
@@ -73,6 +77,8 @@ struct RawConfig {
     pid_file_name: Option<PathBuf>,
     consumer_user: Option<RawUser>,
     once_timeout: Option<String>,
+    jwt_svids: Option<Vec<RawJwtSvid>>,
+    jwt_bundle_file_name: Option<String>,
 }
 
 /// How the consumer is told that new files are in place.
@@ -114,6 +120,8 @@ pub struct HelperConfig {
     pub reload: ReloadConfig,
     /// `--once`: how long to wait for the first SVID.
     pub once_timeout: Duration,
+    /// JWT-SVID and JWT bundle files (none by default).
+    pub jwt: JwtConfig,
 }
 
 pub const DEFAULT_SVID_FILE: &str = "svid.pem";
@@ -183,6 +191,62 @@ fn duration(
         return Err(invalid(key, format!("{s:?} must be more than 0s")));
     }
     Ok(d)
+}
+
+/// One `[[jwt_svids]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtSvid {
+    jwt_audience: Option<String>,
+    jwt_svid_file_name: Option<String>,
+}
+
+/// Validates the JWT keys (`jwt_config`); `taken`: the X.509 file names,
+/// which no JWT file may reuse.
+fn jwt_config(
+    svids: Option<Vec<RawJwtSvid>>,
+    bundle: Option<String>,
+    taken: &[&str],
+) -> Result<JwtConfig, HelperConfigError> {
+    let mut names: Vec<String> = taken.iter().map(|s| s.to_string()).collect();
+    let mut out = JwtConfig::default();
+    for raw in svids.unwrap_or_default() {
+        let audience = raw.jwt_audience.filter(|a| !a.is_empty()).ok_or_else(|| {
+            invalid(
+                "jwt_svids",
+                "every entry needs a jwt_audience (the token's aud)",
+            )
+        })?;
+        let name = raw.jwt_svid_file_name.ok_or_else(|| {
+            invalid(
+                "jwt_svids",
+                format!("the entry for audience {audience:?} needs a jwt_svid_file_name"),
+            )
+        })?;
+        let name = file_name("jwt_svids", Some(name), "")?;
+        if names.contains(&name) {
+            return Err(invalid(
+                "jwt_svids",
+                format!("jwt_svid_file_name {name:?} is already used by another file"),
+            ));
+        }
+        names.push(name.clone());
+        out.svids.push(JwtSvidFile {
+            audience,
+            file_name: name,
+        });
+    }
+    if let Some(b) = bundle {
+        let name = file_name("jwt_bundle_file_name", Some(b), "")?;
+        if names.contains(&name) {
+            return Err(invalid(
+                "jwt_bundle_file_name",
+                format!("{name:?} is already used by another file"),
+            ));
+        }
+        out.bundle_file_name = Some(name);
+    }
+    Ok(out)
 }
 
 /// Resolves `consumer_user` (a name from the user database, or a uid).
@@ -290,6 +354,11 @@ impl HelperConfig {
                 ),
             ));
         }
+        let jwt = jwt_config(
+            raw.jwt_svids,
+            raw.jwt_bundle_file_name,
+            &[&svid_file_name, &svid_key_file_name, &svid_bundle_file_name],
+        )?;
         let cert_file_mode = mode("cert_file_mode", raw.cert_file_mode, 0o644)?;
         let key_file_mode = mode("key_file_mode", raw.key_file_mode, 0o600)?;
         if key_file_mode & 0o004 != 0 {
@@ -393,6 +462,7 @@ impl HelperConfig {
             hint,
             reload,
             once_timeout,
+            jwt,
         })
     }
 }
@@ -516,6 +586,75 @@ mod tests {
         ] {
             let e = HelperConfig::parse(&text).unwrap_err().to_string();
             assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn helper_jwt_keys_parse_as_spiffe_helper_writes_them() {
+        let c = HelperConfig::parse(&format!(
+            "{OK}jwt_bundle_file_name = \"jwt_bundle.json\"\n\
+             jwt_svids = [{{ jwt_audience = \"vault\", jwt_svid_file_name = \"vault.jwt\" }},\n\
+             {{ jwt_audience = \"aws\", jwt_svid_file_name = \"aws.jwt\" }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.jwt,
+            JwtConfig {
+                svids: vec![
+                    JwtSvidFile {
+                        audience: "vault".into(),
+                        file_name: "vault.jwt".into()
+                    },
+                    JwtSvidFile {
+                        audience: "aws".into(),
+                        file_name: "aws.jwt".into()
+                    },
+                ],
+                bundle_file_name: Some("jwt_bundle.json".into()),
+            }
+        );
+        assert!(HelperConfig::parse(OK).unwrap().jwt.is_empty());
+    }
+
+    #[test]
+    fn helper_jwt_key_errors_name_the_key_and_value() {
+        for (extra, key, words) in [
+            (
+                "jwt_svids = [{ jwt_svid_file_name = \"a.jwt\" }]",
+                "jwt_svids",
+                "jwt_audience",
+            ),
+            (
+                "jwt_svids = [{ jwt_audience = \"a\" }]",
+                "jwt_svids",
+                "\"a\" needs a jwt_svid_file_name",
+            ),
+            (
+                "jwt_svids = [{ jwt_audience = \"a\", jwt_svid_file_name = \"../x\" }]",
+                "jwt_svids",
+                "\"../x\"",
+            ),
+            (
+                "jwt_svids = [{ jwt_audience = \"a\", jwt_svid_file_name = \"svid.pem\" }]",
+                "jwt_svids",
+                "\"svid.pem\" is already used",
+            ),
+            (
+                "jwt_svids = [{ jwt_audience = \"a\", jwt_svid_file_name = \"t\" }]\n\
+                 jwt_bundle_file_name = \"t\"",
+                "jwt_bundle_file_name",
+                "\"t\" is already used",
+            ),
+            (
+                "jwt_svids = [{ jwt_audience = \"a\", jwt_file = \"t\" }]",
+                "jwt_file",
+                "unknown",
+            ),
+        ] {
+            let e = HelperConfig::parse(&format!("{OK}{extra}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(words), "{extra}: {e}");
         }
     }
 }

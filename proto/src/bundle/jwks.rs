@@ -79,6 +79,16 @@ pub fn encode(bundle: &SpiffeBundle) -> Result<String, JwksError> {
     })
 }
 
+/// Whether a JWK Set can publish `key`: a non-empty `kid` and a key of a
+/// supported type (EC P-256/P-384, RSA 2048–8192 bits), or the rule it
+/// breaks.
+pub fn check_jwt_key(key: &JwtKey) -> Result<(), KeyRule> {
+    if key.kid.is_empty() {
+        return Err(KeyRule::MissingMember { member: "kid" });
+    }
+    KeyParams::from_spki(&key.spki_der).map(drop)
+}
+
 /// Decodes a JWK Set published for `td`.
 ///
 /// Refuses the whole document only for document-level faults: larger than

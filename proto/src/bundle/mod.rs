@@ -8,11 +8,11 @@
 //! certificate-list codecs for bundle files are in [`crate::pem`].
 
 mod jwks;
-mod key_params;
+pub(crate) mod key_params;
 mod skipped;
 mod spiffe_bundle;
 
-pub use jwks::{JwksError, MAX_BUNDLE_BYTES, MAX_BUNDLE_KEYS, decode, encode};
+pub use jwks::{JwksError, MAX_BUNDLE_BYTES, MAX_BUNDLE_KEYS, check_jwt_key, decode, encode};
 pub use skipped::{Decoded, KeyRule, Skipped};
 pub use spiffe_bundle::{JwtKey, SpiffeBundle};
 
