@@ -16,10 +16,12 @@ use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 use crate::key_manager::KeyType;
 
 mod limits;
+pub mod oidc;
 use limits::check_limits;
 pub use limits::{
     AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
 };
+pub use oidc::OidcDiscoveryConfig;
 
 /// Why a configuration was refused. Each message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +175,10 @@ struct RawConfig {
     health: Option<HealthConfig>,
     #[serde(default)]
     limits: LimitsConfig,
+    /// The `iss` claim of JWT-SVIDs and the OIDC discovery issuer (an
+    /// `https://` URL; absent: no `iss`, no discovery).
+    jwt_issuer: Option<String>,
+    oidc_discovery: Option<OidcDiscoveryConfig>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -218,6 +224,10 @@ pub struct ServerConfig {
     /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
     pub health: Option<HealthConfig>,
     pub limits: LimitsConfig,
+    /// `jwt_issuer`: the `iss` claim and OIDC issuer (checked: `https://`).
+    pub jwt_issuer: Option<String>,
+    /// `[oidc_discovery]` (off by default; needs `jwt_issuer`).
+    pub oidc_discovery: Option<OidcDiscoveryConfig>,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
@@ -271,6 +281,11 @@ impl ServerConfig {
                 sigil_proto::format_duration(hint * 9),
             ));
         }
+        w.extend(
+            self.oidc_discovery
+                .as_ref()
+                .and_then(oidc::plain_http_warning),
+        );
         w
     }
 
@@ -296,6 +311,10 @@ impl ServerConfig {
             if let Some(b) = &d.bundle_file {
                 p.readable_file("upstream.disk.bundle_file", b);
             }
+        }
+        if let Some((cert, key)) = self.oidc_discovery.as_ref().and_then(|d| d.tls_files()) {
+            p.readable_file("oidc_discovery.tls_cert_file", cert);
+            p.readable_file("oidc_discovery.tls_key_file", key);
         }
         if let Some(x) = &self.node_attestor.x509pop {
             p.readable_file("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path);
@@ -400,6 +419,12 @@ impl ServerConfig {
             ));
         }
         check_limits(&raw.limits)?;
+        if let Some(i) = &raw.jwt_issuer {
+            oidc::check_issuer(i)?;
+        }
+        if let Some(d) = &raw.oidc_discovery {
+            oidc::check_discovery(d, raw.jwt_issuer.as_deref())?;
+        }
         let admin_socket = raw
             .admin_socket
             .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
@@ -420,6 +445,8 @@ impl ServerConfig {
             rate_limit: raw.rate_limit,
             health: raw.health,
             limits: raw.limits,
+            jwt_issuer: raw.jwt_issuer,
+            oidc_discovery: raw.oidc_discovery,
         })
     }
 

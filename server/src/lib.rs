@@ -11,6 +11,7 @@ pub mod entry;
 pub mod key_manager;
 pub mod metrics;
 pub mod node_attestor;
+pub mod oidc;
 pub mod pruning;
 pub mod registry;
 pub mod run;
