@@ -15,7 +15,9 @@ use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 
 use crate::key_manager::KeyType;
 
+mod jwt;
 mod limits;
+pub use jwt::{DEFAULT_JWT_SVID_TTL, JwtConfig};
 pub mod oidc;
 use limits::check_limits;
 pub use limits::{
@@ -165,6 +167,10 @@ struct RawConfig {
     agent_svid_ttl: Duration,
     #[serde(default = "default_join_token_ttl", with = "serde_duration")]
     join_token_ttl: Duration,
+    #[serde(default = "default_key_type")]
+    jwt_key_type: KeyType,
+    default_jwt_svid_ttl: Option<jwt::Ttl>,
+    jwt_issuer: Option<String>,
     bundle_endpoint: Option<BundleEndpointConfig>,
     #[serde(default)]
     upstream: UpstreamConfig,
@@ -175,9 +181,6 @@ struct RawConfig {
     health: Option<HealthConfig>,
     #[serde(default)]
     limits: LimitsConfig,
-    /// The `iss` claim of JWT-SVIDs and the OIDC discovery issuer (an
-    /// `https://` URL; absent: no `iss`, no discovery).
-    jwt_issuer: Option<String>,
     oidc_discovery: Option<OidcDiscoveryConfig>,
 }
 
@@ -217,6 +220,8 @@ pub struct ServerConfig {
     pub default_x509_svid_ttl: Duration,
     pub agent_svid_ttl: Duration,
     pub join_token_ttl: Duration,
+    /// `jwt_key_type`, `default_jwt_svid_ttl`, `jwt_issuer`.
+    pub jwt: JwtConfig,
     pub bundle_endpoint: Option<BundleEndpointConfig>,
     pub upstream: UpstreamConfig,
     pub node_attestor: NodeAttestorConfig,
@@ -224,8 +229,6 @@ pub struct ServerConfig {
     /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
     pub health: Option<HealthConfig>,
     pub limits: LimitsConfig,
-    /// `jwt_issuer`: the `iss` claim and OIDC issuer (checked: `https://`).
-    pub jwt_issuer: Option<String>,
     /// `[oidc_discovery]` (off by default; needs `jwt_issuer`).
     pub oidc_discovery: Option<OidcDiscoveryConfig>,
 }
@@ -339,6 +342,15 @@ impl ServerConfig {
         if raw.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        if raw.ca_key_type.is_rsa() {
+            return Err(invalid(
+                "ca_key_type",
+                format!(
+                    "{:?} is for JWT keys only (jwt_key_type); a CA key is \"ec-p256\" or \"ec-p384\"",
+                    raw.ca_key_type.name()
+                ),
+            ));
+        }
         if raw.ca_ttl < Duration::from_secs(60) {
             return Err(invalid(
                 "ca_ttl",
@@ -419,11 +431,14 @@ impl ServerConfig {
             ));
         }
         check_limits(&raw.limits)?;
-        if let Some(i) = &raw.jwt_issuer {
-            oidc::check_issuer(i)?;
-        }
+        let jwt = jwt::check_jwt(
+            raw.jwt_key_type,
+            raw.default_jwt_svid_ttl.map(|t| t.0),
+            raw.jwt_issuer,
+            raw.ca_ttl,
+        )?;
         if let Some(d) = &raw.oidc_discovery {
-            oidc::check_discovery(d, raw.jwt_issuer.as_deref())?;
+            oidc::check_discovery(d, jwt.issuer.as_deref())?;
         }
         let admin_socket = raw
             .admin_socket
@@ -439,13 +454,13 @@ impl ServerConfig {
             default_x509_svid_ttl: raw.default_x509_svid_ttl,
             agent_svid_ttl: raw.agent_svid_ttl,
             join_token_ttl: raw.join_token_ttl,
+            jwt,
             bundle_endpoint: raw.bundle_endpoint,
             upstream: raw.upstream,
             node_attestor: raw.node_attestor,
             rate_limit: raw.rate_limit,
             health: raw.health,
             limits: raw.limits,
-            jwt_issuer: raw.jwt_issuer,
             oidc_discovery: raw.oidc_discovery,
         })
     }

@@ -39,6 +39,15 @@ impl EntrySpec {
     }
 
     /// The X.509-SVID TTL to use, given the server default.
+    /// The entry's JWT-SVID TTL, or `default` when it has none.
+    pub fn jwt_ttl_or(&self, default: Duration) -> Duration {
+        if self.jwt_svid_ttl == 0 {
+            default
+        } else {
+            Duration::from_secs(self.jwt_svid_ttl)
+        }
+    }
+
     pub fn x509_ttl_or(&self, default: Duration) -> Duration {
         if self.x509_svid_ttl == 0 {
             default

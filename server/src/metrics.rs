@@ -22,6 +22,8 @@ pub enum SvidKind {
     Workload,
     Agent,
     Server,
+    /// A JWT-SVID (workload or operator-minted).
+    Jwt,
 }
 
 impl SvidKind {
@@ -30,6 +32,7 @@ impl SvidKind {
             SvidKind::Workload => "workload",
             SvidKind::Agent => "agent",
             SvidKind::Server => "server",
+            SvidKind::Jwt => "jwt",
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::admin::{self, AdminService, AdminSettings, convert::Limits};
 use crate::agent_api::access::AccessLayer;
 use crate::agent_api::caller::Authenticator;
 use crate::agent_api::{self, AgentApiHandle, AgentApiService, AgentApiSettings};
-use crate::ca::issuer::{Issuer, IssuerSettings};
+use crate::ca::issuer::{Issuer, IssuerSettings, JwtIssueSettings};
 use crate::ca::manager::{CaManager, CaSettings};
 use crate::ca::startup::check_key_files;
 use crate::ca::unix;
@@ -168,6 +168,7 @@ async fn serve(
         CaSettings {
             trust_domain: cfg.trust_domain.clone(),
             key_type: cfg.ca_key_type,
+            jwt_key_type: cfg.jwt.key_type,
             ca_ttl: cfg.ca_ttl,
             activate_prepared,
             min_publish: 2 * cfg.refresh_hint(),
@@ -175,15 +176,22 @@ async fn serve(
         clock.clone(),
     )
     .context("starting the CA")?;
-    let issuer = Arc::new(Issuer::new(
-        ca.clone(),
-        clock.clone(),
-        IssuerSettings {
-            agent_svid_ttl: cfg.agent_svid_ttl,
-            default_x509_svid_ttl: cfg.default_x509_svid_ttl,
-            max_x509_svid_ttl: crate::config::max_svid_ttl(cfg.ca_ttl),
-        },
-    ));
+    let issuer = Arc::new(
+        Issuer::new(
+            ca.clone(),
+            clock.clone(),
+            IssuerSettings {
+                agent_svid_ttl: cfg.agent_svid_ttl,
+                default_x509_svid_ttl: cfg.default_x509_svid_ttl,
+                max_x509_svid_ttl: crate::config::max_svid_ttl(cfg.ca_ttl),
+            },
+        )
+        .with_jwt(JwtIssueSettings {
+            default_ttl: cfg.jwt.default_svid_ttl,
+            max_ttl: crate::config::max_svid_ttl(cfg.ca_ttl),
+            issuer: cfg.jwt.issuer.clone(),
+        }),
+    );
     let svid = ServerSvid::new(cfg.server_id(), cfg.default_x509_svid_ttl, issuer.clone())
         .context("issuing the server SVID")?;
 
@@ -256,7 +264,7 @@ async fn serve(
     }
 
     // OIDC discovery (off by default; the config guarantees jwt_issuer).
-    if let (Some(d), Some(issuer)) = (&cfg.oidc_discovery, &cfg.jwt_issuer) {
+    if let (Some(d), Some(issuer)) = (&cfg.oidc_discovery, &cfg.jwt.issuer) {
         let endpoint = crate::oidc::Endpoint::bind(
             d,
             issuer,

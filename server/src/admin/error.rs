@@ -62,7 +62,8 @@ impl AdminError {
 
     pub fn code(&self) -> Code {
         match self {
-            AdminError::Invalid(_) | AdminError::Issue(IssueError::BadCsr(_)) => {
+            AdminError::Invalid(_)
+            | AdminError::Issue(IssueError::BadCsr(_) | IssueError::BadRequest(_)) => {
                 Code::InvalidArgument
             }
             AdminError::AlreadyExists(_) | AdminError::Store(StoreError::AlreadyExists { .. }) => {

@@ -1,7 +1,7 @@
 //! The admin API service (`sigil.admin.v1.AdminApi`) on the local admin
 //! socket. This file holds the service and the one `impl AdminApi`, which
 //! dispatches each method to the file of its resource: [`entries`],
-//! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] (minted SVIDs).
+//! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] and [`jwt`] (minted SVIDs).
 //! Protobuf stops in those files; errors become a `Status` in one place
 //! ([`error`]): a safe message out, the full chain in the log.
 
@@ -11,6 +11,7 @@ pub mod client;
 pub mod convert;
 pub mod entries;
 pub mod error;
+pub mod jwt;
 pub mod socket;
 pub mod tokens;
 pub mod x509;
@@ -291,6 +292,13 @@ impl AdminApi for AdminService {
         self.ca_op(ca::Op::Revoke { slot, force })
             .await
             .map(Response::new)
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        req: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        self.mint_jwt_svid(req.into_inner()).map(Response::new)
     }
 
     async fn healthcheck(

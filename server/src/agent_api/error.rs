@@ -86,7 +86,9 @@ impl ApiError {
             ApiError::Unavailable { .. } => Code::Unavailable,
             ApiError::Attest(AttestError::Invalid(_)) => Code::InvalidArgument,
             ApiError::Attest(AttestError::Refused(_)) => Code::PermissionDenied,
-            ApiError::Issue(IssueError::BadCsr(_)) => Code::InvalidArgument,
+            ApiError::Issue(IssueError::BadCsr(_) | IssueError::BadRequest(_)) => {
+                Code::InvalidArgument
+            }
             ApiError::Issue(IssueError::NotAuthorized { .. }) => Code::PermissionDenied,
             ApiError::Inbound(s) => s.code(),
             ApiError::Attest(AttestError::Internal(_))

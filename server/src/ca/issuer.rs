@@ -3,8 +3,13 @@
 //! [`Issuer`]. It parses the CSR's public key, checks that a workload entry
 //! is authorized for the agent asking, chooses the TTL (the entry's or the
 //! default; the signing CA's expiry caps it) and records the signing metric.
-//! Names come from the entry or the caller, never from a CSR. Domain types
-//! in and out; no protobuf.
+//! Names come from the entry or the caller, never from a CSR. JWT-SVIDs are
+//! signed here too ([`jwt`]), with the same authorization. Domain types in
+//! and out; no protobuf.
+
+mod jwt;
+
+pub use jwt::JwtIssueSettings;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +23,7 @@ use super::csr::csr_public_key;
 use super::manager::CaManager;
 use super::{CaError, SignedLeaf, X509Ca};
 use crate::authz;
-use crate::entry::EntrySpec;
+use crate::entry::{Entry, EntrySpec};
 use crate::metrics::{self, SvidKind};
 use crate::registry::Registry;
 use crate::store::AttestedAgent;
@@ -32,6 +37,10 @@ pub enum IssueError {
     /// The entry does not exist, has expired, or is not the agent's.
     #[error("entry {entry_id} is not authorized for this agent")]
     NotAuthorized { entry_id: String },
+    /// A JWT-SVID request breaks a rule (audience, TTL); the message names
+    /// the value and the rule and is safe to return.
+    #[error("{0}")]
+    BadRequest(String),
     /// Signing itself failed (internal: the caller sees no detail).
     #[error(transparent)]
     Ca(#[from] CaError),
@@ -41,7 +50,7 @@ impl IssueError {
     /// The metric's `result` label (a gRPC code name).
     fn label(&self) -> &'static str {
         match self {
-            IssueError::BadCsr(_) => "invalid_argument",
+            IssueError::BadCsr(_) | IssueError::BadRequest(_) => "invalid_argument",
             IssueError::NotAuthorized { .. } => "permission_denied",
             IssueError::Ca(_) => "internal",
         }
@@ -71,6 +80,7 @@ pub struct Issuer {
     ca: Arc<CaManager>,
     clock: Arc<dyn Clock>,
     settings: IssuerSettings,
+    jwt: JwtIssueSettings,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -82,10 +92,10 @@ impl std::fmt::Debug for Issuer {
 }
 
 /// Runs one signing, recording its outcome under `kind`.
-fn measured(
+fn measured<T>(
     kind: SvidKind,
-    sign: impl FnOnce() -> Result<SignedLeaf, IssueError>,
-) -> Result<SignedLeaf, IssueError> {
+    sign: impl FnOnce() -> Result<T, IssueError>,
+) -> Result<T, IssueError> {
     let started = Instant::now();
     let result = sign();
     let label = match &result {
@@ -97,10 +107,13 @@ fn measured(
 }
 
 impl Issuer {
+    /// An issuer with the default JWT-SVID settings
+    /// ([`JwtIssueSettings::defaults`]); see [`Issuer::with_jwt`].
     pub fn new(ca: Arc<CaManager>, clock: Arc<dyn Clock>, settings: IssuerSettings) -> Issuer {
         Issuer {
             ca,
             clock,
+            jwt: JwtIssueSettings::defaults(&settings),
             settings,
         }
     }
@@ -168,21 +181,13 @@ impl Issuer {
         requests: &[WorkloadCsr],
     ) -> Vec<Result<SignedLeaf, IssueError>> {
         let now = unix_seconds(self.clock.now());
-        let (_, parents) = registry.parents_for(&agent.spiffe_id, &agent.selectors, now);
+        let authorized = Authorized::for_agent(registry, agent, now);
         let ca = self.ca.active();
         requests
             .iter()
             .map(|r| {
                 measured(SvidKind::Workload, || {
-                    let entry = match registry.get(&r.entry_id) {
-                        Some(e) if authz::is_authorized(&e, &parents, now) => e,
-                        _ => {
-                            warn!(agent_id = %agent.spiffe_id, entry_id = %r.entry_id, "signing refused: entry not authorized for this agent");
-                            return Err(IssueError::NotAuthorized {
-                                entry_id: r.entry_id.clone(),
-                            });
-                        }
-                    };
+                    let entry = authorized.entry(&r.entry_id)?;
                     let key = csr_public_key(&r.csr).map_err(IssueError::BadCsr)?;
                     let ttl = workload_ttl(&entry.spec, &self.settings, now);
                     self.sign(
@@ -211,6 +216,41 @@ impl Issuer {
     ) -> Result<SignedLeaf, IssueError> {
         let ttl = ttl.unwrap_or(self.settings.default_x509_svid_ttl);
         self.sign(&self.ca.active(), id, dns_names, ttl, key)
+    }
+}
+
+/// What an agent may be issued: the entries whose parent is the agent or
+/// one of its node aliases and that have not expired. The one authorization
+/// of workload signing, X.509 and JWT alike.
+struct Authorized<'a> {
+    registry: &'a Registry,
+    agent: &'a AttestedAgent,
+    parents: std::collections::HashSet<SpiffeId>,
+    now: i64,
+}
+
+impl<'a> Authorized<'a> {
+    fn for_agent(registry: &'a Registry, agent: &'a AttestedAgent, now: i64) -> Self {
+        let (_, parents) = registry.parents_for(&agent.spiffe_id, &agent.selectors, now);
+        Authorized {
+            registry,
+            agent,
+            parents,
+            now,
+        }
+    }
+
+    /// The entry `entry_id` if the agent may be issued it.
+    fn entry(&self, entry_id: &str) -> Result<Arc<Entry>, IssueError> {
+        match self.registry.get(entry_id) {
+            Some(e) if authz::is_authorized(&e, &self.parents, self.now) => Ok(e),
+            _ => {
+                warn!(agent_id = %self.agent.spiffe_id, entry_id = %entry_id, "signing refused: entry not authorized for this agent");
+                Err(IssueError::NotAuthorized {
+                    entry_id: entry_id.to_string(),
+                })
+            }
+        }
     }
 }
 

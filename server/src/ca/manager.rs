@@ -6,7 +6,8 @@
 //! keys no journal slot names are deleted at start. The trust bundle in the
 //! store is recomputed from the journal after every change, and the active
 //! signer and the bundle are published as snapshots. Operators can force
-//! prepare, activate, taint and revoke.
+//! prepare, activate, taint and revoke. The JWT signing keys ride in the
+//! same journal and bundle ([`jwt_steps`], [`jwt_ops`]).
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -15,12 +16,13 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::dependents;
+use super::jwt::JwtSigner;
 use super::published::{bundle_authorities, is_published, slot_ski};
 use super::rotation::{self, Step, Timeline};
 use super::startup::{KEY_PREFIX, check_keys, remove_orphan_keys};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
 use crate::key_manager::{KeyManager, KeyType};
-use crate::store::{BundleRecord, CaJournal, CaSlot, SlotId, SlotState, Store};
+use crate::store::{BundleRecord, CaJournal, CaSlot, JwtAuthority, SlotId, SlotState, Store};
 use crate::upstream::UpstreamAuthority;
 use sigil_proto::TrustDomain;
 use sigil_proto::clock::Clock;
@@ -32,6 +34,8 @@ const MAX_STEPS: usize = 8;
 pub struct CaSettings {
     pub trust_domain: TrustDomain,
     pub key_type: KeyType,
+    /// JWT signing keys (`jwt_key_type`); their TTL is `ca_ttl`.
+    pub jwt_key_type: KeyType,
     pub ca_ttl: Duration,
     /// At start, activate a usable prepared CA if the active CA's key is
     /// gone (`run --activate-prepared`).
@@ -77,6 +81,7 @@ pub struct CaManager {
     /// Serialises journal changes (ticks and operator commands).
     ops: Mutex<()>,
     active: RwLock<Arc<X509Ca>>,
+    jwt_active: RwLock<Arc<JwtSigner>>,
     bundle: watch::Sender<Arc<BundleRecord>>,
 }
 
@@ -119,6 +124,19 @@ impl CaManager {
             journal = slots.apply(journal, Step::Activate(p), now)?.0;
         }
         journal = slots.run_due(journal, now)?.0;
+        if journal.jwt_slots.is_empty() {
+            info!(
+                jwt_key_type = slots.settings.jwt_key_type.name(),
+                "the CA journal has no JWT signing key (written before JWT-SVIDs): preparing \
+                 and activating one now; it is published before anything is signed with it"
+            );
+        }
+        journal = slots.retire_missing_jwt_keys(journal)?;
+        journal = slots.run_jwt_due(journal, now)?.0;
+        let jwt_signer = journal
+            .jwt_active()
+            .ok_or_else(|| CaError::Start("no active JWT key after start".into()))
+            .and_then(|s| jwt_steps::load_jwt_signer(slots.keys.as_ref(), s))?;
         let active = journal
             .active()
             .cloned()
@@ -130,10 +148,12 @@ impl CaManager {
                 serial: signer.serial_hex().to_string(),
             });
         }
+        jwt_ops::check_jwt_published(&bundle, &jwt_signer)?;
         info!(
             slot = signer.slot().name(),
             serial = signer.serial_hex(),
             not_after = signer.not_after(),
+            jwt_kid = jwt_signer.kid(),
             "CA ready"
         );
         Ok(Arc::new(CaManager {
@@ -141,6 +161,7 @@ impl CaManager {
             clock,
             ops: Mutex::new(()),
             active: RwLock::new(Arc::new(signer)),
+            jwt_active: RwLock::new(Arc::new(jwt_signer)),
             bundle: watch::channel(Arc::new(bundle)).0,
         }))
     }
@@ -148,6 +169,14 @@ impl CaManager {
     /// The CA that signs now.
     pub fn active(&self) -> Arc<X509Ca> {
         self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The JWT key that signs now.
+    pub fn jwt_active(&self) -> Arc<JwtSigner> {
+        self.jwt_active
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -194,8 +223,10 @@ impl CaManager {
         let now = unix(self.clock.now());
         let journal = self.slots.store.get_ca_journal()?;
         let (journal, signer) = self.slots.run_due(journal, now)?;
+        let (journal, jwt_signer) = self.slots.run_jwt_due(journal, now)?;
         // Publish, then sign with it: never the other way round.
         self.publish(&journal, now)?;
+        self.install_jwt(jwt_signer)?;
         self.install(signer)
     }
 
@@ -557,14 +588,13 @@ impl Slots {
             .filter(|s| s.tainted)
             .filter_map(slot_ski)
             .collect();
+        let (jwt_authorities, tainted_jwt_key_ids) = self.jwt_bundle(journal);
         let current = self.store.get_bundle(&self.settings.trust_domain)?;
-        let jwt_authorities = current
-            .as_ref()
-            .map(|b| b.jwt_authorities.clone())
-            .unwrap_or_default();
         if let Some(c) = current
             && c.x509_authorities == x509_authorities
             && c.tainted_key_ids == tainted_key_ids
+            && c.jwt_authorities == jwt_authorities
+            && c.tainted_jwt_key_ids == tainted_jwt_key_ids
         {
             return Ok(c);
         }
@@ -573,8 +603,31 @@ impl Slots {
             x509_authorities,
             jwt_authorities,
             tainted_key_ids,
+            tainted_jwt_key_ids,
             sequence: 0,
         })?)
+    }
+
+    /// The JWT keys the bundle must hold: every key of the journal (oldest
+    /// first), prepared ones included, each valid until nothing it signed
+    /// can be; and the kids of the tainted ones.
+    fn jwt_bundle(&self, journal: &CaJournal) -> (Vec<JwtAuthority>, Vec<String>) {
+        let mut slots: Vec<_> = journal.jwt_slots.iter().collect();
+        slots.sort_by_key(|s| s.not_before);
+        let keys = slots
+            .iter()
+            .map(|s| JwtAuthority {
+                kid: s.kid.clone(),
+                public_key: s.public_key.clone(),
+                expires_at: rotation::Rotating::retire_at(*s, self.max_jwt_ttl()),
+            })
+            .collect();
+        let tainted = slots
+            .iter()
+            .filter(|s| s.tainted)
+            .map(|s| s.kid.clone())
+            .collect();
+        (keys, tainted)
     }
 }
 
@@ -606,6 +659,9 @@ fn load_signer(keys: &dyn KeyManager, slot: &CaSlot) -> Result<X509Ca, CaError> 
     let key = keys.load(&slot.key_id)?;
     X509Ca::new(slot.slot, key, slot.cert_chain.clone())
 }
+
+mod jwt_ops;
+mod jwt_steps;
 
 #[cfg(test)]
 mod tests;

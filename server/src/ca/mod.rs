@@ -7,6 +7,7 @@ pub mod csr;
 pub mod dependents;
 pub mod issuer;
 pub mod journal;
+pub mod jwt;
 pub mod manager;
 pub mod profile;
 pub mod published;

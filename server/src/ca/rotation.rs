@@ -4,9 +4,12 @@
 //! previous one becomes OLD and stays in the bundle until it expires. With
 //! SVID TTLs capped at CA TTL / 6, every SVID the old CA signed expires no
 //! later than the old CA itself, and every peer has trusted the new CA for
-//! 1/3 of a lifetime before the first SVID it signs exists.
+//! 1/3 of a lifetime before the first SVID it signs exists. JWT signing keys
+//! follow the same plan ([`next_jwt_step`]), except that an old JWT key stays
+//! published until its own expiry plus the longest JWT-SVID TTL, since a
+//! token's `exp` is not bounded by the key the way a leaf is by its CA.
 
-use crate::store::{CaJournal, CaSlot, SlotId, SlotState};
+use crate::store::{CaJournal, CaSlot, JwtSlot, SlotId, SlotState};
 
 /// One change to make to the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,46 +33,111 @@ pub struct Timeline {
     pub activate_at: i64,
 }
 
-/// The timeline of an active CA.
-pub fn timeline(active: &CaSlot) -> Timeline {
-    let life = (active.not_after - active.not_before).max(0);
+/// What the plan reads of a slot (X.509 CA or JWT key).
+pub trait Rotating {
+    fn id(&self) -> SlotId;
+    fn state(&self) -> SlotState;
+    fn not_before(&self) -> i64;
+    fn not_after(&self) -> i64;
+    /// Unix seconds of the taint, if tainted.
+    fn tainted_since(&self) -> Option<i64>;
+    /// When nothing it signed can still be valid, given the longest TTL of
+    /// what it signs.
+    fn retire_at(&self, max_svid_ttl: i64) -> i64;
+}
+
+impl Rotating for CaSlot {
+    fn id(&self) -> SlotId {
+        self.slot
+    }
+    fn state(&self) -> SlotState {
+        self.state
+    }
+    fn not_before(&self) -> i64 {
+        self.not_before
+    }
+    fn not_after(&self) -> i64 {
+        self.not_after
+    }
+    fn tainted_since(&self) -> Option<i64> {
+        self.tainted_at.filter(|_| self.tainted)
+    }
+    /// A leaf never outlives its CA certificate.
+    fn retire_at(&self, _max_svid_ttl: i64) -> i64 {
+        self.not_after
+    }
+}
+
+impl Rotating for JwtSlot {
+    fn id(&self) -> SlotId {
+        self.slot
+    }
+    fn state(&self) -> SlotState {
+        self.state
+    }
+    fn not_before(&self) -> i64 {
+        self.not_before
+    }
+    fn not_after(&self) -> i64 {
+        self.not_after
+    }
+    fn tainted_since(&self) -> Option<i64> {
+        self.tainted_at.filter(|_| self.tainted)
+    }
+    /// A token signed just before `not_after` lives one JWT-SVID TTL longer.
+    fn retire_at(&self, max_svid_ttl: i64) -> i64 {
+        self.not_after.saturating_add(max_svid_ttl)
+    }
+}
+
+/// The timeline of an active CA (or JWT key).
+pub fn timeline(active: &impl Rotating) -> Timeline {
+    let (nb, na) = (active.not_before(), active.not_after());
+    let life = (na - nb).max(0);
     Timeline {
-        prepare_at: active.not_before + life / 2,
-        activate_at: active.not_before + life * 5 / 6,
+        prepare_at: nb + life / 2,
+        activate_at: nb + life * 5 / 6,
     }
 }
 
 /// True when an inactive slot should leave the journal (and the bundle).
-pub fn droppable(slot: &CaSlot, now: i64, max_svid_ttl: i64) -> bool {
-    slot.state != SlotState::Active
-        && (now >= slot.not_after
+pub fn droppable(slot: &impl Rotating, now: i64, max_svid_ttl: i64) -> bool {
+    slot.state() != SlotState::Active
+        && (now >= slot.retire_at(max_svid_ttl)
             || slot
-                .tainted_at
-                .is_some_and(|t| slot.tainted && now >= t.saturating_add(max_svid_ttl)))
+                .tainted_since()
+                .is_some_and(|t| now >= t.saturating_add(max_svid_ttl)))
 }
 
 /// The next step due at `now`, if any. Apply it and ask again.
 pub fn next_step(journal: &CaJournal, now: i64, max_svid_ttl: i64) -> Option<Step> {
-    let Some(active) = journal.active() else {
+    next_step_of(&journal.slots, now, max_svid_ttl)
+}
+
+/// The next JWT key step due at `now`; `max_jwt_ttl` is the longest
+/// JWT-SVID TTL.
+pub fn next_jwt_step(journal: &CaJournal, now: i64, max_jwt_ttl: i64) -> Option<Step> {
+    next_step_of(&journal.jwt_slots, now, max_jwt_ttl)
+}
+
+fn next_step_of<S: Rotating>(slots: &[S], now: i64, max_svid_ttl: i64) -> Option<Step> {
+    let find = |st: SlotState| slots.iter().find(|s| s.state() == st);
+    let Some(active) = find(SlotState::Active) else {
         return Some(Step::MintActive);
     };
-    if now >= active.not_after {
+    if now >= active.not_after() {
         return Some(Step::MintActive);
     }
-    if let Some(s) = journal
-        .slots
-        .iter()
-        .find(|s| droppable(s, now, max_svid_ttl))
-    {
-        return Some(Step::Drop(s.slot));
+    if let Some(s) = slots.iter().find(|s| droppable(*s, now, max_svid_ttl)) {
+        return Some(Step::Drop(s.id()));
     }
     let t = timeline(active);
-    if let Some(p) = journal.prepared() {
-        return (now >= t.activate_at).then_some(Step::Activate(p.slot));
+    if let Some(p) = find(SlotState::Prepared) {
+        return (now >= t.activate_at).then_some(Step::Activate(p.id()));
     }
-    let other = active.slot.other();
-    // The other slot still holds the previous CA: wait for it to expire.
-    (now >= t.prepare_at && journal.slot(other).is_none()).then_some(Step::Prepare(other))
+    let other = active.id().other();
+    // The other slot still holds the previous CA: wait for it to retire.
+    (now >= t.prepare_at && !slots.iter().any(|s| s.id() == other)).then_some(Step::Prepare(other))
 }
 
 #[cfg(test)]
@@ -91,7 +159,11 @@ mod tests {
     }
 
     fn journal(slots: Vec<CaSlot>) -> CaJournal {
-        CaJournal { version: 1, slots }
+        CaJournal {
+            version: 1,
+            slots,
+            ..Default::default()
+        }
     }
 
     /// Applies steps like the manager does, minting CAs with `ttl`.

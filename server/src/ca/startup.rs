@@ -17,13 +17,15 @@ use crate::store::{CaJournal, CaSlot, SlotId, SlotState};
 
 /// Prefix of every CA key id, so that cleanup never touches other keys.
 pub const KEY_PREFIX: &str = "ca-";
+/// Prefix of every JWT signing key id.
+pub const JWT_KEY_PREFIX: &str = "jwt-";
 
 /// Loads every CA key file there is, before the store is opened (opening
 /// it writes), so that an unreadable or corrupt key stops the start with
 /// nothing in the data dir changed.
 pub fn check_key_files(keys: &dyn KeyManager) -> Result<(), CaError> {
     for id in keys.list()? {
-        if id.starts_with(KEY_PREFIX)
+        if (id.starts_with(KEY_PREFIX) || id.starts_with(JWT_KEY_PREFIX))
             && let Err(e) = keys.load(&id)
             && !matches!(e, KeyError::NotFound { .. })
         {

@@ -77,6 +77,17 @@ pub fn start_under(
     clock: Arc<ManualClock>,
     upstream: Option<Arc<dyn UpstreamAuthority>>,
 ) -> Arc<CaManager> {
+    start_with_jwt(store, keys, clock, upstream, KeyType::EcP256)
+}
+
+/// A manager whose JWT keys are of `jwt_key_type`.
+pub fn start_with_jwt(
+    store: Arc<dyn Store>,
+    keys: Arc<MemoryKeyManager>,
+    clock: Arc<ManualClock>,
+    upstream: Option<Arc<dyn UpstreamAuthority>>,
+    jwt_key_type: KeyType,
+) -> Arc<CaManager> {
     CaManager::init(
         store,
         keys,
@@ -84,6 +95,7 @@ pub fn start_under(
         CaSettings {
             trust_domain: TrustDomain::parse("example.org").unwrap(),
             key_type: KeyType::EcP256,
+            jwt_key_type,
             ca_ttl: TTL,
             activate_prepared: false,
             min_publish: MIN_PUBLISH,

@@ -1,9 +1,9 @@
-//! `jwt_issuer` (the `iss` claim of JWT-SVIDs and the OIDC issuer) and
 //! `[oidc_discovery]` (the OIDC discovery endpoint, off by default) of the
-//! server's configuration, with their rules: the issuer is an `https://`
-//! URL without query, fragment or userinfo; discovery needs the issuer and
-//! takes both TLS files or neither (plain HTTP behind a TLS-terminating
-//! proxy, warned about).
+//! server's configuration, with its rules: it needs `jwt_issuer` (read in
+//! [`super::jwt`]), which must then be an `https://` URL without query,
+//! fragment or userinfo (relying parties fetch
+//! `<issuer>/.well-known/openid-configuration`), and takes both TLS files
+//! or neither (plain HTTP behind a TLS-terminating proxy, warned about).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,14 +67,15 @@ pub fn check_discovery(
     d: &OidcDiscoveryConfig,
     jwt_issuer: Option<&str>,
 ) -> Result<(), ConfigError> {
-    if jwt_issuer.is_none() {
+    let Some(issuer) = jwt_issuer else {
         return Err(invalid(
             "jwt_issuer",
             "[oidc_discovery] is configured but jwt_issuer is not: the discovery document's \
              issuer and the tokens' iss claim come from it; set jwt_issuer = \"https://…\" \
              (the URL relying parties reach this endpoint at)",
         ));
-    }
+    };
+    check_issuer(issuer)?;
     match (&d.tls_cert_file, &d.tls_key_file) {
         (Some(_), None) => Err(invalid(
             "oidc_discovery.tls_key_file",
@@ -145,7 +146,7 @@ mod tests {
     fn item1_discovery_without_jwt_issuer_is_refused_and_plain_http_is_warned_about() {
         let c = parse("").unwrap();
         assert!(
-            c.oidc_discovery.is_none() && c.jwt_issuer.is_none(),
+            c.oidc_discovery.is_none() && c.jwt.issuer.is_none(),
             "off by default"
         );
         let e = parse("[oidc_discovery]\naddress = \"127.0.0.1:8444\"\n")
@@ -177,7 +178,7 @@ mod tests {
             "jwt_issuer = \"https://o.example.org\"\n[oidc_discovery]\naddress = \"127.0.0.1:8444\"\n",
         )
         .unwrap();
-        assert_eq!(plain.jwt_issuer.as_deref(), Some("https://o.example.org"));
+        assert_eq!(plain.jwt.issuer.as_deref(), Some("https://o.example.org"));
         let w = plain.warnings();
         assert!(w.iter().any(|w| w.contains("plain HTTP")), "{w:?}");
         let tls = parse(

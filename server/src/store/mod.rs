@@ -19,7 +19,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sigil_proto::{Selector, SpiffeId, TrustDomain};
 
-pub use crate::ca::journal::{CaJournal, CaSlot, SlotId, SlotState};
+pub use crate::ca::journal::{CaJournal, CaSlot, JwtSlot, SlotId, SlotState};
 use crate::config::ServerConfig;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 pub use node_bans::NodeBan;
@@ -117,6 +117,10 @@ pub struct BundleRecord {
     /// every SVID such a CA signed.
     #[serde(default)]
     pub tainted_key_ids: Vec<Vec<u8>>,
+    /// `kid`s of tainted JWT keys: agents drop and re-mint every token one
+    /// signed.
+    #[serde(default)]
+    pub tainted_jwt_key_ids: Vec<String>,
     /// Set by the store: previous + 1 on every change of content.
     pub sequence: u64,
 }

@@ -486,7 +486,8 @@ impl Store for SledStore {
                     Some(old)
                         if old.x509_authorities == bundle.x509_authorities
                             && old.jwt_authorities == bundle.jwt_authorities
-                            && old.tainted_key_ids == bundle.tainted_key_ids =>
+                            && old.tainted_key_ids == bundle.tainted_key_ids
+                            && old.tainted_jwt_key_ids == bundle.tainted_jwt_key_ids =>
                     {
                         return Ok((None, old.clone()));
                     }
@@ -542,7 +543,7 @@ impl Store for SledStore {
                 }
                 let new = CaJournal {
                     version: found + 1,
-                    slots: journal.slots.clone(),
+                    ..journal.clone()
                 };
                 tree.insert(K_JOURNAL, tx_encode(T_CA_JOURNAL, K_JOURNAL, &new)?)?;
                 Ok((old, new))

@@ -48,11 +48,17 @@ pub fn bundles(location: &dyn StoreLocation) {
     tainted.tainted_key_ids = vec![b"ski-ca1".to_vec()];
     let tainted = ok(s.put_bundle(tainted), "put with a taint");
     assert_eq!(tainted.sequence, 4, "a taint bumps by one");
+    // So is a JWT key taint (issue 15): agents re-mint its tokens.
+    let mut jwt_tainted = tainted.clone();
+    jwt_tainted.tainted_jwt_key_ids = vec!["k1".to_string()];
+    let jwt_tainted = ok(s.put_bundle(jwt_tainted), "put with a JWT key taint");
+    assert_eq!(jwt_tainted.sequence, 5, "a JWT key taint bumps by one");
+    assert_eq!(jwt_tainted.tainted_jwt_key_ids, vec!["k1".to_string()]);
     let jwt_changed = ok(
         s.put_bundle(bundle(TRUST_DOMAIN, &[b"ca1", b"ca2"], &["k1", "k2"], 0)),
         "put without the taint",
     );
-    assert_eq!(jwt_changed.sequence, 5, "lifting a taint bumps by one");
+    assert_eq!(jwt_changed.sequence, 6, "lifting a taint bumps by one");
 
     let partner = ok(
         s.put_bundle(bundle("partner.example", &[b"p1"], &[], 0)),

@@ -189,6 +189,7 @@ pub fn concurrent_ca_journal_writes(location: &dyn StoreLocation) {
                     let journal = CaJournal {
                         version: 0,
                         slots: vec![ca_slot(SlotId::A, SlotState::Active, &format!("{t:02x}"))],
+                        ..Default::default()
                     };
                     barrier.wait();
                     s.put_ca_journal(&journal)

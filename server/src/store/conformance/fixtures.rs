@@ -87,6 +87,7 @@ pub(super) fn bundle(td: &str, x509: &[&[u8]], kids: &[&str], sequence: u64) -> 
             })
             .collect(),
         tainted_key_ids: Vec::new(),
+        tainted_jwt_key_ids: Vec::new(),
         sequence,
     }
 }
@@ -110,6 +111,20 @@ pub(super) fn ca_slot(slot: SlotId, state: SlotState, serial: &str) -> CaSlot {
         not_after: 2000,
         tainted: false,
         tainted_at: None,
+    }
+}
+
+pub(super) fn jwt_slot(slot: SlotId, state: SlotState, kid: &str) -> JwtSlot {
+    JwtSlot {
+        slot,
+        state,
+        key_id: format!("jwt-{}", slot.name()),
+        kid: kid.to_string(),
+        public_key: format!("spki-{kid}").into_bytes(),
+        not_before: 1000,
+        not_after: 2000,
+        tainted: true,
+        tainted_at: Some(1500),
     }
 }
 

@@ -15,15 +15,18 @@ pub fn ca_journal(location: &dyn StoreLocation) {
     let j0 = CaJournal {
         version: 0,
         slots: vec![ca_slot(SlotId::A, SlotState::Active, "0a")],
+        jwt_slots: vec![jwt_slot(SlotId::B, SlotState::Active, "k0b")],
     };
     let j1 = ok(s.put_ca_journal(&j0), "put with version 0");
     assert_eq!(j1.version, 1, "a successful put returns version + 1");
     assert_eq!(j1.slots, j0.slots);
+    assert_eq!(j1.jwt_slots, j0.jwt_slots, "JWT key slots are kept too");
     assert_eq!(ok(s.get_ca_journal(), "get"), j1);
 
     let stale = CaJournal {
         version: 0,
         slots: vec![ca_slot(SlotId::B, SlotState::Prepared, "0b")],
+        ..Default::default()
     };
     let e = expect_err(
         s.put_ca_journal(&stale),

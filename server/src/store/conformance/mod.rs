@@ -29,7 +29,7 @@ use std::sync::Barrier;
 use sigil_proto::{Selector, SpiffeId, TrustDomain};
 
 use super::{
-    AttestedAgent, BundleRecord, CaJournal, CaSlot, JoinTokenRecord, JwtAuthority, SlotId,
+    AttestedAgent, BundleRecord, CaJournal, CaSlot, JoinTokenRecord, JwtAuthority, JwtSlot, SlotId,
     SlotState, Store, StoreError, StoreResult,
 };
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};

@@ -11,6 +11,7 @@ pub fn survives_reopen(location: &dyn StoreLocation) {
     let journal = CaJournal {
         version: 0,
         slots: vec![ca_slot(SlotId::A, SlotState::Active, "0a")],
+        jwt_slots: vec![jwt_slot(SlotId::A, SlotState::Prepared, "k0a")],
     };
     let (a, c, events, bundle_stored, journal_stored) = {
         let store = location.open();

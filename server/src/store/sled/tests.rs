@@ -187,6 +187,7 @@ fn bundle(cert: &[u8]) -> BundleRecord {
         x509_authorities: vec![cert.to_vec()],
         jwt_authorities: Vec::new(),
         tainted_key_ids: Vec::new(),
+        tainted_jwt_key_ids: Vec::new(),
         sequence: 0,
     }
 }
@@ -328,6 +329,7 @@ fn journal_with(serial: &str) -> CaJournal {
             tainted: false,
             tainted_at: None,
         }],
+        jwt_slots: Vec::new(),
     }
 }
 

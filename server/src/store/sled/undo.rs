@@ -173,7 +173,7 @@ impl SledStore {
     ) -> StoreResult<()> {
         let restored = CaJournal {
             version: written.version + 1,
-            slots: previous.slots.clone(),
+            ..previous.clone()
         };
         (&self.ca_journal,)
             .transaction(|(tree,)| {
