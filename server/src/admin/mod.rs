@@ -252,24 +252,27 @@ impl AdminApi for AdminService {
 
     async fn show_ca(
         &self,
-        _req: Request<pb::ShowCaRequest>,
+        req: Request<pb::ShowCaRequest>,
     ) -> Result<Response<pb::CaStatus>, Status> {
-        self.ca_op(ca::Op::Show).await.map(Response::new)
+        let kind = req.into_inner().kind;
+        self.ca_op(ca::Op::Show, &kind).await.map(Response::new)
     }
 
     async fn prepare_ca(
         &self,
-        _req: Request<pb::ShowCaRequest>,
+        req: Request<pb::ShowCaRequest>,
     ) -> Result<Response<pb::CaStatus>, Status> {
-        self.ca_op(ca::Op::Prepare).await.map(Response::new)
+        let kind = req.into_inner().kind;
+        self.ca_op(ca::Op::Prepare, &kind).await.map(Response::new)
     }
 
     async fn activate_ca(
         &self,
         req: Request<pb::ActivateCaRequest>,
     ) -> Result<Response<pb::CaStatus>, Status> {
-        let force = req.into_inner().force;
-        self.ca_op(ca::Op::Activate { force })
+        let req = req.into_inner();
+        let force = req.force;
+        self.ca_op(ca::Op::Activate { force }, &req.kind)
             .await
             .map(Response::new)
     }
@@ -278,8 +281,11 @@ impl AdminApi for AdminService {
         &self,
         req: Request<pb::CaSlotRequest>,
     ) -> Result<Response<pb::CaStatus>, Status> {
-        let slot = ca::parse_slot(&req.into_inner().slot)?;
-        self.ca_op(ca::Op::Taint(slot)).await.map(Response::new)
+        let req = req.into_inner();
+        let slot = ca::parse_slot(&req.slot)?;
+        self.ca_op(ca::Op::Taint(slot), &req.kind)
+            .await
+            .map(Response::new)
     }
 
     async fn revoke_ca(
@@ -289,7 +295,7 @@ impl AdminApi for AdminService {
         let req = req.into_inner();
         let slot = ca::parse_slot(&req.slot)?;
         let force = req.force;
-        self.ca_op(ca::Op::Revoke { slot, force })
+        self.ca_op(ca::Op::Revoke { slot, force }, &req.kind)
             .await
             .map(Response::new)
     }

@@ -27,7 +27,6 @@ pub fn bundle_to_pb(b: &BundleRecord, refresh_hint_secs: i64) -> pb::Bundle {
                 expires_at: k.expires_at,
             })
             .collect(),
-        // The store records no JWT key taint yet (issue 15).
-        tainted_jwt_key_ids: Vec::new(),
+        tainted_jwt_key_ids: b.tainted_jwt_key_ids.clone(),
     }
 }

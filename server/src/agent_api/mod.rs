@@ -533,11 +533,28 @@ impl AgentApi for AgentApiHandle {
 
     async fn mint_jwt_svid(
         &self,
-        _req: Request<pb::MintJwtSvidRequest>,
+        req: Request<pb::MintJwtSvidRequest>,
     ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
-        // Issue 15 (JWT-SVIDs) implements it.
-        Err(Status::unimplemented(
-            "MintJwtSvid: JWT-SVIDs are not implemented yet (issue 15)",
-        ))
+        let c = caller(req.extensions())?;
+        // One token is one signature: it counts against the agent's signing
+        // limit like one CSR (rate_limit.csrs_per_second).
+        self.0.per_agent_limit(&self.0.sign_limit, &c, "MintJwtSvid")?;
+        let r = req.into_inner();
+        let svc = self.0.clone();
+        let signed = tokio::task::spawn_blocking(move || {
+            svc.issuer
+                .sign_workload_jwt(&svc.registry, &c.record, &r.entry_id, &r.audience)
+        })
+        .await
+        .map_err(ApiError::task)?
+        .map_err(ApiError::from)?;
+        Ok(Response::new(pb::MintJwtSvidResponse {
+            svid: Some(pb::JwtSvid {
+                spiffe_id: signed.spiffe_id.to_string(),
+                token: signed.token,
+                issued_at: signed.issued_at,
+                expires_at: signed.expires_at,
+            }),
+        }))
     }
 }

@@ -22,7 +22,9 @@ use super::rotation::{self, Step, Timeline};
 use super::startup::{KEY_PREFIX, check_keys, remove_orphan_keys};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
 use crate::key_manager::{KeyManager, KeyType};
-use crate::store::{BundleRecord, CaJournal, CaSlot, JwtAuthority, SlotId, SlotState, Store};
+use crate::store::{
+    BundleRecord, CaJournal, CaSlot, JwtAuthority, JwtSlot, SlotId, SlotState, Store,
+};
 use crate::upstream::UpstreamAuthority;
 use sigil_proto::TrustDomain;
 use sigil_proto::clock::Clock;
@@ -54,10 +56,12 @@ pub enum CaOpError {
     Ca(#[from] CaError),
 }
 
-/// The journal and the rotation timeline, for `ca show`.
+/// The journal and the rotation timeline, for `ca show` (X.509 slots in
+/// `slots`; with `--kind jwt`, the JWT key slots in `jwt_slots`).
 #[derive(Debug, Clone)]
 pub struct CaStatus {
     pub slots: Vec<CaSlot>,
+    pub jwt_slots: Vec<JwtSlot>,
     pub timeline: Option<Timeline>,
     pub bundle_sequence: u64,
     /// Serials (hex) of the CAs whose certificate is in the bundle.
@@ -247,6 +251,7 @@ impl CaManager {
         Ok(CaStatus {
             timeline: journal.active().map(rotation::timeline),
             slots: journal.slots,
+            jwt_slots: Vec::new(),
             bundle_sequence: b.sequence,
             in_bundle,
             warnings: Vec::new(),

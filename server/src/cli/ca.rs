@@ -1,5 +1,6 @@
 //! `sigil-server ca …`: show the key slots and the rotation timeline, and
-//! steer rotation (prepare, activate, taint, revoke).
+//! steer rotation (prepare, activate, taint, revoke), of the X.509 CA or,
+//! with `--kind jwt`, of the JWT signing keys.
 
 use clap::{Subcommand, ValueEnum};
 use sigil_proto::admin_api as pb;
@@ -23,15 +24,39 @@ impl SlotArg {
     }
 }
 
+/// Which key slots: the X.509 CA (default) or the JWT signing keys.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum KindArg {
+    #[default]
+    X509,
+    Jwt,
+}
+
+impl KindArg {
+    fn name(self) -> String {
+        match self {
+            KindArg::X509 => "x509",
+            KindArg::Jwt => "jwt",
+        }
+        .to_string()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Both key slots and the rotation timeline.
     Show {
+        /// The X.509 CA slots, or the JWT signing key slots.
+        #[arg(long, value_enum, default_value = "x509")]
+        kind: KindArg,
         #[command(flatten)]
         common: Common,
     },
     /// Prepare the next CA now (it is published in the bundle at once).
     Prepare {
+        /// The X.509 CA slots, or the JWT signing key slots.
+        #[arg(long, value_enum, default_value = "x509")]
+        kind: KindArg,
         #[command(flatten)]
         common: Common,
     },
@@ -43,6 +68,9 @@ pub enum CaCommand {
         /// prepared will reject the SVIDs it signs.
         #[arg(long)]
         force: bool,
+        /// The X.509 CA slots, or the JWT signing key slots.
+        #[arg(long, value_enum, default_value = "x509")]
+        kind: KindArg,
         #[command(flatten)]
         common: Common,
     },
@@ -50,6 +78,9 @@ pub enum CaCommand {
     Taint {
         #[arg(long, value_enum)]
         slot: SlotArg,
+        /// The X.509 CA slots, or the JWT signing key slots.
+        #[arg(long, value_enum, default_value = "x509")]
+        kind: KindArg,
         #[command(flatten)]
         common: Common,
     },
@@ -62,6 +93,9 @@ pub enum CaCommand {
         /// Revoke anyway: those agents are locked out until attested again.
         #[arg(long)]
         force: bool,
+        /// The X.509 CA slots, or the JWT signing key slots.
+        #[arg(long, value_enum, default_value = "x509")]
+        kind: KindArg,
         #[command(flatten)]
         common: Common,
     },
@@ -81,7 +115,9 @@ fn print_ca(output: Output, st: &pb::CaStatus) -> anyhow::Result<()> {
                 "tainted": s.tainted,
                 "in_bundle": s.in_bundle,
                 "key_id": s.key_id,
+                "kid": (!s.kid.is_empty()).then_some(&s.kid),
             })).collect::<Vec<_>>(),
+            "kind": st.kind,
             "prepare_at": time(st.prepare_at),
             "activate_at": time(st.activate_at),
             "bundle_sequence": st.bundle_sequence,
@@ -98,7 +134,11 @@ fn print_ca(output: Output, st: &pb::CaStatus) -> anyhow::Result<()> {
                             if s.tainted { ", TAINTED" } else { "" },
                             if s.in_bundle { ", in bundle" } else { "" }
                         );
-                        println!("  serial      : {}", s.serial);
+                        if s.kid.is_empty() {
+                            println!("  serial      : {}", s.serial);
+                        } else {
+                            println!("  kid         : {}", s.kid);
+                        }
                         println!("  not before  : {}", rfc3339(s.not_before));
                         println!("  not after   : {}", rfc3339(s.not_after));
                     }
@@ -106,7 +146,8 @@ fn print_ca(output: Output, st: &pb::CaStatus) -> anyhow::Result<()> {
             }
             match ts(st.prepare_at) {
                 Some(p) => {
-                    println!("Timeline of the active CA:");
+                    let what = if st.kind == "jwt" { "JWT key" } else { "CA" };
+                    println!("Timeline of the active {what}:");
                     println!("  prepare next: {}", rfc3339(p));
                     println!("  activate it : {}", rfc3339(st.activate_at));
                 }
@@ -120,25 +161,29 @@ fn print_ca(output: Output, st: &pb::CaStatus) -> anyhow::Result<()> {
 
 pub async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
     let (common, st) = match cmd {
-        CaCommand::Show { common } => {
+        CaCommand::Show { kind, common } => {
             let mut c = connect(&common.socket).await?;
             let st = c
-                .show_ca(pb::ShowCaRequest {})
+                .show_ca(pb::ShowCaRequest { kind: kind.name() })
                 .await
                 .map_err(status_msg)?
                 .into_inner();
             (common, st)
         }
-        CaCommand::Prepare { common } => {
+        CaCommand::Prepare { kind, common } => {
             let mut c = connect(&common.socket).await?;
             let st = c
-                .prepare_ca(pb::ShowCaRequest {})
+                .prepare_ca(pb::ShowCaRequest { kind: kind.name() })
                 .await
                 .map_err(status_msg)?
                 .into_inner();
             (common, st)
         }
-        CaCommand::Activate { force, common } => {
+        CaCommand::Activate {
+            force,
+            kind,
+            common,
+        } => {
             if force {
                 eprintln!(
                     "warning: --force: a CA published for less than the minimum may be \
@@ -148,16 +193,20 @@ pub async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
             }
             let mut c = connect(&common.socket).await?;
             let st = c
-                .activate_ca(pb::ActivateCaRequest { force })
+                .activate_ca(pb::ActivateCaRequest {
+                    force,
+                    kind: kind.name(),
+                })
                 .await
                 .map_err(status_msg)?
                 .into_inner();
             (common, st)
         }
-        CaCommand::Taint { slot, common } => {
+        CaCommand::Taint { slot, kind, common } => {
             let mut c = connect(&common.socket).await?;
             let req = pb::CaSlotRequest {
                 slot: slot.name().to_string(),
+                kind: kind.name(),
             };
             let st = c.taint_ca(req).await.map_err(status_msg)?.into_inner();
             (common, st)
@@ -165,12 +214,14 @@ pub async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
         CaCommand::Revoke {
             slot,
             force,
+            kind,
             common,
         } => {
             let mut c = connect(&common.socket).await?;
             let req = pb::RevokeCaRequest {
                 slot: slot.name().to_string(),
                 force,
+                kind: kind.name(),
             };
             let st = c.revoke_ca(req).await.map_err(status_msg)?.into_inner();
             (common, st)

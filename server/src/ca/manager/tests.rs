@@ -411,3 +411,5 @@ fn item10_activate_right_after_prepare_is_refused_unless_forced() {
     m.force_activate(false).unwrap();
     assert_eq!(m.active().serial_hex(), prepared.serial);
 }
+
+mod jwt;
