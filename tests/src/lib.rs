@@ -6,6 +6,7 @@ pub mod agent_client;
 pub mod der;
 pub mod emitted;
 pub mod interop;
+pub mod jwt_check;
 pub mod mtls;
 pub mod oidc;
 pub mod poll;

@@ -538,7 +538,8 @@ impl AgentApi for AgentApiHandle {
         let c = caller(req.extensions())?;
         // One token is one signature: it counts against the agent's signing
         // limit like one CSR (rate_limit.csrs_per_second).
-        self.0.per_agent_limit(&self.0.sign_limit, &c, "MintJwtSvid")?;
+        self.0
+            .per_agent_limit(&self.0.sign_limit, &c, "MintJwtSvid")?;
         let r = req.into_inner();
         let svc = self.0.clone();
         let signed = tokio::task::spawn_blocking(move || {

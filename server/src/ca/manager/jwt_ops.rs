@@ -180,7 +180,11 @@ impl CaManager {
                 "only a tainted, inactive JWT key can be revoked; slot {} is {}{}",
                 slot.name(),
                 state_name(s.state),
-                if s.tainted { " (tainted)" } else { " and not tainted" }
+                if s.tainted {
+                    " (tainted)"
+                } else {
+                    " and not tainted"
+                }
             )));
         }
         let kid = s.kid.clone();

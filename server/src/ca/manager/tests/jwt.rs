@@ -38,7 +38,11 @@ fn i15_1_jwt_key_rotates_on_the_ca_thresholds_and_outlives_its_tokens() {
     let ks = kids(&m);
     assert_eq!(ks.len(), 2, "prepared and published at 1/2: {ks:?}");
     let next = ks.iter().find(|k| **k != first).unwrap().clone();
-    assert_eq!(m.jwt_active().kid(), first, "the prepared key does not sign");
+    assert_eq!(
+        m.jwt_active().kid(),
+        first,
+        "the prepared key does not sign"
+    );
     let seq = m.bundle().sequence;
 
     tick_at(&m, &clock, t0, ttl * 5 / 6 - 1);
@@ -63,9 +67,16 @@ fn i15_1_jwt_key_rotates_on_the_ca_thresholds_and_outlives_its_tokens() {
     assert!(kids(&m).contains(&first));
     tick_at(&m, &clock, t0, ttl + max);
     let ks = kids(&m);
-    assert!(!ks.contains(&first), "dropped once no token it signed is valid");
+    assert!(
+        !ks.contains(&first),
+        "dropped once no token it signed is valid"
+    );
     assert_eq!(ks[0], next, "{ks:?}");
-    assert_eq!(ks.len(), 2, "the next key's successor waited for the slot: {ks:?}");
+    assert_eq!(
+        ks.len(),
+        2,
+        "the next key's successor waited for the slot: {ks:?}"
+    );
 }
 
 #[test]
@@ -100,7 +111,11 @@ fn i15_1_kid_is_random_and_never_one_the_journal_or_bundle_has() {
     // The first two draws collide (journal, then bundle); the third is new.
     let mut draws = vec![[7u8; 16], [0u8; 16], used_bytes];
     let kid = fresh_kid(&j, &published, || Ok(draws.pop().unwrap())).unwrap();
-    assert_eq!(kid, hex::encode([7u8; 16]), "skips the journal's and the bundle's kid");
+    assert_eq!(
+        kid,
+        hex::encode([7u8; 16]),
+        "skips the journal's and the bundle's kid"
+    );
     // Always colliding: refused rather than reused.
     assert!(fresh_kid(&j, &published, || Ok(used_bytes)).is_err());
     assert_eq!(used.len(), 32, "128 bits, hex");
