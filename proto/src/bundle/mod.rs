@@ -9,7 +9,7 @@
 //! plain signing JWKs of OIDC discovery are [`signing_jwk`].
 
 mod jwks;
-mod key_params;
+pub(crate) mod key_params;
 mod signing_jwk;
 mod skipped;
 mod spiffe_bundle;
