@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 
 /// One HTTP response.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ fn parse(raw: &[u8]) -> anyhow::Result<Response> {
         .get("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
     {
-        dechunk(body)?
+        crate::prom::dechunk(body)?
     } else {
         body.to_string()
     };
@@ -104,20 +104,6 @@ fn parse(raw: &[u8]) -> anyhow::Result<Response> {
         headers,
         body,
     })
-}
-
-fn dechunk(mut body: &str) -> anyhow::Result<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n").context("bad chunk")?;
-        let n = usize::from_str_radix(size.trim(), 16)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        ensure!(rest.len() >= n + 2, "short chunk");
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
 }
 
 /// The `max-age` of a `Cache-Control` value.

@@ -118,6 +118,7 @@ mod tests {
                 },
             ],
             tainted_key_ids: vec![],
+            tainted_jwt_key_ids: vec![],
             sequence: 3,
         }
     }

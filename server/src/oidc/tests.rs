@@ -26,6 +26,7 @@ fn bundle(kids: &[&str]) -> Arc<BundleRecord> {
             })
             .collect(),
         tainted_key_ids: vec![],
+        tainted_jwt_key_ids: vec![],
         sequence: 1,
     })
 }
