@@ -163,9 +163,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("oidc_discovery.tls_key_file"), "{e}");
-        let e = parse("jwt_issuer = \"http://o.example.org\"\n")
-            .unwrap_err()
-            .to_string();
+        // JS's jwt_issuer rule allows http:// for the iss claim alone;
+        // discovery needs https://.
+        parse("jwt_issuer = \"http://o.example.org\"\n").unwrap();
+        let e = parse(
+            "jwt_issuer = \"http://o.example.org\"\n[oidc_discovery]\naddress = \"127.0.0.1:1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("jwt_issuer") && e.contains("https://"), "{e}");
         let e = parse(
             "jwt_issuer = \"https://o.example.org\"\n[oidc_discovery]\naddress = \"127.0.0.1:1\"\nport = 1\n",
