@@ -20,10 +20,12 @@ mod jwt;
 mod limits;
 pub use federation::{FederationClientConfig, RawFederation, StaticFederation};
 pub use jwt::{DEFAULT_JWT_SVID_TTL, JwtConfig};
+pub mod oidc;
 use limits::check_limits;
 pub use limits::{
     AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
 };
+pub use oidc::OidcDiscoveryConfig;
 
 /// Why a configuration was refused. Each message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,7 @@ struct RawConfig {
     federation: Vec<RawFederation>,
     #[serde(default)]
     federation_client: FederationClientConfig,
+    oidc_discovery: Option<OidcDiscoveryConfig>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -237,6 +240,8 @@ pub struct ServerConfig {
     pub federation: Vec<StaticFederation>,
     /// `[federation_client]`: poll interval bounds.
     pub federation_refresh: crate::federation::refresh::RefreshSettings,
+    /// `[oidc_discovery]` (off by default; needs `jwt_issuer`).
+    pub oidc_discovery: Option<OidcDiscoveryConfig>,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
@@ -290,6 +295,11 @@ impl ServerConfig {
                 sigil_proto::format_duration(hint * 9),
             ));
         }
+        w.extend(
+            self.oidc_discovery
+                .as_ref()
+                .and_then(oidc::plain_http_warning),
+        );
         w
     }
 
@@ -315,6 +325,10 @@ impl ServerConfig {
             if let Some(b) = &d.bundle_file {
                 p.readable_file("upstream.disk.bundle_file", b);
             }
+        }
+        if let Some((cert, key)) = self.oidc_discovery.as_ref().and_then(|d| d.tls_files()) {
+            p.readable_file("oidc_discovery.tls_cert_file", cert);
+            p.readable_file("oidc_discovery.tls_key_file", key);
         }
         if let Some(x) = &self.node_attestor.x509pop {
             p.readable_file("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path);
@@ -444,6 +458,9 @@ impl ServerConfig {
             raw.jwt_issuer,
             raw.ca_ttl,
         )?;
+        if let Some(d) = &raw.oidc_discovery {
+            oidc::check_discovery(d, jwt.issuer.as_deref())?;
+        }
         let admin_socket = raw
             .admin_socket
             .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
@@ -467,6 +484,7 @@ impl ServerConfig {
             limits: raw.limits,
             federation,
             federation_refresh,
+            oidc_discovery: raw.oidc_discovery,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod federation;
 pub mod key_manager;
 pub mod metrics;
 pub mod node_attestor;
+pub mod oidc;
 pub mod pruning;
 pub mod registry;
 pub mod run;

@@ -309,6 +309,26 @@ async fn serve(
         });
     }
 
+    // OIDC discovery (off by default; the config guarantees jwt_issuer).
+    if let (Some(d), Some(issuer)) = (&cfg.oidc_discovery, &cfg.jwt.issuer) {
+        let endpoint = crate::oidc::Endpoint::bind(
+            d,
+            issuer,
+            ca.subscribe_bundle(),
+            refresh_hint,
+            bundle::endpoint::limits(
+                cfg.limits.bundle_endpoint_max_connections,
+                cfg.limits.bundle_endpoint_max_connections_per_ip,
+            ),
+        )
+        .await?;
+        let rx = shutdown_rx.clone();
+        tasks.spawn("OIDC discovery", async move {
+            endpoint.serve(rx).await;
+            Ok(())
+        });
+    }
+
     // Agent API (mTLS) on bind_address.
     {
         let roots = TrustRoots::new(ca.bundle().x509_authorities.clone())

@@ -38,7 +38,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn dechunk(mut body: &str) -> anyhow::Result<String> {
+/// The body of a `Transfer-Encoding: chunked` response.
+pub fn dechunk(mut body: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     loop {
         let (size, rest) = body.split_once("\r\n").context("bad chunk")?;

@@ -1,7 +1,7 @@
 //! The admin API service (`sigil.admin.v1.AdminApi`) on the local admin
 //! socket. This file holds the service and the one `impl AdminApi`, which
 //! dispatches each method to the file of its resource: [`entries`],
-//! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] (minted SVIDs),
+//! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] and [`jwt`] (minted SVIDs),
 //! [`explain`] (entry explain),
 //! [`federation`] (relationships and foreign bundles).
 //! Protobuf stops in those files; errors become a `Status` in one place
@@ -15,6 +15,7 @@ pub mod entries;
 pub mod error;
 pub mod explain;
 pub mod federation;
+pub mod jwt;
 pub mod socket;
 pub mod tokens;
 pub mod x509;
@@ -398,6 +399,13 @@ impl AdminApi for AdminService {
         self.delete_foreign_bundle(req.into_inner().trust_domain)
             .await
             .map(Response::new)
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        req: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        self.mint_jwt_svid(req.into_inner()).map(Response::new)
     }
 
     async fn healthcheck(

@@ -63,22 +63,27 @@ async fn serve_bundle(State(st): State<AppState>) -> Response {
     }
 }
 
-fn load_web_cert(
+/// An operator's certificate chain and key (PEM or DER chain, PEM key),
+/// errors naming the config keys `cert_key` and `key_key` (also used by
+/// OIDC discovery's `tls_cert_file`/`tls_key_file`).
+pub fn load_cert_and_key(
     cert: &std::path::Path,
     key: &std::path::Path,
+    cert_key: &str,
+    key_key: &str,
 ) -> anyhow::Result<Arc<CertifiedKey>> {
     use rustls_pki_types::pem::PemObject;
-    let cert_bytes = std::fs::read(cert)
-        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?;
+    let cert_bytes =
+        std::fs::read(cert).with_context(|| format!("{cert_key} {}", cert.display()))?;
     let chain = sigil_proto::pem::certs_from_pem_or_der(&cert_bytes)
-        .with_context(|| format!("bundle_endpoint.cert_file {}", cert.display()))?
+        .with_context(|| format!("{cert_key} {}", cert.display()))?
         .into_iter()
         .map(rustls_pki_types::CertificateDer::from)
         .collect();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file {}: {e}", key.display()))?;
-    sigil_proto::tls::certified_key(chain, &key)
-        .map_err(|e| anyhow::anyhow!("bundle_endpoint.key_file: unsupported key: {e}"))
+    let key_der = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("{key_key} {}: {e}", key.display()))?;
+    sigil_proto::tls::certified_key(chain, &key_der)
+        .map_err(|e| anyhow::anyhow!("{key_key} {}: unsupported key: {e}", key.display()))
 }
 
 /// The certificate the endpoint presents: the server's SVID (`https_spiffe`)
@@ -95,7 +100,12 @@ pub fn cert_resolver(
             let (Some(c), Some(k)) = (&be.cert_file, &be.key_file) else {
                 anyhow::bail!("bundle_endpoint: https_web needs cert_file and key_file");
             };
-            let cert = load_web_cert(c, k)?;
+            let cert = load_cert_and_key(
+                c,
+                k,
+                "bundle_endpoint.cert_file",
+                "bundle_endpoint.key_file",
+            )?;
             let chain: Vec<Vec<u8>> = cert.cert.iter().map(|c| c.to_vec()).collect();
             for w in crate::web_cert::warnings(&chain, be.address, now) {
                 warn!(warning = %w, "bundle endpoint certificate");
@@ -126,23 +136,37 @@ pub async fn serve(
     ca: Arc<CaManager>,
     refresh_hint: Duration,
     limits: HttpLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
         .route("/", get(serve_bundle))
         .with_state(AppState { ca, refresh_hint });
+    serve_tls(listener, "bundle endpoint", tls, app, limits, shutdown).await;
+}
+
+/// Serves `app` over TLS (`tls`) on `listener` under `limits` (connection
+/// caps in all and per IP, handshake and header timeouts, connection
+/// lifetime) until `shutdown` fires. `name` names the listener in logs.
+pub async fn serve_tls(
+    listener: TcpListener,
+    name: &'static str,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let caps = ConnCap::<IpAddr>::new(limits.max_connections, limits.max_connections_per_ip);
-    let mut listener = Acceptor::new(listener, "bundle endpoint");
+    let mut listener = Acceptor::new(listener, name);
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, max_connections = limits.max_connections, max_connections_per_ip = limits.max_connections_per_ip, "bundle endpoint listening");
+        info!(listener = name, %addr, max_connections = limits.max_connections, max_connections_per_ip = limits.max_connections_per_ip, "HTTPS listening");
     }
     loop {
         let (tcp, peer): (_, SocketAddr) = tokio::select! {
             c = listener.accept() => c,
             _ = shutdown.changed() => return,
         };
-        let Some(permit) = http1::admit(&caps, peer, "bundle endpoint") else {
+        let Some(permit) = http1::admit(&caps, peer, name) else {
             continue;
         };
         let acceptor = acceptor.clone();
@@ -156,7 +180,7 @@ pub async fn serve(
                 http1::serve_connection(tls, app, &limits).await
             };
             if let Err(e) = work.await {
-                debug!(%peer, error = %e, "bundle endpoint connection ended");
+                debug!(listener = name, %peer, error = %e, "connection ended");
             }
         });
     }

@@ -1,6 +1,7 @@
 //! The `sigil-server` command line: the daemon (`run`, `validate`) and the
 //! admin commands, which talk to a running server over its admin socket
-//! (entries in [`entry`] and [`entry_file`], the CA in [`ca`]).
+//! (entries in [`entry`] and [`entry_file`], the CA in [`ca`], minted
+//! JWT-SVIDs in [`jwt`]).
 //! Exit codes: 0 success, 1 error (one line on stderr), 2 usage error.
 
 pub mod ca;
@@ -8,6 +9,7 @@ pub mod entry;
 pub mod entry_file;
 pub mod explain;
 pub mod federation;
+pub mod jwt;
 pub mod output;
 
 use std::path::PathBuf;
@@ -67,6 +69,9 @@ pub enum Command {
     /// Mint X.509-SVIDs.
     #[command(subcommand)]
     X509(X509Command),
+    /// Mint JWT-SVIDs.
+    #[command(subcommand)]
+    Jwt(jwt::JwtCommand),
     /// Manage attested agents.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -354,6 +359,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
         Command::Entry(cmd) => entry::run(cmd).await,
         Command::Agent(cmd) => run_agent(cmd).await,
         Command::Ca(cmd) => ca::run_ca(cmd).await,
+        Command::Jwt(cmd) => jwt::run_jwt(cmd).await,
         Command::Federation(cmd) => federation::run(cmd).await,
         Command::Bundle(BundleCommand::Show {
             format,

@@ -17,6 +17,7 @@ mod common;
 mod fanout;
 mod flood;
 mod issuance;
+mod jwt;
 mod limit;
 mod procs;
 mod propagation;
@@ -32,6 +33,7 @@ const SCENARIOS: &[&str] = &[
     "limit",
     "issuance",
     "workload-api",
+    "jwt",
     "fanout",
     "propagation",
     "scale",
@@ -87,6 +89,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
         "limit" => {}
         "issuance" => issuance::run(ctx, &lim, report).await?,
         "workload-api" => workload_api::run(ctx, report).await?,
+        "jwt" => jwt::run(ctx, report).await?,
         "fanout" => fanout::run(ctx, report).await?,
         "propagation" => propagation::run(ctx, report).await?,
         "scale" => {
@@ -97,6 +100,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
         "all" => {
             issuance::run(ctx, &lim, report).await?;
             workload_api::run(ctx, report).await?;
+            jwt::run(ctx, report).await?;
             fanout::run(ctx, report).await?;
             propagation::run(ctx, report).await?;
             let server = scale::run(ctx, report).await?;

@@ -1,0 +1,202 @@
+//! `jwt` (issue 15): one real `sigil-agent` serving a JWT-SVID entry for
+//! this process's uid. `FetchJWTSVID` latency with the token cached (the
+//! same audience again: the agent answers from its cache) and uncached (a
+//! new audience each call: the agent asks the server to mint), sequential
+//! calls on one connection; then `ValidateJWTSVID` throughput through the
+//! agent from several concurrent clients, per second and per core of this
+//! machine, in the same run. For scale, the validator alone
+//! (`sigil_proto::jwt::validate` in this process, one thread) is reported
+//! too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sigil_proto::workload as wpb;
+
+use crate::common::{Ctx, Report, Target, bounded, ms, note, percentile};
+use crate::workload_api::setup;
+
+const S: &str = "jwt";
+
+async fn fetch(
+    c: &mut sigil_agent::workload_client::Client,
+    audience: &str,
+) -> anyhow::Result<String> {
+    let r = c
+        .fetch_jwtsvid(wpb::JwtsvidRequest {
+            audience: vec![audience.to_string()],
+            spiffe_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(r.svids.first().context("no JWT-SVID")?.svid.clone())
+}
+
+/// Latencies (ms) of `n` sequential fetches; `audience(i)` names each.
+async fn fetches(
+    c: &mut sigil_agent::workload_client::Client,
+    n: usize,
+    audience: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<f64>> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        fetch(c, &audience(i)).await?;
+        lat.push(ms(t0.elapsed()));
+    }
+    Ok(lat)
+}
+
+pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    let (cached_n, uncached_n) = (ctx.size(5000, 500), ctx.size(500, 100));
+    let window = Duration::from_secs(ctx.size(5, 2) as u64);
+    let clients = 4 * ctx.cores;
+    note(format!(
+        "jwt: FetchJWTSVID x{cached_n} cached and x{uncached_n} uncached (sequential), then \
+         ValidateJWTSVID from {clients} concurrent clients for {window:?}"
+    ));
+    let st = setup().await?;
+    let mut c = sigil_agent::workload_client::connect(&st.agent.socket).await?;
+    let token = bounded("the first JWT-SVID", Duration::from_secs(30), async {
+        loop {
+            match fetch(&mut c, "bench-cached").await {
+                Ok(t) => return Ok(t),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await?;
+
+    let mut cached = bounded(
+        "cached FetchJWTSVID",
+        Duration::from_secs(120),
+        fetches(&mut c, cached_n, |_| "bench-cached".to_string()),
+    )
+    .await?;
+    let mut uncached = bounded(
+        "uncached FetchJWTSVID",
+        Duration::from_secs(300),
+        fetches(&mut c, uncached_n, |i| format!("bench-new-{i}")),
+    )
+    .await?;
+
+    // ValidateJWTSVID through the agent, from `clients` connections at once.
+    let ok = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + window;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut c = sigil_agent::workload_client::connect(&st.agent.socket).await?;
+        let (ok, token) = (ok.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let r = c
+                    .validate_jwtsvid(wpb::ValidateJwtsvidRequest {
+                        audience: "bench-cached".into(),
+                        svid: token.clone(),
+                    })
+                    .await?;
+                if r.into_inner().spiffe_id.is_empty() {
+                    bail!("validated without a SPIFFE ID");
+                }
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    bounded(
+        "ValidateJWTSVID load",
+        window + Duration::from_secs(30),
+        async {
+            for t in tasks {
+                t.await??;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let per_sec = ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+
+    // The validator alone, one thread, against the agent's own view of the
+    // bundle (the JWKS of FetchJWTBundles).
+    let in_process = validator_rate(&mut c, &token, Duration::from_secs(1)).await?;
+
+    report.fig(
+        S,
+        "fetch_cached_p50_ms",
+        percentile(&mut cached, 50.0),
+        "ms",
+        Target::None,
+    );
+    report.fig(
+        S,
+        "fetch_cached_p99_ms",
+        percentile(&mut cached, 99.0),
+        "ms",
+        Target::AtMost(5.0),
+    );
+    report.fig(
+        S,
+        "fetch_uncached_p50_ms",
+        percentile(&mut uncached, 50.0),
+        "ms",
+        Target::None,
+    );
+    report.fig(
+        S,
+        "fetch_uncached_p99_ms",
+        percentile(&mut uncached, 99.0),
+        "ms",
+        Target::None,
+    );
+    report.fig(S, "validate_per_s", per_sec, "/s", Target::None);
+    report.fig(
+        S,
+        "validate_per_s_per_core",
+        per_sec / ctx.cores as f64,
+        "/s/core",
+        Target::AtLeast(20_000.0),
+    );
+    report.fig(
+        S,
+        "validator_in_process_per_s_one_core",
+        in_process,
+        "/s",
+        Target::None,
+    );
+    Ok(())
+}
+
+/// `sigil_proto::jwt::validate` calls per second on one thread for `token`,
+/// against the own trust domain's JWT bundle as the agent serves it.
+async fn validator_rate(
+    c: &mut sigil_agent::workload_client::Client,
+    token: &str,
+    window: Duration,
+) -> anyhow::Result<f64> {
+    let mut s = c
+        .fetch_jwt_bundles(wpb::JwtBundlesRequest {})
+        .await?
+        .into_inner();
+    let m = s.message().await?.context("no JWT bundles message")?;
+    let td = sigil_proto::TrustDomain::parse(crate::procs::TRUST_DOMAIN)?;
+    let (_, jwks) = m.bundles.iter().next().context("no JWT bundle")?;
+    let bundle = sigil_proto::bundle::decode(&td, jwks)?.bundle;
+    let token = token.to_string();
+    tokio::task::spawn_blocking(move || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < window {
+            sigil_proto::jwt::validate(&token, "bench-cached", [&bundle], now)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            n += 1;
+        }
+        Ok(n as f64 / t0.elapsed().as_secs_f64())
+    })
+    .await?
+}
