@@ -15,13 +15,14 @@
 //! draws come from a [`Clock`], so its decisions are unit-tested with a
 //! `ManualClock` (`tests.rs`).
 
+mod federated;
 mod input;
 mod served;
 mod signer;
 #[cfg(test)]
 mod tests;
 
-pub use input::{AuthorizedEntry, SyncEvent, TrustBundle};
+pub use input::{AuthorizedEntry, ForeignBundle, SyncEvent, TrustBundle};
 pub use signer::{CsrRequest, SignError, SignOutcome, SignResult, SvidSigner};
 
 use std::collections::{HashMap, HashSet};
@@ -107,6 +108,8 @@ pub struct Cache<S> {
     bundle: Vec<Vec<u8>>,
     bundle_ids: HashSet<Vec<u8>>,
     tainted: HashSet<Vec<u8>>,
+    /// Foreign trust domains' bundles (federation).
+    federated: federated::Federated,
     synced: bool,
     ready: watch::Sender<bool>,
     /// No signing before this moment (backing off after a failure).
@@ -148,6 +151,7 @@ impl<S: SvidSigner> Cache<S> {
             bundle,
             bundle_ids,
             tainted: HashSet::new(),
+            federated: Default::default(),
             synced: false,
             ready,
             retry_at: None,
@@ -176,6 +180,9 @@ impl<S: SvidSigner> Cache<S> {
                 self.entries.remove(&id);
                 self.settle(&id);
             }
+            SyncEvent::Federated(f) => self.federated.set(&self.td, f),
+            SyncEvent::FederatedRemoved(td) => self.federated.remove(&td),
+            SyncEvent::FederatedSet(kept) => self.federated.retain(&kept),
             SyncEvent::Bundle(TrustBundle {
                 x509_authorities: authorities,
                 tainted_key_ids: tainted,
@@ -453,11 +460,12 @@ impl<S: SvidSigner> Cache<S> {
         let snap = Snapshot {
             trust_domain: self.td.clone(),
             bundle: self.bundle.clone(),
-            federated: Default::default(),
+            federated: self.federated.x509(),
             svids,
         };
         self.out.send_if_modified(|cur| {
             let same = cur.bundle == snap.bundle
+                && cur.federated == snap.federated
                 && cur.svids.len() == snap.svids.len()
                 && cur
                     .svids
