@@ -201,6 +201,8 @@ pub fn bundle_from_document(td: &TrustDomain, body: &[u8]) -> anyhow::Result<Tru
         x509_authorities: b.x509_authorities,
         tainted_key_ids: Vec::new(),
         sequence: b.sequence.unwrap_or(0),
+        jwt_authorities: b.jwt_authorities,
+        tainted_jwt_key_ids: Vec::new(),
     })
 }
 

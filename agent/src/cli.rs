@@ -13,9 +13,10 @@ use sigil_proto::workload as wl;
 use crate::{helper, workload_client};
 
 mod api;
+mod jwt;
 mod x509_report;
 
-pub use api::{ApiCommand, FetchCommand};
+pub use api::{ApiCommand, FetchCommand, ValidateCommand};
 
 /// Logs to stderr, for the daemon and the long-running `helper`.
 pub use sigil_proto::daemon::logs::{LogFormat, init_logs};

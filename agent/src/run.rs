@@ -257,6 +257,7 @@ pub async fn run(
             max_exe_hash_bytes: cfg.max_exe_hash_bytes,
         },
     ));
+    let jwt_state_rx = state_rx.clone();
     let service = crate::workload_api::WorkloadApiService::new(
         state_rx,
         attestor,
@@ -272,6 +273,18 @@ pub async fn run(
     );
     // `healthcheck` says what /ready says (crate::health).
     let service = service.with_readiness(readiness);
+    // JWT-SVIDs: minted by the server on demand, cached, pruned on every
+    // snapshot (a removed entry, a tainted JWT key).
+    let jwt_cache = Arc::new(crate::cache::JwtCache::new(
+        client.clone(),
+        clock.clone(),
+        crate::cache::DEFAULT_JWT_CACHE_SIZE,
+    ));
+    tasks.spawn(
+        "JWT cache",
+        jwt_cache.clone().follow(jwt_state_rx).then_ok(),
+    );
+    let service = service.with_jwt_cache(jwt_cache);
     {
         let path = cfg.socket_path.clone();
         let mut rx = shutdown_rx.clone();

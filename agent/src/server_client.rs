@@ -21,7 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cache::{CsrRequest, SignError, SignOutcome, SignResult, SvidSigner, TrustBundle};
+use crate::cache::{
+    CsrRequest, JwtMinter, MintError, MintFuture, MintedJwt, SignError, SignOutcome, SignResult,
+    SvidSigner, TrustBundle,
+};
 use crate::identity::AgentIdentity;
 use crate::node_attestor::NodeAttestorClient;
 
@@ -263,12 +266,24 @@ pub async fn connect_for_attestation(
     ))
 }
 
-/// The domain form of the server's bundle message.
+/// The domain form of the server's bundle message. JWT authorities that
+/// cannot be published (no `kid`, a `kid` already seen, a key type a
+/// bundle cannot carry) are left out, with a warning.
 pub fn trust_bundle(b: pb::Bundle) -> TrustBundle {
     TrustBundle {
         x509_authorities: b.x509_authorities,
         tainted_key_ids: b.tainted_key_ids,
         sequence: b.sequence,
+        jwt_authorities: crate::cache::usable_jwt_keys(
+            b.jwt_authorities
+                .into_iter()
+                .map(|a| sigil_proto::JwtKey {
+                    kid: a.key_id,
+                    spki_der: a.public_key,
+                })
+                .collect(),
+        ),
+        tainted_jwt_key_ids: b.tainted_jwt_key_ids,
     }
 }
 
@@ -504,5 +519,51 @@ impl SvidSigner for ServerClient {
                 },
             })
             .collect())
+    }
+}
+
+/// JWT-SVIDs are minted by the server's `MintJwtSvid`.
+impl JwtMinter for ServerClient {
+    fn mint_jwt_svid<'a>(&'a self, entry_id: &'a str, audience: &'a [String]) -> MintFuture<'a> {
+        Box::pin(async move {
+            let mut client = self
+                .client()
+                .await
+                .map_err(|e| MintError::Failed(format!("{e:#}")))?;
+            let req = pb::MintJwtSvidRequest {
+                entry_id: entry_id.to_string(),
+                audience: audience.to_vec(),
+            };
+            let svid = match client.mint_jwt_svid(req).await {
+                Ok(r) => r.into_inner().svid,
+                Err(s) => {
+                    let unauthorized = matches!(
+                        s.code(),
+                        tonic::Code::PermissionDenied | tonic::Code::NotFound
+                    );
+                    if !unauthorized && s.code() != tonic::Code::ResourceExhausted {
+                        self.reset().await;
+                    }
+                    let m = self.note_status(&s);
+                    return Err(if unauthorized {
+                        MintError::Unauthorized(m)
+                    } else {
+                        MintError::Failed(m)
+                    });
+                }
+            };
+            let svid =
+                svid.ok_or_else(|| MintError::Failed("MintJwtSvid answer without an SVID".into()))?;
+            if svid.token.is_empty() {
+                return Err(MintError::Failed(
+                    "MintJwtSvid answer with an empty token".into(),
+                ));
+            }
+            Ok(MintedJwt {
+                token: svid.token,
+                issued_at: svid.issued_at,
+                expires_at: svid.expires_at,
+            })
+        })
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sigil_proto::{Selector, SpiffeId, TrustDomain};
+use sigil_proto::{JwtKey, Selector, SpiffeId, TrustDomain};
 
 /// One workload SVID with its private key and the entry it was issued for.
 pub struct WorkloadSvid {
@@ -49,6 +49,12 @@ pub struct Snapshot {
     pub bundle: Vec<Vec<u8>>,
     /// Federated trust domains' CA certificates (empty until federation).
     pub federated: BTreeMap<TrustDomain, Vec<Vec<u8>>>,
+    /// Federated trust domains' JWT-SVID signing keys (same trust domains).
+    pub federated_jwt: BTreeMap<TrustDomain, Vec<JwtKey>>,
+    /// JWT-SVID signing keys of the agent's own trust domain.
+    pub jwt_authorities: Vec<JwtKey>,
+    /// `kid`s of tainted JWT keys: tokens they signed are not served.
+    pub tainted_jwt_key_ids: Vec<String>,
     /// Cached SVIDs, oldest entry first (entry `created_at`, then entry
     /// id): the first one a workload matches is its default identity, and
     /// adding a newer entry never changes it.
@@ -62,6 +68,9 @@ impl Snapshot {
             trust_domain,
             bundle,
             federated: BTreeMap::new(),
+            federated_jwt: BTreeMap::new(),
+            jwt_authorities: Vec::new(),
+            tainted_jwt_key_ids: Vec::new(),
             svids: Vec::new(),
         }
     }

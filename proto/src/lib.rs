@@ -59,6 +59,7 @@ pub mod duration;
 pub mod endpoint;
 #[cfg(feature = "health")]
 pub mod health;
+pub mod jwt;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod pem;

@@ -64,4 +64,12 @@ impl Federated {
             .map(|(td, b)| (td.clone(), b.x509_authorities.clone()))
             .collect()
     }
+
+    /// Each trust domain's JWT-SVID signing keys.
+    pub(super) fn jwt(&self) -> BTreeMap<TrustDomain, Vec<sigil_proto::JwtKey>> {
+        self.bundles
+            .iter()
+            .map(|(td, b)| (td.clone(), b.jwt_authorities.clone()))
+            .collect()
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use sigil_proto::{Selector, SpiffeId, TrustDomain};
+use sigil_proto::{JwtKey, Selector, SpiffeId, TrustDomain};
 
 /// One registration entry this agent may issue SVIDs for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,10 @@ pub struct TrustBundle {
     /// Subject key identifiers of tainted CAs: re-issue what they signed.
     pub tainted_key_ids: Vec<Vec<u8>>,
     pub sequence: u64,
+    /// JWT-SVID signing keys (usable ones only, unique `kid`s).
+    pub jwt_authorities: Vec<JwtKey>,
+    /// `kid`s of tainted JWT keys: drop and re-mint the tokens they signed.
+    pub tainted_jwt_key_ids: Vec<String>,
 }
 
 /// A foreign trust domain's bundle, relayed by the server because an entry

@@ -17,12 +17,16 @@
 
 mod federated;
 mod input;
+pub(crate) mod jwt;
 mod served;
 mod signer;
 #[cfg(test)]
 mod tests;
 
 pub use input::{AuthorizedEntry, ForeignBundle, SyncEvent, TrustBundle};
+pub use jwt::{
+    DEFAULT_JWT_CACHE_SIZE, JwtCache, JwtMinter, MintError, MintFuture, MintedJwt, usable_jwt_keys,
+};
 pub use signer::{CsrRequest, SignError, SignOutcome, SignResult, SvidSigner};
 
 use std::collections::{HashMap, HashSet};
@@ -110,6 +114,10 @@ pub struct Cache<S> {
     tainted: HashSet<Vec<u8>>,
     /// Foreign trust domains' bundles (federation).
     federated: federated::Federated,
+    /// JWT-SVID signing keys and tainted `kid`s, published for the
+    /// Workload API (tokens are minted on demand: `jwt.rs`).
+    jwt_authorities: Vec<sigil_proto::JwtKey>,
+    tainted_jwt_key_ids: Vec<String>,
     synced: bool,
     ready: watch::Sender<bool>,
     /// No signing before this moment (backing off after a failure).
@@ -152,6 +160,8 @@ impl<S: SvidSigner> Cache<S> {
             bundle_ids,
             tainted: HashSet::new(),
             federated: Default::default(),
+            jwt_authorities: Vec::new(),
+            tainted_jwt_key_ids: Vec::new(),
             synced: false,
             ready,
             retry_at: None,
@@ -186,8 +196,12 @@ impl<S: SvidSigner> Cache<S> {
             SyncEvent::Bundle(TrustBundle {
                 x509_authorities: authorities,
                 tainted_key_ids: tainted,
+                jwt_authorities,
+                tainted_jwt_key_ids,
                 ..
             }) => {
+                self.jwt_authorities = jwt_authorities;
+                self.tainted_jwt_key_ids = tainted_jwt_key_ids;
                 // An empty bundle is a real state (SPIFFE Trust Domain and
                 // Bundle §4.1.3): every SVID of the trust domain is then
                 // invalid, so workloads are served the empty bundle and
@@ -461,11 +475,17 @@ impl<S: SvidSigner> Cache<S> {
             trust_domain: self.td.clone(),
             bundle: self.bundle.clone(),
             federated: self.federated.x509(),
+            federated_jwt: self.federated.jwt(),
+            jwt_authorities: self.jwt_authorities.clone(),
+            tainted_jwt_key_ids: self.tainted_jwt_key_ids.clone(),
             svids,
         };
         self.out.send_if_modified(|cur| {
             let same = cur.bundle == snap.bundle
                 && cur.federated == snap.federated
+                && cur.federated_jwt == snap.federated_jwt
+                && cur.jwt_authorities == snap.jwt_authorities
+                && cur.tainted_jwt_key_ids == snap.tainted_jwt_key_ids
                 && cur.svids.len() == snap.svids.len()
                 && cur
                     .svids

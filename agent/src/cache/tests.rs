@@ -376,6 +376,7 @@ async fn a_tainted_signing_ca_reissues_from_the_new_one() {
         x509_authorities: both.clone(),
         tainted_key_ids: vec![],
         sequence: 2,
+        ..Default::default()
     }))
     .await;
     assert!(same(&first, &h.svid("a")));
@@ -384,6 +385,7 @@ async fn a_tainted_signing_ca_reissues_from_the_new_one() {
         x509_authorities: both,
         tainted_key_ids: vec![old_ca.ski.clone()],
         sequence: 3,
+        ..Default::default()
     }))
     .await;
     let second = h.svid("a").unwrap();
@@ -401,6 +403,7 @@ async fn a_signing_ca_dropped_from_the_bundle_reissues() {
         x509_authorities: vec![new_ca.der.clone()],
         tainted_key_ids: vec![],
         sequence: 2,
+        ..Default::default()
     }))
     .await;
     let second = h.svid("a");
@@ -506,6 +509,7 @@ async fn a_bundle_update_is_published_and_an_empty_one_served() {
         x509_authorities: vec![first.clone(), second.clone()],
         tainted_key_ids: vec![],
         sequence: 2,
+        ..Default::default()
     }))
     .await;
     assert!(h.rx.has_changed().unwrap());

@@ -1,8 +1,11 @@
 //! `sigil-agent api …`: the Workload API used like a workload would.
 //! `fetch x509` prints this process's SVIDs ([`x509_report`]) and can write
-//! the default SVID's files; `watch` prints every update of the X.509-SVID
+//! the default SVID's files; `fetch jwt` and `validate jwt` fetch and check
+//! JWT-SVIDs (`jwt`); `watch` prints every update of the X.509-SVID
 //! stream, saying whether the SVIDs, the bundle or both changed (text, or
-//! one JSON object per line), and when the stream is lost after its first
+//! one JSON object per line), and, once the first X.509 update is printed,
+//! every JWT bundle update too (one line per trust domain, or a JSON object
+//! with `jwt_bundle_changed`); when a stream is lost after its first
 //! update (the agent restarted) it reconnects with backoff, logging each
 //! attempt, instead of exiting.
 
@@ -15,6 +18,7 @@ use sigil_proto::parse_duration;
 use sigil_proto::workload as wl;
 use tracing::{info, warn};
 
+use super::jwt;
 use super::x509_report::{Report, rfc3339, split_certs};
 use super::{LogFormat, Output, init_logs};
 use crate::{helper, workload_client};
@@ -24,6 +28,9 @@ pub enum ApiCommand {
     /// Fetch SVIDs.
     #[command(subcommand)]
     Fetch(FetchCommand),
+    /// Validate SVIDs through the Workload API.
+    #[command(subcommand)]
+    Validate(ValidateCommand),
     /// Print every X.509-SVID and bundle update until interrupted;
     /// reconnects (with backoff) when the agent restarts.
     Watch {
@@ -55,6 +62,40 @@ pub enum FetchCommand {
         /// Keep retrying while no identity is issued yet.
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         timeout: Duration,
+    },
+    /// Fetch this process's JWT-SVIDs for the audience(s): SPIFFE ID,
+    /// audience, expiry and token of each.
+    Jwt {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// An audience of the token (`aud`); repeat for several.
+        #[arg(long, required = true)]
+        audience: Vec<String>,
+        /// Only this identity (one of the caller's).
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// Keep retrying while no identity is issued yet.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ValidateCommand {
+    /// Validate a JWT-SVID for an audience: prints its SPIFFE ID and
+    /// claims, or fails with the reason it is invalid.
+    Jwt {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[arg(long)]
+        audience: String,
+        /// The token (compact JWS).
+        #[arg(long)]
+        svid: String,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
 }
 
@@ -106,6 +147,26 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
             let path = workload_client::socket_path(socket)?;
             let r = fetch_first(&path, timeout).await?;
             fetch_x509(&r, write.as_deref(), output)
+        }
+        ApiCommand::Fetch(FetchCommand::Jwt {
+            socket,
+            audience,
+            spiffe_id,
+            output,
+            timeout,
+        }) => {
+            let path = workload_client::socket_path(socket)?;
+            let r = jwt::fetch(&path, audience, spiffe_id, timeout).await?;
+            jwt::print_fetched(&r, output)
+        }
+        ApiCommand::Validate(ValidateCommand::Jwt {
+            socket,
+            audience,
+            svid,
+            output,
+        }) => {
+            let path = workload_client::socket_path(socket)?;
+            jwt::validate(&path, audience, svid, output).await
         }
         ApiCommand::Watch {
             socket,
@@ -161,6 +222,7 @@ fn fetch_x509(
 async fn watch(socket: &Path, output: Output) -> anyhow::Result<()> {
     let mut seen_any = false;
     let mut attempt = 0u32;
+    let mut jwt_watch = None;
     loop {
         // After a reconnect everything is printed again.
         let mut last: Option<Report> = None;
@@ -175,6 +237,14 @@ async fn watch(socket: &Path, output: Output) -> anyhow::Result<()> {
                 seen_any = true;
                 print_update(&report, last.as_ref(), output)?;
                 last = Some(report);
+                // JWT bundles once the first X.509 update is out, so that
+                // update comes first and a stream cap takes the X.509 one.
+                if jwt_watch.is_none() {
+                    let socket = socket.to_path_buf();
+                    jwt_watch = Some(tokio::spawn(async move {
+                        jwt::watch_bundles(&socket, output).await;
+                    }));
+                }
             }
             anyhow::Ok(())
         }

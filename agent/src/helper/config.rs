@@ -4,6 +4,7 @@
 //! `renew_signal`, `pid_file_name`, `include_federated_domains`); unknown keys are an error naming the
 //! key, and every check names the key it refused. `consumer_user` (Sigil's)
 //! names who besides root may own the pid file and the process signalled.
+//! The JWT keys (`jwt_svids`, `jwt_bundle_file_name`) are in `jwt_config`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,8 @@ use nix::sys::signal::Signal;
 use serde::Deserialize;
 use sigil_proto::daemon::config::{ConfigFileError, parse_toml, read_toml};
 use sigil_proto::parse_duration;
+
+use super::jwt_config::{JwtConfig, RawJwtSvid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperConfigError {
@@ -23,7 +26,7 @@ pub enum HelperConfigError {
     Invalid { key: &'static str, message: String },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> HelperConfigError {
+pub(super) fn invalid(key: &'static str, message: impl Into<String>) -> HelperConfigError {
     HelperConfigError::Invalid {
         key,
         message: message.into(),
@@ -75,6 +78,8 @@ struct RawConfig {
     pid_file_name: Option<PathBuf>,
     consumer_user: Option<RawUser>,
     once_timeout: Option<String>,
+    jwt_svids: Option<Vec<RawJwtSvid>>,
+    jwt_bundle_file_name: Option<String>,
 }
 
 /// How the consumer is told that new files are in place.
@@ -122,6 +127,8 @@ pub struct HelperConfig {
     pub reload: ReloadConfig,
     /// `--once`: how long to wait for the first SVID.
     pub once_timeout: Duration,
+    /// JWT-SVID and JWT bundle files (none by default).
+    pub jwt: JwtConfig,
 }
 
 pub const DEFAULT_SVID_FILE: &str = "svid.pem";
@@ -156,7 +163,7 @@ fn mode(key: &'static str, raw: Option<RawMode>, default: u32) -> Result<u32, He
         })
 }
 
-fn file_name(
+pub(super) fn file_name(
     key: &'static str,
     raw: Option<String>,
     default: &str,
@@ -315,6 +322,16 @@ impl HelperConfig {
                 ),
             ));
         }
+        let jwt = JwtConfig::from_raw(
+            raw.jwt_svids,
+            raw.jwt_bundle_file_name,
+            &[
+                &svid_file_name,
+                &svid_key_file_name,
+                &svid_bundle_file_name,
+                &federated_bundle_file_name,
+            ],
+        )?;
         let cert_file_mode = mode("cert_file_mode", raw.cert_file_mode, 0o644)?;
         let key_file_mode = mode("key_file_mode", raw.key_file_mode, 0o600)?;
         if key_file_mode & 0o004 != 0 {
@@ -420,6 +437,7 @@ impl HelperConfig {
             hint,
             reload,
             once_timeout,
+            jwt,
         })
     }
 }

@@ -5,14 +5,20 @@
 //! first, then intermediates), `svid_key.pem` (PKCS#8), `bundle.pem` and
 //! `federated_bundle.pem` (the CAs of the trust domains the SVID's entry
 //! federates with; with `include_federated_domains` also appended to
-//! `bundle.pem`) as one consistent set ([`files`]), then reloads the consumer once
-//! ([`reload`]). When the agent is down or has no identity for it yet
+//! `bundle.pem`) as one consistent set ([`files`]), then reloads the
+//! consumer once ([`reload`]). With `jwt_svids` / `jwt_bundle_file_name`
+//! configured it also writes a JWT-SVID per audience for that SVID's SPIFFE
+//! ID (fetched again at half the token's life) and the JWT bundle (followed
+//! on the `FetchJWTBundles` stream), in the same set (`jwt`).
+//! When the agent is down or has no identity for it yet
 //! (`PermissionDenied` "no identity issued") it retries with bounded
 //! exponential backoff. `--once` writes the first update and exits, for
 //! init containers.
 
 pub mod config;
 pub mod files;
+mod jwt;
+pub mod jwt_config;
 pub mod pid_file;
 pub mod reload;
 
@@ -112,10 +118,13 @@ fn select(mut resp: wl::X509svidResponse, hint: Option<&str>) -> anyhow::Result<
 struct Helper {
     cfg: HelperConfig,
     socket: PathBuf,
-    /// The leaf, bundle and federated CAs last published, to write only on
-    /// change.
-    last: Option<(Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>)>,
+    /// What was last published, to write only on change.
+    last: Option<Published>,
 }
+
+/// The contents of a published set: leaf, bundle, federated CAs, and the
+/// JWT material.
+type Published = (Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>, jwt::JwtState);
 
 enum Outcome {
     /// `--once` is done.
@@ -124,8 +133,16 @@ enum Outcome {
 
 impl Helper {
     /// Writes the set and reloads. Returns false when nothing changed.
-    async fn publish(&mut self, m: Material) -> anyhow::Result<bool> {
-        let state = (m.chain[0].clone(), m.bundle.clone(), m.federated.clone());
+    async fn publish(&mut self, m: &Material, jwt: &jwt::JwtState) -> anyhow::Result<bool> {
+        let mut jwt_files = jwt.clone();
+        // When to refresh is not part of what is written.
+        jwt_files.refresh_at = None;
+        let state = (
+            m.chain[0].clone(),
+            m.bundle.clone(),
+            m.federated.clone(),
+            jwt_files,
+        );
         if self.last.as_ref() == Some(&state) {
             return Ok(false);
         }
@@ -137,7 +154,7 @@ impl Helper {
             bundle_pem.push_str(&federated_pem);
         }
         let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", m.key_pkcs8.clone()));
-        let set = [
+        let mut set = vec![
             OutFile {
                 name: &c.svid_file_name,
                 contents: svid_pem.as_bytes(),
@@ -159,6 +176,7 @@ impl Helper {
                 mode: c.cert_file_mode,
             },
         ];
+        set.extend(jwt.files(c));
         let version = files::publish(&c.cert_dir, &set)
             .with_context(|| format!("writing the files in {}", c.cert_dir.display()))?;
         self.last = Some(state);
@@ -185,7 +203,9 @@ impl Helper {
     }
 
     /// One stream: connect, then publish every update until the stream
-    /// fails. Resets `attempt` once the stream delivers.
+    /// fails. Resets `attempt` once the stream delivers. With JWT files
+    /// configured, the set is published once it is complete (tokens and
+    /// bundle), and again when the tokens are due or the bundle changes.
     async fn stream(&mut self, once: bool, attempt: &mut u32) -> anyhow::Result<Outcome> {
         let mut client = workload_client::connect(&self.socket).await?;
         let mut stream = client
@@ -193,24 +213,56 @@ impl Helper {
             .await
             .map_err(status_error)?
             .into_inner();
+        let mut bundles = match self.cfg.jwt.bundle_file_name {
+            Some(_) => Some(
+                client
+                    .fetch_jwt_bundles(wl::JwtBundlesRequest {})
+                    .await
+                    .map_err(status_error)?
+                    .into_inner(),
+            ),
+            None => None,
+        };
+        let mut jwt = jwt::JwtState::default();
+        let mut latest_bundles: Option<wl::JwtBundlesResponse> = None;
+        let mut material: Option<Material> = None;
         loop {
-            let resp = stream
-                .message()
-                .await
-                .map_err(status_error)?
-                .context("the Workload API closed the stream")?;
-            *attempt = 0;
-            let material = match select(resp, self.cfg.hint.as_deref()) {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(
-                        error = format!("{e:#}"),
-                        "no usable SVID in the update; waiting for the next one"
-                    );
-                    continue;
+            let refresh_at = jwt.refresh_at;
+            tokio::select! {
+                r = stream.message() => {
+                    let resp = r.map_err(status_error)?.context("the Workload API closed the stream")?;
+                    *attempt = 0;
+                    match select(resp, self.cfg.hint.as_deref()) {
+                        Ok(m) => material = Some(m),
+                        Err(e) => {
+                            warn!(
+                                error = format!("{e:#}"),
+                                "no usable SVID in the update; waiting for the next one"
+                            );
+                            continue;
+                        }
+                    }
                 }
-            };
-            let changed = self.publish(material).await?;
+                r = next_bundles(&mut bundles) => {
+                    let resp = r.map_err(status_error)?.context("the Workload API closed the JWT bundle stream")?;
+                    latest_bundles = Some(resp);
+                }
+                () = sleep_until(refresh_at) => {}
+            }
+            let Some(m) = &material else { continue };
+            if let Some(b) = latest_bundles.take()
+                && !jwt.take_bundle(b, &m.spiffe_id)
+            {
+                warn!(spiffe_id = %m.spiffe_id, "the JWT bundle update has no bundle for the SVID's trust domain");
+            }
+            if jwt.tokens_due(&self.cfg, &m.spiffe_id) {
+                jwt.fetch_tokens(&mut client, &self.cfg, &m.spiffe_id)
+                    .await?;
+            }
+            if !jwt.complete(&self.cfg) {
+                continue;
+            }
+            let changed = self.publish(m, &jwt).await?;
             if !changed {
                 debug!("update leaves the files unchanged");
             }
@@ -218,6 +270,24 @@ impl Helper {
                 return Ok(Outcome::Done);
             }
         }
+    }
+}
+
+/// The next JWT bundles update, or never when the stream is not open.
+async fn next_bundles(
+    s: &mut Option<tonic::Streaming<wl::JwtBundlesResponse>>,
+) -> Result<Option<wl::JwtBundlesResponse>, tonic::Status> {
+    match s {
+        Some(s) => s.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to refresh.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

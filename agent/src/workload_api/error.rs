@@ -29,8 +29,16 @@ pub(super) enum CallError {
     NoIdentity,
     #[error("{0}")]
     BadRequest(&'static str),
-    #[error("JWT-SVIDs are not supported yet")]
-    JwtUnsupported,
+    #[error("spiffe_id {0:?} is not one of the caller's identities")]
+    NotCallersId(String),
+    #[error("the server refused to mint a JWT-SVID for this identity")]
+    MintRefused(String),
+    #[error("a JWT-SVID could not be minted (the server is unreachable or failed); retry later")]
+    MintFailed(String),
+    #[error("a JWT bundle could not be encoded: {0}")]
+    BadBundle(#[source] sigil_proto::JwksError),
+    #[error("invalid JWT-SVID: {0}")]
+    InvalidToken(#[source] sigil_proto::jwt::JwtError),
     #[error("WIT-SVIDs are not issued by Sigil")]
     WitUnsupported,
     #[error("the agent is shutting down")]
@@ -98,9 +106,25 @@ pub(super) fn refuse_status(method: &'static str, cred: Option<&PeerCred>, e: Ca
             info!(pid, uid, method, "Workload API caller matches no entry");
             Status::permission_denied(NO_IDENTITY)
         }
-        CallError::JwtUnsupported => {
-            debug!(pid, uid, method, "Workload API JWT method called");
-            Status::unimplemented(JWT_UNSUPPORTED)
+        CallError::NotCallersId(id) => {
+            info!(pid, uid, method, spiffe_id = %id, "Workload API caller asked for a SPIFFE ID it does not have");
+            Status::permission_denied(e.to_string())
+        }
+        CallError::MintRefused(m) => {
+            warn!(pid, uid, method, error = %m, "the server refused to mint a JWT-SVID");
+            Status::permission_denied(NO_IDENTITY)
+        }
+        CallError::MintFailed(m) => {
+            warn!(pid, uid, method, error = %m, "JWT-SVID minting failed");
+            Status::unavailable(e.to_string())
+        }
+        CallError::BadBundle(source) => {
+            warn!(pid, uid, method, error = %source, "JWT bundle not encodable");
+            Status::unavailable(e.to_string())
+        }
+        CallError::InvalidToken(source) => {
+            debug!(pid, uid, method, error = %source, "JWT-SVID refused");
+            Status::invalid_argument(e.to_string())
         }
         CallError::WitUnsupported => {
             debug!(pid, uid, method, "Workload API WIT method called");

@@ -19,21 +19,24 @@
 //! Time is re-checked, though: open SVID streams drop an SVID once it expires
 //! even when no new snapshot arrives.
 //!
-//! JWT-SVIDs and WIT-SVIDs are not implemented yet: those methods check the
-//! header and their arguments, then answer `Unimplemented`.
+//! JWT-SVIDs are minted on demand through the agent's JWT cache and
+//! validated against the bundles the caller may see (`jwt`); they go
+//! through the same admission as the X.509 methods. WIT-SVIDs are not
+//! issued: those methods check the header, then answer `Unimplemented`.
 //!
 //! Here: the service, its limits, serving the socket (behind the HTTP/2
 //! authority front, with reflection) and the gRPC methods. The record at
 //! accept is in `accept`, the connection caps and timeouts in
 //! `connection`, admission in
 //! `admission`, the error→`Status` mapping in `error`, the stream task and
-//! digests in `stream`, the X.509 views in `x509`, the socket file in
-//! `socket`.
+//! digests in `stream`, the X.509 views in `x509`, the JWT views in `jwt`,
+//! the socket file in `socket`.
 
 mod accept;
 mod admission;
 mod connection;
 mod error;
+mod jwt;
 pub mod socket;
 mod stream;
 mod x509;
@@ -41,6 +44,7 @@ mod x509;
 use accept::AcceptedPeer;
 use admission::*;
 use error::*;
+use jwt::*;
 use stream::*;
 use x509::*;
 
@@ -78,8 +82,6 @@ pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 pub const NO_IDENTITY: &str = "no identity issued";
 /// The status message for a call without the security header.
 pub const HEADER_MISSING: &str = "security header missing from request";
-/// The status message of the JWT methods.
-pub const JWT_UNSUPPORTED: &str = "JWT-SVIDs are not supported yet";
 /// The message of every WIT-SVID method (`Unimplemented`).
 pub const WIT_UNSUPPORTED: &str = "WIT-SVIDs are not issued by Sigil";
 
@@ -152,6 +154,9 @@ pub struct WorkloadApiService {
     /// The agent's readiness; a bundle stream of a not-ready agent carries
     /// the reason in the [`NOT_READY_HEADER`] header (for `healthcheck`).
     readiness: Option<sigil_proto::health::Readiness>,
+    /// Mints and caches JWT-SVIDs; `None`: `FetchJWTSVID` answers
+    /// `Unavailable`.
+    jwt: Option<Arc<crate::cache::JwtCache>>,
 }
 
 /// Response header of `FetchX509Bundles` naming why the agent is not ready
@@ -176,7 +181,14 @@ impl WorkloadApiService {
             clock: Arc::new(sigil_proto::clock::SystemClock),
             stop: Arc::new(watch::channel(false).0),
             readiness: None,
+            jwt: None,
         }
+    }
+
+    /// Serves JWT-SVIDs from `cache`.
+    pub fn with_jwt_cache(mut self, cache: Arc<crate::cache::JwtCache>) -> WorkloadApiService {
+        self.jwt = Some(cache);
+        self
     }
 
     /// Reports the agent's readiness to `healthcheck` (see
@@ -423,7 +435,7 @@ pub async fn serve_listener(
 impl SpiffeWorkloadApi for WorkloadApiService {
     type FetchX509SVIDStream = ReceiverStream<Result<pb::X509svidResponse, Status>>;
     type FetchX509BundlesStream = ReceiverStream<Result<pb::X509BundlesResponse, Status>>;
-    type FetchJWTBundlesStream = tokio_stream::Empty<Result<pb::JwtBundlesResponse, Status>>;
+    type FetchJWTBundlesStream = ReceiverStream<Result<pb::JwtBundlesResponse, Status>>;
     type FetchWITSVIDStream = tokio_stream::Empty<Result<pb::WitsvidResponse, Status>>;
     type FetchWITBundlesStream = tokio_stream::Empty<Result<pb::WitBundlesResponse, Status>>;
 
@@ -495,7 +507,32 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         const METHOD: &str = "FetchJWTSVID";
         check_header(&req).map_err(|e| refuse(METHOD, None, e))?;
         check_jwt_svid_request(req.get_ref()).map_err(|e| refuse(METHOD, None, e))?;
-        Err(refuse(METHOD, None, CallError::JwtUnsupported))
+        let caller = self.admit(&req, METHOD).await?;
+        let refused = |e| refuse(METHOD, Some(&caller.cred), e);
+        let cache = self.jwt.as_ref().ok_or_else(|| {
+            refused(CallError::MintFailed(
+                "this agent has no server to mint JWT-SVIDs with".into(),
+            ))
+        })?;
+        let (_, snapshot) = self.current();
+        let svids = jwt_svids(
+            cache,
+            &snapshot,
+            &caller.selectors,
+            req.get_ref(),
+            self.clock.now_unix(),
+        )
+        .await
+        .map_err(refused)?;
+        info!(
+            pid = caller.cred.pid,
+            uid = caller.cred.uid,
+            spiffe_id = %svids.first().map_or("", |s| s.spiffe_id.as_str()),
+            count = svids.len(),
+            "JWT-SVIDs served"
+        );
+        metrics::workload_call(METHOD, tonic::Code::Ok);
+        Ok(Response::new(pb::JwtsvidResponse { svids }))
     }
 
     async fn fetch_jwt_bundles(
@@ -503,8 +540,21 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         req: Request<pb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         const METHOD: &str = "FetchJWTBundles";
-        check_header(&req).map_err(|e| refuse(METHOD, None, e))?;
-        Err(refuse(METHOD, None, CallError::JwtUnsupported))
+        let caller = self.admit(&req, METHOD).await?;
+        let (state, snapshot) = self.current();
+        let mut view = JwtBundleView;
+        let first = view
+            .render(&snapshot, &caller.selectors, self.clock.now_unix())
+            .map_err(|e| refuse(METHOD, Some(&caller.cred), e))?;
+        info!(
+            pid = caller.cred.pid,
+            uid = caller.cred.uid,
+            count = first.count,
+            "JWT bundle stream opened"
+        );
+        Ok(Response::new(self.start_stream(
+            METHOD, caller, view, state, snapshot, first,
+        )))
     }
 
     async fn validate_jwtsvid(
@@ -514,7 +564,23 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         const METHOD: &str = "ValidateJWTSVID";
         check_header(&req).map_err(|e| refuse(METHOD, None, e))?;
         check_validate_request(req.get_ref()).map_err(|e| refuse(METHOD, None, e))?;
-        Err(refuse(METHOD, None, CallError::JwtUnsupported))
+        let caller = self.admit(&req, METHOD).await?;
+        let (_, snapshot) = self.current();
+        let resp = validate_jwt(
+            &snapshot,
+            &caller.selectors,
+            req.get_ref(),
+            self.clock.now_unix(),
+        )
+        .map_err(|e| refuse(METHOD, Some(&caller.cred), e))?;
+        debug!(
+            pid = caller.cred.pid,
+            uid = caller.cred.uid,
+            spiffe_id = %resp.spiffe_id,
+            "JWT-SVID validated"
+        );
+        metrics::workload_call(METHOD, tonic::Code::Ok);
+        Ok(Response::new(resp))
     }
 
     async fn fetch_witsvid(

@@ -110,6 +110,9 @@ fn snapshot(ca: &TestCa, svids: Vec<Arc<WorkloadSvid>>) -> Snapshot {
         trust_domain: td(),
         bundle: vec![ca.der.clone()],
         federated: BTreeMap::new(),
+        federated_jwt: BTreeMap::new(),
+        jwt_authorities: Vec::new(),
+        tainted_jwt_key_ids: Vec::new(),
         svids,
     }
 }
@@ -143,6 +146,16 @@ impl Harness {
         limits: WorkloadApiLimits,
         clock: Option<Clock>,
     ) -> Harness {
+        Self::start_full(snap, selectors, limits, clock, None).await
+    }
+
+    async fn start_full(
+        snap: Snapshot,
+        selectors: &[&str],
+        limits: WorkloadApiLimits,
+        clock: Option<Clock>,
+        jwt: Option<Arc<crate::cache::JwtCache>>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/agent.sock");
         let (state, rx) = watch::channel(Arc::new(snap));
@@ -154,6 +167,9 @@ impl Harness {
         let mut service = WorkloadApiService::new(rx, attestor.clone(), limits);
         if let Some(c) = clock {
             service = service.with_clock(c);
+        }
+        if let Some(j) = jwt {
+            service = service.with_jwt_cache(j);
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let p = path.clone();
@@ -775,36 +791,13 @@ async fn workload_api_wit_methods_are_unimplemented() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }
 
+/// The JWT methods check the header, then their own fields, before
+/// anything else.
 #[tokio::test]
-async fn workload_api_jwt_methods_are_unimplemented() {
+async fn workload_api_jwt_requests_are_checked_first() {
     let ca = TestCa::new("example.org");
     let h = Harness::start(snapshot(&ca, vec![]), &[]).await;
     let mut c = h.client().await;
-    let e = c
-        .fetch_jwtsvid(req(jwt_req(), Header::Good))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::Unimplemented, JWT_UNSUPPORTED)
-    );
-    let e = c
-        .fetch_jwt_bundles(req(pb::JwtBundlesRequest {}, Header::Good))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::Unimplemented, JWT_UNSUPPORTED)
-    );
-    let e = c
-        .validate_jwtsvid(req(validate_req(), Header::Good))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::Unimplemented, JWT_UNSUPPORTED)
-    );
-
     let e = c
         .fetch_jwtsvid(req(pb::JwtsvidRequest::default(), Header::Good))
         .await
@@ -909,3 +902,5 @@ async fn workload_api_shutdown_ends_open_streams_and_removes_the_socket() {
         .unwrap();
     assert!(!h.path.exists(), "socket removed on shutdown");
 }
+
+mod jwt;

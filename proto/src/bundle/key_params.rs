@@ -28,7 +28,7 @@ pub(super) fn cert_spki(der: &[u8]) -> Result<Vec<u8>, KeyRule> {
 
 /// The curves a bundle key may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Curve {
+pub(crate) enum Curve {
     P256,
     P384,
 }
@@ -65,7 +65,7 @@ const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x
 /// A public key in the form both JWK and SPKI describe. RSA integers are
 /// big-endian without leading zero bytes, so equal keys compare equal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum KeyParams {
+pub(crate) enum KeyParams {
     Ec {
         curve: Curve,
         x: Vec<u8>,
@@ -78,7 +78,7 @@ pub(super) enum KeyParams {
 }
 
 impl KeyParams {
-    pub(super) fn from_spki(spki_der: &[u8]) -> Result<Self, KeyRule> {
+    pub(crate) fn from_spki(spki_der: &[u8]) -> Result<Self, KeyRule> {
         let bad = |reason: String| KeyRule::BadSpki { reason };
         let spki = match SubjectPublicKeyInfo::from_der(spki_der) {
             Ok(([], spki)) => spki,
@@ -194,7 +194,7 @@ impl KeyParams {
     }
 
     /// The DER SubjectPublicKeyInfo for these parameters.
-    pub(super) fn to_spki(&self) -> Vec<u8> {
+    pub(crate) fn to_spki(&self) -> Vec<u8> {
         let (alg_id, key_bits) = match self {
             KeyParams::Ec { curve, x, y } => {
                 let alg_id = der_tlv(
@@ -240,7 +240,7 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 }
 
 /// A DER TLV with a definite length.
-pub(super) fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(crate) fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {

@@ -8,7 +8,7 @@
 //! certificate-list codecs for bundle files are in [`crate::pem`].
 
 mod jwks;
-mod key_params;
+pub(crate) mod key_params;
 mod skipped;
 mod spiffe_bundle;
 

@@ -42,3 +42,15 @@ pub struct JwtKey {
     /// DER SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
 }
+
+impl JwtKey {
+    /// Whether a JWK Set can publish this key: a non-empty `kid` and a key
+    /// of a supported type (EC P-256/P-384, RSA 2048–8192 bits), or the
+    /// rule it breaks.
+    pub fn check(&self) -> Result<(), super::KeyRule> {
+        if self.kid.is_empty() {
+            return Err(super::KeyRule::MissingMember { member: "kid" });
+        }
+        super::key_params::KeyParams::from_spki(&self.spki_der).map(drop)
+    }
+}
