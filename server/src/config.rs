@@ -15,7 +15,9 @@ use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 
 use crate::key_manager::KeyType;
 
+mod federation;
 mod limits;
+pub use federation::{FederationClientConfig, RawFederation, StaticFederation};
 use limits::check_limits;
 pub use limits::{
     AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
@@ -173,6 +175,11 @@ struct RawConfig {
     health: Option<HealthConfig>,
     #[serde(default)]
     limits: LimitsConfig,
+    /// `[[federation]]` (issue 16).
+    #[serde(default)]
+    federation: Vec<RawFederation>,
+    #[serde(default)]
+    federation_client: FederationClientConfig,
 }
 
 fn default_bind() -> SocketAddr {
@@ -218,6 +225,10 @@ pub struct ServerConfig {
     /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
     pub health: Option<HealthConfig>,
     pub limits: LimitsConfig,
+    /// `[[federation]]`: static federation relationships.
+    pub federation: Vec<StaticFederation>,
+    /// `[federation_client]`: poll interval bounds.
+    pub federation_refresh: crate::federation::RefreshSettings,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
@@ -299,6 +310,14 @@ impl ServerConfig {
         }
         if let Some(x) = &self.node_attestor.x509pop {
             p.readable_file("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path);
+        }
+        for f in &self.federation {
+            if let Some(c) = &f.record.ca_file {
+                p.readable_file("federation.ca_file", c);
+            }
+            if let Some((b, _)) = &f.bundle_file {
+                p.readable_file("federation.trust_domain_bundle", b);
+            }
         }
         p.into_result()
     }
@@ -400,6 +419,8 @@ impl ServerConfig {
             ));
         }
         check_limits(&raw.limits)?;
+        let federation = federation::check_static(raw.federation, &trust_domain)?;
+        let federation_refresh = raw.federation_client.check()?;
         let admin_socket = raw
             .admin_socket
             .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
@@ -420,6 +441,8 @@ impl ServerConfig {
             rate_limit: raw.rate_limit,
             health: raw.health,
             limits: raw.limits,
+            federation,
+            federation_refresh,
         })
     }
 
