@@ -58,9 +58,12 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
         ("spiffe://b.test", [b1.clone(), b2.clone()].concat()),
     ];
     assert!(
-        h.publish(&select(response(&leaf, &own, &fed), None).unwrap(), &Default::default())
-            .await
-            .unwrap()
+        h.publish(
+            &select(response(&leaf, &own, &fed), None).unwrap(),
+            &Default::default()
+        )
+        .await
+        .unwrap()
     );
     assert_eq!(
         certs_in(&dir.path().join("federated_bundle.pem")),
@@ -76,9 +79,12 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
     // A changed federated bundle alone is an update.
     let fed = [("spiffe://b.test", b2.clone())];
     assert!(
-        h.publish(&select(response(&leaf, &own, &fed), None).unwrap(), &Default::default())
-            .await
-            .unwrap(),
+        h.publish(
+            &select(response(&leaf, &own, &fed), None).unwrap(),
+            &Default::default()
+        )
+        .await
+        .unwrap(),
         "a federated bundle change rewrites the files"
     );
     assert_eq!(
@@ -88,9 +94,12 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
     // An emptied ("all revoked") bundle, then none: an empty file.
     let fed = [("spiffe://b.test", Vec::new())];
     assert!(
-        h.publish(&select(response(&leaf, &own, &fed), None).unwrap(), &Default::default())
-            .await
-            .unwrap()
+        h.publish(
+            &select(response(&leaf, &own, &fed), None).unwrap(),
+            &Default::default()
+        )
+        .await
+        .unwrap()
     );
     assert!(certs_in(&dir.path().join("federated_bundle.pem")).is_empty());
 
@@ -101,9 +110,12 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
         "include_federated_domains = true\nfederated_bundle_file_name = \"fed.pem\"\n",
     );
     let fed = [("spiffe://b.test", b1.clone())];
-    h.publish(&select(response(&leaf, &own, &fed), None).unwrap(), &Default::default())
-        .await
-        .unwrap();
+    h.publish(
+        &select(response(&leaf, &own, &fed), None).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         certs_in(&dir2.path().join("bundle.pem")),
         [own.clone(), b1.clone()]

@@ -23,10 +23,16 @@ pub(super) fn jwt_bundles_for(
         sequence: None,
         refresh_hint: None,
     };
-    let mut out = vec![jwt_bundle(&snapshot.trust_domain, &snapshot.jwt_authorities)];
+    let mut out = vec![jwt_bundle(
+        &snapshot.trust_domain,
+        &snapshot.jwt_authorities,
+    )];
     let matched = snapshot.svids_for(selectors, now);
     for td in super::x509::federated_tds(snapshot, &matched) {
-        let keys = snapshot.federated_jwt.get(td).map_or(&[][..], Vec::as_slice);
+        let keys = snapshot
+            .federated_jwt
+            .get(td)
+            .map_or(&[][..], Vec::as_slice);
         out.push(jwt_bundle(td, keys));
     }
     out

@@ -64,16 +64,16 @@ async fn bundles(path: std::path::PathBuf) -> BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn i16_3_workloads_get_only_the_foreign_bundles_their_entries_federate_with_and_every_change() {
+async fn i16_3_workloads_get_only_the_foreign_bundles_their_entries_federate_with_and_every_change()
+{
     let mut h = harness();
     let b1 = test_ca();
     let c1 = test_ca();
     // A full set as the server sends it: foreign bundles, then the pages.
     h.cache.apply(foreign("b.test", &[&b1], 1));
     h.cache.apply(foreign("c.test", &[&c1], 1));
-    h.cache.apply(SyncEvent::FederatedSet(
-        [td("b.test"), td("c.test")].into(),
-    ));
+    h.cache
+        .apply(SyncEvent::FederatedSet([td("b.test"), td("c.test")].into()));
     h.event(SyncEvent::Full(vec![
         federating("fed", 1, &["b.test"]),
         federating("plain", 2, &[]),
@@ -118,7 +118,11 @@ async fn i16_3_workloads_get_only_the_foreign_bundles_their_entries_federate_wit
         fed(&pushed)["spiffe://b.test"],
         [b1.der.clone(), b2.der.clone()].concat()
     );
-    assert_eq!(h.signer.calls(), calls, "a foreign bundle re-issues nothing");
+    assert_eq!(
+        h.signer.calls(),
+        calls,
+        "a foreign bundle re-issues nothing"
+    );
 
     // Its own trust domain never comes as a foreign bundle.
     h.event(foreign("example.org", &[&c1], 3)).await;
@@ -127,7 +131,10 @@ async fn i16_3_workloads_get_only_the_foreign_bundles_their_entries_federate_wit
 
     // "All revoked": an empty bundle is served as such.
     h.event(foreign("b.test", &[], 3)).await;
-    assert_eq!(fed(&next(&mut s).await)["spiffe://b.test"], Vec::<u8>::new());
+    assert_eq!(
+        fed(&next(&mut s).await)["spiffe://b.test"],
+        Vec::<u8>::new()
+    );
 
     // Removed by the server: gone from the open stream.
     h.event(foreign("b.test", &[&b2], 4)).await;
@@ -137,7 +144,8 @@ async fn i16_3_workloads_get_only_the_foreign_bundles_their_entries_federate_wit
 
     // A later full set that sends only b.test drops c.test.
     h.cache.apply(foreign("b.test", &[&b2], 4));
-    h.cache.apply(SyncEvent::FederatedSet([td("b.test")].into()));
+    h.cache
+        .apply(SyncEvent::FederatedSet([td("b.test")].into()));
     h.event(SyncEvent::Full(vec![
         federating("fed", 1, &["b.test"]),
         federating("plain", 2, &[]),
@@ -151,8 +159,12 @@ async fn i16_3_workloads_get_only_the_foreign_bundles_their_entries_federate_wit
     // c.test back, and an entry now federating with it: its caller is
     // pushed the bundle.
     h.cache.apply(foreign("c.test", &[&c1], 2));
-    h.event(SyncEvent::Upsert(federating("fed", 1, &["b.test", "c.test"])))
-        .await;
+    h.event(SyncEvent::Upsert(federating(
+        "fed",
+        1,
+        &["b.test", "c.test"],
+    )))
+    .await;
     let m = loop {
         // The re-issue for the new entry revision may come as its own update.
         let m = next(&mut s).await;

@@ -337,7 +337,9 @@ async fn i16_3_federated_jwt_bundles_validate_only_for_federating_callers() {
     let b = TrustDomain::parse("b.test").unwrap();
     let foreign = TestJwtKey::es256("b1");
     j.snap.federated.insert(b.clone(), Vec::new());
-    j.snap.federated_jwt.insert(b.clone(), vec![foreign.jwt_key()]);
+    j.snap
+        .federated_jwt
+        .insert(b.clone(), vec![foreign.jwt_key()]);
     j.publish();
     let token = foreign.sign(&json!({
         "sub": "spiffe://b.test/server", "aud": ["db"], "exp": NOW + 60, "iat": NOW,
