@@ -48,6 +48,12 @@ fn certs_in(path: &Path) -> Vec<Vec<u8>> {
     sigil_proto::pem::from_pem(&text).unwrap()
 }
 
+/// Publishes what the Workload API would send; whether files changed.
+async fn publish(h: &mut Helper, leaf: &[u8], own: &[u8], fed: &[(&str, Vec<u8>)]) -> bool {
+    let m = select(response(leaf, own, fed), None).unwrap();
+    h.publish(&m, &Default::default()).await.unwrap()
+}
+
 #[tokio::test]
 async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() {
     let (leaf, own, b1, b2, c1) = (cert(), cert(), cert(), cert(), cert());
@@ -57,14 +63,7 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
         ("spiffe://c.test", c1.clone()),
         ("spiffe://b.test", [b1.clone(), b2.clone()].concat()),
     ];
-    assert!(
-        h.publish(
-            &select(response(&leaf, &own, &fed), None).unwrap(),
-            &Default::default()
-        )
-        .await
-        .unwrap()
-    );
+    assert!(publish(&mut h, &leaf, &own, &fed).await);
     assert_eq!(
         certs_in(&dir.path().join("federated_bundle.pem")),
         [b1.clone(), b2.clone(), c1.clone()],
@@ -79,12 +78,7 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
     // A changed federated bundle alone is an update.
     let fed = [("spiffe://b.test", b2.clone())];
     assert!(
-        h.publish(
-            &select(response(&leaf, &own, &fed), None).unwrap(),
-            &Default::default()
-        )
-        .await
-        .unwrap(),
+        publish(&mut h, &leaf, &own, &fed).await,
         "a federated bundle change rewrites the files"
     );
     assert_eq!(
@@ -93,14 +87,7 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
     );
     // An emptied ("all revoked") bundle, then none: an empty file.
     let fed = [("spiffe://b.test", Vec::new())];
-    assert!(
-        h.publish(
-            &select(response(&leaf, &own, &fed), None).unwrap(),
-            &Default::default()
-        )
-        .await
-        .unwrap()
-    );
+    assert!(publish(&mut h, &leaf, &own, &fed).await);
     assert!(certs_in(&dir.path().join("federated_bundle.pem")).is_empty());
 
     // include_federated_domains: bundle.pem has both.
@@ -110,12 +97,7 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
         "include_federated_domains = true\nfederated_bundle_file_name = \"fed.pem\"\n",
     );
     let fed = [("spiffe://b.test", b1.clone())];
-    h.publish(
-        &select(response(&leaf, &own, &fed), None).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    assert!(publish(&mut h, &leaf, &own, &fed).await);
     assert_eq!(
         certs_in(&dir2.path().join("bundle.pem")),
         [own.clone(), b1.clone()]
