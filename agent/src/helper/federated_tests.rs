@@ -71,7 +71,7 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
     );
     assert_eq!(
         certs_in(&dir.path().join("bundle.pem")),
-        [own.clone()],
+        vec![own.clone()],
         "bundle.pem is the own trust domain's unless include_federated_domains"
     );
 
@@ -83,7 +83,7 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
     );
     assert_eq!(
         certs_in(&dir.path().join("federated_bundle.pem")),
-        [b2.clone()]
+        vec![b2.clone()]
     );
     // An emptied ("all revoked") bundle, then none: an empty file.
     let fed = [("spiffe://b.test", Vec::new())];
@@ -102,7 +102,7 @@ async fn i16_3_helper_writes_federated_bundle_pem_and_appends_only_when_asked() 
         certs_in(&dir2.path().join("bundle.pem")),
         [own.clone(), b1.clone()]
     );
-    assert_eq!(certs_in(&dir2.path().join("fed.pem")), [b1.clone()]);
+    assert_eq!(certs_in(&dir2.path().join("fed.pem")), vec![b1.clone()]);
 
     // A federated bundle that is not DER certificates is refused (the
     // update is skipped, never half written).
