@@ -30,12 +30,7 @@ import threading
 import time
 
 from common import drop_privileges_from_env, emit, error_result, versions
-
-TIMEOUT = 10.0
-
-
-def uri_sans(peer):
-    return [v for (k, v) in peer.get("subjectAltName", ()) if k == "URI"]
+from mtls import TIMEOUT, uri_sans
 
 
 def write_material(source, tds, d):
