@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub bundle: Vec<Vec<u8>>,
     /// Federated trust domains' CA certificates (empty until federation).
     pub federated: BTreeMap<TrustDomain, Vec<Vec<u8>>>,
+    /// Federated trust domains' JWT-SVID signing keys (same trust domains).
+    pub federated_jwt: BTreeMap<TrustDomain, Vec<JwtKey>>,
     /// JWT-SVID signing keys of the agent's own trust domain.
     pub jwt_authorities: Vec<JwtKey>,
     /// `kid`s of tainted JWT keys: tokens they signed are not served.
@@ -66,6 +68,7 @@ impl Snapshot {
             trust_domain,
             bundle,
             federated: BTreeMap::new(),
+            federated_jwt: BTreeMap::new(),
             jwt_authorities: Vec::new(),
             tainted_jwt_key_ids: Vec::new(),
             svids: Vec::new(),

@@ -1,55 +1,28 @@
 //! Consumes the server's entry stream for this agent and feeds the cache: a
 //! full set (assembled from pages), then changes. On any error it reconnects
 //! with exponential backoff and jitter and resumes from the last revision it
-//! saw, so the server only sends what changed meanwhile.
+//! saw, so the server only sends what changed meanwhile. Foreign trust
+//! domains' bundles (federation) come on the same stream; a full set sends
+//! all of them before its last page, and those it did not send are dropped.
+
+mod assemble;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_proto::agent_api as pb;
 use sigil_proto::clock::Clock;
-use sigil_proto::{Selector, SpiffeId, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::cache::{AuthorizedEntry, SyncEvent, TrustBundle};
+use crate::cache::{SyncEvent, TrustBundle};
 use crate::health::ServerContact;
 use crate::rotation;
-use crate::server_client::{ServerClient, trust_bundle};
+use crate::server_client::ServerClient;
+use assemble::Assembler;
 
 /// Called with every bundle the server sends, before the cache sees it.
 pub type OnBundle = dyn Fn(&TrustBundle) + Send + Sync;
-
-/// The domain form of an entry; `None` (the entry is not served) when its
-/// SPIFFE ID or a selector does not parse. Unparsable federated trust
-/// domains are skipped.
-fn authorized_entry(e: pb::Entry) -> Option<AuthorizedEntry> {
-    let spiffe_id = SpiffeId::parse(&e.spiffe_id).ok()?;
-    let selectors = e
-        .selectors
-        .iter()
-        .map(|s| Selector::new(&s.r#type, &s.value))
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    let federates_with = e
-        .federates_with
-        .iter()
-        .filter_map(|t| TrustDomain::parse(t).ok())
-        .collect();
-    Some(AuthorizedEntry {
-        id: e.id,
-        spiffe_id,
-        selectors,
-        x509_svid_ttl_seconds: e.x509_svid_ttl_seconds,
-        dns_names: e.dns_names,
-        federates_with,
-        hint: e.hint,
-        // The wire's 0 means "never".
-        expires_at: (e.expires_at != 0).then_some(e.expires_at),
-        revision: e.revision,
-        created_at: e.created_at,
-    })
-}
 
 /// Reads one stream until it ends, recording in `revision` the last
 /// revision the cache has been given in full, and in `delivered` whether the
@@ -72,7 +45,7 @@ async fn follow(
         .await
         .map_err(|s| client.note_status(&s))?
         .into_inner();
-    let mut pages: Vec<pb::Entry> = Vec::new();
+    let mut assembler = Assembler::default();
     info!(since, "entry sync stream open");
     loop {
         let msg = match stream.message().await {
@@ -87,43 +60,13 @@ async fn follow(
         };
         *delivered = true;
         contact.ok();
-        let ev = match msg.kind {
-            Some(pb::sync_entries_response::Kind::Page(p)) => {
-                pages.extend(p.entries);
-                if !p.last {
-                    continue;
-                }
-                *revision = p.revision;
-                SyncEvent::Full(
-                    std::mem::take(&mut pages)
-                        .into_iter()
-                        .filter_map(authorized_entry)
-                        .collect(),
-                )
+        for ev in assembler.take(msg.kind, revision) {
+            if let SyncEvent::Bundle(b) = &ev {
+                on_bundle(b);
             }
-            Some(pb::sync_entries_response::Kind::Change(ch)) => {
-                *revision = (*revision).max(ch.revision);
-                if ch.kind == pb::entry_change::Kind::Deleted as i32 {
-                    SyncEvent::Delete(ch.entry_id)
-                } else if let Some(e) = ch.entry.and_then(authorized_entry) {
-                    SyncEvent::Upsert(e)
-                } else {
-                    continue;
-                }
+            if tx.send(ev).await.is_err() {
+                return Ok(());
             }
-            Some(pb::sync_entries_response::Kind::Bundle(b)) => {
-                let b = trust_bundle(b);
-                on_bundle(&b);
-                SyncEvent::Bundle(b)
-            }
-            // Federation (issue 16) is not implemented yet: the server sends
-            // neither of these today.
-            Some(pb::sync_entries_response::Kind::FederatedBundle(_))
-            | Some(pb::sync_entries_response::Kind::FederatedBundleRemoved(_)) => continue,
-            None => continue,
-        };
-        if tx.send(ev).await.is_err() {
-            return Ok(());
         }
     }
 }

@@ -74,25 +74,28 @@ impl ResolvesClientCert for SourceCert {
     }
 }
 
+/// The CAs (DER) of `td` the source holds now; none if it has no bundle
+/// for `td`.
+pub fn bundle_cas(source: &X509Source, td: &spiffe::TrustDomain) -> Vec<Vec<u8>> {
+    source
+        .bundle_set()
+        .ok()
+        .and_then(|set| set.get(td))
+        .map(|b| {
+            b.authorities()
+                .iter()
+                .map(|c| c.as_bytes().to_vec())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Trust roots that follow the source's bundle for `td`.
 pub fn roots(source: &Arc<X509Source>, td: &str) -> anyhow::Result<TrustRoots> {
     let td = spiffe::TrustDomain::new(td)?;
     let read = {
         let source = source.clone();
-        let td = td.clone();
-        move || -> Vec<Vec<u8>> {
-            source
-                .bundle_set()
-                .ok()
-                .and_then(|set| set.get(&td))
-                .map(|b| {
-                    b.authorities()
-                        .iter()
-                        .map(|c| c.as_bytes().to_vec())
-                        .collect()
-                })
-                .unwrap_or_default()
-        }
+        move || bundle_cas(&source, &td)
     };
     let roots = TrustRoots::new(read())?;
     let r = roots.clone();

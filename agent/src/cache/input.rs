@@ -1,7 +1,10 @@
 //! What the cache is told, as domain values: the entries this agent is
-//! authorized to serve (parsed, never protobuf), the trust bundle, and the
+//! authorized to serve (parsed, never protobuf), the trust bundle, the
+//! foreign trust domains' bundles its entries federate with, and the
 //! sync events that carry them. `sync.rs` converts the server's messages into
 //! these; nothing past it sees the wire types.
+
+use std::collections::BTreeSet;
 
 use sigil_proto::{JwtKey, Selector, SpiffeId, TrustDomain};
 
@@ -43,6 +46,15 @@ pub struct TrustBundle {
     pub tainted_jwt_key_ids: Vec<String>,
 }
 
+/// A foreign trust domain's bundle, relayed by the server because an entry
+/// of this agent federates with that trust domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignBundle {
+    pub trust_domain: TrustDomain,
+    /// Its CAs may be empty: every SVID of that trust domain is then invalid.
+    pub bundle: TrustBundle,
+}
+
 /// What the sync stream reports.
 #[derive(Debug)]
 pub enum SyncEvent {
@@ -52,4 +64,13 @@ pub enum SyncEvent {
     /// An entry id that is no longer authorized.
     Delete(String),
     Bundle(TrustBundle),
+    /// A foreign bundle, new or changed.
+    Federated(ForeignBundle),
+    /// A foreign trust domain no entry of this agent federates with any more
+    /// (or whose bundle the server deleted): its bundle is dropped.
+    FederatedRemoved(TrustDomain),
+    /// Sent with a full set, just before [`SyncEvent::Full`]: the foreign
+    /// trust domains that full set sent; every other held foreign bundle is
+    /// dropped.
+    FederatedSet(BTreeSet<TrustDomain>),
 }

@@ -15,6 +15,7 @@
 //! draws come from a [`Clock`], so its decisions are unit-tested with a
 //! `ManualClock` (`tests.rs`).
 
+mod federated;
 mod input;
 pub(crate) mod jwt;
 mod served;
@@ -22,7 +23,7 @@ mod signer;
 #[cfg(test)]
 mod tests;
 
-pub use input::{AuthorizedEntry, SyncEvent, TrustBundle};
+pub use input::{AuthorizedEntry, ForeignBundle, SyncEvent, TrustBundle};
 pub use jwt::{
     DEFAULT_JWT_CACHE_SIZE, JwtCache, JwtMinter, MintError, MintFuture, MintedJwt, usable_jwt_keys,
 };
@@ -111,6 +112,8 @@ pub struct Cache<S> {
     bundle: Vec<Vec<u8>>,
     bundle_ids: HashSet<Vec<u8>>,
     tainted: HashSet<Vec<u8>>,
+    /// Foreign trust domains' bundles (federation).
+    federated: federated::Federated,
     /// JWT-SVID signing keys and tainted `kid`s, published for the
     /// Workload API (tokens are minted on demand: `jwt.rs`).
     jwt_authorities: Vec<sigil_proto::JwtKey>,
@@ -156,6 +159,7 @@ impl<S: SvidSigner> Cache<S> {
             bundle,
             bundle_ids,
             tainted: HashSet::new(),
+            federated: Default::default(),
             jwt_authorities: Vec::new(),
             tainted_jwt_key_ids: Vec::new(),
             synced: false,
@@ -186,6 +190,9 @@ impl<S: SvidSigner> Cache<S> {
                 self.entries.remove(&id);
                 self.settle(&id);
             }
+            SyncEvent::Federated(f) => self.federated.set(&self.td, f),
+            SyncEvent::FederatedRemoved(td) => self.federated.remove(&td),
+            SyncEvent::FederatedSet(kept) => self.federated.retain(&kept),
             SyncEvent::Bundle(TrustBundle {
                 x509_authorities: authorities,
                 tainted_key_ids: tainted,
@@ -467,13 +474,16 @@ impl<S: SvidSigner> Cache<S> {
         let snap = Snapshot {
             trust_domain: self.td.clone(),
             bundle: self.bundle.clone(),
-            federated: Default::default(),
+            federated: self.federated.x509(),
+            federated_jwt: self.federated.jwt(),
             jwt_authorities: self.jwt_authorities.clone(),
             tainted_jwt_key_ids: self.tainted_jwt_key_ids.clone(),
             svids,
         };
         self.out.send_if_modified(|cur| {
             let same = cur.bundle == snap.bundle
+                && cur.federated == snap.federated
+                && cur.federated_jwt == snap.federated_jwt
                 && cur.jwt_authorities == snap.jwt_authorities
                 && cur.tainted_jwt_key_ids == snap.tainted_jwt_key_ids
                 && cur.svids.len() == snap.svids.len()

@@ -724,4 +724,5 @@ async fn item9_agent_splits_a_batch_the_server_refuses_as_too_large() {
     assert!(sizes.len() <= 12, "{} calls in 60 s", sizes.len());
 }
 
+mod federation;
 mod stream;

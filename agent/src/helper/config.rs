@@ -1,7 +1,7 @@
 //! The helper's TOML configuration. Key names follow SPIRE's spiffe-helper
 //! where it has one (`agent_address`, `cmd`, `cmd_args`, `cert_dir`,
 //! `svid_file_name`, `svid_key_file_name`, `svid_bundle_file_name`,
-//! `renew_signal`, `pid_file_name`); unknown keys are an error naming the
+//! `renew_signal`, `pid_file_name`, `include_federated_domains`); unknown keys are an error naming the
 //! key, and every check names the key it refused. `consumer_user` (Sigil's)
 //! names who besides root may own the pid file and the process signalled.
 //! The JWT keys (`jwt_svids`, `jwt_bundle_file_name`) are validated here
@@ -67,6 +67,8 @@ struct RawConfig {
     svid_file_name: Option<String>,
     svid_key_file_name: Option<String>,
     svid_bundle_file_name: Option<String>,
+    federated_bundle_file_name: Option<String>,
+    include_federated_domains: Option<bool>,
     cert_file_mode: Option<RawMode>,
     key_file_mode: Option<RawMode>,
     hint: Option<String>,
@@ -113,6 +115,12 @@ pub struct HelperConfig {
     pub svid_file_name: String,
     pub svid_key_file_name: String,
     pub svid_bundle_file_name: String,
+    /// The CAs of every trust domain the SVID's entry federates with (one
+    /// PEM file, possibly empty). Default `federated_bundle.pem`.
+    pub federated_bundle_file_name: String,
+    /// spiffe-helper's `include_federated_domains`: also append those CAs
+    /// to the bundle file. Default false.
+    pub include_federated_domains: bool,
     pub cert_file_mode: u32,
     pub key_file_mode: u32,
     /// Which SVID to write (by its hint); `None`: the first (default) one.
@@ -127,6 +135,7 @@ pub struct HelperConfig {
 pub const DEFAULT_SVID_FILE: &str = "svid.pem";
 pub const DEFAULT_KEY_FILE: &str = "svid_key.pem";
 pub const DEFAULT_BUNDLE_FILE: &str = "bundle.pem";
+pub const DEFAULT_FEDERATED_BUNDLE_FILE: &str = "federated_bundle.pem";
 const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_ONCE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -354,10 +363,31 @@ impl HelperConfig {
                 ),
             ));
         }
+        let federated_bundle_file_name = file_name(
+            "federated_bundle_file_name",
+            raw.federated_bundle_file_name,
+            DEFAULT_FEDERATED_BUNDLE_FILE,
+        )?;
+        if [&svid_file_name, &svid_key_file_name, &svid_bundle_file_name]
+            .contains(&&federated_bundle_file_name)
+        {
+            return Err(invalid(
+                "federated_bundle_file_name",
+                format!(
+                    "{federated_bundle_file_name:?} is also svid_file_name, svid_key_file_name or \
+                     svid_bundle_file_name; the names must differ"
+                ),
+            ));
+        }
         let jwt = jwt_config(
             raw.jwt_svids,
             raw.jwt_bundle_file_name,
-            &[&svid_file_name, &svid_key_file_name, &svid_bundle_file_name],
+            &[
+                &svid_file_name,
+                &svid_key_file_name,
+                &svid_bundle_file_name,
+                &federated_bundle_file_name,
+            ],
         )?;
         let cert_file_mode = mode("cert_file_mode", raw.cert_file_mode, 0o644)?;
         let key_file_mode = mode("key_file_mode", raw.key_file_mode, 0o600)?;
@@ -457,6 +487,8 @@ impl HelperConfig {
             svid_file_name,
             svid_key_file_name,
             svid_bundle_file_name,
+            federated_bundle_file_name,
+            include_federated_domains: raw.include_federated_domains.unwrap_or(false),
             cert_file_mode,
             key_file_mode,
             hint,
@@ -479,6 +511,8 @@ mod tests {
         assert_eq!(c.svid_file_name, "svid.pem");
         assert_eq!(c.svid_key_file_name, "svid_key.pem");
         assert_eq!(c.svid_bundle_file_name, "bundle.pem");
+        assert_eq!(c.federated_bundle_file_name, "federated_bundle.pem");
+        assert!(!c.include_federated_domains);
         assert_eq!((c.cert_file_mode, c.key_file_mode), (0o644, 0o600));
         assert_eq!(c.reload, ReloadConfig::None);
         assert_eq!(c.agent_address, None);
@@ -566,6 +600,14 @@ mod tests {
             (
                 format!("{OK}svid_bundle_file_name = \"svid.pem\"\n"),
                 "svid_bundle_file_name",
+            ),
+            (
+                format!("{OK}federated_bundle_file_name = \"bundle.pem\"\n"),
+                "federated_bundle_file_name: \"bundle.pem\" is also",
+            ),
+            (
+                format!("{OK}federated_bundle_file_name = \"..fed\"\n"),
+                "federated_bundle_file_name",
             ),
             (format!("{OK}key_file_mode = \"0644\"\n"), "key_file_mode"),
             (

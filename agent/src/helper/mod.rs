@@ -2,12 +2,14 @@
 //! (nginx, PostgreSQL, HAProxy). It is a Workload API client like any other
 //! workload: it streams `FetchX509SVID` from the agent's socket, and on every
 //! update that changes its SVID or bundle it publishes `svid.pem` (leaf
-//! first, then intermediates), `svid_key.pem` (PKCS#8) and `bundle.pem` as
-//! one consistent set ([`files`]), then reloads the consumer once
-//! ([`reload`]). With `jwt_svids` / `jwt_bundle_file_name` configured it
-//! also writes a JWT-SVID per audience for that SVID's SPIFFE ID (fetched
-//! again at half the token's life) and the JWT bundle (followed on the
-//! `FetchJWTBundles` stream), in the same set (`jwt`).
+//! first, then intermediates), `svid_key.pem` (PKCS#8), `bundle.pem` and
+//! `federated_bundle.pem` (the CAs of the trust domains the SVID's entry
+//! federates with; with `include_federated_domains` also appended to
+//! `bundle.pem`) as one consistent set ([`files`]), then reloads the
+//! consumer once ([`reload`]). With `jwt_svids` / `jwt_bundle_file_name`
+//! configured it also writes a JWT-SVID per audience for that SVID's SPIFFE
+//! ID (fetched again at half the token's life) and the JWT bundle (followed
+//! on the `FetchJWTBundles` stream), in the same set (`jwt`).
 //! When the agent is down or has no identity for it yet
 //! (`PermissionDenied` "no identity issued") it retries with bounded
 //! exponential backoff. `--once` writes the first update and exits, for
@@ -59,6 +61,8 @@ struct Material {
     chain: Vec<Vec<u8>>,
     key_pkcs8: Vec<u8>,
     bundle: Vec<Vec<u8>>,
+    /// The federated trust domains' CAs, in trust domain order.
+    federated: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Material {
@@ -71,11 +75,12 @@ impl std::fmt::Debug for Material {
 }
 
 /// Picks the SVID with `hint`, or the first (default) one.
-fn select(resp: wl::X509svidResponse, hint: Option<&str>) -> anyhow::Result<Material> {
+fn select(mut resp: wl::X509svidResponse, hint: Option<&str>) -> anyhow::Result<Material> {
     let ids: Vec<String> = resp.svids.iter().map(|s| s.spiffe_id.clone()).collect();
+    let svids = std::mem::take(&mut resp.svids);
     let svid = match hint {
-        None => resp.svids.into_iter().next(),
-        Some(h) => resp.svids.into_iter().find(|s| s.hint == h),
+        None => svids.into_iter().next(),
+        Some(h) => svids.into_iter().find(|s| s.hint == h),
     }
     .with_context(|| match hint {
         None => "the Workload API sent an update without SVIDs".to_string(),
@@ -88,11 +93,25 @@ fn select(resp: wl::X509svidResponse, hint: Option<&str>) -> anyhow::Result<Mate
     if chain.is_empty() || bundle.is_empty() || svid.x509_svid_key.is_empty() {
         anyhow::bail!("the agent sent an SVID without a certificate, key or bundle");
     }
+    // Sorted by trust domain ID, so an unchanged set writes the same files.
+    let mut federated_tds: Vec<(String, Vec<u8>)> = resp.federated_bundles.into_iter().collect();
+    federated_tds.sort();
+    let mut federated = Vec::new();
+    for (td, der) in federated_tds {
+        // An empty bundle (every CA of that trust domain revoked) is no CA.
+        if !der.is_empty() {
+            federated.extend(
+                sigil_proto::pem::certs_from_pem_or_der(&der)
+                    .with_context(|| format!("the agent sent an invalid bundle for {td}"))?,
+            );
+        }
+    }
     Ok(Material {
         spiffe_id: svid.spiffe_id,
         chain,
         key_pkcs8: svid.x509_svid_key,
         bundle,
+        federated,
     })
 }
 
@@ -103,8 +122,9 @@ struct Helper {
     last: Option<Published>,
 }
 
-/// The contents of a published set: leaf, bundle, and the JWT material.
-type Published = (Vec<u8>, Vec<Vec<u8>>, jwt::JwtState);
+/// The contents of a published set: leaf, bundle, federated CAs, and the
+/// JWT material.
+type Published = (Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>, jwt::JwtState);
 
 enum Outcome {
     /// `--once` is done.
@@ -117,14 +137,23 @@ impl Helper {
         let mut jwt_files = jwt.clone();
         // When to refresh is not part of what is written.
         jwt_files.refresh_at = None;
-        let state = (m.chain[0].clone(), m.bundle.clone(), jwt_files);
+        let state = (
+            m.chain[0].clone(),
+            m.bundle.clone(),
+            m.federated.clone(),
+            jwt_files,
+        );
         if self.last.as_ref() == Some(&state) {
             return Ok(false);
         }
-        let svid_pem = sigil_proto::pem::to_pem(&m.chain);
-        let bundle_pem = sigil_proto::pem::to_pem(&m.bundle);
-        let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", m.key_pkcs8.clone()));
         let c = &self.cfg;
+        let svid_pem = sigil_proto::pem::to_pem(&m.chain);
+        let federated_pem = sigil_proto::pem::to_pem(&m.federated);
+        let mut bundle_pem = sigil_proto::pem::to_pem(&m.bundle);
+        if c.include_federated_domains {
+            bundle_pem.push_str(&federated_pem);
+        }
+        let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", m.key_pkcs8.clone()));
         let mut set = vec![
             OutFile {
                 name: &c.svid_file_name,
@@ -139,6 +168,11 @@ impl Helper {
             OutFile {
                 name: &c.svid_bundle_file_name,
                 contents: bundle_pem.as_bytes(),
+                mode: c.cert_file_mode,
+            },
+            OutFile {
+                name: &c.federated_bundle_file_name,
+                contents: federated_pem.as_bytes(),
                 mode: c.cert_file_mode,
             },
         ];
@@ -394,6 +428,8 @@ pub fn validate(path: &Path) -> anyhow::Result<HelperConfig> {
     Ok(HelperConfig::load(path)?)
 }
 
+#[cfg(test)]
+mod federated_tests;
 #[cfg(test)]
 mod tests {
     use super::*;

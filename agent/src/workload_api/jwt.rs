@@ -8,16 +8,34 @@ use super::*;
 use crate::cache::{JwtCache, MintError};
 
 /// The bundles a caller with `selectors` may validate JWT-SVIDs against and
-/// is served by `FetchJWTBundles`: today the agent's own trust domain's.
-/// (Federated trust domains join here.)
-pub(super) fn jwt_bundles_for(snapshot: &Snapshot, _selectors: &[Selector]) -> Vec<SpiffeBundle> {
-    vec![SpiffeBundle {
-        trust_domain: snapshot.trust_domain.clone(),
+/// is served by `FetchJWTBundles`: the agent's own trust domain's, and those
+/// of the trust domains the caller's SVIDs federate with (issue 16; the same
+/// trust domains as its X.509 views, [`super::x509::federated_tds`]).
+pub(super) fn jwt_bundles_for(
+    snapshot: &Snapshot,
+    selectors: &[Selector],
+    now: i64,
+) -> Vec<SpiffeBundle> {
+    let jwt_bundle = |td: &TrustDomain, keys: &[sigil_proto::JwtKey]| SpiffeBundle {
+        trust_domain: td.clone(),
         x509_authorities: Vec::new(),
-        jwt_authorities: snapshot.jwt_authorities.clone(),
+        jwt_authorities: keys.to_vec(),
         sequence: None,
         refresh_hint: None,
-    }]
+    };
+    let mut out = vec![jwt_bundle(
+        &snapshot.trust_domain,
+        &snapshot.jwt_authorities,
+    )];
+    let matched = snapshot.svids_for(selectors, now);
+    for td in super::x509::federated_tds(snapshot, &matched) {
+        let keys = snapshot
+            .federated_jwt
+            .get(td)
+            .map_or(&[][..], Vec::as_slice);
+        out.push(jwt_bundle(td, keys));
+    }
+    out
 }
 
 /// The caller's JWT-SVIDs for `audience`: of `spiffe_id` only when it is
@@ -78,10 +96,10 @@ impl StreamView for JwtBundleView {
         &mut self,
         snapshot: &Snapshot,
         selectors: &[Selector],
-        _: i64,
+        now: i64,
     ) -> Result<Rendered<Self::Msg>, CallError> {
         let mut bundles = BTreeMap::new();
-        for b in jwt_bundles_for(snapshot, selectors) {
+        for b in jwt_bundles_for(snapshot, selectors, now) {
             let jwks = sigil_proto::bundle::encode(&b).map_err(CallError::BadBundle)?;
             bundles.insert(td_id(&b.trust_domain), jwks.into_bytes());
         }
@@ -107,7 +125,7 @@ pub(super) fn validate_jwt(
     req: &pb::ValidateJwtsvidRequest,
     now: i64,
 ) -> Result<pb::ValidateJwtsvidResponse, CallError> {
-    let bundles = jwt_bundles_for(snapshot, selectors);
+    let bundles = jwt_bundles_for(snapshot, selectors, now);
     let v = sigil_proto::jwt::validate(&req.svid, &req.audience, &bundles, now)
         .map_err(CallError::InvalidToken)?;
     Ok(pb::ValidateJwtsvidResponse {

@@ -110,6 +110,7 @@ fn snapshot(ca: &TestCa, svids: Vec<Arc<WorkloadSvid>>) -> Snapshot {
         trust_domain: td(),
         bundle: vec![ca.der.clone()],
         federated: BTreeMap::new(),
+        federated_jwt: BTreeMap::new(),
         jwt_authorities: Vec::new(),
         tainted_jwt_key_ids: Vec::new(),
         svids,
@@ -738,12 +739,23 @@ async fn workload_api_bundles_stream() {
     );
     h.state.send(Arc::new(snap.clone())).unwrap();
     let m = next(&mut s).await.unwrap().unwrap();
-    assert_eq!(m.bundles.len(), 2);
+    assert_eq!(
+        m.bundles.len(),
+        1,
+        "no entry of the caller federates with other.org (issue 16)"
+    );
     assert_eq!(
         m.bundles["spiffe://example.org"],
         [ca.der.clone(), ca2.der.clone()].concat()
     );
     assert_eq!(split_der(&m.bundles["spiffe://example.org"]).len(), 2);
+    // The caller gets an SVID whose entry federates with other.org.
+    let mut a = ca.svid("spiffe://example.org/a", &["unix:uid:1"], far());
+    Arc::get_mut(&mut a).unwrap().federates_with = vec![TrustDomain::parse("other.org").unwrap()];
+    snap.svids.push(a);
+    h.state.send(Arc::new(snap.clone())).unwrap();
+    let m = next(&mut s).await.unwrap().unwrap();
+    assert_eq!(m.bundles.len(), 2);
     assert_eq!(m.bundles["spiffe://other.org"], fed.der);
     h.state.send(Arc::new(snap)).unwrap();
     assert_quiet(&mut s).await;

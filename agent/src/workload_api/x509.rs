@@ -48,19 +48,7 @@ impl StreamView for SvidView {
         };
         let spiffe_id = default.spiffe_id.as_str().to_string();
         let bundle = snapshot.bundle.concat();
-        let federated: BTreeMap<String, Vec<u8>> = matched
-            .iter()
-            .flat_map(|s| s.federates_with.iter())
-            .filter(|td| **td != snapshot.trust_domain)
-            .collect::<BTreeSet<&TrustDomain>>()
-            .into_iter()
-            .filter_map(|td| {
-                snapshot
-                    .federated
-                    .get(td)
-                    .map(|certs| (td_id(td), certs.concat()))
-            })
-            .collect();
+        let federated = federated_x509(snapshot, &matched);
 
         let mut d = Digest::new();
         d.count(matched.len());
@@ -101,7 +89,9 @@ impl StreamView for SvidView {
     }
 }
 
-/// The X.509 bundles: the own trust domain's and every federated one.
+/// The X.509 bundles: the own trust domain's and those of the trust domains
+/// the caller's SVIDs federate with (as SPIRE does: a workload is not told
+/// of trust domains none of its entries federates with).
 pub(super) struct BundleView;
 
 impl StreamView for BundleView {
@@ -110,14 +100,10 @@ impl StreamView for BundleView {
     fn render(
         &mut self,
         snapshot: &Snapshot,
-        _: &[Selector],
-        _: i64,
+        selectors: &[Selector],
+        now: i64,
     ) -> Result<Rendered<Self::Msg>, CallError> {
-        let mut bundles: BTreeMap<String, Vec<u8>> = snapshot
-            .federated
-            .iter()
-            .map(|(td, certs)| (td_id(td), certs.concat()))
-            .collect();
+        let mut bundles = federated_x509(snapshot, &snapshot.svids_for(selectors, now));
         bundles.insert(td_id(&snapshot.trust_domain), snapshot.bundle.concat());
         let mut d = Digest::new();
         d.map(&bundles);
@@ -132,6 +118,34 @@ impl StreamView for BundleView {
             count,
         })
     }
+}
+
+/// The foreign trust domains `svids` federate with (never the own one) of
+/// which the agent holds a bundle: what a caller with those SVIDs may trust
+/// besides its own trust domain (issue 16). One function for every view.
+pub(super) fn federated_tds<'a>(
+    snapshot: &'a Snapshot,
+    svids: &'a [Arc<WorkloadSvid>],
+) -> BTreeSet<&'a TrustDomain> {
+    svids
+        .iter()
+        .flat_map(|s| s.federates_with.iter())
+        .filter(|td| **td != snapshot.trust_domain && snapshot.federated.contains_key(*td))
+        .collect()
+}
+
+/// [`federated_tds`]' X.509 bundles, keyed by trust domain ID, each the
+/// concatenated DER of its CAs (empty when all are revoked).
+fn federated_x509(snapshot: &Snapshot, svids: &[Arc<WorkloadSvid>]) -> BTreeMap<String, Vec<u8>> {
+    federated_tds(snapshot, svids)
+        .into_iter()
+        .filter_map(|td| {
+            snapshot
+                .federated
+                .get(td)
+                .map(|certs| (td_id(td), certs.concat()))
+        })
+        .collect()
 }
 
 /// `spiffe://<td>`, the key of bundle maps.

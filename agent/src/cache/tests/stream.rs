@@ -11,7 +11,7 @@ use crate::workload_api::tests::client_at;
 use crate::workload_api::{SECURITY_HEADER, WorkloadApiLimits, WorkloadApiService, serve};
 use crate::workload_attestor::{PeerCred, ProcessMark, WorkloadAttestError, WorkloadAttestor};
 
-const WAIT: Duration = Duration::from_secs(5);
+pub(super) const WAIT: Duration = Duration::from_secs(5);
 
 /// Gives every caller the same selectors.
 struct FixedAttestor(Vec<Selector>);
@@ -32,7 +32,7 @@ impl WorkloadAttestor for FixedAttestor {
 }
 
 /// Serves the cache's snapshots on a temp socket; the caller is `selectors`.
-async fn serve_cache(
+pub(super) async fn serve_cache(
     rx: watch::Receiver<Arc<Snapshot>>,
     clock: Arc<ManualClock>,
     selectors: &[&str],
@@ -58,7 +58,7 @@ async fn serve_cache(
     (dir, path)
 }
 
-async fn open_stream(path: PathBuf) -> tonic::Streaming<wpb::X509svidResponse> {
+pub(super) async fn open_stream(path: PathBuf) -> tonic::Streaming<wpb::X509svidResponse> {
     let mut req = tonic::Request::new(wpb::X509svidRequest {});
     req.metadata_mut()
         .insert(SECURITY_HEADER, "true".parse().unwrap());

@@ -313,3 +313,60 @@ async fn validate_jwt_svid_refuses_each_bad_token_with_its_reason() {
     }
     j.validate("db", &token).await.unwrap();
 }
+
+/// The JWT bundles served to the harness's caller, by trust domain ID.
+async fn jwt_bundles(j: &JwtHarness) -> (Vec<String>, HashMap<String, Vec<u8>>) {
+    let mut c = j.h.client().await;
+    let mut s = c
+        .fetch_jwt_bundles(req(pb::JwtBundlesRequest {}, Header::Good))
+        .await
+        .unwrap()
+        .into_inner();
+    let m = next(&mut s).await.unwrap().unwrap();
+    let mut tds: Vec<String> = m.bundles.keys().cloned().collect();
+    tds.sort();
+    (tds, m.bundles)
+}
+
+/// Issue 16 item 3: a caller whose SVID's entry federates with b.test
+/// validates b.test's tokens and is served b.test's JWT bundle; a caller
+/// whose entries do not federate with it gets neither.
+#[tokio::test]
+async fn i16_3_federated_jwt_bundles_validate_only_for_federating_callers() {
+    let mut j = JwtHarness::start(&[WEB], TestJwtKey::es256("k1")).await;
+    let b = TrustDomain::parse("b.test").unwrap();
+    let foreign = TestJwtKey::es256("b1");
+    j.snap.federated.insert(b.clone(), Vec::new());
+    j.snap
+        .federated_jwt
+        .insert(b.clone(), vec![foreign.jwt_key()]);
+    j.publish();
+    let token = foreign.sign(&json!({
+        "sub": "spiffe://b.test/server", "aud": ["db"], "exp": NOW + 60, "iat": NOW,
+    }));
+    let e = j.validate("db", &token).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(jwt_bundles(&j).await.0, ["spiffe://example.org"]);
+
+    // The caller's entry now federates with b.test.
+    let s = j.snap.svids[0].clone();
+    j.snap.svids = vec![Arc::new(WorkloadSvid {
+        entry_id: s.entry_id.clone(),
+        spiffe_id: s.spiffe_id.clone(),
+        selectors: s.selectors.clone(),
+        hint: s.hint.clone(),
+        cert_chain: s.cert_chain.clone(),
+        key_pkcs8: s.key_pkcs8.clone(),
+        not_before: s.not_before,
+        not_after: s.not_after,
+        federates_with: vec![b.clone()],
+        entry_created_at: s.entry_created_at,
+    })];
+    j.publish();
+    let v = j.validate("db", &token).await.unwrap();
+    assert_eq!(v.spiffe_id, "spiffe://b.test/server");
+    let (tds, all) = jwt_bundles(&j).await;
+    assert_eq!(tds, ["spiffe://b.test", "spiffe://example.org"]);
+    let jwks: Value = serde_json::from_slice(&all["spiffe://b.test"]).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], "b1");
+}
