@@ -16,7 +16,9 @@ use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 use crate::key_manager::KeyType;
 
 mod limits;
+mod store;
 use limits::check_limits;
+pub use store::{PgTls, PostgresConfig, StoreConfig};
 pub use limits::{
     AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
 };
@@ -173,6 +175,8 @@ struct RawConfig {
     health: Option<HealthConfig>,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    store: StoreConfig,
 }
 
 fn default_bind() -> SocketAddr {
@@ -218,6 +222,8 @@ pub struct ServerConfig {
     /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
     pub health: Option<HealthConfig>,
     pub limits: LimitsConfig,
+    /// `[store]`: sled in `data_dir` (default) or `[store.postgres]`.
+    pub store: StoreConfig,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
@@ -300,6 +306,7 @@ impl ServerConfig {
         if let Some(x) = &self.node_attestor.x509pop {
             p.readable_file("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path);
         }
+        store::check_store_paths(&self.store, &mut p);
         p.into_result()
     }
 
@@ -400,6 +407,7 @@ impl ServerConfig {
             ));
         }
         check_limits(&raw.limits)?;
+        store::check_store(&raw.store)?;
         let admin_socket = raw
             .admin_socket
             .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
@@ -420,6 +428,7 @@ impl ServerConfig {
             rate_limit: raw.rate_limit,
             health: raw.health,
             limits: raw.limits,
+            store: raw.store,
         })
     }
 

@@ -4,13 +4,15 @@
 //! CA journal. Every write is durable (flushed) before it returns `Ok`, so an
 //! API that answers after a store call never acknowledges a lost write.
 //!
-//! Implementations: [`sled::SledStore`] (embedded default). Every backend
-//! must pass [`conformance::run_all`]. [`open`] opens the one the
-//! configuration names.
+//! Implementations: [`sled::SledStore`] (embedded default) and
+//! [`postgres::PgStore`] (shared by several servers). Every backend must
+//! pass [`conformance::run_all`]. [`open`] opens the one the configuration
+//! names.
 
 pub mod conformance;
 pub mod join_token_ids;
 pub mod node_bans;
+pub mod postgres;
 pub mod sled;
 
 use std::sync::Arc;
@@ -24,9 +26,13 @@ use crate::config::ServerConfig;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 pub use node_bans::NodeBan;
 
-/// Opens the store the configuration names: today always the embedded sled
-/// store in `<data_dir>/store`.
+/// Opens the store the configuration names: PostgreSQL with
+/// `[store.postgres]`, else the embedded sled store in `<data_dir>/store`.
 pub fn open(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(pg) = &cfg.store.postgres {
+        let store = self::postgres::PgStore::open(pg).context("opening the PostgreSQL store")?;
+        return Ok(Arc::new(store));
+    }
     let dir = cfg.store_dir();
     let store = self::sled::SledStore::open(&dir)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
