@@ -7,6 +7,7 @@ pub mod der;
 pub mod emitted;
 pub mod interop;
 pub mod mtls;
+pub mod pg;
 pub mod poll;
 pub mod prom;
 pub mod sync_stream;
