@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sigil_server::store::conformance::{StoreFactory, StoreLocation, entry_spec};
 use sigil_server::store::postgres::{PgStore, SCHEMA_VERSION};
@@ -48,6 +49,9 @@ sigil_server::store_conformance_tests!({
     let Some(cluster) = pg::cluster() else { return };
     PgFactory(cluster)
 });
+
+/// Longest the log readers of the two-server test keep following it.
+const READER_LIMIT: Duration = Duration::from_secs(120);
 
 /// Two stores on one new database, as two servers would have.
 fn two_servers(cluster: &PgCluster, max_connections: usize) -> (PgStore, PgStore, String) {
@@ -113,8 +117,10 @@ fn i17_2_two_servers_share_a_gapless_revision_under_concurrent_writers() {
                     barrier.wait();
                     let mut seen = 0u64;
                     let mut polls = 0;
+                    let deadline = Instant::now() + READER_LIMIT;
                     loop {
                         let finished = done.load(Ordering::SeqCst);
+                        assert!(Instant::now() < deadline, "writers still busy after {READER_LIMIT:?}");
                         let current = s.entries_revision().expect("revision");
                         let events = s
                             .entry_events_since(seen)
@@ -136,14 +142,17 @@ fn i17_2_two_servers_share_a_gapless_revision_under_concurrent_writers() {
                 })
             })
             .collect();
-        let written: Vec<u64> = writers
-            .into_iter()
-            .flat_map(|h| h.join().expect("writer thread"))
-            .collect();
+        // Every writer joined (a failed one too) before the readers are
+        // told to stop, so a failure ends the test instead of hanging it.
+        let written: Vec<_> = writers.into_iter().map(|h| h.join()).collect();
         done.store(true, Ordering::SeqCst);
         let followed: Vec<(u64, usize)> = readers
             .into_iter()
             .map(|h| h.join().expect("reader thread"))
+            .collect();
+        let written: Vec<u64> = written
+            .into_iter()
+            .flat_map(|r| r.expect("writer thread"))
             .collect();
         (written, followed)
     });
