@@ -18,10 +18,10 @@ use crate::key_manager::KeyType;
 mod limits;
 mod store;
 use limits::check_limits;
-pub use store::{PgTls, PostgresConfig, StoreConfig};
 pub use limits::{
     AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
 };
+pub use store::{PgTls, PostgresConfig, StoreConfig};
 
 /// Why a configuration was refused. Each message names the key.
 #[derive(Debug, thiserror::Error)]

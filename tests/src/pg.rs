@@ -125,7 +125,11 @@ impl PgCluster {
 /// Where the binaries are: the newest `/usr/lib/postgresql/*/bin` with
 /// `initdb`, `postgres` and `psql`, else `initdb`'s directory on `PATH`.
 pub fn bin_dir() -> Result<PathBuf, String> {
-    let has_all = |d: &Path| ["initdb", "postgres", "psql"].iter().all(|b| d.join(b).is_file());
+    let has_all = |d: &Path| {
+        ["initdb", "postgres", "psql"]
+            .iter()
+            .all(|b| d.join(b).is_file())
+    };
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -179,7 +183,13 @@ fn start() -> anyhow::Result<PgCluster> {
     initdb
         .args(["-D"])
         .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"])
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+        ])
         .args(["--no-sync"])
         .current_dir(&dir)
         .stdin(Stdio::null());
@@ -195,7 +205,9 @@ fn start() -> anyhow::Result<PgCluster> {
     // Loopback only; trusted except for the role that tests passwords.
     std::fs::write(
         data.join("pg_hba.conf"),
-        format!("host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"),
+        format!(
+            "host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"
+        ),
     )
     .context("writing pg_hba.conf")?;
     let port = free_port()?;

@@ -88,7 +88,8 @@ fn i17_2_two_servers_share_a_gapless_revision_under_concurrent_writers() {
                         // Every third change updates this thread's entry.
                         let e = match (&mine, i % 3) {
                             (Some(id), 2) => {
-                                let spec = entry_spec(&format!("/t{t}"), "/p", &[&format!("t:{i}")]);
+                                let spec =
+                                    entry_spec(&format!("/t{t}"), "/p", &[&format!("t:{i}")]);
                                 s.update_entry(id, spec).expect("concurrent update")
                             }
                             _ => {
@@ -120,7 +121,10 @@ fn i17_2_two_servers_share_a_gapless_revision_under_concurrent_writers() {
                     let deadline = Instant::now() + READER_LIMIT;
                     loop {
                         let finished = done.load(Ordering::SeqCst);
-                        assert!(Instant::now() < deadline, "writers still busy after {READER_LIMIT:?}");
+                        assert!(
+                            Instant::now() < deadline,
+                            "writers still busy after {READER_LIMIT:?}"
+                        );
                         let current = s.entries_revision().expect("revision");
                         let events = s
                             .entry_events_since(seen)
@@ -164,9 +168,15 @@ fn i17_2_two_servers_share_a_gapless_revision_under_concurrent_writers() {
         "every change through either store gets its own revision, with no gap"
     );
     for (name, s) in [("A", &a), ("B", &b)] {
-        assert_eq!(s.entries_revision().expect("revision"), total, "store {name}");
         assert_eq!(
-            s.entry_events_since(0).expect("events").map(|v| v.len() as u64),
+            s.entries_revision().expect("revision"),
+            total,
+            "store {name}"
+        );
+        assert_eq!(
+            s.entry_events_since(0)
+                .expect("events")
+                .map(|v| v.len() as u64),
             Some(total),
             "store {name} sees every change in its log"
         );
@@ -178,7 +188,10 @@ fn i17_2_two_servers_share_a_gapless_revision_under_concurrent_writers() {
     let on_a = a.list_entries(&Default::default()).expect("list A");
     let on_b = b.list_entries(&Default::default()).expect("list B");
     assert_eq!(on_a, on_b, "both servers see the same entries");
-    assert_eq!(on_a.len(), 2 * WRITERS_PER_STORE * (CHANGES - CHANGES / 3 + 1));
+    assert_eq!(
+        on_a.len(),
+        2 * WRITERS_PER_STORE * (CHANGES - CHANGES / 3 + 1)
+    );
 }
 
 /// Item 2/4: a join token consumed through both stores at once (8 threads,
@@ -208,10 +221,16 @@ fn i17_2_join_token_raced_through_two_servers_is_used_once() {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
         });
         let winners = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(winners, 1, "round {round}: exactly one consume succeeds: {results:?}");
+        assert_eq!(
+            winners, 1,
+            "round {round}: exactly one consume succeeds: {results:?}"
+        );
         for r in results.iter().filter(|r| r.is_err()) {
             assert!(
                 matches!(r, Err(StoreError::NotFound { .. })),
@@ -240,7 +259,10 @@ fn i17_2_servers_starting_together_migrate_once() {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
         });
         for r in &opened {
             assert!(r.is_ok(), "a concurrent start failed: {r:?}");
@@ -329,7 +351,10 @@ fn i17_1_password_from_password_file_never_in_errors() {
         )
         .expect("create the password role");
     cluster
-        .psql(&db, &format!("ALTER DATABASE {db} OWNER TO {PASSWORD_ROLE}"))
+        .psql(
+            &db,
+            &format!("ALTER DATABASE {db} OWNER TO {PASSWORD_ROLE}"),
+        )
         .expect("hand the database over");
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pg-password");

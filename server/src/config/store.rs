@@ -148,9 +148,7 @@ impl PostgresConfig {
             (Some(other), _) => {
                 return Err(invalid(
                     KEY_CONN,
-                    format!(
-                        "sslmode={other} is not one of disable, prefer, require, verify-full"
-                    ),
+                    format!("sslmode={other} is not one of disable, prefer, require, verify-full"),
                 ));
             }
         };
@@ -274,7 +272,10 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(e.contains("store.postgres.max_connections") && e.contains('0'), "{e}");
+        assert!(
+            e.contains("store.postgres.max_connections") && e.contains('0'),
+            "{e}"
+        );
     }
 
     #[test]

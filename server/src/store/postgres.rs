@@ -138,7 +138,9 @@ fn rustls_connector(cfg: &PostgresConfig) -> StoreResult<MakeRustlsConnect> {
     let mut roots = rustls::RootCertStore::empty();
     for p in pems.iter().filter(|p| p.tag() == "CERTIFICATE") {
         roots
-            .add(rustls_pki_types::CertificateDer::from(p.contents().to_vec()))
+            .add(rustls_pki_types::CertificateDer::from(
+                p.contents().to_vec(),
+            ))
             .map_err(|e| bad(format!("unusable CA certificate: {e}")))?;
     }
     if roots.is_empty() {
@@ -184,7 +186,8 @@ fn to_i64(what: &str, v: u64) -> StoreResult<i64> {
 
 /// A bigint counter read back (never negative as written).
 fn to_u64(table: &str, v: i64) -> StoreResult<u64> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("table {table}: negative counter {v}")))
+    u64::try_from(v)
+        .map_err(|_| StoreError::Corrupt(format!("table {table}: negative counter {v}")))
 }
 
 impl Store for PgStore {
@@ -273,7 +276,11 @@ impl Store for PgStore {
         self.delete_row("sigil_agents", "spiffe_id", id.as_str(), "agent")
     }
 
-    fn admit_agent(&self, expected: Option<&AttestedAgent>, new: &AttestedAgent) -> StoreResult<()> {
+    fn admit_agent(
+        &self,
+        expected: Option<&AttestedAgent>,
+        new: &AttestedAgent,
+    ) -> StoreResult<()> {
         self.swap_agent_tx(expected, new, true)
     }
 

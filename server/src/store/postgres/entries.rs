@@ -152,7 +152,10 @@ impl PgStore {
             let tx = c.transaction().await.map_err(&err)?;
             let revision = lock_revision(&tx, label).await? + 1;
             let row = tx
-                .query_opt("DELETE FROM sigil_entries WHERE id = $1 RETURNING body", &[&id])
+                .query_opt(
+                    "DELETE FROM sigil_entries WHERE id = $1 RETURNING body",
+                    &[&id],
+                )
                 .await
                 .map_err(&err)?;
             let Some(row) = row else {
@@ -171,8 +174,9 @@ impl PgStore {
 
     pub(super) fn get_entry_row(&self, id: &str) -> StoreResult<Option<Entry>> {
         let label = self.label();
-        self.pool
-            .run("reading an entry", async |c| entry_by_id(&*c, id, label).await)
+        self.pool.run("reading an entry", async |c| {
+            entry_by_id(&*c, id, label).await
+        })
     }
 
     pub(super) fn list_entry_rows(&self, filter: &EntryFilter) -> StoreResult<Vec<Entry>> {
@@ -215,8 +219,9 @@ impl PgStore {
 
     pub(super) fn meta_value(&self, name: &str) -> StoreResult<u64> {
         let label = self.label();
-        self.pool
-            .run("reading the revision", async |c| meta(&*c, name, label).await)
+        self.pool.run("reading the revision", async |c| {
+            meta(&*c, name, label).await
+        })
     }
 
     pub(super) fn read_events_page(

@@ -122,7 +122,9 @@ impl Pool {
         let deadline = Instant::now() + self.call_timeout;
         let mut conn = self.get(deadline)?;
         let Some(client) = conn.client.as_mut() else {
-            return Err(StoreError::Io("PostgreSQL pool handed out no client".into()));
+            return Err(StoreError::Io(
+                "PostgreSQL pool handed out no client".into(),
+            ));
         };
         match block_on(op(client), deadline) {
             Some(result) => {
@@ -190,7 +192,9 @@ impl Pool {
     /// Opens a connection on the I/O runtime and sets its timeouts.
     fn connect(&self, deadline: Instant) -> StoreResult<Client> {
         let connector = self.connector.clone();
-        let task = self.handle()?.spawn(async move { connector.connect().await });
+        let task = self
+            .handle()?
+            .spawn(async move { connector.connect().await });
         match block_on(task, deadline) {
             Some(Ok(result)) => result,
             Some(Err(e)) => Err(StoreError::Io(format!(

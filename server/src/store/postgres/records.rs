@@ -296,9 +296,9 @@ impl PgStore {
     ) -> StoreResult<Vec<T>> {
         let err = db(self.label(), "listing");
         let sql = format!("SELECT {key_col}, body FROM {table} ORDER BY {key_col}");
-        let rows = self.pool.run("listing", async |c| {
-            c.query(&sql, &[]).await.map_err(&err)
-        })?;
+        let rows = self
+            .pool
+            .run("listing", async |c| c.query(&sql, &[]).await.map_err(&err))?;
         rows.iter()
             .map(|r| decode(table, r.get(0), r.get(1)))
             .collect()
