@@ -7,12 +7,16 @@
 //! exactly once, servers starting together migrate the schema once, a
 //! schema newer than the build is refused naming both versions, the pool
 //! stays within `max_connections`, and the password comes from
-//! `password_file` and never shows in errors.
+//! `password_file` and never shows in errors, and a store following the
+//! log is woken by another store's write (NOTIFY) or, without one, by its
+//! catch-up poll.
 
 use std::collections::BTreeSet;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use sigil_server::store::conformance::{StoreFactory, StoreLocation, entry_spec};
 use sigil_server::store::postgres::{PgStore, SCHEMA_VERSION};
@@ -52,6 +56,9 @@ sigil_server::store_conformance_tests!({
 
 /// Longest the log readers of the two-server test keep following it.
 const READER_LIMIT: Duration = Duration::from_secs(120);
+
+/// Longest a follower may take to report another server's write.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(10);
 
 /// Two stores on one new database, as two servers would have.
 fn two_servers(cluster: &PgCluster, max_connections: usize) -> (PgStore, PgStore, String) {
@@ -379,4 +386,65 @@ fn i17_1_password_from_password_file_never_in_errors() {
         .expect("write as the password role");
     let shown = format!("{s:?} {cfg:?}");
     assert!(!shown.contains(secret), "Debug shows no password: {shown}");
+}
+
+/// Waits (bounded) until the follower reports at least `revision`.
+fn wait_revision(rt: &tokio::runtime::Runtime, rx: &mut watch::Receiver<u64>, revision: u64) {
+    rt.block_on(async {
+        tokio::time::timeout(FOLLOW_LIMIT, rx.wait_for(|r| *r >= revision))
+            .await
+            .map(|r| r.map(|_| ()))
+    })
+    .unwrap_or_else(|_| {
+        panic!("the follower did not report revision {revision} within {FOLLOW_LIMIT:?}")
+    })
+    .expect("the follower is running");
+}
+
+/// Item 5 (wake-up part): a server following the log is woken by another
+/// server's entry write through NOTIFY, long before its catch-up poll
+/// (an hour) would come.
+#[test]
+fn i17_5_follower_is_woken_by_another_servers_write() {
+    let Some(cluster) = pg::cluster() else { return };
+    let (a, b, _) = two_servers(cluster, 2);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut rx = b
+        .follow_revisions(Duration::from_secs(3600))
+        .expect("follow on B");
+    for i in 0..5 {
+        let spec = entry_spec(&format!("/follow/{i}"), "/p", &["t:1"]);
+        let e = a.create_entry(spec, 1).expect("create on A");
+        wait_revision(&rt, &mut rx, e.revision);
+        let events = b
+            .entry_events_since(e.revision - 1)
+            .expect("events on B")
+            .expect("no pruning");
+        assert_eq!(events.len(), 1, "B reads the change it was woken for");
+    }
+}
+
+/// Item 5 (safety net): a change that sends no notification (made outside
+/// Sigil here) is still reported by the catch-up poll.
+#[test]
+fn i17_5_follower_catches_up_by_polling_without_a_notification() {
+    let Some(cluster) = pg::cluster() else { return };
+    let (_a, b, db) = two_servers(cluster, 2);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut rx = b
+        .follow_revisions(Duration::from_millis(200))
+        .expect("follow on B");
+    cluster
+        .psql(
+            &db,
+            "UPDATE sigil_meta SET value = value + 7 WHERE name = 'entries_revision'",
+        )
+        .expect("raise the revision without NOTIFY");
+    wait_revision(&rt, &mut rx, 7);
 }

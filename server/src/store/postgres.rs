@@ -15,9 +15,11 @@
 //!
 //! Connections and the sync-to-async bridge are in `pool`, the schema and
 //! its migrations in `schema`, entries and their event log in `entries`,
-//! the other records in `records`.
+//! the other records in `records`, following other servers' entry writes
+//! (LISTEN/NOTIFY and a catch-up poll) in `follow`.
 
 mod entries;
+mod follow;
 mod pool;
 mod records;
 mod schema;
@@ -31,6 +33,7 @@ use serde::de::DeserializeOwned;
 use sigil_proto::{SpiffeId, TrustDomain};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use entries::ENTRIES_CHANNEL;
 pub use schema::SCHEMA_VERSION;
 
 use super::{

@@ -344,7 +344,7 @@ async fn finish_entry_tx(tx: Transaction<'_>, revision: u64, label: &str) -> Sto
     tx.commit().await.map_err(&err)
 }
 
-async fn meta(c: &impl GenericClient, name: &str, label: &str) -> StoreResult<u64> {
+pub(super) async fn meta(c: &impl GenericClient, name: &str, label: &str) -> StoreResult<u64> {
     let row = c
         .query_opt("SELECT value FROM sigil_meta WHERE name = $1", &[&name])
         .await

@@ -24,7 +24,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::store::{StoreError, StoreResult};
@@ -92,6 +94,11 @@ impl Pool {
             state: Mutex::new(PoolState::default()),
             freed: Condvar::new(),
         })
+    }
+
+    /// How this pool connects (for a connection of its own, outside it).
+    pub(super) fn connector(&self) -> Arc<Connector> {
+        self.connector.clone()
     }
 
     pub(super) fn label(&self) -> &str {
@@ -194,7 +201,7 @@ impl Pool {
         let connector = self.connector.clone();
         let task = self
             .handle()?
-            .spawn(async move { connector.connect().await });
+            .spawn(async move { connector.connect(None).await });
         match block_on(task, deadline) {
             Some(Ok(result)) => result,
             Some(Err(e)) => Err(StoreError::Io(format!(
@@ -222,8 +229,12 @@ impl Drop for Pool {
 
 impl Connector {
     /// A new connection (its I/O spawned as a task on the current
-    /// runtime) with the statement and lock timeouts set.
-    pub(super) async fn connect(&self) -> StoreResult<Client> {
+    /// runtime) with the statement and lock timeouts set. The server's
+    /// asynchronous messages (notifications) go to `messages`, if given.
+    pub(super) async fn connect(
+        &self,
+        messages: Option<UnboundedSender<AsyncMessage>>,
+    ) -> StoreResult<Client> {
         let failed = |e: tokio_postgres::Error| {
             StoreError::Io(format!(
                 "PostgreSQL at {}: connecting failed: {}",
@@ -234,12 +245,12 @@ impl Connector {
         let client = match &self.tls {
             Some(tls) => {
                 let (client, conn) = self.config.connect(tls.clone()).await.map_err(failed)?;
-                tokio::spawn(drive(conn, self.label.clone()));
+                tokio::spawn(drive(conn, self.label.clone(), messages));
                 client
             }
             None => {
                 let (client, conn) = self.config.connect(NoTls).await.map_err(failed)?;
-                tokio::spawn(drive(conn, self.label.clone()));
+                tokio::spawn(drive(conn, self.label.clone(), messages));
                 client
             }
         };
@@ -255,13 +266,31 @@ impl Connector {
     }
 }
 
-/// Runs a connection's I/O until it closes.
-async fn drive<F>(conn: F, label: String)
-where
-    F: Future<Output = Result<(), tokio_postgres::Error>>,
+/// Runs a connection's I/O until it closes, handing its asynchronous
+/// messages to `messages` (dropped without one).
+async fn drive<S, T>(
+    mut conn: Connection<S, T>,
+    label: String,
+    messages: Option<UnboundedSender<AsyncMessage>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(e) = conn.await {
-        tracing::warn!(database = %label, error = %error_chain(&e), "PostgreSQL connection closed");
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(m)) => {
+                if let Some(tx) = &messages {
+                    // A follower that is gone no longer needs them.
+                    let _ = tx.send(m);
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(database = %label, error = %error_chain(&e),
+                    "PostgreSQL connection closed");
+                return;
+            }
+            None => return,
+        }
     }
 }
 
