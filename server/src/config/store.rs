@@ -213,11 +213,12 @@ fn redact_password(text: &str) -> String {
             .map_or(text.len(), |n| start + n);
         return format!("{}<redacted>{}", &text[..start], &text[end..]);
     }
-    if let (Some(scheme), Some(at)) = (text.find("://"), text.find('@')) {
-        if let Some(colon) = text[scheme + 3..at].find(':') {
-            let start = scheme + 3 + colon + 1;
-            return format!("{}<redacted>{}", &text[..start], &text[at..]);
-        }
+    if let (Some(scheme), Some(at)) = (text.find("://"), text.find('@'))
+        && scheme + 3 <= at
+        && let Some(colon) = text[scheme + 3..at].find(':')
+    {
+        let start = scheme + 3 + colon + 1;
+        return format!("{}<redacted>{}", &text[..start], &text[at..]);
     }
     text.to_string()
 }
