@@ -15,8 +15,10 @@ use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 
 use crate::key_manager::KeyType;
 
+mod federation;
 mod limits;
 mod store;
+pub use federation::{FederationClientConfig, RawFederation, StaticFederation};
 use limits::check_limits;
 pub use limits::{
     AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
@@ -177,6 +179,11 @@ struct RawConfig {
     limits: LimitsConfig,
     #[serde(default)]
     store: StoreConfig,
+    /// `[[federation]]` (issue 16).
+    #[serde(default)]
+    federation: Vec<RawFederation>,
+    #[serde(default)]
+    federation_client: FederationClientConfig,
 }
 
 fn default_bind() -> SocketAddr {
@@ -224,6 +231,10 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// `[store]`: sled in `data_dir` (default) or `[store.postgres]`.
     pub store: StoreConfig,
+    /// `[[federation]]`: static federation relationships.
+    pub federation: Vec<StaticFederation>,
+    /// `[federation_client]`: poll interval bounds.
+    pub federation_refresh: crate::federation::RefreshSettings,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at
@@ -307,6 +318,14 @@ impl ServerConfig {
             p.readable_file("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path);
         }
         store::check_store_paths(&self.store, &mut p);
+        for f in &self.federation {
+            if let Some(c) = &f.record.ca_file {
+                p.readable_file("federation.ca_file", c);
+            }
+            if let Some((b, _)) = &f.bundle_file {
+                p.readable_file("federation.trust_domain_bundle", b);
+            }
+        }
         p.into_result()
     }
 
@@ -408,6 +427,8 @@ impl ServerConfig {
         }
         check_limits(&raw.limits)?;
         store::check_store(&raw.store)?;
+        let federation = federation::check_static(raw.federation, &trust_domain)?;
+        let federation_refresh = raw.federation_client.check()?;
         let admin_socket = raw
             .admin_socket
             .unwrap_or_else(|| raw.data_dir.join("admin.sock"));
@@ -429,6 +450,8 @@ impl ServerConfig {
             health: raw.health,
             limits: raw.limits,
             store: raw.store,
+            federation,
+            federation_refresh,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod entry;
+pub mod federation;
 pub mod key_manager;
 pub mod metrics;
 pub mod node_attestor;

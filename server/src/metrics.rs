@@ -65,6 +65,7 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Seconds until the server's own SVID expires"
     );
+    describe_federation();
     // Present from the start, so dashboards and alerts see zeros, not gaps.
     gauge!(CONNECTED_AGENTS).set(0.0);
 }
@@ -110,4 +111,34 @@ pub fn scrape_gauges(entries: u64, ca_expires_in: i64, svid_expires_in: i64) {
     gauge!(ENTRIES).set(entries as f64);
     gauge!(CA_EXPIRY).set(ca_expires_in as f64);
     gauge!(SVID_EXPIRY).set(svid_expires_in as f64);
+}
+
+// ---- federation (issue 16) ----
+
+pub const FEDERATION_LAST_REFRESH: &str = "sigil_server_federation_last_refresh_timestamp_seconds";
+pub const FEDERATION_REFRESH_FAILURES: &str = "sigil_server_federation_refresh_failures_total";
+
+fn describe_federation() {
+    describe_gauge!(
+        FEDERATION_LAST_REFRESH,
+        metrics::Unit::Seconds,
+        "Unix time of the last accepted fetch of a foreign trust domain's bundle"
+    );
+    describe_counter!(
+        FEDERATION_REFRESH_FAILURES,
+        "Foreign bundle fetches that failed or were refused, by trust domain and reason \
+         (connect, tls, timeout, http_status, body, parse, trust_domain, sequence, config, store)"
+    );
+}
+
+/// A foreign bundle fetch was accepted at `now` (Unix seconds).
+pub fn federation_refreshed(trust_domain: &str, now: i64) {
+    // Unix seconds are far inside f64's exact integer range.
+    gauge!(FEDERATION_LAST_REFRESH, "trust_domain" => trust_domain.to_string()).set(now as f64);
+}
+
+/// A foreign bundle fetch failed or was refused.
+pub fn federation_refresh_failed(trust_domain: &str, reason: &'static str) {
+    counter!(FEDERATION_REFRESH_FAILURES, "trust_domain" => trust_domain.to_string(), "reason" => reason)
+        .increment(1);
 }

@@ -98,6 +98,50 @@ struct Teardown {
 /// socket anyway.
 const STORE_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
+/// Loads the foreign bundles, stores the bundle files of static
+/// relationships whose trust domain has none yet, and starts one bundle
+/// endpoint client per relationship (issue 16).
+fn start_federation(
+    cfg: &ServerConfig,
+    store: Arc<dyn crate::store::Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<crate::federation::Federation>> {
+    use crate::federation::{Federation, bundle_file, foreign::ForeignBundles};
+    let foreign = Arc::new(
+        ForeignBundles::load(store.clone(), cfg.trust_domain.clone())
+            .context("loading foreign bundles")?,
+    );
+    for s in &cfg.federation {
+        let td = &s.record.trust_domain;
+        if let Some((path, format)) = &s.bundle_file
+            && foreign.get(td).is_none()
+        {
+            let bytes = std::fs::read(path).with_context(|| {
+                format!("federation {td}: trust_domain_bundle {}", path.display())
+            })?;
+            let b = bundle_file::parse(td, &bytes, *format).map_err(|m| {
+                anyhow::anyhow!(
+                    "federation {td}: trust_domain_bundle {}: {m}",
+                    path.display()
+                )
+            })?;
+            foreign.put(b).context("storing a federation bundle")?;
+            info!(trust_domain = %td, file = %path.display(), "federation: bundle stored from trust_domain_bundle");
+        }
+    }
+    let federation = Federation::new(
+        store,
+        foreign,
+        clock,
+        cfg.federation_refresh,
+        cfg.federation.iter().map(|s| s.record.clone()).collect(),
+    );
+    federation
+        .reconcile()
+        .context("starting the federation clients")?;
+    Ok(federation)
+}
+
 /// Runs the server until a shutdown signal. `activate_prepared`: see
 /// [`CaSettings::activate_prepared`].
 pub async fn run(cfg: ServerConfig, activate_prepared: bool) -> anyhow::Result<()> {
@@ -194,6 +238,7 @@ async fn serve(
     let refresh_hint = cfg.refresh_hint();
     let registry = Registry::load(store.clone(), cfg.server_id()).context("loading entries")?;
     crate::ttl_limit::report(&registry, cfg.ca_ttl);
+    let federation = start_federation(&cfg, store.clone(), clock.clone())?;
     let service = AdminService::new(
         store.clone(),
         registry.clone(),
@@ -209,7 +254,8 @@ async fn serve(
             bundle_refresh_hint: refresh_hint,
             max_entries_per_request: cfg.limits.max_entries_per_request,
         },
-    );
+    )
+    .with_federation(federation.clone());
     let server_uid = nix::unistd::getuid().as_raw();
     let admin_server = tonic::service::interceptor::InterceptedService::new(
         AdminApiServer::new(service)
@@ -297,7 +343,8 @@ async fn serve(
                 max_sync_streams_per_agent: cfg.limits.agent_api_max_sync_streams_per_agent,
             },
         )
-        .with_shutdown(shutdown_rx.clone());
+        .with_shutdown(shutdown_rx.clone())
+        .with_foreign_bundles(federation.foreign().clone());
         let api = AgentApiServer::new(AgentApiHandle(Arc::new(service)))
             .max_decoding_message_size(cfg.limits.agent_api_max_message_bytes)
             .max_encoding_message_size(cfg.limits.agent_api_max_message_bytes);

@@ -134,18 +134,10 @@ pub fn check_known_selectors(
 
 /// Entry fields the API stores but no part of Sigil acts on yet: refused
 /// when set, rather than stored and silently ignored.
-fn refuse_unimplemented(
-    jwt_svid_ttl: bool,
-    federates_with: bool,
-    admin: bool,
-    downstream: bool,
-) -> Result<(), String> {
+fn refuse_unimplemented(jwt_svid_ttl: bool, admin: bool, downstream: bool) -> Result<(), String> {
     let refusal = if jwt_svid_ttl {
         "jwt_svid_ttl (--jwt-svid-ttl): Sigil does not issue JWT-SVIDs yet, so the TTL would \
          be stored and do nothing; omit it"
-    } else if federates_with {
-        "federates_with (--federates-with): federation is not implemented yet (no foreign \
-         bundle is fetched or sent to workloads); omit it"
     } else if admin {
         "admin (--admin): admin entries are not implemented yet (their SVIDs would grant no \
          admin access); omit it"
@@ -204,12 +196,7 @@ pub fn entry_spec(
     let selectors = parse_selectors("selectors", &e.selectors)?;
     check_known_selectors("selectors", &selectors, allow_unknown)?;
     let jwt_svid_ttl = check_jwt_ttl("jwt_svid_ttl", e.jwt_svid_ttl_seconds)?;
-    refuse_unimplemented(
-        jwt_svid_ttl != 0,
-        !e.federates_with.is_empty(),
-        e.admin,
-        e.downstream,
-    )?;
+    refuse_unimplemented(jwt_svid_ttl != 0, e.admin, e.downstream)?;
     let mut spec = EntrySpec {
         spiffe_id,
         parent_id,
@@ -279,9 +266,6 @@ pub fn apply_update(
     // clears what an older server stored.
     refuse_unimplemented(
         u.jwt_svid_ttl_seconds.is_some_and(|v| v != 0),
-        u.federates_with
-            .as_ref()
-            .is_some_and(|v| !v.values.is_empty()),
         u.admin == Some(true),
         u.downstream == Some(true),
     )?;
@@ -430,10 +414,6 @@ mod tests {
             (
                 Box::new(|e| e.jwt_svid_ttl_seconds = 300),
                 "does not issue JWT-SVIDs yet",
-            ),
-            (
-                Box::new(|e| e.federates_with = vec!["other.org".into()]),
-                "federation is not implemented yet",
             ),
             (Box::new(|e| e.admin = true), "admin entries are not"),
             (

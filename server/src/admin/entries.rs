@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sigil_proto::SpiffeId;
 use sigil_proto::admin_api as pb;
+use sigil_proto::{SpiffeId, TrustDomain};
 use tokio_stream::Stream;
 use tonic::Status;
 use tracing::{info, warn};
@@ -15,6 +15,7 @@ use super::AdminService;
 use super::convert;
 use super::error::{AdminError, invalid, item_error};
 use crate::entry::{Entry, EntryFilter, EntrySpec};
+use crate::federation::foreign::ForeignBundles;
 use crate::registry::Registry;
 use crate::store::StoreError;
 
@@ -137,7 +138,38 @@ fn create_all(
         .collect())
 }
 
+/// Every trust domain `spec` federates with beyond `had` must have a
+/// stored bundle (and not be the server's own): an entry must not promise
+/// workloads a trust they would not get.
+fn check_federates(
+    foreign: Option<&ForeignBundles>,
+    spec: &EntrySpec,
+    had: &[TrustDomain],
+) -> Result<(), String> {
+    for td in spec.federates_with.iter().filter(|td| !had.contains(td)) {
+        if foreign.is_some_and(|f| f.own_trust_domain() == td) {
+            return Err(format!(
+                "federates_with {td}: that is this server's own trust domain, whose bundle \
+                 every workload gets anyway"
+            ));
+        }
+        if foreign.and_then(|f| f.get(td)).is_none() {
+            return Err(format!(
+                "federates_with {td}: no bundle of {td} is stored; create a federation \
+                 relationship (`sigil-server federation create --trust-domain {td} …`) or set \
+                 its bundle (`sigil-server bundle set --trust-domain {td}`) first"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl AdminService {
+    fn check_federates(&self, spec: &EntrySpec, had: &[TrustDomain]) -> Result<(), String> {
+        let foreign = self.federation.as_ref().map(|f| f.foreign().as_ref());
+        check_federates(foreign, spec, had)
+    }
+
     pub(super) async fn create_entries(
         &self,
         req: pb::CreateEntriesRequest,
@@ -162,6 +194,7 @@ impl AdminService {
             .enumerate()
             .map(|(i, e)| {
                 convert::entry_spec(e, &self.settings.limits, now, allow_unknown)
+                    .and_then(|spec| self.check_federates(&spec, &[]).map(|()| spec))
                     .map_err(|m| format!("entry {i}: {m}"))
             })
             .collect();
@@ -242,6 +275,7 @@ impl AdminService {
     ) -> Result<(pb::Entry, bool), Status> {
         let limits = self.settings.limits.clone();
         let now = self.now();
+        let foreign = self.federation.as_ref().map(|f| f.foreign().clone());
         let (e, changed) = self
             .write(move |registry| {
                 let cur = registry.get(&u.id).ok_or_else(|| StoreError::NotFound {
@@ -250,6 +284,8 @@ impl AdminService {
                 })?;
                 let mut spec = cur.spec.clone();
                 convert::apply_update(&mut spec, &u, &limits, now).map_err(AdminError::Invalid)?;
+                check_federates(foreign.as_deref(), &spec, &cur.spec.federates_with)
+                    .map_err(AdminError::Invalid)?;
                 let e = registry.update(&u.id, spec)?;
                 let changed = e.revision != cur.revision;
                 Ok((e, changed))

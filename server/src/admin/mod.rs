@@ -1,7 +1,8 @@
 //! The admin API service (`sigil.admin.v1.AdminApi`) on the local admin
 //! socket. This file holds the service and the one `impl AdminApi`, which
 //! dispatches each method to the file of its resource: [`entries`],
-//! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] (minted SVIDs).
+//! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] (minted SVIDs),
+//! [`federation`] (relationships and foreign bundles).
 //! Protobuf stops in those files; errors become a `Status` in one place
 //! ([`error`]): a safe message out, the full chain in the log.
 
@@ -11,6 +12,7 @@ pub mod client;
 pub mod convert;
 pub mod entries;
 pub mod error;
+pub mod federation;
 pub mod socket;
 pub mod tokens;
 pub mod x509;
@@ -58,6 +60,8 @@ pub struct AdminService {
     /// Held by every entry write, so a batch's all-or-nothing check and
     /// its write see no other admin write in between.
     writes: Arc<std::sync::Mutex<()>>,
+    /// Federation relationships and foreign bundles (issue 16).
+    federation: Option<Arc<crate::federation::Federation>>,
 }
 
 impl AdminService {
@@ -77,7 +81,14 @@ impl AdminService {
             clock,
             settings,
             writes: Arc::new(std::sync::Mutex::new(())),
+            federation: None,
         }
+    }
+
+    /// Serves the federation RPCs from `federation`.
+    pub fn with_federation(mut self, federation: Arc<crate::federation::Federation>) -> Self {
+        self.federation = Some(federation);
+        self
     }
 
     fn now(&self) -> i64 {
@@ -289,6 +300,94 @@ impl AdminApi for AdminService {
         let slot = ca::parse_slot(&req.slot)?;
         let force = req.force;
         self.ca_op(ca::Op::Revoke { slot, force })
+            .await
+            .map(Response::new)
+    }
+
+    // ---- issue 16: federation ----
+
+    async fn create_federation(
+        &self,
+        req: Request<pb::Federation>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        self.create_federation(req.into_inner(), false)
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_federation(
+        &self,
+        req: Request<pb::Federation>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        self.create_federation(req.into_inner(), true)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_federation(
+        &self,
+        req: Request<pb::TrustDomainRequest>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        self.get_federation(req.into_inner().trust_domain)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_federations(
+        &self,
+        _req: Request<pb::ListFederationsRequest>,
+    ) -> Result<Response<pb::ListFederationsResponse>, Status> {
+        self.list_federations().await.map(Response::new)
+    }
+
+    async fn delete_federation(
+        &self,
+        req: Request<pb::TrustDomainRequest>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        self.delete_federation(req.into_inner().trust_domain)
+            .await
+            .map(Response::new)
+    }
+
+    async fn refresh_federation(
+        &self,
+        req: Request<pb::TrustDomainRequest>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        self.refresh_federation(req.into_inner().trust_domain)
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_foreign_bundle(
+        &self,
+        req: Request<pb::SetForeignBundleRequest>,
+    ) -> Result<Response<pb::ForeignBundle>, Status> {
+        self.set_foreign_bundle(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_foreign_bundle(
+        &self,
+        req: Request<pb::TrustDomainRequest>,
+    ) -> Result<Response<pb::ForeignBundle>, Status> {
+        self.get_foreign_bundle(req.into_inner().trust_domain)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_foreign_bundles(
+        &self,
+        _req: Request<pb::ListForeignBundlesRequest>,
+    ) -> Result<Response<pb::ListForeignBundlesResponse>, Status> {
+        self.list_foreign_bundles().await.map(Response::new)
+    }
+
+    async fn delete_foreign_bundle(
+        &self,
+        req: Request<pb::TrustDomainRequest>,
+    ) -> Result<Response<pb::ForeignBundle>, Status> {
+        self.delete_foreign_bundle(req.into_inner().trust_domain)
             .await
             .map(Response::new)
     }

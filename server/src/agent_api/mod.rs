@@ -85,6 +85,8 @@ pub struct AgentApiService {
     /// Ends open sync streams on shutdown (see [`AgentApiService::with_shutdown`]).
     shutdown: Option<watch::Receiver<bool>>,
     sync_streams: sync::StreamCount,
+    /// Foreign bundles sync streams send (issue 16).
+    foreign: Option<Arc<crate::federation::foreign::ForeignBundles>>,
 }
 
 impl AgentApiService {
@@ -114,7 +116,18 @@ impl AgentApiService {
             attestors: attestors.into_iter().map(|a| (a.name(), a)).collect(),
             settings,
             shutdown: None,
+            foreign: None,
         }
+    }
+
+    /// Sync streams send agents the foreign bundles their entries federate
+    /// with, from `foreign`.
+    pub fn with_foreign_bundles(
+        mut self,
+        foreign: Arc<crate::federation::foreign::ForeignBundles>,
+    ) -> AgentApiService {
+        self.foreign = Some(foreign);
+        self
     }
 
     /// Open sync streams end when `shutdown` turns `true`, so the server's
@@ -451,6 +464,7 @@ impl AgentApi for AgentApiHandle {
                 clock: self.0.clock.clone(),
                 refresh_hint: self.0.refresh_hint(),
                 open: self.0.sync_streams.clone(),
+                foreign: self.0.foreign.clone(),
             },
             c,
             r.since_revision,

@@ -12,6 +12,7 @@
 //! with `RESOURCE_EXHAUSTED` (the open ones keep working; a dead one is
 //! freed when HTTP/2 keepalive closes its connection).
 
+mod federated;
 mod resume;
 
 use std::collections::HashSet;
@@ -62,6 +63,8 @@ pub struct SyncContext {
     pub refresh_hint: i64,
     /// The streams each agent has open.
     pub open: StreamCount,
+    /// Foreign bundles for entries that federate (issue 16); none: not sent.
+    pub foreign: Option<Arc<crate::federation::foreign::ForeignBundles>>,
 }
 
 type Tx = mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>;
@@ -103,6 +106,8 @@ struct Stream {
     next_expiry: Option<i64>,
     /// Whether the caller was re-checked for the batch being sent now.
     checked: bool,
+    /// The foreign bundles the agent holds and should hold.
+    federated: federated::Federated,
 }
 
 /// The method name an open stream's re-checks log under.
@@ -168,6 +173,32 @@ impl Stream {
         self.parents = view.parents.clone();
         self.known = view.entries.iter().map(|e| e.id.clone()).collect();
         self.next_expiry = view.next_expiry;
+        self.federated.set_view(&view.entries);
+    }
+
+    /// Sends the foreign bundles the agent's entries now need and the
+    /// removals of those they no longer do.
+    async fn push_federated(&mut self) -> Result<(), ()> {
+        let Some(foreign) = self.ctx.foreign.clone() else {
+            return Ok(());
+        };
+        for m in self.federated.diff(&foreign) {
+            let kind = match m {
+                federated::Send::Bundle(b) => {
+                    debug!(agent_id = %self.caller.id, trust_domain = %b.trust_domain, sequence = b.sequence, "sending a federated bundle");
+                    pb::sync_entries_response::Kind::FederatedBundle(bundle_to_pb(
+                        &b,
+                        self.ctx.refresh_hint,
+                    ))
+                }
+                federated::Send::Removed(td) => {
+                    debug!(agent_id = %self.caller.id, trust_domain = %td, "federated bundle removed");
+                    pb::sync_entries_response::Kind::FederatedBundleRemoved(td.to_string())
+                }
+            };
+            self.send(msg(kind)).await?;
+        }
+        Ok(())
     }
 
     /// Sends the whole authorized set in pages; the last page says so.
@@ -178,6 +209,9 @@ impl Stream {
 
     async fn full_from(&mut self, view: AgentView) -> Result<(), ()> {
         self.adopt(&view);
+        // Every federated bundle goes before the last page.
+        self.federated.forget_sent();
+        self.push_federated().await?;
         let mut chunks = view.entries.chunks(self.page).peekable();
         if chunks.peek().is_none() {
             return self.page_msg(vec![], true).await;
@@ -270,12 +304,14 @@ impl Stream {
         }
         if !ev.is_deleted() && authz::is_authorized(e, &self.parents, self.now()) {
             self.known.insert(e.id.clone());
+            self.federated.upsert(e);
             if let Some(t) = e.spec.expires_at {
                 self.next_expiry = Some(self.next_expiry.map_or(t, |n| n.min(t)));
             }
             return self.send(upsert(e)).await;
         }
         if self.known.remove(&e.id) {
+            self.federated.remove(&e.id);
             self.send(deleted(&e.id, e.revision)).await
         } else {
             Ok(())
@@ -306,6 +342,11 @@ impl Stream {
         // Subscribe before the snapshot so no change falls in between.
         let mut events = self.ctx.registry.subscribe();
         let mut bundles = self.ctx.ca.subscribe_bundle();
+        let mut foreign = match &self.ctx.foreign {
+            Some(f) => f.subscribe(),
+            // Never changes: no foreign bundles are sent.
+            None => tokio::sync::watch::channel(0).1,
+        };
         let mut recheck = tokio::time::interval(RECHECK);
         recheck.tick().await;
         let start = async {
@@ -313,7 +354,8 @@ impl Stream {
             if since == 0 {
                 self.full().await
             } else {
-                self.resume(since).await
+                self.resume(since).await?;
+                self.push_federated().await
             }
         };
         if start.await.is_err() {
@@ -337,6 +379,10 @@ impl Stream {
                     Ok(()) => self.send_bundle().await,
                     Err(_) => return,
                 },
+                r = foreign.changed(), if self.ctx.foreign.is_some() => match r {
+                    Ok(()) => Ok(()),
+                    Err(_) => return,
+                },
                 _ = recheck.tick() => match self.recheck() {
                     Ok(()) => Ok(()),
                     Err(status) => {
@@ -348,7 +394,7 @@ impl Stream {
                 _ = expiry_timer(self.until_expiry()) => self.on_expiry_timer().await,
                 _ = self.tx.closed() => return,
             };
-            if step.is_err() {
+            if step.is_err() || self.push_federated().await.is_err() {
                 return;
             }
         }
@@ -397,6 +443,7 @@ pub fn start(
         revision: 0,
         next_expiry: None,
         checked: false,
+        federated: federated::Federated::default(),
     };
     tokio::spawn(s.run(since));
     Ok(rx)

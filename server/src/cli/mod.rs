@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod entry;
 pub mod entry_file;
+pub mod federation;
 pub mod output;
 
 use std::path::PathBuf;
@@ -73,6 +74,9 @@ pub enum Command {
     Ca(ca::CaCommand),
     /// Check that the server answers and is healthy.
     Healthcheck(Common),
+    /// Federate with foreign trust domains (fetch their bundles).
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
 }
 
 /// Options every admin command takes.
@@ -236,10 +240,34 @@ pub enum BundleFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
-    /// Print the trust domain's bundle.
+    /// Print the trust domain's bundle (or a foreign one's).
     Show {
         #[arg(long, value_enum, default_value = "pem")]
         format: BundleFormat,
+        /// A foreign trust domain (default: this server's own).
+        #[arg(long, value_parser = sigil_proto::TrustDomain::parse)]
+        trust_domain: Option<sigil_proto::TrustDomain>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Store a foreign trust domain's bundle by hand.
+    Set {
+        #[command(flatten)]
+        args: federation::BundleSetArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every foreign trust domain's bundle.
+    List {
+        #[arg(long, value_enum, default_value = "pem")]
+        format: BundleFormat,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete a foreign trust domain's bundle (agents drop it).
+    Delete {
+        #[arg(long, value_parser = sigil_proto::TrustDomain::parse)]
+        trust_domain: sigil_proto::TrustDomain,
         #[command(flatten)]
         common: Common,
     },
@@ -325,7 +353,12 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
         Command::Entry(cmd) => entry::run(cmd).await,
         Command::Agent(cmd) => run_agent(cmd).await,
         Command::Ca(cmd) => ca::run_ca(cmd).await,
-        Command::Bundle(BundleCommand::Show { format, common }) => {
+        Command::Federation(cmd) => federation::run(cmd).await,
+        Command::Bundle(BundleCommand::Show {
+            format,
+            trust_domain: None,
+            common,
+        }) => {
             let mut c = connect(&common.socket).await?;
             let b = c
                 .get_bundle(pb::GetBundleRequest {})
@@ -350,6 +383,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bundle(cmd) => federation::run_bundle(cmd).await,
         Command::Token(TokenCommand::Generate {
             ttl,
             spiffe_id,

@@ -10,6 +10,7 @@
 //! names.
 
 pub mod conformance;
+pub mod federation;
 pub mod join_token_ids;
 pub mod node_bans;
 pub mod postgres;
@@ -24,6 +25,7 @@ use sigil_proto::{Selector, SpiffeId, TrustDomain};
 pub use crate::ca::journal::{CaJournal, CaSlot, SlotId, SlotState};
 use crate::config::ServerConfig;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
+pub use federation::{EndpointProfile, FederationRecord};
 pub use node_bans::NodeBan;
 
 /// Opens the store the configuration names: PostgreSQL with
@@ -234,12 +236,26 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_bundle(&self, td: &TrustDomain) -> StoreResult<Option<BundleRecord>>;
     /// Stores the bundle's authorities. The stored `sequence` is the previous
-    /// one + 1 if the authorities or taints changed (1 for a new bundle), else it stays;
-    /// the given `sequence` is ignored. Returns the bundle as stored.
+    /// one + 1 if the authorities or taints changed, else it stays; a new
+    /// bundle gets 1 + the highest sequence any earlier bundle of that trust
+    /// domain had (1 if there never was one), so a sequence never repeats,
+    /// also across `delete_bundle` and restarts. The given `sequence` is
+    /// ignored. Returns the bundle as stored.
     fn put_bundle(&self, bundle: BundleRecord) -> StoreResult<BundleRecord>;
     fn list_bundles(&self) -> StoreResult<Vec<BundleRecord>>;
-    /// `NotFound` if absent.
+    /// `NotFound` if absent. Keeps the bundle's sequence as the trust
+    /// domain's high-water mark (see [`Store::put_bundle`]).
     fn delete_bundle(&self, td: &TrustDomain) -> StoreResult<()>;
+
+    // ---- federation relationships ----
+
+    /// Stores `rel`, replacing any relationship with its trust domain.
+    fn put_federation(&self, rel: &FederationRecord) -> StoreResult<()>;
+    fn get_federation(&self, td: &TrustDomain) -> StoreResult<Option<FederationRecord>>;
+    /// Every relationship, ordered by trust domain.
+    fn list_federations(&self) -> StoreResult<Vec<FederationRecord>>;
+    /// `NotFound` if absent.
+    fn delete_federation(&self, td: &TrustDomain) -> StoreResult<()>;
 
     // ---- CA journal ----
 

@@ -10,7 +10,8 @@
 //! before N. Each entry transaction also sends `NOTIFY sigil_entries` with
 //! its last revision, delivered at commit, for servers that follow the log.
 //! Join tokens are consumed with `DELETE … RETURNING` (one winner across
-//! servers); agent records, bundles and the CA journal are compare-and-swap
+//! servers); agent records, bundles (with each trust domain's sequence
+//! high-water mark) and the CA journal are compare-and-swap
 //! under row locks; node bans and admissions serialize on an advisory lock.
 //!
 //! Connections and the sync-to-async bridge are in `pool`, the schema and
@@ -37,8 +38,8 @@ pub use entries::ENTRIES_CHANNEL;
 pub use schema::SCHEMA_VERSION;
 
 use super::{
-    AttestedAgent, BundleRecord, CaJournal, JoinTokenRecord, NodeBan, Store, StoreError,
-    StoreResult,
+    AttestedAgent, BundleRecord, CaJournal, FederationRecord, JoinTokenRecord, NodeBan, Store,
+    StoreError, StoreResult,
 };
 use crate::config::{PgTls, PostgresConfig};
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
@@ -317,7 +318,29 @@ impl Store for PgStore {
     }
 
     fn delete_bundle(&self, td: &TrustDomain) -> StoreResult<()> {
-        self.delete_row("sigil_bundles", "trust_domain", td.as_str(), "bundle")
+        self.delete_bundle_tx(td)
+    }
+
+    fn put_federation(&self, rel: &FederationRecord) -> StoreResult<()> {
+        self.put_federation_row(rel)
+    }
+
+    fn get_federation(&self, td: &TrustDomain) -> StoreResult<Option<FederationRecord>> {
+        self.get_federation_row(td)
+    }
+
+    fn list_federations(&self) -> StoreResult<Vec<FederationRecord>> {
+        self.list_bodies("sigil_federations", "trust_domain")
+    }
+
+    fn delete_federation(&self, td: &TrustDomain) -> StoreResult<()> {
+        let key = td.as_str();
+        self.delete_row(
+            "sigil_federations",
+            "trust_domain",
+            key,
+            "federation relationship",
+        )
     }
 
     fn get_ca_journal(&self) -> StoreResult<CaJournal> {

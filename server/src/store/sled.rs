@@ -13,6 +13,8 @@
 //! | `agents`       | agent SPIFFE ID                       | [`AttestedAgent`]        |
 //! | `node_bans`    | ban rule (`x509pop:spki:sha256:<hex>`) | [`NodeBan`](super::NodeBan) |
 //! | `bundles`      | trust domain name                     | [`BundleRecord`]         |
+//! | `meta`         | `bundle_sequence_hwm:<trust domain>`  | big-endian u64: sequence of the last deleted bundle |
+//! | `federations`  | trust domain name                     | [`FederationRecord`](super::FederationRecord) |
 //! | `ca_journal`   | `journal`                             | [`CaJournal`]            |
 //!
 //! Changes that touch several trees run in one sled transaction, and every
@@ -46,11 +48,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use codec::{
     EntryRow, abort, decode, decode_all, decode_u64, encode, tx_decode, tx_encode, tx_log_event,
-    tx_next_revision,
+    tx_meta_u64, tx_next_revision,
 };
 
 use super::{
-    AttestedAgent, BundleRecord, CaJournal, JoinTokenRecord, Store, StoreError, StoreResult,
+    AttestedAgent, BundleRecord, CaJournal, FederationRecord, JoinTokenRecord, Store, StoreError,
+    StoreResult,
 };
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 
@@ -63,6 +66,7 @@ const T_AGENTS: &str = "agents";
 const T_NODE_BANS: &str = "node_bans";
 const T_BUNDLES: &str = "bundles";
 const T_CA_JOURNAL: &str = "ca_journal";
+const T_FEDERATIONS: &str = "federations";
 
 /// `meta`: the store-wide entry revision (revision of the last change).
 const K_REVISION: &str = "entries_revision";
@@ -70,6 +74,8 @@ const K_REVISION: &str = "entries_revision";
 const K_PRUNED_UPTO: &str = "events_pruned_upto";
 /// `meta`: the on-disk layout version, checked on open.
 const K_FORMAT_VERSION: &str = "format_version";
+/// `meta`: prefix of a trust domain's bundle sequence high-water mark.
+const K_BUNDLE_HWM: &str = "bundle_sequence_hwm:";
 /// `ca_journal`: the one key.
 const K_JOURNAL: &str = "journal";
 
@@ -95,6 +101,7 @@ pub struct SledStore {
     node_bans: sled::Tree,
     bundles: sled::Tree,
     ca_journal: sled::Tree,
+    federations: sled::Tree,
     rng: SystemRandom,
     /// Test seam: how many of the next flushes fail.
     #[cfg(test)]
@@ -166,6 +173,10 @@ impl SledStore {
     }
 
     fn meta_u64(&self, key: &'static str) -> StoreResult<u64> {
+        self.meta_u64_key(key)
+    }
+
+    fn meta_u64_key(&self, key: &str) -> StoreResult<u64> {
         match self.meta.get(key).map_err(|e| self.io(e))? {
             Some(v) => decode_u64(T_META, key, &v),
             None => Ok(0),
@@ -476,8 +487,9 @@ impl Store for SledStore {
 
     fn put_bundle(&self, bundle: BundleRecord) -> StoreResult<BundleRecord> {
         let key = bundle.trust_domain.as_str().to_string();
-        let (old, stored) = (&self.bundles,)
-            .transaction(|(bundles,)| {
+        let hwm_key = format!("{K_BUNDLE_HWM}{key}");
+        let (old, stored) = (&self.bundles, &self.meta)
+            .transaction(|(bundles, meta)| {
                 let old: Option<BundleRecord> = bundles
                     .get(key.as_bytes())?
                     .map(|v| tx_decode(T_BUNDLES, &key, &v))
@@ -491,7 +503,7 @@ impl Store for SledStore {
                         return Ok((None, old.clone()));
                     }
                     Some(old) => old.sequence + 1,
-                    None => 1,
+                    None => tx_meta_u64(meta, &hwm_key)? + 1,
                 };
                 let new = BundleRecord {
                     sequence,
@@ -516,7 +528,39 @@ impl Store for SledStore {
     }
 
     fn delete_bundle(&self, td: &TrustDomain) -> StoreResult<()> {
+        // The high-water mark first: written alone it is harmless (a
+        // sequence may skip numbers, never repeat one).
+        if let Some(old) = self.get_bundle(td)? {
+            let hwm_key = format!("{K_BUNDLE_HWM}{td}");
+            let hwm = self.meta_u64_key(&hwm_key)?.max(old.sequence);
+            self.meta
+                .insert(hwm_key.as_bytes(), &hwm.to_be_bytes())
+                .map_err(|e| self.io(e))?;
+        }
         self.remove_flushed(&self.bundles, td.as_str(), "bundle")
+    }
+
+    fn put_federation(&self, rel: &FederationRecord) -> StoreResult<()> {
+        let key = rel.trust_domain.as_str();
+        let bytes = encode(T_FEDERATIONS, key, rel)?;
+        let old = self
+            .federations
+            .insert(key, bytes.as_slice())
+            .map_err(|e| self.io(e))?;
+        let undo = || self.undo_put(&self.federations, "federation", key, Some(&bytes), old);
+        self.flush_or_undo(&format!("federation relationship {key}"), undo)
+    }
+
+    fn get_federation(&self, td: &TrustDomain) -> StoreResult<Option<FederationRecord>> {
+        self.get_json(&self.federations, T_FEDERATIONS, td.as_str())
+    }
+
+    fn list_federations(&self) -> StoreResult<Vec<FederationRecord>> {
+        self.scan_json(&self.federations, T_FEDERATIONS)
+    }
+
+    fn delete_federation(&self, td: &TrustDomain) -> StoreResult<()> {
+        self.remove_flushed(&self.federations, td.as_str(), "federation relationship")
     }
 
     fn get_ca_journal(&self) -> StoreResult<CaJournal> {

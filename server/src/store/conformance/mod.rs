@@ -20,7 +20,7 @@
 //!
 //! This file holds the runner and the macro; the checks live one file per
 //! kind of record (entries, events, reopen, tokens, agents, node bans, bundles,
-//! journal, concurrency), their fixtures in `fixtures`.
+//! federations, journal, concurrency), their fixtures in `fixtures`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
@@ -77,6 +77,11 @@ pub const CHECKS: &[(&str, Check)] = &[
         i21_8_node_bans_persist_and_are_checked_atomically,
     ),
     ("bundles", bundles),
+    ("federations", federations),
+    (
+        "item4_bundle_sequence_survives_delete_and_reopen",
+        item4_bundle_sequence_survives_delete_and_reopen,
+    ),
     ("ca_journal", ca_journal),
     ("concurrent_entry_changes", concurrent_entry_changes),
     ("concurrent_duplicate_creates", concurrent_duplicate_creates),
@@ -119,6 +124,8 @@ macro_rules! store_conformance_tests {
             item1_agent_swap_never_undoes_a_ban,
             i21_8_node_bans_persist_and_are_checked_atomically,
             bundles,
+            federations,
+            item4_bundle_sequence_survives_delete_and_reopen,
             ca_journal,
             concurrent_entry_changes,
             concurrent_duplicate_creates,
@@ -159,6 +166,7 @@ mod bundles;
 mod concurrency;
 mod entries;
 mod events;
+mod federations;
 mod fixtures;
 mod journal;
 mod node_bans;
@@ -170,6 +178,7 @@ pub use bundles::*;
 pub use concurrency::*;
 pub use entries::*;
 pub use events::*;
+pub use federations::*;
 pub use fixtures::{TRUST_DOMAIN, entry_spec, spiffe_id};
 pub use journal::*;
 pub use node_bans::*;

@@ -198,7 +198,16 @@ impl PgStore {
                     return Ok(old.clone());
                 }
                 Some(old) => old.sequence + 1,
-                None => 1,
+                None => {
+                    let mark = tx
+                        .query_opt(
+                            "SELECT sequence FROM sigil_bundle_marks WHERE trust_domain = $1",
+                            &[&key],
+                        )
+                        .await
+                        .map_err(&err)?;
+                    mark.map_or(Ok(0), |r| to_u64("sigil_bundle_marks", r.get(0)))? + 1
+                }
             };
             let new = BundleRecord {
                 sequence,
@@ -215,6 +224,65 @@ impl PgStore {
             tx.commit().await.map_err(&err)?;
             Ok(new)
         })
+    }
+
+    /// Deletes a bundle, keeping its sequence as the trust domain's
+    /// high-water mark in the same transaction.
+    pub(super) fn delete_bundle_tx(&self, td: &TrustDomain) -> StoreResult<()> {
+        let label = self.label();
+        let key = td.as_str();
+        let err = db(label, "deleting a bundle");
+        self.pool.run("deleting a bundle", async |c| {
+            let tx = c.transaction().await.map_err(&err)?;
+            advisory_lock(&tx, BUNDLES_LOCK, label).await?;
+            let row = tx
+                .query_opt(
+                    "DELETE FROM sigil_bundles WHERE trust_domain = $1 RETURNING body",
+                    &[&key],
+                )
+                .await
+                .map_err(&err)?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound {
+                    what: "bundle",
+                    key: key.to_string(),
+                });
+            };
+            let old: BundleRecord = decode("sigil_bundles", key, row.get(0))?;
+            tx.execute(
+                "INSERT INTO sigil_bundle_marks (trust_domain, sequence) VALUES ($1, $2) \
+                 ON CONFLICT (trust_domain) DO UPDATE \
+                 SET sequence = GREATEST(sigil_bundle_marks.sequence, EXCLUDED.sequence)",
+                &[&key, &to_i64("bundle sequence", old.sequence)?],
+            )
+            .await
+            .map_err(&err)?;
+            tx.commit().await.map_err(&err)
+        })
+    }
+
+    pub(super) fn put_federation_row(&self, rel: &FederationRecord) -> StoreResult<()> {
+        let key = rel.trust_domain.as_str();
+        let body = encode("sigil_federations", key, rel)?;
+        let err = db(self.label(), "storing a federation relationship");
+        self.pool
+            .run("storing a federation relationship", async |c| {
+                c.execute(
+                    "INSERT INTO sigil_federations (trust_domain, body) VALUES ($1, $2) \
+                 ON CONFLICT (trust_domain) DO UPDATE SET body = EXCLUDED.body",
+                    &[&key, &body],
+                )
+                .await
+                .map_err(&err)?;
+                Ok(())
+            })
+    }
+
+    pub(super) fn get_federation_row(
+        &self,
+        td: &TrustDomain,
+    ) -> StoreResult<Option<FederationRecord>> {
+        self.get_body("sigil_federations", "trust_domain", td.as_str())
     }
 
     pub(super) fn get_journal_row(&self) -> StoreResult<CaJournal> {

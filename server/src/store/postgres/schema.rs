@@ -21,6 +21,8 @@
 //! | `sigil_node_bans`    | `rule`               |                                   |
 //! | `sigil_bundles`      | `trust_domain`       |                                   |
 //! | `sigil_ca_journal`   | `name` (`journal`)   | `version`                         |
+//! | `sigil_federations`  | `trust_domain`       |                                   |
+//! | `sigil_bundle_marks` | `trust_domain`       | `sequence` of the last deleted bundle |
 
 use tokio_postgres::Client;
 
@@ -75,6 +77,18 @@ const MIGRATIONS: &[&str] = &[
         name text COLLATE "C" PRIMARY KEY,
         version bigint NOT NULL,
         body text NOT NULL
+    );
+    "#,
+    // 2 (issue 16): federation relationships, and each trust domain's
+    // bundle sequence high-water mark (kept across a bundle's deletion).
+    r#"
+    CREATE TABLE sigil_federations (
+        trust_domain text COLLATE "C" PRIMARY KEY,
+        body text NOT NULL
+    );
+    CREATE TABLE sigil_bundle_marks (
+        trust_domain text COLLATE "C" PRIMARY KEY,
+        sequence bigint NOT NULL
     );
     "#,
 ];

@@ -68,6 +68,7 @@ impl SledStore {
             node_bans: tree(T_NODE_BANS)?,
             bundles: tree(T_BUNDLES)?,
             ca_journal: tree(T_CA_JOURNAL)?,
+            federations: tree(T_FEDERATIONS)?,
             rng: SystemRandom::new(),
             #[cfg(test)]
             failing_flushes: Default::default(),
