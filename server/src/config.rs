@@ -234,7 +234,7 @@ pub struct ServerConfig {
     /// `[[federation]]`: static federation relationships.
     pub federation: Vec<StaticFederation>,
     /// `[federation_client]`: poll interval bounds.
-    pub federation_refresh: crate::federation::RefreshSettings,
+    pub federation_refresh: crate::federation::refresh::RefreshSettings,
 }
 
 /// The largest SVID TTL a CA TTL allows: CA TTL / 6. The CA is prepared at

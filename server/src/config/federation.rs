@@ -12,9 +12,9 @@ use sigil_proto::duration::serde_duration;
 use sigil_proto::{SpiffeId, TrustDomain, format_duration};
 
 use super::{ConfigError, invalid};
-use crate::federation::RefreshSettings;
-use crate::federation::bundle_file::BundleFileFormat;
-use crate::store::{EndpointProfile, FederationRecord};
+use crate::federation::refresh::RefreshSettings;
+use crate::federation::relationship::BundleFileFormat;
+use crate::store::federation::{EndpointProfile, FederationRecord};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

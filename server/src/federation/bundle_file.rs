@@ -6,27 +6,8 @@
 use sigil_proto::TrustDomain;
 
 use super::accept::check_authorities;
+pub use super::relationship::BundleFileFormat;
 use crate::store::{BundleRecord, JwtAuthority};
-
-/// `pem` or `spiffe`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BundleFileFormat {
-    Pem,
-    Spiffe,
-}
-
-impl BundleFileFormat {
-    /// `pem` (also the empty string: the default) or `spiffe`.
-    pub fn parse(s: &str) -> Result<BundleFileFormat, String> {
-        match s {
-            "" | "pem" => Ok(BundleFileFormat::Pem),
-            "spiffe" | "jwks" => Ok(BundleFileFormat::Spiffe),
-            other => Err(format!(
-                "trust_domain_bundle_format {other:?}: must be \"pem\" or \"spiffe\""
-            )),
-        }
-    }
-}
 
 /// The bundle of `td` in `bytes`; at least one X.509 authority, none of
 /// another trust domain.

@@ -17,10 +17,10 @@ use sigil_proto::clock::{Clock, unix_seconds};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::RefreshSettings;
 use super::accept::{Accepted, judge};
 use super::fetch::{fetch, tls_config};
 use super::foreign::ForeignBundles;
+use super::refresh::RefreshSettings;
 use super::relationship::EndpointUrl;
 use crate::store::{BundleRecord, FederationRecord, JwtAuthority};
 

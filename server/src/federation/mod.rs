@@ -11,6 +11,7 @@ pub mod bundle_file;
 pub mod client;
 pub mod fetch;
 pub mod foreign;
+pub mod refresh;
 pub mod relationship;
 
 use std::collections::BTreeMap;
@@ -25,27 +26,7 @@ use tracing::info;
 use crate::store::{FederationRecord, Store, StoreResult};
 use client::{Client, Outcome, RefreshRequest, RefreshStatus};
 use foreign::ForeignBundles;
-
-/// Poll interval bounds (`[federation_client]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefreshSettings {
-    /// Shortest poll interval, whatever hint the endpoint gives.
-    pub floor: Duration,
-    /// Longest poll interval, and the longest backoff.
-    pub ceiling: Duration,
-}
-
-/// Used when an endpoint gives no `spiffe_refresh_hint` (SPIRE's default).
-pub const DEFAULT_HINT: Duration = Duration::from_secs(300);
-
-impl RefreshSettings {
-    /// The poll interval for an endpoint's hint.
-    pub fn clamp(&self, hint: Option<Duration>) -> Duration {
-        hint.unwrap_or(DEFAULT_HINT)
-            .max(self.floor)
-            .min(self.ceiling.max(self.floor))
-    }
-}
+pub use refresh::{DEFAULT_HINT, RefreshSettings};
 
 /// A relationship as the server uses it, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,11 +3,13 @@
 //! `server.toml`: an `https://` bundle endpoint URL without user
 //! information or fragment; for `https_spiffe` an `endpoint_spiffe_id`
 //! inside the foreign trust domain; never the server's own trust domain.
-//! Each refusal names the field and the value.
+//! Each refusal names the field and the value. Also the format of an
+//! operator's bundle file ([`BundleFileFormat`]). A leaf (it names only the
+//! stored record), so the configuration can check `[[federation]]` with it.
 
 use sigil_proto::TrustDomain;
 
-use crate::store::{EndpointProfile, FederationRecord};
+use crate::store::federation::{EndpointProfile, FederationRecord};
 
 /// A bundle endpoint URL split for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,26 @@ pub fn parse_url(url: &str) -> Result<EndpointUrl, String> {
         port: authority.port_u16().unwrap_or(443),
         path,
     })
+}
+
+/// `pem` or `spiffe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleFileFormat {
+    Pem,
+    Spiffe,
+}
+
+impl BundleFileFormat {
+    /// `pem` (also the empty string: the default) or `spiffe`.
+    pub fn parse(s: &str) -> Result<BundleFileFormat, String> {
+        match s {
+            "" | "pem" => Ok(BundleFileFormat::Pem),
+            "spiffe" | "jwks" => Ok(BundleFileFormat::Spiffe),
+            other => Err(format!(
+                "trust_domain_bundle_format {other:?}: must be \"pem\" or \"spiffe\""
+            )),
+        }
+    }
 }
 
 /// Checks `rel` for a server of trust domain `own`.
