@@ -71,6 +71,28 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl StoreError {
+    /// The refusal of an attesting agent whose `rule` is banned by `ban`.
+    pub fn banned(rule: &str, ban: &NodeBan) -> StoreError {
+        StoreError::Banned {
+            rule: rule.to_string(),
+            banned_by: ban
+                .banned_by
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A fresh entry id: 128 random bits as 32 lowercase hex characters.
+pub fn random_entry_id(rng: &dyn ring::rand::SecureRandom) -> StoreResult<String> {
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes)
+        .map_err(|_| StoreError::Io("the system random generator failed".to_string()))?;
+    Ok(hex::encode(bytes))
+}
+
 /// A join token, as stored: only the SHA-256 of the token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinTokenRecord {

@@ -9,7 +9,6 @@
 //! the prune mark they compare agree.
 
 use ring::digest;
-use ring::rand::SecureRandom;
 use tokio_postgres::{GenericClient, IsolationLevel, Transaction};
 
 use super::*;
@@ -104,11 +103,7 @@ impl PgStore {
     }
 
     fn new_entry_id(&self) -> StoreResult<String> {
-        let mut bytes = [0u8; 16];
-        self.rng
-            .fill(&mut bytes)
-            .map_err(|_| StoreError::Io("the system random generator failed".to_string()))?;
-        Ok(hex::encode(bytes))
+        crate::store::random_entry_id(&self.rng)
     }
 
     pub(super) fn update_entry_tx(&self, id: &str, mut spec: EntrySpec) -> StoreResult<Entry> {

@@ -114,11 +114,7 @@ impl PgStore {
                 for rule in &new.ban_rules {
                     let ban: Option<NodeBan> = body_for_update(&tx, BAN, rule, label).await?;
                     if let Some(ban) = ban {
-                        let banned_by = ban.banned_by.first().map(|a| a.to_string());
-                        return Err(StoreError::Banned {
-                            rule: rule.clone(),
-                            banned_by: banned_by.unwrap_or_default(),
-                        });
+                        return Err(StoreError::banned(rule, &ban));
                     }
                 }
             }
