@@ -18,6 +18,7 @@ use crate::key_manager::KeyType;
 mod federation;
 mod jwt;
 mod limits;
+mod store;
 pub use federation::{FederationClientConfig, RawFederation, StaticFederation};
 pub use jwt::{DEFAULT_JWT_SVID_TTL, JwtConfig};
 pub mod oidc;
@@ -26,6 +27,7 @@ pub use limits::{
     AGENT_CSR_BATCH, LimitsConfig, MAX_BATCH, MAX_MESSAGE_BYTES, MIN_CSRS_PER_SECOND,
 };
 pub use oidc::OidcDiscoveryConfig;
+pub use store::{PgTls, PostgresConfig, StoreConfig};
 
 /// Why a configuration was refused. Each message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +185,8 @@ struct RawConfig {
     health: Option<HealthConfig>,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    store: StoreConfig,
     /// `[[federation]]` (issue 16).
     #[serde(default)]
     federation: Vec<RawFederation>,
@@ -236,6 +240,8 @@ pub struct ServerConfig {
     /// `[health]`: the /metrics, /live, /ready endpoint (absent: none).
     pub health: Option<HealthConfig>,
     pub limits: LimitsConfig,
+    /// `[store]`: sled in `data_dir` (default) or `[store.postgres]`.
+    pub store: StoreConfig,
     /// `[[federation]]`: static federation relationships.
     pub federation: Vec<StaticFederation>,
     /// `[federation_client]`: poll interval bounds.
@@ -333,6 +339,7 @@ impl ServerConfig {
         if let Some(x) = &self.node_attestor.x509pop {
             p.readable_file("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path);
         }
+        store::check_store_paths(&self.store, &mut p);
         for f in &self.federation {
             if let Some(c) = &f.record.ca_file {
                 p.readable_file("federation.ca_file", c);
@@ -450,6 +457,7 @@ impl ServerConfig {
             ));
         }
         check_limits(&raw.limits)?;
+        store::check_store(&raw.store)?;
         let federation = federation::check_static(raw.federation, &trust_domain)?;
         let federation_refresh = raw.federation_client.check()?;
         let jwt = jwt::check_jwt(
@@ -482,6 +490,7 @@ impl ServerConfig {
             rate_limit: raw.rate_limit,
             health: raw.health,
             limits: raw.limits,
+            store: raw.store,
             federation,
             federation_refresh,
             oidc_discovery: raw.oidc_discovery,

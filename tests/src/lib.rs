@@ -10,6 +10,7 @@ pub mod interop;
 pub mod jwt_check;
 pub mod mtls;
 pub mod oidc;
+pub mod pg;
 pub mod poll;
 pub mod prom;
 pub mod sync_stream;

@@ -4,14 +4,16 @@
 //! CA journal. Every write is durable (flushed) before it returns `Ok`, so an
 //! API that answers after a store call never acknowledges a lost write.
 //!
-//! Implementations: [`sled::SledStore`] (embedded default). Every backend
-//! must pass [`conformance::run_all`]. [`open`] opens the one the
-//! configuration names.
+//! Implementations: [`sled::SledStore`] (embedded default) and
+//! [`postgres::PgStore`] (shared by several servers). Every backend must
+//! pass [`conformance::run_all`]. [`open`] opens the one the configuration
+//! names.
 
 pub mod conformance;
 pub mod federation;
 pub mod join_token_ids;
 pub mod node_bans;
+pub mod postgres;
 pub mod sled;
 
 use std::sync::Arc;
@@ -26,9 +28,13 @@ use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 pub use federation::{EndpointProfile, FederationRecord};
 pub use node_bans::NodeBan;
 
-/// Opens the store the configuration names: today always the embedded sled
-/// store in `<data_dir>/store`.
+/// Opens the store the configuration names: PostgreSQL with
+/// `[store.postgres]`, else the embedded sled store in `<data_dir>/store`.
 pub fn open(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(pg) = &cfg.store.postgres {
+        let store = self::postgres::PgStore::open(pg).context("opening the PostgreSQL store")?;
+        return Ok(Arc::new(store));
+    }
     let dir = cfg.store_dir();
     let store = self::sled::SledStore::open(&dir)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
@@ -64,6 +70,28 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// The refusal of an attesting agent whose `rule` is banned by `ban`.
+    pub fn banned(rule: &str, ban: &NodeBan) -> StoreError {
+        StoreError::Banned {
+            rule: rule.to_string(),
+            banned_by: ban
+                .banned_by
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A fresh entry id: 128 random bits as 32 lowercase hex characters.
+pub fn random_entry_id(rng: &dyn ring::rand::SecureRandom) -> StoreResult<String> {
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes)
+        .map_err(|_| StoreError::Io("the system random generator failed".to_string()))?;
+    Ok(hex::encode(bytes))
+}
 
 /// A join token, as stored: only the SHA-256 of the token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

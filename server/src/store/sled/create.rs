@@ -2,7 +2,6 @@
 //! check on the identity index, the next revision and the Upserted event,
 //! all in one transaction (flushing is the caller's).
 
-use ring::rand::SecureRandom;
 use sled::Transactional;
 
 use super::codec::{abort, tx_encode, tx_log_event, tx_next_revision};
@@ -28,11 +27,7 @@ impl SledStore {
     }
 
     fn new_entry_id(&self) -> StoreResult<String> {
-        let mut bytes = [0u8; 16];
-        self.rng
-            .fill(&mut bytes)
-            .map_err(|_| StoreError::Io("the system random generator failed".to_string()))?;
-        Ok(hex::encode(bytes))
+        crate::store::random_entry_id(&self.rng)
     }
 
     /// One attempt at creating an entry with id `id`: `None` if the id is

@@ -49,11 +49,7 @@ impl SledStore {
                 for rule in &new.ban_rules {
                     if let Some(raw) = bans.get(rule.as_bytes())? {
                         let ban: NodeBan = tx_decode(T_NODE_BANS, rule, &raw)?;
-                        let banned_by = ban.banned_by.first().map(|a| a.to_string());
-                        return Err(abort(StoreError::Banned {
-                            rule: rule.clone(),
-                            banned_by: banned_by.unwrap_or_default(),
-                        }));
+                        return Err(abort(StoreError::banned(rule, &ban)));
                     }
                 }
                 let raw = tx_expect_agent(agents, key, expected)?;
