@@ -9,6 +9,7 @@ pub mod interop;
 pub mod mtls;
 pub mod poll;
 pub mod prom;
+pub mod proxy;
 pub mod sync_stream;
 
 use std::net::{SocketAddr, TcpListener};

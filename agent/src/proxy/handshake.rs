@@ -55,13 +55,19 @@ pub fn report(
     };
     let verified = seen.as_ref().and_then(|s| s.verified_id.clone());
     metrics::handshake(d, verified.as_ref(), result, took);
+    let facts = seen.as_ref().and_then(|s| s.facts.as_ref());
     if result == PeerResult::Ok {
-        debug!(direction = d.label(), listen = %listen, peer_addr = %peer,
-               spiffe_id = %verified.as_ref().map(|i| i.as_str()).unwrap_or("-"),
-               "mTLS handshake ok");
+        debug!(
+            direction = d.label(),
+            listen = %listen,
+            peer_addr = %peer,
+            serial = facts.map_or("-", |f| f.serial.as_str()),
+            spiffe_id = %verified.as_ref().map(|i| i.as_str()).unwrap_or("-"),
+            issuer = facts.map_or("-", |f| f.issuer.as_str()),
+            "mTLS handshake ok"
+        );
         return verified;
     }
-    let facts = seen.as_ref().and_then(|s| s.facts.as_ref());
     warn!(
         direction = d.label(),
         listen = %listen,

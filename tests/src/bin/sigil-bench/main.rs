@@ -20,6 +20,7 @@ mod issuance;
 mod limit;
 mod procs;
 mod propagation;
+mod proxy;
 mod scale;
 mod workload_api;
 
@@ -37,6 +38,7 @@ const SCENARIOS: &[&str] = &[
     "scale",
     "cold-start",
     "flood",
+    "proxy",
     "all",
 ];
 
@@ -94,6 +96,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
         }
         "cold-start" => cold_start::run(ctx, None, report).await?,
         "flood" => flood::run(ctx, report).await?,
+        "proxy" => proxy::run(ctx, report).await?,
         "all" => {
             issuance::run(ctx, &lim, report).await?;
             workload_api::run(ctx, report).await?;
@@ -102,6 +105,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
             let server = scale::run(ctx, report).await?;
             cold_start::run(ctx, Some(server), report).await?;
             flood::run(ctx, report).await?;
+            proxy::run(ctx, report).await?;
         }
         other => bail!("unknown scenario {other:?}"),
     }
