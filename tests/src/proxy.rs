@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -35,23 +35,14 @@ impl Proxy {
     ) -> anyhow::Result<Proxy> {
         use std::os::unix::fs::PermissionsExt;
         let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, format!("{body}\n[health]\naddress = \"{health}\"\n"))?;
+        std::fs::write(
+            &config,
+            format!("{body}\n[health]\naddress = \"{health}\"\n"),
+        )?;
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))?;
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
-        let mut cmd = match run_as {
-            Some(uid) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    format!("--reuid={uid}"),
-                    format!("--regid={uid}"),
-                    "--clear-groups".to_string(),
-                ])
-                .arg(agent_bin);
-                c
-            }
-            None => Command::new(agent_bin),
-        };
+        let mut cmd = crate::command_as(agent_bin, run_as);
         let child = cmd
             .args(["proxy", "--config"])
             .arg(&config)

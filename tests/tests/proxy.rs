@@ -37,7 +37,9 @@ async fn http_backend() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -73,7 +75,9 @@ async fn echo_backend() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let (mut r, mut w) = s.into_split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -92,7 +96,10 @@ async fn get(addr: SocketAddr, extra: &str) -> anyhow::Result<String> {
     tokio::time::timeout(LIMIT, s.read_to_end(&mut out)).await??;
     let text = String::from_utf8_lossy(&out).to_string();
     anyhow::ensure!(text.starts_with("HTTP/1.1 200"), "no 200: {text:?}");
-    Ok(text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default())
 }
 
 /// The setup both tests share: server, agent, entries for both uids, a
@@ -125,8 +132,15 @@ impl Setup {
              backend = \"{backend}\"\nallow = [\"{WEB_ID}\", \"spiffe://example.org/ns/*\"]\n{extra}",
             self.a.socket.display()
         );
-        Proxy::start(&bin("sigil-agent"), self.dir.path(), "inbound", &body, free_addr(), None)
-            .unwrap()
+        Proxy::start(
+            &bin("sigil-agent"),
+            self.dir.path(),
+            "inbound",
+            &body,
+            free_addr(),
+            None,
+        )
+        .unwrap()
     }
 
     fn outbound(&self, listen: SocketAddr, target: SocketAddr) -> Proxy {
@@ -188,7 +202,10 @@ async fn try_direct(addr: SocketAddr, roots: &TrustRoots, cert: Option<&Presente
     ));
     let client_cert = cert.map(|c| {
         (
-            c.chain.iter().map(|d| CertificateDer::from(d.clone())).collect(),
+            c.chain
+                .iter()
+                .map(|d| CertificateDer::from(d.clone()))
+                .collect(),
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.clone())),
         )
     });
@@ -235,14 +252,24 @@ async fn item1_requests_flow_and_every_bad_client_is_refused_counted_and_logged(
     for _ in 0..3 {
         let body = get(out_addr, "X-Spiffe-Id: spiffe://example.org/admin\r\n")
             .await
-            .unwrap_or_else(|e| panic!("{e:#}\ninbound: {}\noutbound: {}", inbound.log_text(), outbound.log_text()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e:#}\ninbound: {}\noutbound: {}",
+                    inbound.log_text(),
+                    outbound.log_text()
+                )
+            });
         assert_eq!(body, format!("peer={WEB_ID}"));
     }
     let m = inbound.metrics().unwrap();
     let ok = m["sigil_proxy_handshakes_total"]
         .value(
             "sigil_proxy_handshakes_total",
-            &[("direction", "inbound"), ("peer_id", WEB_ID), ("result", "ok")],
+            &[
+                ("direction", "inbound"),
+                ("peer_id", WEB_ID),
+                ("result", "ok"),
+            ],
         )
         .unwrap_or(0.0);
     assert!(ok >= 3.0, "{ok}");
@@ -252,8 +279,7 @@ async fn item1_requests_flow_and_every_bad_client_is_refused_counted_and_logged(
     // The bad clients, each straight at the inbound proxy.
     let roots = TrustRoots::new(st.s.bundle()).unwrap();
     let d = st.dir.path();
-    let (self_signed, ss_key) =
-        test_pki::self_signed(&test_pki::leaf_params(&[WEB_ID]));
+    let (self_signed, ss_key) = test_pki::self_signed(&test_pki::leaf_params(&[WEB_ID]));
     let self_signed = Presented {
         chain: vec![self_signed],
         key: ss_key.serialize_der(),
@@ -287,19 +313,33 @@ async fn item1_requests_flow_and_every_bad_client_is_refused_counted_and_logged(
     ];
     for (result, cert) in cases {
         let before = handshakes(&inbound, "inbound", result);
-        assert!(!try_direct(in_addr, &roots, cert).await, "{result}: the proxy answered");
+        assert!(
+            !try_direct(in_addr, &roots, cert).await,
+            "{result}: the proxy answered"
+        );
         let after = handshakes(&inbound, "inbound", result);
-        assert_eq!(after, before + 1.0, "{result} not counted once\n{}", inbound.log_text());
+        assert_eq!(
+            after,
+            before + 1.0,
+            "{result} not counted once\n{}",
+            inbound.log_text()
+        );
         let logged = inbound.log_events("mTLS handshake refused");
         let line = logged
             .iter()
             .find(|v| v["fields"]["reason"] == result)
             .unwrap_or_else(|| panic!("{result} not logged:\n{}", inbound.log_text()));
         let f = &line["fields"];
-        assert!(f["peer_addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{line}");
+        assert!(
+            f["peer_addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{line}"
+        );
         if let Some(c) = cert {
             assert_eq!(f["serial"], serial(&c.chain[0]), "{line}");
-            assert!(f["issuer"].as_str().is_some_and(|i| !i.is_empty()), "{line}");
+            assert!(
+                f["issuer"].as_str().is_some_and(|i| !i.is_empty()),
+                "{line}"
+            );
         }
         if result == "wrong_trust_domain" || result == "id_not_allowed" || result == "expired" {
             let id = f["spiffe_id"].as_str().unwrap();
@@ -318,7 +358,13 @@ async fn item1_requests_flow_and_every_bad_client_is_refused_counted_and_logged(
 }
 
 /// Polls `cond` (bounded by `limit`); on timeout fails with both logs.
-fn wait_until(what: &str, limit: Duration, inbound: &Proxy, outbound: &Proxy, cond: &dyn Fn() -> bool) {
+fn wait_until(
+    what: &str,
+    limit: Duration,
+    inbound: &Proxy,
+    outbound: &Proxy,
+    cond: &dyn Fn() -> bool,
+) {
     let deadline = Instant::now() + limit;
     while !cond() {
         assert!(
@@ -417,25 +463,37 @@ async fn item1_soak_connections_survive_svid_and_ca_rotations_with_zero_failed_h
     };
     // Both proxies' SVIDs rotate (20 s TTL, renewed at half life), and the
     // new SVIDs are what the peers see in new handshakes.
-    let rotated = |p: &Proxy| p.log_events("proxy SVID rotated; new handshakes use it").len();
-    wait("two SVID rotations of both proxies", Duration::from_secs(45), &|| {
-        rotated(&inbound) >= 2 && rotated(&outbound) >= 2
-    });
-    wait("new handshakes with the rotated SVIDs", Duration::from_secs(10), &|| {
-        distinct(ok_peers(&inbound).into_iter().map(|p| p.0)) >= 3
-            && distinct(ok_peers(&outbound).into_iter().map(|p| p.0)) >= 3
-    });
+    let rotated = |p: &Proxy| {
+        p.log_events("proxy SVID rotated; new handshakes use it")
+            .len()
+    };
+    wait(
+        "two SVID rotations of both proxies",
+        Duration::from_secs(45),
+        &|| rotated(&inbound) >= 2 && rotated(&outbound) >= 2,
+    );
+    wait(
+        "new handshakes with the rotated SVIDs",
+        Duration::from_secs(10),
+        &|| {
+            distinct(ok_peers(&inbound).into_iter().map(|p| p.0)) >= 3
+                && distinct(ok_peers(&outbound).into_iter().map(|p| p.0)) >= 3
+        },
+    );
     // A CA rotation: prepare, then activate at once (forced).
     let first_issuer = ok_peers(&inbound)[0].1.clone();
     st.s.cli_ok(&["ca", "prepare"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     st.s.cli_ok(&["ca", "activate", "--force"]);
-    wait("handshakes with SVIDs of the new CA on both sides", Duration::from_secs(45), &|| {
-        let i = ok_peers(&inbound);
-        let o = ok_peers(&outbound);
-        i.last().is_some_and(|p| p.1 != first_issuer)
-            && o.last().is_some_and(|p| p.1 != o[0].1)
-    });
+    wait(
+        "handshakes with SVIDs of the new CA on both sides",
+        Duration::from_secs(45),
+        &|| {
+            let i = ok_peers(&inbound);
+            let o = ok_peers(&outbound);
+            i.last().is_some_and(|p| p.1 != first_issuer) && o.last().is_some_and(|p| p.1 != o[0].1)
+        },
+    );
     // The 4 long connections are still open on both proxies.
     for (p, d) in [(&inbound, "inbound"), (&outbound, "outbound")] {
         let m = p.metrics().unwrap();
@@ -452,7 +510,9 @@ async fn item1_soak_connections_survive_svid_and_ca_rotations_with_zero_failed_h
     }
     let failed = failed.load(Ordering::Relaxed);
     let new_ok = new_ok.load(Ordering::Relaxed);
-    eprintln!("soak: {new_ok} new connections, {pings} pings on 4 long connections, {failed} failed");
+    eprintln!(
+        "soak: {new_ok} new connections, {pings} pings on 4 long connections, {failed} failed"
+    );
     assert_eq!(failed, 0, "failed handshakes or broken connections");
     assert!(new_ok >= 20 && pings >= 100, "{new_ok} {pings}");
     for (p, d) in [(&inbound, "inbound"), (&outbound, "outbound")] {

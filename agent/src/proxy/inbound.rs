@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sigil_proto::net::accept::Acceptor;
 use sigil_proto::tls::{Authorizer, server_config_with_resolver};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -32,19 +31,11 @@ pub async fn serve(
     let allow = cfg.allow.clone();
     let authorizer: Authorizer = Arc::new(move |id| allow.allows(id));
     let cfg = Arc::new(cfg);
-    let mut acceptor = Acceptor::new(listener, "proxy inbound");
-    loop {
-        let (tcp, peer) = acceptor.accept().await;
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            warn!(listen = %cfg.listen, peer_addr = %peer, "connection limit reached; closing");
-            continue;
-        };
+    super::accept_loop(listener, "proxy inbound", slots, move |tcp, peer| {
         let (cfg, identity, authorizer) = (cfg.clone(), identity.clone(), authorizer.clone());
-        tokio::spawn(async move {
-            connection(tcp, peer.to_string(), &cfg, identity, authorizer).await;
-            drop(slot);
-        });
-    }
+        async move { connection(tcp, peer.to_string(), &cfg, identity, authorizer).await }
+    })
+    .await;
 }
 
 async fn connection(

@@ -31,6 +31,33 @@ use tracing::info;
 use config::ProxyConfig;
 use source::Identity;
 
+/// Accepts on `listener` forever, handing each connection that gets one
+/// of the `slots` to `handle` in its own task (the slot is held until the
+/// task ends); over the limit a connection is closed at once.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    name: &'static str,
+    slots: Arc<Semaphore>,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut acceptor = sigil_proto::net::accept::Acceptor::new(listener, name);
+    loop {
+        let (tcp, peer) = acceptor.accept().await;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(listener = name, peer_addr = %peer, "connection limit reached; closing");
+            continue;
+        };
+        let work = handle(tcp, peer);
+        tokio::spawn(async move {
+            work.await;
+            drop(slot);
+        });
+    }
+}
+
 /// Binds `addr`, naming the key in the error.
 async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::pki_types::ServerName;
-use sigil_proto::net::accept::Acceptor;
 use sigil_proto::tls::{Authorizer, client_config_with_resolver};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -31,19 +30,11 @@ pub async fn serve(
     let allow = cfg.allow.clone();
     let authorizer: Authorizer = Arc::new(move |id| allow.allows(id));
     let cfg = Arc::new(cfg);
-    let mut acceptor = Acceptor::new(listener, "proxy outbound");
-    loop {
-        let (local, peer) = acceptor.accept().await;
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            warn!(listen = %cfg.listen, peer_addr = %peer, "connection limit reached; closing");
-            continue;
-        };
+    super::accept_loop(listener, "proxy outbound", slots, move |tcp, _peer| {
         let (cfg, identity, authorizer) = (cfg.clone(), identity.clone(), authorizer.clone());
-        tokio::spawn(async move {
-            connection(local, &cfg, identity, authorizer).await;
-            drop(slot);
-        });
-    }
+        async move { connection(tcp, &cfg, identity, authorizer).await }
+    })
+    .await;
 }
 
 /// The name sent as SNI: the target's host when it is a valid name or IP.

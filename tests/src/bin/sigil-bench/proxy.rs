@@ -121,7 +121,14 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let uid = nix::unistd::getuid().as_raw();
     let id = format!("spiffe://{TRUST_DOMAIN}/bench/proxy");
     server
-        .create_entries(vec![entry(&id, &agent.agent_id, &[("unix", &format!("uid:{uid}"))])], 1)
+        .create_entries(
+            vec![entry(
+                &id,
+                &agent.agent_id,
+                &[("unix", &format!("uid:{uid}"))],
+            )],
+            1,
+        )
         .await?;
     let (chain, key, bundle) = bounded("the bench SVID", Duration::from_secs(30), async {
         loop {
@@ -144,14 +151,28 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let agent_bin = bin("sigil-agent")?;
     let d = dir.path().to_path_buf();
     let (inbound, outbound) = tokio::task::spawn_blocking(move || {
-        let i = Proxy::start(&agent_bin, &d, "inbound",
-            &format!("agent_address = \"unix://{sock}\"\n[[inbound]]\nlisten = \"{in_addr}\"\n\
-                      backend = \"{backend}\"\nallow = [\"spiffe://{TRUST_DOMAIN}/bench/proxy\"]\n"),
-            h1, None)?;
-        let o = Proxy::start(&agent_bin, &d, "outbound",
-            &format!("agent_address = \"unix://{sock}\"\n[[outbound]]\nlisten = \"{out_addr}\"\n\
-                      target = \"{in_addr}\"\nserver_id = \"spiffe://{TRUST_DOMAIN}/bench/proxy\"\n"),
-            h2, None)?;
+        let i = Proxy::start(
+            &agent_bin,
+            &d,
+            "inbound",
+            &format!(
+                "agent_address = \"unix://{sock}\"\n[[inbound]]\nlisten = \"{in_addr}\"\n\
+                      backend = \"{backend}\"\nallow = [\"spiffe://{TRUST_DOMAIN}/bench/proxy\"]\n"
+            ),
+            h1,
+            None,
+        )?;
+        let o = Proxy::start(
+            &agent_bin,
+            &d,
+            "outbound",
+            &format!(
+                "agent_address = \"unix://{sock}\"\n[[outbound]]\nlisten = \"{out_addr}\"\n\
+                      target = \"{in_addr}\"\nserver_id = \"spiffe://{TRUST_DOMAIN}/bench/proxy\"\n"
+            ),
+            h2,
+            None,
+        )?;
         anyhow::Ok((i, o))
     })
     .await??;
@@ -171,7 +192,10 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let scfg = server_config(
         certs.clone(),
         pkey(),
-        Arc::new(SpiffeClientVerifier::new(roots.clone(), authorize_exact(sid.clone()))),
+        Arc::new(SpiffeClientVerifier::new(
+            roots.clone(),
+            authorize_exact(sid.clone()),
+        )),
     )?;
     let ccfg = client_config(
         Arc::new(SpiffeServerVerifier::new(roots, authorize_exact(sid))),
@@ -217,11 +241,29 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         "proxy: direct mTLS round trip p50 {b50:.3} ms p99 {b99:.3} ms; through both proxies \
          p50 {p50:.3} ms p99 {p99:.3} ms; handshakes/s direct {base_hs:.0}, proxied {prox_hs:.0}"
     ));
-    report.fig(S, "added_latency_p50", (p50 - b50).max(0.0), "ms", Target::None);
-    report.fig(S, "added_latency_p99", (p99 - b99).max(0.0), "ms", Target::AtMost(1.0));
+    report.fig(
+        S,
+        "added_latency_p50",
+        (p50 - b50).max(0.0),
+        "ms",
+        Target::None,
+    );
+    report.fig(
+        S,
+        "added_latency_p99",
+        (p99 - b99).max(0.0),
+        "ms",
+        Target::AtMost(1.0),
+    );
     report.fig(S, "handshakes_per_s", prox_hs, "1/s", Target::None);
     report.fig(S, "handshakes_baseline_per_s", base_hs, "1/s", Target::None);
-    report.fig(S, "handshakes_vs_baseline", prox_hs / base_hs.max(1e-9), "ratio", Target::AtLeast(0.5));
+    report.fig(
+        S,
+        "handshakes_vs_baseline",
+        prox_hs / base_hs.max(1e-9),
+        "ratio",
+        Target::AtLeast(0.5),
+    );
     drop((inbound, outbound));
     Ok(())
 }
