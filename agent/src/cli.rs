@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sigil_proto::parse_duration;
 use sigil_proto::workload as wl;
 
-use crate::{helper, workload_client};
+use crate::{helper, proxy, workload_client};
 
 mod api;
 mod jwt;
@@ -93,6 +93,19 @@ pub enum Command {
     /// Explain why an mTLS connection fails: one verdict line plus the
     /// evidence (exit 0 only when it would succeed).
     Diagnose(crate::diagnose::DiagnoseArgs),
+    /// Run an mTLS proxy for programs that cannot do mTLS themselves
+    /// (`proxy validate` checks a config).
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
+    Proxy {
+        #[command(subcommand)]
+        action: Option<ProxyAction>,
+        #[arg(long, value_name = "FILE", required = true)]
+        config: Option<PathBuf>,
+        #[arg(long, env = "SIGIL_LOG", default_value = "info")]
+        log_level: String,
+        #[arg(long, value_enum, env = "SIGIL_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Check that the agent's Workload API answers.
     Healthcheck {
         #[arg(long)]
@@ -103,6 +116,15 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum HelperAction {
     /// Check a helper configuration file without starting.
+    Validate {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyAction {
+    /// Check a proxy configuration file without starting.
     Validate {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -135,6 +157,24 @@ pub async fn run_client(cmd: Command) -> anyhow::Result<()> {
             let config = config.context("--config FILE is required")?;
             let cfg = helper::config::HelperConfig::load(&config)?;
             helper::run(cfg, helper::Options { once, timeout }).await
+        }
+        Command::Proxy {
+            action: Some(ProxyAction::Validate { config }),
+            ..
+        } => {
+            proxy::validate(&config)?;
+            println!("{}: proxy configuration is valid", config.display());
+            Ok(())
+        }
+        Command::Proxy {
+            action: None,
+            config,
+            log_level,
+            log_format,
+        } => {
+            init_logs(&log_level, log_format)?;
+            let config = config.context("--config FILE is required")?;
+            proxy::run(proxy::validate(&config)?).await
         }
         Command::Healthcheck { socket } => {
             let path = workload_client::socket_path(socket)?;

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod node_attestor;
 pub mod persist;
+pub mod proxy;
 pub mod rotation;
 pub mod run;
 pub mod server_client;

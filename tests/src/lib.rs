@@ -13,6 +13,7 @@ pub mod oidc;
 pub mod pg;
 pub mod poll;
 pub mod prom;
+pub mod proxy;
 pub mod sync_stream;
 
 use std::net::{SocketAddr, TcpListener};
@@ -88,6 +89,24 @@ pub fn bin(name: &str) -> PathBuf {
         panic!("building the binaries failed: {e}");
     }
     dir.join(name)
+}
+
+/// A command running `program` as `run_as` (uid = gid, no supplementary
+/// groups, through `setpriv`; needs root), or as this process's user.
+pub fn command_as(program: &Path, run_as: Option<u32>) -> Command {
+    match run_as {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_string(),
+            ])
+            .arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -278,19 +297,7 @@ impl TestServer {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut cmd = match self.run_as {
-            Some(uid) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    format!("--reuid={uid}"),
-                    format!("--regid={uid}"),
-                    "--clear-groups".to_string(),
-                ])
-                .arg(bin("sigil-server"));
-                c
-            }
-            None => Command::new(bin("sigil-server")),
-        };
+        let mut cmd = command_as(&bin("sigil-server"), self.run_as);
         if let Some(n) = self.nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; it runs in the child

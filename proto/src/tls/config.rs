@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use rustls::client::Resumption;
 use rustls::client::danger::ServerCertVerifier;
+use rustls::client::{ResolvesClientCert, Resumption};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::NoServerSessionStorage;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{NoServerSessionStorage, ResolvesServerCert};
 use rustls::{ClientConfig, Error, ServerConfig, SupportedProtocolVersion};
 
 use super::verify::SpiffeClientVerifier;
@@ -18,7 +19,11 @@ use super::verify::SpiffeClientVerifier;
 const VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 fn ring_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    // Built once: proxies build a config per connection.
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// A server that requires a client X.509-SVID accepted by
@@ -85,6 +90,38 @@ pub(super) fn client_config_with_versions(
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
         None => builder.with_no_client_auth(),
     };
+    config.resumption = Resumption::disabled();
+    Ok(config)
+}
+
+/// A server presenting what `cert` resolves (e.g. an
+/// [`SvidResolver`](super::SvidResolver)) that requires a client
+/// certificate `client_verifier` accepts (one delegating to
+/// [`SpiffeClientVerifier`]); no session resumption.
+pub fn server_config_with_resolver(
+    cert: Arc<dyn ResolvesServerCert>,
+    client_verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<ServerConfig, Error> {
+    let mut config = ServerConfig::builder_with_provider(ring_provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_client_cert_verifier(client_verifier)
+        .with_cert_resolver(cert);
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// A client presenting what `cert` resolves, accepting servers `verifier`
+/// accepts; no session resumption.
+pub fn client_config_with_resolver(
+    verifier: Arc<dyn ServerCertVerifier>,
+    cert: Arc<dyn ResolvesClientCert>,
+) -> Result<ClientConfig, Error> {
+    let mut config = ClientConfig::builder_with_provider(ring_provider())
+        .with_protocol_versions(VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(cert);
     config.resumption = Resumption::disabled();
     Ok(config)
 }

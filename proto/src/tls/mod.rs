@@ -4,17 +4,22 @@
 //! `ServerConfig`/`ClientConfig` builders every Sigil process uses
 //! ([`config`]) and, behind feature `tls-resolver`, a certificate resolver
 //! that presents the current SVID of a `watch` channel (`resolver`), and the
-//! translation of handshake failures into cause and fix ([`verdict`]). Roots
+//! translation of handshake failures into cause and fix ([`verdict`]) and
+//! into the classes a proxy counts ([`peer_result`]). Roots
 //! and SVID can both change at run time without rebuilding any config.
 
 pub mod config;
+pub mod peer_result;
 #[cfg(feature = "tls-resolver")]
 pub mod resolver;
 pub mod roots;
 pub mod verdict;
 pub mod verify;
 
-pub use config::{client_config, server_config, server_config_allowing_anonymous_clients};
+pub use config::{
+    client_config, client_config_with_resolver, server_config,
+    server_config_allowing_anonymous_clients, server_config_with_resolver,
+};
 #[cfg(feature = "tls-resolver")]
 pub use resolver::{SvidResolver, certified_key};
 pub use roots::{TlsError, TrustRoots};

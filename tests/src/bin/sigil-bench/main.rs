@@ -21,6 +21,7 @@ mod jwt;
 mod limit;
 mod procs;
 mod propagation;
+mod proxy;
 mod scale;
 mod workload_api;
 
@@ -39,6 +40,7 @@ const SCENARIOS: &[&str] = &[
     "scale",
     "cold-start",
     "flood",
+    "proxy",
     "all",
 ];
 
@@ -97,6 +99,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
         }
         "cold-start" => cold_start::run(ctx, None, report).await?,
         "flood" => flood::run(ctx, report).await?,
+        "proxy" => proxy::run(ctx, report).await?,
         "all" => {
             issuance::run(ctx, &lim, report).await?;
             workload_api::run(ctx, report).await?;
@@ -106,6 +109,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
             let server = scale::run(ctx, report).await?;
             cold_start::run(ctx, Some(server), report).await?;
             flood::run(ctx, report).await?;
+            proxy::run(ctx, report).await?;
         }
         other => bail!("unknown scenario {other:?}"),
     }
