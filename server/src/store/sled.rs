@@ -37,8 +37,7 @@ mod open;
 mod tests;
 mod undo;
 
-use std::fmt;
-use std::path::PathBuf;
+use std::{fmt, path::PathBuf};
 
 use ring::rand::SystemRandom;
 use serde::de::DeserializeOwned;
