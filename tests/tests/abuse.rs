@@ -852,6 +852,11 @@ async fn workload_api_limits_per_process_and_message_size() {
                     }
                 }
             }
+            // The entry may not have reached the agent yet: "no identity
+            // issued" (PermissionDenied) until it has.
+            Err(e) if e.code() == Code::PermissionDenied && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             Err(e) => panic!("stream {} refused: {e}", streams.len() + 1),
         }
     }
