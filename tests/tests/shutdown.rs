@@ -45,18 +45,26 @@ async fn i22_4_sigterm_exits_under_a_second_with_an_agent_connected() {
 
     // Workloads watching their SVIDs on the agent.
     let mut watches = Vec::new();
-    for _ in 0..3 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while watches.len() < 3 {
         let mut c = sigil_agent::workload_client::connect(&a.socket)
             .await
             .unwrap();
-        let mut stream = tokio::time::timeout(
+        let opened = tokio::time::timeout(
             Duration::from_secs(20),
             c.fetch_x509svid(wpb::X509svidRequest {}),
         )
         .await
-        .expect("bounded")
-        .unwrap()
-        .into_inner();
+        .expect("bounded");
+        // The entry may not have reached the agent yet: "no identity
+        // issued" until it has.
+        let mut stream = match opened {
+            Err(e) if e.code() == tonic::Code::PermissionDenied && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            r => r.unwrap().into_inner(),
+        };
         let first = tokio::time::timeout(Duration::from_secs(20), stream.message())
             .await
             .expect("bounded");
