@@ -189,7 +189,8 @@ impl PgStore {
                 Some(old)
                     if old.x509_authorities == bundle.x509_authorities
                         && old.jwt_authorities == bundle.jwt_authorities
-                        && old.tainted_key_ids == bundle.tainted_key_ids =>
+                        && old.tainted_key_ids == bundle.tainted_key_ids
+                        && old.tainted_jwt_key_ids == bundle.tainted_jwt_key_ids =>
                 {
                     return Ok(old.clone());
                 }
