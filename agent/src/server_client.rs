@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use sigil_proto::TrustDomain;
 use sigil_proto::agent_api::{self as pb, agent_api_client::AgentApiClient};
@@ -35,7 +35,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Only for `insecure_bootstrap`: the first attestation of an agent that was
 /// given no bundle. Never used once a bundle is known.
 #[derive(Debug)]
-struct InsecureBootstrapVerifier(Arc<rustls::crypto::CryptoProvider>);
+struct InsecureBootstrapVerifier;
 
 impl ServerCertVerifier for InsecureBootstrapVerifier {
     fn verify_server_cert(
@@ -48,25 +48,7 @@ impl ServerCertVerifier for InsecureBootstrapVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    sigil_proto::tls_signature_methods!(self);
 }
 
 fn client_cert(id: &AgentIdentity) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
@@ -107,25 +89,7 @@ impl ServerCertVerifier for DiagnosingVerifier {
                 ))
             })
     }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(m, c, d)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    sigil_proto::tls_signature_methods!(self);
 }
 
 /// A TLS client config that checks the server against `roots` (from
@@ -170,7 +134,7 @@ pub fn insecure_bootstrap_config() -> anyhow::Result<rustls::ClientConfig> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(InsecureBootstrapVerifier(provider)))
+        .with_custom_certificate_verifier(Arc::new(InsecureBootstrapVerifier))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)

@@ -14,11 +14,18 @@ use crate::{TestServer, pem_certs};
 /// The body of `GET /` on the bundle endpoint: the JWK Set JSON. Errors
 /// name what failed; the whole exchange is bounded by 10 s.
 pub async fn get_jwks(s: &TestServer) -> Result<String, String> {
+    let pem = pem_certs(&s.cli_ok(&["bundle", "show", "--format", "pem"]));
+    get_jwks_trusting(s, pem).await
+}
+
+/// [`get_jwks`], checking the endpoint's SVID against `roots` (DER trust
+/// anchors, e.g. the ones a consumer held before a rotation) instead of
+/// the server's current bundle.
+pub async fn get_jwks_trusting(s: &TestServer, roots: Vec<Vec<u8>>) -> Result<String, String> {
     let addr = s
         .bundle_addr
         .ok_or("the test server has no bundle endpoint")?;
-    let pem = pem_certs(&s.cli_ok(&["bundle", "show", "--format", "pem"]));
-    let roots = TrustRoots::new(pem).map_err(|e| e.to_string())?;
+    let roots = TrustRoots::new(roots).map_err(|e| e.to_string())?;
     let server_id = format!("spiffe://{}/sigil/server", s.trust_domain);
     let id = SpiffeId::parse(&server_id).map_err(|e| e.to_string())?;
     let verifier = Arc::new(SpiffeServerVerifier::new(roots, authorize_exact(id)));

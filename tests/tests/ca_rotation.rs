@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sigil_proto::tls::{SpiffeServerVerifier, TrustRoots, authorize_exact, client_config};
 use sigil_proto::{SpiffeId, TrustDomain, bundle, svid_profile};
 use sigil_tests::{ServerOptions, TestAgent, TestServer, mtls, sigil_server, text};
 use spiffe::WorkloadApiClient;
@@ -416,43 +415,7 @@ async fn endpoint_bundle(
     s: &TestServer,
     roots: &[Vec<u8>],
 ) -> Result<bundle::SpiffeBundle, String> {
-    let roots = TrustRoots::new(roots.to_vec()).map_err(|e| e.to_string())?;
-    let v = Arc::new(SpiffeServerVerifier::new(
-        roots,
-        authorize_exact(SpiffeId::parse("spiffe://example.org/sigil/server").unwrap()),
-    ));
-    let cfg = client_config(v, None).map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let get = async {
-        let tcp = tokio::net::TcpStream::connect(s.bundle_addr.expect("bundle endpoint on"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut tls = connector
-            .connect(
-                rustls_pki_types::ServerName::try_from("bundle.invalid").unwrap(),
-                tcp,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        tls.write_all(b"GET / HTTP/1.1\r\nHost: bundle\r\nConnection: close\r\n\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut resp = Vec::new();
-        tls.read_to_end(&mut resp)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(resp)
-    };
-    let resp = tokio::time::timeout(Duration::from_secs(10), get)
-        .await
-        .map_err(|_| "bundle endpoint timed out".to_string())??;
-    let resp = String::from_utf8(resp).map_err(|e| e.to_string())?;
-    let (head, body) = resp
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP body in {resp:?}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("bundle endpoint answered {head}"));
-    }
+    let body = sigil_tests::bundle_endpoint::get_jwks_trusting(s, roots.to_vec()).await?;
     let decoded = bundle::decode(&td(), body.as_bytes()).map_err(|e| e.to_string())?;
     // Sigil's own endpoint publishes only keys a consumer can use: a skipped
     // key is a bug, not a state to poll through.

@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rustls::client::ResolvesClientCert;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, Error as TlsError, SignatureScheme};
+use rustls::{Error as TlsError, SignatureScheme};
 use serde::Serialize;
 use sigil_proto::tls::verdict::{Diagnosis, PeerVerdict, Verdict, diagnose_connect_error};
 use tokio::io::AsyncReadExt;
@@ -54,7 +53,6 @@ pub struct Probe {
 #[derive(Debug)]
 struct Recorder {
     chain: Mutex<Vec<Vec<u8>>>,
-    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for Recorder {
@@ -74,27 +72,7 @@ impl ServerCertVerifier for Recorder {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    sigil_proto::tls_signature_methods!(self);
 }
 
 #[derive(Debug)]
@@ -194,7 +172,6 @@ pub async fn probe(addr: &str, own: &OwnSvid) -> anyhow::Result<Probe> {
     });
     let recorder = Arc::new(Recorder {
         chain: Mutex::new(Vec::new()),
-        algorithms: provider.signature_verification_algorithms,
     });
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

@@ -9,13 +9,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
-};
+use rustls::{CertificateError, DistinguishedName, Error, OtherError};
 use sigil_proto::spiffe_id::SpiffeId;
 use sigil_proto::tls::peer_result::{PeerResult, classify};
 use sigil_proto::tls::verdict::CertFacts;
@@ -40,7 +37,6 @@ pub struct Seen {
 pub struct PeerCheck {
     bundles: BundleSet,
     authorizer: Authorizer,
-    algorithms: WebPkiSupportedAlgorithms,
     seen: Mutex<Option<Seen>>,
 }
 
@@ -65,7 +61,6 @@ impl PeerCheck {
         Arc::new(PeerCheck {
             bundles,
             authorizer,
-            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
             seen: Mutex::new(None),
         })
     }
@@ -158,34 +153,6 @@ impl PeerCheck {
     }
 }
 
-/// The handshake signature checks both verifier traits share: ring's
-/// algorithms, whatever the roots.
-macro_rules! signature_checks {
-    () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            verify_tls12_signature(message, cert, dss, &self.algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            verify_tls13_signature(message, cert, dss, &self.algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.algorithms.supported_schemes()
-        }
-    };
-}
-
 impl ClientCertVerifier for PeerCheck {
     fn offer_client_auth(&self) -> bool {
         true
@@ -209,7 +176,7 @@ impl ClientCertVerifier for PeerCheck {
         Ok(ClientCertVerified::assertion())
     }
 
-    signature_checks!();
+    sigil_proto::tls_signature_methods!(self);
 }
 
 impl ServerCertVerifier for PeerCheck {
@@ -225,5 +192,5 @@ impl ServerCertVerifier for PeerCheck {
         Ok(ServerCertVerified::assertion())
     }
 
-    signature_checks!();
+    sigil_proto::tls_signature_methods!(self);
 }

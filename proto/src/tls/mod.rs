@@ -5,7 +5,8 @@
 //! ([`config`]) and, behind feature `tls-resolver`, a certificate resolver
 //! that presents the current SVID of a `watch` channel (`resolver`), and the
 //! translation of handshake failures into cause and fix ([`verdict`]) and
-//! into the classes a proxy counts ([`peer_result`]). Roots
+//! into the classes a proxy counts ([`peer_result`]); every verifier checks
+//! handshake signatures through [`signatures`]. Roots
 //! and SVID can both change at run time without rebuilding any config.
 
 pub mod config;
@@ -13,6 +14,7 @@ pub mod peer_result;
 #[cfg(feature = "tls-resolver")]
 pub mod resolver;
 pub mod roots;
+pub mod signatures;
 pub mod verdict;
 pub mod verify;
 

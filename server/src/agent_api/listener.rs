@@ -28,7 +28,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::DistinguishedName;
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::ResolvesServerCert;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -208,25 +207,7 @@ impl ClientCertVerifier for AttestationFriendlyVerifier {
             .verify_client_cert(end_entity, intermediates, now)
             .inspect_err(|e| super::refused_peer::note(end_entity, e, now))
     }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
+    sigil_proto::tls_signature_methods!(self);
 }
 
 /// Verifies client certificates against `roots`, admitting only agent IDs
