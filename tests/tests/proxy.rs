@@ -275,6 +275,29 @@ async fn item1_requests_flow_and_every_bad_client_is_refused_counted_and_logged(
     assert!(ok >= 3.0, "{ok}");
     let out_ok = handshakes(&outbound, "outbound", "ok");
     assert!(out_ok >= 3.0, "{out_ok}");
+    // Bytes are counted in header mode too, both ways, once each connection
+    // has ended (the request line and headers in, the response out).
+    for way in ["in", "out"] {
+        let bytes = |p: &Proxy| {
+            p.metrics()
+                .unwrap()
+                .get("sigil_proxy_bytes_total")
+                .and_then(|f| {
+                    f.value(
+                        "sigil_proxy_bytes_total",
+                        &[("direction", "inbound"), ("way", way)],
+                    )
+                })
+                .unwrap_or(0.0)
+        };
+        wait_until(
+            &format!("inbound header-mode bytes ({way}) counted"),
+            Duration::from_secs(10),
+            &inbound,
+            &outbound,
+            &|| bytes(&inbound) >= 3.0 * 40.0,
+        );
+    }
 
     // The bad clients, each straight at the inbound proxy.
     let roots = TrustRoots::new(st.s.bundle()).unwrap();

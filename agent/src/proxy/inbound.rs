@@ -82,7 +82,10 @@ async fn connection(
         }
     };
     let r = if cfg.pass_peer_id_header {
-        peer_header::relay(stream, backend, &id).await
+        let (stream, tally) = pipe::Counted::new(stream);
+        let r = peer_header::relay(stream, backend, &id).await;
+        tally.record(Direction::Inbound);
+        r
     } else {
         pipe::copy(Direction::Inbound, stream, backend).await
     };
