@@ -94,16 +94,18 @@ enum Loader {
 }
 
 /// Which loader a config file is for, from its name (`server*`, `agent*`);
-/// `None` for `helper*`, which the helper's own test loads.
+/// `None` for `helper*` and `proxy*`, which their own tests load.
 fn loader_for(name: &str) -> Option<Loader> {
     if name.starts_with("server") {
         Some(Loader::Server)
     } else if name.starts_with("agent") {
         Some(Loader::Agent)
-    } else if name.starts_with("helper") {
+    } else if name.starts_with("helper") || name.starts_with("proxy") {
         None
     } else {
-        panic!("deploy/examples/{name}: name it server*.toml, agent*.toml or helper*.toml")
+        panic!(
+            "deploy/examples/{name}: name it server*.toml, agent*.toml, helper*.toml or proxy*.toml"
+        )
     }
 }
 

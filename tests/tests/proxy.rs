@@ -546,3 +546,41 @@ async fn item1_soak_connections_survive_svid_and_ca_rotations_with_zero_failed_h
         assert!(p.log_events("mTLS handshake refused").is_empty(), "{d}");
     }
 }
+
+/// `sigil-agent proxy validate`: the shipped example passes, and a refused
+/// file exits non-zero naming the key and the rule, from the command line.
+#[test]
+fn proxy_validate_checks_a_file_from_the_command_line() {
+    let example =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/proxy.toml");
+    let out = sigil_tests::sigil_agent(
+        &["proxy", "validate", "--config", example.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", sigil_tests::text(&out.stderr));
+    assert!(
+        sigil_tests::text(&out.stdout).contains("proxy configuration is valid"),
+        "{}",
+        sigil_tests::text(&out.stdout)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("proxy.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&example).unwrap().replace(
+            r#"allow = ["spiffe://example.org/web", "spiffe://example.org/ns/*"]"#,
+            "allow = []",
+        ),
+    )
+    .unwrap();
+    let out = sigil_tests::sigil_agent(
+        &["proxy", "validate", "--config", bad.to_str().unwrap()],
+        &[],
+    );
+    let err = sigil_tests::text(&out.stderr);
+    assert!(!out.status.success(), "an empty allow list was accepted");
+    assert!(
+        err.contains("inbound[0].allow") && err.contains("is empty"),
+        "{err}"
+    );
+}
