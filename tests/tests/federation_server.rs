@@ -712,3 +712,66 @@ async fn item3_sync_sends_exactly_the_federated_bundles_and_pushes_changes() {
         st.got
     );
 }
+
+/// Issue 16 open item 2: the last accepted remote `spiffe_sequence` is
+/// persisted, so after a restart of a.test an older bundle from the
+/// endpoint is still refused (reason `sequence`), counted, and the last
+/// good bundle kept.
+#[test]
+fn i16_open2_remote_sequence_survives_a_server_restart() {
+    let (mut a, health) = a_server("");
+    let (ca, cert, key) = web_server_cert("localhost");
+    let (good, forged) = (TestCa::new("b.test"), TestCa::new("b.test"));
+    let fake = FakeEndpoint::start(
+        vec![cert],
+        key.serialize_der(),
+        jwks("b.test", vec![good.der.clone()], 7),
+    );
+    let roots = write(
+        &a,
+        "web-roots.pem",
+        sigil_proto::pem::to_pem(&[ca]).as_bytes(),
+    );
+    let url = format!("https://localhost:{}/", fake.addr.port());
+    a.cli_ok(&[
+        "federation",
+        "create",
+        "--trust-domain",
+        "b.test",
+        "--bundle-endpoint-url",
+        &url,
+        "--bundle-endpoint-profile",
+        "https_web",
+        "--ca-file",
+        &roots,
+    ]);
+    wait_for(
+        Duration::from_secs(20),
+        "b.test's bundle with sequence 7 accepted",
+        || (foreign_bundle_opt(&a, "b.test") == Some(vec![good.der.clone()])).then_some(()),
+    );
+
+    // The endpoint now serves an older sequence with other keys (a replay
+    // or rollback), and a.test restarts: its first fetch must still be
+    // judged against sequence 7.
+    fake.serve(jwks("b.test", vec![forged.der.clone()], 6));
+    a.stop();
+    a.spawn().unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the older sequence counted after the restart",
+        || (failures(health, "b.test", "sequence") >= 1.0).then_some(()),
+    );
+    let why = refresh_fails(&a, "b.test");
+    assert!(why.contains("older"), "{why}");
+    assert_eq!(
+        foreign_bundle(&a, "b.test"),
+        vec![good.der.clone()],
+        "the last good bundle is kept across the restart"
+    );
+
+    // The endpoint moves on: a newer sequence is accepted.
+    fake.serve(jwks("b.test", vec![forged.der.clone()], 8));
+    a.cli_ok(&["federation", "refresh", "--trust-domain", "b.test"]);
+    assert_eq!(foreign_bundle(&a, "b.test"), vec![forged.der.clone()]);
+}

@@ -17,7 +17,7 @@ use sigil_proto::clock::{Clock, unix_seconds};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::accept::{Accepted, judge};
+use super::accept::judge;
 use super::fetch::{fetch, tls_config};
 use super::foreign::ForeignBundles;
 use super::refresh::RefreshSettings;
@@ -33,8 +33,6 @@ pub struct RefreshStatus {
     pub last_error: Option<String>,
     /// `spiffe_sequence` of the last accepted document.
     pub remote_sequence: Option<u64>,
-    /// The last accepted document that had a sequence.
-    pub last: Option<Accepted>,
 }
 
 /// The outcome of one refresh: the stored sequence, or why not.
@@ -110,7 +108,8 @@ impl Client {
             let body = fetch(url, &self.url, tls)
                 .await
                 .map_err(|e| (e.reason, e.message))?;
-            let last = self.status().last.clone();
+            // As stored: a restart keeps refusing older documents.
+            let last = self.foreign.accepted(td);
             judge(td, last.as_ref(), &body).map_err(|r| (r.reason(), r.to_string()))
         }
         .await;
@@ -135,7 +134,9 @@ impl Client {
                     sequence: 0,
                 };
                 let foreign = self.foreign.clone();
-                let put = tokio::task::spawn_blocking(move || foreign.put(record)).await;
+                let remote = b.sequence;
+                let put =
+                    tokio::task::spawn_blocking(move || foreign.put_fetched(record, remote)).await;
                 match put {
                     Ok(Ok(stored)) => {
                         crate::metrics::federation_refreshed(td.as_str(), now);
@@ -145,12 +146,6 @@ impl Client {
                             st.last_success_at = Some(now);
                             st.last_error = None;
                             st.remote_sequence = b.sequence.or(st.remote_sequence);
-                            if let Some(sequence) = b.sequence {
-                                st.last = Some(Accepted {
-                                    sequence,
-                                    bundle: b.clone(),
-                                });
-                            }
                             changed
                         };
                         if b.is_empty() {

@@ -33,6 +33,7 @@ mod events;
 mod migrate;
 mod node_bans;
 mod open;
+mod remote_sequence;
 #[cfg(test)]
 mod tests;
 mod undo;
@@ -595,6 +596,16 @@ impl Store for SledStore {
         let undo = || self.undo_journal(&stored, &old);
         self.flush_or_undo("CA journal", undo)?;
         Ok(stored)
+    }
+
+    // ---- federation: last accepted remote spiffe_sequence (issue 16) ----
+
+    fn remote_sequence(&self, td: &TrustDomain) -> StoreResult<Option<u64>> {
+        self.get_remote_sequence(td)
+    }
+
+    fn put_remote_sequence(&self, td: &TrustDomain, sequence: Option<u64>) -> StoreResult<()> {
+        self.set_remote_sequence(td, sequence)
     }
 }
 
