@@ -2,8 +2,8 @@
 //! fetches the foreign bundle ([`super::fetch`]), judges it
 //! ([`super::accept::judge`]) and applies what it accepts through
 //! [`ForeignBundles`] (so agents are pushed it). It polls at the endpoint's
-//! `spiffe_refresh_hint`, clamped to the configured floor and ceiling, and
-//! after a failure retries with exponential backoff and jitter (never later
+//! `spiffe_refresh_hint`, clamped to the configured floor and ceiling and
+//! counted from the start of the last fetch, and after a failure retries with exponential backoff and jitter (never later
 //! than the next regular poll). A refusal or failure keeps the last good
 //! bundle, is logged with its reason and counted
 //! (`sigil_server_federation_refresh_failures_total{trust_domain,reason}`);
@@ -72,6 +72,10 @@ impl Client {
         let mut attempt = 0u32;
         let mut pending: Vec<RefreshRequest> = Vec::new();
         loop {
+            // The next poll is due `wait` after this fetch started, not
+            // after it ended: a slow endpoint does not stretch the period
+            // past its refresh hint.
+            let started = tokio::time::Instant::now();
             let (outcome, hint) = self.once().await;
             let wait = match &outcome {
                 Ok(_) => {
@@ -88,7 +92,7 @@ impl Client {
                 let _ = r.send(outcome.clone());
             }
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(started + wait) => {}
                 r = requests.recv() => match r {
                     Some(r) => pending.push(r),
                     None => return,
