@@ -56,7 +56,10 @@ async fn until<F: std::future::Future<Output = bool>>(
 ) {
     let deadline = Instant::now() + limit;
     while !probe().await {
-        assert!(Instant::now() < deadline, "timed out after {limit:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

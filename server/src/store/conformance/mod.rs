@@ -175,8 +175,8 @@ mod federations;
 mod fixtures;
 mod journal;
 mod node_bans;
-mod reopen;
 mod remote_sequence;
+mod reopen;
 mod tokens;
 
 pub use agents::*;

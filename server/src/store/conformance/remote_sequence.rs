@@ -25,7 +25,10 @@ pub fn i16_remote_sequence_survives_reopen(location: &dyn StoreLocation) {
         Some(7),
         "the remote sequence survives a reopen"
     );
-    ok(s.put_remote_sequence(&b, Some(u64::from(u32::MAX) + 9)), "replace");
+    ok(
+        s.put_remote_sequence(&b, Some(u64::from(u32::MAX) + 9)),
+        "replace",
+    );
     assert_eq!(
         ok(s.remote_sequence(&b), "replaced"),
         Some(u64::from(u32::MAX) + 9)

@@ -23,7 +23,10 @@ impl SledStore {
     ) -> StoreResult<()> {
         let key = format!("{K_REMOTE_SEQUENCE}{td}");
         match sequence {
-            Some(s) => self.meta.insert(key.as_bytes(), &s.to_be_bytes()).map(|_| ()),
+            Some(s) => self
+                .meta
+                .insert(key.as_bytes(), &s.to_be_bytes())
+                .map(|_| ()),
             None => self.meta.remove(key.as_bytes()).map(|_| ()),
         }
         .map_err(|e| self.io(e))?;
