@@ -742,22 +742,15 @@ async fn item3_sync_sends_exactly_the_federated_bundles_and_pushes_changes() {
     );
 }
 
-/// Issue 16 open item 2: the last accepted remote `spiffe_sequence` is
-/// persisted, so after a restart of a.test an older bundle from the
-/// endpoint is still refused (reason `sequence`), counted, and the last
-/// good bundle kept.
-#[test]
-fn i16_open2_remote_sequence_survives_a_server_restart() {
-    let (mut a, health) = a_server("");
+/// A stand-in b.test endpoint with a web certificate from a test CA,
+/// serving `body` each time `delay` after the request, and a.test's
+/// `https_web` relationship with it (the test CA as `ca_file`).
+fn web_federation(a: &TestServer, body: Vec<u8>, delay: Duration) -> FakeEndpoint {
     let (ca, cert, key) = web_server_cert("localhost");
-    let (good, forged) = (TestCa::new("b.test"), TestCa::new("b.test"));
-    let fake = FakeEndpoint::start(
-        vec![cert],
-        key.serialize_der(),
-        jwks("b.test", vec![good.der.clone()], 7),
-    );
+    let fake = FakeEndpoint::start(vec![cert], key.serialize_der(), body);
+    fake.answer_after(delay);
     let roots = write(
-        &a,
+        a,
         "web-roots.pem",
         sigil_proto::pem::to_pem(&[ca]).as_bytes(),
     );
@@ -774,6 +767,22 @@ fn i16_open2_remote_sequence_survives_a_server_restart() {
         "--ca-file",
         &roots,
     ]);
+    fake
+}
+
+/// Issue 16 open item 2: the last accepted remote `spiffe_sequence` is
+/// persisted, so after a restart of a.test an older bundle from the
+/// endpoint is still refused (reason `sequence`), counted, and the last
+/// good bundle kept.
+#[test]
+fn i16_open2_remote_sequence_survives_a_server_restart() {
+    let (mut a, health) = a_server("");
+    let (good, forged) = (TestCa::new("b.test"), TestCa::new("b.test"));
+    let fake = web_federation(
+        &a,
+        jwks("b.test", vec![good.der.clone()], 7),
+        Duration::ZERO,
+    );
     wait_for(
         Duration::from_secs(20),
         "b.test's bundle with sequence 7 accepted",
@@ -813,32 +822,8 @@ fn i16_open2_remote_sequence_survives_a_server_restart() {
 fn i16_open5_polls_at_the_hint_from_the_start_of_the_last_fetch() {
     const SLOW: Duration = Duration::from_millis(1500);
     let (a, _health) = a_server("");
-    let (ca, cert, key) = web_server_cert("localhost");
     let b_ca = TestCa::new("b.test");
-    let fake = FakeEndpoint::start(
-        vec![cert],
-        key.serialize_der(),
-        jwks("b.test", vec![b_ca.der.clone()], 1),
-    );
-    fake.answer_after(SLOW);
-    let roots = write(
-        &a,
-        "web-roots.pem",
-        sigil_proto::pem::to_pem(&[ca]).as_bytes(),
-    );
-    let url = format!("https://localhost:{}/", fake.addr.port());
-    a.cli_ok(&[
-        "federation",
-        "create",
-        "--trust-domain",
-        "b.test",
-        "--bundle-endpoint-url",
-        &url,
-        "--bundle-endpoint-profile",
-        "https_web",
-        "--ca-file",
-        &roots,
-    ]);
+    let fake = web_federation(&a, jwks("b.test", vec![b_ca.der.clone()], 1), SLOW);
     let arrivals = wait_for(
         (HINT + SLOW) * 6,
         "five requests to the slow endpoint",
