@@ -30,10 +30,10 @@
 mod codec;
 mod create;
 mod events;
+mod meta;
 mod migrate;
 mod node_bans;
 mod open;
-mod remote_sequence;
 #[cfg(test)]
 mod tests;
 mod undo;
@@ -170,17 +170,6 @@ impl SledStore {
                 decode(name, &String::from_utf8_lossy(&k), &v)
             })
             .collect()
-    }
-
-    fn meta_u64(&self, key: &'static str) -> StoreResult<u64> {
-        self.meta_u64_key(key)
-    }
-
-    fn meta_u64_key(&self, key: &str) -> StoreResult<u64> {
-        match self.meta.get(key).map_err(|e| self.io(e))? {
-            Some(v) => decode_u64(T_META, key, &v),
-            None => Ok(0),
-        }
     }
 
     /// Removes `key` from `tree` and flushes (undone if that fails);
@@ -597,8 +586,6 @@ impl Store for SledStore {
         self.flush_or_undo("CA journal", undo)?;
         Ok(stored)
     }
-
-    // ---- federation: last accepted remote spiffe_sequence (issue 16) ----
 
     fn remote_sequence(&self, td: &TrustDomain) -> StoreResult<Option<u64>> {
         self.get_remote_sequence(td)

@@ -1,6 +1,8 @@
-//! The last accepted remote `spiffe_sequence` per federated trust domain
-//! (issue 16) in the sled store: key `remote_sequence:<trust domain>` of
-//! the `meta` tree, a big-endian u64, flushed on every change.
+//! The u64 values of the sled store's `meta` tree (big-endian): read by
+//! key (counters, bundle high-water marks; absent reads as 0), and the
+//! last accepted remote `spiffe_sequence` per federated trust domain
+//! (issue 16), key `remote_sequence:<trust domain>`, flushed on every
+//! change.
 
 use super::*;
 
@@ -8,6 +10,17 @@ use super::*;
 const K_REMOTE_SEQUENCE: &str = "remote_sequence:";
 
 impl SledStore {
+    pub(super) fn meta_u64(&self, key: &'static str) -> StoreResult<u64> {
+        self.meta_u64_key(key)
+    }
+
+    pub(super) fn meta_u64_key(&self, key: &str) -> StoreResult<u64> {
+        match self.meta.get(key).map_err(|e| self.io(e))? {
+            Some(v) => decode_u64(T_META, key, &v),
+            None => Ok(0),
+        }
+    }
+
     pub(super) fn get_remote_sequence(&self, td: &TrustDomain) -> StoreResult<Option<u64>> {
         let key = format!("{K_REMOTE_SEQUENCE}{td}");
         match self.meta.get(key.as_bytes()).map_err(|e| self.io(e))? {
