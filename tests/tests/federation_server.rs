@@ -356,31 +356,14 @@ fn item2_https_spiffe_follows_rotation_and_keeps_the_last_good_bundle() {
 #[test]
 fn item2_https_web_with_a_test_ca_as_ca_file() {
     let (a, _health) = a_server("");
-    let (ca, cert, key) = web_server_cert("localhost");
     let web_ca = TestCa::new("web.test");
-    let fake = FakeEndpoint::start(
-        vec![cert],
-        key.serialize_der(),
-        jwks("web.test", vec![web_ca.der.clone()], 1),
-    );
-    let roots = write(
+    let fake = web_federation(
         &a,
-        "web-roots.pem",
-        sigil_proto::pem::to_pem(&[ca]).as_bytes(),
+        "web.test",
+        jwks("web.test", vec![web_ca.der.clone()], 1),
+        Duration::ZERO,
     );
     let url = format!("https://localhost:{}/", fake.addr.port());
-    a.cli_ok(&[
-        "federation",
-        "create",
-        "--trust-domain",
-        "web.test",
-        "--bundle-endpoint-url",
-        &url,
-        "--bundle-endpoint-profile",
-        "https_web",
-        "--ca-file",
-        &roots,
-    ]);
     wait_for(
         Duration::from_secs(20),
         "web.test's bundle fetched over https_web",
@@ -742,10 +725,10 @@ async fn item3_sync_sends_exactly_the_federated_bundles_and_pushes_changes() {
     );
 }
 
-/// A stand-in b.test endpoint with a web certificate from a test CA,
+/// A stand-in endpoint of `td` with a web certificate from a test CA,
 /// serving `body` each time `delay` after the request, and a.test's
 /// `https_web` relationship with it (the test CA as `ca_file`).
-fn web_federation(a: &TestServer, body: Vec<u8>, delay: Duration) -> FakeEndpoint {
+fn web_federation(a: &TestServer, td: &str, body: Vec<u8>, delay: Duration) -> FakeEndpoint {
     let (ca, cert, key) = web_server_cert("localhost");
     let fake = FakeEndpoint::start(vec![cert], key.serialize_der(), body);
     fake.answer_after(delay);
@@ -759,7 +742,7 @@ fn web_federation(a: &TestServer, body: Vec<u8>, delay: Duration) -> FakeEndpoin
         "federation",
         "create",
         "--trust-domain",
-        "b.test",
+        td,
         "--bundle-endpoint-url",
         &url,
         "--bundle-endpoint-profile",
@@ -780,6 +763,7 @@ fn i16_open2_remote_sequence_survives_a_server_restart() {
     let (good, forged) = (TestCa::new("b.test"), TestCa::new("b.test"));
     let fake = web_federation(
         &a,
+        "b.test",
         jwks("b.test", vec![good.der.clone()], 7),
         Duration::ZERO,
     );
@@ -823,7 +807,12 @@ fn i16_open5_polls_at_the_hint_from_the_start_of_the_last_fetch() {
     const SLOW: Duration = Duration::from_millis(1500);
     let (a, _health) = a_server("");
     let b_ca = TestCa::new("b.test");
-    let fake = web_federation(&a, jwks("b.test", vec![b_ca.der.clone()], 1), SLOW);
+    let fake = web_federation(
+        &a,
+        "b.test",
+        jwks("b.test", vec![b_ca.der.clone()], 1),
+        SLOW,
+    );
     let arrivals = wait_for(
         (HINT + SLOW) * 6,
         "five requests to the slow endpoint",
