@@ -17,11 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use sigil_proto::TrustDomain;
 use sigil_proto::clock::Clock;
 use sigil_proto::tls::{TrustRoots, verdict};
@@ -38,7 +34,7 @@ use crate::sync::OnBundle;
 /// Largest bundle document fetched, in bytes (the JWK Set decoder's limit).
 pub const MAX_BUNDLE_BYTES: usize = sigil_proto::bundle::MAX_BUNDLE_BYTES;
 /// Time allowed for one fetch: connect, TLS, request and the whole body.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const FETCH_TIMEOUT: Duration = sigil_proto::bundle::fetch::FETCH_TIMEOUT;
 /// Time allowed for one probe handshake with the server.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a server the stored bundle does not verify is checked again
@@ -86,109 +82,28 @@ pub async fn probe(addr: &str, roots: &TrustRoots, td: &TrustDomain) -> Probe {
 /// The TLS client config for the bundle endpoint: the roots of `ca_file`,
 /// hostname verification, HTTP/1.1.
 pub fn web_tls(be: &BundleEndpointConfig) -> anyhow::Result<rustls::ClientConfig> {
-    let file = || format!("bundle_endpoint.ca_file {}", be.ca_file.display());
-    let certs = CertificateDer::pem_file_iter(&be.ca_file)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _unusable) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        anyhow::bail!("{}: holds no usable CA certificate", file());
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+    sigil_proto::bundle::fetch::web_roots(&be.ca_file)
+        .map_err(|e| anyhow::anyhow!("bundle_endpoint.ca_file {}: {e}", be.ca_file.display()))
 }
 
-/// Fetches and checks the bundle at `be.url` over `tls`.
+/// Fetches ([`sigil_proto::bundle::fetch::fetch`]: bounded in time and
+/// size, a `200` only) and checks the bundle at `be.url` over `tls`.
 pub async fn fetch(
     be: &BundleEndpointConfig,
     tls: rustls::ClientConfig,
     td: &TrustDomain,
 ) -> anyhow::Result<TrustBundle> {
-    let body = tokio::time::timeout(FETCH_TIMEOUT, get(be, tls))
+    let body = sigil_proto::bundle::fetch::fetch(&be.url, &be.endpoint_url(), tls)
         .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{}: no complete answer within {} s",
-                be.url,
-                FETCH_TIMEOUT.as_secs()
-            )
-        })??;
-    bundle_from_document(td, &body).with_context(|| be.url.clone())
-}
-
-/// Aborts the connection task when the fetch ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// `GET` of the URL's path: the body of a 200 answer, at most
-/// [`MAX_BUNDLE_BYTES`].
-async fn get(be: &BundleEndpointConfig, tls: rustls::ClientConfig) -> anyhow::Result<Bytes> {
-    let url = &be.url;
-    let tcp = TcpStream::connect((be.host.as_str(), be.port))
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    let name = ServerName::try_from(be.host.clone()).map_err(|e| {
-        anyhow::anyhow!("{url}: host {:?} is not a valid server name: {e}", be.host)
-    })?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .with_context(|| {
-            format!(
-                "TLS with {url} (its certificate must chain to bundle_endpoint.ca_file {} and \
-                 name {})",
+        .map_err(|e| match e.reason {
+            "tls" => anyhow::anyhow!(
+                "{e} (its certificate must chain to bundle_endpoint.ca_file {} and name {})",
                 be.ca_file.display(),
                 be.host
-            )
+            ),
+            _ => anyhow::Error::new(e),
         })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .with_context(|| format!("HTTP with {url}"))?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    let host = if be.host.contains(':') {
-        format!("[{}]", be.host)
-    } else {
-        be.host.clone()
-    };
-    let host = if be.port == 443 {
-        host
-    } else {
-        format!("{host}:{}", be.port)
-    };
-    let req = http::Request::get(be.path.as_str())
-        .header(http::header::HOST, host)
-        .header(http::header::ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
-        .with_context(|| format!("building the request for {url}"))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    if resp.status() != http::StatusCode::OK {
-        anyhow::bail!("GET {url} answered {}, expected 200", resp.status());
-    }
-    let body = Limited::new(resp.into_body(), MAX_BUNDLE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("{url}: reading the bundle (at most {MAX_BUNDLE_BYTES} bytes): {e}")
-        })?;
-    Ok(body.to_bytes())
+    bundle_from_document(td, &body).with_context(|| be.url.clone())
 }
 
 /// Decodes a SPIFFE JWK Set and checks it is for `td` (see
@@ -210,30 +125,11 @@ pub fn bundle_from_document(td: &TrustDomain, body: &[u8]) -> anyhow::Result<Tru
 /// SPIFFE ID of another trust domain. (That it is the server's own bundle
 /// is then shown by the server's SVID verifying against it: [`probe`].)
 pub fn check_trust_domain(td: &TrustDomain, authorities: &[Vec<u8>]) -> anyhow::Result<()> {
-    use x509_parser::extensions::GeneralName;
     if authorities.is_empty() {
         anyhow::bail!("the bundle has no X.509 authority for trust domain {td}");
     }
-    let want = td.id().to_string();
-    for (i, der) in authorities.iter().enumerate() {
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| anyhow::anyhow!("X.509 authority {i} does not parse: {e}"))?;
-        let Ok(Some(san)) = cert.subject_alternative_name() else {
-            continue;
-        };
-        for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name
-                && uri.starts_with("spiffe://")
-                && *uri != want
-            {
-                anyhow::bail!(
-                    "X.509 authority {i} is for {uri}, not the agent's trust domain {want}: \
-                     refused"
-                );
-            }
-        }
-    }
-    Ok(())
+    sigil_proto::bundle::endpoint_url::check_authorities(td, authorities)
+        .map_err(|e| anyhow::anyhow!("{e}: refused"))
 }
 
 /// The task that watches for a server the stored bundle does not verify.

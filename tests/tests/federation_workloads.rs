@@ -27,8 +27,13 @@ const B: &str = "b.test";
 /// Both bundle endpoints' `refresh_hint`: the longest a federated peer may
 /// go without polling (the clients' floor is set below it).
 const HINT: Duration = Duration::from_secs(4);
-/// The Workload API stream and the sync push after a poll.
-const PROPAGATION: Duration = Duration::from_secs(3);
+/// What the new CA may take beyond one refresh hint to reach the
+/// workload: the client polls at the hint counted from the start of its
+/// last fetch, so the hint covers the wait; on top come one fetch over
+/// loopback (milliseconds; ~100 ms under load), the store write, the sync
+/// push to the agent and the Workload API stream update (milliseconds
+/// each), and this test's 50 ms probe. One second covers them with margin.
+const PROPAGATION: Duration = Duration::from_secs(1);
 const NOBODY: u32 = 65534;
 
 const CLIENT: &str = "spiffe://a.test/client";

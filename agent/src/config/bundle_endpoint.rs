@@ -34,37 +34,24 @@ pub struct BundleEndpointConfig {
     pub ca_file: PathBuf,
 }
 
+impl BundleEndpointConfig {
+    /// The URL as the shared fetch takes it.
+    pub fn endpoint_url(&self) -> sigil_proto::bundle::endpoint_url::EndpointUrl {
+        sigil_proto::bundle::endpoint_url::EndpointUrl {
+            host: self.host.clone(),
+            port: self.port,
+            path: self.path.clone(),
+        }
+    }
+}
+
 impl RawBundleEndpoint {
-    /// Checks the URL (`https://host[:port][/path]`, no user info) and the
+    /// Checks the URL (`https://host[:port][/path]`, no user info, no
+    /// fragment: [`sigil_proto::bundle::endpoint_url::parse_url`]) and the
     /// roots file path; each message names the key and the value.
     pub fn check(self) -> Result<BundleEndpointConfig, ConfigError> {
-        let bad = |why: &str| invalid("bundle_endpoint.url", format!("{:?} {why}", self.url));
-        let uri: http::Uri = self
-            .url
-            .parse()
-            .map_err(|e| bad(&format!("is not a URL: {e}")))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(bad(
-                "must be an https:// URL (the bundle is checked with the web PKI)",
-            ));
-        }
-        let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(bad("must not carry user information"));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        if host.is_empty() {
-            return Err(bad("has no host"));
-        }
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into());
+        let u = sigil_proto::bundle::endpoint_url::parse_url(&self.url)
+            .map_err(|why| invalid("bundle_endpoint.url", format!("{:?} {why}", self.url)))?;
         let ca_file = self
             .ca_file
             .clone()
@@ -76,10 +63,10 @@ impl RawBundleEndpoint {
             ));
         }
         Ok(BundleEndpointConfig {
-            port: authority.port_u16().unwrap_or(443),
+            port: u.port,
             url: self.url,
-            host,
-            path,
+            host: u.host,
+            path: u.path,
             ca_file,
         })
     }

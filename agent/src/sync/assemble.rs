@@ -3,7 +3,8 @@
 //! bundles pass through as they come. The contract for foreign bundles
 //! (federation): a full set sends every one the agent's entries federate
 //! with before its last page, so with that page the cache is told which
-//! ones the full set sent, and drops the others.
+//! ones the full set sent, and drops the others; a resumed sync ends with
+//! the set of foreign trust domains to hold, and the cache drops the rest.
 
 use std::collections::BTreeSet;
 
@@ -83,6 +84,22 @@ impl Assembler {
                     Vec::new()
                 }
             },
+            Some(Kind::FederatedSet(set)) => {
+                // After a resume: exactly these are held now (issue 16).
+                let kept: BTreeSet<TrustDomain> = set
+                    .trust_domains
+                    .iter()
+                    .filter_map(|t| match TrustDomain::parse(t) {
+                        Ok(td) => Some(td),
+                        Err(e) => {
+                            warn!(trust_domain = %t, error = %e, "federated trust domain in the server's set ignored: not a trust domain");
+                            None
+                        }
+                    })
+                    .collect();
+                self.fed_sent = kept.clone();
+                vec![SyncEvent::FederatedSet(kept)]
+            }
             None => Vec::new(),
         }
     }

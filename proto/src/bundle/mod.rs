@@ -8,6 +8,9 @@
 //! certificate-list codecs for bundle files are in [`crate::pem`]; the
 //! plain signing JWKs of OIDC discovery are [`signing_jwk`].
 
+pub mod endpoint_url;
+#[cfg(feature = "bundle-fetch")]
+pub mod fetch;
 mod jwks;
 pub(crate) mod key_params;
 mod signing_jwk;

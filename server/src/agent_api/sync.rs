@@ -201,6 +201,21 @@ impl Stream {
         Ok(())
     }
 
+    /// Tells the agent exactly which foreign bundles to hold (those sent on
+    /// this stream and not removed): after a resume it may hold others,
+    /// deleted or no longer federated with while it was not connected.
+    async fn send_federated_set(&mut self) -> Result<(), ()> {
+        if self.ctx.foreign.is_none() {
+            return Ok(());
+        }
+        let trust_domains = self.federated.held();
+        debug!(agent_id = %self.caller.id, held = trust_domains.len(), "sending the federated set");
+        self.send(msg(pb::sync_entries_response::Kind::FederatedSet(
+            pb::FederatedTrustDomains { trust_domains },
+        )))
+        .await
+    }
+
     /// Sends the whole authorized set in pages; the last page says so.
     async fn full(&mut self) -> Result<(), ()> {
         let view = self.view();
@@ -212,6 +227,7 @@ impl Stream {
         // Every federated bundle goes before the last page.
         self.federated.forget_sent();
         self.push_federated().await?;
+        self.send_federated_set().await?;
         let mut chunks = view.entries.chunks(self.page).peekable();
         if chunks.peek().is_none() {
             return self.page_msg(vec![], true).await;
@@ -355,7 +371,8 @@ impl Stream {
                 self.full().await
             } else {
                 self.resume(since).await?;
-                self.push_federated().await
+                self.push_federated().await?;
+                self.send_federated_set().await
             }
         };
         if start.await.is_err() {

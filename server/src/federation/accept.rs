@@ -79,30 +79,7 @@ pub fn judge(
     Ok(b)
 }
 
-/// No X.509 authority may carry the SPIFFE ID of another trust domain.
-pub fn check_authorities(td: &TrustDomain, authorities: &[Vec<u8>]) -> Result<(), String> {
-    use x509_parser::extensions::GeneralName;
-    let want = td.id().to_string();
-    for (i, der) in authorities.iter().enumerate() {
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| format!("X.509 authority {i} does not parse: {e}"))?;
-        let Ok(Some(san)) = cert.subject_alternative_name() else {
-            continue;
-        };
-        for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name
-                && uri.starts_with("spiffe://")
-                && *uri != want
-            {
-                return Err(format!(
-                    "X.509 authority {i} is for {uri}, not trust domain {want}: a bundle of \
-                     another trust domain"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
+pub use sigil_proto::bundle::endpoint_url::check_authorities;
 
 #[cfg(test)]
 mod tests;

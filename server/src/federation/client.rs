@@ -2,8 +2,8 @@
 //! fetches the foreign bundle ([`super::fetch`]), judges it
 //! ([`super::accept::judge`]) and applies what it accepts through
 //! [`ForeignBundles`] (so agents are pushed it). It polls at the endpoint's
-//! `spiffe_refresh_hint`, clamped to the configured floor and ceiling, and
-//! after a failure retries with exponential backoff and jitter (never later
+//! `spiffe_refresh_hint`, clamped to the configured floor and ceiling and
+//! counted from the start of the last fetch, and after a failure retries with exponential backoff and jitter (never later
 //! than the next regular poll). A refusal or failure keeps the last good
 //! bundle, is logged with its reason and counted
 //! (`sigil_server_federation_refresh_failures_total{trust_domain,reason}`);
@@ -17,7 +17,7 @@ use sigil_proto::clock::{Clock, unix_seconds};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::accept::{Accepted, judge};
+use super::accept::judge;
 use super::fetch::{fetch, tls_config};
 use super::foreign::ForeignBundles;
 use super::refresh::RefreshSettings;
@@ -33,8 +33,6 @@ pub struct RefreshStatus {
     pub last_error: Option<String>,
     /// `spiffe_sequence` of the last accepted document.
     pub remote_sequence: Option<u64>,
-    /// The last accepted document that had a sequence.
-    pub last: Option<Accepted>,
 }
 
 /// The outcome of one refresh: the stored sequence, or why not.
@@ -74,6 +72,10 @@ impl Client {
         let mut attempt = 0u32;
         let mut pending: Vec<RefreshRequest> = Vec::new();
         loop {
+            // The next poll is due `wait` after this fetch started, not
+            // after it ended: a slow endpoint does not stretch the period
+            // past its refresh hint.
+            let started = tokio::time::Instant::now();
             let (outcome, hint) = self.once().await;
             let wait = match &outcome {
                 Ok(_) => {
@@ -90,7 +92,7 @@ impl Client {
                 let _ = r.send(outcome.clone());
             }
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(started + wait) => {}
                 r = requests.recv() => match r {
                     Some(r) => pending.push(r),
                     None => return,
@@ -110,7 +112,8 @@ impl Client {
             let body = fetch(url, &self.url, tls)
                 .await
                 .map_err(|e| (e.reason, e.message))?;
-            let last = self.status().last.clone();
+            // As stored: a restart keeps refusing older documents.
+            let last = self.foreign.accepted(td);
             judge(td, last.as_ref(), &body).map_err(|r| (r.reason(), r.to_string()))
         }
         .await;
@@ -135,7 +138,9 @@ impl Client {
                     sequence: 0,
                 };
                 let foreign = self.foreign.clone();
-                let put = tokio::task::spawn_blocking(move || foreign.put(record)).await;
+                let remote = b.sequence;
+                let put =
+                    tokio::task::spawn_blocking(move || foreign.put_fetched(record, remote)).await;
                 match put {
                     Ok(Ok(stored)) => {
                         crate::metrics::federation_refreshed(td.as_str(), now);
@@ -145,12 +150,6 @@ impl Client {
                             st.last_success_at = Some(now);
                             st.last_error = None;
                             st.remote_sequence = b.sequence.or(st.remote_sequence);
-                            if let Some(sequence) = b.sequence {
-                                st.last = Some(Accepted {
-                                    sequence,
-                                    bundle: b.clone(),
-                                });
-                            }
                             changed
                         };
                         if b.is_empty() {

@@ -11,67 +11,13 @@ use sigil_proto::TrustDomain;
 
 use crate::store::federation::{EndpointProfile, FederationRecord};
 
-/// A bundle endpoint URL split for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointUrl {
-    /// DNS name or IP address (no brackets).
-    pub host: String,
-    pub port: u16,
-    /// Path and query sent in the request (`/` when the URL has none).
-    pub path: String,
-}
+pub use sigil_proto::bundle::endpoint_url::EndpointUrl;
 
-impl EndpointUrl {
-    /// The `Host` header value.
-    pub fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == 443 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-}
-
-/// Parses `https://host[:port][/path]`; refuses another scheme, user
-/// information and a fragment.
+/// Parses `https://host[:port][/path]` ([`sigil_proto::bundle::endpoint_url::parse_url`]);
+/// the error names the key and the value.
 pub fn parse_url(url: &str) -> Result<EndpointUrl, String> {
-    let bad = |why: &str| format!("bundle_endpoint_url {url:?} {why}");
-    if url.contains('#') {
-        return Err(bad("must not have a fragment (#…)"));
-    }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| bad(&format!("is not a URL: {e}")))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(bad("must be an https:// URL"));
-    }
-    let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("must not carry user information (user@…)"));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if host.is_empty() {
-        return Err(bad("has no host"));
-    }
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "/".into());
-    Ok(EndpointUrl {
-        host,
-        port: authority.port_u16().unwrap_or(443),
-        path,
-    })
+    sigil_proto::bundle::endpoint_url::parse_url(url)
+        .map_err(|why| format!("bundle_endpoint_url {url:?} {why}"))
 }
 
 /// `pem` or `spiffe`.

@@ -290,4 +290,14 @@ pub trait Store: Send + Sync + 'static {
     /// Writes `journal` if the stored version equals `journal.version`
     /// (`Conflict` otherwise) and returns it with the version incremented.
     fn put_ca_journal(&self, journal: &CaJournal) -> StoreResult<CaJournal>;
+
+    // ---- federation: last accepted remote spiffe_sequence (issue 16) ----
+
+    /// The `spiffe_sequence` of the last bundle document accepted from the
+    /// bundle endpoint of `td`, as [`Store::put_remote_sequence`] recorded
+    /// it; `None` if none is recorded.
+    fn remote_sequence(&self, td: &TrustDomain) -> StoreResult<Option<u64>>;
+    /// Records `sequence` for `td`, replacing any; `None` forgets it
+    /// (nothing if none was recorded). Durable before returning.
+    fn put_remote_sequence(&self, td: &TrustDomain, sequence: Option<u64>) -> StoreResult<()>;
 }

@@ -23,6 +23,7 @@ mod entries;
 mod follow;
 mod pool;
 mod records;
+mod remote_sequence;
 mod schema;
 
 use std::fmt;
@@ -349,5 +350,15 @@ impl Store for PgStore {
 
     fn put_ca_journal(&self, journal: &CaJournal) -> StoreResult<CaJournal> {
         self.put_journal_tx(journal)
+    }
+
+    // ---- federation: last accepted remote spiffe_sequence (issue 16) ----
+
+    fn remote_sequence(&self, td: &TrustDomain) -> StoreResult<Option<u64>> {
+        self.remote_sequence_row(td)
+    }
+
+    fn put_remote_sequence(&self, td: &TrustDomain, sequence: Option<u64>) -> StoreResult<()> {
+        self.put_remote_sequence_row(td, sequence)
     }
 }

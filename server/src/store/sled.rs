@@ -30,6 +30,7 @@
 mod codec;
 mod create;
 mod events;
+mod meta;
 mod migrate;
 mod node_bans;
 mod open;
@@ -169,17 +170,6 @@ impl SledStore {
                 decode(name, &String::from_utf8_lossy(&k), &v)
             })
             .collect()
-    }
-
-    fn meta_u64(&self, key: &'static str) -> StoreResult<u64> {
-        self.meta_u64_key(key)
-    }
-
-    fn meta_u64_key(&self, key: &str) -> StoreResult<u64> {
-        match self.meta.get(key).map_err(|e| self.io(e))? {
-            Some(v) => decode_u64(T_META, key, &v),
-            None => Ok(0),
-        }
     }
 
     /// Removes `key` from `tree` and flushes (undone if that fails);
@@ -595,6 +585,14 @@ impl Store for SledStore {
         let undo = || self.undo_journal(&stored, &old);
         self.flush_or_undo("CA journal", undo)?;
         Ok(stored)
+    }
+
+    fn remote_sequence(&self, td: &TrustDomain) -> StoreResult<Option<u64>> {
+        self.get_remote_sequence(td)
+    }
+
+    fn put_remote_sequence(&self, td: &TrustDomain, sequence: Option<u64>) -> StoreResult<()> {
+        self.set_remote_sequence(td, sequence)
     }
 }
 

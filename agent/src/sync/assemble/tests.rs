@@ -136,3 +136,30 @@ fn i16_3_a_foreign_bundle_removed_during_a_full_set_is_not_kept_by_it() {
     let evs = a.take(page(true, 2), &mut rev);
     assert_eq!(names(&evs), ["set:", "full:1"]);
 }
+
+fn set_msg(tds: &[&str]) -> Option<pb::sync_entries_response::Kind> {
+    Some(pb::sync_entries_response::Kind::FederatedSet(
+        pb::FederatedTrustDomains {
+            trust_domains: tds.iter().map(|s| s.to_string()).collect(),
+        },
+    ))
+}
+
+/// Issue 16 open item 1: a resumed stream ends with the set of foreign
+/// trust domains to hold; the cache is told to drop every other one. A
+/// later full set on the same stream starts from that set, not from every
+/// bundle sent since the stream opened.
+#[test]
+fn i16_1_the_server_set_after_a_resume_drops_what_it_does_not_name() {
+    let mut a = Assembler::default();
+    let mut rev = 5;
+    a.take(foreign("b.test", b"ca-b"), &mut rev);
+    let evs = a.take(set_msg(&["b.test", "not a td"]), &mut rev);
+    assert_eq!(names(&evs), ["set:b.test"]);
+    assert_eq!(rev, 5, "the set changes no revision");
+    // A full set (after a lag) sends its bundles, then the set, then pages.
+    a.take(foreign("c.test", b"ca-c"), &mut rev);
+    a.take(set_msg(&["c.test"]), &mut rev);
+    let evs = a.take(page(true, 9), &mut rev);
+    assert_eq!(names(&evs), ["set:c.test", "full:1"]);
+}

@@ -3,7 +3,10 @@
 //! tracks each held entry's `federates_with` and the bundle sequence last
 //! sent per trust domain, and [`Federated::diff`] says what to send: a
 //! bundle that is new or changed, a removal for a trust domain no entry
-//! federates with any more or whose bundle was deleted.
+//! federates with any more or whose bundle was deleted. After a full set
+//! or a resume, [`Federated::held`] is sent as the set the agent keeps: a
+//! resumed stream starts with nothing recorded as sent, so without it a
+//! bundle deleted while the agent was away would stay with the agent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -54,6 +57,11 @@ impl Federated {
     /// A full set starts over: the agent drops what it is not sent again.
     pub fn forget_sent(&mut self) {
         self.sent.clear();
+    }
+
+    /// The foreign trust domains the agent was sent and holds now.
+    pub fn held(&self) -> Vec<String> {
+        self.sent.keys().map(ToString::to_string).collect()
     }
 
     fn wanted(&self) -> BTreeSet<TrustDomain> {

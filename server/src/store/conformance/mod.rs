@@ -87,6 +87,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("concurrent_duplicate_creates", concurrent_duplicate_creates),
     ("concurrent_token_consume", concurrent_token_consume),
     ("concurrent_ca_journal_writes", concurrent_ca_journal_writes),
+    (
+        "i16_remote_sequence_survives_reopen",
+        i16_remote_sequence_survives_reopen,
+    ),
 ];
 
 /// Runs every check in [`CHECKS`], each on a fresh location from `factory`.
@@ -131,6 +135,7 @@ macro_rules! store_conformance_tests {
             concurrent_duplicate_creates,
             concurrent_token_consume,
             concurrent_ca_journal_writes,
+            i16_remote_sequence_survives_reopen,
         );
     };
     (@each $factory:expr; $($check:ident),+ $(,)?) => {
@@ -170,6 +175,7 @@ mod federations;
 mod fixtures;
 mod journal;
 mod node_bans;
+mod remote_sequence;
 mod reopen;
 mod tokens;
 
@@ -182,5 +188,6 @@ pub use federations::*;
 pub use fixtures::{TRUST_DOMAIN, entry_spec, spiffe_id};
 pub use journal::*;
 pub use node_bans::*;
+pub use remote_sequence::*;
 pub use reopen::*;
 pub use tokens::*;
