@@ -180,3 +180,6 @@ pub async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
