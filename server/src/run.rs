@@ -250,6 +250,7 @@ async fn serve(
     let registry = Registry::load(store.clone(), cfg.server_id()).context("loading entries")?;
     crate::ttl_limit::report(&registry, cfg.ca_ttl);
     // Other servers' entry writes (a shared store), and the store's health.
+    let federation = start_federation(&cfg, store.clone(), clock.clone())?;
     if let Some(feed) = store
         .revision_feed(FOLLOW_POLL)
         .context("following the store's entry revision")?
@@ -257,6 +258,12 @@ async fn serve(
         let (registry, rx) = (registry.clone(), shutdown_rx.clone());
         tasks.spawn("entry follower", async move {
             crate::registry::follow::follow(registry, feed, rx).await;
+            Ok(())
+        });
+        let (federation, rx) = (federation.clone(), shutdown_rx.clone());
+        tasks.spawn("federation follower", async move {
+            crate::federation::follow::follow(federation, crate::federation::follow::PERIOD, rx)
+                .await;
             Ok(())
         });
     }
@@ -270,7 +277,6 @@ async fn serve(
             Ok(())
         });
     }
-    let federation = start_federation(&cfg, store.clone(), clock.clone())?;
     let service = AdminService::new(
         store.clone(),
         registry.clone(),
