@@ -214,12 +214,20 @@ impl Registry {
     /// Deletes entry `id`. The deletion's revision is read back from the
     /// event log (with any other server's writes before it), as another
     /// server may write between the delete and a read of the revision.
+    /// The entry comes back as it was, with the deletion's revision.
     pub fn delete(&self, id: &str) -> StoreResult<Entry> {
         let _w = self.lock_writes();
-        let e = self.store.delete_entry(id)?;
-        if let Err(err) = self.catch_up_locked() {
-            tracing::warn!(entry_id = id, error = %err,
-                "reading back a deletion from the event log failed; the follower applies it");
+        let mut e = self.store.delete_entry(id)?;
+        let mut revision = None;
+        let seen = |ev: &EntryEvent| {
+            if ev.is_deleted() && ev.entry().id == id {
+                revision = Some(ev.revision());
+            }
+        };
+        match self.catch_up_seeing(u64::MAX, seen) {
+            Ok(_) => e.revision = revision.unwrap_or_else(|| self.revision()),
+            Err(err) => tracing::warn!(entry_id = id, error = %err,
+                "reading back a deletion from the event log failed; the follower applies it"),
         }
         Ok(e)
     }

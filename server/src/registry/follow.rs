@@ -62,12 +62,21 @@ impl Registry {
 
     /// [`Registry::catch_up`] for a caller that holds the write lock.
     pub(super) fn catch_up_locked(&self) -> StoreResult<CaughtUp> {
-        self.catch_up_to(u64::MAX)
+        self.catch_up_seeing(u64::MAX, |_| {})
     }
 
     /// Applies the logged changes after the registry's revision up to
     /// `upto`, in order; reloads when the log no longer has them.
     fn catch_up_to(&self, upto: u64) -> StoreResult<CaughtUp> {
+        self.catch_up_seeing(upto, |_| {})
+    }
+
+    /// [`Registry::catch_up_to`], showing `seen` each event it applies.
+    pub(super) fn catch_up_seeing(
+        &self,
+        upto: u64,
+        mut seen: impl FnMut(&EntryEvent),
+    ) -> StoreResult<CaughtUp> {
         let mut done = CaughtUp::default();
         let mut after = self.revision();
         while after < upto {
@@ -91,6 +100,7 @@ impl Registry {
                 }
                 if r > after {
                     after = r;
+                    seen(&ev);
                     self.apply(ev);
                     done.applied += 1;
                 }
