@@ -26,7 +26,9 @@ fn record(id: &str, serials: &[&str], last_seen: i64) -> ServerRecord {
 }
 
 fn expect_changed<T: Debug>(r: StoreResult<T>, what: &str) {
-    expect_err(r, what, "Changed", |e| matches!(e, StoreError::Changed { .. }));
+    expect_err(r, what, "Changed", |e| {
+        matches!(e, StoreError::Changed { .. })
+    });
 }
 
 /// Server records: created only where none is, replaced or removed only
@@ -101,8 +103,8 @@ pub fn i17_3_bundle_compare_and_swap(location: &dyn StoreLocation) {
 
 /// 6 threads, each a server with its own record, each adding CAs to its
 /// journal one at a time and recomputing the union bundle after each:
-/// the bundle ends with every CA of every journal (a lost update leaves
-/// one out), and its sequence grew with each change it took.
+/// once a server's publish returns, the bundle holds all of its CAs (a
+/// lost update drops some), and at the end every CA of every journal.
 pub fn i17_3_concurrent_union_bundle_loses_no_update(location: &dyn StoreLocation) {
     let store = location.open();
     let s = &*store;
@@ -124,11 +126,28 @@ pub fn i17_3_concurrent_union_bundle_loses_no_update(location: &dyn StoreLocatio
                     ok(s.swap_server(&id, rec.as_ref(), Some(&new)), "own record");
                     rec = Some(new);
                     let compute = |servers: &[ServerRecord]| {
+                        // Not a synchronisation: it widens the window
+                        // between reading the journals and writing the
+                        // bundle, where a write without compare-and-swap
+                        // loses another server's change.
+                        std::thread::sleep(std::time::Duration::from_millis(1 + (t % 3) as u64));
                         let journals: Vec<&CaJournal> =
                             servers.iter().map(|r| &r.journal).collect();
                         union::union_of(td, &CaJournal::default(), &journals, None, 1500, 0)
                     };
                     ok(union::publish(s, td, &compute), "publish the union");
+                    // Every later bundle saw this journal: it holds all of
+                    // this server's CAs until the server changes again.
+                    let b = ok(s.get_bundle(td), "get").expect("a bundle");
+                    for serial in &serials {
+                        let cert = format!("cert-{serial}").into_bytes();
+                        assert!(
+                            b.x509_authorities.contains(&cert),
+                            "server {t}: CA {serial} lost from the bundle (sequence {}): \
+                             a concurrent write overwrote it",
+                            b.sequence
+                        );
+                    }
                 }
             });
         }

@@ -45,22 +45,37 @@ fn item2_two_servers_on_one_store_each_keep_their_own_ca() {
         assert!(bundle.x509_authorities.contains(&ca_cert(&a)), "A's CA");
         assert!(bundle.x509_authorities.contains(&ca_cert(&b)), "B's CA");
         assert!(
-            bundle.jwt_authorities.iter().any(|k| k.kid == a.jwt_active().kid())
-                && bundle.jwt_authorities.iter().any(|k| k.kid == b.jwt_active().kid()),
+            bundle
+                .jwt_authorities
+                .iter()
+                .any(|k| k.kid == a.jwt_active().kid())
+                && bundle
+                    .jwt_authorities
+                    .iter()
+                    .any(|k| k.kid == b.jwt_active().kid()),
             "both JWT keys"
         );
     }
     let servers = store.list_servers().unwrap();
     assert_eq!(servers.len(), 2);
     for r in &servers {
-        assert_eq!(r.journal.slots.len(), 1, "{}: its own slot only", r.instance_id);
+        assert_eq!(
+            r.journal.slots.len(),
+            1,
+            "{}: its own slot only",
+            r.instance_id
+        );
     }
     // Each rotates its own CA: A's prepare leaves B's journal alone.
     let before = store.get_server(OTHER).unwrap().unwrap().journal;
     a.force_prepare().unwrap();
     assert_eq!(store.get_server(OTHER).unwrap().unwrap().journal, before);
     b.tick().unwrap();
-    assert_eq!(b.bundle().x509_authorities.len(), 3, "B publishes A's prepared CA");
+    assert_eq!(
+        b.bundle().x509_authorities.len(),
+        3,
+        "B publishes A's prepared CA"
+    );
 }
 
 #[test]
@@ -83,7 +98,10 @@ fn item4_forget_refuses_self_and_recent_and_keeps_cas_until_they_expire() {
     let rec = a.forget_server(OTHER, false).unwrap();
     assert!(rec.forgotten_at.is_some());
     a.tick().unwrap();
-    assert!(a.bundle().x509_authorities.contains(&b_ca), "kept until it expires");
+    assert!(
+        a.bundle().x509_authorities.contains(&b_ca),
+        "kept until it expires"
+    );
     // Just before B's CA expires it is still there; after, it and B's
     // record are gone (its JWT key retired too).
     clock.set(t0 + TTL - Duration::from_secs(5));
@@ -92,7 +110,10 @@ fn item4_forget_refuses_self_and_recent_and_keeps_cas_until_they_expire() {
     clock.set(t0 + TTL + TTL / 6 + Duration::from_secs(5));
     a.tick().unwrap();
     a.tick().unwrap();
-    assert!(!a.bundle().x509_authorities.contains(&b_ca), "gone after expiry");
+    assert!(
+        !a.bundle().x509_authorities.contains(&b_ca),
+        "gone after expiry"
+    );
     assert!(store.get_server(OTHER).unwrap().is_none(), "record removed");
 }
 
@@ -116,5 +137,9 @@ fn item2_sled_journal_written_before_instances_is_taken_over() {
         .unwrap();
     drop(store);
     let m = crate::ca::testing::start(old.path(), keys, clock);
-    assert_eq!(m.active().serial_hex(), serial, "the same CA, not a new one");
+    assert_eq!(
+        m.active().serial_hex(),
+        serial,
+        "the same CA, not a new one"
+    );
 }
