@@ -3,8 +3,11 @@
 //! database (here a second writer: a `PgStore` the test opens on it, which
 //! is what another server's admin API does) and pushes them to its agent at
 //! once: a workload waiting on the agent gets its SVID, and loses it when
-//! the other writer deletes the entry (the latencies are printed). And a
-//! server killed with SIGKILL while acknowledging writes loses none of them.
+//! the other writer deletes the entry (the latencies are printed). The same
+//! with two real servers (`tests/src/ha.rs`): an entry created through
+//! server A's admin API reaches a workload on server B's agent, and its
+//! deletion through A revokes it there. And a server killed with SIGKILL
+//! while acknowledging writes loses none of them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +15,7 @@ use std::time::Duration;
 use sigil_server::store::Store;
 use sigil_server::store::postgres::PgStore;
 use sigil_tests::pg_server::{fetch_ids, has, pg_server, uid_entry, until};
+use sigil_tests::ha::Ha;
 use sigil_tests::{TestAgent, pg, text};
 
 /// How long a followed change may take to reach the workload before the
@@ -62,6 +66,33 @@ async fn i17_2_entry_written_by_another_server_reaches_a_workload_and_its_delete
         revoked[SAMPLES / 2],
         revoked[SAMPLES - 1],
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn i17_2_entry_created_through_server_a_reaches_a_workload_on_server_b() {
+    let Some(ha) = Ha::start(2) else { return };
+    let (a, b) = (ha.server(0), ha.server(1));
+    let agent = TestAgent::start(b).expect("agent on server B");
+    assert_eq!(fetch_ids(&agent).await, Ok(None), "no identity before any entry");
+    let id = "spiffe://example.org/cross/a-to-b";
+    let uid = nix::unistd::getuid().as_raw().to_string();
+    let selector = format!("unix:uid:{uid}");
+    let created = a.cli_json(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        id,
+        "--parent-id",
+        &agent.agent_id,
+        "--selector",
+        &selector,
+    ]);
+    let entry_id = created["entries"][0]["id"].as_str().expect("entry id").to_string();
+    let arrived = until(&agent, ARRIVAL, "A's entry on B's agent", |g| has(g, id)).await;
+    a.cli_ok(&["entry", "delete", "--entry-id", &entry_id]);
+    let what = "A's deletion on B's agent";
+    let revoked = until(&agent, ARRIVAL, what, |g| matches!(g, Ok(_)) && !has(g, id)).await;
+    println!("server A entry -> workload on server B's agent: {arrived:?}; A's delete -> revoked on B: {revoked:?}");
 }
 
 /// Entries acknowledged by `entry create` (exit 0) while a writer thread

@@ -87,6 +87,19 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("concurrent_duplicate_creates", concurrent_duplicate_creates),
     ("concurrent_token_consume", concurrent_token_consume),
     ("concurrent_ca_journal_writes", concurrent_ca_journal_writes),
+    // ---- servers and the union bundle (issue 17) ----
+    (
+        "i17_3_server_records_compare_and_swap",
+        i17_3_server_records_compare_and_swap,
+    ),
+    (
+        "i17_3_bundle_compare_and_swap",
+        i17_3_bundle_compare_and_swap,
+    ),
+    (
+        "i17_3_concurrent_union_bundle_loses_no_update",
+        i17_3_concurrent_union_bundle_loses_no_update,
+    ),
 ];
 
 /// Runs every check in [`CHECKS`], each on a fresh location from `factory`.
@@ -131,6 +144,9 @@ macro_rules! store_conformance_tests {
             concurrent_duplicate_creates,
             concurrent_token_consume,
             concurrent_ca_journal_writes,
+            i17_3_server_records_compare_and_swap,
+            i17_3_bundle_compare_and_swap,
+            i17_3_concurrent_union_bundle_loses_no_update,
         );
     };
     (@each $factory:expr; $($check:ident),+ $(,)?) => {
@@ -171,6 +187,7 @@ mod fixtures;
 mod journal;
 mod node_bans;
 mod reopen;
+mod servers;
 mod tokens;
 
 pub use agents::*;
@@ -183,4 +200,5 @@ pub use fixtures::{TRUST_DOMAIN, entry_spec, spiffe_id};
 pub use journal::*;
 pub use node_bans::*;
 pub use reopen::*;
+pub use servers::*;
 pub use tokens::*;
