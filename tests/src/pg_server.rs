@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sigil_proto::workload as wpb;
 use sigil_server::entry::EntrySpec;
+use sigil_server::store::conformance::{TRUST_DOMAIN, entry_spec};
 
 use crate::{ServerOptions, TestAgent, TestServer, pg};
 
@@ -21,27 +22,19 @@ pub fn pg_server(cluster: &pg::PgCluster, db: &str, extra: &str) -> TestServer {
     .expect("server on PostgreSQL starts")
 }
 
-/// An entry for this process's uid under `agent_id`, as another server's
+/// An entry for this process's uid under `agent_id` (both IDs in the
+/// conformance fixtures' trust domain, example.org), as another server's
 /// admin API would write it.
 pub fn uid_entry(spiffe_id: &str, agent_id: &str) -> EntrySpec {
-    let uid = nix::unistd::getuid().as_raw();
-    let mut spec = EntrySpec {
-        spiffe_id: sigil_proto::SpiffeId::parse(spiffe_id).expect("spiffe id"),
-        parent_id: sigil_proto::SpiffeId::parse(agent_id).expect("agent id"),
-        selectors: vec![
-            sigil_proto::Selector::parse(&format!("unix:uid:{uid}")).expect("selector"),
-        ],
-        x509_svid_ttl: 0,
-        jwt_svid_ttl: 0,
-        dns_names: Vec::new(),
-        federates_with: Vec::new(),
-        hint: String::new(),
-        admin: false,
-        downstream: false,
-        expires_at: None,
+    let prefix = format!("spiffe://{TRUST_DOMAIN}");
+    let path = |id: &str| -> String {
+        id.strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{id} is not in trust domain {TRUST_DOMAIN}"))
+            .to_string()
     };
-    spec.normalize();
-    spec
+    let uid = nix::unistd::getuid().as_raw();
+    let selector = format!("unix:uid:{uid}");
+    entry_spec(&path(spiffe_id), &path(agent_id), &[&selector])
 }
 
 /// What a fresh FetchX509SVID call gets now: the SPIFFE IDs of its first
