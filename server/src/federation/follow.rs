@@ -55,3 +55,6 @@ pub async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
