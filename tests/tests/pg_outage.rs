@@ -1,7 +1,8 @@
 //! Issue 17 item 5 with real processes: PostgreSQL restarted while a
 //! workload fetches its SVID and an operator writes entries. While it is
 //! down the agent keeps being served from the server's memory (cached SVIDs,
-//! a fresh sync stream gets the full set), admin writes fail with
+//! a fresh sync stream gets the full set, workload SVIDs are signed),
+//! agent renewals get `UNAVAILABLE` "store unreachable", admin writes fail with
 //! `unavailable: store unreachable: …`, `/ready` stays 200 and says "ready
 //! (degraded): store unreachable", and an agent resuming from a revision
 //! ahead of the server's is refused with `UNAVAILABLE` instead of being
@@ -19,6 +20,7 @@ use std::time::Duration;
 use sigil_proto::agent_api as pb;
 use sigil_server::store::Store;
 use sigil_server::store::postgres::PgStore;
+use sigil_tests::agent_client::key_and_csr;
 use sigil_tests::pg_server::{fetch_ids, has, pg_server, uid_entry, until};
 use sigil_tests::prom::http_get;
 use sigil_tests::sync_stream::{SyncStream, attested_agent};
@@ -69,6 +71,19 @@ async fn i17_5_postgres_restart_during_traffic_serves_from_memory_and_recovers()
     // A second agent identity whose record the server has read (a sync
     // stream), to open streams while PostgreSQL is down.
     let probe = attested_agent(&server).await;
+    let probe_entry = server.cli_json(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/outage/signed",
+        "--parent-id",
+        &probe.id,
+        "--selector",
+        "unix:uid:4242",
+    ])["entries"][0]["id"]
+        .as_str()
+        .expect("entry id")
+        .to_string();
     let mut first = SyncStream::open(&server, &probe, 0).await;
     assert!(first.wait_for(LIMIT, |s| s.full_revision().is_some()).await);
     let revision = first.full_revision().unwrap_or_default();
@@ -153,6 +168,34 @@ async fn i17_5_postgres_restart_during_traffic_serves_from_memory_and_recovers()
         "a sync stream while PostgreSQL is down: {:?}\n{}",
         fresh.got,
         server.log_text()
+    );
+    // Signing a workload SVID needs no write: it works. Renewing the agent
+    // SVID does (the agent record): UNAVAILABLE naming the cause.
+    let mut client = server.agent_client(Some(&probe)).await.expect("agent API");
+    let (_, csr) = key_and_csr();
+    let signed = client
+        .sign_svids(pb::SignSvidsRequest {
+            requests: vec![pb::SvidRequest {
+                entry_id: probe_entry.clone(),
+                csr: csr.clone(),
+            }],
+        })
+        .await
+        .expect("SignSvids while PostgreSQL is down")
+        .into_inner()
+        .results;
+    assert!(
+        matches!(signed[0].result, Some(pb::svid_result::Result::Svid(_))),
+        "{signed:?}"
+    );
+    let renewal = client
+        .renew_agent(pb::RenewAgentRequest { csr })
+        .await
+        .expect_err("renewing the agent SVID while PostgreSQL is down");
+    assert_eq!(renewal.code(), tonic::Code::Unavailable, "{renewal:?}");
+    assert!(
+        renewal.message().contains("store unreachable"),
+        "{renewal:?}"
     );
     // An agent ahead of this server (it failed over from one that was
     // ahead) is refused, not sent an older set as current.
