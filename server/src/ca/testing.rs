@@ -88,6 +88,18 @@ pub fn start_with_jwt(
     upstream: Option<Arc<dyn UpstreamAuthority>>,
     jwt_key_type: KeyType,
 ) -> Arc<CaManager> {
+    start_as(store, keys, clock, upstream, jwt_key_type, INSTANCE_ID).unwrap()
+}
+
+/// A manager of server `instance_id` (several may share one store).
+pub fn start_as(
+    store: Arc<dyn Store>,
+    keys: Arc<MemoryKeyManager>,
+    clock: Arc<ManualClock>,
+    upstream: Option<Arc<dyn UpstreamAuthority>>,
+    jwt_key_type: KeyType,
+    instance_id: &str,
+) -> Result<Arc<CaManager>, super::CaError> {
     CaManager::init(
         store,
         keys,
@@ -99,11 +111,14 @@ pub fn start_with_jwt(
             ca_ttl: TTL,
             activate_prepared: false,
             min_publish: MIN_PUBLISH,
+            instance_id: instance_id.to_string(),
         },
         clock,
     )
-    .unwrap()
 }
+
+/// The instance id of the managers of these tests.
+pub const INSTANCE_ID: &str = "0123456789abcdef0123456789abcdef";
 
 /// A manager on the store in `dir`.
 pub fn start(dir: &Path, keys: Arc<MemoryKeyManager>, clock: Arc<ManualClock>) -> Arc<CaManager> {

@@ -14,6 +14,7 @@ pub mod federation;
 pub mod join_token_ids;
 pub mod node_bans;
 pub mod postgres;
+pub mod servers;
 pub mod sled;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::config::ServerConfig;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 pub use federation::{EndpointProfile, FederationRecord};
 pub use node_bans::NodeBan;
+pub use servers::ServerRecord;
 
 /// Opens the store the configuration names: PostgreSQL with
 /// `[store.postgres]`, else the embedded sled store in `<data_dir>/store`.
@@ -67,6 +69,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store I/O failed: {0}")]
     Io(String),
+    /// The store cannot be reached (a shared database down, its
+    /// connections refused or timed out): the write (or read) was not
+    /// done; retrying later may succeed. Callers answer `Unavailable`.
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -300,4 +307,42 @@ pub trait Store: Send + Sync + 'static {
     /// Records `sequence` for `td`, replacing any; `None` forgets it
     /// (nothing if none was recorded). Durable before returning.
     fn put_remote_sequence(&self, td: &TrustDomain, sequence: Option<u64>) -> StoreResult<()>;
+
+    // ---- servers: a CA journal per server, the union bundle (issue 17) ----
+
+    /// Every server record, ordered by instance id.
+    fn list_servers(&self) -> StoreResult<Vec<ServerRecord>>;
+    fn get_server(&self, instance_id: &str) -> StoreResult<Option<ServerRecord>>;
+    /// Compare-and-swap of the record of `instance_id`: stores `new`
+    /// (`None`: removes the record) only if the stored record equals
+    /// `expected` (`None`: no record), atomically with that check;
+    /// `Changed` (nothing written) otherwise. `new` must carry
+    /// `instance_id`.
+    fn swap_server(
+        &self,
+        instance_id: &str,
+        expected: Option<&ServerRecord>,
+        new: Option<&ServerRecord>,
+    ) -> StoreResult<()>;
+    /// [`Store::put_bundle`], only if the stored bundle's sequence is
+    /// `expected` (`None`: no bundle stored), atomically with that check;
+    /// `Changed` (nothing written) otherwise. Several servers recompute the
+    /// union bundle with this, so none overwrites a change it has not seen.
+    fn swap_bundle(&self, expected: Option<u64>, bundle: BundleRecord)
+    -> StoreResult<BundleRecord>;
+
+    // ---- following other servers' writes (issue 17) ----
+
+    /// A `watch` of the latest committed entry revision, for a store that
+    /// other servers write too (`None`: this server is the only writer,
+    /// its registry sees every change). Woken at once by a change, with a
+    /// periodic check every `poll` as a safety net; the registry catches
+    /// up from the event log when it rises ([`crate::registry::follow`]).
+    fn revision_feed(
+        &self,
+        poll: std::time::Duration,
+    ) -> StoreResult<Option<tokio::sync::watch::Receiver<u64>>> {
+        let _ = poll;
+        Ok(None)
+    }
 }

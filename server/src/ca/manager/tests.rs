@@ -171,7 +171,7 @@ fn prepare_at_half_life_published_at_once_activate_at_five_sixths_drop_after_exp
 }
 
 /// The reason an operator command was refused.
-fn refused(r: Result<CaStatus, CaOpError>) -> String {
+fn refused<T: std::fmt::Debug>(r: Result<T, CaOpError>) -> String {
     match r {
         Err(CaOpError::Refused(m)) => m,
         other => panic!("not refused: {other:?}"),
@@ -305,6 +305,7 @@ fn try_start(
             ca_ttl: TTL,
             activate_prepared,
             min_publish: crate::ca::testing::MIN_PUBLISH,
+            instance_id: crate::ca::testing::INSTANCE_ID.to_string(),
         },
         clock,
     )
@@ -319,7 +320,7 @@ fn item4_a_missing_active_key_stops_the_start_and_offers_the_prepared_ca() {
     let lost = m.active().serial_hex().to_string();
     let lost_key = m.status().unwrap().slots[0].key_id.clone();
     let prepared = slot_in(&m.force_prepare().unwrap(), SlotState::Prepared).unwrap();
-    let journal = m.slots.store.get_ca_journal().unwrap();
+    let journal = m.slots.journal().unwrap();
     drop(m);
     keys.delete(&lost_key).unwrap();
 
@@ -336,7 +337,8 @@ fn item4_a_missing_active_key_stops_the_start_and_offers_the_prepared_ca() {
         "{e}"
     );
     let store = crate::ca::testing::store(dir.path());
-    assert_eq!(store.get_ca_journal().unwrap(), journal, "journal changed");
+    let stored = store.get_server(crate::ca::testing::INSTANCE_ID).unwrap();
+    assert_eq!(stored.unwrap().journal, journal, "journal changed");
     let ca_keys: Vec<String> = keys
         .list()
         .unwrap()
@@ -413,3 +415,4 @@ fn item10_activate_right_after_prepare_is_refused_unless_forced() {
 }
 
 mod jwt;
+mod servers;

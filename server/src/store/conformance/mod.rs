@@ -91,6 +91,19 @@ pub const CHECKS: &[(&str, Check)] = &[
         "i16_remote_sequence_survives_reopen",
         i16_remote_sequence_survives_reopen,
     ),
+    // ---- servers and the union bundle (issue 17) ----
+    (
+        "i17_3_server_records_compare_and_swap",
+        i17_3_server_records_compare_and_swap,
+    ),
+    (
+        "i17_3_bundle_compare_and_swap",
+        i17_3_bundle_compare_and_swap,
+    ),
+    (
+        "i17_3_concurrent_union_bundle_loses_no_update",
+        i17_3_concurrent_union_bundle_loses_no_update,
+    ),
 ];
 
 /// Runs every check in [`CHECKS`], each on a fresh location from `factory`.
@@ -136,6 +149,9 @@ macro_rules! store_conformance_tests {
             concurrent_token_consume,
             concurrent_ca_journal_writes,
             i16_remote_sequence_survives_reopen,
+            i17_3_server_records_compare_and_swap,
+            i17_3_bundle_compare_and_swap,
+            i17_3_concurrent_union_bundle_loses_no_update,
         );
     };
     (@each $factory:expr; $($check:ident),+ $(,)?) => {
@@ -177,6 +193,7 @@ mod journal;
 mod node_bans;
 mod remote_sequence;
 mod reopen;
+mod servers;
 mod tokens;
 
 pub use agents::*;
@@ -190,4 +207,5 @@ pub use journal::*;
 pub use node_bans::*;
 pub use remote_sequence::*;
 pub use reopen::*;
+pub use servers::*;
 pub use tokens::*;

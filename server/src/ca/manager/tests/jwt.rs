@@ -86,14 +86,14 @@ fn i15_1_a_journal_without_jwt_slots_gets_an_active_published_key_at_start() {
     let clock = crate::ca::testing::clock();
     let m = start(dir.path(), keys.clone(), clock.clone());
     // An existing deployment: the journal has CA slots only.
-    let mut j = m.slots.store.get_ca_journal().unwrap();
+    let mut j = m.slots.journal().unwrap();
     assert_eq!(j.jwt_slots.len(), 1);
     let ca_before = j.slots.clone();
     j.jwt_slots.clear();
-    m.slots.store.put_ca_journal(&j).unwrap();
+    m.slots.put_journal(&j).unwrap();
     drop(m);
     let m = start(dir.path(), keys, clock);
-    let j = m.slots.store.get_ca_journal().unwrap();
+    let j = m.slots.journal().unwrap();
     assert_eq!(j.slots, ca_before, "the CA slots are untouched");
     let active = j.jwt_active().expect("an active JWT key");
     assert_eq!(active.kid, m.jwt_active().kid());
@@ -104,7 +104,7 @@ fn i15_1_a_journal_without_jwt_slots_gets_an_active_published_key_at_start() {
 fn i15_1_kid_is_random_and_never_one_the_journal_or_bundle_has() {
     let dir = tempfile::tempdir().unwrap();
     let (m, _) = manager(dir.path());
-    let j = m.slots.store.get_ca_journal().unwrap();
+    let j = m.slots.journal().unwrap();
     let used = j.jwt_slots[0].kid.clone();
     let used_bytes: [u8; 16] = hex::decode(&used).unwrap().try_into().unwrap();
     let published = vec!["00".repeat(16)];
