@@ -98,7 +98,7 @@ impl JwtValidator {
         if let Some(v) = hit
             && v.exp > now
             && v.nbf.is_none_or(|nbf| nbf <= now)
-            && v.aud.iter().any(|a| *a == req.audience)
+            && v.aud.contains(&req.audience)
             && allowed(&v.td)
             && ring
                 .get(&v.td)
