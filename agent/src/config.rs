@@ -64,6 +64,11 @@ pub struct LimitsConfig {
     /// Largest Workload API response, in bytes.
     #[serde(default = "default_max_response_bytes")]
     pub workload_api_max_response_bytes: usize,
+    /// Valid JWT-SVIDs `ValidateJWTSVID` remembers, so a token validated
+    /// again is answered without verifying its signature again (issue 15;
+    /// every other check is repeated). Default 4,096; 0 turns it off;
+    /// at most 1,000,000.
+    pub workload_api_jwt_validation_cache: Option<usize>,
     /// Largest executable hashed for `unix:sha256` (also accepted at the
     /// top level, where it was first defined; not both).
     pub max_exe_hash_bytes: Option<u64>,
@@ -90,6 +95,7 @@ impl Default for LimitsConfig {
             workload_api_max_streams_per_uid: default_max_streams_per_uid(),
             workload_api_max_request_bytes: default_max_request_bytes(),
             workload_api_max_response_bytes: default_max_response_bytes(),
+            workload_api_jwt_validation_cache: None,
             max_exe_hash_bytes: None,
             workload_api_max_connections: None,
             workload_api_max_connections_per_uid: None,
@@ -168,6 +174,9 @@ fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
         64 * 1024,
         256 * MIB,
     )?;
+    if let Some(n) = l.workload_api_jwt_validation_cache {
+        in_range("limits.workload_api_jwt_validation_cache", n, 0, 1_000_000)?;
+    }
     connection_limits::check(l)
 }
 

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use sigil_proto::daemon::files::write_atomic;
 
+pub mod jwt_keys;
+
 /// CERTIFICATE blocks (leaf first), the PRIVATE KEY block, then one
 /// TRUST BUNDLE CERTIFICATE block per bundle authority.
 const IDENTITY: &str = "agent_svid.pem";

@@ -145,11 +145,16 @@ pub async fn run(
         tainted: Default::default(),
     });
 
-    // Snapshot for the Workload API.
-    let (state_tx, state_rx) = watch::channel(Arc::new(Snapshot::empty(
-        cfg.trust_domain.clone(),
-        bundle.clone(),
-    )));
+    // Snapshot for the Workload API, with the JWT keys of the last run.
+    let jwt_keys = data.load_jwt_keys(&cfg.trust_domain).unwrap_or_else(|e| {
+        warn!(error = %format!("{e:#}"), "stored JWT keys not usable; waiting for the first sync");
+        None
+    });
+    let jwt_keys = jwt_keys.unwrap_or_default();
+    let mut first = Snapshot::empty(cfg.trust_domain.clone(), bundle.clone());
+    first.jwt_authorities = jwt_keys.jwt_authorities.clone();
+    first.tainted_jwt_key_ids = jwt_keys.tainted_jwt_key_ids.clone();
+    let (state_tx, state_rx) = watch::channel(Arc::new(first));
     let (events_tx, events_rx) = mpsc::channel(1024);
     let cache = Cache::new(
         cfg.trust_domain.clone(),
@@ -158,6 +163,14 @@ pub async fn run(
         bundle.clone(),
         state_tx,
         ready_tx,
+    )
+    .with_jwt_keys(
+        jwt_keys.jwt_authorities.clone(),
+        jwt_keys.tainted_jwt_key_ids.clone(),
+    );
+    tasks.spawn(
+        "JWT key store",
+        crate::persist::jwt_keys::follow(data.clone(), state_rx.clone(), jwt_keys).then_ok(),
     );
     let _ = snapshot.set(state_rx.clone());
     let _ = up.set(crate::metrics::refresher(
@@ -272,7 +285,10 @@ pub async fn run(
         },
     );
     // `healthcheck` says what /ready says (crate::health).
-    let service = service.with_readiness(readiness);
+    let service = service.with_readiness(readiness).with_jwt_validation_cache(
+        (cfg.limits.workload_api_jwt_validation_cache)
+            .unwrap_or(crate::workload_api::DEFAULT_JWT_VALIDATION_CACHE),
+    );
     // JWT-SVIDs: minted by the server on demand, cached, pruned on every
     // snapshot (a removed entry, a tainted JWT key).
     let jwt_cache = Arc::new(crate::cache::JwtCache::new(

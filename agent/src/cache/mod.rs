@@ -171,6 +171,14 @@ impl<S: SvidSigner> Cache<S> {
         }
     }
 
+    /// Starts with the JWT keys stored by an earlier run (issue 15), until
+    /// the first sync replaces them.
+    pub fn with_jwt_keys(mut self, keys: Vec<sigil_proto::JwtKey>, tainted: Vec<String>) -> Self {
+        self.jwt_authorities = keys;
+        self.tainted_jwt_key_ids = tainted;
+        self
+    }
+
     fn apply(&mut self, ev: SyncEvent) {
         match ev {
             SyncEvent::Full(list) => {

@@ -1,6 +1,6 @@
 //! The JWT methods' views: the JWT-SVIDs of a caller (minted on demand by
 //! the [`JwtCache`], default identity first), the JWT bundles a caller may
-//! see as JWK Sets, and validation of a token against those same bundles.
+//! see as JWK Sets (validation against those same bundles: `validator`).
 
 use sigil_proto::SpiffeBundle;
 
@@ -115,23 +115,6 @@ impl StreamView for JwtBundleView {
             count,
         })
     }
-}
-
-/// Validates `req.svid` for `req.audience` against the bundles the caller
-/// may see: its SPIFFE ID and claims, or why it is invalid.
-pub(super) fn validate_jwt(
-    snapshot: &Snapshot,
-    selectors: &[Selector],
-    req: &pb::ValidateJwtsvidRequest,
-    now: i64,
-) -> Result<pb::ValidateJwtsvidResponse, CallError> {
-    let bundles = jwt_bundles_for(snapshot, selectors, now);
-    let v = sigil_proto::jwt::validate(&req.svid, &req.audience, &bundles, now)
-        .map_err(CallError::InvalidToken)?;
-    Ok(pb::ValidateJwtsvidResponse {
-        spiffe_id: v.spiffe_id.as_str().to_string(),
-        claims: Some(to_struct(v.claims)),
-    })
 }
 
 /// A JSON object as a `google.protobuf.Struct`.

@@ -39,6 +39,7 @@ mod error;
 mod jwt;
 pub mod socket;
 mod stream;
+mod validator;
 mod x509;
 
 use accept::AcceptedPeer;
@@ -75,6 +76,7 @@ use crate::workload_attestor::{PeerCred, WorkloadAttestError, WorkloadAttestor};
 pub use admission::{WorkloadRequest, precheck};
 pub use connection::ConnectionLimits;
 pub use socket::bind_workload_socket;
+pub use validator::DEFAULT_JWT_VALIDATION_CACHE;
 
 /// The metadata key every Workload API call must carry, with the value `true`.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
@@ -157,6 +159,8 @@ pub struct WorkloadApiService {
     /// Mints and caches JWT-SVIDs; `None`: `FetchJWTSVID` answers
     /// `Unavailable`.
     jwt: Option<Arc<crate::cache::JwtCache>>,
+    /// `ValidateJWTSVID`: prepared keys and verified tokens.
+    validator: Arc<validator::JwtValidator>,
 }
 
 /// Response header of `FetchX509Bundles` naming why the agent is not ready
@@ -182,6 +186,7 @@ impl WorkloadApiService {
             stop: Arc::new(watch::channel(false).0),
             readiness: None,
             jwt: None,
+            validator: Arc::new(validator::JwtValidator::new(DEFAULT_JWT_VALIDATION_CACHE)),
         }
     }
 
@@ -566,13 +571,14 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         check_validate_request(req.get_ref()).map_err(|e| refuse(METHOD, None, e))?;
         let caller = self.admit(&req, METHOD).await?;
         let (_, snapshot) = self.current();
-        let resp = validate_jwt(
-            &snapshot,
-            &caller.selectors,
-            req.get_ref(),
-            self.clock.now_unix(),
-        )
-        .map_err(|e| refuse(METHOD, Some(&caller.cred), e))?;
+        let resp = (self.validator)
+            .validate(
+                &snapshot,
+                &caller.selectors,
+                req.get_ref(),
+                self.clock.now_unix(),
+            )
+            .map_err(|e| refuse(METHOD, Some(&caller.cred), e))?;
         debug!(
             pid = caller.cred.pid,
             uid = caller.cred.uid,

@@ -904,3 +904,4 @@ async fn workload_api_shutdown_ends_open_streams_and_removes_the_socket() {
 }
 
 mod jwt;
+mod validator;

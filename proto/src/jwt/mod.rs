@@ -11,6 +11,7 @@
 //! checked with ring.
 
 mod error;
+mod keys;
 mod token;
 mod validate;
 mod verify;
@@ -21,6 +22,7 @@ pub mod test_sign;
 mod tests;
 
 pub use error::{JwtError, MAX_TOKEN_BYTES};
+pub use keys::{JwtKeyRing, JwtKeySet};
 pub use token::{Header, Token};
-pub use validate::{Validated, validate};
-pub use verify::Alg;
+pub use validate::{Validated, validate, validate_with};
+pub use verify::{Alg, VerifyKey};

@@ -1,4 +1,4 @@
-//! Validation of a JWT-SVID against the bundles a caller trusts, in the
+//! Validation of a JWT-SVID against the bundles (or prepared keys) a caller trusts, in the
 //! order that never trusts an unverified claim for more than finding the
 //! key: header rules, `sub` (whose trust domain picks the bundle), the
 //! `kid` in that bundle, the signature, then `exp`, `nbf` and `aud`.
@@ -7,9 +7,12 @@ use serde_json::{Map, Value};
 
 use super::error::JwtError;
 use super::token::Token;
-use super::verify::{Alg, verify};
+use std::sync::Arc;
+
+use super::keys::{JwtKeyRing, JwtKeySet};
+use super::verify::{Alg, VerifyKey};
 use crate::bundle::SpiffeBundle;
-use crate::spiffe_id::SpiffeId;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// A valid JWT-SVID: its SPIFFE ID and every claim.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,16 +21,38 @@ pub struct Validated {
     pub claims: Map<String, Value>,
     /// The `kid` that signed it.
     pub kid: String,
+    /// The key that verified it.
+    pub key: Arc<VerifyKey>,
+    /// `exp`, and `nbf` if present.
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    /// Every audience of `aud`.
+    pub aud: Vec<String>,
 }
 
 /// Validates `token` for `audience` at `now` (Unix seconds) against
 /// `bundles` (the bundle of the token's trust domain is used; a token of a
 /// trust domain with no bundle here is refused). No clock skew is allowed:
-/// `exp` must be after `now` and `nbf`, if present, not after it.
+/// `exp` must be after `now` and `nbf`, if present, not after it. Parses
+/// the bundles' keys on every call: a caller that validates many tokens
+/// against the same bundles prepares them once ([`JwtKeyRing`]) and calls
+/// [`validate_with`].
 pub fn validate<'a>(
     token: &str,
     audience: &str,
     bundles: impl IntoIterator<Item = &'a SpiffeBundle>,
+    now: i64,
+) -> Result<Validated, JwtError> {
+    let ring = JwtKeyRing::of_bundles(bundles);
+    validate_with(token, audience, |td| ring.get(td), now)
+}
+
+/// [`validate`] with prepared keys: `keys(td)` is the key set of the trust
+/// domain `td` if the caller trusts it (`None`: no bundle, refused).
+pub fn validate_with<'k>(
+    token: &str,
+    audience: &str,
+    keys: impl FnOnce(&TrustDomain) -> Option<&'k JwtKeySet>,
     now: i64,
 ) -> Result<Validated, JwtError> {
     let t = Token::parse(token)?;
@@ -60,34 +85,22 @@ pub fn validate<'a>(
         reason: e.to_string(),
     })?;
     let td = spiffe_id.trust_domain();
-    let bundle = bundles
-        .into_iter()
-        .find(|b| b.trust_domain == td)
-        .ok_or_else(|| JwtError::NoBundle {
-            trust_domain: td.to_string(),
-            sub: sub.clone(),
-        })?;
-    let key = bundle
-        .jwt_authorities
-        .iter()
-        .find(|k| k.kid == kid)
-        .ok_or_else(|| JwtError::UnknownKid {
-            kid: kid.clone(),
-            trust_domain: td.to_string(),
-        })?;
-    verify(
-        alg,
-        &kid,
-        &key.spki_der,
-        t.signing_input.as_bytes(),
-        &t.signature,
-    )?;
+    let set = keys(&td).ok_or_else(|| JwtError::NoBundle {
+        trust_domain: td.to_string(),
+        sub: sub.clone(),
+    })?;
+    let key = set.get(&kid).ok_or_else(|| JwtError::UnknownKid {
+        kid: kid.clone(),
+        trust_domain: td.to_string(),
+    })?;
+    key.verify(alg, t.signing_input.as_bytes(), &t.signature)?;
 
     let exp = t.time_claim("exp")?.ok_or(JwtError::MissingExp)?;
     if exp <= now {
         return Err(JwtError::Expired { exp, now });
     }
-    if let Some(nbf) = t.time_claim("nbf")?
+    let nbf = t.time_claim("nbf")?;
+    if let Some(nbf) = nbf
         && nbf > now
     {
         return Err(JwtError::NotYetValid { nbf, now });
@@ -103,6 +116,10 @@ pub fn validate<'a>(
         spiffe_id,
         claims: t.claims,
         kid,
+        key: key.clone(),
+        exp,
+        nbf,
+        aud,
     })
 }
 

@@ -3,7 +3,8 @@
 //! and RSASSA-PSS with SHA-256/384/512. The key's type and curve must be the
 //! ones the `alg` names: an ES256 token never verifies with an RSA or P-384
 //! key, and no HMAC `alg` is ever accepted (so a public key can never be
-//! used as a shared secret).
+//! used as a shared secret). A key is parsed once into a [`VerifyKey`] and
+//! then verifies any number of tokens.
 
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 
@@ -58,53 +59,99 @@ impl Alg {
     }
 }
 
-/// Checks `sig` over `input` with the key `kid` (DER SubjectPublicKeyInfo).
-pub(super) fn verify(
-    alg: Alg,
-    kid: &str,
-    spki_der: &[u8],
-    input: &[u8],
-    sig: &[u8],
-) -> Result<(), JwtError> {
-    let params = KeyParams::from_spki(spki_der).map_err(|rule| JwtError::BadKey {
-        kid: kid.to_string(),
-        reason: rule.to_string(),
-    })?;
-    let mismatch = |key_type| JwtError::KeyAlgMismatch {
-        alg: alg.name(),
-        kid: kid.to_string(),
-        key_type,
-    };
-    let bad = || JwtError::BadSignature {
-        kid: kid.to_string(),
-        alg: alg.name(),
-    };
-    match &params {
-        KeyParams::Ec { curve, x, y } => {
-            let verifier: &'static signature::EcdsaVerificationAlgorithm = match (alg, curve) {
-                (Alg::Es256, Curve::P256) => &signature::ECDSA_P256_SHA256_FIXED,
-                (Alg::Es384, Curve::P384) => &signature::ECDSA_P384_SHA384_FIXED,
-                (_, Curve::P256) => return Err(mismatch("EC P-256")),
-                (_, Curve::P384) => return Err(mismatch("EC P-384")),
-            };
-            let point = [&[0x04][..], x, y].concat();
-            UnparsedPublicKey::new(verifier, point)
-                .verify(input, sig)
-                .map_err(|_| bad())
+/// A bundle's JWT key parsed once, ready to verify signatures: the SPKI is
+/// taken apart when the key is prepared, not on every token. A key that
+/// does not parse is kept with the reason, and every token naming it is
+/// refused with that reason ([`JwtError::BadKey`]), as before preparation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyKey {
+    kid: String,
+    spki_der: Vec<u8>,
+    parsed: Result<Parsed, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Parsed {
+    /// The curve and the uncompressed point `04 || x || y`.
+    Ec {
+        curve: Curve,
+        point: Vec<u8>,
+    },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+}
+
+impl VerifyKey {
+    /// `kid` with the DER SubjectPublicKeyInfo `spki_der`, parsed now.
+    pub fn new(kid: &str, spki_der: &[u8]) -> VerifyKey {
+        let parsed = match KeyParams::from_spki(spki_der) {
+            Ok(KeyParams::Ec { curve, x, y }) => Ok(Parsed::Ec {
+                curve,
+                point: [&[0x04][..], &x, &y].concat(),
+            }),
+            Ok(KeyParams::Rsa { n, e }) => Ok(Parsed::Rsa { n, e }),
+            Err(rule) => Err(rule.to_string()),
+        };
+        VerifyKey {
+            kid: kid.to_string(),
+            spki_der: spki_der.to_vec(),
+            parsed,
         }
-        KeyParams::Rsa { n, e } => {
-            let params: &'static signature::RsaParameters = match alg {
-                Alg::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-                Alg::Rs384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-                Alg::Rs512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-                Alg::Ps256 => &signature::RSA_PSS_2048_8192_SHA256,
-                Alg::Ps384 => &signature::RSA_PSS_2048_8192_SHA384,
-                Alg::Ps512 => &signature::RSA_PSS_2048_8192_SHA512,
-                Alg::Es256 | Alg::Es384 => return Err(mismatch("RSA")),
-            };
-            RsaPublicKeyComponents { n, e }
-                .verify(params, input, sig)
-                .map_err(|_| bad())
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The DER SubjectPublicKeyInfo the key was prepared from.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    /// Checks `sig` over `input` with this key under `alg`.
+    pub fn verify(&self, alg: Alg, input: &[u8], sig: &[u8]) -> Result<(), JwtError> {
+        let kid = &self.kid;
+        let parsed = self.parsed.as_ref().map_err(|reason| JwtError::BadKey {
+            kid: kid.clone(),
+            reason: reason.clone(),
+        })?;
+        let mismatch = |key_type| JwtError::KeyAlgMismatch {
+            alg: alg.name(),
+            kid: kid.clone(),
+            key_type,
+        };
+        let bad = || JwtError::BadSignature {
+            kid: kid.clone(),
+            alg: alg.name(),
+        };
+        match parsed {
+            Parsed::Ec { curve, point } => {
+                let verifier: &'static signature::EcdsaVerificationAlgorithm = match (alg, curve) {
+                    (Alg::Es256, Curve::P256) => &signature::ECDSA_P256_SHA256_FIXED,
+                    (Alg::Es384, Curve::P384) => &signature::ECDSA_P384_SHA384_FIXED,
+                    (_, Curve::P256) => return Err(mismatch("EC P-256")),
+                    (_, Curve::P384) => return Err(mismatch("EC P-384")),
+                };
+                UnparsedPublicKey::new(verifier, point)
+                    .verify(input, sig)
+                    .map_err(|_| bad())
+            }
+            Parsed::Rsa { n, e } => {
+                let params: &'static signature::RsaParameters = match alg {
+                    Alg::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                    Alg::Rs384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                    Alg::Rs512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                    Alg::Ps256 => &signature::RSA_PSS_2048_8192_SHA256,
+                    Alg::Ps384 => &signature::RSA_PSS_2048_8192_SHA384,
+                    Alg::Ps512 => &signature::RSA_PSS_2048_8192_SHA512,
+                    Alg::Es256 | Alg::Es384 => return Err(mismatch("RSA")),
+                };
+                RsaPublicKeyComponents { n, e }
+                    .verify(params, input, sig)
+                    .map_err(|_| bad())
+            }
         }
     }
 }

@@ -4,9 +4,12 @@
 //! new audience each call: the agent asks the server to mint), sequential
 //! calls on one connection; then `ValidateJWTSVID` throughput through the
 //! agent from several concurrent clients, per second and per core of this
-//! machine, in the same run. For scale, the validator alone
-//! (`sigil_proto::jwt::validate` in this process, one thread) is reported
-//! too.
+//! machine, in the same run, twice: the same token again (the agent answers
+//! from its verified-token cache after re-checking everything but the
+//! signature) and through a second agent with that cache off, where every
+//! call verifies the signature. For scale, the validator alone
+//! (`sigil_proto::jwt`, in this process, one thread) is reported too, with
+//! the bundle keys parsed per call and prepared once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +19,7 @@ use anyhow::{Context, bail};
 use sigil_proto::workload as wpb;
 
 use crate::common::{Ctx, Report, Target, bounded, ms, note, percentile};
+use crate::procs::Agent;
 use crate::workload_api::setup;
 
 const S: &str = "jwt";
@@ -82,46 +86,39 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     )
     .await?;
 
-    // ValidateJWTSVID through the agent, from `clients` connections at once.
-    let ok = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + window;
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let mut c = sigil_agent::workload_client::connect(&st.agent.socket).await?;
-        let (ok, token) = (ok.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
+    // ValidateJWTSVID through the agent, from `clients` connections at once:
+    // the same token again (answered from the agent's verified-token
+    // cache), then through a second agent with that cache off, where every
+    // call verifies the signature.
+    let repeated = validate_rate(&st.agent.socket, &token, clients, window).await?;
+    let uncached_agent =
+        Agent::start_with(&st.server, "workload_api_jwt_validation_cache = 0\n").await?;
+    bounded(
+        "the cache-less agent's JWT keys",
+        Duration::from_secs(30),
+        async {
+            loop {
+                let mut c = sigil_agent::workload_client::connect(&uncached_agent.socket).await?;
                 let r = c
                     .validate_jwtsvid(wpb::ValidateJwtsvidRequest {
                         audience: "bench-cached".into(),
                         svid: token.clone(),
                     })
-                    .await?;
-                if r.into_inner().spiffe_id.is_empty() {
-                    bail!("validated without a SPIFFE ID");
+                    .await;
+                if r.is_ok() {
+                    return anyhow::Ok(());
                 }
-                ok.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            anyhow::Ok(())
-        }));
-    }
-    let started = Instant::now();
-    bounded(
-        "ValidateJWTSVID load",
-        window + Duration::from_secs(30),
-        async {
-            for t in tasks {
-                t.await??;
-            }
-            Ok(())
         },
     )
     .await?;
-    let per_sec = ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let verified = validate_rate(&uncached_agent.socket, &token, clients, window).await?;
 
     // The validator alone, one thread, against the agent's own view of the
-    // bundle (the JWKS of FetchJWTBundles).
-    let in_process = validator_rate(&mut c, &token, Duration::from_secs(1)).await?;
+    // bundle (the JWKS of FetchJWTBundles): keys parsed per call
+    // (`validate`), and prepared once (`validate_with`, as the agent does).
+    let (in_process, prepared) = validator_rates(&mut c, &token, Duration::from_secs(1)).await?;
 
     report.fig(
         S,
@@ -151,14 +148,27 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         "ms",
         Target::None,
     );
-    report.fig(S, "validate_per_s", per_sec, "/s", Target::None);
-    report.fig(
-        S,
-        "validate_per_s_per_core",
-        per_sec / ctx.cores as f64,
-        "/s/core",
-        Target::AtLeast(20_000.0),
-    );
+    for (per_s, per_core, per_sec) in [
+        (
+            "validate_repeated_token_per_s",
+            "validate_repeated_token_per_s_per_core",
+            repeated,
+        ),
+        (
+            "validate_signature_verified_per_s",
+            "validate_signature_verified_per_s_per_core",
+            verified,
+        ),
+    ] {
+        report.fig(S, per_s, per_sec, "/s", Target::None);
+        report.fig(
+            S,
+            per_core,
+            per_sec / ctx.cores as f64,
+            "/s/core",
+            Target::AtLeast(20_000.0),
+        );
+    }
     report.fig(
         S,
         "validator_in_process_per_s_one_core",
@@ -166,16 +176,70 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         "/s",
         Target::None,
     );
+    report.fig(
+        S,
+        "validator_prepared_keys_in_process_per_s_one_core",
+        prepared,
+        "/s",
+        Target::None,
+    );
     Ok(())
 }
 
-/// `sigil_proto::jwt::validate` calls per second on one thread for `token`,
-/// against the own trust domain's JWT bundle as the agent serves it.
-async fn validator_rate(
+/// `ValidateJWTSVID` calls per second for `token` through the agent at
+/// `socket`, from `clients` connections at once for `window`.
+async fn validate_rate(
+    socket: &std::path::Path,
+    token: &str,
+    clients: usize,
+    window: Duration,
+) -> anyhow::Result<f64> {
+    let ok = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + window;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut c = sigil_agent::workload_client::connect(socket).await?;
+        let (ok, token) = (ok.clone(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let r = c
+                    .validate_jwtsvid(wpb::ValidateJwtsvidRequest {
+                        audience: "bench-cached".into(),
+                        svid: token.clone(),
+                    })
+                    .await?;
+                if r.into_inner().spiffe_id.is_empty() {
+                    bail!("validated without a SPIFFE ID");
+                }
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    bounded(
+        "ValidateJWTSVID load",
+        window + Duration::from_secs(30),
+        async {
+            for t in tasks {
+                t.await??;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Validations per second on one thread for `token`, against the own trust
+/// domain's JWT bundle as the agent serves it: with
+/// `sigil_proto::jwt::validate` (keys parsed per call), then with
+/// `validate_with` and keys prepared once.
+async fn validator_rates(
     c: &mut sigil_agent::workload_client::Client,
     token: &str,
     window: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let mut s = c
         .fetch_jwt_bundles(wpb::JwtBundlesRequest {})
         .await?
@@ -189,14 +253,23 @@ async fn validator_rate(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        while t0.elapsed() < window {
-            sigil_proto::jwt::validate(&token, "bench-cached", [&bundle], now)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            n += 1;
-        }
-        Ok(n as f64 / t0.elapsed().as_secs_f64())
+        let rate = |f: &dyn Fn() -> Result<(), sigil_proto::jwt::JwtError>| {
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            while t0.elapsed() < window {
+                f().map_err(|e| anyhow::anyhow!("{e}"))?;
+                n += 1;
+            }
+            anyhow::Ok(n as f64 / t0.elapsed().as_secs_f64())
+        };
+        let parsed =
+            rate(&|| sigil_proto::jwt::validate(&token, "bench-cached", [&bundle], now).map(drop))?;
+        let ring = sigil_proto::jwt::JwtKeyRing::of_bundles([&bundle]);
+        let prepared = rate(&|| {
+            sigil_proto::jwt::validate_with(&token, "bench-cached", |td| ring.get(td), now)
+                .map(drop)
+        })?;
+        Ok((parsed, prepared))
     })
     .await?
 }

@@ -258,6 +258,11 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start(server: &Server) -> anyhow::Result<Agent> {
+        Self::start_with(server, "").await
+    }
+
+    /// [`Agent::start`] with `limits` appended to its `[limits]` table.
+    pub async fn start_with(server: &Server, limits: &str) -> anyhow::Result<Agent> {
         let dir = tempfile::tempdir()?;
         let bundle = dir.path().join("bundle.pem");
         let pem_text: String = server
@@ -280,7 +285,7 @@ impl Agent {
                  workload_api_max_streams_per_uid = 10000\n\
                  # 1,000 connections of that uid whatever RLIMIT_NOFILE is (the default\n\
                  # is a quarter of the global cap; never above the global cap).\n\
-                 workload_api_max_connections_per_uid = 1100\n",
+                 workload_api_max_connections_per_uid = 1100\n{limits}",
                 data_dir.display(),
                 server.agent_addr,
                 bundle.display(),
