@@ -99,10 +99,11 @@ fn own_cas(s: &TestServer) -> Vec<Vec<u8>> {
 /// The agent's own SVID leaf (what it persists in its data_dir).
 fn agent_leaf(a: &TestAgent) -> Option<Vec<u8>> {
     let text = std::fs::read_to_string(a.data_dir.join("agent_svid.pem")).ok()?;
-    sigil_proto::pem::from_pem(text.as_bytes())
+    pem::parse_many(text.as_bytes())
         .ok()?
         .into_iter()
-        .next()
+        .find(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.contents().to_vec())
 }
 
 /// An agent attested at A, pointed at B: B accepts its SVID (which chains
