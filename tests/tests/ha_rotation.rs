@@ -14,27 +14,12 @@ use std::time::{Duration, Instant};
 
 use sigil_proto::SpiffeId;
 use sigil_tests::ha::Ha;
-use sigil_tests::{ServerOptions, TestAgent, TestServer, mtls};
+use sigil_tests::{ServerOptions, TestAgent, mtls, ping};
 use spiffe::WorkloadApiClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TD: &str = "example.org";
 const BACKEND: &str = "spiffe://example.org/backend";
 const FRONTEND: &str = "spiffe://example.org/frontend";
-
-fn register(s: &TestServer, a: &TestAgent, id: &str) {
-    let uid = nix::unistd::getuid().as_raw();
-    s.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        id,
-        "--parent-id",
-        &a.agent_id,
-        "--selector",
-        &format!("unix:uid:{uid}"),
-    ]);
-}
 
 /// Waits (bounded) until the agent serves an SVID for `id`.
 async fn wait_svid(a: &TestAgent, id: &str) {
@@ -75,34 +60,6 @@ async fn active_serial(socket: PathBuf) -> String {
     .unwrap()
 }
 
-/// One mTLS exchange on a new connection: handshake, ping, pong.
-async fn exchange(
-    connector: &tokio_rustls::TlsConnector,
-    addr: std::net::SocketAddr,
-) -> Result<(), String> {
-    let run = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let name = rustls_pki_types::ServerName::try_from("backend.invalid").unwrap();
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tls.write_all(b"ping").await.map_err(|e| format!("write: {e}"))?;
-        let mut b = [0u8; 4];
-        tls.read_exact(&mut b)
-            .await
-            .map_err(|e| format!("read (refused by the backend?): {e}"))?;
-        (&b == b"pong")
-            .then_some(())
-            .ok_or_else(|| format!("bad reply {b:?}"))
-    };
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .map_err(|_| "timed out after 10 s".to_string())?
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn i17_3_each_server_rotates_its_own_ca_with_zero_failed_handshakes() {
     const CAP: Duration = Duration::from_secs(240);
@@ -119,8 +76,8 @@ async fn i17_3_each_server_rotates_its_own_ca_with_zero_failed_handshakes() {
     let agent_a = TestAgent::start(a).unwrap();
     let agent_b = TestAgent::start(b).unwrap();
     // Each entry through the server its agent uses.
-    register(a, &agent_a, BACKEND);
-    register(b, &agent_b, FRONTEND);
+    a.register_uid(&agent_a, BACKEND);
+    b.register_uid(&agent_b, FRONTEND);
     wait_svid(&agent_a, BACKEND).await;
     wait_svid(&agent_b, FRONTEND).await;
     let backend = mtls::source(&agent_a.endpoint(), BACKEND).await.unwrap();
@@ -144,33 +101,8 @@ async fn i17_3_each_server_rotates_its_own_ca_with_zero_failed_handshakes() {
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(scfg));
     let sf = failures.clone();
-    let server_task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, sf) = (acceptor.clone(), sf.clone());
-            tokio::spawn(async move {
-                let serve = async {
-                    let mut tls = acceptor
-                        .accept(tcp)
-                        .await
-                        .map_err(|e| format!("backend handshake: {e}"))?;
-                    let mut b = [0u8; 4];
-                    tls.read_exact(&mut b)
-                        .await
-                        .map_err(|e| format!("backend read: {e}"))?;
-                    tls.write_all(b"pong")
-                        .await
-                        .map_err(|e| format!("backend write: {e}"))?;
-                    let _ = tls.shutdown().await;
-                    Ok::<_, String>(())
-                };
-                let r = tokio::time::timeout(Duration::from_secs(10), serve)
-                    .await
-                    .unwrap_or_else(|_| Err("backend timed out".into()));
-                if let Err(e) = r {
-                    sf.lock().unwrap().push((t0.elapsed().as_secs_f64(), e));
-                }
-            });
-        }
+    let server_task = ping::serve_pong(listener, acceptor, move |e| {
+        sf.lock().unwrap().push((t0.elapsed().as_secs_f64(), e));
     });
     let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -179,7 +111,7 @@ async fn i17_3_each_server_rotates_its_own_ca_with_zero_failed_handshakes() {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(ccfg));
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                match exchange(&connector, addr).await {
+                match ping::ping(&connector, addr).await {
                     Ok(()) => drop(ok.fetch_add(1, Ordering::Relaxed)),
                     Err(e) => {
                         let at = t0.elapsed().as_secs_f64();
@@ -209,7 +141,10 @@ async fn i17_3_each_server_rotates_its_own_ca_with_zero_failed_handshakes() {
         for (i, s) in sockets.iter().enumerate() {
             let now = active_serial(s.clone()).await;
             if !now.is_empty() && seen[i].last() != Some(&now) {
-                eprintln!("[{:8.3}s] server {i}: CA {now} active", t0.elapsed().as_secs_f64());
+                eprintln!(
+                    "[{:8.3}s] server {i}: CA {now} active",
+                    t0.elapsed().as_secs_f64()
+                );
                 seen[i].push(now);
             }
         }

@@ -134,11 +134,17 @@ fn i17_3_agent_attested_at_a_renews_at_b() {
     assert_ne!(cfg, moved, "the config names A's address");
     std::fs::write(&agent.config, moved).unwrap();
     // No join token: it keeps the identity it got from A.
-    agent.spawn(None).expect("the agent syncs from B with A's SVID");
-    wait_for(Duration::from_secs(60), "the agent's SVID renewed by B", || {
-        let leaf = agent_leaf(&agent)?;
-        (ext_key_id(&leaf, false) == ski_b).then_some(())
-    });
+    agent
+        .spawn(None)
+        .expect("the agent syncs from B with A's SVID");
+    wait_for(
+        Duration::from_secs(60),
+        "the agent's SVID renewed by B",
+        || {
+            let leaf = agent_leaf(&agent)?;
+            (ext_key_id(&leaf, false) == ski_b).then_some(())
+        },
+    );
     let shown = b.cli_json(&["agent", "show", "--spiffe-id", &agent.agent_id]);
     assert_eq!(shown["agents"][0]["spiffe_id"], agent.agent_id.as_str());
 }
@@ -160,8 +166,18 @@ async fn i17_3_join_token_used_at_both_servers_at_once_attests_one_agent() {
         let mut ca = a.agent_client(None).await.unwrap();
         let mut cb = b.agent_client(None).await.unwrap();
         let (ra, rb) = tokio::join!(
-            attest(&mut ca, attestation::JOIN_TOKEN, t.clone().into_bytes(), key_and_csr().1),
-            attest(&mut cb, attestation::JOIN_TOKEN, t.clone().into_bytes(), key_and_csr().1),
+            attest(
+                &mut ca,
+                attestation::JOIN_TOKEN,
+                t.clone().into_bytes(),
+                key_and_csr().1
+            ),
+            attest(
+                &mut cb,
+                attestation::JOIN_TOKEN,
+                t.clone().into_bytes(),
+                key_and_csr().1
+            ),
         );
         let wins = [ra.is_ok(), rb.is_ok()].iter().filter(|w| **w).count();
         assert_eq!(
@@ -209,13 +225,19 @@ fn i17_3_server_list_and_forget() {
 
     let out = a.cli(&["server", "forget", &id_a, "--force"]);
     let err = sigil_tests::text(&out.stderr);
-    assert!(!out.status.success() && err.contains("this server"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("this server"),
+        "{err}"
+    );
     let out = a.cli(&["server", "forget", &id_b]);
     let err = sigil_tests::text(&out.stderr);
     assert!(!out.status.success() && err.contains("--force"), "{err}");
     let out = a.cli(&["server", "forget", "not-an-id"]);
     let err = sigil_tests::text(&out.stderr);
-    assert!(!out.status.success() && err.contains("32 lowercase hex"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("32 lowercase hex"),
+        "{err}"
+    );
 
     // B goes away for good; make it stale (last seen long ago).
     ha.servers[1].stop();
@@ -235,7 +257,10 @@ fn i17_3_server_list_and_forget() {
     };
     assert_eq!(b_row(&stale).unwrap()["status"], "stale", "{stale:#}");
     let forgotten = a.cli_json(&["server", "forget", &id_b]);
-    assert_eq!(forgotten["servers"][0]["status"], "forgotten", "{forgotten:#}");
+    assert_eq!(
+        forgotten["servers"][0]["status"], "forgotten",
+        "{forgotten:#}"
+    );
     // Its CA stays in the bundle until it expires (24 h here).
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(a.bundle().len(), 2, "B's CA is still in the bundle");
