@@ -272,3 +272,44 @@ fn i17_3_server_list_and_forget() {
     let list = ha.server(0).cli_json(&["server", "list"]);
     assert_eq!(b_row(&list).unwrap()["status"], "live", "{list:#}");
 }
+
+/// Item 2, migration on PostgreSQL: a database whose single CA journal row
+/// was written before per-server journals (schema 2) is taken over by the
+/// server whose keys it names, never by another one: a new server on it
+/// mints its own CA, the old server keeps its CA after the upgrade.
+#[test]
+fn i17_3_postgres_journal_written_before_instances_is_taken_over_by_its_server() {
+    let Some(mut ha) = Ha::start(1) else { return };
+    let id_a = ha.instance_id(0);
+    let serial_a = ca_serials(ha.server(0));
+    ha.servers[0].stop();
+    // What schema 2 left: one journal row, no server records.
+    ha.psql(&format!(
+        "INSERT INTO sigil_ca_journal (name, version, body) \
+         SELECT 'journal', 1, (body::jsonb -> 'journal')::text FROM sigil_servers \
+         WHERE instance_id = '{id_a}'"
+    ));
+    ha.psql("DELETE FROM sigil_servers");
+    let b = ha.add_server(sigil_tests::ServerOptions::default());
+    let serial_b = ca_serials(ha.server(b));
+    assert_ne!(
+        serial_b, serial_a,
+        "a server without those keys mints its own CA"
+    );
+    ha.servers[0]
+        .spawn()
+        .expect("A starts on the upgraded database");
+    assert_eq!(
+        ca_serials(ha.server(0)),
+        serial_a,
+        "A keeps its CA (not a new one)"
+    );
+    assert!(
+        ha.server(0)
+            .log_text()
+            .contains("takes over the CA journal"),
+        "A says it took the journal over"
+    );
+    let rows = ha.psql("SELECT count(*) FROM sigil_servers");
+    assert_eq!(rows, "2");
+}
