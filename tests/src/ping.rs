@@ -1,11 +1,40 @@
 //! A ping over mutual TLS, for soaks that count failed handshakes: [`ping`]
 //! opens a new TCP connection, does a new handshake and sends `ping`;
 //! [`serve_pong`] answers `pong` on every connection it accepts and reports
-//! each failure on its side. Both give up after 10 s.
+//! each failure on its side. Both give up after 10 s. [`soak_ends`] makes
+//! the two TLS ends from two workloads' `X509Source`s.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The TLS ends of a ping soak: the acceptor serves `backend`'s SVID and
+/// admits only `frontend_id`; the connector presents `frontend`'s SVID and
+/// accepts only `backend_id`. Each side trusts the bundle of `td` its own
+/// source receives (roots follow the source's updates).
+pub fn soak_ends(
+    backend: &std::sync::Arc<spiffe::X509Source>,
+    backend_id: &str,
+    frontend: &std::sync::Arc<spiffe::X509Source>,
+    frontend_id: &str,
+    td: &str,
+) -> anyhow::Result<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector)> {
+    use sigil_proto::SpiffeId;
+    let scfg = crate::mtls::server_config(
+        backend.clone(),
+        crate::mtls::roots(backend, td)?,
+        vec![SpiffeId::parse(frontend_id)?],
+    )?;
+    let ccfg = crate::mtls::client_config(
+        Some(frontend.clone()),
+        crate::mtls::roots(frontend, td)?,
+        SpiffeId::parse(backend_id)?,
+    )?;
+    Ok((
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(scfg)),
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(ccfg)),
+    ))
+}
 
 /// How long one exchange may take on either side.
 const LIMIT: Duration = Duration::from_secs(10);

@@ -1357,25 +1357,14 @@ async fn soak_zero_failed_handshakes_through_rotations_and_a_taint() {
     let (frontend_seen, fw) = watch_svids(frontend.clone());
 
     // Each side trusts the bundle its own source receives.
-    let scfg = mtls::server_config(
-        backend.clone(),
-        mtls::roots(&backend, TD).unwrap(),
-        vec![SpiffeId::parse(FRONTEND).unwrap()],
-    )
-    .unwrap();
-    let ccfg = mtls::client_config(
-        Some(frontend.clone()),
-        mtls::roots(&frontend, TD).unwrap(),
-        SpiffeId::parse(BACKEND).unwrap(),
-    )
-    .unwrap();
+    let (acceptor, connector) =
+        sigil_tests::ping::soak_ends(&backend, BACKEND, &frontend, FRONTEND, TD).unwrap();
 
     let t0 = Instant::now();
     let secs = move || t0.elapsed().as_secs_f64();
     let server_failures: Arc<Mutex<Vec<(f64, String)>>> = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(scfg));
     let sf = server_failures.clone();
     let server_task = sigil_tests::ping::serve_pong(listener, acceptor, move |e| {
         sf.lock().unwrap().push((secs(), e));
@@ -1386,7 +1375,7 @@ async fn soak_zero_failed_handshakes_through_rotations_and_a_taint() {
     let client_task = {
         let traffic = traffic.clone();
         let stop = stop.clone();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(ccfg));
+        let connector = connector.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let r = exchange(&connector, addr).await;

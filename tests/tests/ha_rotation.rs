@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sigil_proto::SpiffeId;
 use sigil_tests::ha::Ha;
 use sigil_tests::{ServerOptions, TestAgent, mtls, ping};
 use spiffe::WorkloadApiClient;
@@ -82,24 +81,14 @@ async fn i17_3_each_server_rotates_its_own_ca_with_zero_failed_handshakes() {
     wait_svid(&agent_b, FRONTEND).await;
     let backend = mtls::source(&agent_a.endpoint(), BACKEND).await.unwrap();
     let frontend = mtls::source(&agent_b.endpoint(), FRONTEND).await.unwrap();
-    let scfg = mtls::server_config(
-        backend.clone(),
-        mtls::roots(&backend, TD).unwrap(),
-        vec![SpiffeId::parse(FRONTEND).unwrap()],
-    )
-    .unwrap();
-    let ccfg = mtls::client_config(
-        Some(frontend.clone()),
-        mtls::roots(&frontend, TD).unwrap(),
-        SpiffeId::parse(BACKEND).unwrap(),
-    )
-    .unwrap();
+    // Each side trusts the bundle its own source receives.
+    let (acceptor, connector) =
+        sigil_tests::ping::soak_ends(&backend, BACKEND, &frontend, FRONTEND, TD).unwrap();
 
     let t0 = Instant::now();
     let failures: Arc<Mutex<Vec<(f64, String)>>> = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(scfg));
     let sf = failures.clone();
     let server_task = ping::serve_pong(listener, acceptor, move |e| {
         sf.lock().unwrap().push((t0.elapsed().as_secs_f64(), e));
@@ -108,7 +97,7 @@ async fn i17_3_each_server_rotates_its_own_ca_with_zero_failed_handshakes() {
     let stop = Arc::new(AtomicBool::new(false));
     let client_task = {
         let (ok, stop, cf) = (ok.clone(), stop.clone(), failures.clone());
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(ccfg));
+        let connector = connector.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match ping::ping(&connector, addr).await {
