@@ -13,6 +13,7 @@ pub mod mtls;
 pub mod oidc;
 pub mod pg;
 pub mod pg_server;
+pub mod ping;
 pub mod poll;
 pub mod prom;
 pub mod proxy;

@@ -1282,32 +1282,7 @@ async fn exchange(
     connector: &tokio_rustls::TlsConnector,
     addr: std::net::SocketAddr,
 ) -> Result<(), String> {
-    let run = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut tls = connector
-            .connect(
-                rustls_pki_types::ServerName::try_from("backend.invalid").unwrap(),
-                tcp,
-            )
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tls.write_all(b"ping")
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut b = [0u8; 4];
-        tls.read_exact(&mut b)
-            .await
-            .map_err(|e| format!("read (server refused us?): {e}"))?;
-        if &b != b"pong" {
-            return Err(format!("bad reply {b:?}"));
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .map_err(|_| "timed out after 10 s".to_string())?
+    sigil_tests::ping::ping(connector, addr).await
 }
 
 /// Distinct leaves and distinct signing CAs (AKIs) a source served.
@@ -1345,57 +1320,17 @@ async fn soak_zero_failed_handshakes_through_rotations_and_a_taint() {
     let (frontend_seen, fw) = watch_svids(frontend.clone());
 
     // Each side trusts the bundle its own source receives.
-    let scfg = mtls::server_config(
-        backend.clone(),
-        mtls::roots(&backend, TD).unwrap(),
-        vec![SpiffeId::parse(FRONTEND).unwrap()],
-    )
-    .unwrap();
-    let ccfg = mtls::client_config(
-        Some(frontend.clone()),
-        mtls::roots(&frontend, TD).unwrap(),
-        SpiffeId::parse(BACKEND).unwrap(),
-    )
-    .unwrap();
+    let (acceptor, connector) =
+        sigil_tests::ping::soak_ends(&backend, BACKEND, &frontend, FRONTEND, TD).unwrap();
 
     let t0 = Instant::now();
     let secs = move || t0.elapsed().as_secs_f64();
     let server_failures: Arc<Mutex<Vec<(f64, String)>>> = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(scfg));
     let sf = server_failures.clone();
-    let server_task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let sf = sf.clone();
-            tokio::spawn(async move {
-                let serve = async {
-                    let mut tls = acceptor
-                        .accept(tcp)
-                        .await
-                        .map_err(|e| format!("server handshake: {e}"))?;
-                    let mut b = [0u8; 4];
-                    tls.read_exact(&mut b)
-                        .await
-                        .map_err(|e| format!("server read: {e}"))?;
-                    tls.write_all(b"pong")
-                        .await
-                        .map_err(|e| format!("server write: {e}"))?;
-                    let _ = tls.shutdown().await;
-                    Ok::<_, String>(())
-                };
-                let r = tokio::time::timeout(Duration::from_secs(10), serve)
-                    .await
-                    .unwrap_or_else(|_| Err("server side timed out".into()));
-                if let Err(e) = r {
-                    sf.lock().unwrap().push((secs(), e));
-                }
-            });
-        }
+    let server_task = sigil_tests::ping::serve_pong(listener, acceptor, move |e| {
+        sf.lock().unwrap().push((secs(), e));
     });
 
     let traffic: Arc<Mutex<Traffic>> = Arc::default();
@@ -1403,7 +1338,7 @@ async fn soak_zero_failed_handshakes_through_rotations_and_a_taint() {
     let client_task = {
         let traffic = traffic.clone();
         let stop = stop.clone();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(ccfg));
+        let connector = connector.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let r = exchange(&connector, addr).await;

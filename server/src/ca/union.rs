@@ -123,7 +123,7 @@ pub fn publish(
         let servers = store.list_servers()?;
         let want = compute(&servers);
         if let Some(c) = &current
-            && same_content(c, &want)
+            && c.same_content(&want)
         {
             return Ok(c.clone());
         }
@@ -137,12 +137,4 @@ pub fn publish(
         "the bundle of {td} changed concurrently {ATTEMPTS} times in a row while this server \
          recomputed it; it is retried at the next tick"
     )))
-}
-
-/// Equal authorities and taints (the sequence aside).
-pub fn same_content(a: &BundleRecord, b: &BundleRecord) -> bool {
-    a.x509_authorities == b.x509_authorities
-        && a.tainted_key_ids == b.tainted_key_ids
-        && a.jwt_authorities == b.jwt_authorities
-        && a.tainted_jwt_key_ids == b.tainted_jwt_key_ids
 }

@@ -162,6 +162,17 @@ pub struct BundleRecord {
     pub sequence: u64,
 }
 
+impl BundleRecord {
+    /// The same authorities and taints (the sequence aside): a write of
+    /// `other` over `self` changes nothing.
+    pub fn same_content(&self, other: &BundleRecord) -> bool {
+        self.x509_authorities == other.x509_authorities
+            && self.jwt_authorities == other.jwt_authorities
+            && self.tainted_key_ids == other.tainted_key_ids
+            && self.tainted_jwt_key_ids == other.tainted_jwt_key_ids
+    }
+}
+
 /// A JWT signing key published in a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JwtAuthority {

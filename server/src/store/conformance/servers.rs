@@ -130,7 +130,9 @@ pub fn i17_3_concurrent_union_bundle_loses_no_update(location: &dyn StoreLocatio
                         // between reading the journals and writing the
                         // bundle, where a write without compare-and-swap
                         // loses another server's change.
-                        std::thread::sleep(std::time::Duration::from_millis(1 + (t % 3) as u64));
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            1 + 7 * (t % 3) as u64,
+                        ));
                         let journals: Vec<&CaJournal> =
                             servers.iter().map(|r| &r.journal).collect();
                         union::union_of(td, &CaJournal::default(), &journals, None, 1500, 0)

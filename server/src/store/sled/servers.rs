@@ -97,12 +97,7 @@ impl SledStore {
                     }));
                 }
                 let sequence = match &old {
-                    Some(old)
-                        if old.x509_authorities == bundle.x509_authorities
-                            && old.jwt_authorities == bundle.jwt_authorities
-                            && old.tainted_key_ids == bundle.tainted_key_ids
-                            && old.tainted_jwt_key_ids == bundle.tainted_jwt_key_ids =>
-                    {
+                    Some(old) if old.same_content(&bundle) => {
                         return Ok((None, old.clone()));
                     }
                     Some(old) => old.sequence + 1,
