@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod entry;
 pub mod federation;
+pub mod instance_id;
 pub mod key_manager;
 pub mod metrics;
 pub mod node_attestor;

@@ -203,6 +203,8 @@ async fn serve(
     let keys =
         Arc::new(DiskKeyManager::open(&cfg.keys_dir()).context("opening the key directory")?);
     check_key_files(keys.as_ref()).context("starting the CA")?;
+    let instance_id = crate::instance_id::load_or_create(&cfg.data_dir)?;
+    info!(instance_id = %instance_id, "server instance id");
     let store = store::open(&cfg)?;
     teardown.store = Some(Arc::downgrade(&store));
     let ca = CaManager::init(
@@ -216,6 +218,7 @@ async fn serve(
             ca_ttl: cfg.ca_ttl,
             activate_prepared,
             min_publish: 2 * cfg.refresh_hint(),
+            instance_id,
         },
         clock.clone(),
     )

@@ -6,6 +6,7 @@ pub mod agent_client;
 pub mod bundle_endpoint;
 pub mod der;
 pub mod emitted;
+pub mod ha;
 pub mod interop;
 pub mod jwt_check;
 pub mod mtls;

@@ -3,7 +3,8 @@
 //! dispatches each method to the file of its resource: [`entries`],
 //! [`agents`], [`tokens`], [`ca`] (CA and bundle), [`x509`] and [`jwt`] (minted SVIDs),
 //! [`explain`] (entry explain),
-//! [`federation`] (relationships and foreign bundles).
+//! [`federation`] (relationships and foreign bundles), [`servers`] (the
+//! servers sharing the store, issue 17).
 //! Protobuf stops in those files; errors become a `Status` in one place
 //! ([`error`]): a safe message out, the full chain in the log.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod explain;
 pub mod federation;
 pub mod jwt;
+pub mod servers;
 pub mod socket;
 pub mod tokens;
 pub mod x509;
@@ -420,6 +422,22 @@ impl AdminApi for AdminService {
         req: Request<pb::ExplainEntriesRequest>,
     ) -> Result<Response<pb::ExplainEntriesResponse>, Status> {
         self.explain_entries(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_servers(
+        &self,
+        _req: Request<pb::ListServersRequest>,
+    ) -> Result<Response<pb::ListServersResponse>, Status> {
+        self.list_servers().await.map(Response::new)
+    }
+
+    async fn forget_server(
+        &self,
+        req: Request<pb::ForgetServerRequest>,
+    ) -> Result<Response<pb::ServerInfo>, Status> {
+        self.forget_server(req.into_inner())
             .await
             .map(Response::new)
     }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::dependents;
 use super::jwt::JwtSigner;
-use super::published::{bundle_authorities, is_published, slot_ski};
+use super::published::is_published;
 use super::rotation::{self, Step};
 use super::startup::{KEY_PREFIX, check_keys, remove_orphan_keys};
 use super::{CaError, X509Ca, odt, profile, random16, unix};
@@ -43,6 +43,9 @@ pub struct CaSettings {
     /// How long a prepared CA must have been published before an operator
     /// may activate it without `force` (2 × the bundle refresh hint).
     pub min_publish: Duration,
+    /// This server's stable instance id ([`crate::instance_id`]): its
+    /// journal in the store is keyed by it.
+    pub instance_id: String,
 }
 
 /// What an operator asked for that cannot be done now.
@@ -58,6 +61,7 @@ pub enum CaOpError {
 /// the bundle. Steps that change the signing CA return the new signer.
 struct Slots {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     keys: Arc<dyn KeyManager>,
     upstream: Option<Arc<dyn UpstreamAuthority>>,
     settings: CaSettings,
@@ -93,12 +97,13 @@ impl CaManager {
     ) -> Result<Arc<CaManager>, CaError> {
         let slots = Slots {
             store,
+            clock: clock.clone(),
             keys,
             upstream,
             settings,
         };
         let now = unix(clock.now());
-        let mut journal = slots.store.get_ca_journal()?;
+        let mut journal = slots.register(now)?;
         // A key the journal names that does not load stops the start: never
         // a new CA in its place (see `startup`).
         let switch = check_keys(
@@ -209,7 +214,8 @@ impl CaManager {
     pub fn tick(&self) -> Result<(), CaError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let journal = self.slots.store.get_ca_journal()?;
+        self.slots.heartbeat(now)?;
+        let journal = self.slots.journal()?;
         let (journal, signer) = self.slots.run_due(journal, now)?;
         let (journal, jwt_signer) = self.slots.run_jwt_due(journal, now)?;
         // Publish, then sign with it: never the other way round.
@@ -222,7 +228,7 @@ impl CaManager {
     pub fn force_prepare(&self) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let journal = self.slots.journal()?;
         if let Some(p) = journal.prepared() {
             return Err(CaOpError::Refused(format!(
                 "slot {} already holds a prepared CA (serial {}); activate it first",
@@ -254,7 +260,7 @@ impl CaManager {
     pub fn force_activate(&self, force: bool) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let journal = self.slots.journal()?;
         let prepared = journal.prepared().ok_or_else(|| {
             CaOpError::Refused("there is no prepared CA; run `ca prepare` first".into())
         })?;
@@ -292,7 +298,7 @@ impl CaManager {
     pub fn taint(&self, slot: SlotId) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let mut journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let mut journal = self.slots.journal()?;
         let s = journal
             .slots
             .iter_mut()
@@ -309,11 +315,7 @@ impl CaManager {
             s.tainted_at = Some(now);
         }
         let serial = s.serial.clone();
-        let journal = self
-            .slots
-            .store
-            .put_ca_journal(&journal)
-            .map_err(CaError::from)?;
+        let journal = self.slots.put_journal(&journal)?;
         warn!(slot = slot.name(), serial = %serial, "CA tainted");
         crate::metrics::ca_event("taint");
         self.publish(&journal, now)?;
@@ -326,7 +328,7 @@ impl CaManager {
     pub fn revoke(&self, slot: SlotId, force: bool) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let journal = self.slots.journal()?;
         let s = journal
             .slot(slot)
             .ok_or_else(|| CaOpError::Refused(format!("slot {} is empty", slot.name())))?;
@@ -494,7 +496,7 @@ impl Slots {
     /// Writes the journal (CAS), then deletes the keys of `gone` slots.
     fn write(&self, mut journal: CaJournal, gone: &[CaSlot]) -> Result<CaJournal, CaError> {
         journal.slots.sort_by_key(|s| s.slot.name());
-        let written = self.store.put_ca_journal(&journal)?;
+        let written = self.put_journal(&journal)?;
         for g in gone {
             self.keys.delete(&g.key_id)?;
         }
@@ -548,34 +550,6 @@ impl Slots {
             signer,
         ))
     }
-
-    fn reconcile_bundle(&self, journal: &CaJournal, now: i64) -> Result<BundleRecord, CaError> {
-        let x509_authorities = bundle_authorities(self.upstream.as_deref(), journal, now);
-        let tainted_key_ids = journal
-            .slots
-            .iter()
-            .filter(|s| s.tainted)
-            .filter_map(slot_ski)
-            .collect();
-        let (jwt_authorities, tainted_jwt_key_ids) = self.jwt_bundle(journal);
-        let current = self.store.get_bundle(&self.settings.trust_domain)?;
-        if let Some(c) = current
-            && c.x509_authorities == x509_authorities
-            && c.tainted_key_ids == tainted_key_ids
-            && c.jwt_authorities == jwt_authorities
-            && c.tainted_jwt_key_ids == tainted_jwt_key_ids
-        {
-            return Ok(c);
-        }
-        Ok(self.store.put_bundle(BundleRecord {
-            trust_domain: self.settings.trust_domain.clone(),
-            x509_authorities,
-            jwt_authorities,
-            tainted_key_ids,
-            tainted_jwt_key_ids,
-            sequence: 0,
-        })?)
-    }
 }
 
 fn load_signer(keys: &dyn KeyManager, slot: &CaSlot) -> Result<X509Ca, CaError> {
@@ -585,6 +559,7 @@ fn load_signer(keys: &dyn KeyManager, slot: &CaSlot) -> Result<X509Ca, CaError> 
 
 mod jwt_ops;
 mod jwt_steps;
+pub mod servers;
 mod status;
 
 use status::too_early;

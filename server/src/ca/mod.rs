@@ -15,6 +15,7 @@ pub mod rotation;
 pub mod startup;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod union;
 
 use std::time::{Duration, SystemTime};
 

@@ -4,8 +4,7 @@
 //! a new key is published before it is used).
 
 use super::X509Ca;
-use crate::store::{BundleRecord, CaJournal, CaSlot};
-use crate::upstream::UpstreamAuthority;
+use crate::store::{BundleRecord, CaSlot};
 
 /// The subjectKeyIdentifier of a slot's CA certificate.
 pub(crate) fn slot_ski(slot: &CaSlot) -> Option<Vec<u8>> {
@@ -28,23 +27,4 @@ pub(crate) fn is_published(bundle: &BundleRecord, upstream: bool, signer: &X509C
             .chain()
             .first()
             .is_some_and(|c| bundle.x509_authorities.contains(c))
-}
-
-/// The X.509 authorities the bundle must hold now: the upstream anchors, or
-/// every unexpired self-signed CA of the journal (oldest first), prepared
-/// ones included.
-pub fn bundle_authorities(
-    upstream: Option<&dyn UpstreamAuthority>,
-    journal: &CaJournal,
-    now: i64,
-) -> Vec<Vec<u8>> {
-    if let Some(up) = upstream {
-        return up.trust_anchors();
-    }
-    let mut slots: Vec<&CaSlot> = journal.slots.iter().filter(|s| s.not_after > now).collect();
-    slots.sort_by_key(|s| s.not_before);
-    slots
-        .into_iter()
-        .filter_map(|s| s.cert_chain.first().cloned())
-        .collect()
 }

@@ -99,11 +99,15 @@ pub fn start_with_jwt(
             ca_ttl: TTL,
             activate_prepared: false,
             min_publish: MIN_PUBLISH,
+            instance_id: crate::ca::testing::INSTANCE_ID.to_string(),
         },
         clock,
     )
     .unwrap()
 }
+
+/// The instance id of the managers of these tests.
+pub const INSTANCE_ID: &str = "0123456789abcdef0123456789abcdef";
 
 /// A manager on the store in `dir`.
 pub fn start(dir: &Path, keys: Arc<MemoryKeyManager>, clock: Arc<ManualClock>) -> Arc<CaManager> {

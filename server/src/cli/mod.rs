@@ -11,6 +11,7 @@ pub mod explain;
 pub mod federation;
 pub mod jwt;
 pub mod output;
+pub mod server;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,6 +84,9 @@ pub enum Command {
     /// Federate with foreign trust domains (fetch their bundles).
     #[command(subcommand)]
     Federation(federation::FederationCommand),
+    /// The servers sharing the store, each with its own CA (issue 17).
+    #[command(subcommand)]
+    Server(server::ServerCommand),
 }
 
 /// Options every admin command takes.
@@ -361,6 +365,7 @@ pub async fn run_admin(command: Command) -> anyhow::Result<()> {
         Command::Ca(cmd) => ca::run_ca(cmd).await,
         Command::Jwt(cmd) => jwt::run_jwt(cmd).await,
         Command::Federation(cmd) => federation::run(cmd).await,
+        Command::Server(cmd) => server::run(cmd).await,
         Command::Bundle(BundleCommand::Show {
             format,
             trust_domain: None,

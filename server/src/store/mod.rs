@@ -14,6 +14,7 @@ pub mod federation;
 pub mod join_token_ids;
 pub mod node_bans;
 pub mod postgres;
+pub mod servers;
 pub mod sled;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::config::ServerConfig;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 pub use federation::{EndpointProfile, FederationRecord};
 pub use node_bans::NodeBan;
+pub use servers::ServerRecord;
 
 /// Opens the store the configuration names: PostgreSQL with
 /// `[store.postgres]`, else the embedded sled store in `<data_dir>/store`.
@@ -290,4 +292,27 @@ pub trait Store: Send + Sync + 'static {
     /// Writes `journal` if the stored version equals `journal.version`
     /// (`Conflict` otherwise) and returns it with the version incremented.
     fn put_ca_journal(&self, journal: &CaJournal) -> StoreResult<CaJournal>;
+
+    // ---- servers: a CA journal per server, the union bundle (issue 17) ----
+
+    /// Every server record, ordered by instance id.
+    fn list_servers(&self) -> StoreResult<Vec<ServerRecord>>;
+    fn get_server(&self, instance_id: &str) -> StoreResult<Option<ServerRecord>>;
+    /// Compare-and-swap of the record of `instance_id`: stores `new`
+    /// (`None`: removes the record) only if the stored record equals
+    /// `expected` (`None`: no record), atomically with that check;
+    /// `Changed` (nothing written) otherwise. `new` must carry
+    /// `instance_id`.
+    fn swap_server(
+        &self,
+        instance_id: &str,
+        expected: Option<&ServerRecord>,
+        new: Option<&ServerRecord>,
+    ) -> StoreResult<()>;
+    /// [`Store::put_bundle`], only if the stored bundle's sequence is
+    /// `expected` (`None`: no bundle stored), atomically with that check;
+    /// `Changed` (nothing written) otherwise. Several servers recompute the
+    /// union bundle with this, so none overwrites a change it has not seen.
+    fn swap_bundle(&self, expected: Option<u64>, bundle: BundleRecord)
+    -> StoreResult<BundleRecord>;
 }

@@ -24,6 +24,7 @@ mod follow;
 mod pool;
 mod records;
 mod schema;
+mod servers;
 
 use std::fmt;
 use std::sync::Arc;
@@ -310,7 +311,7 @@ impl Store for PgStore {
     }
 
     fn put_bundle(&self, bundle: BundleRecord) -> StoreResult<BundleRecord> {
-        self.put_bundle_tx(bundle)
+        self.put_bundle_tx(bundle, None)
     }
 
     fn list_bundles(&self) -> StoreResult<Vec<BundleRecord>> {
@@ -349,5 +350,30 @@ impl Store for PgStore {
 
     fn put_ca_journal(&self, journal: &CaJournal) -> StoreResult<CaJournal> {
         self.put_journal_tx(journal)
+    }
+
+    fn list_servers(&self) -> StoreResult<Vec<super::ServerRecord>> {
+        self.list_bodies("sigil_servers", "instance_id")
+    }
+
+    fn get_server(&self, instance_id: &str) -> StoreResult<Option<super::ServerRecord>> {
+        self.get_body("sigil_servers", "instance_id", instance_id)
+    }
+
+    fn swap_server(
+        &self,
+        instance_id: &str,
+        expected: Option<&super::ServerRecord>,
+        new: Option<&super::ServerRecord>,
+    ) -> StoreResult<()> {
+        self.swap_server_tx(instance_id, expected, new)
+    }
+
+    fn swap_bundle(
+        &self,
+        expected: Option<u64>,
+        bundle: BundleRecord,
+    ) -> StoreResult<BundleRecord> {
+        self.put_bundle_tx(bundle, Some(expected))
     }
 }

@@ -16,6 +16,7 @@
 //! | `meta`         | `bundle_sequence_hwm:<trust domain>`  | big-endian u64: sequence of the last deleted bundle |
 //! | `federations`  | trust domain name                     | [`FederationRecord`](super::FederationRecord) |
 //! | `ca_journal`   | `journal`                             | [`CaJournal`]            |
+//! | `ca_journal`   | `server/<instance id>`                | [`ServerRecord`](super::ServerRecord) |
 //!
 //! Changes that touch several trees run in one sled transaction, and every
 //! write method flushes the database before it returns `Ok` (sled's own
@@ -33,6 +34,7 @@ mod events;
 mod migrate;
 mod node_bans;
 mod open;
+mod servers;
 #[cfg(test)]
 mod tests;
 mod undo;
@@ -47,7 +49,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use codec::{
     EntryRow, abort, decode, decode_all, decode_u64, encode, tx_decode, tx_encode, tx_log_event,
-    tx_meta_u64, tx_next_revision,
+    tx_next_revision,
 };
 
 use super::{
@@ -485,42 +487,7 @@ impl Store for SledStore {
     }
 
     fn put_bundle(&self, bundle: BundleRecord) -> StoreResult<BundleRecord> {
-        let key = bundle.trust_domain.as_str().to_string();
-        let hwm_key = format!("{K_BUNDLE_HWM}{key}");
-        let (old, stored) = (&self.bundles, &self.meta)
-            .transaction(|(bundles, meta)| {
-                let old: Option<BundleRecord> = bundles
-                    .get(key.as_bytes())?
-                    .map(|v| tx_decode(T_BUNDLES, &key, &v))
-                    .transpose()?;
-                let sequence = match &old {
-                    Some(old)
-                        if old.x509_authorities == bundle.x509_authorities
-                            && old.jwt_authorities == bundle.jwt_authorities
-                            && old.tainted_key_ids == bundle.tainted_key_ids
-                            && old.tainted_jwt_key_ids == bundle.tainted_jwt_key_ids =>
-                    {
-                        return Ok((None, old.clone()));
-                    }
-                    Some(old) => old.sequence + 1,
-                    None => tx_meta_u64(meta, &hwm_key)? + 1,
-                };
-                let new = BundleRecord {
-                    sequence,
-                    ..bundle.clone()
-                };
-                bundles.insert(key.as_bytes(), tx_encode(T_BUNDLES, &key, &new)?)?;
-                Ok((Some(old), new))
-            })
-            .map_err(|e| self.tx_error(e))?;
-        // `None`: nothing changed, nothing to undo.
-        if let Some(old) = old {
-            let undo = || self.undo_bundle(&stored, old);
-            self.flush_or_undo(&format!("bundle of {key}"), undo)?;
-        } else {
-            self.flush()?;
-        }
-        Ok(stored)
+        self.put_bundle_if(bundle, None)
     }
 
     fn list_bundles(&self) -> StoreResult<Vec<BundleRecord>> {
@@ -595,6 +562,31 @@ impl Store for SledStore {
         let undo = || self.undo_journal(&stored, &old);
         self.flush_or_undo("CA journal", undo)?;
         Ok(stored)
+    }
+
+    fn list_servers(&self) -> StoreResult<Vec<super::ServerRecord>> {
+        self.list_server_records()
+    }
+
+    fn get_server(&self, instance_id: &str) -> StoreResult<Option<super::ServerRecord>> {
+        self.get_server_record(instance_id)
+    }
+
+    fn swap_server(
+        &self,
+        instance_id: &str,
+        expected: Option<&super::ServerRecord>,
+        new: Option<&super::ServerRecord>,
+    ) -> StoreResult<()> {
+        self.swap_server_record(instance_id, expected, new)
+    }
+
+    fn swap_bundle(
+        &self,
+        expected: Option<u64>,
+        bundle: BundleRecord,
+    ) -> StoreResult<BundleRecord> {
+        self.put_bundle_if(bundle, Some(expected))
     }
 }
 

@@ -48,7 +48,7 @@ impl CaManager {
     pub fn force_prepare_jwt(&self) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let journal = self.slots.journal()?;
         if let Some(p) = journal.jwt_prepared() {
             return Err(CaOpError::Refused(format!(
                 "JWT slot {} already holds a prepared key (kid {}); activate it first",
@@ -81,7 +81,7 @@ impl CaManager {
     pub fn force_activate_jwt(&self, force: bool) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let journal = self.slots.journal()?;
         let prepared = journal.jwt_prepared().ok_or_else(|| {
             CaOpError::Refused(
                 "there is no prepared JWT key; run `ca prepare --kind jwt` first".into(),
@@ -114,7 +114,7 @@ impl CaManager {
     pub fn taint_jwt(&self, slot: SlotId) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let mut journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let mut journal = self.slots.journal()?;
         let s = journal
             .jwt_slots
             .iter_mut()
@@ -145,7 +145,7 @@ impl CaManager {
     pub fn revoke_jwt(&self, slot: SlotId) -> Result<CaStatus, CaOpError> {
         let _g = self.lock();
         let now = unix(self.clock.now());
-        let journal = self.slots.store.get_ca_journal().map_err(CaError::from)?;
+        let journal = self.slots.journal()?;
         let s = journal
             .jwt_slot(slot)
             .ok_or_else(|| CaOpError::Refused(format!("JWT slot {} is empty", slot.name())))?;

@@ -12,7 +12,7 @@ use crate::ca::rotation::{self, Step};
 use crate::ca::startup::JWT_KEY_PREFIX;
 use crate::ca::{CaError, random16};
 use crate::key_manager::{KeyError, KeyManager};
-use crate::store::{CaJournal, JwtAuthority, JwtSlot, SlotId, SlotState};
+use crate::store::{CaJournal, JwtSlot, SlotId, SlotState};
 
 /// Most JWT steps applied in one call.
 const MAX_STEPS: usize = 8;
@@ -135,7 +135,7 @@ impl Slots {
         gone: &[JwtSlot],
     ) -> Result<CaJournal, CaError> {
         journal.jwt_slots.sort_by_key(|s| s.slot.name());
-        let written = self.store.put_ca_journal(&journal)?;
+        let written = self.put_journal(&journal)?;
         for g in gone {
             self.keys.delete(&g.key_id)?;
         }
@@ -172,28 +172,6 @@ impl Slots {
             },
             signer,
         ))
-    }
-
-    /// The JWT keys the bundle must hold: every key of the journal (oldest
-    /// first), prepared ones included, each valid until nothing it signed
-    /// can be; and the kids of the tainted ones.
-    pub(super) fn jwt_bundle(&self, journal: &CaJournal) -> (Vec<JwtAuthority>, Vec<String>) {
-        let mut slots: Vec<_> = journal.jwt_slots.iter().collect();
-        slots.sort_by_key(|s| s.not_before);
-        let keys = slots
-            .iter()
-            .map(|s| JwtAuthority {
-                kid: s.kid.clone(),
-                public_key: s.public_key.clone(),
-                expires_at: rotation::Rotating::retire_at(*s, self.max_jwt_ttl()),
-            })
-            .collect();
-        let tainted = slots
-            .iter()
-            .filter(|s| s.tainted)
-            .map(|s| s.kid.clone())
-            .collect();
-        (keys, tainted)
     }
 
     /// The kids of the stored bundle (which may still name a dropped key).

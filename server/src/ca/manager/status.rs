@@ -26,7 +26,7 @@ pub struct CaStatus {
 impl CaManager {
     /// The X.509 slots and timeline.
     pub fn status(&self) -> Result<CaStatus, CaError> {
-        let journal = self.slots.store.get_ca_journal()?;
+        let journal = self.slots.journal()?;
         let b = self.bundle();
         let in_bundle = journal
             .slots
@@ -50,7 +50,7 @@ impl CaManager {
 
     /// The JWT key slots and their timeline (`ca show --kind jwt`).
     pub fn jwt_status(&self) -> Result<CaStatus, CaError> {
-        let journal = self.slots.store.get_ca_journal()?;
+        let journal = self.slots.journal()?;
         let b = self.bundle();
         let in_bundle = journal
             .jwt_slots

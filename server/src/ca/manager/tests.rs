@@ -305,6 +305,7 @@ fn try_start(
             ca_ttl: TTL,
             activate_prepared,
             min_publish: crate::ca::testing::MIN_PUBLISH,
+            instance_id: crate::ca::testing::INSTANCE_ID.to_string(),
         },
         clock,
     )

@@ -176,7 +176,13 @@ impl PgStore {
         self.get_body("sigil_bundles", "trust_domain", td.as_str())
     }
 
-    pub(super) fn put_bundle_tx(&self, bundle: BundleRecord) -> StoreResult<BundleRecord> {
+    /// With `expected = Some(seq)`: only if the stored sequence is `seq`
+    /// (`None`: no bundle), else `Changed` ([`Store::swap_bundle`]).
+    pub(super) fn put_bundle_tx(
+        &self,
+        bundle: BundleRecord,
+        expected: Option<Option<u64>>,
+    ) -> StoreResult<BundleRecord> {
         let label = self.label();
         let key = bundle.trust_domain.as_str().to_string();
         let key = key.as_str();
@@ -185,6 +191,14 @@ impl PgStore {
             let tx = c.transaction().await.map_err(&err)?;
             advisory_lock(&tx, BUNDLES_LOCK, label).await?;
             let old: Option<BundleRecord> = body_for_update(&tx, BUNDLE, key, label).await?;
+            if let Some(e) = expected
+                && old.as_ref().map(|o| o.sequence) != e
+            {
+                return Err(StoreError::Changed {
+                    what: "bundle",
+                    key: key.to_string(),
+                });
+            }
             let sequence = match &old {
                 Some(old)
                     if old.x509_authorities == bundle.x509_authorities
@@ -340,7 +354,7 @@ impl PgStore {
     }
 
     /// The record of `table` whose `key_col` is `key`.
-    fn get_body<T: DeserializeOwned>(
+    pub(super) fn get_body<T: DeserializeOwned>(
         &self,
         table: &'static str,
         key_col: &'static str,

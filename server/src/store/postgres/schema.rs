@@ -23,6 +23,7 @@
 //! | `sigil_ca_journal`   | `name` (`journal`)   | `version`                         |
 //! | `sigil_federations`  | `trust_domain`       |                                   |
 //! | `sigil_bundle_marks` | `trust_domain`       | `sequence` of the last deleted bundle |
+//! | `sigil_servers`      | `instance_id`        | the server's own CA journal (issue 17) |
 
 use tokio_postgres::Client;
 
@@ -89,6 +90,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE sigil_bundle_marks (
         trust_domain text COLLATE "C" PRIMARY KEY,
         sequence bigint NOT NULL
+    );
+    "#,
+    // 3 (issue 17): one record per server instance, with its own CA
+    // journal (`crate::store::ServerRecord`). The old single journal row
+    // stays; the server whose keys it names adopts it at its next start.
+    r#"
+    CREATE TABLE sigil_servers (
+        instance_id text COLLATE "C" PRIMARY KEY,
+        body text NOT NULL
     );
     "#,
 ];
