@@ -27,6 +27,17 @@ use crate::net::HttpLimits;
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// Sets the gauges that are computed at scrape time (seconds until expiry).
 pub type Refresh = Arc<dyn Fn() + Send + Sync>;
+/// What the daemon cannot do now while still doing its job (`Some`
+/// reason): `/ready` stays 200 and says "ready (degraded): <reason>".
+pub type Degraded = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// The process's [`Degraded`] check, if the daemon set one.
+static DEGRADED: std::sync::OnceLock<Degraded> = std::sync::OnceLock::new();
+
+/// Sets the process's [`Degraded`] check (once; later calls are ignored).
+pub fn set_degraded(check: Degraded) {
+    let _ = DEGRADED.set(check);
+}
 
 /// Buckets (seconds) for every `*_seconds` histogram: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -126,7 +137,10 @@ async fn metrics_page(State(s): State<Shared>) -> Response {
 
 async fn ready_page(State(s): State<Shared>) -> Response {
     match (s.endpoint.ready)() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()).into_response(),
+        Ok(()) => match DEGRADED.get().and_then(|d| d()) {
+            Some(why) => (StatusCode::OK, format!("ready (degraded): {why}\n")).into_response(),
+            None => (StatusCode::OK, "ready\n".to_string()).into_response(),
+        },
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),

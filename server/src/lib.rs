@@ -20,6 +20,7 @@ pub mod run;
 pub mod scrape;
 pub mod server_svid;
 pub mod store;
+pub mod store_health;
 pub mod ttl_limit;
 pub mod upstream;
 pub mod web_cert;

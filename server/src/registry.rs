@@ -1,20 +1,23 @@
 //! The registration entries, held in memory and kept in step with the store:
 //! every change is written to the store first (durably), then applied to the
 //! index and broadcast to subscribers (the agents' sync streams) in revision
-//! order. Reads never touch the store.
+//! order. Reads never touch the store. Changes other servers make to a
+//! shared store are followed from its event log ([`follow`]), under the
+//! same lock and in the same revision order as local writes.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use sigil_proto::selector::is_subset;
 use sigil_proto::{Selector, SpiffeId};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::authz;
 use crate::entry::{Entry, EntryEvent, EntryFilter, EntrySpec};
 use crate::store::{Store, StoreResult};
 
 mod explain;
+pub mod follow;
 pub use explain::{Explained, Explanation};
 
 /// How many changes a slow subscriber may fall behind before it must
@@ -84,6 +87,10 @@ pub struct Registry {
     /// in revision order.
     writes: Mutex<()>,
     events: broadcast::Sender<Arc<EntryEvent>>,
+    /// Counts full reloads from the store (the event log no longer held
+    /// what the registry missed): subscribers resynchronise from a
+    /// snapshot when it changes.
+    reloads: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -97,13 +104,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Loads every entry from the store.
     pub fn load(store: Arc<dyn Store>, server_id: SpiffeId) -> StoreResult<Arc<Registry>> {
-        let mut index = Index {
-            revision: store.entries_revision()?,
-            ..Index::default()
-        };
-        for e in store.list_entries(&EntryFilter::default())? {
-            index.insert(Arc::new(e));
-        }
+        let index = Self::snapshot(store.as_ref())?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(Arc::new(Registry {
             store,
@@ -111,7 +112,22 @@ impl Registry {
             index: RwLock::new(index),
             writes: Mutex::new(()),
             events,
+            reloads: watch::channel(0).0,
         }))
+    }
+
+    /// Every entry in the store, at (at least) the revision it reports
+    /// first: an entry written in between is in the list and its event is
+    /// applied again later, which changes nothing.
+    fn snapshot(store: &dyn Store) -> StoreResult<Index> {
+        let mut index = Index {
+            revision: store.entries_revision()?,
+            ..Index::default()
+        };
+        for e in store.list_entries(&EntryFilter::default())? {
+            index.insert(Arc::new(e));
+        }
+        Ok(index)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -131,6 +147,10 @@ impl Registry {
         let _ = self.events.send(Arc::new(ev));
     }
 
+    fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn locked<T>(&self, f: impl FnOnce() -> StoreResult<(T, EntryEvent)>) -> StoreResult<T> {
         self.locked_with(self.writes.lock().unwrap_or_else(|p| p.into_inner()), f)
     }
@@ -142,7 +162,7 @@ impl Registry {
         f: impl FnOnce() -> StoreResult<(T, EntryEvent)>,
     ) -> StoreResult<T> {
         let (out, ev) = f()?;
-        self.apply(ev);
+        self.record_local(ev);
         Ok(out)
     }
 
@@ -164,7 +184,7 @@ impl Registry {
         let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let results = self.store.create_entries(specs, now)?;
         for e in results.iter().flatten() {
-            self.apply(EntryEvent::Upserted(e.clone()));
+            self.record_local(EntryEvent::Upserted(e.clone()));
         }
         Ok(results)
     }
@@ -191,13 +211,17 @@ impl Registry {
         })
     }
 
+    /// Deletes entry `id`. The deletion's revision is read back from the
+    /// event log (with any other server's writes before it), as another
+    /// server may write between the delete and a read of the revision.
     pub fn delete(&self, id: &str) -> StoreResult<Entry> {
-        self.locked(|| {
-            let mut e = self.store.delete_entry(id)?;
-            // The deletion's revision is the store's new revision.
-            e.revision = self.store.entries_revision()?;
-            Ok((e.clone(), EntryEvent::Deleted(e)))
-        })
+        let _w = self.lock_writes();
+        let e = self.store.delete_entry(id)?;
+        if let Err(err) = self.catch_up_locked() {
+            tracing::warn!(entry_id = id, error = %err,
+                "reading back a deletion from the event log failed; the follower applies it");
+        }
+        Ok(e)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {

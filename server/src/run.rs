@@ -35,6 +35,9 @@ use sigil_proto::tls::TrustRoots;
 
 /// How often the CA manager checks the key slots.
 const CA_TICK: Duration = Duration::from_secs(1);
+/// How often the entry follower checks a shared store's revision when no
+/// notification came (the safety net behind `NOTIFY`).
+const FOLLOW_POLL: Duration = Duration::from_secs(1);
 /// How often the agent API pings an HTTP/2 connection, and how long it
 /// waits for the answer before closing it (a dead peer's connection and
 /// its descriptor are given back within a minute).
@@ -249,7 +252,34 @@ async fn serve(
     let refresh_hint = cfg.refresh_hint();
     let registry = Registry::load(store.clone(), cfg.server_id()).context("loading entries")?;
     crate::ttl_limit::report(&registry, cfg.ca_ttl);
+    // Other servers' entry writes (a shared store), and the store's health.
     let federation = start_federation(&cfg, store.clone(), clock.clone())?;
+    if let Some(feed) = store
+        .revision_feed(FOLLOW_POLL)
+        .context("following the store's entry revision")?
+    {
+        let (registry, rx) = (registry.clone(), shutdown_rx.clone());
+        tasks.spawn("entry follower", async move {
+            crate::registry::follow::follow(registry, feed, rx).await;
+            Ok(())
+        });
+        let (federation, rx) = (federation.clone(), shutdown_rx.clone());
+        tasks.spawn("federation follower", async move {
+            crate::federation::follow::follow(federation, crate::federation::follow::PERIOD, rx)
+                .await;
+            Ok(())
+        });
+    }
+    {
+        let health = Arc::new(crate::store_health::StoreHealth::default());
+        let probe = health.clone();
+        sigil_proto::health::set_degraded(Arc::new(move || probe.problem()));
+        let (store, rx) = (store.clone(), shutdown_rx.clone());
+        tasks.spawn("store probe", async move {
+            health.run(store, rx).await;
+            Ok(())
+        });
+    }
     let service = AdminService::new(
         store.clone(),
         registry.clone(),

@@ -12,6 +12,7 @@ pub mod jwt_check;
 pub mod mtls;
 pub mod oidc;
 pub mod pg;
+pub mod pg_server;
 pub mod poll;
 pub mod prom;
 pub mod proxy;

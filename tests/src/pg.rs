@@ -16,6 +16,10 @@
 //! goes when the process does, also when a test panics. Its readiness is
 //! the line it logs ("ready to accept connections"), not a poll. Data dirs
 //! of test processes that are gone are removed at the next start.
+//!
+//! [`PgCluster::stop`] and [`PgCluster::start_again`] restart the cluster
+//! on the same port (an outage); they affect every test of the process,
+//! so a test that uses them has a test binary of its own.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -23,7 +27,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -47,6 +51,10 @@ pub struct PgCluster {
     pub port: u16,
     /// The temp dir (data dir, log).
     pub dir: PathBuf,
+    /// Asks the keeper to start the server again; it answers on the sender.
+    restart: mpsc::Sender<mpsc::Sender<Result<(), String>>>,
+    /// One message each time the server process exits.
+    exited: Mutex<mpsc::Receiver<()>>,
 }
 
 /// The cluster of this test process, started on first use; `None` (after
@@ -108,6 +116,42 @@ impl PgCluster {
             "host=127.0.0.1 port={} user=postgres dbname={db}",
             self.port
         )
+    }
+
+    /// Stops the server (fast shutdown: sessions are terminated) and waits
+    /// until its process has exited.
+    pub fn stop(&self) {
+        let pid_file = self.dir.join("data").join("postmaster.pid");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", pid_file.display()))
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {}", pid_file.display()));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap_or_else(|e| panic!("signalling PostgreSQL (pid {pid}): {e}"));
+        self.exited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recv_timeout(START_TIMEOUT)
+            .unwrap_or_else(|e| panic!("PostgreSQL (pid {pid}) did not exit: {e}"));
+    }
+
+    /// Starts the server again after [`PgCluster::stop`], on the same
+    /// port; returns once it accepts connections.
+    pub fn start_again(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.restart
+            .send(tx)
+            .expect("the PostgreSQL keeper thread is gone");
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("PostgreSQL did not start again: {e}"),
+            Err(_) => panic!("PostgreSQL did not report ready within {START_TIMEOUT:?}"),
+        }
     }
 
     /// A `[store.postgres]` for database `db` with `max_connections`.
@@ -212,33 +256,52 @@ fn start() -> anyhow::Result<PgCluster> {
     .context("writing pg_hba.conf")?;
     let port = free_port()?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (restart, restarts) = mpsc::channel();
+    let (exited_tx, exited) = mpsc::channel();
     let (bin, data2, dir2) = (bin_dir.clone(), data.clone(), dir.clone());
-    // The keeper thread: spawns the server and lives until the process
-    // ends (the server's parent-death signal is tied to this thread).
+    // The keeper thread: spawns the server (again on each restart request)
+    // and lives until the process ends (the server's parent-death signal
+    // is tied to this thread).
     std::thread::Builder::new()
         .name("pg-keeper".into())
-        .spawn(move || keep(bin, data2, dir2, port, owner, ready_tx))
+        .spawn(move || {
+            let mut ready = ready_tx;
+            loop {
+                keep(&bin, &data2, &dir2, port, owner, ready);
+                let _ = exited_tx.send(());
+                match restarts.recv() {
+                    Ok(next) => ready = next,
+                    Err(_) => return,
+                }
+            }
+        })
         .context("starting the PostgreSQL keeper thread")?;
     match ready_rx.recv_timeout(START_TIMEOUT) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => bail!("PostgreSQL did not start: {e}"),
         Err(_) => bail!("PostgreSQL did not report ready within {START_TIMEOUT:?}"),
     }
-    Ok(PgCluster { bin_dir, port, dir })
+    Ok(PgCluster {
+        bin_dir,
+        port,
+        dir,
+        restart,
+        exited: Mutex::new(exited),
+    })
 }
 
 /// Spawns the server and reports readiness from its log; never returns
 /// while the server runs.
 fn keep(
-    bin: PathBuf,
-    data: PathBuf,
-    dir: PathBuf,
+    bin: &Path,
+    data: &Path,
+    dir: &Path,
     port: u16,
     owner: Option<(Uid, Gid)>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     let mut cmd = Command::new(bin.join("postgres"));
-    cmd.arg("-D").arg(&data).args(["-p", &port.to_string()]);
+    cmd.arg("-D").arg(data).args(["-p", &port.to_string()]);
     for setting in [
         "listen_addresses=127.0.0.1",
         "unix_socket_directories=",
@@ -248,7 +311,7 @@ fn keep(
     ] {
         cmd.args(["-c", setting]);
     }
-    cmd.current_dir(&dir)
+    cmd.current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -261,7 +324,11 @@ fn keep(
         }
     };
     let log_path = dir.join("postgres.log");
-    let mut log = std::fs::File::create(&log_path).ok();
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .ok();
     let mut seen = Vec::new();
     let mut reported = false;
     if let Some(stderr) = child.stderr.take() {

@@ -75,7 +75,8 @@ impl AdminError {
             }
             AdminError::Precondition(_) => Code::FailedPrecondition,
             AdminError::Issue(IssueError::NotAuthorized { .. }) => Code::PermissionDenied,
-            AdminError::Unavailable(_) | AdminError::Store(StoreError::Io(_)) => Code::Unavailable,
+            AdminError::Unavailable(_)
+            | AdminError::Store(StoreError::Io(_) | StoreError::Unreachable(_)) => Code::Unavailable,
             AdminError::Store(StoreError::NotFound { .. }) => Code::NotFound,
             AdminError::Store(_)
             | AdminError::Ca(_)
@@ -102,6 +103,8 @@ impl AdminError {
             AdminError::Store(StoreError::Io(m)) => {
                 format!("the store could not complete the call: {m}")
             }
+            // A shared database down: nothing was written; retry later.
+            AdminError::Store(e @ StoreError::Unreachable(_)) => e.to_string(),
             _ if self.code() == Code::Internal => INTERNAL.into(),
             other => other.to_string(),
         }
@@ -112,6 +115,9 @@ impl AdminError {
         match self {
             AdminError::Store(StoreError::Io(m)) => {
                 error!(error = %m, "admin call failed: store I/O");
+            }
+            AdminError::Store(StoreError::Unreachable(m)) => {
+                error!(error = %m, "admin call failed: store unreachable");
             }
             _ if self.code() == Code::Internal => {
                 error!(error = %self, "admin call failed");

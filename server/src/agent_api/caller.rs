@@ -3,9 +3,16 @@
 //! unexpired now, name an agent ID of this trust domain that the store
 //! knows, not banned, and carry the agent's current (or immediately
 //! previous) SVID serial. Eviction and bans therefore apply to the very next
-//! call, also on a long-lived connection.
+//! call, also on a long-lived connection, whichever server wrote them.
+//!
+//! While the store is unreachable (a shared database down), the record
+//! last read for the agent stands in ([`LastRead`]), so agents keep being
+//! served from memory; no ban or eviction can be written meanwhile, except
+//! by a server that still reaches the database (a partition), which this
+//! server then applies once it reaches it again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -16,7 +23,38 @@ use tracing::{debug, warn};
 use super::error::ApiError;
 use super::listener::{PeerInfo, client_verifier};
 use crate::node_attestor::is_agent_id;
-use crate::store::{AttestedAgent, Store, join_token_ids};
+use crate::store::{AttestedAgent, Store, StoreError, join_token_ids};
+
+/// The agent records read last, by agent ID: what authentication uses
+/// while the store is unreachable. One record per attested agent that
+/// called; an agent read as absent (evicted) is removed.
+#[derive(Default)]
+struct LastRead(Mutex<HashMap<SpiffeId, AttestedAgent>>);
+
+impl LastRead {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SpiffeId, AttestedAgent>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records what the store said about `id`.
+    fn note(&self, id: &SpiffeId, record: &Option<AttestedAgent>) {
+        match record {
+            Some(r) => {
+                let mut m = self.map();
+                if m.get(id) != Some(r) {
+                    m.insert(id.clone(), r.clone());
+                }
+            }
+            None => {
+                self.map().remove(id);
+            }
+        }
+    }
+
+    fn get(&self, id: &SpiffeId) -> Option<AttestedAgent> {
+        self.map().get(id).cloned()
+    }
+}
 
 /// An authenticated agent, put into the request's extensions.
 #[derive(Debug, Clone)]
@@ -33,6 +71,7 @@ pub struct AgentCaller {
 
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    last_read: LastRead,
     verifier: Arc<SpiffeClientVerifier>,
     trust_domain: TrustDomain,
 }
@@ -45,6 +84,7 @@ impl Authenticator {
     ) -> Authenticator {
         Authenticator {
             store,
+            last_read: LastRead::default(),
             verifier,
             trust_domain,
         }
@@ -129,10 +169,16 @@ impl Authenticator {
     /// record was migrated to, so the agent renews to that ID instead of
     /// being stranded, and its token is not logged.
     fn lookup(&self, id: SpiffeId) -> Result<(SpiffeId, Option<AttestedAgent>), ApiError> {
-        let get = |id: &SpiffeId| {
-            self.store
-                .get_agent(id)
-                .map_err(ApiError::store("agent lookup"))
+        let get = |id: &SpiffeId| match self.store.get_agent(id) {
+            Ok(record) => {
+                self.last_read.note(id, &record);
+                Ok(record)
+            }
+            Err(StoreError::Unreachable(e)) if self.last_read.get(id).is_some() => {
+                debug!(agent_id = %id, error = %e, "store unreachable; authenticating with the agent record read last");
+                Ok(self.last_read.get(id))
+            }
+            Err(e) => Err(ApiError::store("agent lookup")(e)),
         };
         let record = get(&id)?;
         if record.is_some() {

@@ -49,7 +49,8 @@ pub enum ApiError {
     Attest(#[from] AttestError),
     #[error(transparent)]
     Issue(#[from] IssueError),
-    /// The store failed while `doing` something (`Internal`).
+    /// The store failed while `doing` something (`Internal`; `Unavailable`
+    /// when it is unreachable: the agent retries).
     #[error("{doing}: {source}")]
     Store {
         doing: &'static str,
@@ -83,7 +84,11 @@ impl ApiError {
             ApiError::Timeout(_) => Code::DeadlineExceeded,
             ApiError::Cancelled(_) => Code::Cancelled,
             ApiError::Aborted(_) => Code::Aborted,
-            ApiError::Unavailable { .. } => Code::Unavailable,
+            ApiError::Unavailable { .. }
+            | ApiError::Store {
+                source: StoreError::Unreachable(_),
+                ..
+            } => Code::Unavailable,
             ApiError::Attest(AttestError::Invalid(_)) => Code::InvalidArgument,
             ApiError::Attest(AttestError::Refused(_)) => Code::PermissionDenied,
             ApiError::Issue(IssueError::BadCsr(_) | IssueError::BadRequest(_)) => {
@@ -103,6 +108,11 @@ impl ApiError {
     fn safe_message(&self) -> String {
         match self {
             ApiError::Unavailable { message, .. } => (*message).to_string(),
+            // Names the cause, not the database's address.
+            ApiError::Store {
+                doing,
+                source: StoreError::Unreachable(_),
+            } => format!("{doing}: store unreachable; retry later"),
             ApiError::Inbound(s) => s.message().to_string(),
             _ if self.code() == Code::Internal => INTERNAL.to_string(),
             _ => self.to_string(),

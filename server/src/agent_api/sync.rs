@@ -5,7 +5,13 @@
 //! touch the agent's entries are sent, so one change costs one message.
 //! When the earliest expiry among the entries (and node entries) that make
 //! the agent's view passes, the view is diffed again and the lapsed entries
-//! are sent as Deleted. Resuming is in [`resume`].
+//! are sent as Deleted. Resuming is in [`resume`]. When the registry
+//! reloads from the store (it missed changes the event log no longer has),
+//! the stream sends the full set again. An agent that resumes from a
+//! revision ahead of this server's (it failed over from a server that was
+//! ahead) waits for this server to catch up from the store first
+//! ([`AHEAD_WAIT`]); if the store cannot be read it is refused with
+//! `UNAVAILABLE` (it retries) rather than sent an older set as current.
 //!
 //! An agent may hold at most `limits.agent_api_max_sync_streams_per_agent`
 //! streams at once ([`StreamCount`]); the newest beyond that is refused
@@ -44,6 +50,9 @@ pub const MAX_PAGE: usize = 2000;
 pub use resume::{EVENT_PAGE, RESUME_MAX_EVENTS};
 /// How often an open stream re-checks that its agent is still admitted.
 const RECHECK: Duration = Duration::from_secs(2);
+/// How long a resume from a revision ahead of the registry's waits for the
+/// registry to catch up from the store.
+pub const AHEAD_WAIT: Duration = Duration::from_secs(5);
 
 /// Open SyncEntries streams per agent ID.
 pub type StreamCount = Arc<ConnCap<String>>;
@@ -236,6 +245,9 @@ impl Stream {
     /// Sends the changes since `since` if the store still has them and no
     /// node entry changed meanwhile; otherwise the full set.
     async fn resume(&mut self, since: u64) -> Result<(), ()> {
+        if since > self.ctx.registry.revision() {
+            self.catch_up_to(since).await?;
+        }
         let view = self.view();
         let store = self.ctx.store.clone();
         let read: resume::PageReader =
@@ -259,6 +271,31 @@ impl Stream {
                 Ok(())
             }
         }
+    }
+
+    /// Before resuming from `since`, ahead of the registry: catches the
+    /// registry up from the store (bounded by [`AHEAD_WAIT`]). A store that
+    /// cannot be read ends the stream with `UNAVAILABLE`: the agent keeps
+    /// what it has and retries. A store that is itself behind `since` (it
+    /// was restored) gets the full set, as before.
+    async fn catch_up_to(&mut self, since: u64) -> Result<(), ()> {
+        let registry = self.ctx.registry.clone();
+        let task = tokio::task::spawn_blocking(move || registry.catch_up());
+        let failed = match tokio::time::timeout(AHEAD_WAIT, task).await {
+            Ok(Ok(Ok(_))) => return Ok(()),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {AHEAD_WAIT:?}"),
+        };
+        let revision = self.ctx.registry.revision();
+        warn!(agent_id = %self.caller.id, since, revision, error = %failed,
+            "an agent resumes from a revision ahead of this server's and the store cannot be read to catch up; refusing");
+        let status = Status::unavailable(format!(
+            "this server's entries are at revision {revision}, behind the agent's {since}, \
+             and the store is unreachable to catch up; retry"
+        ));
+        let _ = self.tx.send(Err(status)).await;
+        Err(())
     }
 
     /// Diffs the whole view against what the agent holds and sends the
@@ -342,6 +379,7 @@ impl Stream {
         // Subscribe before the snapshot so no change falls in between.
         let mut events = self.ctx.registry.subscribe();
         let mut bundles = self.ctx.ca.subscribe_bundle();
+        let mut reloads = self.ctx.registry.subscribe_reloads();
         let mut foreign = match &self.ctx.foreign {
             Some(f) => f.subscribe(),
             // Never changes: no foreign bundles are sent.
@@ -374,6 +412,13 @@ impl Stream {
                         self.full().await
                     }
                     Err(RecvError::Closed) => return,
+                },
+                r = reloads.changed() => match r {
+                    Ok(()) => {
+                        info!(agent_id = %self.caller.id, "the registry reloaded from the store; sending the full set");
+                        self.full().await
+                    }
+                    Err(_) => return,
                 },
                 r = bundles.changed() => match r {
                     Ok(()) => self.send_bundle().await,

@@ -76,6 +76,33 @@ impl ForeignBundles {
         Ok(stored)
     }
 
+    /// Re-reads the stored bundles (blocking), for another server's
+    /// changes to a shared store ([`super::follow`]); publishes a change
+    /// if any sequence (or the set of trust domains) differs. A local
+    /// change racing the read wins, or is restored by the next reload.
+    pub fn reload(&self) -> StoreResult<()> {
+        let before = *self.changed.borrow();
+        let stored: BTreeMap<TrustDomain, BundleRecord> = self
+            .store
+            .list_bundles()?
+            .into_iter()
+            .filter(|b| b.trust_domain != self.own)
+            .map(|b| (b.trust_domain.clone(), b))
+            .collect();
+        let mut map = self.bundles.write().unwrap_or_else(PoisonError::into_inner);
+        let differs = map.len() != stored.len()
+            || stored
+                .iter()
+                .any(|(td, b)| map.get(td).is_none_or(|o| o.sequence != b.sequence));
+        if !differs || *self.changed.borrow() != before {
+            return Ok(());
+        }
+        *map = stored.into_iter().map(|(td, b)| (td, Arc::new(b))).collect();
+        drop(map);
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
     /// Deletes the bundle of `td` (blocking); `NotFound` if absent.
     pub fn delete(&self, td: &TrustDomain) -> StoreResult<()> {
         self.store.delete_bundle(td)?;

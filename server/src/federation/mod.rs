@@ -10,6 +10,7 @@ pub mod accept;
 pub mod bundle_file;
 pub mod client;
 pub mod fetch;
+pub mod follow;
 pub mod foreign;
 pub mod refresh;
 pub mod relationship;

@@ -69,6 +69,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store I/O failed: {0}")]
     Io(String),
+    /// The store cannot be reached (a shared database down, its
+    /// connections refused or timed out): the write (or read) was not
+    /// done; retrying later may succeed. Callers answer `Unavailable`.
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -315,4 +320,19 @@ pub trait Store: Send + Sync + 'static {
     /// union bundle with this, so none overwrites a change it has not seen.
     fn swap_bundle(&self, expected: Option<u64>, bundle: BundleRecord)
     -> StoreResult<BundleRecord>;
+
+    // ---- following other servers' writes (issue 17) ----
+
+    /// A `watch` of the latest committed entry revision, for a store that
+    /// other servers write too (`None`: this server is the only writer,
+    /// its registry sees every change). Woken at once by a change, with a
+    /// periodic check every `poll` as a safety net; the registry catches
+    /// up from the event log when it rises ([`crate::registry::follow`]).
+    fn revision_feed(
+        &self,
+        poll: std::time::Duration,
+    ) -> StoreResult<Option<tokio::sync::watch::Receiver<u64>>> {
+        let _ = poll;
+        Ok(None)
+    }
 }

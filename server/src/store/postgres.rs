@@ -167,10 +167,31 @@ pub(super) fn db<'a>(
     what: &'a str,
 ) -> impl Fn(tokio_postgres::Error) -> StoreError + 'a {
     move |e| {
-        StoreError::Io(format!(
+        let m = format!(
             "PostgreSQL at {label}: {what} failed: {}",
             pool::error_chain(&e)
-        ))
+        );
+        if unreachable(&e) {
+            StoreError::Unreachable(m)
+        } else {
+            StoreError::Io(m)
+        }
+    }
+}
+
+/// Whether `e` says the database cannot be reached (the connection closed
+/// or broke, or the server refuses connections or is shutting down), as
+/// opposed to a refused statement: [`StoreError::Unreachable`].
+pub(super) fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // Class 08: connection exception; 57P01-57P03: admin or crash
+        // shutdown, cannot connect now.
+        Some(c) => c.code().starts_with("08") || matches!(c.code(), "57P01" | "57P02" | "57P03"),
+        // No SQLSTATE: an I/O error or a connection-level failure.
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
 
@@ -375,5 +396,14 @@ impl Store for PgStore {
         bundle: BundleRecord,
     ) -> StoreResult<BundleRecord> {
         self.put_bundle_tx(bundle, Some(expected))
+    }
+
+    // ---- following other servers' writes (issue 17) ----
+
+    fn revision_feed(
+        &self,
+        poll: std::time::Duration,
+    ) -> StoreResult<Option<tokio::sync::watch::Receiver<u64>>> {
+        PgStore::follow_revisions(self, poll).map(Some)
     }
 }

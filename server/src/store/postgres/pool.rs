@@ -138,7 +138,7 @@ impl Pool {
                 conn.healthy = true;
                 result
             }
-            None => Err(StoreError::Io(format!(
+            None => Err(StoreError::Unreachable(format!(
                 "PostgreSQL at {}: {what} did not finish within {}s (statement_timeout + 5s)",
                 self.label(),
                 self.call_timeout.as_secs()
@@ -204,11 +204,11 @@ impl Pool {
             .spawn(async move { connector.connect(None).await });
         match block_on(task, deadline) {
             Some(Ok(result)) => result,
-            Some(Err(e)) => Err(StoreError::Io(format!(
+            Some(Err(e)) => Err(StoreError::Unreachable(format!(
                 "PostgreSQL at {}: connecting failed: {e}",
                 self.label()
             ))),
-            None => Err(StoreError::Io(format!(
+            None => Err(StoreError::Unreachable(format!(
                 "PostgreSQL at {}: connecting did not finish within {}s",
                 self.label(),
                 self.call_timeout.as_secs()
@@ -236,7 +236,7 @@ impl Connector {
         messages: Option<UnboundedSender<AsyncMessage>>,
     ) -> StoreResult<Client> {
         let failed = |e: tokio_postgres::Error| {
-            StoreError::Io(format!(
+            StoreError::Unreachable(format!(
                 "PostgreSQL at {}: connecting failed: {}",
                 self.label,
                 error_chain(&e)
