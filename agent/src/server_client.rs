@@ -461,8 +461,8 @@ impl ServerClient {
         let addr = self.servers.current_or_first();
         // A refusal at the TLS layer (with TLS 1.3 the server's alert about
         // the agent's SVID arrives with the first call): its cause and fix.
-        if let Some(d) = std::error::Error::source(s)
-            .and_then(|src| verdict::diagnose_connect_error(&addr, src))
+        if let Some(d) =
+            std::error::Error::source(s).and_then(|src| verdict::diagnose_connect_error(&addr, src))
         {
             return format!("{}: {d}", s.code());
         }

@@ -278,7 +278,10 @@ mod tests {
         s.mark_down();
         let o = s.order("agent").await.unwrap();
         assert_ne!(o[0], first);
-        assert_eq!(o[0], next_after(&candidates(o.clone()), first, "agent").unwrap());
+        assert_eq!(
+            o[0],
+            next_after(&candidates(o.clone()), first, "agent").unwrap()
+        );
         // The failed one is tried last; until another one answers, every
         // reconnect starts past it.
         assert_eq!(*o.last().unwrap(), first);

@@ -31,7 +31,9 @@ impl StoreHealth {
     fn set(&self, problem: Option<String>) {
         let mut cur = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match (&*cur, &problem) {
-            (None, Some(p)) => warn!(problem = %p, "the store cannot be reached; serving from memory"),
+            (None, Some(p)) => {
+                warn!(problem = %p, "the store cannot be reached; serving from memory")
+            }
             (Some(_), None) => info!("the store can be reached again"),
             _ => {}
         }
@@ -39,11 +41,7 @@ impl StoreHealth {
     }
 
     /// Probes `store` every [`PROBE`] until `shutdown`.
-    pub async fn run(
-        self: Arc<Self>,
-        store: Arc<dyn Store>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let s = store.clone();
             let problem = match tokio::task::spawn_blocking(move || s.entries_revision()).await {

@@ -28,7 +28,9 @@ pub fn uid_entry(spiffe_id: &str, agent_id: &str) -> EntrySpec {
     let mut spec = EntrySpec {
         spiffe_id: sigil_proto::SpiffeId::parse(spiffe_id).expect("spiffe id"),
         parent_id: sigil_proto::SpiffeId::parse(agent_id).expect("agent id"),
-        selectors: vec![sigil_proto::Selector::parse(&format!("unix:uid:{uid}")).expect("selector")],
+        selectors: vec![
+            sigil_proto::Selector::parse(&format!("unix:uid:{uid}")).expect("selector"),
+        ],
         x509_svid_ttl: 0,
         jwt_svid_ttl: 0,
         dns_names: Vec::new(),

@@ -695,7 +695,10 @@ fn item6_k8s_ha_server_runs_two_replicas_on_postgres() {
     let extra: Vec<_> = names(&ha).difference(&replaced).cloned().collect();
     assert_eq!(
         extra,
-        [("PodDisruptionBudget".to_string(), "sigil-server".to_string())]
+        [(
+            "PodDisruptionBudget".to_string(),
+            "sigil-server".to_string()
+        )]
     );
     assert!(replaced.is_subset(&names(&ha)), "a drop-in replacement");
     for d in &ha {

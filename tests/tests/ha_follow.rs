@@ -32,7 +32,11 @@ async fn i17_2_entry_written_by_another_server_reaches_a_workload_and_its_delete
     let server = pg_server(cluster, &db, "");
     let agent = TestAgent::start(&server).expect("agent");
     let other = Arc::new(PgStore::open(&cluster.store_config(&db, 2)).expect("second writer"));
-    assert_eq!(fetch_ids(&agent).await, Ok(None), "no identity before any entry");
+    assert_eq!(
+        fetch_ids(&agent).await,
+        Ok(None),
+        "no identity before any entry"
+    );
     let mut created = Vec::new();
     let mut revoked = Vec::new();
     for i in 0..SAMPLES {
@@ -48,7 +52,12 @@ async fn i17_2_entry_written_by_another_server_reaches_a_workload_and_its_delete
             .await
             .expect("the other server deletes the entry");
         let what = "the followed deletion";
-        revoked.push(until(&agent, ARRIVAL, what, |g| matches!(g, Ok(_)) && !has(g, &id)).await);
+        revoked.push(
+            until(&agent, ARRIVAL, what, |g| {
+                matches!(g, Ok(_)) && !has(g, &id)
+            })
+            .await,
+        );
     }
     created.sort();
     revoked.sort();

@@ -57,7 +57,11 @@ async fn i17_5_postgres_restart_during_traffic_serves_from_memory_and_recovers()
     let Some(cluster) = pg::cluster() else { return };
     let db = cluster.create_database();
     let health = free_addr();
-    let server = pg_server(cluster, &db, &format!("\n[health]\naddress = \"{health}\"\n"));
+    let server = pg_server(
+        cluster,
+        &db,
+        &format!("\n[health]\naddress = \"{health}\"\n"),
+    );
     let agent = TestAgent::start(&server).expect("agent");
     let me = "spiffe://example.org/outage/workload";
     server.register_uid(&agent, me);
@@ -129,14 +133,20 @@ async fn i17_5_postgres_restart_during_traffic_serves_from_memory_and_recovers()
         assert_eq!(code, 200, "/ready while the store is down: {body}");
         body.contains("store unreachable").then_some(body)
     });
-    assert!(body.starts_with("ready (degraded): store unreachable: "), "{body}");
+    assert!(
+        body.starts_with("ready (degraded): store unreachable: "),
+        "{body}"
+    );
     // An admin write fails clearly.
     let (ok, out) = create(&server.socket, "spiffe://example.org/outage/refused");
     assert!(!ok, "a write while PostgreSQL is down: {out}");
     assert!(out.contains("unavailable: store unreachable: "), "{out}");
     // The workload keeps its SVID; a fresh sync stream gets the full set
     // from memory.
-    until(&agent, LIMIT, "the SVID while PostgreSQL is down", |g| has(g, me)).await;
+    until(&agent, LIMIT, "the SVID while PostgreSQL is down", |g| {
+        has(g, me)
+    })
+    .await;
     let mut fresh = SyncStream::open(&server, &probe, 0).await;
     assert!(
         fresh.wait_for(LIMIT, |s| s.full_revision().is_some()).await,
@@ -168,7 +178,10 @@ async fn i17_5_postgres_restart_during_traffic_serves_from_memory_and_recovers()
     };
     let status = answer.expect_err("a stream resumed from ahead while PostgreSQL is down");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("behind the agent's"), "{status:?}");
+    assert!(
+        status.message().contains("behind the agent's"),
+        "{status:?}"
+    );
 
     cluster.start_again();
     // Everything recovers by itself.
@@ -190,7 +203,10 @@ async fn i17_5_postgres_restart_during_traffic_serves_from_memory_and_recovers()
         .await
         .expect("task")
         .expect("write after the restart");
-    until(&agent, LIMIT, "a followed entry after the restart", |g| has(g, followed)).await;
+    until(&agent, LIMIT, "a followed entry after the restart", |g| {
+        has(g, followed)
+    })
+    .await;
     // Nothing acknowledged is lost.
     let listed = server.cli_json(&["entry", "list"]);
     let listed: Vec<&str> = listed["entries"]
@@ -202,16 +218,25 @@ async fn i17_5_postgres_restart_during_traffic_serves_from_memory_and_recovers()
         .into_iter()
         .collect();
     let acked = acked.lock().unwrap().clone();
-    let lost: Vec<&String> = acked.iter().filter(|id| !listed.contains(&id.as_str())).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|id| !listed.contains(&id.as_str()))
+        .collect();
     assert!(lost.is_empty(), "acknowledged entries lost: {lost:?}");
     let refusals = refusals.lock().unwrap().clone();
     let unclear: Vec<&String> = refusals
         .iter()
         .filter(|r| !r.contains("unavailable: store unreachable: "))
         .collect();
-    assert!(unclear.is_empty(), "writes that failed without naming the cause: {unclear:?}");
+    assert!(
+        unclear.is_empty(),
+        "writes that failed without naming the cause: {unclear:?}"
+    );
     let failures = fetch_failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "workload fetches that failed: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "workload fetches that failed: {failures:?}"
+    );
     println!(
         "outage: {} writes acknowledged ({acked_before_down} before PostgreSQL stopped), \
          {} refused with 'store unreachable', {} workload fetches, 0 failed",

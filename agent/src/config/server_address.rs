@@ -40,8 +40,9 @@ impl std::fmt::Display for ServerAddresses {
 
 /// Whether `s` is `host:port` with a non-empty host and a port number.
 fn is_host_port(s: &str) -> bool {
-    s.rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && !h.contains(char::is_whitespace) && p.parse::<u16>().is_ok_and(|p| p != 0))
+    s.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !h.contains(char::is_whitespace) && p.parse::<u16>().is_ok_and(|p| p != 0)
+    })
 }
 
 impl RawServerAddress {
@@ -70,7 +71,11 @@ impl RawServerAddress {
             ));
         }
         for (i, s) in list.iter().enumerate() {
-            let place = if one { String::new() } else { format!("[{i}] ") };
+            let place = if one {
+                String::new()
+            } else {
+                format!("[{i}] ")
+            };
             if !is_host_port(s) {
                 return Err(invalid(KEY, format!("{place}{s:?} must be host:port")));
             }
@@ -101,7 +106,10 @@ mod tests {
             ["a:1", "10.0.0.2:8081"]
         );
         for (v, needle) in [
-            (One("nohost".into()), "server_address: \"nohost\" must be host:port"),
+            (
+                One("nohost".into()),
+                "server_address: \"nohost\" must be host:port",
+            ),
             (One(":80".into()), "\":80\" must be host:port"),
             (One("a:0".into()), "\"a:0\" must be host:port"),
             (Many(vec![]), "server_address: the list is empty"),

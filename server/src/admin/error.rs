@@ -76,7 +76,9 @@ impl AdminError {
             AdminError::Precondition(_) => Code::FailedPrecondition,
             AdminError::Issue(IssueError::NotAuthorized { .. }) => Code::PermissionDenied,
             AdminError::Unavailable(_)
-            | AdminError::Store(StoreError::Io(_) | StoreError::Unreachable(_)) => Code::Unavailable,
+            | AdminError::Store(StoreError::Io(_) | StoreError::Unreachable(_)) => {
+                Code::Unavailable
+            }
             AdminError::Store(StoreError::NotFound { .. }) => Code::NotFound,
             AdminError::Store(_)
             | AdminError::Ca(_)

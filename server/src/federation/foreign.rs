@@ -97,7 +97,10 @@ impl ForeignBundles {
         if !differs || *self.changed.borrow() != before {
             return Ok(());
         }
-        *map = stored.into_iter().map(|(td, b)| (td, Arc::new(b))).collect();
+        *map = stored
+            .into_iter()
+            .map(|(td, b)| (td, Arc::new(b)))
+            .collect();
         drop(map);
         self.changed.send_modify(|n| *n += 1);
         Ok(())

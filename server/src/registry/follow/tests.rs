@@ -95,7 +95,11 @@ fn i17_2_local_write_after_another_servers_write_applies_both_in_order() {
     let mut want = vec![theirs.id.clone(), mine.id.clone()];
     want.sort();
     assert_eq!(ids(&registry), want);
-    assert_eq!(registry.catch_up().unwrap().applied, 0, "own write not applied twice");
+    assert_eq!(
+        registry.catch_up().unwrap().applied,
+        0,
+        "own write not applied twice"
+    );
     assert!(drain(&mut rx).is_empty());
 }
 
@@ -129,10 +133,15 @@ fn i17_2_pruned_log_reloads_and_tells_subscribers_to_resync() {
         .create_entry(entry_spec("/w/fresh", AGENT, &["unix:uid:2"]), NOW)
         .unwrap();
     store.delete_entry(&stale.id).unwrap();
-    store.prune_entry_events(store.entries_revision().unwrap()).unwrap();
+    store
+        .prune_entry_events(store.entries_revision().unwrap())
+        .unwrap();
     let done = registry.catch_up().unwrap();
     assert!(done.reloaded, "{done:?}");
-    assert!(reloads.has_changed().unwrap(), "subscribers are told to resync");
+    assert!(
+        reloads.has_changed().unwrap(),
+        "subscribers are told to resync"
+    );
     assert_eq!(ids(&registry), vec![fresh.id.clone()]);
     assert_eq!(registry.revision(), store.entries_revision().unwrap());
 }
