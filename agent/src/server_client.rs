@@ -20,7 +20,6 @@ use sigil_proto::tls::{SpiffeServerVerifier, TrustRoots, authorize_exact, client
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 use tonic::transport::{Channel, Endpoint};
-use tracing::warn;
 
 use crate::cache::{
     CsrRequest, JwtMinter, MintError, MintFuture, MintedJwt, SignError, SignOutcome, SignResult,
@@ -29,6 +28,9 @@ use crate::cache::{
 use crate::identity::AgentIdentity;
 use crate::node_attestor::NodeAttestorClient;
 use crate::servers::Servers;
+
+mod failover;
+pub use failover::{connect_any, one_or_all};
 
 /// Largest message accepted from the server.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -371,44 +373,6 @@ pub async fn attest(
             None => anyhow::bail!("empty attestation reply"),
         }
     }
-}
-
-/// Opens a channel to the first of `servers` that answers, in their try
-/// order for an agent called `seed` (see [`crate::servers`]); the one that
-/// answered becomes the current server. With one server its error is
-/// returned as is; with several, every server's error, in order.
-pub async fn connect_any(
-    servers: &Servers,
-    seed: &str,
-    cfg: rustls::ClientConfig,
-) -> anyhow::Result<AgentApiClient<Channel>> {
-    let mut errors = Vec::new();
-    for addr in servers.order(seed).await? {
-        match connect(&addr.to_string(), cfg.clone()).await {
-            Ok(c) => {
-                servers.connected(addr);
-                return Ok(c);
-            }
-            Err(e) => {
-                warn!(server = %addr, error = %format!("{e:#}"), "server not reachable; trying the next");
-                errors.push(e);
-            }
-        }
-    }
-    Err(one_or_all(servers, errors))
-}
-
-/// The error of a try over every server: the only one as is, else all.
-pub fn one_or_all(servers: &Servers, mut errors: Vec<anyhow::Error>) -> anyhow::Error {
-    if errors.len() == 1 {
-        return errors.remove(0);
-    }
-    let all: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
-    anyhow::anyhow!(
-        "no server answered (server_address = {}): {}",
-        servers.targets(),
-        all.join("; ")
-    )
 }
 
 /// A reusable client that follows the agent's identity and the current
