@@ -121,7 +121,7 @@ pub async fn measure(
             "the agent dropping the deleted entry",
             Duration::from_secs(30),
             Duration::from_millis(10),
-            || async { Ok(denied(&agent).await?.then_some(())) },
+            || async { Ok(denied(agent).await?.then_some(())) },
         )
         .await?;
     }
