@@ -25,6 +25,7 @@ use crate::node_attestor::x509pop::X509PopClient;
 use crate::persist::StoredIdentity;
 use crate::rotation;
 use crate::server_client;
+use crate::servers::Servers;
 
 /// The attestor for a first attestation: the join token if one was given,
 /// else x509pop if configured.
@@ -175,19 +176,40 @@ pub fn trust_configs(
     Ok(out)
 }
 
-/// One attestation over `tls`.
+/// One attestation over `tls`, on the first of `servers` that answers (in
+/// their try order for `seed`, see [`crate::servers`]). A server that
+/// fails the attestation as if down (`Unavailable`) is left for the next
+/// at the next try.
 pub async fn attest_with(
-    cfg: &AgentConfig,
+    servers: &Servers,
+    seed: &str,
     tls: rustls::ClientConfig,
     a: &dyn NodeAttestorClient,
 ) -> anyhow::Result<(AgentIdentity, TrustBundle)> {
-    let (mut client, channel) =
-        server_client::connect_for_attestation(&cfg.server_address, tls).await?;
-    let attested = server_client::attest(&mut client, &channel, a).await;
-    crate::metrics::node_attestation(a.name(), if attested.is_ok() { "ok" } else { "error" });
-    let (ident, bundle) = attested?;
-    info!(agent_id = %ident.id, attestor = a.name(), "node attested");
-    Ok((ident, bundle))
+    let mut errors = Vec::new();
+    for addr in servers.order(seed).await? {
+        let (mut client, channel) =
+            match server_client::connect_for_attestation(&addr.to_string(), tls.clone()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+        servers.connected(addr);
+        let attested = server_client::attest(&mut client, &channel, a).await;
+        crate::metrics::node_attestation(a.name(), if attested.is_ok() { "ok" } else { "error" });
+        if let Err(e) = &attested
+            && e.downcast_ref::<server_client::AttestRefused>()
+                .is_some_and(|r| crate::servers::is_server_down(r.code))
+        {
+            servers.mark_down();
+        }
+        let (ident, bundle) = attested?;
+        info!(agent_id = %ident.id, attestor = a.name(), server = %addr, "node attested");
+        return Ok((ident, bundle));
+    }
+    Err(server_client::one_or_all(servers, errors))
 }
 
 /// Attests, trying each trust source (from [`trust_configs`]) in turn, until
@@ -197,6 +219,7 @@ pub async fn attest_with(
 /// (not an outage, not a server it cannot verify) is returned.
 pub async fn attest_until_done(
     cfg: &AgentConfig,
+    servers: &Servers,
     trust: Vec<(&'static str, rustls::ClientConfig)>,
     a: &dyn NodeAttestorClient,
     state: &watch::Sender<State>,
@@ -210,11 +233,13 @@ pub async fn attest_until_done(
             "insecure_bootstrap: trusting the server without a bundle for this first attestation"
         );
     }
+    // No identity yet to spread by: a random start among the servers.
+    let seed = format!("{}", clock.random_unit());
     let mut attempt = 0u32;
     loop {
         let mut errors = Vec::new();
         for (source, tls) in &trust {
-            match attest_with(cfg, tls.clone(), a).await {
+            match attest_with(servers, &seed, tls.clone(), a).await {
                 Ok(done) => return Ok(done),
                 // The server refused this attestor (a spent or unknown
                 // token, a node it does not accept): retrying cannot help,

@@ -134,7 +134,8 @@ pub fn check_trust_domain(td: &TrustDomain, authorities: &[Vec<u8>]) -> anyhow::
 
 /// The task that watches for a server the stored bundle does not verify.
 pub struct Refresher {
-    pub server_address: String,
+    /// The agent's servers: the current one is probed.
+    pub servers: Arc<crate::servers::Servers>,
     pub trust_domain: TrustDomain,
     pub endpoint: Option<BundleEndpointConfig>,
     /// The roots the agent checks the server with (shared with its client).
@@ -159,7 +160,7 @@ impl Refresher {
                 }
                 continue;
             }
-            let addr = &self.server_address;
+            let addr = &self.servers.current_or_first();
             let why = match probe(addr, &self.roots, &self.trust_domain).await {
                 Probe::NotVerified(why) => {
                     format!("the stored trust bundle does not verify the server at {addr} ({why})")
@@ -231,7 +232,7 @@ impl Refresher {
         let bundle = fetch(be, web_tls(be)?, &self.trust_domain).await?;
         let roots = TrustRoots::new(bundle.x509_authorities.clone())
             .with_context(|| format!("the bundle from {}", be.url))?;
-        let addr = &self.server_address;
+        let addr = &self.servers.current_or_first();
         match probe(addr, &roots, &self.trust_domain).await {
             Probe::Verified => {}
             Probe::NotVerified(why) => anyhow::bail!(

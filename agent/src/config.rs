@@ -15,6 +15,9 @@ use sigil_proto::daemon::path_check::PathProblems;
 pub use sigil_proto::health::HealthConfig;
 
 mod connection_limits;
+mod server_address;
+
+pub use server_address::{MAX_SERVER_ADDRESSES, ServerAddresses};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -185,7 +188,7 @@ fn check_limits(l: &LimitsConfig) -> Result<(), ConfigError> {
 struct RawConfig {
     trust_domain: String,
     data_dir: PathBuf,
-    server_address: String,
+    server_address: server_address::RawServerAddress,
     trust_bundle_path: Option<PathBuf>,
     #[serde(default = "default_socket")]
     socket_path: PathBuf,
@@ -225,8 +228,9 @@ fn default_hash_limit() -> u64 {
 pub struct AgentConfig {
     pub trust_domain: TrustDomain,
     pub data_dir: PathBuf,
-    /// `host:port` of the server's agent API.
-    pub server_address: String,
+    /// The servers' agent API: one or more `host:port`; a DNS name stands
+    /// for every address it resolves to (see `crate::servers`).
+    pub server_address: ServerAddresses,
     /// The bundle to trust the server with at bootstrap.
     pub trust_bundle_path: Option<PathBuf>,
     pub socket_path: PathBuf,
@@ -293,16 +297,7 @@ impl AgentConfig {
     fn from_raw(raw: RawConfig) -> Result<AgentConfig, ConfigError> {
         let trust_domain = TrustDomain::parse(&raw.trust_domain)
             .map_err(|e| invalid("trust_domain", e.to_string()))?;
-        if raw
-            .server_address
-            .rsplit_once(':')
-            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        {
-            return Err(invalid(
-                "server_address",
-                format!("{:?} must be host:port", raw.server_address),
-            ));
-        }
+        let server_address = raw.server_address.check()?;
         if raw.trust_bundle_path.is_none() && !raw.insecure_bootstrap {
             return Err(invalid(
                 "trust_bundle_path",
@@ -355,7 +350,7 @@ impl AgentConfig {
             server_unreachable_grace: grace,
             trust_domain,
             data_dir: raw.data_dir,
-            server_address: raw.server_address,
+            server_address,
             trust_bundle_path: raw.trust_bundle_path,
             socket_path: raw.socket_path,
             join_token: raw.join_token,
@@ -461,6 +456,20 @@ mod tests {
             AgentConfig::parse(OK).unwrap().max_exe_hash_bytes,
             256 * 1024 * 1024
         );
+        // issue 17 item 4: a list of servers; a wrong type names the key.
+        let c = AgentConfig::parse(&OK.replace(
+            "\"127.0.0.1:8081\"",
+            "[\"10.0.0.1:8081\", \"sigil-server.sigil.svc:8081\"]",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.server_address.targets(),
+            ["10.0.0.1:8081", "sigil-server.sigil.svc:8081"]
+        );
+        let e = AgentConfig::parse(&OK.replace("\"127.0.0.1:8081\"", "8081"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server_address"), "{e}");
         AgentConfig::parse(&format!(
             "{}insecure_bootstrap = true\n",
             OK.replace("trust_bundle_path = \"/tmp/b.pem\"\n", "")

@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod rotation;
 pub mod run;
 pub mod server_client;
+pub mod servers;
 pub mod state;
 pub mod sync;
 pub mod workload_api;

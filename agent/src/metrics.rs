@@ -26,6 +26,9 @@ pub const IDENTITY_STATE: &str = "sigil_agent_identity_state";
 /// 1 when the agent is ready (`/ready` 200, `healthcheck` 0), else 0.
 pub const READY: &str = "sigil_agent_ready";
 pub const BUNDLE_FETCHES: &str = "sigil_agent_bundle_endpoint_fetches_total";
+/// 1 for the server (`address` label) the agent uses, 0 for those it used before.
+pub const SERVER: &str = "sigil_agent_server";
+pub const SERVER_FAILOVERS: &str = "sigil_agent_server_failovers_total";
 /// The values of [`IDENTITY_STATE`]'s `state` label.
 pub const IDENTITY_STATES: [&str; 4] = ["attesting", "attested", "refused", "expired"];
 
@@ -92,9 +95,31 @@ pub fn describe() {
         IDENTITY_STATE,
         "1 for the state of the agent's own identity (attesting, attested, refused, expired), 0 for the others; refused and expired need the operator"
     );
+    describe_gauge!(
+        SERVER,
+        "1 for the server (address label) the agent uses, 0 for servers it used before"
+    );
+    describe_counter!(
+        SERVER_FAILOVERS,
+        "Moves to another server after the one in use failed (connection error, Unavailable)"
+    );
     // Present from the start, so dashboards and alerts see zeros, not gaps.
     gauge!(WORKLOAD_STREAMS).set(0.0);
     counter!(SYNC_ERRORS).absolute(0);
+    counter!(SERVER_FAILOVERS).absolute(0);
+}
+
+/// The agent moved to another server.
+pub fn server_failover() {
+    counter!(SERVER_FAILOVERS).increment(1);
+}
+
+/// The agent now uses `new` (and no longer `old`).
+pub fn current_server(old: Option<std::net::SocketAddr>, new: std::net::SocketAddr) {
+    if let Some(o) = old {
+        gauge!(SERVER, "address" => o.to_string()).set(0.0);
+    }
+    gauge!(SERVER, "address" => new.to_string()).set(1.0);
 }
 
 /// One Workload API call's outcome.

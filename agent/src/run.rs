@@ -95,6 +95,7 @@ pub async fn run(
     // Bound before attesting: a socket path the agent cannot use fails
     // here, before a join token is spent.
     let listener = crate::workload_api::bind(&cfg.socket_path)?;
+    let servers = Arc::new(crate::servers::Servers::new(cfg.server_address.clone()));
     let (ident, bundle) = match plan {
         Plan::Keep(ident, bundle) => (ident, bundle),
         Plan::Attest { why, attestor, .. } => {
@@ -102,6 +103,7 @@ pub async fn run(
             let (ident, bundle) = tokio::select! {
                 done = bootstrap::attest_until_done(
                     &cfg,
+                    &servers,
                     trust,
                     attestor.as_ref(),
                     &ident_state_tx,
@@ -135,7 +137,7 @@ pub async fn run(
     let roots = TrustRoots::new(bundle.clone()).context("the trust bundle")?;
     let (ident_tx, ident_rx) = watch::channel(Arc::new(ident));
     let client = Arc::new(ServerClient::new(
-        cfg.server_address.clone(),
+        servers.clone(),
         cfg.trust_domain.clone(),
         roots.clone(),
         ident_rx.clone(),
@@ -236,7 +238,7 @@ pub async fn run(
     tasks.spawn(
         "bundle refresh",
         crate::bundle_refresh::Refresher {
-            server_address: cfg.server_address.clone(),
+            servers: servers.clone(),
             trust_domain: cfg.trust_domain.clone(),
             endpoint: cfg.bundle_endpoint.clone(),
             roots: roots.clone(),

@@ -27,6 +27,10 @@ use crate::cache::{
 };
 use crate::identity::AgentIdentity;
 use crate::node_attestor::NodeAttestorClient;
+use crate::servers::Servers;
+
+mod failover;
+pub use failover::{connect_any, one_or_all};
 
 /// Largest message accepted from the server.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -335,9 +339,11 @@ pub async fn attest(
     }
 }
 
-/// A reusable client that follows the agent's identity.
+/// A reusable client that follows the agent's identity and the current
+/// server (see [`crate::servers`]: a server that fails is left for the
+/// next at the next reconnect).
 pub struct ServerClient {
-    addr: String,
+    servers: Arc<Servers>,
     td: TrustDomain,
     roots: TrustRoots,
     identity: watch::Receiver<Arc<AgentIdentity>>,
@@ -349,13 +355,13 @@ pub struct ServerClient {
 
 impl ServerClient {
     pub fn new(
-        addr: String,
+        servers: Arc<Servers>,
         td: TrustDomain,
         roots: TrustRoots,
         identity: watch::Receiver<Arc<AgentIdentity>>,
     ) -> ServerClient {
         ServerClient {
-            addr,
+            servers,
             td,
             roots,
             identity,
@@ -364,8 +370,14 @@ impl ServerClient {
         }
     }
 
+    /// The agent's servers and the current one.
+    pub fn servers(&self) -> &Arc<Servers> {
+        &self.servers
+    }
+
     /// Notes a call's error status (a refusal of the agent's identity is
-    /// counted, see [`ServerClient::refusals`]) and formats it for logs.
+    /// counted, see [`ServerClient::refusals`]; a server that seems down is
+    /// left at the next reconnect) and formats it for logs.
     pub fn note_status(&self, s: &tonic::Status) -> String {
         if matches!(
             s.code(),
@@ -373,14 +385,24 @@ impl ServerClient {
         ) {
             self.refusals.send_modify(|n| *n += 1);
         }
+        self.note_down(s);
+        let addr = self.servers.current_or_first();
         // A refusal at the TLS layer (with TLS 1.3 the server's alert about
         // the agent's SVID arrives with the first call): its cause and fix.
-        if let Some(d) = std::error::Error::source(s)
-            .and_then(|src| verdict::diagnose_connect_error(&self.addr, src))
+        if let Some(d) =
+            std::error::Error::source(s).and_then(|src| verdict::diagnose_connect_error(&addr, src))
         {
             return format!("{}: {d}", s.code());
         }
         format!("{}: {}", s.code(), s.message())
+    }
+
+    /// Marks the current server down when `s` says it is (connection
+    /// lost, `Unavailable`): the next reconnect fails over.
+    pub fn note_down(&self, s: &tonic::Status) {
+        if crate::servers::is_server_down(s.code()) {
+            self.servers.mark_down();
+        }
     }
 
     /// Changes when a call was refused for the agent's identity.
@@ -398,7 +420,8 @@ impl ServerClient {
         &self.roots
     }
 
-    /// A client authenticated with the current agent SVID.
+    /// A client authenticated with the current agent SVID, to the current
+    /// server (or, when it is down, the next that answers).
     pub async fn client(&self) -> anyhow::Result<AgentApiClient<Channel>> {
         let ident = self.identity.borrow().clone();
         let mut cached = self.cached.lock().await;
@@ -407,12 +430,14 @@ impl ServerClient {
         {
             return Ok(c.clone());
         }
-        let c = connect(&self.addr, tls_config(&self.roots, &self.td, Some(&ident))?).await?;
+        let tls = tls_config(&self.roots, &self.td, Some(&ident))?;
+        let c = connect_any(&self.servers, ident.id.as_str(), tls).await?;
         *cached = Some((ident.serial.clone(), c.clone()));
         Ok(c)
     }
 
-    /// Forgets the cached channel (after a transport error).
+    /// Forgets the cached channel (after an error); the next call connects
+    /// again, to the next server if the current one was marked down.
     pub async fn reset(&self) {
         *self.cached.lock().await = None;
     }
@@ -429,7 +454,10 @@ impl ServerClient {
             .await
             // The status itself: a refusal (evicted, banned) is told apart
             // from an outage by its code.
-            .map_err(anyhow::Error::new)?
+            .map_err(|s| {
+                self.note_down(&s);
+                anyhow::Error::new(s)
+            })?
             .into_inner()
             .svid
             .context("renewal reply without an SVID")?;

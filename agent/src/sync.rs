@@ -51,6 +51,9 @@ async fn follow(
         let msg = match stream.message().await {
             Ok(Some(m)) => m,
             Ok(None) => {
+                // The server is going away (a graceful stop ends streams):
+                // the next stream goes to the next server.
+                client.servers().mark_down();
                 return Err(format!(
                     "stream ended by the server (revision {})",
                     *revision

@@ -521,6 +521,19 @@ impl TestAgent {
         extra: &str,
         nofile: Option<u64>,
     ) -> anyhow::Result<TestAgent> {
+        let at = format!("\"{}\"", server.agent_addr);
+        Self::start_at(server, &at, extra, nofile)
+    }
+
+    /// [`TestAgent::start_limited`] with `server_address` set to the TOML
+    /// value `server_address` (a string or an array; issue 17), the join
+    /// token and the bundle taken from `server`.
+    pub fn start_at(
+        server: &TestServer,
+        server_address: &str,
+        extra: &str,
+        nofile: Option<u64>,
+    ) -> anyhow::Result<TestAgent> {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         // Workloads of other uids must reach the socket.
@@ -533,11 +546,10 @@ impl TestAgent {
         std::fs::write(
             &config,
             format!(
-                "trust_domain = \"{}\"\ndata_dir = \"{}\"\nserver_address = \"{}\"\n\
+                "trust_domain = \"{}\"\ndata_dir = \"{}\"\nserver_address = {server_address}\n\
                  trust_bundle_path = \"{}\"\nsocket_path = \"{}\"\n{extra}",
                 server.trust_domain,
                 data_dir.display(),
-                server.agent_addr,
                 bundle.display(),
                 socket.display()
             ),

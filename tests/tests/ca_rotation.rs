@@ -17,10 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sigil_proto::{SpiffeId, TrustDomain, bundle, svid_profile};
+use sigil_proto::{TrustDomain, bundle, svid_profile};
 use sigil_tests::{ServerOptions, TestAgent, TestServer, mtls, sigil_server, text};
 use spiffe::WorkloadApiClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TD: &str = "example.org";
 

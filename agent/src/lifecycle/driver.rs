@@ -269,7 +269,8 @@ impl Driver {
         let mut errors = Vec::new();
         let mut attested = None;
         for (source, tls) in crate::bootstrap::trust_configs(&self.cfg, Some(&known))? {
-            match crate::bootstrap::attest_with(&self.cfg, tls, a.as_ref()).await {
+            let servers = self.client.servers();
+            match crate::bootstrap::attest_with(servers, cur.id.as_str(), tls, a.as_ref()).await {
                 Ok(done) => {
                     attested = Some(done);
                     break;

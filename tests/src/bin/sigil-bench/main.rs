@@ -16,6 +16,7 @@ mod cold_start;
 mod common;
 mod fanout;
 mod flood;
+mod ha;
 mod issuance;
 mod jwt;
 mod limit;
@@ -41,6 +42,7 @@ const SCENARIOS: &[&str] = &[
     "cold-start",
     "flood",
     "proxy",
+    "ha",
     "all",
 ];
 
@@ -100,6 +102,9 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
         "cold-start" => cold_start::run(ctx, None, report).await?,
         "flood" => flood::run(ctx, report).await?,
         "proxy" => proxy::run(ctx, report).await?,
+        "ha" => {
+            ha::run(ctx, report, false).await?;
+        }
         "all" => {
             issuance::run(ctx, &lim, report).await?;
             workload_api::run(ctx, report).await?;
@@ -110,6 +115,7 @@ async fn run(ctx: &Ctx, scenario: &str, report: &mut Report) -> anyhow::Result<(
             cold_start::run(ctx, Some(server), report).await?;
             flood::run(ctx, report).await?;
             proxy::run(ctx, report).await?;
+            ha::run(ctx, report, true).await?;
         }
         other => bail!("unknown scenario {other:?}"),
     }

@@ -54,6 +54,12 @@ pub struct Server {
 impl Server {
     /// Starts a server whose rate limits do not get in a benchmark's way.
     pub async fn start() -> anyhow::Result<Server> {
+        Self::start_with("").await
+    }
+
+    /// [`Server::start`] with `extra` TOML appended to its config (e.g. a
+    /// `[store.postgres]` section).
+    pub async fn start_with(extra: &str) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().join("data");
         let socket = data_dir.join("admin.sock");
@@ -65,7 +71,7 @@ impl Server {
             format!(
                 "trust_domain = \"{TRUST_DOMAIN}\"\ndata_dir = \"{}\"\nbind_address = \"{agent_addr}\"\n\
                  [rate_limit]\nattestations_per_second = 10000\ncsrs_per_second = 10000000\n\
-                 [health]\naddress = \"{health_addr}\"\n",
+                 [health]\naddress = \"{health_addr}\"\n{extra}",
                 data_dir.display()
             ),
         )?;

@@ -70,16 +70,21 @@ async fn workload(
     }
 }
 
-pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
-    let samples = ctx.size(50, 5);
-    note(format!("propagation: {samples} samples"));
-    let server = Server::start().await?;
-    let agent = Agent::start(&server).await?;
+/// `samples` times: a workload on `agent` waits with no identity, an entry
+/// for it is created through `admin` (the agent's own server, or another
+/// one sharing its store), and the time until its SVID arrives is taken;
+/// the entry is then deleted and the agent seen to drop it. Latencies in ms.
+pub async fn measure(
+    admin: &Server,
+    agent: &Agent,
+    samples: usize,
+    tag: &str,
+) -> anyhow::Result<Vec<f64>> {
     let uid = nix::unistd::getuid().as_raw();
-    let mut admin = server.admin().await?;
+    let mut admin = admin.admin().await?;
     let mut lat = Vec::with_capacity(samples);
     for i in 0..samples {
-        let want = format!("spiffe://{TRUST_DOMAIN}/bench/propagation/{i}");
+        let want = format!("spiffe://{TRUST_DOMAIN}/bench/{tag}/{i}");
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(workload(agent.socket.clone(), want.clone(), tx));
         bounded(
@@ -116,10 +121,19 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             "the agent dropping the deleted entry",
             Duration::from_secs(30),
             Duration::from_millis(10),
-            || async { Ok(denied(&agent).await?.then_some(())) },
+            || async { Ok(denied(agent).await?.then_some(())) },
         )
         .await?;
     }
+    Ok(lat)
+}
+
+pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    let samples = ctx.size(50, 5);
+    note(format!("propagation: {samples} samples"));
+    let server = Server::start().await?;
+    let agent = Agent::start(&server).await?;
+    let mut lat = measure(&server, &agent, samples, "propagation").await?;
     report.fig(S, "samples", samples as f64, "samples", Target::None);
     report.fig(
         S,
