@@ -43,8 +43,8 @@ impl Attestor for ContainerAttestor {
     fn attest(&self, process: &Process<'_>) -> Result<Vec<Selector>, WorkloadAttestError> {
         // Optional: a process may have no cgroup file readable (or none at
         // all on a kernel without cgroups); it then just has no container id.
-        match std::fs::read(process.dir.join("cgroup")) {
-            Ok(text) => Ok(container_selectors(&String::from_utf8_lossy(&text))),
+        match process.cgroup() {
+            Ok(text) => Ok(container_selectors(&String::from_utf8_lossy(text))),
             Err(error) => {
                 tracing::debug!(pid = process.cred.pid, %error, "cannot read the cgroup file; container selectors omitted");
                 Ok(Vec::new())

@@ -72,7 +72,7 @@ pub trait WorkloadAttestor: Send + Sync + 'static {
 
 /// The process being attested, as the bracket saw it before any attestor
 /// ran.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Process<'a> {
     /// The kernel's credentials of the connection (authoritative for ids).
     pub cred: &'a PeerCred,
@@ -80,6 +80,21 @@ pub struct Process<'a> {
     pub dir: &'a Path,
     /// The executable as the kernel names it (`/proc/<pid>/exe`).
     pub exe: &'a OsStr,
+    /// `<dir>/cgroup`, read once per attestation by the first attestor
+    /// that asks ([`Process::cgroup`]).
+    cgroup: std::cell::OnceCell<io::Result<Vec<u8>>>,
+}
+
+impl Process<'_> {
+    /// The contents of the caller's `cgroup` file, read on first use and
+    /// shared by the attestors of this one attestation (every read falls
+    /// inside the same PID-reuse bracket).
+    pub fn cgroup(&self) -> Result<&[u8], &io::Error> {
+        self.cgroup
+            .get_or_init(|| std::fs::read(self.dir.join("cgroup")))
+            .as_ref()
+            .map(Vec::as_slice)
+    }
 }
 
 /// One source of selectors. It runs inside the PID-reuse bracket, so it
@@ -132,6 +147,7 @@ impl Attestors {
             cred,
             dir,
             exe: &before.exe,
+            cgroup: std::cell::OnceCell::new(),
         };
         let mut selectors = Vec::new();
         for attestor in &self.attestors {
@@ -163,8 +179,12 @@ impl WorkloadAttestor for Attestors {
         cred: &PeerCred,
         accepted: &ProcessMark,
     ) -> Result<Vec<Selector>, WorkloadAttestError> {
+        // One check, after the attestors: the start time it reads last
+        // equal to the one at accept means the pid named that same process
+        // through every read of the attestors, and its exe is compared
+        // there too. A second check before the attestors proved nothing
+        // more (the exe it saw could change before the attestors ran).
         let dir = self.proc_dir(cred)?;
-        accepted.check_unchanged(&dir, cred.pid)?;
         self.attest_marked(cred, &dir, accepted)
     }
 }

@@ -92,14 +92,14 @@ impl Attestor for SystemdAttestor {
             return Ok(Vec::new());
         }
         // Optional, like `container`: no readable cgroup file, no unit.
-        let text = match std::fs::read(process.dir.join("cgroup")) {
+        let text = match process.cgroup() {
             Ok(text) => text,
             Err(error) => {
                 tracing::debug!(pid, %error, "cannot read the cgroup file; systemd selectors omitted");
                 return Ok(Vec::new());
             }
         };
-        Ok(unit_from_cgroup(&String::from_utf8_lossy(&text))
+        Ok(unit_from_cgroup(&String::from_utf8_lossy(text))
             .and_then(|unit| Selector::new("systemd", &format!("unit:{unit}")).ok())
             .into_iter()
             .collect())

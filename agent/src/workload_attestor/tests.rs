@@ -315,3 +315,40 @@ fn one_failing_attestor_fails_the_whole_attestation() {
         "no kubelet"
     );
 }
+
+/// Reads the caller's cgroup file through [`Process::cgroup`] and remembers
+/// what it saw.
+#[derive(Default)]
+struct CgroupReader(Mutex<Option<Vec<u8>>>);
+
+impl Attestor for CgroupReader {
+    fn attest(&self, p: &Process<'_>) -> Result<Vec<Selector>, WorkloadAttestError> {
+        let text = p.cgroup().map(<[u8]>::to_vec).unwrap_or_default();
+        *self.0.lock().unwrap() = Some(text);
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn cgroup_file_is_read_once_per_attestation_for_every_attestor() {
+    let fake = Arc::new(FakeProc::new("prog"));
+    let original = fs::read(fake.dir().join("cgroup")).unwrap();
+    assert!(!original.is_empty());
+    let (first, second) = (
+        Arc::new(CgroupReader::default()),
+        Arc::new(CgroupReader::default()),
+    );
+    // Between the two readers the file changes: the second must see what
+    // the first read (one read per attestation), not the new contents.
+    let rewrite = {
+        let fake = fake.clone();
+        move || fs::write(fake.dir().join("cgroup"), b"0::/changed\n").unwrap()
+    };
+    let all = Attestors::new(
+        fake.root_path(),
+        vec![first.clone(), Probe::new(&[], rewrite), second.clone()],
+    );
+    all.attest_now(&fake.cred()).unwrap();
+    assert_eq!(first.0.lock().unwrap().as_deref(), Some(&original[..]));
+    assert_eq!(second.0.lock().unwrap().as_deref(), Some(&original[..]));
+}
