@@ -81,6 +81,19 @@ async fn i17_3_each_server_rotates_its_own_ca_with_zero_failed_handshakes() {
     wait_svid(&agent_b, FRONTEND).await;
     let backend = mtls::source(&agent_a.endpoint(), BACKEND).await.unwrap();
     let frontend = mtls::source(&agent_b.endpoint(), FRONTEND).await.unwrap();
+    // Start from a converged state: each workload's bundle holds both
+    // servers' CAs (B's CA reaches A's agents through A's next union tick,
+    // within about a second of B's start). What is measured below is the
+    // rotations, not that first convergence.
+    let td = spiffe::TrustDomain::new(TD).unwrap();
+    let converge = Instant::now() + Duration::from_secs(15);
+    while mtls::bundle_cas(&backend, &td).len() < 2 || mtls::bundle_cas(&frontend, &td).len() < 2 {
+        assert!(
+            Instant::now() < converge,
+            "the workloads' bundles do not hold both servers' CAs within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Each side trusts the bundle its own source receives.
     let (acceptor, connector) =
         sigil_tests::ping::soak_ends(&backend, BACKEND, &frontend, FRONTEND, TD).unwrap();
