@@ -17,12 +17,11 @@
 //! errors (e.g. `EMFILE`) back off instead of spinning.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use sigil_proto::unix_h2::{AuthorityFront, Tag};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -31,7 +30,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::admission::{CountSlot, Counts};
 use super::connection::{ActiveCall, Activity, ConnectionLimits, IdleClose, Refusals};
-use crate::workload_attestor::{PeerCred, ProcessMark, WorkloadAttestError, WorkloadAttestor};
+use crate::workload_attestor::{
+    PeerCred, ProcessMark, WorkloadAttestError, WorkloadAttestor, pidfd_exited,
+};
 
 /// Who connected, as recorded when the connection was accepted. Put in
 /// every request's extensions by tonic (the connection's [`Tag`]).
@@ -68,18 +69,7 @@ impl AcceptedPeer {
     /// Whether the process that connected has exited, as its pidfd says;
     /// without a pidfd the start time in the mark is the only check.
     pub(super) fn exited(&self) -> bool {
-        let Some(fd) = &self.pidfd else {
-            return false;
-        };
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
-            Ok(0) => false,
-            Ok(_) => fds[0]
-                .revents()
-                .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP)),
-            // Fail closed: a pidfd that cannot be polled proves nothing.
-            Err(_) => true,
-        }
+        self.pidfd.as_deref().is_some_and(pidfd_exited)
     }
 }
 
@@ -103,7 +93,7 @@ fn record(
         .ok()
         .map(Arc::new);
     let mark = match &cred {
-        Some(cred) => attestor.mark(cred),
+        Some(cred) => attestor.mark(cred).map(|m| m.with_pidfd(pidfd.clone())),
         None => Err(WorkloadAttestError::Unavailable {
             pid: 0,
             reason: "no process id for the peer".into(),

@@ -265,12 +265,23 @@ impl WorkloadApiService {
                 reason: "the process that connected has exited (pidfd)",
             }));
         }
-        let accepted = peer.mark.as_ref().clone().map_err(refused)?;
-        let attestor = self.attestor.clone();
-        let selectors = tokio::task::spawn_blocking(move || attestor.attest(&cred, &accepted))
-            .await
-            .map_err(|e| refuse(method, Some(&cred), CallError::AttestationTask(e)))?
-            .map_err(refused)?;
+        let accepted = peer
+            .mark
+            .as_ref()
+            .as_ref()
+            .map_err(|e| refused(e.clone()))?;
+        // Without blocking when procfs and memory suffice (the usual case),
+        // else on a blocking thread (a name or an executable hash to find).
+        let selectors = match self.attestor.attest_now(&cred, accepted) {
+            Some(found) => found,
+            None => {
+                let (attestor, accepted) = (self.attestor.clone(), accepted.clone());
+                tokio::task::spawn_blocking(move || attestor.attest(&cred, &accepted))
+                    .await
+                    .map_err(|e| refuse(method, Some(&cred), CallError::AttestationTask(e)))?
+            }
+        }
+        .map_err(refused)?;
         // After attesting: a pid reused while the attestors ran is caught by
         // the start time, an exit by the pidfd.
         if peer.exited() {

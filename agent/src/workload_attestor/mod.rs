@@ -7,10 +7,16 @@
 //! and its identity), and at each call it composes every configured
 //! [`Attestor`] (`unix`, `container` and `systemd` today, one per file; a
 //! Kubernetes one later) and merges their selectors, all inside one bracket
-//! ([`process`]): the process is re-read before any attestor runs and again
-//! after the last one, and the call is refused unless both match the mark
-//! taken at accept. So no attestor can describe a process other than the
+//! ([`process`]): the process is re-read after the last attestor, and the
+//! call is refused unless it still matches the mark taken at accept (start
+//! time read last). So no attestor can describe a process other than the
 //! one that connected, nor a program it `exec`ed since.
+//!
+//! An attestation is made first without blocking ([`WorkloadAttestor::attest_now`]:
+//! procfs reads and what is in memory — cached names and executable
+//! hashes), on the Workload API's async worker; only when that is not
+//! enough is it made again on a blocking thread. The two give the same
+//! selectors; the hop to a blocking thread was most of a call's cost.
 
 pub mod container;
 mod process;
@@ -26,7 +32,7 @@ use std::sync::Arc;
 
 use sigil_proto::Selector;
 
-pub use process::ProcessMark;
+pub use process::{ProcessMark, pidfd_exited};
 
 /// The kernel's account of who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +74,20 @@ pub trait WorkloadAttestor: Send + Sync + 'static {
         cred: &PeerCred,
         accepted: &ProcessMark,
     ) -> Result<Vec<Selector>, WorkloadAttestError>;
+
+    /// [`WorkloadAttestor::attest`] without blocking, from procfs and
+    /// memory only, so it may run on an async worker; `None` when that is
+    /// not enough (the caller then calls `attest` on a blocking thread).
+    /// Gives exactly what `attest` would. By default always `None`.
+    fn attest_now(&self, _cred: &PeerCred, _accepted: &ProcessMark) -> Now {
+        None
+    }
 }
+
+/// An attestation made without blocking: `None` when it could not be
+/// finished that way (a name or a hash not in memory), and must be made
+/// again on a blocking thread.
+pub type Now = Option<Result<Vec<Selector>, WorkloadAttestError>>;
 
 /// The process being attested, as the bracket saw it before any attestor
 /// ran.
@@ -91,7 +110,7 @@ impl Process<'_> {
     /// inside the same PID-reuse bracket).
     pub fn cgroup(&self) -> Result<&[u8], &io::Error> {
         self.cgroup
-            .get_or_init(|| std::fs::read(self.dir.join("cgroup")))
+            .get_or_init(|| process::read_procfs(&self.dir.join("cgroup")))
             .as_ref()
             .map(Vec::as_slice)
     }
@@ -103,6 +122,12 @@ pub trait Attestor: Send + Sync + 'static {
     /// Fails closed, like [`WorkloadAttestor::attest`]; data that is only
     /// optional is left out instead.
     fn attest(&self, process: &Process<'_>) -> Result<Vec<Selector>, WorkloadAttestError>;
+
+    /// [`Attestor::attest`] without blocking (see [`Now`]). The default
+    /// suits an attestor that only reads procfs: it calls `attest`.
+    fn attest_now(&self, process: &Process<'_>) -> Now {
+        Some(self.attest(process))
+    }
 }
 
 /// Every configured attestor, run in order inside one PID-reuse bracket;
@@ -136,13 +161,26 @@ impl Attestors {
     }
 
     /// Runs every attestor, then checks that the process is still the one
-    /// `before` describes (the caller checked it before).
+    /// `before` describes.
     fn attest_marked(
         &self,
         cred: &PeerCred,
         dir: &Path,
         before: &ProcessMark,
     ) -> Result<Vec<Selector>, WorkloadAttestError> {
+        self.attest_in_bracket(cred, dir, before, true)
+            .unwrap_or_else(|| Err(unavailable(cred.pid, "attestation could not finish")))
+    }
+
+    /// [`Attestors::attest_marked`] with `attest`, or with `attest_now`
+    /// unless `may_block` (then `None` when an attestor answers `None`).
+    fn attest_in_bracket(
+        &self,
+        cred: &PeerCred,
+        dir: &Path,
+        before: &ProcessMark,
+        may_block: bool,
+    ) -> Now {
         let process = Process {
             cred,
             dir,
@@ -151,10 +189,17 @@ impl Attestors {
         };
         let mut selectors = Vec::new();
         for attestor in &self.attestors {
-            selectors.extend(attestor.attest(&process)?);
+            let found = if may_block {
+                attestor.attest(&process)
+            } else {
+                attestor.attest_now(&process)?
+            };
+            match found {
+                Ok(s) => selectors.extend(s),
+                Err(e) => return Some(Err(e)),
+            }
         }
-        before.check_unchanged(dir, cred.pid)?;
-        Ok(selectors)
+        Some(before.check_unchanged(dir, cred.pid).map(|()| selectors))
     }
 }
 
@@ -186,6 +231,13 @@ impl WorkloadAttestor for Attestors {
         // more (the exe it saw could change before the attestors ran).
         let dir = self.proc_dir(cred)?;
         self.attest_marked(cred, &dir, accepted)
+    }
+
+    fn attest_now(&self, cred: &PeerCred, accepted: &ProcessMark) -> Now {
+        match self.proc_dir(cred) {
+            Ok(dir) => self.attest_in_bracket(cred, &dir, accepted, false),
+            Err(e) => Some(Err(e)),
+        }
     }
 }
 

@@ -2,9 +2,9 @@
 //! call still comes from it. [`ProcessMark`] is read when the connection is
 //! accepted: the process start time (`/proc/<pid>/stat`, field 22), the
 //! executable link and the executable's identity (device and inode of the
-//! file behind `/proc/<pid>/exe`). Every call re-reads it before any
-//! attestor runs and again after the last one and is refused unless both
-//! equal the mark taken at accept: a different start time is
+//! file behind `/proc/<pid>/exe`). Every call re-reads it after the last
+//! attestor (the start time last of all) and is refused unless it equals
+//! the mark taken at accept: a different start time is
 //! [`WorkloadAttestError::PidReused`] (the connecting process exited and the
 //! pid now names another), a different executable is
 //! [`WorkloadAttestError::Changed`] (the process ran `execve`), a process
@@ -17,6 +17,11 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +29,7 @@ use super::{WorkloadAttestError, read_error, unavailable};
 
 /// What identifies a process over time: taken at accept, compared at every
 /// call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProcessMark {
     /// `starttime` of `/proc/<pid>/stat` (clock ticks since boot).
     pub start_time: u64,
@@ -34,6 +39,10 @@ pub struct ProcessMark {
     pub exe_dev: u64,
     /// Inode of the executable file.
     pub exe_ino: u64,
+    /// A pidfd of the connecting process, when the kernel gave one
+    /// (`SO_PEERPIDFD`, Linux 6.5 and later): it stands in for the start
+    /// time at every call (see [`ProcessMark::check_unchanged`]).
+    pub pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl ProcessMark {
@@ -50,18 +59,39 @@ impl ProcessMark {
             exe,
             exe_dev,
             exe_ino,
+            pidfd: None,
         })
+    }
+
+    /// The mark with the connecting process's pidfd (`None`: the kernel
+    /// gave none).
+    pub fn with_pidfd(self, pidfd: Option<Arc<OwnedFd>>) -> Self {
+        ProcessMark { pidfd, ..self }
     }
 
     /// Checks that `dir` still holds the process this mark was read from,
     /// running the program it ran then.
     pub(super) fn check_unchanged(&self, dir: &Path, pid: i32) -> Result<(), WorkloadAttestError> {
-        // The start time is read last so that every read before it falls
-        // within the lifetime of the process it names.
+        // Checked last, so that every read before falls within the lifetime
+        // of the process that connected. With its pidfd: a pid is not
+        // reused before its process is reaped, and a pidfd is readable from
+        // the process's exit on, so a pidfd not readable now proves that
+        // the pid named that process through every read before (one poll
+        // instead of rendering `/proc/<pid>/stat`). Without: the start time.
         let (exe, dev, ino) = read_exe(dir, pid)?;
-        let start_after = read_start_time(dir, pid)?;
-        if start_after != self.start_time {
-            return Err(WorkloadAttestError::PidReused { pid });
+        match &self.pidfd {
+            Some(fd) if pidfd_exited(fd) => {
+                return Err(WorkloadAttestError::Changed {
+                    pid,
+                    reason: "the process that connected has exited (pidfd)",
+                });
+            }
+            Some(_) => {}
+            None => {
+                if read_start_time(dir, pid)? != self.start_time {
+                    return Err(WorkloadAttestError::PidReused { pid });
+                }
+            }
         }
         if exe != self.exe || dev != self.exe_dev || ino != self.exe_ino {
             return Err(WorkloadAttestError::Changed {
@@ -70,6 +100,19 @@ impl ProcessMark {
             });
         }
         Ok(())
+    }
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd is readable).
+/// Fails closed: a pidfd that cannot be polled counts as exited.
+pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP)),
+        Err(_) => true,
     }
 }
 
@@ -85,9 +128,34 @@ fn read_exe(dir: &Path, pid: i32) -> Result<(OsString, u64, u64), WorkloadAttest
 
 fn read_start_time(dir: &Path, pid: i32) -> Result<u64, WorkloadAttestError> {
     let path = dir.join("stat");
-    let stat = fs::read(&path).map_err(|e| read_error(pid, &path, &e))?;
+    let stat = read_procfs(&path).map_err(|e| read_error(pid, &path, &e))?;
     start_time_from_stat(&stat)
         .ok_or_else(|| unavailable(pid, format!("{}: no start time", path.display())))
+}
+
+/// The whole of a procfs file. `fs::read` first asks the file's size,
+/// which procfs reports as 0, then grows its buffer by probing: this opens
+/// and reads into one 4 KiB buffer instead (grown only for a longer file),
+/// which is what a `stat`, `status` or `cgroup` file needs, once per call.
+pub(crate) fn read_procfs(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(4096);
+        }
+        let start = buf.len();
+        buf.resize(buf.capacity(), 0);
+        match file.read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                return Ok(buf);
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. Field 2 is the

@@ -85,12 +85,6 @@ impl Attestor for SystemdAttestor {
         let Some(host) = self.host_cgroup_ns else {
             return Ok(Vec::new());
         };
-        let ns = cgroup_ns(process.dir);
-        if ns != Some(host) {
-            tracing::debug!(pid, cgroup_ns = ?ns, host_cgroup_ns = host,
-                "caller is not in the host's cgroup namespace; systemd selectors omitted");
-            return Ok(Vec::new());
-        }
         // Optional, like `container`: no readable cgroup file, no unit.
         let text = match process.cgroup() {
             Ok(text) => text,
@@ -99,8 +93,19 @@ impl Attestor for SystemdAttestor {
                 return Ok(Vec::new());
             }
         };
-        Ok(unit_from_cgroup(&String::from_utf8_lossy(text))
-            .and_then(|unit| Selector::new("systemd", &format!("unit:{unit}")).ok())
+        let Some(unit) = unit_from_cgroup(&String::from_utf8_lossy(text)) else {
+            return Ok(Vec::new());
+        };
+        // The namespace is looked at only for a caller with a unit: the
+        // rule's outcome is the same, and most callers have none.
+        let ns = cgroup_ns(process.dir);
+        if ns != Some(host) {
+            tracing::debug!(pid, cgroup_ns = ?ns, host_cgroup_ns = host,
+                "caller is not in the host's cgroup namespace; systemd selectors omitted");
+            return Ok(Vec::new());
+        }
+        Ok(Selector::new("systemd", &format!("unit:{unit}"))
+            .ok()
             .into_iter()
             .collect())
     }

@@ -29,15 +29,26 @@ impl Subject {
     }
 
     pub(crate) fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
-        self.all.attest_now(cred)
+        self.all.mark_and_attest(cred)
     }
 }
 
 impl Attestors {
     /// Marks the process and attests it at once (accept and call together).
-    pub(crate) fn attest_now(&self, cred: &PeerCred) -> Result<Vec<Selector>, WorkloadAttestError> {
+    /// Every attestation that succeeds is made again without blocking
+    /// (`attest_now`, from what the first one left in memory), which must
+    /// give the very same selectors.
+    pub(crate) fn mark_and_attest(
+        &self,
+        cred: &PeerCred,
+    ) -> Result<Vec<Selector>, WorkloadAttestError> {
         let mark = self.mark(cred)?;
-        self.attest(cred, &mark)
+        let selectors = self.attest(cred, &mark)?;
+        match WorkloadAttestor::attest_now(self, cred, &mark) {
+            Some(Ok(now)) => assert_eq!(now, selectors, "attest_now differs from attest"),
+            other => panic!("attest_now after attest: {other:?}"),
+        }
+        Ok(selectors)
     }
 }
 
@@ -255,7 +266,7 @@ fn selectors_of_every_attestor_are_merged_in_order() {
         vec![first.clone(), second.clone(), Arc::new(ContainerAttestor)],
     );
     let got: Vec<String> = all
-        .attest_now(&fake.cred())
+        .mark_and_attest(&fake.cred())
         .unwrap()
         .iter()
         .map(ToString::to_string)
@@ -291,7 +302,7 @@ fn a_pid_reused_while_any_attestor_runs_is_refused() {
         fake.root_path(),
         vec![Probe::new(&["unix:uid:1"], || {}), Probe::new(&[], during)],
     );
-    match all.attest_now(&fake.cred()) {
+    match all.mark_and_attest(&fake.cred()) {
         Err(WorkloadAttestError::PidReused { pid }) => assert_eq!(pid, FAKE_PID),
         other => panic!("{other:?}"),
     }
@@ -311,7 +322,7 @@ fn one_failing_attestor_fails_the_whole_attestation() {
         vec![Probe::new(&["unix:uid:1"], || {}), Arc::new(Fails)],
     );
     assert_eq!(
-        unavailable_reason(all.attest_now(&fake.cred())),
+        unavailable_reason(all.mark_and_attest(&fake.cred())),
         "no kubelet"
     );
 }
@@ -348,7 +359,80 @@ fn cgroup_file_is_read_once_per_attestation_for_every_attestor() {
         fake.root_path(),
         vec![first.clone(), Probe::new(&[], rewrite), second.clone()],
     );
-    all.attest_now(&fake.cred()).unwrap();
+    // One attestation (`mark_and_attest` would make a second one).
+    let mark = all.mark(&fake.cred()).unwrap();
+    WorkloadAttestor::attest(&all, &fake.cred(), &mark).unwrap();
     assert_eq!(first.0.lock().unwrap().as_deref(), Some(&original[..]));
     assert_eq!(second.0.lock().unwrap().as_deref(), Some(&original[..]));
+}
+
+/// A pidfd of process `pid` (`pidfd_open`, Linux 5.3 and later).
+fn pidfd_of(pid: i32) -> Arc<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open returns a new descriptor that nothing else owns,
+    // or -1 (checked).
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        fd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    Arc::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[test]
+fn with_a_pidfd_of_a_live_process_the_start_time_is_not_read() {
+    // The pidfd (of this live test process) stands in for the start time:
+    // a stat file that would say "pid reused" is not consulted, and one
+    // that is gone is not needed.
+    let fake = FakeProc::new("prog");
+    let attestor = fake.attestor();
+    let before = fake
+        .mark()
+        .with_pidfd(Some(pidfd_of(std::process::id() as i32)));
+    fake.write_stat(FAKE_START + 1);
+    attestor
+        .all
+        .attest_marked(&fake.cred(), &fake.dir(), &before)
+        .unwrap();
+    fs::remove_file(fake.dir().join("stat")).unwrap();
+    attestor
+        .all
+        .attest_marked(&fake.cred(), &fake.dir(), &before)
+        .unwrap();
+    // Without the pidfd the same call is pid reuse.
+    fake.write_stat(FAKE_START + 1);
+    let without = before.with_pidfd(None);
+    assert!(matches!(
+        attestor
+            .all
+            .attest_marked(&fake.cred(), &fake.dir(), &without),
+        Err(WorkloadAttestError::PidReused { .. })
+    ));
+}
+
+#[test]
+fn with_a_pidfd_of_an_exited_process_every_call_is_refused() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pidfd = pidfd_of(child.id() as i32);
+    child.wait().unwrap();
+    // The fake tree still reads as the process at accept (same start time,
+    // same executable): only the pidfd knows it is gone.
+    let fake = FakeProc::new("prog");
+    let attestor = fake.attestor();
+    let before = fake.mark().with_pidfd(Some(pidfd));
+    for now in [false, true] {
+        let got = if now {
+            WorkloadAttestor::attest_now(&attestor.all, &fake.cred(), &before).unwrap()
+        } else {
+            WorkloadAttestor::attest(&attestor.all, &fake.cred(), &before)
+        };
+        match got {
+            Err(WorkloadAttestError::Changed { pid, reason }) => {
+                assert_eq!(pid, FAKE_PID);
+                assert!(reason.contains("exited (pidfd)"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -149,7 +149,7 @@ fn attest(fake: &FakeProc, host: Option<u64>) -> Vec<String> {
         fake.root_path(),
         vec![Arc::new(SystemdAttestor::with_host_cgroup_ns(host))],
     );
-    let selectors = attestors.attest_now(&fake.cred()).unwrap();
+    let selectors = attestors.mark_and_attest(&fake.cred()).unwrap();
     selectors.iter().map(ToString::to_string).collect()
 }
 

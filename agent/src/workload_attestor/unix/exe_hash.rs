@@ -147,17 +147,40 @@ impl ExeHashes {
 
     /// SHA-256 (lowercase hex) of the executable behind `exe_link`, or `None`
     /// when it is over the size limit or changed while it was read.
+    #[cfg(test)]
     pub(super) fn sha256(
         &self,
         pid: i32,
         exe_link: &Path,
     ) -> Result<Option<String>, WorkloadAttestError> {
+        self.sha256_if(pid, exe_link, true)
+            .unwrap_or_else(|| Err(unavailable(pid, "the executable's hash needs hashing")))
+    }
+
+    /// [`ExeHashes::sha256`], or `None` when the hash is not cached and
+    /// `may_hash` is false (hashing reads the whole file: a blocking
+    /// thread's work).
+    pub(super) fn sha256_if(
+        &self,
+        pid: i32,
+        exe_link: &Path,
+        may_hash: bool,
+    ) -> Option<Result<Option<String>, WorkloadAttestError>> {
         // Open once and take everything from the open file, so that the key,
         // the size check and the content are of the same file.
-        let mut file = File::open(exe_link).map_err(|e| read_error(pid, exe_link, &e))?;
-        let meta = file.metadata().map_err(|e| read_error(pid, exe_link, &e))?;
+        let mut file = match File::open(exe_link) {
+            Ok(f) => f,
+            Err(e) => return Some(Err(read_error(pid, exe_link, &e))),
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Some(Err(read_error(pid, exe_link, &e))),
+        };
         if !meta.is_file() {
-            return Err(unavailable(pid, "the executable is not a regular file"));
+            return Some(Err(unavailable(
+                pid,
+                "the executable is not a regular file",
+            )));
         }
         let version = FileVersion::of(&meta);
         if version.size > self.max_bytes {
@@ -167,11 +190,26 @@ impl ExeHashes {
                 limit = self.max_bytes,
                 "executable larger than the hash limit; unix:sha256 omitted"
             );
-            return Ok(None);
+            return Some(Ok(None));
         }
         if let Some(hash) = self.lock().get(&version) {
-            return Ok(Some(hash.clone()));
+            return Some(Ok(Some(hash.clone())));
         }
+        if !may_hash {
+            return None;
+        }
+        Some(self.compute(pid, exe_link, &mut file, version))
+    }
+
+    /// Hashes `file` (of `version`) under the concurrency bound and caches
+    /// the result.
+    fn compute(
+        &self,
+        pid: i32,
+        exe_link: &Path,
+        file: &mut File,
+        version: FileVersion,
+    ) -> Result<Option<String>, WorkloadAttestError> {
         let _turn = self.hash_turn(pid)?;
         // Another caller may have hashed this version while we waited.
         if let Some(hash) = self.lock().get(&version) {
@@ -181,7 +219,7 @@ impl ExeHashes {
         #[cfg(test)]
         self.computed.fetch_add(1, Ordering::Relaxed);
         let (hash, len) =
-            sha256_hex(&mut file, self.max_bytes).map_err(|e| read_error(pid, exe_link, &e))?;
+            sha256_hex(file, self.max_bytes).map_err(|e| read_error(pid, exe_link, &e))?;
         let after = file.metadata().map_err(|e| read_error(pid, exe_link, &e))?;
         if len != version.size || FileVersion::of(&after) != version {
             tracing::debug!(

@@ -23,23 +23,27 @@
 //!
 //! PID reuse is checked around every attestor by
 //! [`super::Attestors`]; this one reads `/proc/<pid>` freely inside that
-//! bracket. Executable hashes are cached per file version ([`exe_hash`]).
+//! bracket. Executable hashes are cached per file version ([`exe_hash`]),
+//! user and group names for a second ([`names`]).
 //!
-//! Attestation blocks (file reads, user database look-ups that may go to
+//! [`Attestor::attest`] may block (user database look-ups that may go to
 //! NSS, hashing up to the size limit): call it from a blocking thread.
+//! [`Attestor::attest_now`] never does: it reads procfs and memory only and
+//! answers `None` when a name or the hash is not in memory.
 
 mod exe_hash;
+mod names;
 #[cfg(test)]
 mod tests;
 
-use std::fs;
 use std::os::unix::ffi::OsStrExt;
 
-use nix::unistd::{Gid, Group, Uid, User};
 use sigil_proto::Selector;
 
-use super::{Attestor, Process, WorkloadAttestError, read_error, unavailable};
+use super::process::read_procfs;
+use super::{Attestor, Now, Process, WorkloadAttestError, read_error, unavailable};
 use exe_hash::ExeHashes;
+use names::Names;
 
 /// Default limit on the size of an executable that is hashed: 256 MiB.
 pub const DEFAULT_MAX_EXE_HASH_BYTES: u64 = 256 * 1024 * 1024;
@@ -68,12 +72,14 @@ impl Default for UnixAttestorConfig {
 #[derive(Debug)]
 pub struct UnixAttestor {
     hashes: ExeHashes,
+    names: Names,
 }
 
 impl UnixAttestor {
     pub fn new(config: UnixAttestorConfig) -> Self {
         UnixAttestor {
             hashes: ExeHashes::new(config.max_exe_hash_bytes),
+            names: Names::default(),
         }
     }
 
@@ -85,40 +91,87 @@ impl UnixAttestor {
 
 impl Attestor for UnixAttestor {
     fn attest(&self, process: &Process<'_>) -> Result<Vec<Selector>, WorkloadAttestError> {
+        self.selectors(process, true).unwrap_or_else(|| {
+            Err(unavailable(
+                process.cred.pid,
+                "attestation needed a blocking thread",
+            ))
+        })
+    }
+
+    fn attest_now(&self, process: &Process<'_>) -> Now {
+        self.selectors(process, false)
+    }
+}
+
+impl UnixAttestor {
+    /// The selectors of `process`; `None` when a name or the executable's
+    /// hash is not in memory and `may_block` is false (see [`Now`]).
+    fn selectors(&self, process: &Process<'_>, may_block: bool) -> Now {
         let cred = process.cred;
-        let (dir, exe) = (process.dir, process.exe);
         let pid = cred.pid;
-        let mut selectors = vec![
-            unix_selector(pid, format!("uid:{}", cred.uid))?,
-            unix_selector(pid, format!("gid:{}", cred.gid))?,
-        ];
-        match User::from_uid(Uid::from_raw(cred.uid)) {
-            Ok(Some(user)) => push_optional(&mut selectors, pid, format!("user:{}", user.name)),
+        let mut selectors = Vec::with_capacity(8);
+        for value in [format!("uid:{}", cred.uid), format!("gid:{}", cred.gid)] {
+            match unix_selector(pid, value) {
+                Ok(s) => selectors.push(s),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        match self.names.user(cred.uid, may_block)? {
+            Ok(Some(name)) => push_optional(&mut selectors, pid, format!("user:{name}")),
             Ok(None) => {}
             Err(error) => {
                 tracing::debug!(pid, uid = cred.uid, %error, "user look-up failed; unix:user omitted")
             }
         }
-        match Group::from_gid(Gid::from_raw(cred.gid)) {
-            Ok(Some(group)) => push_optional(&mut selectors, pid, format!("group:{}", group.name)),
+        match self.names.group(cred.gid, may_block)? {
+            Ok(Some(name)) => push_optional(&mut selectors, pid, format!("group:{name}")),
             Ok(None) => {}
             Err(error) => {
                 tracing::debug!(pid, gid = cred.gid, %error, "group look-up failed; unix:group omitted")
             }
         }
+        self.procfs_selectors(process, may_block, selectors)
+    }
 
+    /// The selectors read from `/proc/<pid>` (supplementary groups, path,
+    /// hash) appended to `selectors`; `None` as in [`UnixAttestor::selectors`].
+    fn procfs_selectors(
+        &self,
+        process: &Process<'_>,
+        may_block: bool,
+        mut selectors: Vec<Selector>,
+    ) -> Now {
+        let (dir, exe) = (process.dir, process.exe);
+        let pid = process.cred.pid;
         let status_path = dir.join("status");
-        let status = fs::read(&status_path).map_err(|e| read_error(pid, &status_path, &e))?;
-        for gid in supplementary_gids(&status)
-            .map_err(|reason| unavailable(pid, format!("{}: {reason}", status_path.display())))?
-        {
-            selectors.push(unix_selector(pid, format!("supplementary_gid:{gid}"))?);
+        let status = match read_procfs(&status_path) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(read_error(pid, &status_path, &e))),
+        };
+        let gids = match supplementary_gids(&status) {
+            Ok(g) => g,
+            Err(reason) => {
+                return Some(Err(unavailable(
+                    pid,
+                    format!("{}: {reason}", status_path.display()),
+                )));
+            }
+        };
+        for gid in gids {
+            match unix_selector(pid, format!("supplementary_gid:{gid}")) {
+                Ok(s) => selectors.push(s),
+                Err(e) => return Some(Err(e)),
+            }
         }
 
         let Some(exe_str) = exe.to_str() else {
-            return Err(unavailable(pid, "the executable's path is not UTF-8"));
+            return Some(Err(unavailable(pid, "the executable's path is not UTF-8")));
         };
-        selectors.push(unix_selector(pid, format!("path:{exe_str}"))?);
+        match unix_selector(pid, format!("path:{exe_str}")) {
+            Ok(s) => selectors.push(s),
+            Err(e) => return Some(Err(e)),
+        }
         // The kernel marks an unlinked executable with " (deleted)". The path
         // is reported as the kernel gives it, but no hash: the name no longer
         // leads to this content (typically a binary replaced under a running
@@ -126,11 +179,17 @@ impl Attestor for UnixAttestor {
         // whose name really ends in " (deleted)" cannot be told apart.
         if exe.as_bytes().ends_with(DELETED_SUFFIX) {
             tracing::debug!(pid, "executable was deleted; unix:sha256 omitted");
-        } else if let Some(hash) = self.hashes.sha256(pid, &dir.join("exe"))? {
-            selectors.push(unix_selector(pid, format!("sha256:{hash}"))?);
+        } else {
+            match self.hashes.sha256_if(pid, &dir.join("exe"), may_block)? {
+                Ok(Some(hash)) => match unix_selector(pid, format!("sha256:{hash}")) {
+                    Ok(s) => selectors.push(s),
+                    Err(e) => return Some(Err(e)),
+                },
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
         }
-
-        Ok(selectors)
+        Some(Ok(selectors))
     }
 }
 

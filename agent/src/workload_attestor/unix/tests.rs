@@ -2,9 +2,11 @@
 //! `/proc` trees.
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::path::Path;
 use std::process::{Child, Command};
 
+use nix::unistd::{Gid, Group, Uid, User};
 use ring::digest;
 
 use super::exe_hash::{FileVersion, HASH_CACHE_CAPACITY, sha256_hex};

@@ -20,6 +20,7 @@ mod ha;
 mod issuance;
 mod jwt;
 mod limit;
+mod pin;
 mod procs;
 mod propagation;
 mod proxy;
