@@ -32,6 +32,7 @@ fn no_mark() -> ProcessMark {
         exe: "/fake".into(),
         exe_dev: 0,
         exe_ino: 0,
+        exe_local: false,
         pidfd: None,
     }
 }

@@ -19,6 +19,7 @@
 //! selectors; the hop to a blocking thread was most of a call's cost.
 
 pub mod container;
+mod exe_file;
 mod process;
 pub mod systemd;
 #[cfg(test)]
@@ -234,6 +235,11 @@ impl WorkloadAttestor for Attestors {
     }
 
     fn attest_now(&self, cred: &PeerCred, accepted: &ProcessMark) -> Now {
+        // An executable on a filesystem that may keep a look-up waiting
+        // (FUSE, NFS, ...) is looked at on a blocking thread only.
+        if !accepted.exe_local {
+            return None;
+        }
         match self.proc_dir(cred) {
             Ok(dir) => self.attest_in_bracket(cred, &dir, accepted, false),
             Err(e) => Some(Err(e)),

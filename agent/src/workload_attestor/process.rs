@@ -22,10 +22,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{WorkloadAttestError, read_error, unavailable};
+use super::{WorkloadAttestError, exe_file, read_error, unavailable};
 
 /// What identifies a process over time: taken at accept, compared at every
 /// call.
@@ -39,6 +38,10 @@ pub struct ProcessMark {
     pub exe_dev: u64,
     /// Inode of the executable file.
     pub exe_ino: u64,
+    /// Whether the executable is on a local, kernel-backed filesystem
+    /// (`exe_file::is_local_fs`): only then may calls be attested on an
+    /// async worker (`attest_now`).
+    pub exe_local: bool,
     /// A pidfd of the connecting process, when the kernel gave one
     /// (`SO_PEERPIDFD`, Linux 6.5 and later): it stands in for the start
     /// time at every call (see [`ProcessMark::check_unchanged`]).
@@ -51,6 +54,7 @@ impl ProcessMark {
         // Start time first and last: the exe reads fall between the two.
         let start_time = read_start_time(dir, pid)?;
         let (exe, exe_dev, exe_ino) = read_exe(dir, pid)?;
+        let exe_local = exe_file::is_local_fs(&dir.join("exe"));
         if read_start_time(dir, pid)? != start_time {
             return Err(WorkloadAttestError::PidReused { pid });
         }
@@ -59,6 +63,7 @@ impl ProcessMark {
             exe,
             exe_dev,
             exe_ino,
+            exe_local,
             pidfd: None,
         })
     }
@@ -116,14 +121,17 @@ pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
     }
 }
 
-/// The exe link and the (device, inode) of the file it leads to.
+/// The exe link and the (device, inode) of the file it leads to. Neither
+/// waits on the executable's filesystem: procfs resolves the link, and the
+/// device and inode (which never change for a file) come from memory
+/// (`exe_file::stat_cached`).
 fn read_exe(dir: &Path, pid: i32) -> Result<(OsString, u64, u64), WorkloadAttestError> {
     let link = dir.join("exe");
     let target = fs::read_link(&link)
         .map(PathBuf::into_os_string)
         .map_err(|e| read_error(pid, &link, &e))?;
-    let meta = fs::metadata(&link).map_err(|e| read_error(pid, &link, &e))?;
-    Ok((target, meta.dev(), meta.ino()))
+    let stat = exe_file::stat_cached(&link).map_err(|e| read_error(pid, &link, &e))?;
+    Ok((target, stat.dev, stat.ino))
 }
 
 fn read_start_time(dir: &Path, pid: i32) -> Result<u64, WorkloadAttestError> {

@@ -436,3 +436,19 @@ fn with_a_pidfd_of_an_exited_process_every_call_is_refused() {
         }
     }
 }
+
+#[test]
+fn an_executable_off_local_filesystems_is_attested_on_a_blocking_thread_only() {
+    let fake = FakeProc::new("prog");
+    let attestor = fake.attestor();
+    let mut mark = fake.mark();
+    assert!(mark.exe_local, "the temp dir is on a local filesystem");
+    // Names and the hash found once (blocking), then from memory.
+    WorkloadAttestor::attest(&attestor.all, &fake.cred(), &mark).unwrap();
+    assert!(WorkloadAttestor::attest_now(&attestor.all, &fake.cred(), &mark).is_some());
+    // As for an executable on FUSE or NFS: no attestation off the blocking
+    // threads, where a look-up could wait on the filesystem.
+    mark.exe_local = false;
+    assert!(WorkloadAttestor::attest_now(&attestor.all, &fake.cred(), &mark).is_none());
+    WorkloadAttestor::attest(&attestor.all, &fake.cred(), &mark).unwrap();
+}

@@ -23,6 +23,7 @@ impl WorkloadAttestor for FixedAttestor {
             exe: "/fake".into(),
             exe_dev: 0,
             exe_ino: 0,
+            exe_local: false,
             pidfd: None,
         })
     }

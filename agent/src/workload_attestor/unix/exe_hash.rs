@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use ring::digest;
 
-use super::super::{WorkloadAttestError, read_error, unavailable};
+use super::super::{WorkloadAttestError, exe_file, read_error, unavailable};
 
 /// How many executable hashes are remembered.
 pub(super) const HASH_CACHE_CAPACITY: usize = 1024;
@@ -166,6 +166,9 @@ impl ExeHashes {
         exe_link: &Path,
         may_hash: bool,
     ) -> Option<Result<Option<String>, WorkloadAttestError>> {
+        if !may_hash {
+            return self.cached(pid, exe_link);
+        }
         // Open once and take everything from the open file, so that the key,
         // the size check and the content are of the same file.
         let mut file = match File::open(exe_link) {
@@ -195,10 +198,40 @@ impl ExeHashes {
         if let Some(hash) = self.lock().get(&version) {
             return Some(Ok(Some(hash.clone())));
         }
-        if !may_hash {
-            return None;
-        }
         Some(self.compute(pid, exe_link, &mut file, version))
+    }
+
+    /// The hash from the cache alone, keyed by the version `statx` gives
+    /// from memory (`exe_file::stat_cached`: the file is not opened and its
+    /// filesystem not asked); `None` when it is not cached.
+    fn cached(
+        &self,
+        pid: i32,
+        exe_link: &Path,
+    ) -> Option<Result<Option<String>, WorkloadAttestError>> {
+        let stat = match exe_file::stat_cached(exe_link) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(read_error(pid, exe_link, &e))),
+        };
+        if !stat.is_file {
+            return Some(Err(unavailable(
+                pid,
+                "the executable is not a regular file",
+            )));
+        }
+        if stat.size > self.max_bytes {
+            return Some(Ok(None));
+        }
+        let version = FileVersion {
+            dev: stat.dev,
+            ino: stat.ino,
+            size: stat.size,
+            mtime: stat.mtime,
+            mtime_nsec: stat.mtime_nsec,
+            ctime: stat.ctime,
+            ctime_nsec: stat.ctime_nsec,
+        };
+        self.lock().get(&version).map(|h| Ok(Some(h.clone())))
     }
 
     /// Hashes `file` (of `version`) under the concurrency bound and caches
