@@ -17,6 +17,7 @@ pub mod ping;
 pub mod poll;
 pub mod prom;
 pub mod proxy;
+pub mod stall_fs;
 pub mod sync_stream;
 
 use std::net::{SocketAddr, TcpListener};

@@ -22,6 +22,14 @@
 //!   500 ms as the agent closes them, for `seconds`; then prints
 //!   `RESULT idle attempts=<n> open=<m>`. Non-blocking connects, so a full
 //!   backlog costs nothing.
+//! - `hold <socket> <count>` (`workload_fuse.rs`): opens `count`
+//!   connections (after one call on another, so the agent knows this
+//!   executable) and handshakes each, prints `READY`, waits for a line on
+//!   stdin, then calls `FetchX509SVID` on all of them at once and prints
+//!   `RESULT hold svid=<n> refused=<n> closed=<n>` when every call has
+//!   ended (an answer, or no answer within 20 s: `closed`). Run from a
+//!   FUSE mount that stops answering, its calls are ones whose executable
+//!   the agent cannot look at.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -73,6 +81,7 @@ fn main() {
             arg(3).parse().expect("count"),
             Duration::from_secs(arg(4).parse().expect("seconds")),
         ),
+        "hold" => hold(&arg(2), arg(3).parse().expect("count")),
         "exec" => exec_attack(&arg(2), &arg(3)),
         "exit" => exit_attack(&arg(2), &arg(3)),
         other => panic!("unknown mode {other:?}"),
@@ -254,6 +263,40 @@ fn call_with(s: &mut UnixStream, first: &mut Option<Vec<u8>>) -> &'static str {
             _ => {}
         }
     }
+}
+
+/// The `hold` mode: `count` handshaken connections, then one call on each
+/// at once when stdin says so.
+fn hold(socket: &str, count: usize) {
+    // One call first, so the agent knows this executable (its hash
+    // cached): later calls can then be attested without blocking.
+    let mut warm = connect(socket);
+    handshake(&mut warm);
+    assert_eq!(call(&mut warm), "svid", "the warm-up call got no SVID");
+    let conns: Vec<UnixStream> = (0..count)
+        .map(|_| {
+            let mut s = connect(socket);
+            handshake(&mut s);
+            s
+        })
+        .collect();
+    println!("READY");
+    std::io::stdout().flush().expect("stdout");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("stdin");
+    let calls: Vec<_> = conns
+        .into_iter()
+        .map(|mut s| std::thread::spawn(move || call(&mut s)))
+        .collect();
+    let (mut svid, mut refused, mut closed) = (0, 0, 0);
+    for c in calls {
+        match c.join().expect("call thread") {
+            "svid" => svid += 1,
+            "refused" => refused += 1,
+            _ => closed += 1,
+        }
+    }
+    println!("RESULT hold svid={svid} refused={refused} closed={closed}");
 }
 
 /// The `idle` mode: connections that never speak, kept topped up.

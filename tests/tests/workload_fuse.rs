@@ -1,0 +1,157 @@
+//! Issue 15 (ValidateJWTSVID throughput) moved workload attestation onto
+//! the Workload API's async workers when it needs nothing but procfs and
+//! memory. A caller chooses where its executable lives, and a user can run
+//! one from a FUSE mount whose daemon never answers: anything the agent
+//! then asks of that file (open, `stat` past the attribute cache,
+//! `statfs`) waits forever. Done on an async worker, a few such calls would
+//! stall the Workload API for every other workload.
+//!
+//! As real processes: `sigil-test-attacker hold`, run from a FUSE mount
+//! served by this test (`sigil_tests::stall_fs`), opens 16 connections;
+//! then the filesystem stops answering and the attacker calls on all 16 at
+//! once. Another workload must still get its SVID, call after call, while
+//! those 16 are held; once the filesystem answers again the held calls end
+//! and the agent goes on serving. Needs root (mount(2) of FUSE) and
+//! /dev/fuse, as CI has; elsewhere the test says so and fails under CI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sigil_proto::workload as wpb;
+use sigil_tests::stall_fs::StallFs;
+use sigil_tests::{ServerOptions, TestAgent, TestServer, bin};
+
+/// Calls the attacker holds at once: more than the agent has async
+/// workers, many times over.
+const HELD: usize = 16;
+/// How long another workload's call may take while they are held.
+const SERVED_WITHIN: Duration = Duration::from_secs(5);
+
+fn can_mount_fuse() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("not root: cannot mount FUSE".into());
+    }
+    if !std::path::Path::new("/dev/fuse").exists() {
+        return Err("no /dev/fuse".into());
+    }
+    Ok(())
+}
+
+/// One `FetchX509SVID` over a new connection: `Ok(elapsed)` once its first
+/// message carries an SVID.
+async fn fetch_once(socket: &std::path::Path) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let mut c = sigil_agent::workload_client::connect(socket).await?;
+    let mut s = c
+        .fetch_x509svid(wpb::X509svidRequest {})
+        .await?
+        .into_inner();
+    let m = s
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+    anyhow::ensure!(!m.svids.is_empty(), "no SVID in the first message");
+    Ok(t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_fuse_executable_never_answers_stalls_no_one_else() {
+    if let Err(why) = can_mount_fuse() {
+        assert!(std::env::var_os("CI").is_none(), "{why} (required in CI)");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let server = TestServer::start(ServerOptions::default()).unwrap();
+    let agent = TestAgent::start(&server).unwrap();
+    let uid = nix::unistd::getuid().as_raw();
+    server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/fuse-test",
+        "--parent-id",
+        &agent.agent_id,
+        "--selector",
+        &format!("unix:uid:{uid}"),
+    ]);
+    // The other workload (this test) is served before anything is held.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fetch_once(&agent.socket).await.is_err() {
+        assert!(Instant::now() < deadline, "no SVID\n{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mnt = tempfile::tempdir().unwrap();
+    let fs = StallFs::mount(mnt.path(), "held-workload", &bin("sigil-test-attacker")).unwrap();
+    let mut attacker = Command::new(fs.exe())
+        .arg("hold")
+        .arg(&agent.socket)
+        .arg(HELD.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = attacker.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(ready, "READY");
+
+    // The daemon stops answering; the attacker calls on all its
+    // connections at once.
+    fs.stall(true);
+    let mut stdin = attacker.stdin.take().unwrap();
+    writeln!(stdin, "go").unwrap();
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs.held() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never asked the FUSE filesystem while attesting the held calls\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give every held call time to reach the agent and be stuck there.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Another workload is served, call after call, each on a new
+    // connection (accept, attestation, first message).
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let took = tokio::time::timeout(SERVED_WITHIN, fetch_once(&agent.socket))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "call {i} of another workload not served within {SERVED_WITHIN:?} while \
+                     {HELD} calls wait on a FUSE executable (held requests: {})\n{}",
+                    fs.held(),
+                    agent.log_text()
+                )
+            })
+            .unwrap();
+        slowest = slowest.max(took);
+    }
+    eprintln!(
+        "20 calls served while {HELD} were held on FUSE ({} requests held); slowest {slowest:?}",
+        fs.held()
+    );
+
+    // The filesystem answers again: the held calls end, and the agent
+    // serves as before.
+    fs.stall(false);
+    let result = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the attacker's calls ended after the filesystem answered");
+    assert!(result.starts_with("RESULT hold "), "{result}");
+    eprintln!("attacker: {result}");
+    assert!(attacker.wait().unwrap().success());
+    fetch_once(&agent.socket).await.unwrap();
+    drop(fs);
+}
