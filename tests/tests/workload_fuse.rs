@@ -3,16 +3,19 @@
 //! memory. A caller chooses where its executable lives, and a user can run
 //! one from a FUSE mount whose daemon never answers: anything the agent
 //! then asks of that file (open, `stat` past the attribute cache,
-//! `statfs`) waits forever. Done on an async worker, a few such calls would
-//! stall the Workload API for every other workload.
+//! `statfs`) waits forever. Done on an async worker — or at accept — a few
+//! such calls would stall the Workload API for every other workload.
 //!
 //! As real processes: `sigil-test-attacker hold`, run from a FUSE mount
-//! served by this test (`sigil_tests::stall_fs`), opens 16 connections;
-//! then the filesystem stops answering and the attacker calls on all 16 at
-//! once. Another workload must still get its SVID, call after call, while
-//! those 16 are held; once the filesystem answers again the held calls end
-//! and the agent goes on serving. Needs root (mount(2) of FUSE) and
-//! /dev/fuse, as CI has; elsewhere the test says so and fails under CI.
+//! served by this test (`sigil_tests::stall_fs`), makes one call (so the
+//! agent knows the executable); then the filesystem stops answering and
+//! the attacker opens 16 connections and calls on all of them at once.
+//! Every connection must be accepted (the server's SETTINGS arrive: the
+//! accept asks the executable's filesystem nothing), and another workload
+//! must get its SVID call after call while the 16 calls are held. Once the
+//! filesystem answers again the held calls get their SVIDs. Needs root
+//! (mount(2) of FUSE) and /dev/fuse, as CI has; elsewhere the test says so
+//! and is skipped (under CI it fails).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -103,17 +106,27 @@ async fn a_caller_whose_fuse_executable_never_answers_stalls_no_one_else() {
     let ready = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(ready, "READY");
 
-    // The daemon stops answering; the attacker calls on all its
-    // connections at once.
+    // The daemon stops answering; the attacker connects 16 times and
+    // calls on each connection.
     fs.stall(true);
     let mut stdin = attacker.stdin.take().unwrap();
     writeln!(stdin, "go").unwrap();
     drop(stdin);
+    let shaken = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the attacker reports its handshakes");
+    assert_eq!(
+        shaken,
+        format!("HANDSHAKEN {HELD}"),
+        "connections from a program on a stalled filesystem were not all accepted (the \
+         accept waits on that filesystem)\n{}",
+        agent.log_text()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while fs.held() == 0 {
         assert!(
             Instant::now() < deadline,
-            "the agent never asked the FUSE filesystem while attesting the held calls\n{}",
+            "nothing ever waited on the stalled FUSE filesystem: the attack did not happen\n{}",
             agent.log_text()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -149,8 +162,11 @@ async fn a_caller_whose_fuse_executable_never_answers_stalls_no_one_else() {
     let result = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the attacker's calls ended after the filesystem answered");
-    assert!(result.starts_with("RESULT hold "), "{result}");
     eprintln!("attacker: {result}");
+    assert_eq!(
+        result,
+        format!("RESULT hold svid={HELD} refused=0 closed=0")
+    );
     assert!(attacker.wait().unwrap().success());
     fetch_once(&agent.socket).await.unwrap();
     drop(fs);

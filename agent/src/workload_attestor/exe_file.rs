@@ -16,9 +16,18 @@
 //! - the path to it is `/proc/<pid>/exe`, a link procfs resolves itself,
 //!   with no look-up in the target's filesystem;
 //! - and only for an executable on a local, kernel-backed filesystem
-//!   ([`is_local_fs`], judged once, at accept, on a blocking thread): a
-//!   network filesystem may still check its dentry on the way (NFS's weak
-//!   revalidation), so its callers are attested on a blocking thread.
+//!   ([`is_local_mount`], judged once, at accept): a network filesystem
+//!   may still check its dentry on the way (NFS's weak revalidation), so
+//!   its callers are attested on a blocking thread.
+//!
+//! The accept itself asks the executable's filesystem nothing either: the
+//! filesystem's type comes from the caller's own `mountinfo` (procfs),
+//! found by the mount id `statx` gives. What is left on a blocking thread:
+//! for an executable off local filesystems, each call opens the file to
+//! find its hash (attributes in memory may lag behind an NFS server's), and
+//! a new executable is read to hash it (at most two at once). A filesystem
+//! that stops answering holds those blocking threads, never an accept nor
+//! an async worker.
 
 use std::ffi::CString;
 use std::io;
@@ -27,10 +36,29 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::libc;
-use nix::sys::statfs::{
-    BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, FsType, ISOFS_SUPER_MAGIC,
-    OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
-};
+
+/// `statx(path, mask)` with `AT_STATX_DONT_SYNC` (following links).
+fn statx_cached(path: &Path, mask: u32) -> io::Result<libc::statx> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    let mut buf = MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `buf` a writable statx
+    // buffer, both live for the call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_DONT_SYNC,
+            mask,
+            buf.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded, so it filled the buffer (zeroed before).
+    Ok(unsafe { buf.assume_init() })
+}
 
 /// What `statx` says of a file, from memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,25 +77,7 @@ pub(crate) struct ExeStat {
 /// for the file, without asking its filesystem to refresh them. Follows
 /// links (so `/proc/<pid>/exe` gives the executable).
 pub(crate) fn stat_cached(path: &Path) -> io::Result<ExeStat> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    let mut buf = MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: `c` is a NUL-terminated path and `buf` a writable statx
-    // buffer, both live for the call.
-    let rc = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_STATX_DONT_SYNC,
-            libc::STATX_BASIC_STATS,
-            buf.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statx succeeded, so it filled the buffer (zeroed before).
-    let s = unsafe { buf.assume_init() };
+    let s = statx_cached(path, libc::STATX_BASIC_STATS)?;
     let needed = libc::STATX_TYPE | libc::STATX_INO | libc::STATX_SIZE;
     if s.stx_mask & needed != needed {
         return Err(io::Error::new(
@@ -87,44 +97,60 @@ pub(crate) fn stat_cached(path: &Path) -> io::Result<ExeStat> {
     })
 }
 
-/// `f_type` of filesystems nix names no constant for.
-const SQUASHFS_MAGIC: FsType = FsType(0x7371_7368);
-const EROFS_SUPER_MAGIC_V1: FsType = FsType(0xE0F5_E1E2);
-const RAMFS_MAGIC: FsType = FsType(0x8584_58F6);
-const ZFS_SUPER_MAGIC: FsType = FsType(0x2FC1_2FC1);
-
-/// Local, kernel-backed filesystems: every attribute is in memory and no
-/// look-up or `stat` waits on a server or a user's daemon. (ext2, ext3 and
-/// ext4 share one magic number.)
-const LOCAL: [FsType; 11] = [
-    EXT4_SUPER_MAGIC,
-    XFS_SUPER_MAGIC,
-    BTRFS_SUPER_MAGIC,
-    TMPFS_MAGIC,
-    RAMFS_MAGIC,
-    OVERLAYFS_SUPER_MAGIC,
-    F2FS_SUPER_MAGIC,
-    ISOFS_SUPER_MAGIC,
-    SQUASHFS_MAGIC,
-    EROFS_SUPER_MAGIC_V1,
-    ZFS_SUPER_MAGIC,
+/// Local, kernel-backed filesystems (`mountinfo` type names): every
+/// attribute is in memory and no look-up or `stat` waits on a server or a
+/// user's daemon.
+const LOCAL: [&str; 13] = [
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "ramfs", "overlay", "f2fs", "iso9660",
+    "squashfs", "erofs", "zfs",
 ];
 
-/// Whether the file at `path` is on a local, kernel-backed filesystem.
-/// Blocks (`statfs` asks the filesystem): call it from a blocking thread.
-/// Anything unknown or unreadable is not local.
-pub(crate) fn is_local_fs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| is_local_type(s.filesystem_type()))
+/// Whether the executable of the process whose procfs directory is
+/// `proc_dir` is on a local, kernel-backed filesystem: the mount `statx`
+/// names for `<proc_dir>/exe` (from memory), looked up in
+/// `<proc_dir>/mountinfo`. Asks no filesystem but procfs. A mount not
+/// found there (the process left that mount namespace), a kernel without
+/// mount ids in `statx` (before 5.8) or anything unreadable is not local.
+pub(crate) fn is_local_mount(proc_dir: &Path) -> bool {
+    let Ok(mnt_id) = mount_id(&proc_dir.join("exe")) else {
+        return false;
+    };
+    super::read_procfs(&proc_dir.join("mountinfo"))
+        .ok()
+        .and_then(|m| fs_type_of(&m, mnt_id).map(|t| LOCAL.contains(&t)))
+        .unwrap_or(false)
 }
 
-fn is_local_type(t: FsType) -> bool {
-    LOCAL.contains(&t)
+/// The mount id of the file at `path` (`statx`, from memory).
+fn mount_id(path: &Path) -> io::Result<u64> {
+    let s = statx_cached(path, libc::STATX_MNT_ID)?;
+    if s.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "statx gave no mount id",
+        ));
+    }
+    Ok(s.stx_mnt_id)
+}
+
+/// The filesystem type of mount `id` in a `mountinfo` file: line
+/// `<id> <parent> <major:minor> <root> <point> <options> [<tags>...] -
+/// <type> <source> <super options>`.
+fn fs_type_of(mountinfo: &[u8], id: u64) -> Option<&str> {
+    let text = std::str::from_utf8(mountinfo).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        let (_, after) = line.split_once(" - ")?;
+        after.split(' ').next()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::statfs::{FUSE_SUPER_MAGIC, NFS_SUPER_MAGIC, PROC_SUPER_MAGIC, SMB_SUPER_MAGIC};
     use std::os::unix::fs::MetadataExt;
 
     #[test]
@@ -145,16 +171,21 @@ mod tests {
     }
 
     #[test]
-    fn network_and_user_filesystems_are_not_local() {
-        for t in [
-            FUSE_SUPER_MAGIC,
-            NFS_SUPER_MAGIC,
-            SMB_SUPER_MAGIC,
-            PROC_SUPER_MAGIC,
-        ] {
-            assert!(!is_local_type(t), "{t:?}");
+    fn the_filesystem_type_comes_from_mountinfo_by_mount_id() {
+        let info = b"22 1 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n\
+            29 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+            31 29 0:45 / /mnt/fuse rw,nosuid,nodev master:2 - fuse.sshfs host:/ rw\n\
+            32 29 0:46 / /mnt/nfs rw - nfs4 srv:/x rw\n";
+        assert_eq!(fs_type_of(info, 29), Some("ext4"));
+        assert_eq!(fs_type_of(info, 31), Some("fuse.sshfs"));
+        assert_eq!(fs_type_of(info, 32), Some("nfs4"));
+        assert_eq!(fs_type_of(info, 2), None);
+        for t in ["fuse.sshfs", "nfs4", "proc", "cifs", "9p"] {
+            assert!(!LOCAL.contains(&t), "{t}");
         }
-        assert!(is_local_type(EXT4_SUPER_MAGIC) && is_local_type(OVERLAYFS_SUPER_MAGIC));
-        assert!(!is_local_fs(Path::new("/no/such/file")));
+        // This test's own executable is on the machine's local disk (CI and
+        // development machines build on ext4, xfs, btrfs or overlay).
+        assert!(is_local_mount(Path::new("/proc/self")));
+        assert!(!is_local_mount(Path::new("/proc/no-such-pid")));
     }
 }

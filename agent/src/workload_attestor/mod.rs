@@ -27,7 +27,7 @@ mod tests;
 pub mod unix;
 
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -100,6 +100,9 @@ pub struct Process<'a> {
     pub dir: &'a Path,
     /// The executable as the kernel names it (`/proc/<pid>/exe`).
     pub exe: &'a OsStr,
+    /// Whether the executable is on a local, kernel-backed filesystem (see
+    /// [`ProcessMark::exe_local`]).
+    pub exe_local: bool,
     /// `<dir>/cgroup`, read once per attestation by the first attestor
     /// that asks ([`Process::cgroup`]).
     cgroup: std::cell::OnceCell<io::Result<Vec<u8>>>,
@@ -111,7 +114,7 @@ impl Process<'_> {
     /// inside the same PID-reuse bracket).
     pub fn cgroup(&self) -> Result<&[u8], &io::Error> {
         self.cgroup
-            .get_or_init(|| process::read_procfs(&self.dir.join("cgroup")))
+            .get_or_init(|| read_procfs(&self.dir.join("cgroup")))
             .as_ref()
             .map(Vec::as_slice)
     }
@@ -186,6 +189,7 @@ impl Attestors {
             cred,
             dir,
             exe: &before.exe,
+            exe_local: before.exe_local,
             cgroup: std::cell::OnceCell::new(),
         };
         let mut selectors = Vec::new();
@@ -251,6 +255,31 @@ pub(crate) fn unavailable(pid: i32, reason: impl Into<String>) -> WorkloadAttest
     WorkloadAttestError::Unavailable {
         pid,
         reason: reason.into(),
+    }
+}
+
+/// The whole of a procfs file. `fs::read` first asks the file's size,
+/// which procfs reports as 0, then grows its buffer by probing: this opens
+/// and reads into one 4 KiB buffer instead (grown only for a longer file),
+/// which is what a `stat`, `status`, `cgroup` or `mountinfo` file needs.
+pub(crate) fn read_procfs(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(4096);
+        }
+        let start = buf.len();
+        buf.resize(buf.capacity(), 0);
+        match file.read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                return Ok(buf);
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) => return Err(e),
+        }
     }
 }
 

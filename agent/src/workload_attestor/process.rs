@@ -17,14 +17,13 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::path::{Path, PathBuf};
 
-use super::{WorkloadAttestError, exe_file, read_error, unavailable};
+use super::{WorkloadAttestError, exe_file, read_error, read_procfs, unavailable};
 
 /// What identifies a process over time: taken at accept, compared at every
 /// call.
@@ -39,7 +38,7 @@ pub struct ProcessMark {
     /// Inode of the executable file.
     pub exe_ino: u64,
     /// Whether the executable is on a local, kernel-backed filesystem
-    /// (`exe_file::is_local_fs`): only then may calls be attested on an
+    /// (`exe_file::is_local_mount`): only then may calls be attested on an
     /// async worker (`attest_now`).
     pub exe_local: bool,
     /// A pidfd of the connecting process, when the kernel gave one
@@ -54,7 +53,7 @@ impl ProcessMark {
         // Start time first and last: the exe reads fall between the two.
         let start_time = read_start_time(dir, pid)?;
         let (exe, exe_dev, exe_ino) = read_exe(dir, pid)?;
-        let exe_local = exe_file::is_local_fs(&dir.join("exe"));
+        let exe_local = exe_file::is_local_mount(dir);
         if read_start_time(dir, pid)? != start_time {
             return Err(WorkloadAttestError::PidReused { pid });
         }
@@ -139,31 +138,6 @@ fn read_start_time(dir: &Path, pid: i32) -> Result<u64, WorkloadAttestError> {
     let stat = read_procfs(&path).map_err(|e| read_error(pid, &path, &e))?;
     start_time_from_stat(&stat)
         .ok_or_else(|| unavailable(pid, format!("{}: no start time", path.display())))
-}
-
-/// The whole of a procfs file. `fs::read` first asks the file's size,
-/// which procfs reports as 0, then grows its buffer by probing: this opens
-/// and reads into one 4 KiB buffer instead (grown only for a longer file),
-/// which is what a `stat`, `status` or `cgroup` file needs, once per call.
-pub(crate) fn read_procfs(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = fs::File::open(path)?;
-    let mut buf = Vec::with_capacity(4096);
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(4096);
-        }
-        let start = buf.len();
-        buf.resize(buf.capacity(), 0);
-        match file.read(&mut buf[start..]) {
-            Ok(0) => {
-                buf.truncate(start);
-                return Ok(buf);
-            }
-            Ok(n) => buf.truncate(start + n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. Field 2 is the

@@ -95,6 +95,9 @@ impl FakeProc {
         )
         .unwrap();
         symlink(&fake.exe, fake.dir().join("exe")).unwrap();
+        // The mounts as this test process sees them: the temp dir's is
+        // among them (a local filesystem), as a caller's own would be.
+        fs::copy("/proc/self/mountinfo", fake.dir().join("mountinfo")).unwrap();
         fs::write(
             fake.dir().join("cgroup"),
             format!("0::/system.slice/docker-{CONTAINER_ID}.scope\n"),

@@ -22,14 +22,14 @@
 //!   500 ms as the agent closes them, for `seconds`; then prints
 //!   `RESULT idle attempts=<n> open=<m>`. Non-blocking connects, so a full
 //!   backlog costs nothing.
-//! - `hold <socket> <count>` (`workload_fuse.rs`): opens `count`
-//!   connections (after one call on another, so the agent knows this
-//!   executable) and handshakes each, prints `READY`, waits for a line on
-//!   stdin, then calls `FetchX509SVID` on all of them at once and prints
-//!   `RESULT hold svid=<n> refused=<n> closed=<n>` when every call has
-//!   ended (an answer, or no answer within 20 s: `closed`). Run from a
-//!   FUSE mount that stops answering, its calls are ones whose executable
-//!   the agent cannot look at.
+//! - `hold <socket> <count>` (`workload_fuse.rs`): one call (so the agent
+//!   knows this executable), then `count` threads wait; prints `READY`,
+//!   and on a line on stdin the threads each connect, handshake and call
+//!   `FetchX509SVID`. Prints `HANDSHAKEN <n>` once every handshake ended
+//!   (the server's SETTINGS, or none within 20 s), then `RESULT hold
+//!   svid=<n> refused=<n> closed=<n>` once every call did (an answer, or
+//!   none within 20 s: `closed`). Run from a FUSE mount that stops
+//!   answering, it makes calls whose executable the agent cannot look at.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -204,12 +204,20 @@ fn read_frame(s: &mut UnixStream) -> Option<(u8, u8, u32, Vec<u8>)> {
 
 /// Client preface and SETTINGS; returns once the server's SETTINGS came.
 fn handshake(s: &mut UnixStream) {
-    s.write_all(PREFACE).expect("preface");
-    s.write_all(&frame(4, 0, 0, &[])).expect("settings");
+    assert!(try_handshake(s), "no server SETTINGS");
+}
+
+/// [`handshake`]: `false` when the server's SETTINGS did not come within
+/// the read timeout (or the connection closed).
+fn try_handshake(s: &mut UnixStream) -> bool {
+    if s.write_all(PREFACE).is_err() || s.write_all(&frame(4, 0, 0, &[])).is_err() {
+        return false;
+    }
     loop {
-        let (kind, flags, _, _) = read_frame(s).expect("server SETTINGS");
-        if kind == 4 && flags & 1 == 0 {
-            return;
+        match read_frame(s) {
+            Some((4, flags, _, _)) if flags & 1 == 0 => return true,
+            Some(_) => {}
+            None => return false,
         }
     }
 }
@@ -265,32 +273,46 @@ fn call_with(s: &mut UnixStream, first: &mut Option<Vec<u8>>) -> &'static str {
     }
 }
 
-/// The `hold` mode: `count` handshaken connections, then one call on each
-/// at once when stdin says so.
+/// The `hold` mode: after one call, `count` threads that each connect,
+/// handshake and call when stdin says so.
 fn hold(socket: &str, count: usize) {
     // One call first, so the agent knows this executable (its hash
-    // cached): later calls can then be attested without blocking.
+    // cached), and so every piece of code the threads run below has run
+    // once (its pages read from this program's filesystem) before that
+    // filesystem may stop answering.
     let mut warm = connect(socket);
     handshake(&mut warm);
     assert_eq!(call(&mut warm), "svid", "the warm-up call got no SVID");
-    let conns: Vec<UnixStream> = (0..count)
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Arc::new(std::sync::Mutex::new(go_rx));
+    let (shaken_tx, shaken_rx) = std::sync::mpsc::channel::<bool>();
+    let threads: Vec<_> = (0..count)
         .map(|_| {
-            let mut s = connect(socket);
-            handshake(&mut s);
-            s
+            let (go, shaken, socket) = (go_rx.clone(), shaken_tx.clone(), socket.to_string());
+            std::thread::spawn(move || {
+                let _ = go.lock().map(|rx| rx.recv());
+                let mut s = connect(&socket);
+                let ok = try_handshake(&mut s);
+                let _ = shaken.send(ok);
+                if ok { call(&mut s) } else { "closed" }
+            })
         })
         .collect();
     println!("READY");
     std::io::stdout().flush().expect("stdout");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("stdin");
-    let calls: Vec<_> = conns
-        .into_iter()
-        .map(|mut s| std::thread::spawn(move || call(&mut s)))
-        .collect();
+    for _ in 0..count {
+        let _ = go_tx.send(());
+    }
+    let shaken = (0..count)
+        .filter(|_| shaken_rx.recv().unwrap_or(false))
+        .count();
+    println!("HANDSHAKEN {shaken}");
+    std::io::stdout().flush().expect("stdout");
     let (mut svid, mut refused, mut closed) = (0, 0, 0);
-    for c in calls {
-        match c.join().expect("call thread") {
+    for t in threads {
+        match t.join().expect("call thread") {
             "svid" => svid += 1,
             "refused" => refused += 1,
             _ => closed += 1,

@@ -153,21 +153,31 @@ impl ExeHashes {
         pid: i32,
         exe_link: &Path,
     ) -> Result<Option<String>, WorkloadAttestError> {
-        self.sha256_if(pid, exe_link, true)
+        self.sha256_if(pid, exe_link, true, false)
             .unwrap_or_else(|| Err(unavailable(pid, "the executable's hash needs hashing")))
     }
 
     /// [`ExeHashes::sha256`], or `None` when the hash is not cached and
     /// `may_hash` is false (hashing reads the whole file: a blocking
-    /// thread's work).
+    /// thread's work). `local`: the executable is on a local, kernel-backed
+    /// filesystem (`exe_file`).
     pub(super) fn sha256_if(
         &self,
         pid: i32,
         exe_link: &Path,
         may_hash: bool,
+        local: bool,
     ) -> Option<Result<Option<String>, WorkloadAttestError>> {
-        if !may_hash {
-            return self.cached(pid, exe_link);
+        // On a local filesystem a hash already known is found without
+        // opening the file: the attributes in memory are the file's. (On
+        // others they may lag behind the server's, so the file is opened.)
+        let cached = if local {
+            self.cached(pid, exe_link)
+        } else {
+            None
+        };
+        if cached.is_some() || !may_hash {
+            return cached;
         }
         // Open once and take everything from the open file, so that the key,
         // the size check and the content are of the same file.

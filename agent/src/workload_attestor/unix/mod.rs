@@ -40,8 +40,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use sigil_proto::Selector;
 
-use super::process::read_procfs;
-use super::{Attestor, Now, Process, WorkloadAttestError, read_error, unavailable};
+use super::{Attestor, Now, Process, WorkloadAttestError, read_error, read_procfs, unavailable};
 use exe_hash::ExeHashes;
 use names::Names;
 
@@ -180,7 +179,10 @@ impl UnixAttestor {
         if exe.as_bytes().ends_with(DELETED_SUFFIX) {
             tracing::debug!(pid, "executable was deleted; unix:sha256 omitted");
         } else {
-            match self.hashes.sha256_if(pid, &dir.join("exe"), may_block)? {
+            match self
+                .hashes
+                .sha256_if(pid, &dir.join("exe"), may_block, process.exe_local)?
+            {
                 Ok(Some(hash)) => match unix_selector(pid, format!("sha256:{hash}")) {
                     Ok(s) => selectors.push(s),
                     Err(e) => return Some(Err(e)),
