@@ -178,6 +178,8 @@ impl StallFs {
             &[
                 MountOption::RO,
                 MountOption::Exec,
+                // The attacker runs as another uid than this (root) test.
+                MountOption::AllowOther,
                 MountOption::FSName("sigil-stallfs".into()),
             ],
         )

@@ -4,18 +4,22 @@
 //! one from a FUSE mount whose daemon never answers: anything the agent
 //! then asks of that file (open, `stat` past the attribute cache,
 //! `statfs`) waits forever. Done on an async worker — or at accept — a few
-//! such calls would stall the Workload API for every other workload.
+//! such calls would stall the Workload API for every other workload; done
+//! on a blocking thread per call, a few hundred would take every thread of
+//! the blocking pool, which every accept needs.
 //!
-//! As real processes: `sigil-test-attacker hold`, run from a FUSE mount
-//! served by this test (`sigil_tests::stall_fs`), makes one call (so the
-//! agent knows the executable); then the filesystem stops answering and
-//! the attacker opens 16 connections and calls on all of them at once.
-//! Every connection must be accepted (the server's SETTINGS arrive: the
-//! accept asks the executable's filesystem nothing), and another workload
-//! must get its SVID call after call while the 16 calls are held. Once the
-//! filesystem answers again the held calls get their SVIDs. Needs root
-//! (mount(2) of FUSE) and /dev/fuse, as CI has; elsewhere the test says so
-//! and is skipped (under CI it fails).
+//! As real processes: `sigil-test-attacker hold`, run as another uid from
+//! a FUSE mount served by this test (`sigil_tests::stall_fs`), makes one
+//! call (so the agent knows the executable); then the filesystem stops
+//! answering and the attacker opens 48 connections and calls on all of
+//! them at once. Every connection must be accepted (the server's SETTINGS
+//! arrive: the accept asks the executable's filesystem nothing), the
+//! agent must not hold more blocking threads than one uid's turns
+//! (`workload_api::blocking`, 16), and this workload must get its SVID
+//! call after call while the attacker's calls are held. Once the
+//! filesystem answers again every held call gets its SVID. Needs root
+//! (mount(2) of FUSE, `setpriv`) and /dev/fuse, as CI has; elsewhere the
+//! test says so and is skipped (under CI it fails).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -24,11 +28,16 @@ use std::time::{Duration, Instant};
 
 use sigil_proto::workload as wpb;
 use sigil_tests::stall_fs::StallFs;
-use sigil_tests::{ServerOptions, TestAgent, TestServer, bin};
+use sigil_tests::{ServerOptions, TestAgent, TestServer, bin, command_as};
 
 /// Calls the attacker holds at once: more than the agent has async
-/// workers, many times over.
-const HELD: usize = 16;
+/// workers, and than one uid's turns on blocking threads, many times over.
+const HELD: usize = 48;
+/// Blocking attestations one uid may have at once (the agent's
+/// `workload_api::blocking::PER_UID`).
+const PER_UID_TURNS: usize = 16;
+/// The attacker's uid.
+const ATTACKER_UID: u32 = 65533;
 /// How long another workload's call may take while they are held.
 const SERVED_WITHIN: Duration = Duration::from_secs(5);
 
@@ -39,7 +48,26 @@ fn can_mount_fuse() -> Result<(), String> {
     if !std::path::Path::new("/dev/fuse").exists() {
         return Err("no /dev/fuse".into());
     }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        return Err("no setpriv".into());
+    }
     Ok(())
+}
+
+/// Threads of process `pid` waiting in the kernel's FUSE code (their
+/// `wchan`), and every `wchan` seen with its count (for the message).
+fn in_fuse(pid: u32) -> (usize, std::collections::BTreeMap<String, usize>) {
+    let mut seen = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let wchan = std::fs::read_to_string(task.unwrap().path().join("wchan")).unwrap_or_default();
+        *seen.entry(wchan).or_insert(0) += 1;
+    }
+    let n = seen
+        .iter()
+        .filter(|(w, _)| w.contains("fuse") || w.contains("request_wait_answer"))
+        .map(|(_, n)| n)
+        .sum();
+    (n, seen)
 }
 
 /// One `FetchX509SVID` over a new connection: `Ok(elapsed)` once its first
@@ -69,16 +97,18 @@ async fn a_caller_whose_fuse_executable_never_answers_stalls_no_one_else() {
     let server = TestServer::start(ServerOptions::default()).unwrap();
     let agent = TestAgent::start(&server).unwrap();
     let uid = nix::unistd::getuid().as_raw();
-    server.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/fuse-test",
-        "--parent-id",
-        &agent.agent_id,
-        "--selector",
-        &format!("unix:uid:{uid}"),
-    ]);
+    for (name, uid) in [("fuse-test", uid), ("fuse-attacker", ATTACKER_UID)] {
+        server.cli_ok(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &format!("spiffe://example.org/{name}"),
+            "--parent-id",
+            &agent.agent_id,
+            "--selector",
+            &format!("unix:uid:{uid}"),
+        ]);
+    }
     // The other workload (this test) is served before anything is held.
     let deadline = Instant::now() + Duration::from_secs(60);
     while fetch_once(&agent.socket).await.is_err() {
@@ -88,7 +118,7 @@ async fn a_caller_whose_fuse_executable_never_answers_stalls_no_one_else() {
 
     let mnt = tempfile::tempdir().unwrap();
     let fs = StallFs::mount(mnt.path(), "held-workload", &bin("sigil-test-attacker")).unwrap();
-    let mut attacker = Command::new(fs.exe())
+    let mut attacker = command_as(fs.exe(), Some(ATTACKER_UID))
         .arg("hold")
         .arg(&agent.socket)
         .arg(HELD.to_string())
@@ -106,8 +136,9 @@ async fn a_caller_whose_fuse_executable_never_answers_stalls_no_one_else() {
     let ready = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(ready, "READY");
 
-    // The daemon stops answering; the attacker connects 16 times and
+    // The daemon stops answering; the attacker connects 48 times and
     // calls on each connection.
+    let agent_pid = agent.pid().expect("agent pid");
     fs.stall(true);
     let mut stdin = attacker.stdin.take().unwrap();
     writeln!(stdin, "go").unwrap();
@@ -132,7 +163,13 @@ async fn a_caller_whose_fuse_executable_never_answers_stalls_no_one_else() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Give every held call time to reach the agent and be stuck there.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (stuck, wchans) = in_fuse(agent_pid);
+    assert!(
+        (1..=PER_UID_TURNS).contains(&stuck),
+        "{HELD} held calls of one uid: {stuck} agent threads wait on the FUSE filesystem \
+         (turns per uid: {PER_UID_TURNS}); threads by wchan: {wchans:?}"
+    );
 
     // Another workload is served, call after call, each on a new
     // connection (accept, attestation, first message).
@@ -152,7 +189,8 @@ async fn a_caller_whose_fuse_executable_never_answers_stalls_no_one_else() {
         slowest = slowest.max(took);
     }
     eprintln!(
-        "20 calls served while {HELD} were held on FUSE ({} requests held); slowest {slowest:?}",
+        "20 calls served while {HELD} were held on FUSE ({} requests held); slowest {slowest:?}; \
+         {stuck} agent threads waiting on FUSE",
         fs.held()
     );
 

@@ -1,7 +1,7 @@
 //! Admission of a Workload API call: the security header and the request's
 //! own fields (checked before anything else), the caller's peer credentials
-//! as recorded at accept (`accept`), and its share of the global, per-uid
-//! and per-process stream limits.
+//! as recorded at accept (`accept`), its share of the global, per-uid
+//! and per-process stream limits, and its one attestation.
 
 use super::*;
 
@@ -61,6 +61,62 @@ impl<K: std::hash::Hash + Eq + Copy> Drop for CountSlot<K> {
                 map.remove(&self.key);
             }
         }
+    }
+}
+
+impl WorkloadApiService {
+    /// The one attestation of a call: every configured attestor inside one
+    /// bracket (`workload_attestor::Attestors`) that refuses unless the
+    /// process is still the one recorded at accept. Without blocking when
+    /// procfs and memory suffice (the usual case), else on a blocking
+    /// thread after a turn (`blocking`), which the blocking task keeps until
+    /// it is done.
+    pub(super) async fn attest(
+        &self,
+        method: &'static str,
+        cred: PeerCred,
+        peer: &AcceptedPeer,
+    ) -> Result<Vec<Selector>, Status> {
+        let refused = |e: WorkloadAttestError| {
+            metrics::workload_attestation("error");
+            refuse(method, Some(&cred), CallError::Attestation(e))
+        };
+        if peer.exited() {
+            return Err(refused(WorkloadAttestError::Changed {
+                pid: cred.pid,
+                reason: "the process that connected has exited (pidfd)",
+            }));
+        }
+        let accepted = peer
+            .mark
+            .as_ref()
+            .as_ref()
+            .map_err(|e| refused(e.clone()))?;
+        let selectors = match self.attestor.attest_now(&cred, accepted) {
+            Some(found) => found,
+            None => {
+                let turn = self.blocking.turn(cred.uid).await;
+                let (attestor, accepted) = (self.attestor.clone(), accepted.clone());
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    attestor.attest(&cred, &accepted)
+                })
+                .await
+                .map_err(|e| refuse(method, Some(&cred), CallError::AttestationTask(e)))?
+            }
+        }
+        .map_err(refused)?;
+        // The bracket's last check (the pidfd, or without one the start
+        // time) caught an exit or a pid reused while the attestors ran.
+        metrics::workload_attestation("ok");
+        debug!(
+            pid = cred.pid,
+            uid = cred.uid,
+            selectors = selectors.len(),
+            method,
+            "workload attested"
+        );
+        Ok(selectors)
     }
 }
 

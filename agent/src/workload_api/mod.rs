@@ -34,6 +34,7 @@
 
 mod accept;
 mod admission;
+mod blocking;
 mod connection;
 mod error;
 mod jwt;
@@ -161,6 +162,8 @@ pub struct WorkloadApiService {
     jwt: Option<Arc<crate::cache::JwtCache>>,
     /// `ValidateJWTSVID`: prepared keys and verified tokens.
     validator: Arc<validator::JwtValidator>,
+    /// Turns for attestations on a blocking thread.
+    blocking: Arc<blocking::BlockingTurns>,
 }
 
 /// Response header of `FetchX509Bundles` naming why the agent is not ready
@@ -187,6 +190,7 @@ impl WorkloadApiService {
             readiness: None,
             jwt: None,
             validator: Arc::new(validator::JwtValidator::new(DEFAULT_JWT_VALIDATION_CACHE)),
+            blocking: Arc::default(),
         }
     }
 
@@ -252,46 +256,7 @@ impl WorkloadApiService {
             _uid: uid,
             _workload: workload,
         };
-        // The one attestation of the call: every configured attestor inside
-        // one bracket (`workload_attestor::Attestors`) that refuses unless
-        // the process is still the one recorded at accept.
-        let refused = |e: WorkloadAttestError| {
-            metrics::workload_attestation("error");
-            refuse(method, Some(&cred), CallError::Attestation(e))
-        };
-        if peer.exited() {
-            return Err(refused(WorkloadAttestError::Changed {
-                pid: cred.pid,
-                reason: "the process that connected has exited (pidfd)",
-            }));
-        }
-        let accepted = peer
-            .mark
-            .as_ref()
-            .as_ref()
-            .map_err(|e| refused(e.clone()))?;
-        // Without blocking when procfs and memory suffice (the usual case),
-        // else on a blocking thread (a name or an executable hash to find).
-        let selectors = match self.attestor.attest_now(&cred, accepted) {
-            Some(found) => found,
-            None => {
-                let (attestor, accepted) = (self.attestor.clone(), accepted.clone());
-                tokio::task::spawn_blocking(move || attestor.attest(&cred, &accepted))
-                    .await
-                    .map_err(|e| refuse(method, Some(&cred), CallError::AttestationTask(e)))?
-            }
-        }
-        .map_err(refused)?;
-        // The bracket's last check (the pidfd, or without one the start
-        // time) caught an exit or a pid reused while the attestors ran.
-        metrics::workload_attestation("ok");
-        debug!(
-            pid = cred.pid,
-            uid = cred.uid,
-            selectors = selectors.len(),
-            method,
-            "workload attested"
-        );
+        let selectors = self.attest(method, cred, &peer).await?;
         Ok(Caller {
             cred,
             selectors,
