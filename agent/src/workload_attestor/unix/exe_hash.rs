@@ -196,19 +196,28 @@ impl ExeHashes {
             )));
         }
         let version = FileVersion::of(&meta);
-        if version.size > self.max_bytes {
-            tracing::debug!(
-                pid,
-                size = version.size,
-                limit = self.max_bytes,
-                "executable larger than the hash limit; unix:sha256 omitted"
-            );
+        if self.over_limit(pid, version.size) {
             return Some(Ok(None));
         }
         if let Some(hash) = self.lock().get(&version) {
             return Some(Ok(Some(hash.clone())));
         }
         Some(self.compute(pid, exe_link, &mut file, version))
+    }
+
+    /// Whether an executable of `size` bytes is over the hash limit (then
+    /// it gets no hash, and that is logged).
+    fn over_limit(&self, pid: i32, size: u64) -> bool {
+        if size <= self.max_bytes {
+            return false;
+        }
+        tracing::debug!(
+            pid,
+            size,
+            limit = self.max_bytes,
+            "executable larger than the hash limit; unix:sha256 omitted"
+        );
+        true
     }
 
     /// The hash from the cache alone, keyed by the version `statx` gives
@@ -229,7 +238,7 @@ impl ExeHashes {
                 "the executable is not a regular file",
             )));
         }
-        if stat.size > self.max_bytes {
+        if self.over_limit(pid, stat.size) {
             return Some(Ok(None));
         }
         let version = FileVersion {
