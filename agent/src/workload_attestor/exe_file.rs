@@ -60,9 +60,10 @@ fn statx_cached(path: &Path, mask: u32) -> io::Result<libc::statx> {
     Ok(unsafe { buf.assume_init() })
 }
 
-/// What `statx` says of a file, from memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ExeStat {
+/// Identifies one version of one file: a change of content changes the
+/// size, the mtime or (which no one can set back) the ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileVersion {
     pub(crate) dev: u64,
     pub(crate) ino: u64,
     pub(crate) size: u64,
@@ -70,6 +71,28 @@ pub(crate) struct ExeStat {
     pub(crate) mtime_nsec: i64,
     pub(crate) ctime: i64,
     pub(crate) ctime_nsec: i64,
+}
+
+impl FileVersion {
+    /// The version `meta` describes (e.g. `fstat` of an open file).
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
+}
+
+/// What `statx` says of a file, from memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExeStat {
+    pub(crate) version: FileVersion,
     pub(crate) is_file: bool,
 }
 
@@ -86,13 +109,15 @@ pub(crate) fn stat_cached(path: &Path) -> io::Result<ExeStat> {
         ));
     }
     Ok(ExeStat {
-        dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
-        ino: s.stx_ino,
-        size: s.stx_size,
-        mtime: s.stx_mtime.tv_sec,
-        mtime_nsec: i64::from(s.stx_mtime.tv_nsec),
-        ctime: s.stx_ctime.tv_sec,
-        ctime_nsec: i64::from(s.stx_ctime.tv_nsec),
+        version: FileVersion {
+            dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+            ino: s.stx_ino,
+            size: s.stx_size,
+            mtime: s.stx_mtime.tv_sec,
+            mtime_nsec: i64::from(s.stx_mtime.tv_nsec),
+            ctime: s.stx_ctime.tv_sec,
+            ctime_nsec: i64::from(s.stx_ctime.tv_nsec),
+        },
         is_file: u32::from(s.stx_mode) & libc::S_IFMT == libc::S_IFREG,
     })
 }
@@ -151,21 +176,17 @@ fn fs_type_of(mountinfo: &[u8], id: u64) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn cached_stat_agrees_with_std_metadata() {
         let exe = std::env::current_exe().unwrap();
         let ours = stat_cached(&exe).unwrap();
         let std = std::fs::metadata(&exe).unwrap();
-        assert_eq!(
-            (ours.dev, ours.ino, ours.size, ours.mtime, ours.ctime),
-            (std.dev(), std.ino(), std.size(), std.mtime(), std.ctime())
-        );
+        assert_eq!(ours.version, FileVersion::of(&std));
         assert!(ours.is_file);
         // Through the procfs link, as the attestors read it.
         let via_proc = stat_cached(Path::new("/proc/self/exe")).unwrap();
-        assert_eq!((via_proc.dev, via_proc.ino), (ours.dev, ours.ino));
+        assert_eq!(via_proc.version, ours.version);
         assert!(!stat_cached(Path::new("/")).unwrap().is_file);
         assert!(stat_cached(Path::new("/no/such/file")).is_err());
     }

@@ -8,8 +8,8 @@
 //! [`Attestor`] (`unix`, `container` and `systemd` today, one per file; a
 //! Kubernetes one later) and merges their selectors, all inside one bracket
 //! ([`process`]): the process is re-read after the last attestor, and the
-//! call is refused unless it still matches the mark taken at accept (start
-//! time read last). So no attestor can describe a process other than the
+//! call is refused unless it still matches the mark taken at accept (its
+//! pidfd, or without one its start time, looked at last). So no attestor can describe a process other than the
 //! one that connected, nor a program it `exec`ed since.
 //!
 //! An attestation is made first without blocking ([`WorkloadAttestor::attest_now`]:

@@ -130,7 +130,7 @@ fn read_exe(dir: &Path, pid: i32) -> Result<(OsString, u64, u64), WorkloadAttest
         .map(PathBuf::into_os_string)
         .map_err(|e| read_error(pid, &link, &e))?;
     let stat = exe_file::stat_cached(&link).map_err(|e| read_error(pid, &link, &e))?;
-    Ok((target, stat.dev, stat.ino))
+    Ok((target, stat.version.dev, stat.version.ino))
 }
 
 fn read_start_time(dir: &Path, pid: i32) -> Result<u64, WorkloadAttestError> {

@@ -12,9 +12,8 @@
 //! one hash per new version, never more than the bound at a time.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 #[cfg(test)]
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +22,8 @@ use std::time::Duration;
 
 use ring::digest;
 
-use super::super::{WorkloadAttestError, exe_file, read_error, unavailable};
+use super::super::exe_file::{self, FileVersion};
+use super::super::{WorkloadAttestError, read_error, unavailable};
 
 /// How many executable hashes are remembered.
 pub(super) const HASH_CACHE_CAPACITY: usize = 1024;
@@ -35,31 +35,14 @@ pub(super) const MAX_CONCURRENT_HASHES: usize = 2;
 /// How long an attestation waits for its turn to hash before it fails.
 pub(super) const HASH_WAIT: Duration = Duration::from_secs(30);
 
-/// Identifies one version of one file: a change of content changes the
-/// size, the mtime or (which no one can set back) the ctime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) struct FileVersion {
-    pub(super) dev: u64,
-    pub(super) ino: u64,
-    pub(super) size: u64,
-    pub(super) mtime: i64,
-    pub(super) mtime_nsec: i64,
-    pub(super) ctime: i64,
-    pub(super) ctime_nsec: i64,
-}
-
-impl FileVersion {
-    fn of(meta: &fs::Metadata) -> Self {
-        FileVersion {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-            ctime: meta.ctime(),
-            ctime_nsec: meta.ctime_nsec(),
-        }
-    }
+/// What the cache knows of an executable.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Known {
+    /// Its hash, or `None`: it gets none (over the size limit, or changed
+    /// while it was hashed).
+    Hash(Option<String>),
+    /// Not cached, and hashing was not allowed.
+    NotCached,
 }
 
 /// The hash cache, and the size limit above which nothing is hashed.
@@ -153,104 +136,74 @@ impl ExeHashes {
         pid: i32,
         exe_link: &Path,
     ) -> Result<Option<String>, WorkloadAttestError> {
-        self.sha256_if(pid, exe_link, true, false)
-            .unwrap_or_else(|| Err(unavailable(pid, "the executable's hash needs hashing")))
+        match self.sha256_if(pid, exe_link, true, false)? {
+            Known::Hash(hash) => Ok(hash),
+            Known::NotCached => Err(unavailable(pid, "the executable's hash needs hashing")),
+        }
     }
 
-    /// [`ExeHashes::sha256`], or `None` when the hash is not cached and
-    /// `may_hash` is false (hashing reads the whole file: a blocking
-    /// thread's work). `local`: the executable is on a local, kernel-backed
-    /// filesystem (`exe_file`).
+    /// [`ExeHashes::sha256`], or [`Known::NotCached`] when the hash is not
+    /// cached and `may_hash` is false (hashing reads the whole file: a
+    /// blocking thread's work). `local`: the executable is on a local,
+    /// kernel-backed filesystem (`exe_file`).
     pub(super) fn sha256_if(
         &self,
         pid: i32,
         exe_link: &Path,
         may_hash: bool,
         local: bool,
-    ) -> Option<Result<Option<String>, WorkloadAttestError>> {
+    ) -> Result<Known, WorkloadAttestError> {
         // On a local filesystem a hash already known is found without
-        // opening the file: the attributes in memory are the file's. (On
-        // others they may lag behind the server's, so the file is opened.)
-        let cached = if local {
-            self.cached(pid, exe_link)
-        } else {
-            None
-        };
-        if cached.is_some() || !may_hash {
-            return cached;
+        // opening the file, keyed by the version `statx` gives from memory:
+        // there the attributes in memory are the file's. (On others they
+        // may lag behind the server's, so the file is opened.)
+        if local {
+            let stat =
+                exe_file::stat_cached(exe_link).map_err(|e| read_error(pid, exe_link, &e))?;
+            if let known @ Known::Hash(_) = self.known(pid, &stat.version, stat.is_file)? {
+                return Ok(known);
+            }
+        }
+        if !may_hash {
+            return Ok(Known::NotCached);
         }
         // Open once and take everything from the open file, so that the key,
         // the size check and the content are of the same file.
-        let mut file = match File::open(exe_link) {
-            Ok(f) => f,
-            Err(e) => return Some(Err(read_error(pid, exe_link, &e))),
-        };
-        let meta = match file.metadata() {
-            Ok(m) => m,
-            Err(e) => return Some(Err(read_error(pid, exe_link, &e))),
-        };
-        if !meta.is_file() {
-            return Some(Err(unavailable(
-                pid,
-                "the executable is not a regular file",
-            )));
-        }
+        let mut file = File::open(exe_link).map_err(|e| read_error(pid, exe_link, &e))?;
+        let meta = file.metadata().map_err(|e| read_error(pid, exe_link, &e))?;
         let version = FileVersion::of(&meta);
-        if self.over_limit(pid, version.size) {
-            return Some(Ok(None));
+        match self.known(pid, &version, meta.is_file())? {
+            Known::NotCached => self
+                .compute(pid, exe_link, &mut file, version)
+                .map(Known::Hash),
+            known => Ok(known),
         }
-        if let Some(hash) = self.lock().get(&version) {
-            return Some(Ok(Some(hash.clone())));
-        }
-        Some(self.compute(pid, exe_link, &mut file, version))
     }
 
-    /// Whether an executable of `size` bytes is over the hash limit (then
-    /// it gets no hash, and that is logged).
-    fn over_limit(&self, pid: i32, size: u64) -> bool {
-        if size <= self.max_bytes {
-            return false;
-        }
-        tracing::debug!(
-            pid,
-            size,
-            limit = self.max_bytes,
-            "executable larger than the hash limit; unix:sha256 omitted"
-        );
-        true
-    }
-
-    /// The hash from the cache alone, keyed by the version `statx` gives
-    /// from memory (`exe_file::stat_cached`: the file is not opened and its
-    /// filesystem not asked); `None` when it is not cached.
-    fn cached(
+    /// What the cache knows of `version`: refused if it is not a regular
+    /// file, no hash over the size limit (logged), else the cached hash.
+    fn known(
         &self,
         pid: i32,
-        exe_link: &Path,
-    ) -> Option<Result<Option<String>, WorkloadAttestError>> {
-        let stat = match exe_file::stat_cached(exe_link) {
-            Ok(s) => s,
-            Err(e) => return Some(Err(read_error(pid, exe_link, &e))),
-        };
-        if !stat.is_file {
-            return Some(Err(unavailable(
+        version: &FileVersion,
+        is_file: bool,
+    ) -> Result<Known, WorkloadAttestError> {
+        if !is_file {
+            return Err(unavailable(pid, "the executable is not a regular file"));
+        }
+        if version.size > self.max_bytes {
+            tracing::debug!(
                 pid,
-                "the executable is not a regular file",
-            )));
+                size = version.size,
+                limit = self.max_bytes,
+                "executable larger than the hash limit; unix:sha256 omitted"
+            );
+            return Ok(Known::Hash(None));
         }
-        if self.over_limit(pid, stat.size) {
-            return Some(Ok(None));
-        }
-        let version = FileVersion {
-            dev: stat.dev,
-            ino: stat.ino,
-            size: stat.size,
-            mtime: stat.mtime,
-            mtime_nsec: stat.mtime_nsec,
-            ctime: stat.ctime,
-            ctime_nsec: stat.ctime_nsec,
-        };
-        self.lock().get(&version).map(|h| Ok(Some(h.clone())))
+        Ok(self
+            .lock()
+            .get(version)
+            .map_or(Known::NotCached, |h| Known::Hash(Some(h.clone()))))
     }
 
     /// Hashes `file` (of `version`) under the concurrency bound and caches

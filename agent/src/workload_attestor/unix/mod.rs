@@ -41,7 +41,7 @@ use std::os::unix::ffi::OsStrExt;
 use sigil_proto::Selector;
 
 use super::{Attestor, Now, Process, WorkloadAttestError, read_error, read_procfs, unavailable};
-use exe_hash::ExeHashes;
+use exe_hash::{ExeHashes, Known};
 use names::Names;
 
 /// Default limit on the size of an executable that is hashed: 256 MiB.
@@ -90,87 +90,63 @@ impl UnixAttestor {
 
 impl Attestor for UnixAttestor {
     fn attest(&self, process: &Process<'_>) -> Result<Vec<Selector>, WorkloadAttestError> {
-        self.selectors(process, true).unwrap_or_else(|| {
-            Err(unavailable(
-                process.cred.pid,
-                "attestation needed a blocking thread",
-            ))
-        })
+        self.selectors(process, true)?
+            .ok_or_else(|| unavailable(process.cred.pid, "attestation needed a blocking thread"))
     }
 
     fn attest_now(&self, process: &Process<'_>) -> Now {
-        self.selectors(process, false)
+        self.selectors(process, false).transpose()
     }
 }
 
 impl UnixAttestor {
-    /// The selectors of `process`; `None` when a name or the executable's
-    /// hash is not in memory and `may_block` is false (see [`Now`]).
-    fn selectors(&self, process: &Process<'_>, may_block: bool) -> Now {
-        let cred = process.cred;
+    /// The selectors of `process`; `Ok(None)` when a name or the
+    /// executable's hash is not in memory and `may_block` is false (see
+    /// [`Now`]).
+    fn selectors(
+        &self,
+        process: &Process<'_>,
+        may_block: bool,
+    ) -> Result<Option<Vec<Selector>>, WorkloadAttestError> {
+        let (cred, dir, exe) = (process.cred, process.dir, process.exe);
         let pid = cred.pid;
-        let mut selectors = Vec::with_capacity(8);
-        for value in [format!("uid:{}", cred.uid), format!("gid:{}", cred.gid)] {
-            match unix_selector(pid, value) {
-                Ok(s) => selectors.push(s),
-                Err(e) => return Some(Err(e)),
-            }
-        }
-        match self.names.user(cred.uid, may_block)? {
+        let mut selectors = vec![
+            unix_selector(pid, format!("uid:{}", cred.uid))?,
+            unix_selector(pid, format!("gid:{}", cred.gid))?,
+        ];
+        let (Some(user), Some(group)) = (
+            self.names.user(cred.uid, may_block),
+            self.names.group(cred.gid, may_block),
+        ) else {
+            return Ok(None);
+        };
+        match user {
             Ok(Some(name)) => push_optional(&mut selectors, pid, format!("user:{name}")),
             Ok(None) => {}
             Err(error) => {
                 tracing::debug!(pid, uid = cred.uid, %error, "user look-up failed; unix:user omitted")
             }
         }
-        match self.names.group(cred.gid, may_block)? {
+        match group {
             Ok(Some(name)) => push_optional(&mut selectors, pid, format!("group:{name}")),
             Ok(None) => {}
             Err(error) => {
                 tracing::debug!(pid, gid = cred.gid, %error, "group look-up failed; unix:group omitted")
             }
         }
-        self.procfs_selectors(process, may_block, selectors)
-    }
 
-    /// The selectors read from `/proc/<pid>` (supplementary groups, path,
-    /// hash) appended to `selectors`; `None` as in [`UnixAttestor::selectors`].
-    fn procfs_selectors(
-        &self,
-        process: &Process<'_>,
-        may_block: bool,
-        mut selectors: Vec<Selector>,
-    ) -> Now {
-        let (dir, exe) = (process.dir, process.exe);
-        let pid = process.cred.pid;
         let status_path = dir.join("status");
-        let status = match read_procfs(&status_path) {
-            Ok(s) => s,
-            Err(e) => return Some(Err(read_error(pid, &status_path, &e))),
-        };
-        let gids = match supplementary_gids(&status) {
-            Ok(g) => g,
-            Err(reason) => {
-                return Some(Err(unavailable(
-                    pid,
-                    format!("{}: {reason}", status_path.display()),
-                )));
-            }
-        };
-        for gid in gids {
-            match unix_selector(pid, format!("supplementary_gid:{gid}")) {
-                Ok(s) => selectors.push(s),
-                Err(e) => return Some(Err(e)),
-            }
+        let status = read_procfs(&status_path).map_err(|e| read_error(pid, &status_path, &e))?;
+        for gid in supplementary_gids(&status)
+            .map_err(|reason| unavailable(pid, format!("{}: {reason}", status_path.display())))?
+        {
+            selectors.push(unix_selector(pid, format!("supplementary_gid:{gid}"))?);
         }
 
-        let Some(exe_str) = exe.to_str() else {
-            return Some(Err(unavailable(pid, "the executable's path is not UTF-8")));
-        };
-        match unix_selector(pid, format!("path:{exe_str}")) {
-            Ok(s) => selectors.push(s),
-            Err(e) => return Some(Err(e)),
-        }
+        let exe_str = exe
+            .to_str()
+            .ok_or_else(|| unavailable(pid, "the executable's path is not UTF-8"))?;
+        selectors.push(unix_selector(pid, format!("path:{exe_str}"))?);
         // The kernel marks an unlinked executable with " (deleted)". The path
         // is reported as the kernel gives it, but no hash: the name no longer
         // leads to this content (typically a binary replaced under a running
@@ -179,19 +155,19 @@ impl UnixAttestor {
         if exe.as_bytes().ends_with(DELETED_SUFFIX) {
             tracing::debug!(pid, "executable was deleted; unix:sha256 omitted");
         } else {
+            let exe_link = dir.join("exe");
             match self
                 .hashes
-                .sha256_if(pid, &dir.join("exe"), may_block, process.exe_local)?
+                .sha256_if(pid, &exe_link, may_block, process.exe_local)?
             {
-                Ok(Some(hash)) => match unix_selector(pid, format!("sha256:{hash}")) {
-                    Ok(s) => selectors.push(s),
-                    Err(e) => return Some(Err(e)),
-                },
-                Ok(None) => {}
-                Err(e) => return Some(Err(e)),
+                Known::Hash(Some(hash)) => {
+                    selectors.push(unix_selector(pid, format!("sha256:{hash}"))?)
+                }
+                Known::Hash(None) => {}
+                Known::NotCached => return Ok(None),
             }
         }
-        Some(Ok(selectors))
+        Ok(Some(selectors))
     }
 }
 

@@ -9,9 +9,10 @@ use std::process::{Child, Command};
 use nix::unistd::{Gid, Group, Uid, User};
 use ring::digest;
 
-use super::exe_hash::{FileVersion, HASH_CACHE_CAPACITY, sha256_hex};
+use super::exe_hash::{HASH_CACHE_CAPACITY, sha256_hex};
 use super::*;
 use crate::workload_attestor::PeerCred;
+use crate::workload_attestor::exe_file::FileVersion;
 use crate::workload_attestor::tests::{CONTAINER_ID, FakeProc, Subject, unavailable_reason};
 
 fn attestor() -> Subject {
